@@ -1,0 +1,29 @@
+"""Small building blocks shared by zoo models."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow 'SAME' padding (before, after) for one spatial dimension.
+
+    PyTorch's ``padding='same'`` refuses strides > 1, and TF puts the odd pixel after,
+    so this is spelled out to reproduce the MLPerf Tiny (Keras) topologies exactly.
+    """
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: type[nn.Module] | None = nn.ReLU):
+    """Conv (no bias, BN follows) + BatchNorm + optional activation, symmetric padding."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    if act is not None:
+        layers.append(act())
+    return nn.Sequential(*layers)

@@ -1,0 +1,29 @@
+"""LeNet-5 with 'same' 5x5 convs so that small inputs (8x8 digits) work as well as 32x32."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edgeopt.models.registry import register_model
+
+
+class LeNet5(nn.Module):
+    def __init__(self, input_shape: tuple[int, int, int] = (1, 32, 32), num_classes: int = 10) -> None:
+        super().__init__()
+        c, h, w = input_shape
+        self.features = nn.Sequential(
+            nn.Conv2d(c, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        )  # fmt: skip
+        self.classifier = nn.Sequential(
+            nn.Linear(16 * (h // 4) * (w // 4), 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+@register_model("lenet5", (1, 32, 32), 10, "LeNet-5 (two 5x5 convs, three dense layers)")
+def lenet5(input_shape: tuple[int, int, int] = (1, 32, 32), num_classes: int = 10) -> nn.Module:
+    return LeNet5(input_shape, num_classes)

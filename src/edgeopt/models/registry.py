@@ -1,0 +1,52 @@
+"""Model registry in the style of timm: ``@register_model`` builders, looked up by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from edgeopt.errors import EdgeoptError
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    builder: Callable[..., nn.Module]
+    default_input_shape: tuple[int, int, int]  # (C, H, W)
+    default_num_classes: int
+    description: str
+
+
+_REGISTRY: dict[str, ZooEntry] = {}
+
+
+def register_model(
+    name: str, default_input_shape: tuple[int, int, int], default_num_classes: int, description: str
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register ``builder(input_shape=(C,H,W), num_classes=K, **kwargs) -> nn.Module`` under ``name``."""
+
+    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _REGISTRY[name] = ZooEntry(name, builder, default_input_shape, default_num_classes, description)
+        return builder
+
+    return wrap
+
+
+def list_models() -> list[ZooEntry]:
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def get_entry(name: str) -> ZooEntry:
+    if name not in _REGISTRY:
+        raise EdgeoptError(f"no zoo model named '{name}'", f"choose one of: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def create_module(name: str, **kwargs: Any) -> nn.Module:
+    """Build the bare module; ``input_shape`` may come from JSON as a list."""
+    if "input_shape" in kwargs:
+        kwargs["input_shape"] = tuple(kwargs["input_shape"])
+    return get_entry(name).builder(**kwargs)
