@@ -28,10 +28,7 @@ class DSCNN(nn.Module):
             nn.Dropout(0.2),
         )
         self.blocks = nn.Sequential(
-            *[
-                nn.Sequential(conv_bn(width, width, 3, groups=width), conv_bn(width, width, 1))
-                for _ in range(blocks)
-            ]
+            *[nn.Sequential(conv_bn(width, width, 3, groups=width), conv_bn(width, width, 1)) for _ in range(blocks)]
         )
         self.dropout = nn.Dropout(0.4)
         self.pool = nn.AdaptiveAvgPool2d(1)

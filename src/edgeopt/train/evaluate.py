@@ -1,0 +1,67 @@
+"""Top-1 evaluation of anything that maps an input batch to logits.
+
+``predict`` is a PyTorch module's forward or a runtime runner's ``run``, so the same loop
+measures accuracy in PyTorch, ONNX Runtime, ExecuTorch and LiteRT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from edgeopt.data import ImageDataset
+from edgeopt.errors import EdgeoptError
+from edgeopt.model import EdgeModel, InputSpec, ModelMeta
+from edgeopt.progress import progress_iter
+
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class EvalResult:
+    accuracy: float
+    samples: int
+    predictions: np.ndarray  # argmax class per sample
+
+    def to_json(self) -> dict[str, float | int]:
+        return {"accuracy": self.accuracy, "samples": self.samples}
+
+
+def torch_predict(model: EdgeModel) -> Predict:
+    module = model.module.eval()
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).float().numpy()
+
+    return predict
+
+
+def predict_classes(predict: Predict, spec: InputSpec, data: ImageDataset, batch_size: int = 256) -> np.ndarray:
+    """Argmax class for every image in ``data``."""
+    out = []
+    starts = range(0, len(data), batch_size)
+    for s in progress_iter(starts, "evaluating"):
+        logits = predict(spec.to_model_input(data.images[s : s + batch_size]))
+        out.append(np.asarray(logits).reshape(len(logits), -1).argmax(1))
+    return np.concatenate(out)
+
+
+def evaluate(
+    model: EdgeModel | ModelMeta, data: ImageDataset, predict: Predict | None = None, limit: int | None = None
+) -> EvalResult:
+    """Top-1 accuracy of ``predict`` on the first ``limit`` samples of ``data``.
+
+    ``predict`` defaults to the PyTorch module; with only a model's metadata it is required.
+    """
+    data = data.take(limit)
+    meta = model if isinstance(model, ModelMeta) else model.meta
+    if predict is None:
+        if isinstance(model, ModelMeta):
+            raise EdgeoptError("evaluate() needs predict= when given only metadata")
+        predict = torch_predict(model)
+    preds = predict_classes(predict, meta.input, data)
+    return EvalResult(float((preds == data.labels).mean()), len(data), preds)

@@ -1,0 +1,175 @@
+"""Training loop: ``fit(model, data, epochs=...)`` returns the trained model and its history.
+
+SGD (Nesterov) or Adam with a cosine schedule and linear warm-up, label smoothing, crop and
+flip augmentation for images, channels-last memory format for conv models, deterministic
+seeding. ``loss_fn`` is the hook for distillation and other losses: it receives the logits,
+the labels and the input batch and returns the scalar loss.
+
+Cost: epochs x len(data) forward+backward passes (ResNet-8 on 2 cores: ~45 s per
+CIFAR-10 epoch).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeopt.data import ImageDataset
+from edgeopt.errors import EdgeoptError
+from edgeopt.model import EdgeModel, check_finite
+from edgeopt.progress import progress_enabled
+from edgeopt.train.augment import random_crop_flip
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class FitConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"  # sgd | adam
+    lr: float | None = None  # default: 0.05 for SGD, 2e-3 for Adam
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    augment: bool = True
+    warmup_epochs: float = 0.5
+    seed: int = 0
+
+
+@dataclass
+class FitHistory:
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _uses_conv(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in module.modules())
+
+
+def _to_tensor(model: EdgeModel, images: np.ndarray, channels_last: bool) -> torch.Tensor:
+    x = torch.from_numpy(model.meta.input.to_model_input(images))
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def fit(
+    model: EdgeModel,
+    data: ImageDataset,
+    config: FitConfig | None = None,
+    loss_fn: LossFn | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> tuple[EdgeModel, FitHistory]:
+    """Train ``model`` on ``data`` in place and return it with per-epoch loss and accuracy."""
+    cfg = config or FitConfig()
+    if data.num_classes > model.meta.num_classes:
+        raise EdgeoptError(
+            f"data has {data.num_classes} classes but the model outputs {model.meta.num_classes}",
+            "build the model with the data's class count",
+        )
+    model.meta.input.to_model_input(data.images[:1])  # shape check with a clear message
+    seed_everything(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    module = model.module.train()
+    layout_4d = model.meta.input.layout == "NCHW"
+    channels_last = layout_4d and _uses_conv(module)
+    if channels_last:
+        module.to(memory_format=torch.channels_last)
+    h, _, c = data.image_shape
+    pad = 4 if h >= 24 else 1
+    flip = c == 3  # mirroring digits or letters changes their meaning; natural images survive it
+    params = [p for p in module.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            params, lr=cfg.lr or 0.05, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay
+        )
+    elif cfg.optimizer == "adam":
+        opt = torch.optim.AdamW(params, lr=cfg.lr or 2e-3, weight_decay=cfg.weight_decay)
+    else:
+        raise EdgeoptError(f"unknown optimizer '{cfg.optimizer}'", "use sgd or adam")
+    steps_per_epoch = max(1, math.ceil(len(data) / cfg.batch_size))
+    total = cfg.epochs * steps_per_epoch
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    ce = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    loss_fn = loss_fn or (lambda logits, y, _x: ce(logits, y))
+    history = FitHistory()
+    start = time.perf_counter()
+    bar = _EpochBar(cfg.epochs * steps_per_epoch)
+    try:
+        for epoch in range(cfg.epochs):
+            order = rng.permutation(len(data))
+            seen = correct = 0
+            loss_sum = 0.0
+            for s in range(steps_per_epoch):
+                idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+                imgs = data.images[idx]
+                if cfg.augment:
+                    imgs = random_crop_flip(imgs, rng, pad, flip)
+                x = _to_tensor(model, imgs, channels_last)
+                y = torch.from_numpy(data.labels[idx])
+                logits = module(x)
+                loss = loss_fn(logits, y, x)
+                if not torch.isfinite(loss):
+                    raise EdgeoptError(f"training diverged (loss is {loss.item()}) in epoch {epoch + 1}", "lower --lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                seen += len(idx)
+                correct += int((logits.argmax(1) == y).sum())
+                loss_sum += float(loss.detach()) * len(idx)
+                bar.update(f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
+            record = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen}
+            history.epochs.append(record)
+            if on_epoch:
+                on_epoch(record)
+    finally:
+        bar.close()
+        module.eval()
+        if channels_last:
+            module.to(memory_format=torch.contiguous_format)
+    history.seconds = time.perf_counter() - start
+    check_finite(module)
+    return model, history
+
+
+class _EpochBar:
+    """One progress bar over all steps, on stderr, only when it is a terminal."""
+
+    def __init__(self, total: int) -> None:
+        self._bar = None
+        if progress_enabled():
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=Console(stderr=True)
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("training", total=total)
+
+    def update(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, description=text)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
