@@ -1,0 +1,22 @@
+"""Shared fixtures: an isolated dataset cache, and where ../shared data lives when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEOPT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def shared_file(name: str) -> Path:
+    """A file under ../shared/data, or skip the test when it is absent (CI-less machines)."""
+    path = SHARED / name
+    if not path.exists():
+        pytest.skip(f"../shared/data/{name} not present")
+    return path
