@@ -17,7 +17,6 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import numpy as np
 from common import interleaved_p50, shared_path, write_result
 
 from edgeopt.data import load_dataset
@@ -78,7 +77,7 @@ def main() -> None:
     inputs["mlperf_tflite_litert"] = imported.example_input(1).numpy()
     lat = interleaved_p50(runners, inputs, rounds=args.rounds)
     base = lat["mlperf_tflite_litert"]["p50_ms"]
-    for k, v in lat.items():
+    for v in lat.values():
         v["ratio_to_mlperf_tflite_litert"] = v["p50_ms"] / base
     figures["zoo_resnet8"] = {"parity": parity, "latency_1thread": lat}
     for r in runners.values():
@@ -95,7 +94,8 @@ def _print(f: dict) -> None:
     print(f"imported (torch) accuracy    {100 * imp['imported_torch_accuracy']:.2f}%  "
           f"(Δ {imp['accuracy_delta_points']:+.3f} pt, agreement {100 * imp['top1_agreement']:.2f}%)")  # fmt: skip
     for rt, v in imp["reexported"].items():
-        print(f"  re-exported -> {rt:<12} {100 * v['accuracy']:.2f}%  agreement {100 * v['top1_agreement_with_litert_reference']:.2f}%")  # fmt: skip
+        agree = 100 * v["top1_agreement_with_litert_reference"]
+        print(f"  re-exported -> {rt:<12} {100 * v['accuracy']:.2f}%  agreement {agree:.2f}%")
     print(f"{'runtime':<22}{'rel Δlogit':>12}{'p50 ms':>10}{'p90 ms':>10}{'× MLPerf tflite':>17}")
     z = f["zoo_resnet8"]
     for rt, v in z["latency_1thread"].items():

@@ -50,16 +50,23 @@ def test_imagefolder_directory_and_zip_agree(tmp_path: Path) -> None:
     assert np.array_equal(d.images, z.images) and np.array_equal(d.labels, [0, 0, 1, 1, 1])
 
 
-def test_second_load_comes_from_cache(tmp_path: Path) -> None:
+def test_second_load_comes_from_cache_until_the_source_changes(tmp_path: Path, monkeypatch) -> None:
+    import edgeopt.data.imagefolder as imagefolder
+
     root = tmp_path / "folder"
     _write_imagefolder(root, {"a": 2, "b": 2}, mode="L")
     first = load_dataset(f"imagefolder:{root}", "train")
-    assert first.images.shape[-1] == 1
-    assert list(cache_dir().glob("imagefolder-train-*.npz"))
-    for p in root.rglob("*.png"):  # the cache is keyed on mtime/size: an untouched tree reuses it
-        pass
-    again = load_dataset(f"imagefolder:{root}", "train")
+    assert first.images.shape[-1] == 1 and list(cache_dir().glob("imagefolder-train-*.npz"))
+
+    def no_decoding(*_a, **_k):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(imagefolder, "load_imagefolder", no_decoding)
+    again = load_dataset(f"imagefolder:{root}", "train")  # the decoder is never called
     assert np.array_equal(first.images, again.images)
+    Image.new("L", (12, 10), 7).save(root / "train" / "a" / "0000.png")  # an edited source is re-decoded
+    with pytest.raises(AssertionError, match="decoded again"):
+        load_dataset(f"imagefolder:{root}", "train")
 
 
 @pytest.mark.parametrize(

@@ -312,8 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     _STDOUT_FD = os.dup(1)
     os.dup2(2, 1)  # anything a library prints lands on stderr
     try:
-        app(args=args, prog_name="edgeopt", standalone_mode=False)
-        return 0
+        rv = app(args=args, prog_name="edgeopt", standalone_mode=False)
+        if rv == 130:  # typer turns KeyboardInterrupt into an exit code in non-standalone mode
+            raise KeyboardInterrupt
+        return rv if isinstance(rv, int) else 0
     except EdgeoptError as e:
         if debug:
             traceback.print_exc()

@@ -76,7 +76,9 @@ class InputSpec:
             x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std or 1.0, np.float32)
         if self.layout == "NCHW":
             x = x.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(x, dtype=np.float32)
+        # a fresh C-order copy: for one channel the transposed view already counts as contiguous
+        # but keeps odd strides, which eager convs turn into channels-last outputs
+        return np.array(x, dtype=np.float32, order="C", copy=True)
 
 
 @dataclass
