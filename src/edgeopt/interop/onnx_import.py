@@ -1,0 +1,516 @@
+"""Read an .onnx model into edgeopt's graph IR plus weights (see ``graph.py``).
+
+Why hand-written: onnx2torch, the usual converter, imports torchvision, which has no CPU
+build compatible with the pinned torch here; and edgeopt needs its own serialisable IR
+anyway (saved models must rebuild without pickled code). Parsing uses the ``onnx`` package
+(protobuf; never unpickles). ONNX is NCHW like PyTorch, so no layout tracking is needed.
+
+Initializers become layer weights (Conv, Gemm/MatMul, BatchNormalization) or buffers (other
+constants). Sub-graphs whose inputs are all constants (shape arithmetic, Constant chains,
+casts) are folded at import with ONNX's own reference evaluator, so the op table below only
+has to cover ops that run on activations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from google.protobuf.message import DecodeError
+from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from edgeopt.errors import EdgeoptError, UnsupportedOpError
+from edgeopt.interop.graph import GraphBuilder, ImportedGraph, same_padding, torch_pad_list
+
+
+@dataclass
+class _Node:
+    index: int
+    op: str
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any]
+    proto: onnx.NodeProto
+
+    def input(self, i: int) -> str:
+        """Name of optional input ``i`` ('' when absent)."""
+        return self.inputs[i] if i < len(self.inputs) else ""
+
+
+def _corrupt(path: Path, why: str) -> EdgeoptError:
+    return EdgeoptError(f"{path} is not a valid .onnx file ({why})", "re-export the model")
+
+
+class _Importer:
+    """Walks the ONNX nodes in order, emitting IR nodes."""
+
+    def __init__(self, path: Path, model: onnx.ModelProto) -> None:
+        self.path = path
+        self.graph = model.graph
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+        self.b = GraphBuilder()
+        self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in self.graph.initializer}
+        self.values: dict[str, str] = {}
+        self.shapes: dict[str, list[int | None]] = {}
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model).graph
+            infos = list(inferred.value_info) + list(inferred.input) + list(inferred.output)
+        except Exception:  # shape inference is a help, not a requirement
+            infos = list(self.graph.input) + list(self.graph.output)
+        for vi in infos:
+            if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+                self.shapes[vi.name] = [
+                    d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim
+                ]
+        self.nodes = [
+            _Node(
+                i,
+                n.op_type,
+                n.name or f"{n.op_type}_{i}",
+                list(n.input),
+                list(n.output),
+                {a.name: helper.get_attribute_value(a) for a in n.attribute},
+                n,
+            )
+            for i, n in enumerate(self.graph.node)
+        ]
+        self.users: dict[str, list[_Node]] = {}
+        for n in self.nodes:
+            for v in n.inputs:
+                self.users.setdefault(v, []).append(n)
+        self.done: set[int] = set()  # nodes already absorbed by an earlier one (MatMul + Add)
+
+    # -- values
+    def const(self, name: str) -> np.ndarray | None:
+        return self.consts.get(name) if name else None
+
+    def value(self, name: str) -> str:
+        """IR value for ONNX tensor ``name`` (constants become float32 buffers on first use)."""
+        if name not in self.values:
+            c = self.const(name)
+            if c is None:
+                raise _corrupt(self.path, f"tensor '{name}' is used before it is computed")
+            self.values[name] = self.b.const(c.astype(np.float32), name)
+        return self.values[name]
+
+    def weight(self, name: str, node: _Node) -> np.ndarray:
+        c = self.const(name)
+        if c is None:
+            raise UnsupportedOpError(f"{node.op} with a run-time weight '{name}'", node.name, "ONNX")
+        return c.astype(np.float32)
+
+    def ints(self, node: _Node, attr: str, input_index: int) -> list[int] | None:
+        """An int list given as attribute (older opsets) or constant input (newer); None when absent."""
+        if attr in node.attrs:
+            return [int(v) for v in node.attrs[attr]]
+        name = node.input(input_index)
+        if not name:
+            return None
+        c = self.const(name)
+        if c is None:
+            raise UnsupportedOpError(f"{node.op} with run-time '{attr}'", node.name, "ONNX")
+        return [int(v) for v in c.reshape(-1)]
+
+    def rank(self, name: str, node: _Node) -> int:
+        shape = self.shapes.get(name)
+        if shape is None:
+            raise UnsupportedOpError(f"{node.op} on a tensor of unknown rank", node.name, "ONNX")
+        return len(shape)
+
+    def spatial_pads(
+        self, node: _Node, kernel: tuple[int, int], strides: list[int], dilations: list[int]
+    ) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) from ``pads`` [top, left, bottom, right] or ``auto_pad``."""
+        auto = node.attrs.get("auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else auto
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            shape = self.shapes.get(node.inputs[0])
+            if shape is None or len(shape) != 4 or None in shape[2:]:
+                raise UnsupportedOpError(f"{node.op} auto_pad={auto} on unknown spatial size", node.name, "ONNX")
+            top, bottom = same_padding(shape[2], kernel[0], strides[0], dilations[0])
+            left, right = same_padding(shape[3], kernel[1], strides[1], dilations[1])
+            if auto == "SAME_LOWER":
+                top, bottom, left, right = bottom, top, right, left
+            return left, right, top, bottom
+        if auto == "VALID":
+            return 0, 0, 0, 0
+        top, left, bottom, right = node.attrs.get("pads", [0, 0, 0, 0])
+        return left, right, top, bottom
+
+    def alias(self, out: str, src: str) -> None:
+        if src in self.values:
+            self.values[out] = self.values[src]
+        elif src in self.consts:
+            self.consts[out] = self.consts[src]
+        else:
+            raise _corrupt(self.path, f"tensor '{src}' is used before it is computed")
+
+    # -- the walk
+    def try_fold(self, node: _Node) -> bool:
+        """Evaluate a node whose inputs are all constants at import time (ONNX reference evaluator)."""
+        present = [v for v in node.inputs if v]
+        if not present or not all(v in self.consts for v in present) or node.proto.domain not in ("", "ai.onnx"):
+            return False
+        try:
+            outs = ReferenceEvaluator(node.proto, opsets={"": self.opset}).run(
+                None, {v: self.consts[v] for v in present}
+            )
+        except Exception:  # not evaluable here: leave it to the op table
+            return False
+        for name, arr in zip(node.outputs, outs, strict=False):
+            if name:
+                self.consts[name] = np.asarray(arr)
+        return True
+
+    def run(self) -> ImportedGraph:
+        for inp in self.graph.input:
+            if inp.name in self.consts:
+                continue  # old IR versions list initializers as inputs too
+            if inp.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+                raise EdgeoptError(f"model input '{inp.name}' is not float32", "import a float32 model")
+            shape = [
+                d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                for d in inp.type.tensor_type.shape.dim
+            ]
+            self.values[inp.name] = self.b.input(shape, inp.name)
+            self.shapes.setdefault(inp.name, shape)
+        for node in self.nodes:
+            if node.index in self.done or (node.op != "Constant" and self.try_fold(node)):
+                continue
+            translate = TRANSLATORS.get(node.op) if node.proto.domain in ("", "ai.onnx") else None
+            if translate is None:
+                op = node.op if node.proto.domain in ("", "ai.onnx") else f"{node.proto.domain}.{node.op}"
+                raise UnsupportedOpError(op, node.name, "ONNX")
+            translate(self, node)
+        outputs = [self.value(o.name) for o in self.graph.output]
+        return ImportedGraph(self.b.finish(outputs), self.b.weights, "NCHW")
+
+    def emit(self, node: _Node, op: str, inputs: list[str], attrs: dict[str, Any] | None = None) -> None:
+        self.values[node.outputs[0]] = self.b.add(op, [self.value(v) for v in inputs], attrs, node.name)
+
+
+# ----------------------------------------------------------------------------- translators
+
+
+def _conv(imp: _Importer, node: _Node) -> None:
+    w = imp.weight(node.inputs[1], node)
+    if w.ndim != 4:
+        raise UnsupportedOpError(f"Conv{w.ndim - 2}D", node.name, "ONNX")
+    bias = imp.weight(node.input(2), node) if node.input(2) else None
+    strides = list(node.attrs.get("strides", [1, 1]))
+    dilations = list(node.attrs.get("dilations", [1, 1]))
+    pads = imp.spatial_pads(node, (w.shape[2], w.shape[3]), strides, dilations)
+    imp.values[node.outputs[0]] = imp.b.conv2d(
+        imp.value(node.inputs[0]), w, bias, strides, pads, dilations, int(node.attrs.get("group", 1)), node.name
+    )
+
+
+def _bias_vector(c: np.ndarray, out: int) -> np.ndarray | None:
+    """``c`` as a length-``out`` bias if it broadcasts as one along the last dim, else None."""
+    if c.size == 1:
+        return np.full(out, c.reshape(-1)[0], np.float32)
+    if c.size == out and c.shape[-1] == out:
+        return c.reshape(out).astype(np.float32)
+    return None
+
+
+def _gemm(imp: _Importer, node: _Node) -> None:
+    a = node.attrs
+    w = imp.weight(node.inputs[1], node)
+    w = (w if a.get("transB", 0) else w.T) * np.float32(a.get("alpha", 1.0))  # -> [out, in]
+    x = imp.value(node.inputs[0])
+    if a.get("transA", 0):
+        x = imp.b.permute(x, [1, 0], node.name)
+    bias = None
+    if node.input(2):
+        bias = _bias_vector(imp.weight(node.input(2), node) * np.float32(a.get("beta", 1.0)), w.shape[0])
+        if bias is None:
+            raise UnsupportedOpError("Gemm with a per-row C", node.name, "ONNX")
+    imp.values[node.outputs[0]] = imp.b.linear(x, w, bias, node.name)
+
+
+def _matmul(imp: _Importer, node: _Node) -> None:
+    w = imp.const(node.inputs[1])
+    if w is None or w.ndim != 2 or imp.const(node.inputs[0]) is not None:
+        raise UnsupportedOpError("MatMul without a constant 2-D right operand", node.name, "ONNX")
+    weight = w.T.astype(np.float32)
+    out = node.outputs[0]
+    bias = None
+    users = imp.users.get(out, [])
+    if len(users) == 1 and users[0].op == "Add" and out not in {o.name for o in imp.graph.output}:
+        add = users[0]
+        other = add.inputs[1] if add.inputs[0] == out else add.inputs[0]
+        c = imp.const(other)
+        bias = _bias_vector(c, weight.shape[0]) if c is not None and c.ndim <= 2 else None
+        if bias is not None:  # MatMul + Add(bias) is one linear layer
+            imp.done.add(add.index)
+            out = add.outputs[0]
+    imp.values[out] = imp.b.linear(imp.value(node.inputs[0]), weight, bias, node.name)
+
+
+def _binary(ir_op: str) -> Callable[[_Importer, _Node], None]:
+    return lambda imp, node: imp.emit(node, ir_op, node.inputs[:2])
+
+
+def _activation(kind: str) -> Callable[[_Importer, _Node], None]:
+    def translate(imp: _Importer, node: _Node) -> None:
+        imp.values[node.outputs[0]] = imp.b.activation(imp.value(node.inputs[0]), kind, node.name)
+
+    return translate
+
+
+def _clip(imp: _Importer, node: _Node) -> None:
+    def bound(i: int, attr: str) -> float | None:
+        if imp.opset < 11:
+            v = node.attrs.get(attr)
+        else:
+            name = node.input(i)
+            c = imp.const(name) if name else None
+            if name and c is None:
+                raise UnsupportedOpError("Clip with run-time bounds", node.name, "ONNX")
+            v = None if c is None else float(c.reshape(-1)[0])
+        return None if v is None or not np.isfinite(v) else float(v)
+
+    lo, hi = bound(1, "min"), bound(2, "max")
+    x = node.inputs[0]
+    if lo == 0.0 and hi == 6.0:
+        imp.emit(node, "relu6", [x])
+    elif lo == 0.0 and hi is None:
+        imp.emit(node, "relu", [x])
+    elif lo is None and hi is None:
+        imp.alias(node.outputs[0], x)
+    else:
+        imp.emit(node, "clamp", [x], {"min": lo, "max": hi})
+
+
+def _hardsigmoid(imp: _Importer, node: _Node) -> None:
+    attrs = {"alpha": float(node.attrs.get("alpha", 0.2)), "beta": float(node.attrs.get("beta", 0.5))}
+    imp.emit(node, "hardsigmoid", [node.inputs[0]], attrs)
+
+
+def _leaky_relu(imp: _Importer, node: _Node) -> None:
+    imp.emit(node, "leaky_relu", [node.inputs[0]], {"slope": float(node.attrs.get("alpha", 0.01))})
+
+
+def _pool(ir_op: str) -> Callable[[_Importer, _Node], None]:
+    def translate(imp: _Importer, node: _Node) -> None:
+        k = list(node.attrs["kernel_shape"])
+        if len(k) != 2:
+            raise UnsupportedOpError(f"{node.op} over {len(k)}-D", node.name, "ONNX")
+        if len(node.outputs) > 1 and node.outputs[1] and imp.users.get(node.outputs[1]):
+            raise UnsupportedOpError(f"{node.op} with indices output", node.name, "ONNX")
+        strides = list(node.attrs.get("strides", [1, 1]))
+        dilations = list(node.attrs.get("dilations", [1, 1]))
+        attrs: dict[str, Any] = {
+            "kernel_size": k,
+            "stride": strides,
+            "pads": imp.spatial_pads(node, (k[0], k[1]), strides, dilations),
+            "ceil_mode": bool(node.attrs.get("ceil_mode", 0)),
+        }
+        if ir_op == "avg_pool2d":
+            attrs["count_include_pad"] = bool(node.attrs.get("count_include_pad", 0))
+        else:
+            attrs["dilation"] = dilations
+        imp.emit(node, ir_op, [node.inputs[0]], attrs)
+
+    return translate
+
+
+def _global_average_pool(imp: _Importer, node: _Node) -> None:
+    shape = imp.shapes.get(node.inputs[0])
+    rank = len(shape) if shape else 4
+    imp.emit(node, "mean", [node.inputs[0]], {"dims": list(range(2, rank)), "keepdim": True})
+
+
+def _reduce_mean(imp: _Importer, node: _Node) -> None:
+    axes = imp.ints(node, "axes", 1)
+    if not axes:
+        if node.attrs.get("noop_with_empty_axes", 0):
+            imp.alias(node.outputs[0], node.inputs[0])
+            return
+        axes = list(range(imp.rank(node.inputs[0], node)))
+    imp.emit(node, "mean", [node.inputs[0]], {"dims": axes, "keepdim": bool(node.attrs.get("keepdims", 1))})
+
+
+def _reshape(imp: _Importer, node: _Node) -> None:
+    shape = imp.ints(node, "shape", 1)
+    if shape is None:
+        raise UnsupportedOpError("Reshape without a shape", node.name, "ONNX")
+    copy_zeros = not node.attrs.get("allowzero", 0) and 0 in shape
+    x = node.inputs[0]
+    imp.values[node.outputs[0]] = imp.b.reshape(imp.value(x), shape, imp.shapes.get(x), node.name, copy_zeros)
+
+
+def _flatten(imp: _Importer, node: _Node) -> None:
+    axis = int(node.attrs.get("axis", 1))
+    if axis < 0:
+        axis += imp.rank(node.inputs[0], node)
+    imp.emit(node, "flatten", [node.inputs[0]], {"axis": axis})
+
+
+def _concat(imp: _Importer, node: _Node) -> None:
+    imp.emit(node, "concat", [v for v in node.inputs if v], {"dim": int(node.attrs["axis"])})
+
+
+def _pad(imp: _Importer, node: _Node) -> None:
+    mode = node.attrs.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode != "constant":
+        raise UnsupportedOpError(f"Pad(mode={mode})", node.name, "ONNX")
+    pads = imp.ints(node, "pads", 1)
+    if pads is None:
+        raise UnsupportedOpError("Pad without pads", node.name, "ONNX")
+    value = float(node.attrs.get("value", 0.0))
+    if imp.opset >= 11 and node.input(2):
+        c = imp.const(node.input(2))
+        if c is None:
+            raise UnsupportedOpError("Pad with a run-time value", node.name, "ONNX")
+        value = float(c.reshape(-1)[0]) if c.size else 0.0
+    n = len(pads) // 2
+    axes = imp.ints(node, "axes", 3)  # opset 18+: optional 4th input
+    if axes is None:
+        pairs = [(pads[i], pads[i + n]) for i in range(n)]
+    else:
+        rank = imp.rank(node.inputs[0], node)
+        pairs = [(0, 0)] * rank
+        for i, ax in enumerate(axes):
+            pairs[ax % rank] = (pads[i], pads[i + n])
+    imp.emit(node, "pad", [node.inputs[0]], {"pads": torch_pad_list(pairs), "value": value})
+
+
+def _softmax(imp: _Importer, node: _Node) -> None:
+    axis = int(node.attrs.get("axis", -1 if imp.opset >= 13 else 1))
+    if imp.opset < 13:  # older opsets flatten dims >= axis; same thing only when axis is the last dim
+        rank = imp.rank(node.inputs[0], node)
+        if axis % rank != rank - 1:
+            raise UnsupportedOpError(f"Softmax(axis={axis}) over flattened dims (opset {imp.opset})", node.name, "ONNX")
+    imp.emit(node, "softmax", [node.inputs[0]], {"dim": axis, "beta": 1.0})
+
+
+def _batch_norm(imp: _Importer, node: _Node) -> None:
+    if node.attrs.get("training_mode", 0):
+        raise UnsupportedOpError("BatchNormalization(training_mode=1)", node.name, "ONNX")
+    scale, bias, mean, var = (imp.weight(v, node) for v in node.inputs[1:5])
+    shape = imp.shapes.get(node.inputs[0])
+    rank = len(shape) if shape else 4
+    attrs = {
+        "num_features": int(scale.size),
+        "eps": float(node.attrs.get("epsilon", 1e-5)),
+        "momentum": 1.0 - float(node.attrs.get("momentum", 0.9)),
+        "rank": rank,
+    }  # torch: weight of the new batch
+    weights = {"weight": scale, "bias": bias, "running_mean": mean, "running_var": var}
+    w = {k: torch.from_numpy(np.ascontiguousarray(v.reshape(-1))) for k, v in weights.items()}
+    w["num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
+    imp.values[node.outputs[0]] = imp.b.add("batchnorm", [imp.value(node.inputs[0])], attrs, node.name, w)
+
+
+def _identity(imp: _Importer, node: _Node) -> None:
+    imp.alias(node.outputs[0], node.inputs[0])
+
+
+def _transpose(imp: _Importer, node: _Node) -> None:
+    perm = node.attrs.get("perm")
+    if perm is None:
+        perm = list(reversed(range(imp.rank(node.inputs[0], node))))
+    imp.values[node.outputs[0]] = imp.b.permute(imp.value(node.inputs[0]), list(perm), node.name)
+
+
+def _squeeze(imp: _Importer, node: _Node) -> None:
+    axes = imp.ints(node, "axes", 1)
+    if axes is None:
+        shape = imp.shapes.get(node.inputs[0])
+        if shape is None or None in shape:
+            raise UnsupportedOpError("Squeeze without axes on an unknown shape", node.name, "ONNX")
+        axes = [i for i, s in enumerate(shape) if s == 1]
+    imp.emit(node, "squeeze", [node.inputs[0]], {"dims": axes})
+
+
+def _unsqueeze(imp: _Importer, node: _Node) -> None:
+    axes = imp.ints(node, "axes", 1)
+    if axes is None:
+        raise UnsupportedOpError("Unsqueeze without axes", node.name, "ONNX")
+    if any(a < 0 for a in axes):
+        out_rank = imp.rank(node.inputs[0], node) + len(axes)
+        axes = [a % out_rank for a in axes]
+    imp.emit(node, "unsqueeze", [node.inputs[0]], {"dims": sorted(axes)})
+
+
+def _constant(imp: _Importer, node: _Node) -> None:
+    a = node.attrs
+    if "value" in a:
+        arr = numpy_helper.to_array(a["value"])
+    elif "value_float" in a or "value_floats" in a:
+        arr = np.asarray(a.get("value_float", a.get("value_floats")), np.float32)
+    elif "value_int" in a or "value_ints" in a:
+        arr = np.asarray(a.get("value_int", a.get("value_ints")), np.int64)
+    else:
+        raise UnsupportedOpError(f"Constant({', '.join(a)})", node.name, "ONNX")
+    imp.consts[node.outputs[0]] = arr
+
+
+def _shape(imp: _Importer, node: _Node) -> None:
+    shape = imp.shapes.get(node.inputs[0])
+    if shape is None or None in shape or node.attrs.get("start") is not None or node.attrs.get("end") is not None:
+        raise UnsupportedOpError("Shape of a dynamic tensor", node.name, "ONNX")
+    imp.consts[node.outputs[0]] = np.asarray(shape, np.int64)
+
+
+TRANSLATORS: dict[str, Callable[[_Importer, _Node], None]] = {
+    "Conv": _conv,
+    "Gemm": _gemm,
+    "MatMul": _matmul,
+    "Add": _binary("add"),
+    "Sub": _binary("sub"),
+    "Mul": _binary("mul"),
+    "Div": _binary("div"),
+    "Relu": _activation("relu"),
+    "Sigmoid": _activation("sigmoid"),
+    "Tanh": _activation("tanh"),
+    "HardSwish": _activation("hardswish"),
+    "HardSigmoid": _hardsigmoid,
+    "LeakyRelu": _leaky_relu,
+    "Clip": _clip,
+    "AveragePool": _pool("avg_pool2d"),
+    "MaxPool": _pool("max_pool2d"),
+    "GlobalAveragePool": _global_average_pool,
+    "ReduceMean": _reduce_mean,
+    "Reshape": _reshape,
+    "Flatten": _flatten,
+    "Concat": _concat,
+    "Pad": _pad,
+    "Softmax": _softmax,
+    "BatchNormalization": _batch_norm,
+    "Identity": _identity,
+    "Dropout": _identity,
+    "Transpose": _transpose,
+    "Squeeze": _squeeze,
+    "Unsqueeze": _unsqueeze,
+    "Constant": _constant,
+    "Shape": _shape,
+}
+
+
+def read_onnx(path: str | Path) -> ImportedGraph:
+    """Parse an .onnx file into graph IR, weights (state_dict entries) and input layout ("NCHW")."""
+    path = Path(path)
+    try:
+        model = onnx.load(str(path))
+    except DecodeError as e:
+        raise _corrupt(path, f"protobuf decode failed: {e}") from e
+    except (OSError, ValueError) as e:  # unreadable file, missing external data
+        raise _corrupt(path, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from e
+    if not model.graph.node or not model.graph.output:
+        raise _corrupt(path, "no graph in the file")
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as e:
+        raise _corrupt(path, str(e).strip().splitlines()[0]) from e
+    return _Importer(path, model).run()
