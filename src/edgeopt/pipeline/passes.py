@@ -7,7 +7,7 @@ whose ``apply`` transforms an :class:`EdgeModel`. Register new techniques with
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -44,6 +44,17 @@ class Pass(Protocol):
 
 
 PASSES: dict[str, type] = {}
+# Modules whose import registers more passes (one per technique); imported when a recipe is read.
+PASS_MODULES: list[str] = []
+
+
+def available_passes() -> dict[str, type]:
+    """Every registered pass, after importing the technique modules that define them."""
+    import importlib
+
+    for module in PASS_MODULES:
+        importlib.import_module(module)
+    return PASSES
 
 
 def register_pass(cls: type) -> type:
@@ -100,7 +111,7 @@ class ExportPass:
             result = export_model(model, fmt, ctx.stage_dir / f"model{_suffix(fmt)}", rtol=self.rtol)
             with open_runner(result.runtime, result.path, threads=ctx.threads) as runner:
                 record_runtime_metrics(ctx.metrics, model, runner, ctx)
-            ctx.metrics.setdefault("parity", {})[result.runtime] = result.parity.to_json()
+            ctx.metrics.setdefault("parity", {})[result.runtime] = asdict(result.parity)
             ctx.metrics.setdefault("artifacts", {})[result.runtime] = result.path.name
             ctx.metrics.setdefault("artifact_bytes", {})[result.runtime] = result.size_bytes
         return model

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from edgeopt.errors import EdgeoptError
-from edgeopt.pipeline.passes import PASSES, Pass
+from edgeopt.pipeline.passes import Pass, available_passes
 
 
 @dataclass
@@ -50,9 +50,10 @@ class Recipe:
 
 
 def build_pass(name: str, params: dict[str, Any] | None) -> Pass:
-    if name not in PASSES:
-        raise EdgeoptError(f"unknown pass '{name}' in recipe", f"available passes: {', '.join(sorted(PASSES))}")
-    cls = PASSES[name]
+    passes = available_passes()
+    if name not in passes:
+        raise EdgeoptError(f"unknown pass '{name}' in recipe", f"available passes: {', '.join(sorted(passes))}")
+    cls = passes[name]
     params = params or {}
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(params) - known

@@ -1,0 +1,5 @@
+"""``python -m edgeopt.cli``."""
+
+from edgeopt.cli import main
+
+raise SystemExit(main())

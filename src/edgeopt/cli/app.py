@@ -1,0 +1,85 @@
+"""The typer app and what every command shares: option types, output, argument parsing.
+
+Command modules (``commands.py`` for the foundation, one module per technique) register
+themselves on ``app``; ``edgeopt.cli.main`` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from edgeopt.errors import EdgeoptError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Make neural networks fit mobile and edge devices.")
+
+# Library chatter (exporters, runtimes) goes to stderr; our own output goes to the real stdout.
+STDOUT_FD: list[int] = []  # the real stdout, saved by main(); fd 1 points at stderr meanwhile
+
+ModelArg = Annotated[str, typer.Argument(help="model: zoo:NAME, .edgeopt, .pt2, .onnx or .tflite")]
+DataOpt = Annotated[str, typer.Option("--data", help="dataset: digits, imagefolder:PATH, cifar10:DIR, mnist:DIR")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout and nothing else")]
+RuntimeOpt = Annotated[str, typer.Option("--runtime", help="torch, onnxruntime, executorch or litert")]
+RangeOpt = Annotated[str | None, typer.Option("--input-range", help="value range the model expects, e.g. 0,255")]
+
+
+def emit(obj: dict[str, Any], as_json: bool, title: str = "") -> None:
+    """Print ``obj`` as JSON or as a two-column table, on the real stdout."""
+    out = os.fdopen(os.dup(STDOUT_FD[-1]), "w") if STDOUT_FD else sys.stdout
+    with out:
+        if as_json:
+            out.write(json.dumps(obj, default=str) + "\n")
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title or None, show_header=False)
+        for k, v in obj.items():
+            table.add_row(k, fmt(v))
+        Console(file=out).print(table)
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={fmt(x)}" for k, x in v.items())
+    return str(v)
+
+
+def quiet(as_json: bool) -> None:
+    if as_json:
+        os.environ["EDGEOPT_QUIET"] = "1"
+
+
+def parse_range(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(t) for t in text.split(","))
+    except ValueError as e:
+        raise EdgeoptError(f"--input-range '{text}' is not LO,HI", "for example --input-range 0,255") from e
+    if not lo < hi:
+        raise EdgeoptError(f"--input-range '{text}' needs LO < HI")
+    return lo, hi
+
+
+def model_for_data(source: str, data_spec: str, input_range: tuple[float, float] | None = None):
+    """Load MODEL; a zoo model is sized to the data's image shape and class count."""
+    from edgeopt.data import load_dataset
+    from edgeopt.model import load_model
+
+    train = load_dataset(data_spec, "train")
+    if source.startswith("zoo:"):
+        h, w, c = train.image_shape
+        return load_model(source, input_shape=(c, h, w), num_classes=train.num_classes), train
+    return load_model(source, input_range=input_range), train
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False) -> None:
+    """edgeopt: compress, export and measure models in ExecuTorch, LiteRT and ONNX Runtime."""
