@@ -1,0 +1,1 @@
+"""Compression techniques: quantize/, prune/, distill/, cluster/, lowrank/ — each a set of passes."""

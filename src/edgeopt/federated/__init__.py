@@ -1,0 +1,1 @@
+"""Federated learning: pure algorithms, partitioners, and engines (in-process, Flower)."""
