@@ -81,3 +81,16 @@ def test_interrupted_run_resumes_without_redoing_stages(tmp_path: Path) -> None:
 def test_bad_recipes(recipe: dict, message: str) -> None:
     with pytest.raises(EdgeoptError, match=message):
         recipe_from_dict(recipe)
+
+
+def test_same_recipe_same_seed_same_model(tmp_path: Path) -> None:
+    import torch
+
+    from edgeopt.model import load_model
+
+    recipe = recipe_from_dict({**RECIPE, "passes": []})
+    weights = []
+    for name in ("a", "b"):
+        ledger = run_recipe(recipe, tmp_path / name)
+        weights.append(load_model(tmp_path / name / ledger[-1]["checkpoint"]).module.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

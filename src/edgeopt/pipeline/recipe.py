@@ -33,6 +33,7 @@ class Recipe:
     threads: int = 1
     eval_limit: int | None = None  # test samples per evaluation (None: the whole split)
     input_shape: list[int] | None = None
+    seed: int = 0  # seeds the initial weights of a zoo model
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -42,6 +43,7 @@ class Recipe:
             "threads": self.threads,
             "eval_limit": self.eval_limit,
             "input_shape": self.input_shape,
+            "seed": self.seed,
             "passes": [{p.name: dataclasses.asdict(p)} for p in self.passes],
         }
 
@@ -76,7 +78,7 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
             raise EdgeoptError(f"recipe pass entry {item!r} is malformed", "write '- name: {param: value}'")
         ((name, params),) = item.items()
         passes.append(build_pass(name, params))
-    allowed = {"model", "data", "passes", "threads", "eval_limit", "input_shape"}
+    allowed = {"model", "data", "passes", "threads", "eval_limit", "input_shape", "seed"}
     extra = {k: v for k, v in d.items() if k not in allowed}
     if extra:
         raise EdgeoptError(f"unknown recipe key {sorted(extra)[0]!r}", f"recipe keys: {sorted(allowed)}")
@@ -87,6 +89,7 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
         threads=int(d.get("threads", 1)),
         eval_limit=d.get("eval_limit"),
         input_shape=d.get("input_shape"),
+        seed=int(d.get("seed", 0)),
     )
 
 

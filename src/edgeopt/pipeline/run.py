@@ -117,6 +117,9 @@ def run_recipe(
 def _initial_model(recipe: Recipe) -> EdgeModel:
     if recipe.model.startswith("zoo:"):
         from edgeopt.data import load_dataset
+        from edgeopt.train import seed_everything
+
+        seed_everything(recipe.seed)
 
         data = load_dataset(recipe.data, "train")
         h, w, c = data.image_shape
