@@ -14,7 +14,7 @@ stage the ledger records and reloads the last checkpoint.
 
 from __future__ import annotations
 
-import platform
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable
@@ -130,14 +130,12 @@ def _initial_model(recipe: Recipe) -> EdgeModel:
 
 def run_info(recipe: Recipe) -> dict[str, Any]:
     """Header facts for the report: what ran, where, with which versions."""
-    from edgeopt.report.environment import machine_info, versions
+    from edgeopt.report.environment import collect_run_info
 
-    return {
-        "model": recipe.model,
-        "data": recipe.data,
-        "recipe": recipe.to_json(),
-        "machine": machine_info(),
-        "versions": versions(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "platform": platform.platform(),
-    }
+    settings = {k: v for k, v in recipe.to_json().items() if k not in ("model", "data", "passes")}
+    return collect_run_info(
+        model=recipe.model,
+        dataset=recipe.data,
+        recipe=[{"pass": p.name, "params": dataclasses.asdict(p)} for p in recipe.passes],
+        settings=settings,
+    )
