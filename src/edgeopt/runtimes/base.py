@@ -104,6 +104,14 @@ class Runner(ABC):
     path: Path | None = None
     meta: ModelMeta | None = None
 
+    def _set_artifact(self, path: str | Path, threads: int, meta: ModelMeta | None) -> None:
+        """What every artifact runner does first: record its settings and check the file exists."""
+        self.path = Path(path)
+        self.threads = int(threads)
+        self.meta = meta
+        if not self.path.is_file():
+            raise EdgeoptError(f"model file not found: {self.path}", "check the path")
+
     @abstractmethod
     def _to_runtime(self, x: np.ndarray) -> Any: ...
 

@@ -39,11 +39,7 @@ class ExecuTorchRunner(Runner):
     name = "executorch"
 
     def __init__(self, path: str | Path, threads: int = 1, meta: ModelMeta | None = None) -> None:
-        self.path = Path(path)
-        self.threads = int(threads)
-        self.meta = meta
-        if not self.path.is_file():
-            raise EdgeoptError(f"model file not found: {self.path}", "check the path")
+        self._set_artifact(path, threads, meta)
         with quiet_output() as log:
             try:
                 from executorch.extension.pybindings import portable_lib

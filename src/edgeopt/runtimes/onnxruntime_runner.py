@@ -24,11 +24,7 @@ class OnnxRuntimeRunner(Runner):
     def __init__(self, path: str | Path, threads: int = 1, meta: ModelMeta | None = None) -> None:
         import onnxruntime as ort
 
-        self.path = Path(path)
-        self.threads = int(threads)
-        self.meta = meta
-        if not self.path.is_file():
-            raise EdgeoptError(f"model file not found: {self.path}", "check the path")
+        self._set_artifact(path, threads, meta)
         so = ort.SessionOptions()
         so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
