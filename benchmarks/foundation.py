@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 from common import interleaved_p50, shared_path, write_result
@@ -69,7 +70,7 @@ def main() -> None:
     runners["torch"] = open_runner("torch", zoo, threads=1)
     for fmt in ("onnx", "pte", "tflite"):
         res = export_model(zoo, fmt, work / f"resnet8.{fmt}")
-        parity[res.runtime] = res.parity.to_json() | {"size_bytes": res.size_bytes}
+        parity[res.runtime] = asdict(res.parity) | {"size_bytes": res.size_bytes}
         runners[res.runtime] = open_runner(res.runtime, res.path, threads=1)
     x = zoo.example_input(1).numpy()
     inputs = {k: x for k in runners}
