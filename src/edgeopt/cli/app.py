@@ -23,7 +23,12 @@ STDOUT_FD: list[int] = []  # the real stdout, saved by main(); fd 1 points at st
 ModelArg = Annotated[str, typer.Argument(help="model: zoo:NAME, .edgeopt, .pt2, .onnx or .tflite")]
 DataOpt = Annotated[str, typer.Option("--data", help="dataset: digits, imagefolder:PATH, cifar10:DIR, mnist:DIR")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout and nothing else")]
-RuntimeOpt = Annotated[str, typer.Option("--runtime", help="torch, onnxruntime, executorch or litert")]
+RuntimeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--runtime", help="torch, onnxruntime, executorch or litert (default: the artifact's own, torch for models)"
+    ),
+]
 RangeOpt = Annotated[str | None, typer.Option("--input-range", help="value range the model expects, e.g. 0,255")]
 
 

@@ -99,7 +99,7 @@ def eval_(
     data: DataOpt,
     split: Annotated[str, typer.Option(help="train or test")] = "test",
     limit: Annotated[int | None, typer.Option(min=1, help="evaluate the first N samples")] = None,
-    runtime: RuntimeOpt = "torch",
+    runtime: RuntimeOpt = None,
     threads: Annotated[int, typer.Option(min=1)] = 1,
     input_range: RangeOpt = None,
     as_json: JsonOpt = False,
@@ -121,7 +121,7 @@ def run(
     model: ModelArg,
     inputs: Annotated[Path, typer.Option("--inputs", help=".npy batch in the model's own input interface")],
     out: Annotated[Path, typer.Option("--out", help="where to write the raw outputs (.npy)")],
-    runtime: RuntimeOpt = "torch",
+    runtime: RuntimeOpt = None,
     threads: Annotated[int, typer.Option(min=1)] = 1,
     as_json: JsonOpt = False,
 ) -> None:
@@ -164,7 +164,7 @@ def export(
 @app.command()
 def bench(
     model: Annotated[str, typer.Argument(help="model or artifact (.onnx, .pte, .tflite, .edgeopt, .pt2, zoo:NAME)")],
-    runtime: Annotated[str | None, typer.Option(help="default: the artifact's own runtime, torch for models")] = None,
+    runtime: RuntimeOpt = None,
     threads: Annotated[int, typer.Option(min=1)] = 1,
     runs: Annotated[int, typer.Option(min=5)] = 200,
     warmup: Annotated[int, typer.Option(min=0)] = 20,
