@@ -27,7 +27,6 @@ asymmetric padding, activations, batch-generic reshape, permutation algebra).
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,12 +38,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeopt.errors import EdgeoptError
+from edgeopt.models.layers import same_padding
 
 IR_FORMAT = "edgeopt-graph"
 IR_VERSION = 1
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DTYPES = {"float32": torch.float32, "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}
+
+__all__ = ["GraphBuilder", "GraphModule", "ImportedGraph", "same_padding", "validate_ir"]
 
 Attrs = dict[str, Any]
 Tensors = list[torch.Tensor]
@@ -288,13 +290,6 @@ class GraphModule(nn.Module):
 
 
 # ----------------------------------------------------------------------------- helpers for importers
-
-
-def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
-    """TF/TFLite 'SAME' (= ONNX SAME_UPPER) padding (before, after); the extra cell goes after."""
-    out = math.ceil(size / stride)
-    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
-    return total // 2, total - total // 2
 
 
 def invert_perm(perm: Sequence[int]) -> tuple[int, ...]:

@@ -7,14 +7,14 @@ import math
 from torch import nn
 
 
-def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow 'SAME' padding (before, after) for one spatial dimension.
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow 'SAME' (= ONNX SAME_UPPER) padding (before, after) for one spatial dimension.
 
-    PyTorch's ``padding='same'`` refuses strides > 1, and TF puts the odd pixel after,
-    so this is spelled out to reproduce the MLPerf Tiny (Keras) topologies exactly.
+    PyTorch's ``padding='same'`` refuses strides > 1, and TF puts the odd pixel after, so this
+    is spelled out: the MLPerf Tiny (Keras) zoo topologies and the TFLite/ONNX importers use it.
     """
     out = math.ceil(size / stride)
-    total = max((out - 1) * stride + kernel - size, 0)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
     return total // 2, total - total // 2
 
 
