@@ -1,0 +1,179 @@
+"""A federated run's outputs: ``curves.json`` (per-round accuracy, loss, bytes, ε) and ``report.html``.
+
+``build_curves`` (pure) turns the round history into the JSON content; ``render_report``
+draws it as one self-contained HTML page (inline CSS, inline SVG plots drawn with
+``edgeopt.report.plots.figure_to_svg``, every string escaped); ``write_outputs`` writes both
+atomically. Cost: ~50 ms per plot plus matplotlib's import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.fileio import write_bytes_atomic, write_json_atomic
+from edgeopt.report.build import jsonable
+from edgeopt.report.html import fmt_any, fmt_bytes, fmt_pct
+
+CURVES_SCHEMA = "edgeopt-federated-curves/1"
+
+
+def build_curves(
+    history: list[dict[str, Any]],
+    settings: Mapping[str, Any],
+    histogram: np.ndarray,
+    client_sizes: list[int],
+    run_info: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The content of ``curves.json``: settings, per-round series, totals, label histogram."""
+    ups = [int(h.get("upload_bytes") or 0) for h in history]
+    dense = [int(h.get("upload_bytes_dense") or 0) for h in history]
+    last = history[-1] if history else {}
+    return jsonable(
+        {
+            "schema": CURVES_SCHEMA,
+            "settings": dict(settings),
+            "run": dict(run_info or {}),
+            "rounds": [h["round"] for h in history],
+            "test_accuracy": [h.get("test_accuracy") for h in history],
+            "test_loss": [h.get("test_loss") for h in history],
+            "train_loss": [h.get("train_loss") for h in history],
+            "upload_bytes": ups,
+            "upload_bytes_cumulative": np.cumsum(ups).tolist() if ups else [],
+            "epsilon": [h.get("epsilon") for h in history],
+            "summary": {
+                "rounds": len(history),
+                "final_accuracy": last.get("test_accuracy"),
+                "best_accuracy": max((h.get("test_accuracy") or 0.0 for h in history), default=None),
+                "upload_bytes_total": sum(ups),
+                "upload_compression": (sum(dense) / sum(ups)) if sum(ups) else None,
+                "epsilon": last.get("epsilon"),
+                "rejected_updates": sum(len(h.get("rejected") or []) for h in history),
+                "skipped_rounds": sum(bool(h.get("skipped")) for h in history),
+                "dropouts": sum(len(h.get("dropouts") or []) for h in history),
+                "stragglers": sum(len(h.get("stragglers") or []) for h in history),
+            },
+            "label_histogram": np.asarray(histogram).tolist(),
+            "client_sizes": list(client_sizes),
+            "history": history,
+        }
+    )
+
+
+def _line_svg(xs: list[Any], series: dict[str, list[Any]], ylabel: str, title: str, prefix: str) -> str | None:
+    if not xs:
+        return None
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    from edgeopt.report.plots import _RC, figure_to_svg
+
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(6.5, 3.2), layout="constrained")
+        ax = fig.add_subplot()
+        ax.grid(True, color="#dddddd", linewidth=0.6)
+        for label, ys in series.items():
+            pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=label)
+        ax.set_xlabel("round")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        if len(series) > 1:
+            ax.legend(frameon=False)
+        return figure_to_svg(fig, prefix)
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}"
+    "main{max-width:960px;margin:auto;padding:24px}h1{font-size:22px}h2{font-size:17px;margin-top:28px}"
+    "table{border-collapse:collapse;background:#fff;font-size:13px}td,th{border:1px solid #dde;padding:3px 8px}"
+    "td.num{text-align:right;font-variant-numeric:tabular-nums}figure{margin:12px 0;background:#fff;padding:8px}"
+    "figure svg{width:100%;height:auto;max-width:820px}"
+)
+
+
+def _kv(items: list[tuple[str, str]]) -> str:
+    rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in items)
+    return f"<table>{rows}</table>"
+
+
+def render_report(curves: Mapping[str, Any]) -> str:
+    """``curves.json`` content as a self-contained HTML page."""
+    s = curves.get("summary") or {}
+    settings = curves.get("settings") or {}
+    xs = list(curves.get("rounds") or [])
+    acc = [None if a is None else 100 * a for a in curves.get("test_accuracy") or []]
+    plots = [
+        _line_svg(xs, {"test accuracy": acc}, "accuracy (%)", "Test accuracy per round", "fedacc"),
+        _line_svg(
+            xs,
+            {"test": curves.get("test_loss") or [], "train (clients)": curves.get("train_loss") or []},
+            "cross-entropy",
+            "Loss per round",
+            "fedloss",
+        ),  # fmt: skip
+        _line_svg(
+            xs,
+            {"upload": [b / 2**20 for b in curves.get("upload_bytes_cumulative") or []]},
+            "MiB",
+            "Cumulative upload",
+            "fedbytes",
+        ),  # fmt: skip
+    ]
+    summary = _kv(
+        [
+            ("final accuracy", fmt_pct(s.get("final_accuracy"))),
+            ("best accuracy", fmt_pct(s.get("best_accuracy"))),
+            ("rounds", fmt_any(s.get("rounds"))),
+            ("upload total", fmt_bytes(s.get("upload_bytes_total"))),
+            ("upload compression", f"{s['upload_compression']:.1f}x" if s.get("upload_compression") else "—"),
+            ("ε (client-level DP)", fmt_any(s.get("epsilon"))),
+            ("rejected updates", fmt_any(s.get("rejected_updates"))),
+            ("skipped rounds", fmt_any(s.get("skipped_rounds"))),
+            ("dropouts / stragglers", f"{s.get('dropouts', 0)} / {s.get('stragglers', 0)}"),
+        ]
+    )
+    hist = curves.get("label_histogram") or []
+    shown = hist[:30]
+    head = "".join(f"<th>{i}</th>" for i in range(len(hist[0]) if hist else 0))
+    rows = "".join(
+        f"<tr><th>{c}</th>"
+        + "".join(f'<td class="num">{v}</td>' for v in row)
+        + f'<td class="num">{sum(row)}</td></tr>'
+        for c, row in enumerate(shown)
+    )
+    more = f"<p>… and {len(hist) - len(shown)} more clients in curves.json</p>" if len(hist) > len(shown) else ""
+    events = [
+        f"<li>round {h['round']}: client {d['client']} rejected ({escape(str(d['reason']))})</li>"
+        for h in curves.get("history") or []
+        for d in h.get("rejected") or []
+    ]
+    body = [
+        f"<h1>edgeopt federate · {escape(str(settings.get('model', '')))}</h1>",
+        "<h2>Summary</h2>",
+        summary,
+        "<h2>Curves</h2>",
+        *(f"<figure>{p}</figure>" for p in plots if p),
+        "<h2>Settings</h2>",
+        _kv([(str(k), fmt_any(v)) for k, v in settings.items()]),
+        "<h2>Label histogram (client × class)</h2>",
+        f"<table><tr><th>client</th>{head}<th>total</th></tr>{rows}</table>{more}",
+        "<h2>Rejected updates</h2>",
+        f"<ul>{''.join(events)}</ul>" if events else "<p>none</p>",
+    ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>edgeopt federate</title><style>{_CSS}</style></head><body><main>{''.join(body)}</main></body></html>\n"
+    )
+
+
+def write_outputs(out_dir: str | Path, curves: Mapping[str, Any]) -> tuple[Path, Path]:
+    """Write ``curves.json`` and ``report.html`` into ``out_dir`` atomically."""
+    out = Path(out_dir)
+    page = render_report(curves).encode("utf-8")
+    return write_json_atomic(out / "curves.json", curves), write_bytes_atomic(out / "report.html", page)
