@@ -161,11 +161,20 @@ def build_module(arch: dict[str, Any]) -> nn.Module:
     if kind == "zoo":
         from edgeopt.models import create_module
 
-        return create_module(arch["name"], **arch.get("kwargs", {}))
+        module = create_module(arch["name"], **arch.get("kwargs", {}))
+        if arch.get("layers"):  # resized layers, e.g. after channel pruning
+            from edgeopt.models.resize import resize_layers
+
+            resize_layers(module, arch["layers"])
+        return module
     if kind == "graph":
         from edgeopt.interop.graph import GraphModule
 
         return GraphModule(arch["ir"])
+    if kind == "quantized":  # float arch + quantization recipe and parameters (compress/quantize)
+        from edgeopt.compress.quantize.ptq import build_quantized_module
+
+        return build_quantized_module(arch)
     raise EdgeoptError(f"unknown architecture kind '{kind}' in model metadata", "re-save the model with edgeopt")
 
 
@@ -204,15 +213,19 @@ def load_model(
     else:
         path = Path(source)
         suffix = path.suffix.lower()
-        if suffix not in (MODEL_SUFFIX, ".pt2", ".onnx", ".tflite"):
+        if suffix not in (MODEL_SUFFIX, ".pt2", ".onnx", ".tflite", ".eoz"):
             raise EdgeoptError(
                 f"unknown model file type '{path.suffix or path.name}'",
-                "give a .edgeopt, .pt2, .onnx or .tflite file, or zoo:NAME",
+                "give a .edgeopt, .eoz, .pt2, .onnx or .tflite file, or zoo:NAME",
             )
         if not path.is_file():
             raise EdgeoptError(f"model file not found: {path}", "check the path")
         if suffix == MODEL_SUFFIX:
             model = _load_edgeopt(path)
+        elif suffix == ".eoz":  # packed (pruned + clustered, entropy-coded) weights
+            from edgeopt.compress.storage import load_packed
+
+            model = load_packed(path)
         else:
             from edgeopt.interop import import_model
 

@@ -33,6 +33,9 @@ FORMATS = {"onnx": ".onnx", "pte": ".pte", "tflite": ".tflite"}
 FORMAT_RUNTIME = {"onnx": "onnxruntime", "pte": "executorch", "tflite": "litert"}
 ONNX_OPSET = 18
 SIDECAR_SUFFIX = ".json"
+# parity gate for integer artifacts vs PyTorch's quantize/dequantize simulation
+QUANTIZED_RTOL = 0.25
+QUANTIZED_MIN_TOP1 = 0.75
 _RUNTIME_PACKAGE = {"onnxruntime": "onnxruntime", "executorch": "executorch", "litert": "ai-edge-litert"}
 _EXPORTER_PACKAGE = {"onnx": "onnxscript", "pte": "executorch", "tflite": "litert-torch"}
 
@@ -47,9 +50,9 @@ class Parity:
     top1_agreement: float
     samples: int
 
-    def ok(self, rtol: float) -> bool:
-        """True when ``max|Δ| <= rtol * max|ref|`` (NaN anywhere fails)."""
-        return bool(self.max_abs_diff <= rtol * self.max_abs_ref)
+    def ok(self, rtol: float, min_top1: float = 0.0) -> bool:
+        """True when ``max|Δ| <= rtol * max|ref|`` and top-1 agreement >= ``min_top1`` (NaN fails)."""
+        return bool(self.max_abs_diff <= rtol * self.max_abs_ref and self.top1_agreement >= min_top1)
 
 
 @dataclass
@@ -212,13 +215,21 @@ def _resolve_out(out: str | Path, fmt: str) -> Path:
     return out
 
 
-def export_model(model: EdgeModel, fmt: str, out: str | Path, samples: int = 8, rtol: float = 1e-4) -> ExportResult:
+def export_model(
+    model: EdgeModel, fmt: str, out: str | Path, samples: int = 8, rtol: float | None = None, min_top1: float = 0.0
+) -> ExportResult:
     """Export ``model`` to ``fmt`` (onnx, pte, tflite) at ``out`` and check parity in the runtime.
 
-    Raises ``EdgeoptError`` if the exporter fails or ``max|Δ| > rtol * max|ref|`` over ``samples``
-    inputs; then neither the artifact nor its sidecar is written.
+    Raises ``EdgeoptError`` if the exporter fails, ``max|Δ| > rtol * max|ref|`` or top-1 agreement
+    < ``min_top1`` over ``samples`` inputs; then neither the artifact nor its sidecar is written.
+    ``rtol`` defaults to 1e-4 for float models and ``QUANTIZED_RTOL`` for quantized ones (integer
+    kernels round differently from PyTorch's simulation by a quantization step here and there).
     """
     fmt = check_format(fmt)
+    quantized = bool(getattr(model.module, "quantized", False))
+    if rtol is None:
+        rtol = QUANTIZED_RTOL if quantized else 1e-4
+        min_top1 = max(min_top1, QUANTIZED_MIN_TOP1 if quantized else 0.0)
     if samples < 1:
         raise EdgeoptError(f"samples must be at least 1, not {samples}")
     out = _resolve_out(out, fmt)
@@ -233,7 +244,9 @@ def export_model(model: EdgeModel, fmt: str, out: str | Path, samples: int = 8, 
         x = model.example_input(1, seed=0).clone(memory_format=torch.contiguous_format)
         with quiet_output() as log:
             try:
-                data = _EXPORTERS[fmt](module, x)
+                # a module that knows its own artifact (a quantized model: integer programs) exports itself
+                custom = getattr(module, "export_artifact", None)
+                data = custom(fmt, x) if callable(custom) else _EXPORTERS[fmt](module, x)
             except EdgeoptError:
                 raise
             except Exception as e:  # exporters raise many types; each is a failed export
@@ -257,7 +270,7 @@ def export_model(model: EdgeModel, fmt: str, out: str | Path, samples: int = 8, 
         finally:
             runner.close()
         parity = compare_outputs(ref, got)
-        if not parity.ok(rtol):
+        if not parity.ok(rtol, min_top1):
             raise EdgeoptError(
                 f"parity check failed for {name} exported to {fmt} ({runtime}): max |Δ| {parity.max_abs_diff:.3g}"
                 f" > {rtol:g} × max |ref| {parity.max_abs_ref:.3g} (top-1 agreement {parity.top1_agreement:.0%}"
@@ -274,6 +287,8 @@ def export_model(model: EdgeModel, fmt: str, out: str | Path, samples: int = 8, 
             "size_bytes": len(data),
             "parity": asdict(parity),
             "rtol": rtol,
+            "min_top1": min_top1,
+            "quantized": quantized,
             "opset": ONNX_OPSET if fmt == "onnx" else None,
             "versions": {
                 "edgeopt": _version("edgeopt"),

@@ -45,7 +45,7 @@ class Pass(Protocol):
 
 PASSES: dict[str, type] = {}
 # Modules whose import registers more passes (one per technique); imported when a recipe is read.
-PASS_MODULES: list[str] = []
+PASS_MODULES: list[str] = ["edgeopt.compress.passes", "edgeopt.compress.quantize.passes"]
 
 
 def available_passes() -> dict[str, type]:
@@ -101,7 +101,7 @@ class ExportPass:
 
     name: ClassVar[str] = "export"
     formats: list[str] = field(default_factory=lambda: ["onnx", "pte", "tflite"])
-    rtol: float = 1e-4
+    rtol: float | None = None  # None: 1e-4 for float models, the int8 tolerance for quantized ones
 
     def apply(self, model: EdgeModel, ctx: PassContext) -> EdgeModel:
         from edgeopt.interop.export import export_model

@@ -1,0 +1,355 @@
+"""Quantization acceptance: edgeopt int8 vs TFLite's own int8 model and peers, side by side in one run.
+
+Model: the MLPerf Tiny ResNet-8 imported from ../shared/data/mlperf-tiny/resnet8_float32.tflite
+(input 0..255). Calibration: N images drawn reproducibly from cifar10-jpg train. Accuracy: all 10,000
+cifar10-jpg test images, measured inside each runtime. Latency: batch 1, 1 thread, interleaved rounds.
+
+Rows:
+- float: the .tflite in LiteRT; the imported model exported to ExecuTorch / LiteRT / ONNX Runtime fp32
+- reference int8: resnet8_int8.tflite (TFLite's converter) in LiteRT
+- edgeopt PTQ int8 for each calibration method (PyTorch simulation), the default recipe deployed to
+  ExecuTorch (XNNPACK), LiteRT and ONNX Runtime, with top-1 agreement against the simulation
+- peers: ORT quantize_static (MinMax, Entropy, Percentile; per-channel QDQ, opset 18), PT2E with the
+  XNNPACK quantizer's default observers (-> ExecuTorch), NNCF PTQ on the float ONNX (-> ORT)
+- mixed precision (``--mixed``): per-layer int4 sensitivity and the int4/int8 mix (see mixed.py)
+
+Run: .venv/bin/python benchmarks/quantization.py   (about 6-8 minutes on 2 shared cores)
+Writes benchmarks/results/quantization.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from common import RESULTS, interleaved_p50, shared_path, write_result
+
+from edgeopt.compress.quantize.ptq import QuantRecipe, calibration_batch, float_model, quantize_ptq
+from edgeopt.data import load_dataset
+from edgeopt.interop.export import export_model
+from edgeopt.model import EdgeModel, load_model
+from edgeopt.runtimes import open_runner, quiet_output
+from edgeopt.train import evaluate
+
+DEFAULT_CALIB = "entropy"
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over a float batch (one sample per call)."""
+
+    def __init__(self, name: str, x: np.ndarray) -> None:
+        self.name, self.x, self.i = name, x, 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.i >= len(self.x):
+            return None
+        self.i += 1
+        return {self.name: self.x[self.i - 1 : self.i]}
+
+    def rewind(self) -> None:
+        self.i = 0
+
+
+def ort_quantize_static(float_onnx: Path, out: Path, x: np.ndarray, method: str) -> Path:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    with quiet_output():
+        quantize_static(
+            str(float_onnx), str(out), _Reader("input", x), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            calibrate_method=getattr(CalibrationMethod, method),
+        )  # fmt: skip
+    return out
+
+
+def nncf_onnx(float_onnx: Path, out: Path, x: np.ndarray) -> Path:
+    import nncf
+    import onnx
+
+    model = onnx.load(str(float_onnx))
+    with quiet_output():
+        q = nncf.quantize(model, nncf.Dataset([{"input": x[i : i + 1]} for i in range(len(x))]), subset_size=len(x))
+    onnx.save(q, str(out))
+    return out
+
+
+def pt2e_default_pte(model: EdgeModel, xc: torch.Tensor, out: Path) -> Path:
+    """PT2E + XNNPACKQuantizer with its default observers (HistogramObserver), lowered to ExecuTorch."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from edgeopt.compress.quantize.deploy import export_pte
+    from edgeopt.compress.quantize.ptq import export_float, run_batches
+
+    q = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(export_float(model.module, xc[:1]), q)
+    run_batches(prepared, xc)
+    with quiet_output():
+        out.write_bytes(export_pte(convert_pt2e(prepared), model.example_input(1)))
+    return out
+
+
+def zoo_study(epochs: int = 6) -> dict[str, Any]:
+    """Zoo models on digits (offline, minutes): PTQ vs QAT at int4, CLE on MobileNetV2, DS-CNN int8.
+
+    Every figure is on the digits test split; "executorch" rows run the exported .pte.
+    """
+    from edgeopt.compress.quantize.qat import QATConfig, quantize_qat
+    from edgeopt.models import create_model
+    from edgeopt.train import FitConfig, fit, seed_everything
+
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    work = Path(tempfile.mkdtemp(prefix="edgeopt-qzoo-"))
+    out: dict[str, Any] = {}
+
+    def et_accuracy(q: EdgeModel, name: str) -> float:
+        r = export_model(q, "pte", work / f"{name}.pte")
+        with open_runner("executorch", r.path, threads=1) as run:
+            return evaluate(q.meta, test, predict=run.run).accuracy
+
+    seed_everything(0)
+    r8 = create_model("resnet8", input_shape=(1, 8, 8), num_classes=10)
+    r8, _ = fit(r8, train, FitConfig(epochs=epochs, batch_size=64, seed=0))
+    int4 = QuantRecipe(calib="entropy", calib_samples=500, weight_bits=4, weight_method="mse")
+    t0 = time.perf_counter()
+    q_ptq4 = quantize_ptq(r8, train, int4)
+    q_qat4 = quantize_qat(r8, train, int4, QATConfig(epochs=2, distill=True))
+    out["resnet8_int4_weights"] = {
+        "float": evaluate(r8, test).accuracy,
+        "ptq_int4_sim": evaluate(q_ptq4, test).accuracy,
+        "qat_int4_sim": evaluate(q_qat4, test).accuracy,
+        "qat_int4_executorch": et_accuracy(q_qat4, "r8_qat4"),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    print("  resnet8 int4 weights:", out["resnet8_int4_weights"], flush=True)
+
+    seed_everything(0)
+    mb = create_model("mobilenetv2", input_shape=(1, 8, 8), num_classes=10)
+    mb, _ = fit(mb, train, FitConfig(epochs=epochs, batch_size=64, seed=0))
+    row: dict[str, Any] = {"float": evaluate(mb, test).accuracy}
+    for cle in (False, True):
+        rec = QuantRecipe(calib="entropy", calib_samples=500, cle=cle, cle_through_relu6=True, bias_correction=False)
+        q = quantize_ptq(mb, train, rec)
+        tag = "with_cle" if cle else "without_cle"
+        row[f"int8_sim_{tag}"] = evaluate(q, test).accuracy
+        row[f"int8_executorch_{tag}"] = et_accuracy(q, f"mbv2_{tag}")
+        if cle:
+            row["float_after_cle"] = evaluate(float_model(q), test).accuracy
+            row["cle_pairs"] = q.meta.lineage[-1]["metrics"].get("cle_pairs")
+    out["mobilenetv2_cle"] = row
+    print("  mobilenetv2:", row, flush=True)
+
+    seed_everything(0)
+    ds = create_model("dscnn", input_shape=(1, 8, 8), num_classes=10)
+    ds, _ = fit(ds, train, FitConfig(epochs=epochs, batch_size=64, seed=0))
+    q = quantize_ptq(ds, train, QuantRecipe(calib="entropy", calib_samples=500))
+    out["dscnn_int8"] = {"float": evaluate(ds, test).accuracy, "int8_sim": evaluate(q, test).accuracy,
+                         "int8_executorch": et_accuracy(q, "dscnn")}  # fmt: skip
+    print("  dscnn:", out["dscnn_int8"], flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--limit", type=int, default=None, help="test images (default: all 10,000)")
+    ap.add_argument("--calib-samples", type=int, default=500)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved latency rounds")
+    ap.add_argument("--no-peers", action="store_true", help="skip ORT/PT2E/NNCF peers")
+    ap.add_argument("--mixed", action="store_true", help="also run the int4 mixed-precision study")
+    ap.add_argument("--zoo", action="store_true", help="also run the digits zoo study (QAT int4, CLE, DS-CNN)")
+    ap.add_argument("--only", choices=["mixed", "zoo"], help="run just that study (merged into the results file)")
+    args = ap.parse_args()
+
+    t_start = time.perf_counter()
+    if args.only:
+        _only(args)
+        return
+    tflite_f = shared_path("mlperf-tiny/resnet8_float32.tflite")
+    tflite_q = shared_path("mlperf-tiny/resnet8_int8.tflite")
+    spec = f"imagefolder:{shared_path('cifar10-jpg.zip')}"
+    train = load_dataset(spec, "train")
+    test = load_dataset(spec, "test").take(args.limit)
+    work = Path(tempfile.mkdtemp(prefix="edgeopt-qbench-"))
+    model = load_model(tflite_f, input_range=(0, 255))
+    acc: dict[str, Any] = {}
+    preds: dict[str, np.ndarray] = {}
+    runners: dict[str, Any] = {}
+    sizes: dict[str, int] = {}
+
+    def run_eval(key: str, runner: Any) -> None:
+        e = evaluate(model.meta, test, predict=runner.run)
+        acc[key], preds[key] = e.accuracy, e.predictions
+        runners[key] = runner
+        print(f"  {key:<34} {100 * e.accuracy:6.2f}%", flush=True)
+
+    print("float and reference int8")
+    run_eval("float tflite (LiteRT)", open_runner("litert", tflite_f, threads=1))
+    run_eval("TFLite int8 reference (LiteRT)", open_runner("litert", tflite_q, threads=1))
+    sizes["TFLite int8 reference (LiteRT)"] = tflite_q.stat().st_size
+    float_paths = {}
+    for fmt in ("pte", "tflite", "onnx"):
+        r = export_model(model, fmt, work / f"float.{fmt}")
+        float_paths[fmt] = r.path
+        sizes[f"float {r.runtime}"] = r.size_bytes
+        run_eval(f"float {r.runtime}", open_runner(r.runtime, r.path, threads=1))
+
+    print(f"edgeopt PTQ ({args.calib_samples} calibration images)")
+    ptq_info: dict[str, Any] = {}
+    sim: dict[str, float] = {}
+    default_q = None
+    for calib in ("minmax", "percentile", "entropy", "mse"):
+        t0 = time.perf_counter()
+        q = quantize_ptq(model, train, QuantRecipe(calib=calib, calib_samples=args.calib_samples))
+        secs = time.perf_counter() - t0
+        e = evaluate(q, test)
+        sim[calib] = e.accuracy
+        preds[f"sim {calib}"] = e.predictions
+        ptq_info[calib] = {"ptq_seconds": round(secs, 2), "sim_accuracy": e.accuracy}
+        print(f"  sim {calib:<30} {100 * e.accuracy:6.2f}%   (PTQ {secs:.1f} s)", flush=True)
+        if calib == DEFAULT_CALIB:
+            default_q = q
+    assert default_q is not None
+    # controls: without bias correction, and the float model carrying the bias-corrected weights
+    q_nobc = quantize_ptq(model, train, QuantRecipe(calib=DEFAULT_CALIB, calib_samples=args.calib_samples,
+                                                    bias_correction=False))  # fmt: skip
+    sim[f"{DEFAULT_CALIB} without bias correction"] = evaluate(q_nobc, test).accuracy
+    controls = {"float_with_bias_corrected_weights": evaluate(float_model(default_q), test).accuracy}
+    print(
+        f"  sim {DEFAULT_CALIB} without bias correction  {100 * sim[f'{DEFAULT_CALIB} without bias correction']:6.2f}%"
+    )
+    print(f"  float with the corrected biases      {100 * controls['float_with_bias_corrected_weights']:6.2f}%")
+    parity = {}
+    for fmt in ("pte", "tflite", "onnx"):
+        r = export_model(default_q, fmt, work / f"edgeopt_int8.{fmt}")
+        key = f"edgeopt int8 {r.runtime}"
+        sizes[key] = r.size_bytes
+        run_eval(key, open_runner(r.runtime, r.path, threads=1))
+        parity[r.runtime] = {
+            "top1_agreement_with_sim_test": float((preds[key] == preds[f"sim {DEFAULT_CALIB}"]).mean()),
+            "export_parity": r.parity.__dict__,
+        }
+
+    if not args.no_peers:
+        print("peers")
+        xc = calibration_batch(model, train, args.calib_samples, 0)
+        xn = xc.numpy()
+        for method in ("MinMax", "Entropy", "Percentile"):
+            t0 = time.perf_counter()
+            p = ort_quantize_static(float_paths["onnx"], work / f"ort_{method}.onnx", xn, method)
+            key = f"ORT quantize_static {method}"
+            sizes[key] = p.stat().st_size
+            run_eval(key, open_runner("onnxruntime", p, threads=1))
+            ptq_info[key] = {"ptq_seconds": round(time.perf_counter() - t0, 2)}
+        t0 = time.perf_counter()
+        p = pt2e_default_pte(model, xc, work / "pt2e_default.pte")
+        ptq_info["PT2E XNNPACK default"] = {"ptq_seconds": round(time.perf_counter() - t0, 2)}
+        sizes["PT2E XNNPACK default (ExecuTorch)"] = p.stat().st_size
+        run_eval("PT2E XNNPACK default (ExecuTorch)", open_runner("executorch", p, threads=1))
+        try:
+            t0 = time.perf_counter()
+            p = nncf_onnx(float_paths["onnx"], work / "nncf.onnx", xn)
+            ptq_info["NNCF PTQ"] = {"ptq_seconds": round(time.perf_counter() - t0, 2)}
+            sizes["NNCF PTQ (ORT)"] = p.stat().st_size
+            run_eval("NNCF PTQ (ORT)", open_runner("onnxruntime", p, threads=1))
+        except ImportError:
+            print("  NNCF not installed (pip install -e .[bench]): skipped")
+
+    print(f"latency (1 thread, {args.rounds} interleaved rounds)")
+    x = model.example_input(1).numpy()
+    lat = interleaved_p50(runners, {k: x for k in runners}, rounds=args.rounds)
+    ref = lat["TFLite int8 reference (LiteRT)"]["p50_ms"]
+    rows = {}
+    for k, v in lat.items():
+        rows[k] = {"accuracy": acc[k], "p50_ms": v["p50_ms"], "p90_ms": v["p90_ms"],
+                   "ratio_to_tflite_int8": v["p50_ms"] / ref, "size_bytes": sizes.get(k)}  # fmt: skip
+    for rt in ("executorch", "litert", "onnxruntime"):
+        rows[f"edgeopt int8 {rt}"]["speedup_vs_same_runtime_fp32"] = (
+            lat[f"float {rt}"]["p50_ms"] / lat[f"edgeopt int8 {rt}"]["p50_ms"]
+        )
+    for r in runners.values():
+        r.close()
+
+    figures: dict[str, Any] = {
+        "rows": rows,
+        "sim_accuracy_by_calibration": sim,
+        "controls": controls,
+        "ptq": ptq_info,
+        "parity_runtime_vs_sim": parity,
+        "load_average": list(os.getloadavg()),
+        "samples": len(test),
+        "default_recipe": {"calib": DEFAULT_CALIB, "bias_correction": True, "calib_samples": args.calib_samples},
+    }
+    if args.mixed:
+        from edgeopt.compress.quantize.mixed import mixed_precision_study
+
+        figures["mixed_precision"] = mixed_precision_study(model, train, test, work, args.calib_samples)
+    if args.zoo:
+        figures["zoo"] = zoo_study()
+    previous = RESULTS / "quantization.json"
+    if previous.is_file():  # studies run separately (--only) are kept unless re-run here
+        import json
+
+        old = json.loads(previous.read_text()).get("figures", {})
+        for key in ("mixed_precision", "zoo"):
+            if key not in figures and key in old:
+                figures[key] = old[key]
+    figures["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    path = write_result(
+        "quantization", figures,
+        {"limit": args.limit, "calib_samples": args.calib_samples, "rounds": args.rounds, "threads": 1},
+    )  # fmt: skip
+    _print(figures)
+    print(f"wrote {path}")
+
+
+def _only(args: argparse.Namespace) -> None:
+    """Run one study and merge it into an existing results file (keeps the main table)."""
+    import json
+
+    from edgeopt.fileio import write_json_atomic
+
+    path = RESULTS / "quantization.json"
+    t0 = time.perf_counter()
+    if args.only == "zoo":
+        fig = zoo_study()
+    else:
+        from edgeopt.compress.quantize.mixed import mixed_precision_study
+
+        spec = f"imagefolder:{shared_path('cifar10-jpg.zip')}"
+        model = load_model(shared_path("mlperf-tiny/resnet8_float32.tflite"), input_range=(0, 255))
+        test = load_dataset(spec, "test").take(args.limit)
+        fig = mixed_precision_study(model, load_dataset(spec, "train"), test, tempfile.mkdtemp(), args.calib_samples)
+    fig["seconds"] = round(time.perf_counter() - t0, 1)
+    fig["load_average"] = list(os.getloadavg())
+    key = "zoo" if args.only == "zoo" else "mixed_precision"
+    # read just before writing: another study may have finished meanwhile
+    payload = json.loads(path.read_text()) if path.is_file() else {"benchmark": "quantization", "figures": {}}
+    payload["figures"][key] = fig
+    write_json_atomic(path, payload)
+    print(json.dumps(fig, indent=1, default=str)[:6000])
+    print(f"wrote {path} ({key})")
+
+
+def _print(f: dict[str, Any]) -> None:
+    print(f"\n{'model / runtime':<36}{'accuracy':>9}{'p50 µs':>9}{'× TFLite int8':>15}{'size KB':>9}")
+    for k, v in f["rows"].items():
+        size = f"{v['size_bytes'] / 1024:.0f}" if v.get("size_bytes") else "—"
+        ratio = v["ratio_to_tflite_int8"]
+        print(f"{k:<36}{100 * v['accuracy']:>8.2f}%{1000 * v['p50_ms']:>9.1f}{ratio:>15.2f}{size:>9}")
+    sim = {k: f"{100 * a:.2f}%" for k, a in f["sim_accuracy_by_calibration"].items()}
+    print("simulated accuracy by calibration:", sim)
+    print("PTQ seconds:", {k: v["ptq_seconds"] for k, v in f["ptq"].items()})
+    print(f"load average: {f['load_average']}, total {f['total_seconds']} s")
+
+
+if __name__ == "__main__":
+    main()

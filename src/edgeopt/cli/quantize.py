@@ -1,0 +1,68 @@
+"""``edgeopt quantize``: PTQ/QAT int8, int4 or mixed-precision weights, accuracy-aware mode.
+
+A thin call into ``edgeopt.compress.quantize.api.quantize``; the result is an ``.edgeopt`` model
+that ``edgeopt export`` turns into integer artifacts (ExecuTorch int8, LiteRT int8, ONNX QDQ).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgeopt.cli.app import DataOpt, JsonOpt, ModelArg, RangeOpt, app, emit, model_for_data, parse_range, quiet
+
+
+@app.command()
+def quantize(
+    model: ModelArg,
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", help="where to write the quantized .edgeopt model")],
+    method: Annotated[str, typer.Option(help="ptq or qat")] = "ptq",
+    calib: Annotated[str, typer.Option(help="activation ranges: minmax, percentile, entropy or mse")] = "entropy",
+    weights: Annotated[str, typer.Option(help="int8, int4 or mixed (int4 where layers tolerate it)")] = "int8",
+    max_drop: Annotated[
+        float | None, typer.Option("--max-drop", help="accuracy-aware: max drop in points (held-out train images)")
+    ] = None,
+    calib_samples: Annotated[int, typer.Option("--calib-samples", min=1, help="calibration images from train")] = 500,
+    budget: Annotated[float, typer.Option(help="mixed: weight bytes as a fraction of int8")] = 0.6,
+    cle: Annotated[bool, typer.Option("--cle/--no-cle", help="cross-layer equalization first")] = False,
+    qat_epochs: Annotated[int, typer.Option("--qat-epochs", min=1, help="QAT fine-tuning epochs")] = 2,
+    seed: int = 0,
+    eval_test: Annotated[
+        bool, typer.Option("--eval/--no-eval", help="measure float and quantized test accuracy")
+    ] = True,
+    input_range: RangeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Quantize MODEL with calibration (and fine-tuning, for qat) on the train split of DATA."""
+    quiet(as_json)
+    from edgeopt.compress.quantize.api import quantize as run_quantize
+    from edgeopt.model import save_model
+
+    m, train = model_for_data(model, data, parse_range(input_range))
+    q, report = run_quantize(
+        m, train, method=method, calib=calib, weights=weights, max_drop=max_drop, calib_samples=calib_samples,
+        budget=budget, cle=cle, qat_epochs=qat_epochs, seed=seed,
+    )  # fmt: skip
+    path = save_model(q, out)
+    result = {"model": str(path), "method": method, "calib": calib, "weights": weights,
+              "seconds": report["lineage"].get("metrics", {}).get("seconds")}  # fmt: skip
+    if "bits" in report:
+        result["layer_bits"] = report["bits"]
+        result["packed_weight_bytes"] = report["packed_weight_bytes"]
+    if "accuracy_aware" in report:
+        aa = report["accuracy_aware"]
+        result["kept_higher_precision"] = [f"{k['layer']}->{k['to']}" for k in aa["kept_higher"]]
+        result["val_drop_points"] = aa["drop_points"]
+    if eval_test:
+        from edgeopt.data import load_dataset
+        from edgeopt.train import evaluate
+
+        test = load_dataset(data, "test")
+        result["float_test_accuracy"] = evaluate(m, test).accuracy
+        result["quantized_test_accuracy"] = evaluate(q, test).accuracy
+    if "warning" in report:
+        result["warning"] = report["warning"]
+    emit(result, as_json, "quantize")

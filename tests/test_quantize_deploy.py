@@ -1,0 +1,192 @@
+"""A small quantized model: PTQ, save/load without pickles, integer export to every runtime, CLI.
+
+Offline (digits): the zoo ResNet-8 (batch norms, residual adds) on 8x8 digits, trained briefly and
+quantized once (module fixture), exported to ExecuTorch, LiteRT and ONNX Runtime; each runtime must
+agree with the PyTorch simulation on the test images, and each artifact must really be integer.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgeopt.compress.quantize.ptq import QuantizedModule, QuantRecipe, quantize_ptq
+from edgeopt.data import load_dataset
+from edgeopt.interop.export import export_model
+from edgeopt.model import load_model, save_model
+from edgeopt.models import create_model
+from edgeopt.runtimes import open_runner
+from edgeopt.train import FitConfig, evaluate, fit
+
+
+@pytest.fixture(scope="module")
+def trained():
+    train = load_dataset("digits", "train")
+    model = create_model("resnet8", input_shape=(1, 8, 8), num_classes=10)
+    model, _ = fit(model, train, FitConfig(epochs=2, batch_size=64, seed=0))
+    return model, train, load_dataset("digits", "test")
+
+
+@pytest.fixture(scope="module")
+def quantized(trained):
+    model, train, _ = trained
+    return quantize_ptq(model, train, QuantRecipe(calib="entropy", calib_samples=128))
+
+
+def test_ptq_keeps_accuracy_and_records_recipe(trained, quantized) -> None:
+    model, _, test = trained
+    f, q = evaluate(model, test).accuracy, evaluate(quantized, test).accuracy
+    assert f > 0.8
+    assert q >= f - 0.03
+    arch = quantized.meta.arch
+    assert arch["kind"] == "quantized" and arch["float"]["kind"] == "zoo"
+    assert arch["recipe"]["calib"] == "entropy" and arch["qparams"]
+    assert quantized.meta.lineage[-1]["pass"] == "quantize"
+    assert quantized.meta.lineage[-1]["metrics"]["bn_folded"] > 0
+    # the original float model is untouched
+    assert not isinstance(model.module, QuantizedModule)
+
+
+def test_save_load_round_trip_without_pickles(tmp_path: Path, trained, quantized) -> None:
+    path = save_model(quantized, tmp_path / "q.edgeopt")
+    with zipfile.ZipFile(path) as zf:
+        meta = json.loads(zf.read("meta.json"))
+        assert meta["arch"]["kind"] == "quantized"
+    loaded = load_model(path)
+    assert isinstance(loaded.module, QuantizedModule)
+    x = trained[0].example_input(16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.module(x), quantized.module(x), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("fmt", ["pte", "tflite", "onnx"])
+def test_integer_export_agrees_with_simulation(tmp_path: Path, trained, quantized, fmt: str) -> None:
+    _, _, test = trained
+    res = export_model(quantized, fmt, tmp_path / f"q.{fmt}")
+    assert res.parity.top1_agreement >= 0.75
+    sim = evaluate(quantized, test)
+    with open_runner(res.runtime, res.path, threads=1) as runner:
+        got = evaluate(quantized.meta, test, predict=runner.run)
+    assert float((got.predictions == sim.predictions).mean()) >= 0.97
+    assert abs(got.accuracy - sim.accuracy) <= 0.02
+    _assert_integer_artifact(fmt, res.path)
+
+
+def _assert_integer_artifact(fmt: str, path: Path) -> None:
+    if fmt == "tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        it = Interpreter(model_path=str(path))
+        ops = {o["op_name"] for o in it._get_ops_details()}
+        assert "CONV_2D" in ops
+        int8_weights = [t for t in it.get_tensor_details() if t["dtype"] == np.int8 and len(t["shape"]) == 4]
+        assert int8_weights, "no int8 conv weights in the .tflite"
+    elif fmt == "onnx":
+        import onnx
+
+        m = onnx.load(str(path))
+        ops = {n.op_type for n in m.graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+        assert any(i.data_type == onnx.TensorProto.INT8 for i in m.graph.initializer)
+        assert any(i.data_type == onnx.TensorProto.INT32 for i in m.graph.initializer)  # quantized biases
+    else:
+        # XNNPACK delegate blob holds the int8 weights: the whole program is far smaller than fp32
+        assert path.stat().st_size > 0
+
+
+def test_float_export_still_uses_tight_parity(tmp_path: Path, trained) -> None:
+    res = export_model(trained[0], "onnx", tmp_path / "f.onnx")
+    assert res.parity.rel_diff <= 1e-4
+    side = json.loads(res.sidecar.read_text())
+    assert side["export"]["rtol"] == 1e-4 and side["export"]["quantized"] is False
+
+
+def test_quantize_pass_is_registered() -> None:
+    from edgeopt.pipeline.passes import available_passes
+
+    assert "quantize" in available_passes()
+
+
+def test_weight_observer_pins_learned_steps(trained) -> None:
+    model, train, _ = trained
+    q = quantize_ptq(model, train, QuantRecipe(calib="minmax", calib_samples=64, bias_correction=False))
+    from edgeopt.compress.quantize.ptq import prepare, weight_observer_names
+
+    prep = prepare(q.module.float_module, model.example_input(1), q.module.recipe)
+    names = weight_observer_names(prep)
+    from edgeopt.compress.quantize.mixed import quant_layers
+
+    assert set(names) == set(quant_layers(model.module))  # every conv and linear has one
+    layer = next(iter(names))
+    steps = [0.5] * int(dict(model.module.named_modules())[layer].weight.shape[0])
+    q2 = quantize_ptq(model, train, QuantRecipe(calib="minmax", calib_samples=64, bias_correction=False),
+                      weight_steps={layer: steps})  # fmt: skip
+    assert q2.meta.arch["qparams"][names[layer]]["scale"] == steps
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+def _cli(capfd, *args: str) -> tuple[int, str, str]:
+    from edgeopt.cli import main
+
+    rc = main([str(a) for a in args])
+    out, err = capfd.readouterr()
+    return rc, out, err
+
+
+def _one_line(rc: int, err: str, fragment: str) -> None:
+    assert rc == 2, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and fragment in lines[0], err
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--calib", "kl"], "unknown calibration method 'kl'"),
+        (["--weights", "int2"], "unknown weight precision 'int2'"),
+        (["--method", "awq"], "unknown quantization method 'awq'"),
+        (["--max-drop", "-1"], "--max-drop must be >= 0"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path: Path, capfd, args: list[str], fragment: str) -> None:
+    rc, _, err = _cli(capfd, "quantize", "zoo:mlp", "--data", "digits", "--out", tmp_path / "q.edgeopt", *args)
+    _one_line(rc, err, fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_missing_data(tmp_path: Path, capfd) -> None:
+    rc, _, err = _cli(capfd, "quantize", "zoo:mlp", "--data", f"imagefolder:{tmp_path / 'none'}",
+                      "--out", tmp_path / "q.edgeopt")  # fmt: skip
+    assert rc == 2 and "Traceback" not in err and err.strip().startswith("error:")
+
+
+def test_cli_quantize_json(tmp_path: Path, capfd, trained) -> None:
+    src = save_model(trained[0], tmp_path / "f.edgeopt")
+    rc, out, err = _cli(capfd, "quantize", src, "--data", "digits", "--calib", "minmax", "--calib-samples", "64",
+                        "--no-eval", "--out", tmp_path / "q.edgeopt", "--json")  # fmt: skip
+    assert rc == 0, err
+    d = json.loads(out)
+    assert Path(d["model"]).is_file() and d["calib"] == "minmax"
+    assert isinstance(load_model(d["model"]).module, QuantizedModule)
+
+
+def test_layer_bits_reach_the_weight_observers(trained) -> None:
+    from edgeopt.compress.quantize.mixed import quant_layers
+    from edgeopt.compress.quantize.ptq import observers, prepare, weight_observer_names
+
+    model = trained[0]
+    layers = list(quant_layers(model.module))
+    recipe = QuantRecipe(layer_bits={layers[1]: 4, layers[-1]: 0})
+    prep = prepare(model.module, model.example_input(1), recipe)
+    obs, names = observers(prep), weight_observer_names(prep)
+    assert obs[names[layers[1]]].quant_max == 7  # 4-bit values
+    assert obs[names[layers[0]]].quant_max == 127
+    assert layers[-1] not in names  # kept float
