@@ -2,7 +2,8 @@
 
 The demo trains ResNet-8 on scikit-learn's digits (offline), quantizes it to int8 (PTQ,
 entropy calibration), exports the integer model to ONNX Runtime, ExecuTorch and LiteRT with
-parity checks, measures accuracy and latency inside each, and writes ``report.html``. Later techniques add their passes to ``DEMO_RECIPE``.
+parity checks, measures accuracy and latency inside each, and writes ``report.html``.
+Later techniques add their passes to ``DEMO_RECIPE``.
 """
 
 from __future__ import annotations
