@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import warnings
 
-from edgeopt.cli import commands  # noqa: F401  (registers the commands)
+from edgeopt.cli import commands, federate, quantize  # noqa: F401  (each registers its commands)
 from edgeopt.cli.app import STDOUT_FD, app
 from edgeopt.errors import EdgeoptError
 
@@ -25,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("EDGEOPT_DEBUG") == "1"
     args = (["--debug"] if "--debug" in args else []) + [a for a in args if a != "--debug"]
+    if not debug:  # libraries' deprecation chatter is for their developers, not our users
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
     sys.stdout.flush()
     STDOUT_FD.append(os.dup(1))
     os.dup2(2, 1)  # anything a library prints lands on stderr
