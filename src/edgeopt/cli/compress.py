@@ -1,0 +1,165 @@
+"""Compression commands: prune, distill, compress. Thin calls into ``edgeopt.compress``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgeopt.cli.app import DataOpt, JsonOpt, ModelArg, RangeOpt, app, emit, model_for_data, parse_range, quiet
+from edgeopt.errors import EdgeoptError
+
+EpochsOpt = Annotated[int, typer.Option("--epochs", min=0, help="fine-tuning epochs after compressing")]
+LrOpt = Annotated[float | None, typer.Option("--lr", help="peak learning rate (default 0.05 sgd, 2e-3 adam)")]
+OptOpt = Annotated[str, typer.Option("--optimizer", help="sgd or adam")]
+
+
+def _parse_nm(text: str) -> tuple[int, int]:
+    try:
+        n, m = (int(t) for t in text.split(":"))
+    except ValueError as e:
+        raise EdgeoptError(f"--nm '{text}' is not N:M", "for example --nm 2:4") from e
+    return n, m
+
+
+def _teacher(spec: str | None):
+    from edgeopt.model import load_model
+
+    return load_model(spec) if spec else None
+
+
+def _test_accuracy(model, data: str) -> float:
+    from edgeopt.data import load_dataset
+    from edgeopt.train import evaluate
+
+    return evaluate(model, load_dataset(data, "test")).accuracy
+
+
+@app.command()
+def prune(
+    model: ModelArg,
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", help="where to write the pruned .edgeopt model")],
+    method: Annotated[str, typer.Option(help="channel, magnitude or nm")] = "channel",
+    ratio: Annotated[
+        float | None, typer.Option(help="fraction removed: of the MACs (channel) or of the weights (magnitude)")
+    ] = None,
+    target_macs: Annotated[int | None, typer.Option("--target-macs", help="MAC budget (channel)")] = None,
+    target_latency_ms: Annotated[
+        float | None, typer.Option("--target-latency-ms", help="batch-1 p50 latency target in --runtime (channel)")
+    ] = None,
+    runtime: Annotated[str, typer.Option(help="runtime timed for --target-latency-ms")] = "onnxruntime",
+    threads: Annotated[int, typer.Option(min=1, help="runtime threads for latency targets")] = 1,
+    criterion: Annotated[str, typer.Option(help="channel importance: l1, l2, bn or taylor")] = "l2",
+    allocation: Annotated[str, typer.Option(help="uniform or global")] = "uniform",
+    round_to: Annotated[int, typer.Option("--round-to", min=1, help="keep channel counts multiples of this")] = 1,
+    min_keep: Annotated[int, typer.Option("--min-keep", min=1, help="fewest channels a group keeps")] = 1,
+    reconstruct: Annotated[
+        bool, typer.Option(help="re-fit kept weights by least squares after channel pruning")
+    ] = True,
+    scope: Annotated[str, typer.Option(help="magnitude sparsity per layer or global")] = "layer",
+    nm: Annotated[str, typer.Option("--nm", help="N:M pattern for --method nm")] = "2:4",
+    distill_from: Annotated[str | None, typer.Option("--distill-from", help="teacher model for KD recovery")] = None,
+    epochs: EpochsOpt = 0,
+    lr: LrOpt = None,
+    optimizer: OptOpt = "sgd",
+    input_range: RangeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prune MODEL (physically, for --method channel) and fine-tune it, optionally with distillation."""
+    quiet(as_json)
+    from edgeopt.compress.workflows import TuneSettings, prune_model
+    from edgeopt.model import save_model
+
+    nm_pair = _parse_nm(nm)
+    m, train = model_for_data(model, data, parse_range(input_range))
+    teacher = _teacher(distill_from)
+    res = prune_model(
+        m, train, method, ratio, target_macs, target_latency_ms, runtime, criterion, allocation, round_to, scope,
+        nm_pair, min_keep, reconstruct, TuneSettings(epochs, lr, optimizer), teacher, threads,
+    )  # fmt: skip
+    path = save_model(res.model, out)
+    summary = {"model": str(path), "test_accuracy": _test_accuracy(res.model, data), **res.metrics}
+    summary.pop("fine_tune", None)
+    summary.pop("channels", None)
+    if "latency_search" in summary:
+        ls = summary.pop("latency_search")
+        summary.update(latency_ms=ls["final_ms"], target_latency_ms=ls["target_ms"], start_latency_ms=ls["start_ms"])
+    emit(summary, as_json, "prune")
+
+
+@app.command()
+def distill(
+    teacher: Annotated[str, typer.Option("--teacher", help="teacher model (.edgeopt, .tflite, .onnx, zoo:NAME)")],
+    student: Annotated[str, typer.Option("--student", help="student model (zoo:NAME or a file)")],
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", help="where to write the trained student")],
+    width: Annotated[int | None, typer.Option(help="zoo student width (resnet8: 16 is full width)")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 10,
+    temperature: Annotated[float, typer.Option(min=0.1)] = 4.0,
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="weight of the soft-target term")] = 0.9,
+    hint_weight: Annotated[float, typer.Option("--hint-weight", min=0.0, help="attention-transfer weight")] = 0.0,
+    lr: LrOpt = None,
+    optimizer: OptOpt = "sgd",
+    seed: int = 0,
+    input_range: RangeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train STUDENT on DATA against TEACHER's soft targets (and optional attention hints)."""
+    quiet(as_json)
+    from edgeopt.compress.distill import DistillConfig
+    from edgeopt.compress.distill import distill as run_distill
+    from edgeopt.compress.workflows import TuneSettings
+    from edgeopt.model import load_model, save_model
+    from edgeopt.models import create_model
+
+    t, train = model_for_data(teacher, data, parse_range(input_range))
+    if student.startswith("zoo:"):
+        h, w, c = train.image_shape
+        kwargs = {"width": width} if width else {}
+        s = create_model(student[4:], input_shape=(c, h, w), num_classes=train.num_classes, **kwargs)
+    else:
+        s = load_model(student)
+    settings = TuneSettings(epochs, lr, optimizer, seed=seed)
+    cfg = DistillConfig(temperature, alpha, hint_weight=hint_weight)
+    s, hist = run_distill(s, t, train, settings.fit_config(), cfg)
+    path = save_model(s, out)
+    emit({"model": str(path), "test_accuracy": _test_accuracy(s, data), "teacher_accuracy": _test_accuracy(t, data),
+          "seconds": round(hist.seconds, 1)}, as_json, "distill")  # fmt: skip
+
+
+@app.command()
+def compress(
+    model: ModelArg,
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", help="where to write the packed model (.eoz)")],
+    sparsity: Annotated[float, typer.Option(min=0.0, max=0.99, help="fraction of weights zeroed")] = 0.75,
+    bits: Annotated[int, typer.Option(min=1, max=8, help="codebook bits per layer (2**bits shared values)")] = 4,
+    prune_epochs: Annotated[int, typer.Option("--prune-epochs", min=0)] = 1,
+    cluster_epochs: Annotated[int, typer.Option("--cluster-epochs", min=0)] = 1,
+    distill_from: Annotated[str | None, typer.Option("--distill-from", help="teacher for KD in fine-tuning")] = None,
+    lowrank_energy: Annotated[
+        float | None, typer.Option("--lowrank-energy", help="first factorise FC / 1x1 convs keeping this SVD energy")
+    ] = None,
+    lr: LrOpt = None,
+    optimizer: OptOpt = "sgd",
+    input_range: RangeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Deep Compression: prune, cluster, entropy-code MODEL into a .eoz file; reports the restored accuracy."""
+    quiet(as_json)
+    from edgeopt.compress.workflows import TuneSettings, deep_compress
+
+    m, train = model_for_data(model, data, parse_range(input_range))
+    lowrank = None
+    if lowrank_energy is not None:
+        from edgeopt.compress.lowrank import lowrank_model
+
+        m, rep = lowrank_model(m, energy=lowrank_energy)
+        lowrank = len(rep.layers)
+    res = deep_compress(m, train, out, sparsity, bits, prune_epochs, cluster_epochs,
+                        TuneSettings(0, lr, optimizer), _teacher(distill_from))  # fmt: skip
+    emit({"model": res.metrics["file"], "file_bytes": res.metrics["file_bytes"], "sparsity": res.metrics["sparsity"],
+          "bits": bits, "lowrank_layers": lowrank, "restored_test_accuracy": _test_accuracy(res.model, data)},
+         as_json, "compress")  # fmt: skip

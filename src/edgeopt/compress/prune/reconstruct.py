@@ -1,0 +1,102 @@
+"""Least-squares reconstruction after channel pruning (the layer-wise fit of He et al. 2017 / ThiNet).
+
+Removing channels shifts every later layer's input. Networks whose batch norms were folded into
+the convolutions (every imported TFLite model) cannot re-centre themselves, so a pruned model can
+fall to chance accuracy before fine-tuning. ``reconstruct`` re-fits, in execution order, the
+weights and bias of each Conv2d (groups=1) and Linear layer of the pruned model so that its output
+on calibration images matches the *original* layer's output on the kept channels, given the
+inputs the pruned model actually produces (so earlier errors are corrected too): a ridge
+regression over im2col patches, closed form.
+
+Cost: per layer, one pruned-model forward over the calibration batch and one solve with
+``Cin*kh*kw + 1`` unknowns (ResNet-8, 512 images: a few seconds).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgeopt.compress.prune.depgraph import DepGraph
+
+
+def _capture(module: nn.Module, path: str, x: torch.Tensor, what: str) -> torch.Tensor:
+    box: list[torch.Tensor] = []
+    layer = module.get_submodule(path)
+
+    def hook(_m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        box.append(inp[0] if what == "in" else out)
+
+    h = layer.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            module(x)
+    finally:
+        h.remove()
+    return box[0]
+
+
+def _patches(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Rows = output positions, columns = the layer's inputs (im2col for convs)."""
+    if isinstance(layer, nn.Linear):
+        return x.reshape(-1, x.shape[-1])
+    cols = F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)  # N, C*k*k, L
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+def _targets(layer: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    if isinstance(layer, nn.Linear):
+        return y.reshape(-1, y.shape[-1])
+    return y.permute(0, 2, 3, 1).reshape(-1, y.shape[1])
+
+
+def reconstruct(
+    original: nn.Module,
+    pruned: nn.Module,
+    dep: DepGraph,
+    removed: set[int],
+    x: torch.Tensor,
+    ridge: float = 1e-3,
+    max_rows: int = 32768,
+    seed: int = 0,
+) -> nn.Module:
+    """Re-fit ``pruned``'s Conv2d / Linear layers (in place) to reproduce ``original``'s outputs on ``x``.
+
+    ``dep`` / ``removed`` map the pruned layers' output channels back to the original ones.
+    Depthwise / grouped convolutions are left as they are.
+    """
+    rng = np.random.default_rng(seed)
+    rem = np.fromiter(removed, np.int64, len(removed))
+    was_o, was_p = original.training, pruned.training
+    original.eval()
+    pruned.eval()
+    try:
+        for path in dep.layer_io:
+            layer = pruned.get_submodule(path)
+            if not isinstance(layer, nn.Conv2d | nn.Linear) or getattr(layer, "groups", 1) != 1:
+                continue
+            key = (path, "out")
+            keep = np.arange(layer.weight.shape[0])
+            if key in dep.slots:
+                keep = np.flatnonzero(~np.isin(dep.slots[key].elems, rem))
+            y = _targets(layer, _capture(original, path, x, "out"))[:, torch.from_numpy(keep)]
+            a = _patches(layer, _capture(pruned, path, x, "in"))
+            if len(a) > max_rows:
+                rows = torch.from_numpy(rng.choice(len(a), max_rows, replace=False))
+                a, y = a[rows], y[rows]
+            bias = layer.bias is not None
+            a64 = torch.cat([a, torch.ones(len(a), 1)], 1).double() if bias else a.double()
+            gram = a64.T @ a64
+            reg = ridge * float(gram.diagonal().mean()) * torch.eye(gram.shape[0], dtype=torch.float64)
+            sol = torch.linalg.solve(gram + reg, a64.T @ y.double())  # (features [+1]) x out
+            w = sol[:-1] if bias else sol
+            with torch.no_grad():
+                layer.weight.copy_(w.T.reshape(layer.weight.shape).to(layer.weight.dtype))
+                if bias:
+                    layer.bias.copy_(sol[-1].to(layer.bias.dtype))
+    finally:
+        original.train(was_o)
+        pruned.train(was_p)
+    return pruned

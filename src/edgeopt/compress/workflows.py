@@ -1,0 +1,232 @@
+"""End-to-end compression steps shared by the CLI and the recipe passes.
+
+* ``prune_model``: channel (MAC or latency target), magnitude or N:M pruning, then optional
+  fine-tuning -- with knowledge distillation from ``teacher`` when given (recovery).
+* ``deep_compress``: Deep Compression (Han et al. 2016) -- gradual magnitude pruning,
+  k-means weight sharing with centroid fine-tuning, entropy-coded file (``.eoz``); the model
+  returned is the one restored from that file, so what is reported is what is stored.
+* ``lowrank``: SVD factorisation of linear and 1x1-conv layers (:mod:`edgeopt.compress.lowrank`).
+
+Cost: dominated by the fine-tuning epochs (``fit``), plus a teacher forward per step with KD.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeopt.compress.common import strip_output_softmax
+from edgeopt.data import ImageDataset
+from edgeopt.errors import EdgeoptError
+from edgeopt.model import EdgeModel
+
+METHODS = ("channel", "magnitude", "nm")
+
+
+@dataclass
+class TuneSettings:
+    """Fine-tuning after compression: epochs, optimiser, and distillation settings."""
+
+    epochs: int = 0
+    lr: float | None = None
+    optimizer: str = "sgd"
+    batch_size: int = 128
+    seed: int = 0
+    temperature: float = 4.0
+    alpha: float = 0.9
+    hint_weight: float = 0.0
+
+    def fit_config(self) -> Any:
+        from edgeopt.train import FitConfig
+
+        return FitConfig(epochs=self.epochs, lr=self.lr, optimizer=self.optimizer, batch_size=self.batch_size,
+                         seed=self.seed, warmup_epochs=min(0.5, 0.1 * self.epochs))  # fmt: skip
+
+
+@dataclass
+class CompressResult:
+    """A compressed model and what was measured on the way."""
+
+    model: EdgeModel
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def tune(
+    model: EdgeModel,
+    data: ImageDataset,
+    settings: TuneSettings,
+    teacher: EdgeModel | None = None,
+    pre_forward: Any = None,
+    log: Callable[[dict[str, float]], None] | None = None,
+) -> tuple[EdgeModel, list[dict[str, float]]]:
+    """Fine-tune ``model`` for ``settings.epochs`` (KD from ``teacher`` when given). No-op at 0 epochs."""
+    from edgeopt.compress.distill import DistillConfig, Distiller
+    from edgeopt.train import fit
+
+    if settings.epochs <= 0:
+        return model, []
+    model = strip_output_softmax(model)
+    if teacher is None:
+        model, hist = fit(model, data, settings.fit_config(), on_epoch=log)
+        return model, hist.epochs
+    cfg = DistillConfig(settings.temperature, settings.alpha, hint_weight=settings.hint_weight)
+    with Distiller(model, teacher, cfg) as loss_fn:
+        model, hist = fit(model, data, settings.fit_config(), loss_fn=loss_fn, on_epoch=log)
+    return model, hist.epochs
+
+
+def prune_model(
+    model: EdgeModel,
+    data: ImageDataset,
+    method: str = "channel",
+    ratio: float | None = None,
+    target_macs: int | None = None,
+    target_latency_ms: float | None = None,
+    runtime: str = "onnxruntime",
+    criterion: str = "l2",
+    allocation: str = "uniform",
+    round_to: int = 1,
+    scope: str = "layer",
+    nm: tuple[int, int] = (2, 4),
+    min_keep: int = 1,
+    reconstruct: bool = True,
+    settings: TuneSettings | None = None,
+    teacher: EdgeModel | None = None,
+    threads: int = 1,
+    log: Callable[[str], None] | None = None,
+) -> CompressResult:
+    """Prune ``model`` by ``method`` toward one target, then fine-tune (KD from ``teacher`` if given).
+
+    channel: ``ratio`` (fraction of MACs removed), ``target_macs`` or ``target_latency_ms``
+    (measured in ``runtime``). magnitude: ``ratio`` = fraction of weights zeroed, reached
+    gradually during fine-tuning (at once with 0 epochs). nm: ``nm`` = (N, M) masks. Channel widths
+    stay multiples of ``round_to`` (or exactly ``min_keep`` when that is smaller); with
+    ``reconstruct`` the kept weights are re-fitted by least squares on 512 training images.
+    """
+    from edgeopt.compress.prune import (
+        GradualPruner,
+        apply_masks,
+        calibration_inputs,
+        magnitude_masks,
+        nm_masks,
+        prune_channels,
+        prune_to_latency,
+        sample_batches,
+        sparsity_of,
+    )
+    from edgeopt.profile import count_macs, export_for_profile
+
+    settings = settings or TuneSettings()
+    if method not in METHODS:
+        raise EdgeoptError(f"unknown pruning method '{method}'", f"use one of: {', '.join(METHODS)}")
+    targets = [t is not None for t in (ratio, target_macs, target_latency_ms)]
+    if method == "channel" and sum(targets) != 1:
+        raise EdgeoptError("give exactly one target", "--ratio R, --target-macs M or --target-latency-ms L")
+    if method != "channel" and (target_macs is not None or target_latency_ms is not None):
+        raise EdgeoptError(
+            f"{method} pruning cannot meet a MAC or latency target: dense runtimes run zeros at full cost",
+            "use --method channel for MAC or latency targets",
+        )
+    if method == "magnitude" and ratio is None:
+        raise EdgeoptError("magnitude pruning needs --ratio (the fraction of weights to zero)", "e.g. --ratio 0.8")
+    if ratio is not None and not 0.0 <= ratio < 1.0:
+        raise EdgeoptError(f"pruning ratio {ratio} is not in [0, 1)", "e.g. --ratio 0.5 removes half")
+    metrics: dict[str, Any] = {"method": method}
+    say = log or (lambda _s: None)
+    model = strip_output_softmax(model)
+    metrics["macs_before"] = count_macs(export_for_profile(model).graph)
+    hist: list[dict[str, float]] = []
+    if method == "channel":
+        if target_latency_ms is not None:
+            holdout = data.take(min(1000, len(data)), seed=1)
+            cal = calibration_inputs(model, data, 128) if reconstruct else None
+            model, lrep = prune_to_latency(model, target_latency_ms, holdout, runtime, threads, criterion,
+                                           round_to=round_to, log=say, calibration=cal)  # fmt: skip
+            metrics["latency_search"] = lrep.to_json()
+        else:
+            batches = sample_batches(model, data) if criterion == "taylor" else None
+            cal = calibration_inputs(model, data) if reconstruct else None
+            model, rep = prune_channels(model, ratio, target_macs, criterion, allocation, round_to, min_keep,
+                                        batches=batches, calibration=cal)  # fmt: skip
+            metrics["channels"] = rep.to_json()
+        model, hist = tune(model, data, settings, teacher)
+    else:
+        steps = settings.epochs * max(1, math.ceil(len(data) / settings.batch_size))
+        if settings.epochs > 0:
+            gp = GradualPruner(
+                float(ratio or 0.0), steps, "nm" if method == "nm" else "magnitude", scope,
+                frequency=max(1, steps // 40), n=nm[0], m=nm[1],
+            )  # fmt: skip
+            model = strip_output_softmax(model)
+            gp.attach(model.module)
+            try:
+                model, hist = tune(model, data, settings, teacher)
+            finally:
+                gp.detach()
+        else:
+            masks = nm_masks(model.module, *nm) if method == "nm" else magnitude_masks(model.module, ratio, scope)
+            apply_masks(model.module, masks)
+        sp = sparsity_of(model.module)
+        metrics["sparsity"] = sp["sparsity"]
+        metrics["note"] = "zeros are not skipped by dense runtimes: same latency, smaller compressed file"
+    metrics["macs_after"] = count_macs(export_for_profile(model).graph)
+    metrics["fine_tune"] = {"epochs": settings.epochs, "distilled": teacher is not None, "history": hist}
+    step = {"pass": "prune", "method": method, "ratio": ratio, "target_macs": target_macs,
+            "target_latency_ms": target_latency_ms, "epochs": settings.epochs, "distilled": teacher is not None}
+    return CompressResult(model.with_lineage(step), metrics)  # fmt: skip
+
+
+def deep_compress(
+    model: EdgeModel,
+    data: ImageDataset,
+    out: str | Path,
+    sparsity: float = 0.75,
+    bits: int = 4,
+    prune_epochs: int = 1,
+    cluster_epochs: int = 1,
+    settings: TuneSettings | None = None,
+    teacher: EdgeModel | None = None,
+    scope: str = "layer",
+    float_bits: int = 16,
+    log: Callable[[dict[str, float]], None] | None = None,
+) -> CompressResult:
+    """Prune to ``sparsity`` (gradually over ``prune_epochs``), cluster to ``2**bits`` values per layer
+    (centroids fine-tuned ``cluster_epochs``), write the entropy-coded ``out`` (.eoz) and return
+    the model restored from it. KD from ``teacher`` in both fine-tunings when given."""
+    from edgeopt.compress.cluster import ClusteredTraining, cluster_model
+    from edgeopt.compress.prune import GradualPruner, apply_masks, magnitude_masks, sparsity_of
+    from edgeopt.compress.storage import entropy_report, load_packed, save_packed
+
+    base = settings or TuneSettings()
+    model = strip_output_softmax(model)
+    metrics: dict[str, Any] = {}
+    if prune_epochs > 0 and sparsity > 0:
+        s1 = TuneSettings(**{**base.__dict__, "epochs": prune_epochs})
+        steps = prune_epochs * max(1, math.ceil(len(data) / s1.batch_size))
+        gp = GradualPruner(sparsity, steps, "magnitude", scope, frequency=max(1, steps // 40)).attach(model.module)
+        try:
+            model, h1 = tune(model, data, s1, teacher, log=log)
+        finally:
+            gp.detach()
+        metrics["prune_history"] = h1
+    elif sparsity > 0:
+        apply_masks(model.module, magnitude_masks(model.module, sparsity, scope))
+    metrics["sparsity"] = sparsity_of(model.module)["sparsity"]
+    books = cluster_model(model.module, bits)
+    if cluster_epochs > 0:
+        s2 = TuneSettings(**{**base.__dict__, "epochs": cluster_epochs})
+        with ClusteredTraining(model.module, books):
+            model, h2 = tune(model, data, s2, teacher, log=log)
+        metrics["cluster_history"] = h2
+    model = model.with_lineage({"pass": "compress", "sparsity": sparsity, "bits": bits,
+                                "prune_epochs": prune_epochs, "cluster_epochs": cluster_epochs})  # fmt: skip
+    path, info = save_packed(model, out, float_bits)
+    metrics["file"] = str(path)
+    metrics["file_bytes"] = path.stat().st_size
+    metrics["packing"] = info.to_json()
+    metrics["entropy"] = entropy_report(model)
+    restored = load_packed(path)
+    return CompressResult(restored, metrics)

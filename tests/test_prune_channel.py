@@ -1,0 +1,253 @@
+"""Structured channel pruning: dependency groups, physically smaller models, export parity, targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgeopt.compress.common import strip_output_softmax
+from edgeopt.compress.prune import (
+    apply_channel_plan,
+    build_dependency_graph,
+    mac_model,
+    prune_channels,
+    prune_to_latency,
+    sample_batches,
+)
+from edgeopt.data import load_dataset
+from edgeopt.errors import EdgeoptError
+from edgeopt.interop.export import export_model
+from edgeopt.interop.graph import GraphBuilder, GraphModule
+from edgeopt.model import EdgeModel, InputSpec, ModelMeta, load_model, save_model
+from edgeopt.models import create_model
+from edgeopt.profile import count_macs, export_for_profile
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is faster, and immune to a busy machine's oversubscription."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def macs(model: EdgeModel) -> int:
+    return count_macs(export_for_profile(model).graph)
+
+
+def params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def tiny_imported(seed: int = 0) -> EdgeModel:
+    """A small graph shaped like the imported MLPerf ResNet-8: NHWC input, residual adds, asymmetric
+    pad before a strided conv, 1x1 shortcut, pooling, permute + reshape into a linear head, softmax."""
+    rng = np.random.default_rng(seed)
+
+    def w(*shape: int) -> np.ndarray:
+        return rng.normal(0, 0.3, shape).astype(np.float32)
+
+    b = GraphBuilder()
+    x = b.input([None, 8, 8, 3])
+    x = b.permute(x, [0, 3, 1, 2])
+    a = b.activation(b.conv2d(x, w(8, 3, 3, 3), w(8), (1, 1), (1, 1, 1, 1)), "relu")
+    y = b.activation(b.conv2d(a, w(8, 8, 3, 3), w(8), (1, 1), (1, 1, 1, 1)), "relu")
+    y = b.conv2d(y, w(8, 8, 3, 3), w(8), (1, 1), (1, 1, 1, 1))
+    r = b.activation(b.add("add", [a, y]), "relu")
+    p = b.add("pad", [r], {"pads": [0, 1, 0, 1], "value": 0.0})
+    y = b.activation(b.conv2d(p, w(16, 8, 3, 3), w(16), (2, 2), (0, 0, 0, 0)), "relu")
+    y = b.conv2d(y, w(16, 16, 3, 3), w(16), (1, 1), (1, 1, 1, 1))
+    s = b.conv2d(r, w(16, 8, 1, 1), w(16), (2, 2), (0, 0, 0, 0))
+    r = b.activation(b.add("add", [s, y]), "relu")
+    pool = b.add("avg_pool2d", [r], {"kernel_size": [4, 4], "stride": [4, 4], "pads": [0, 0, 0, 0],
+                                     "ceil_mode": False, "count_include_pad": False})  # fmt: skip
+    f = b.reshape(b.permute(pool, [0, 2, 3, 1]), [-1, 16], [1, 1, 1, 16])
+    out = b.add("softmax", [b.linear(f, w(10, 16), w(10))], {"dim": 1, "beta": 1.0})
+    ir = b.finish([out])
+    gm = GraphModule(ir)
+    gm.load_state_dict(b.weights)
+    meta = ModelMeta(InputSpec((8, 8, 3), "NHWC", (0.0, 255.0)), 10, {"kind": "graph", "ir": gm.ir})
+    return EdgeModel(gm.eval(), meta)
+
+
+class ConcatNet(nn.Module):
+    """Depthwise conv, concat along channels, flatten (with spatial size > 1) into a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(3, 6, 1), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.fc = nn.Linear(14 * 4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([self.dw(self.a(x)), self.b(x)], dim=1)
+        return self.fc(torch.flatten(self.pool(y), 1))
+
+
+def test_residual_block_couples_producers() -> None:
+    m = create_model("resnet8")
+    dep = build_dependency_graph(m.module, m.example_input(1))
+    by_producers = {tuple(sorted(mod for mod, r in g.slots if r == "out")): g for g in dep.groups}
+    chain = by_producers[("stack1.conv2", "stem.0")]  # identity shortcut: stem and stack1 output share channels
+    assert chain.size == 16
+    assert {("stack2.conv1", "in"), ("stack2.shortcut", "in"), ("stem.1", "bn"), ("stack1.bn2", "bn")} <= set(
+        chain.slots
+    )
+    assert by_producers[("stack3.conv2", "stack3.shortcut")].slots.count(("fc", "in")) == 1
+    assert by_producers[("stack1.conv1",)].size == 16  # inside a block: free
+    assert len(dep.groups) == 6
+    # the model's input channels and the classifier outputs are never prunable
+    assert all(mod != "fc" or role != "out" for g in dep.groups for mod, role in g.slots)
+
+
+def test_pruned_zoo_resnet8_is_smaller_runs_reloads_and_exports(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    m = create_model("resnet8")
+    pruned, rep = prune_channels(m, ratio=0.5)
+    assert rep.macs_after <= 0.5 * rep.macs_before
+    assert macs(pruned) == rep.macs_after  # the arithmetic MAC model agrees with the profiler
+    assert params(pruned.module) < 0.6 * params(m.module)
+    assert not any(isinstance(b, torch.Tensor) and "mask" in n for n, b in pruned.module.named_buffers())
+    assert pruned.module.stack3.conv2.out_channels < 64 and pruned.module.fc.in_features < 64
+    x = m.example_input(4)
+    assert pruned.module(x).shape == (4, 10)
+    path = save_model(pruned, tmp_path / "p")
+    again = load_model(path)
+    torch.testing.assert_close(again.module(x), pruned.module(x))
+    res = export_model(pruned, "onnx", tmp_path / "p.onnx")
+    assert res.parity.rel_diff < 1e-4
+
+
+def test_pruned_imported_graph_is_smaller_and_exports(tmp_path: Path) -> None:
+    m = tiny_imported()
+    dep = build_dependency_graph(m.module, m.example_input(1))
+    assert sorted(g.size for g in dep.groups) == [8, 8, 16, 16]
+    pruned, rep = prune_channels(m, ratio=0.5, allocation="global")
+    assert rep.macs_after <= rep.macs_before / 2 and macs(pruned) == rep.macs_after
+    assert params(pruned.module) < params(m.module)
+    lin = next(n for n in pruned.module.ir["nodes"] if n["op"] == "linear")
+    reshape = next(n for n in pruned.module.ir["nodes"] if n["op"] == "reshape")
+    assert reshape["attrs"]["shape"][1] == lin["attrs"]["in_features"] < 16
+    x = m.example_input(3)
+    assert pruned.module(x).shape == (3, 10)
+    again = load_model(save_model(pruned, tmp_path / "g"))
+    torch.testing.assert_close(again.module(x), pruned.module(x))
+    assert export_model(pruned, "onnx", tmp_path / "g.onnx").parity.rel_diff < 1e-4
+
+
+def test_removing_nothing_changes_nothing() -> None:
+    m = tiny_imported()
+    dep = build_dependency_graph(m.module, m.example_input(1))
+    same, sizes = apply_channel_plan(m.module, dep, set())
+    assert sizes == {}
+    x = m.example_input(2)
+    torch.testing.assert_close(same(x), m.module(x))
+
+
+def test_concat_depthwise_and_flatten_head() -> None:
+    torch.manual_seed(0)
+    net = ConcatNet().eval()
+    x = torch.randn(2, 3, 8, 8)
+    dep = build_dependency_graph(net, x[:1])
+    sizes = sorted(g.size for g in dep.groups)
+    assert sizes == [6, 8]  # conv a + depthwise + BNs share 8 channels; branch b has 6
+    group_a = next(g for g in dep.groups if g.size == 8)
+    assert {("dw.0", "dw"), ("a.1", "bn"), ("dw.1", "bn"), ("fc", "in")} <= set(group_a.slots)
+    removed = {group_a.classes[0], group_a.classes[3], next(g for g in dep.groups if g.size == 6).classes[1]}
+    small, _ = apply_channel_plan(net, dep, removed)
+    assert small.dw[0].groups == small.dw[0].out_channels == 6
+    assert small.fc.in_features == (6 + 5) * 4
+    assert small(x).shape == (2, 5)
+    # the result equals the original network with those channels' contributions removed
+    keep_a = [i for i in range(8) if i not in (0, 3)]
+    with torch.no_grad():
+        ref = net.a(x)[:, keep_a]
+        torch.testing.assert_close(small.a(x), ref)
+    assert mac_model(net, dep).macs(removed) < mac_model(net, dep).macs(set())
+
+
+@pytest.mark.parametrize("criterion", ["l1", "bn", "taylor"])
+def test_criteria_and_global_allocation(criterion: str) -> None:
+    torch.manual_seed(1)
+    m = create_model("resnet8", input_shape=(1, 8, 8))
+    data = load_dataset("digits").take(128)
+    batches = sample_batches(m, data, n=2, batch=32) if criterion == "taylor" else None
+    pruned, rep = prune_channels(m, target_macs=300_000, criterion=criterion, allocation="global", batches=batches)
+    assert rep.macs_after <= 300_000 < rep.macs_before
+    assert pruned.module(m.example_input(2)).shape == (2, 10)
+
+
+def test_round_to_keeps_simd_friendly_widths() -> None:
+    m = create_model("resnet8")
+    _, rep = prune_channels(m, ratio=0.4, round_to=8, min_keep=8, allocation="global")
+    assert all(g["after"] % 8 == 0 for g in rep.groups)
+
+
+def test_unreachable_or_bad_targets_are_clear() -> None:
+    m = create_model("resnet8")
+    with pytest.raises(EdgeoptError, match="cannot reach"):
+        prune_channels(m, target_macs=1000)
+    with pytest.raises(EdgeoptError, match="exactly one"):
+        prune_channels(m)
+    with pytest.raises(EdgeoptError, match="not in"):
+        prune_channels(m, ratio=1.2)
+
+
+def hook_macs(model: EdgeModel) -> int:
+    """MACs by forward hooks (fast; the profiler's torch.export is too slow to call per candidate)."""
+    total = 0
+
+    def count(mod: nn.Module, _i: object, out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(mod, nn.Conv2d):
+            total += out.numel() * mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+        else:
+            total += out.numel() * mod.in_features
+
+    hooks = [x.register_forward_hook(count) for x in model.module.modules() if isinstance(x, nn.Conv2d | nn.Linear)]
+    with torch.no_grad():
+        model.module(model.example_input(1))
+    for h in hooks:
+        h.remove()
+    return total
+
+
+def test_latency_target_with_a_latency_model() -> None:
+    """NetAdapt loop with a deterministic latency function (MAC-proportional + fixed overhead)."""
+    torch.manual_seed(0)
+    m = create_model("resnet8", input_shape=(1, 8, 8))
+    assert hook_macs(m) == macs(m)
+    full = hook_macs(m)
+
+    def latency(models: list[EdgeModel]) -> list[float]:
+        return [0.05 + 0.2 * hook_macs(x) / full for x in models]
+
+    data = load_dataset("digits").take(64)
+    target = 0.15
+    out, rep = prune_to_latency(m, target, data, latency_fn=latency, step_fraction=0.2)
+    assert abs(rep.final_ms - target) / target <= 0.1
+    assert latency([out])[0] == pytest.approx(rep.final_ms)
+    assert rep.steps and rep.macs_after < rep.macs_before
+    with pytest.raises(EdgeoptError, match="cannot reach"):
+        prune_to_latency(m, 0.04, data, latency_fn=latency, step_fraction=0.5)
+
+
+def test_least_squares_reconstruction_brings_outputs_back() -> None:
+    m = strip_output_softmax(tiny_imported(seed=3))  # compare logits: a saturated softmax hides errors
+    calib = torch.from_numpy(m.meta.input.to_model_input(np.random.default_rng(0).integers(0, 256, (64, 8, 8, 3),
+                                                                                          dtype=np.uint8)))  # fmt: skip
+    plain, _ = prune_channels(m, ratio=0.4)
+    fitted, _ = prune_channels(m, ratio=0.4, calibration=calib)
+    with torch.no_grad():
+        ref = m.module(calib)
+        err_plain = (plain.module(calib) - ref).pow(2).mean().item()
+        err_fit = (fitted.module(calib) - ref).pow(2).mean().item()
+    assert err_fit < 0.5 * err_plain
+    assert fitted.meta.lineage[-1]["reconstructed"] is True
