@@ -20,3 +20,14 @@ def shared_file(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"../shared/data/{name} not present")
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: one thread is faster, and immune to a busy machine's oversubscription."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

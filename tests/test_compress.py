@@ -19,13 +19,7 @@ from edgeopt.model import load_model, save_model
 from edgeopt.models import create_model
 from edgeopt.train import FitConfig, fit
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_kmeans_1d_hand_example() -> None:

@@ -25,13 +25,7 @@ from edgeopt.model import InputSpec
 from edgeopt.models import create_model
 from edgeopt.train import FitConfig
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _softmax(z: list[float], t: float) -> list[float]:

@@ -26,14 +26,7 @@ from edgeopt.model import EdgeModel, InputSpec, ModelMeta, load_model, save_mode
 from edgeopt.models import create_model
 from edgeopt.profile import count_macs, export_for_profile
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is faster, and immune to a busy machine's oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def macs(model: EdgeModel) -> int:

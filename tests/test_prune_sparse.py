@@ -19,13 +19,7 @@ from edgeopt.data import load_dataset
 from edgeopt.errors import EdgeoptError
 from edgeopt.models import create_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_two_four_masks_keep_the_two_largest_of_every_four() -> None:
