@@ -15,27 +15,16 @@ class _RoundBar:
     """A progress bar over rounds on stderr (only on a terminal, never with --json)."""
 
     def __init__(self, total: int, done: int) -> None:
-        from edgeopt.progress import progress_enabled
+        from edgeopt.progress import ProgressBar
 
-        self._bar = None
-        if progress_enabled():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-            self._bar = Progress(*cols, console=Console(stderr=True))
-            self._bar.start()
-            self._task = self._bar.add_task("federated rounds", total=total, completed=done)
+        self._bar = ProgressBar("federated rounds", total, completed=done, transient=False)
 
     def __call__(self, record: dict[str, Any]) -> None:
-        if self._bar is not None:
-            acc = record.get("test_accuracy")
-            text = f"round {record['round']} acc {acc:.3f}" if acc is not None else f"round {record['round']}"
-            self._bar.update(self._task, advance=1, description=text)
+        acc = record.get("test_accuracy")
+        self._bar.advance(f"round {record['round']} acc {acc:.3f}" if acc is not None else f"round {record['round']}")
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+        self._bar.close()
 
 
 @app.command()

@@ -24,7 +24,7 @@ from torch import nn
 from edgeopt.data import ImageDataset
 from edgeopt.errors import EdgeoptError
 from edgeopt.model import EdgeModel, check_finite
-from edgeopt.progress import progress_enabled
+from edgeopt.progress import ProgressBar
 from edgeopt.train.augment import random_crop_flip
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -112,7 +112,7 @@ def fit(
     loss_fn = loss_fn or (lambda logits, y, _x: ce(logits, y))
     history = FitHistory()
     start = time.perf_counter()
-    bar = _EpochBar(cfg.epochs * steps_per_epoch)
+    bar = ProgressBar("training", cfg.epochs * steps_per_epoch, transient=False)
     try:
         for epoch in range(cfg.epochs):
             order = rng.permutation(len(data))
@@ -136,7 +136,7 @@ def fit(
                 seen += len(idx)
                 correct += int((logits.argmax(1) == y).sum())
                 loss_sum += float(loss.detach()) * len(idx)
-                bar.update(f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
+                bar.advance(f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
             record = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen}
             history.epochs.append(record)
             if on_epoch:
@@ -149,27 +149,3 @@ def fit(
     history.seconds = time.perf_counter() - start
     check_finite(module)
     return model, history
-
-
-class _EpochBar:
-    """One progress bar over all steps, on stderr, only when it is a terminal."""
-
-    def __init__(self, total: int) -> None:
-        self._bar = None
-        if progress_enabled():
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=Console(stderr=True)
-            )
-            self._bar.start()
-            self._task = self._bar.add_task("training", total=total)
-
-    def update(self, text: str) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, advance=1, description=text)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
