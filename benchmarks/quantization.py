@@ -11,9 +11,13 @@ Rows:
   ExecuTorch (XNNPACK), LiteRT and ONNX Runtime, with top-1 agreement against the simulation
 - peers: ORT quantize_static (MinMax, Entropy, Percentile; per-channel QDQ, opset 18), PT2E with the
   XNNPACK quantizer's default observers (-> ExecuTorch), NNCF PTQ on the float ONNX (-> ORT)
-- mixed precision (``--mixed``): per-layer int4 sensitivity and the int4/int8 mix (see mixed.py)
+- graphs: the LiteRT op lists of the reference and edgeopt .tflite, and the ops ONNX Runtime runs
+  for edgeopt's QDQ model after its graph optimizations (how many convs it fused)
+- mixed precision (``--mixed``): per-layer int4 sensitivity and the int4/int8 mix, GPTQ-rounded,
+  with round-to-nearest as control (see mixed.py)
 
-Run: .venv/bin/python benchmarks/quantization.py   (about 6-8 minutes on 2 shared cores)
+Run: .venv/bin/python benchmarks/quantization.py [--mixed]   (about 11 minutes with --mixed on 2 cores
+shared with a training job; studies not re-run are kept from the existing results file)
 Writes benchmarks/results/quantization.json.
 """
 
@@ -98,6 +102,65 @@ def pt2e_default_pte(model: EdgeModel, xc: torch.Tensor, out: Path) -> Path:
     return out
 
 
+def tflite_ops(path: Path) -> list[str]:
+    """Operator names of a .tflite in execution order (delegate partitions listed as DELEGATE)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with quiet_output():
+        it = Interpreter(model_path=str(path), num_threads=1)
+        it.allocate_tensors()
+    return [op["op_name"] for op in it._get_ops_details()]
+
+
+def ort_optimized_ops(path: Path, work: Path) -> dict[str, int]:
+    """Op counts of the graph ONNX Runtime actually runs (its optimized model at session creation)."""
+    from collections import Counter
+
+    import onnx
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    so.optimized_model_filepath = str(work / f"{path.stem}.ort_optimized.onnx")
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return dict(Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node))
+
+
+def latency_check(calib_samples: int, rounds: int) -> dict[str, Any]:
+    """Latency only (minutes): TFLite's int8 reference and edgeopt's default int8 model in each runtime,
+    plus each runtime's fp32 artifact, batch 1, 1 thread, ``rounds`` interleaved rounds. For a re-run
+    on a quiet machine; kept apart from the main table (whose rows all come from one run)."""
+    tflite_f = shared_path("mlperf-tiny/resnet8_float32.tflite")
+    tflite_q = shared_path("mlperf-tiny/resnet8_int8.tflite")
+    model = load_model(tflite_f, input_range=(0, 255))
+    train = load_dataset(f"imagefolder:{shared_path('cifar10-jpg.zip')}", "train")
+    work = Path(tempfile.mkdtemp(prefix="edgeopt-qlat-"))
+    q = quantize_ptq(model, train, QuantRecipe(calib=DEFAULT_CALIB, calib_samples=calib_samples))
+    runners: dict[str, Any] = {"TFLite int8 reference (LiteRT)": open_runner("litert", tflite_q, threads=1)}
+    for fmt in ("pte", "tflite", "onnx"):
+        r = export_model(q, fmt, work / f"edgeopt_int8.{fmt}")
+        runners[f"edgeopt int8 {r.runtime}"] = open_runner(r.runtime, r.path, threads=1)
+        f = export_model(model, fmt, work / f"float.{fmt}")
+        runners[f"float {f.runtime}"] = open_runner(f.runtime, f.path, threads=1)
+    x = model.example_input(1).numpy()
+    load_before = list(os.getloadavg())
+    lat = interleaved_p50(runners, {k: x for k in runners}, rounds=rounds)
+    for r in runners.values():
+        r.close()
+    ref = lat["TFLite int8 reference (LiteRT)"]["p50_ms"]
+    rows = {k: {"p50_ms": v["p50_ms"], "p90_ms": v["p90_ms"], "ratio_to_tflite_int8": v["p50_ms"] / ref}
+            for k, v in lat.items()}  # fmt: skip
+    for rt in ("executorch", "litert", "onnxruntime"):
+        rows[f"edgeopt int8 {rt}"]["speedup_vs_same_runtime_fp32"] = (
+            lat[f"float {rt}"]["p50_ms"] / lat[f"edgeopt int8 {rt}"]["p50_ms"]
+        )
+    for k, v in rows.items():
+        print(f"  {k:<34} {1000 * v['p50_ms']:7.1f} µs  {v['ratio_to_tflite_int8']:.3f}× TFLite int8")
+    return {"rows": rows, "rounds": rounds, "threads": 1, "load_average_before": load_before,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}  # fmt: skip
+
+
 def zoo_study(epochs: int = 6) -> dict[str, Any]:
     """Zoo models on digits (offline, minutes): PTQ vs QAT at int4, CLE on MobileNetV2, DS-CNN int8.
 
@@ -166,7 +229,9 @@ def main() -> None:
     ap.add_argument("--no-peers", action="store_true", help="skip ORT/PT2E/NNCF peers")
     ap.add_argument("--mixed", action="store_true", help="also run the int4 mixed-precision study")
     ap.add_argument("--zoo", action="store_true", help="also run the digits zoo study (QAT int4, CLE, DS-CNN)")
-    ap.add_argument("--only", choices=["mixed", "zoo"], help="run just that study (merged into the results file)")
+    ap.add_argument("--only", choices=["mixed", "zoo", "latency"],
+                    help="run just that study (merged into the results file); latency: the int8 latency "
+                         "check alone (reference vs edgeopt in each runtime, and their fp32), no accuracy")  # fmt: skip
     args = ap.parse_args()
 
     t_start = time.perf_counter()
@@ -238,6 +303,15 @@ def main() -> None:
             "export_parity": r.parity.__dict__,
         }
 
+    graphs = {
+        "tflite_ops_reference_int8": tflite_ops(tflite_q),
+        "tflite_ops_edgeopt_int8": tflite_ops(work / "edgeopt_int8.tflite"),
+        "onnxruntime_ops_edgeopt_int8": ort_optimized_ops(work / "edgeopt_int8.onnx", work),
+    }
+    print("  LiteRT ops, reference:", " ".join(graphs["tflite_ops_reference_int8"]))
+    print("  LiteRT ops, edgeopt:  ", " ".join(graphs["tflite_ops_edgeopt_int8"]))
+    print("  ORT ops run, edgeopt: ", graphs["onnxruntime_ops_edgeopt_int8"])
+
     if not args.no_peers:
         print("peers")
         xc = calibration_batch(model, train, args.calib_samples, 0)
@@ -284,6 +358,7 @@ def main() -> None:
         "controls": controls,
         "ptq": ptq_info,
         "parity_runtime_vs_sim": parity,
+        "graphs": graphs,
         "load_average": list(os.getloadavg()),
         "samples": len(test),
         "default_recipe": {"calib": DEFAULT_CALIB, "bias_correction": True, "calib_samples": args.calib_samples},
@@ -321,6 +396,8 @@ def _only(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     if args.only == "zoo":
         fig = zoo_study()
+    elif args.only == "latency":
+        fig = latency_check(args.calib_samples, args.rounds)
     else:
         from edgeopt.compress.quantize.mixed import mixed_precision_study
 
@@ -330,7 +407,7 @@ def _only(args: argparse.Namespace) -> None:
         fig = mixed_precision_study(model, load_dataset(spec, "train"), test, tempfile.mkdtemp(), args.calib_samples)
     fig["seconds"] = round(time.perf_counter() - t0, 1)
     fig["load_average"] = list(os.getloadavg())
-    key = "zoo" if args.only == "zoo" else "mixed_precision"
+    key = {"zoo": "zoo", "latency": "latency_check"}.get(args.only, "mixed_precision")
     # read just before writing: another study may have finished meanwhile
     payload = json.loads(path.read_text()) if path.is_file() else {"benchmark": "quantization", "figures": {}}
     payload["figures"][key] = fig

@@ -108,3 +108,59 @@ def test_deployment_server_killed_and_resumed(digits, tmp_path) -> None:
     # every round saw both clients, so the resumed run ends where the uninterrupted one does
     assert all(h["completed"] == 2 for h in ck.history)
     np.testing.assert_allclose(ck.state.params, get_flat(full.model.module), atol=1e-5)
+
+
+SECURE = dataclasses.replace(CFG, rounds=2, secagg=True, dropout=0.25, seed=23)  # round 1 drops client 1
+
+
+def test_deployment_secagg_plus_recovers_a_dropout_and_matches_inprocess(digits, tmp_path) -> None:
+    """Real SuperLink + 3 SuperNodes running Flower's SecAgg+; a client drops after the key exchange.
+
+    Round 1's client 1 takes part in SecAgg+'s key and share exchange, then fails before uploading
+    its masked vector: the workflow recovers its pairwise masks from the survivors' Shamir shares.
+    The result equals the in-process engine's secure aggregation (own masks, same dropouts) up to
+    SecAgg+'s 22-bit quantization.
+    """
+    train, test = digits
+    full = run_federated(_model(), train, test, SECURE, engine="inprocess", threads=1)
+    res = run_federated(_model(), train, test, SECURE, engine="flower", data_spec="digits", out_dir=tmp_path,
+                        threads=1, nodes=3, round_timeout=90.0, timeout=500.0)  # fmt: skip
+    rounds = {h["round"]: h for h in res.history}
+    assert sorted(rounds) == [1, 2]
+    assert rounds[1]["dropouts"] == [1] and rounds[1]["completed"] == 2 and not rounds[1]["skipped"]
+    assert rounds[2]["completed"] == 3 and not rounds[2]["lost"]
+    n = get_flat(res.model.module).size
+    # each survivor uploaded a masked int64 vector (8 bytes per weight) plus its keys and shares
+    assert rounds[1]["upload_bytes"] > 2 * 8 * n and rounds[2]["upload_bytes"] > 3 * 8 * n
+    w0 = get_flat(_model().module)
+    w = get_flat(res.model.module)
+    assert np.abs(w - w0).max() > 0.05  # it trained
+    np.testing.assert_allclose(w, get_flat(full.model.module), atol=1e-4)
+    assert [h["test_accuracy"] for h in res.history] == pytest.approx([h["test_accuracy"] for h in full.history],
+                                                                      abs=0.01)  # fmt: skip
+
+
+def test_flower_simulation_secagg_plus_with_dp_and_int8_matches_inprocess(digits) -> None:
+    """SecAgg+ on Flower's simulation runtime, with DP-FedAvg (weight 1 per client) and int8 deltas.
+
+    SecAgg+'s stochastic 22-bit quantization moves the weights by ~1e-6 per round; the next
+    round's int8 round trip can turn that into one int8 step (max|delta chunk| / 127, ~2e-4) on a
+    rare entry, so the check is: almost every weight within 1e-4, none beyond 1e-3.
+    """
+    train, test = digits
+    cfg = dataclasses.replace(SECURE, rounds=3, dp_clip=1.0, dp_noise=0.3, compress="int8")
+    a = run_federated(_model(), train, test, cfg, engine="inprocess", threads=1)
+    b = run_federated(_model(), train, test, cfg, engine="flower-sim", data_spec="digits", threads=1, max_nodes=3)
+    assert [h["completed"] for h in b.history] == [h["completed"] for h in a.history]
+    assert [h["epsilon"] for h in b.history] == [h["epsilon"] for h in a.history]
+    diff = np.abs(get_flat(b.model.module) - get_flat(a.model.module))
+    assert diff.max() < 1e-3 and np.mean(diff > 1e-4) < 0.01 and np.median(diff) < 1e-5
+
+
+def test_flower_secagg_refuses_scaffold(digits) -> None:
+    from edgeopt.errors import EdgeoptError
+
+    train, test = digits
+    cfg = dataclasses.replace(SECURE, algo="scaffold")
+    with pytest.raises(EdgeoptError, match="SCAFFOLD"):
+        run_federated(_model(), train, test, cfg, engine="flower-sim", data_spec="digits")

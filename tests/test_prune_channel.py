@@ -17,7 +17,9 @@ from edgeopt.compress.prune import (
     prune_channels,
     prune_to_latency,
     sample_batches,
+    select_channels,
 )
+from edgeopt.compress.prune.channel import channel_units, saving_rates
 from edgeopt.data import load_dataset
 from edgeopt.errors import EdgeoptError
 from edgeopt.interop.export import export_model
@@ -181,6 +183,30 @@ def test_round_to_keeps_simd_friendly_widths() -> None:
     m = create_model("resnet8")
     _, rep = prune_channels(m, ratio=0.4, round_to=8, min_keep=8, allocation="global")
     assert all(g["after"] % 8 == 0 for g in rep.groups)
+
+
+def test_saving_rates_look_ahead_over_simd_padding() -> None:
+    # cutting 8 of 16 channels saves nothing until the next cut crosses the block: both get half
+    assert saving_rates([0.0, 30.0, 8.0]) == pytest.approx([15.0, 30.0, 8.0])
+    assert saving_rates([-2.0, 10.0]) == pytest.approx([5.0, 10.0])  # noise counts as zero
+    assert saving_rates([]) == []
+
+
+def test_latency_allocation_spends_the_budget_where_the_runtime_saves_time() -> None:
+    m = create_model("resnet8")
+    dep = build_dependency_graph(m.module, m.example_input(1))
+    macs_model = mac_model(m.module, dep)
+    scores = {c: 1.0 for g in dep.groups for c in g.classes}  # equal importance: latency decides
+    units = channel_units(dep, scores, round_to=8, min_keep=8)
+    target = int(0.7 * macs_model.macs(set()))
+    fast = dep.groups[-1].index  # pretend only the last group's channels cost time
+    savings = {g.index: [10.0 if g.index == fast else 0.01] * len(units[g.index]) for g in dep.groups}
+    removed = select_channels(dep, macs_model, scores, target, "latency", 8, 8, unit_savings=savings)
+    assert macs_model.macs(removed) <= target
+    cut = {g.index: len(set(g.classes) & removed) for g in dep.groups}
+    assert cut[fast] == max(cut.values()) > 0
+    with pytest.raises(EdgeoptError, match="latency allocation needs"):
+        select_channels(dep, macs_model, scores, target, "latency", 8, 8)
 
 
 def test_unreachable_or_bad_targets_are_clear() -> None:

@@ -52,7 +52,7 @@ def prune(
     runtime: Annotated[str, typer.Option(help="runtime timed for --target-latency-ms")] = "onnxruntime",
     threads: Annotated[int, typer.Option(min=1, help="runtime threads for latency targets")] = 1,
     criterion: Annotated[str, typer.Option(help="channel importance: l1, l2, bn or taylor")] = "l2",
-    allocation: Annotated[str, typer.Option(help="uniform or global")] = "uniform",
+    allocation: Annotated[str, typer.Option(help="uniform, global, or latency (measured in --runtime)")] = "uniform",
     round_to: Annotated[int, typer.Option("--round-to", min=1, help="keep channel counts multiples of this")] = 1,
     min_keep: Annotated[int, typer.Option("--min-keep", min=1, help="fewest channels a group keeps")] = 1,
     reconstruct: Annotated[

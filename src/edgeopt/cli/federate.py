@@ -45,6 +45,9 @@ def federate(
     server_lr: Annotated[float | None, typer.Option("--server-lr", help="default 1.0; 0.01 for fedadam/yogi")] = None,
     aggregator: Annotated[str, typer.Option(help="mean, median, trimmed:BETA or krum:F")] = "mean",
     compress: Annotated[str, typer.Option(help="none, int8 or topk:F (with error feedback)")] = "none",
+    client_model: Annotated[
+        str, typer.Option("--client-model", help="what clients train: float, qat-int8 or pruned:R (R of MACs cut)")
+    ] = "float",
     dp_clip: Annotated[float | None, typer.Option("--dp-clip", help="DP-FedAvg L2 clip norm")] = None,
     dp_noise: Annotated[float, typer.Option("--dp-noise", help="DP-FedAvg noise multiplier σ")] = 0.0,
     secagg: Annotated[bool, typer.Option("--secagg", help="secure aggregation with pairwise masks")] = False,
@@ -75,7 +78,7 @@ def federate(
         clients=clients, per_round=per_round, rounds=rounds, partition=partition, algo=algo,
         local_epochs=local_epochs, batch_size=batch_size, lr=lr, momentum=momentum, mu=mu, server_lr=server_lr,
         aggregator=aggregator, compress=compress, dp_clip=dp_clip, dp_noise=dp_noise, secagg=secagg,
-        dropout=dropout, deadline=deadline, min_completion=min_completion, seed=seed,
+        dropout=dropout, deadline=deadline, min_completion=min_completion, client_model=client_model, seed=seed,
     )  # fmt: skip
     seed_everything(seed)
     m, train = model_for_data(model, data)
@@ -92,6 +95,14 @@ def federate(
     curves_path, html_path = write_outputs(out, curves)
     model_path = save_model(res.model, Path(out) / "model")
     s = curves["summary"]
+    extra: dict[str, Any] = {}
+    if "client_model" in res.extra:
+        extra["client_model"] = dict(res.extra["client_model"])
+        extra["client_model"].pop("input_ranges", None)
+        if cfg.client_model == "qat-int8":  # the int8 artifact, measured inside its runtime
+            from edgeopt.federated.client_model import runtime_accuracy
+
+            extra["int8_artifact"] = runtime_accuracy(res.model, test.take(cfg.eval_limit), out)
     emit(
         {
             "final_accuracy": s["final_accuracy"],
@@ -105,6 +116,7 @@ def federate(
             "curves": str(curves_path),
             "report": str(html_path),
             "model": str(model_path),
+            **extra,
         },
         as_json,
         "federate",

@@ -29,6 +29,9 @@ def quantize(
     budget: Annotated[float, typer.Option(help="mixed: weight bytes as a fraction of int8")] = 0.6,
     cle: Annotated[bool, typer.Option("--cle/--no-cle", help="cross-layer equalization first")] = False,
     qat_epochs: Annotated[int, typer.Option("--qat-epochs", min=1, help="QAT fine-tuning epochs")] = 2,
+    rounding: Annotated[
+        str | None, typer.Option(help="4-bit weight rounding: gptq (default for int4/mixed) or nearest")
+    ] = None,
     seed: int = 0,
     eval_test: Annotated[
         bool, typer.Option("--eval/--no-eval", help="measure float and quantized test accuracy")
@@ -44,7 +47,7 @@ def quantize(
     m, train = model_for_data(model, data, parse_range(input_range))
     q, report = run_quantize(
         m, train, method=method, calib=calib, weights=weights, max_drop=max_drop, calib_samples=calib_samples,
-        budget=budget, cle=cle, qat_epochs=qat_epochs, seed=seed,
+        budget=budget, cle=cle, qat_epochs=qat_epochs, seed=seed, rounding=rounding,
     )  # fmt: skip
     path = save_model(q, out)
     result = {"model": str(path), "method": method, "calib": calib, "weights": weights,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeopt.compress.batchnorm import canonical_batchnorm, fold_batchnorm, needs_unfolding, unfold_batchnorm
 from edgeopt.compress.common import strip_output_softmax
 from edgeopt.data import ImageDataset
 from edgeopt.errors import EdgeoptError
@@ -54,28 +55,45 @@ class CompressResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+def trainable(model: EdgeModel, data: ImageDataset, seed: int = 0) -> tuple[EdgeModel, bool]:
+    """``model`` as logits, with batch norm unfolded when it is an imported BN-folded graph.
+
+    Returns (model, unfolded); fold back with :func:`edgeopt.compress.batchnorm.fold_batchnorm`
+    after training when ``unfolded``. Cost: one forward over 512 training images when unfolding.
+    """
+    from edgeopt.compress.prune import calibration_inputs
+
+    model = strip_output_softmax(model)
+    if not needs_unfolding(model):
+        return model, False
+    return unfold_batchnorm(model, calibration_inputs(model, data, 512, seed=seed)), True
+
+
 def tune(
     model: EdgeModel,
     data: ImageDataset,
     settings: TuneSettings,
     teacher: EdgeModel | None = None,
-    pre_forward: Any = None,
     log: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[EdgeModel, list[dict[str, float]]]:
-    """Fine-tune ``model`` for ``settings.epochs`` (KD from ``teacher`` when given). No-op at 0 epochs."""
+    """Fine-tune ``model`` for ``settings.epochs`` (KD from ``teacher`` when given). No-op at 0 epochs.
+
+    Imported BN-folded graphs train with batch norm unfolded and are folded back afterwards, so the
+    result has the input's architecture.
+    """
     from edgeopt.compress.distill import DistillConfig, Distiller
     from edgeopt.train import fit
 
     if settings.epochs <= 0:
         return model, []
-    model = strip_output_softmax(model)
+    model, unfolded = trainable(model, data, settings.seed)
     if teacher is None:
         model, hist = fit(model, data, settings.fit_config(), on_epoch=log)
-        return model, hist.epochs
-    cfg = DistillConfig(settings.temperature, settings.alpha, hint_weight=settings.hint_weight)
-    with Distiller(model, teacher, cfg) as loss_fn:
-        model, hist = fit(model, data, settings.fit_config(), loss_fn=loss_fn, on_epoch=log)
-    return model, hist.epochs
+    else:
+        cfg = DistillConfig(settings.temperature, settings.alpha, hint_weight=settings.hint_weight)
+        with Distiller(model, teacher, cfg) as loss_fn:
+            model, hist = fit(model, data, settings.fit_config(), loss_fn=loss_fn, on_epoch=log)
+    return (fold_batchnorm(model) if unfolded else model), hist.epochs
 
 
 def prune_model(
@@ -150,7 +168,7 @@ def prune_model(
             batches = sample_batches(model, data) if criterion == "taylor" else None
             cal = calibration_inputs(model, data) if reconstruct else None
             model, rep = prune_channels(model, ratio, target_macs, criterion, allocation, round_to, min_keep,
-                                        batches=batches, calibration=cal)  # fmt: skip
+                                        batches=batches, calibration=cal, runtime=runtime, threads=threads)  # fmt: skip
             metrics["channels"] = rep.to_json()
         model, hist = tune(model, data, settings, teacher)
     else:
@@ -160,12 +178,13 @@ def prune_model(
                 float(ratio or 0.0), steps, "nm" if method == "nm" else "magnitude", scope,
                 frequency=max(1, steps // 40), n=nm[0], m=nm[1],
             )  # fmt: skip
-            model = strip_output_softmax(model)
+            model, unfolded = trainable(model, data, settings.seed)  # before the masks hook the layers
             gp.attach(model.module)
             try:
                 model, hist = tune(model, data, settings, teacher)
             finally:
                 gp.detach()
+            model = fold_batchnorm(model) if unfolded else model  # per-channel rescale: zeros stay zero
         else:
             masks = nm_masks(model.module, *nm) if method == "nm" else magnitude_masks(model.module, ratio, scope)
             apply_masks(model.module, masks)
@@ -201,7 +220,9 @@ def deep_compress(
     from edgeopt.compress.storage import entropy_report, load_packed, save_packed
 
     base = settings or TuneSettings()
-    model = strip_output_softmax(model)
+    # Imported graphs train with BN unfolded; the BNs stay in the stored model (folded into a
+    # per-channel scale and shift), because folding them into the convs would break the codebooks.
+    model, _ = trainable(model, data, base.seed)
     metrics: dict[str, Any] = {}
     if prune_epochs > 0 and sparsity > 0:
         s1 = TuneSettings(**{**base.__dict__, "epochs": prune_epochs})
@@ -223,7 +244,7 @@ def deep_compress(
         metrics["cluster_history"] = h2
     model = model.with_lineage({"pass": "compress", "sparsity": sparsity, "bits": bits,
                                 "prune_epochs": prune_epochs, "cluster_epochs": cluster_epochs})  # fmt: skip
-    path, info = save_packed(model, out, float_bits)
+    path, info = save_packed(canonical_batchnorm(model), out, float_bits)
     metrics["file"] = str(path)
     metrics["file_bytes"] = path.stat().st_size
     metrics["packing"] = info.to_json()

@@ -38,26 +38,77 @@ def run_federated(
     """Train ``model`` federatedly with ``engine``; see :func:`edgeopt.federated.engine.run_inprocess`.
 
     The Flower engines need ``data_spec`` (clients load their own partition by name).
+    ``cfg.client_model`` other than ``float`` first turns ``model`` into the compressed model the
+    clients train (:mod:`edgeopt.federated.client_model`); for ``qat-int8`` the returned model is
+    the int8 conversion of the trained fake-quantized model and ``result.extra["client_model"]``
+    holds both accuracies (fake-quant and int8, PyTorch) on the test split
+    (``result.extra["fake_quant_model"]`` is the trained fake-quantized model).
     Cost: ``rounds * per_round`` client updates plus one test pass per round.
     """
     from edgeopt.errors import EdgeoptError
 
+    if engine not in ENGINES:
+        raise EdgeoptError(f"unknown engine '{engine}'", f"use one of {', '.join(ENGINES)}")
+    if engine != "inprocess" and data_spec is None:
+        raise EdgeoptError("the Flower engines need the dataset spec", "pass data_spec='digits' (or the --data value)")
+    if engine == "flower" and out_dir is None:
+        raise EdgeoptError("the flower engine needs an output directory", "pass --out DIR")
+    model, prepared = _prepare_client_model(model, train, cfg)
+    res = _run_engine(model, train, test, cfg, engine, out_dir, resume, on_round, threads, data_spec, engine_options)
+    if prepared is not None:
+        res.extra["client_model"] = prepared
+        if prepared["client_model"] == "qat-int8":
+            _finish_qat(res, train, test, cfg)
+    return res
+
+
+def _prepare_client_model(
+    model: EdgeModel, train: ImageDataset, cfg: FederatedConfig
+) -> tuple[EdgeModel, dict[str, Any] | None]:
+    """The model clients train for ``cfg.client_model`` (the given one for ``float``)."""
+    from edgeopt.federated.client_model import parse_client_model, prepare_client_model
+
+    if parse_client_model(cfg.client_model)[0] == "float":
+        return model, None
+    inputs = None
+    if parse_client_model(cfg.client_model)[0] == "qat-int8":
+        from edgeopt.federated.engine import client_tensors
+        from edgeopt.federated.partition import partition
+
+        parts = partition(train.labels, cfg.clients, cfg.partition, cfg.seed)
+        inputs = [x for x, _ in client_tensors(model, train, parts)]
+    return prepare_client_model(model, cfg.client_model, inputs)
+
+
+def _finish_qat(res: FederatedResult, train: ImageDataset, test: ImageDataset, cfg: FederatedConfig) -> None:
+    """Replace the fake-quantized result by its int8 model; record both accuracies (PyTorch)."""
+    from edgeopt.federated.client_model import to_int8
+    from edgeopt.train import evaluate
+
+    test = test.take(cfg.eval_limit)
+    fake = evaluate(res.model, test).accuracy
+    res.extra["fake_quant_model"] = res.model
+    res.model = to_int8(res.model, train, seed=cfg.seed)
+    res.extra["client_model"].update(fake_quant_accuracy=fake, int8_accuracy=evaluate(res.model, test).accuracy)
+
+
+def _run_engine(
+    model: EdgeModel, train: ImageDataset, test: ImageDataset, cfg: FederatedConfig, engine: str,
+    out_dir: str | Path | None, resume: bool, on_round: OnRound | None, threads: int | None, data_spec: str | None,
+    engine_options: dict[str, Any],
+) -> FederatedResult:  # fmt: skip
     if engine == "inprocess":
         from edgeopt.federated.engine import run_inprocess
 
         return run_inprocess(model, train, test, cfg, out_dir, resume, on_round, threads=threads, **engine_options)
-    if engine not in ENGINES:
-        raise EdgeoptError(f"unknown engine '{engine}'", f"use one of {', '.join(ENGINES)}")
-    if data_spec is None:
-        raise EdgeoptError("the Flower engines need the dataset spec", "pass data_spec='digits' (or the --data value)")
     from edgeopt.federated import flower_engine
 
+    assert data_spec is not None
     if engine == "flower-sim":
         return flower_engine.run_flower_simulation(
             model, train, test, cfg, data_spec, out_dir, resume, on_round, threads=threads, **engine_options
         )
-    if out_dir is None:
-        raise EdgeoptError("the flower engine needs an output directory", "pass --out DIR")
+    assert out_dir is not None
     return flower_engine.run_flower_deployment(
         model, train, test, cfg, data_spec, out_dir, resume, on_round, threads=threads, **engine_options
     )

@@ -24,6 +24,9 @@ class FederatedConfig:
     seconds at ``device_samples_per_s``, clients' speeds log-normal with ``speed_spread``) drops
     stragglers; a round whose completed fraction is below ``min_completion`` is skipped.
     ``reject_norm_ratio`` rejects updates longer than that multiple of the median norm.
+    ``client_model`` is what clients train: ``float``, ``qat-int8`` (fake-quantized, int8-deployable
+    global model) or ``pruned:R`` (R of the MACs channel-pruned once before round 1); see
+    :mod:`edgeopt.federated.client_model`.
     """
 
     clients: int = 10
@@ -53,6 +56,7 @@ class FederatedConfig:
     speed_spread: float = 0.5
     min_completion: float = 0.5
     reject_norm_ratio: float = 100.0
+    client_model: str = "float"
     eval_limit: int | None = None
     seed: int = 0
 
@@ -77,11 +81,13 @@ class FederatedConfig:
         try:
             from edgeopt.federated.algorithms.compression import parse_compression
             from edgeopt.federated.algorithms.server import parse_aggregator
+            from edgeopt.federated.client_model import parse_client_model
             from edgeopt.federated.partition import parse_partition
 
             parse_partition(self.partition)
             parse_compression(self.compress)
             parse_aggregator(self.aggregator)
+            parse_client_model(self.client_model)
         except ValueError as e:
             problems.append((str(e), "see edgeopt federate --help"))
         if problems:

@@ -18,13 +18,17 @@ Virtual clients: a message names the logical client (its partition); client ``c`
 node ``c mod n_nodes`` among the live nodes. Client state that must outlive a round (SCAFFOLD's
 ``c_i``, top-k error-feedback residuals) is kept by the server and shipped with the message, as
 a simulator of stateless phones would; a device deployment would keep it on the device.
-Secure aggregation with Flower's SecAgg+ needs Flower's legacy workflow API and is not wired
-here: ``--secagg`` is refused on these engines (the in-process engine implements it).
+With ``--secagg`` each round is one run of Flower's own ``SecAggPlusWorkflow`` (legacy workflow
+API, :func:`secure_round`) and the ClientApp's ``train`` handler carries ``secaggplus_mod``
+(:func:`secaggplus_when_asked`); the client update and the server step are the same round
+functions (:func:`handle_secure_fit`, :func:`rounds.aggregate_secure_mean`). One SuperNode per
+sampled client; SCAFFOLD is refused with it (only the masked update survives the mod).
 Cost: the client work of the in-process engine plus Flower's messaging (serialisation, gRPC/HTTP).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -39,6 +43,7 @@ import torch
 from edgeopt.data import ImageDataset, load_dataset
 from edgeopt.errors import EdgeoptError
 from edgeopt.federated.algorithms import LocalTrainer
+from edgeopt.federated.client_model import build_client_module
 from edgeopt.federated.config import FederatedConfig
 from edgeopt.federated.engine import FederatedResult, OnRound, RunContext, client_tensors
 from edgeopt.federated.partition import partition
@@ -52,7 +57,7 @@ from edgeopt.federated.rounds import (
     plan_round,
 )
 from edgeopt.fileio import write_json_atomic
-from edgeopt.model import EdgeModel, ModelMeta, build_module
+from edgeopt.model import EdgeModel, ModelMeta
 
 log = logging.getLogger("edgeopt.federated")
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -91,7 +96,7 @@ def _model_from_setup(setup: dict[str, Any]) -> EdgeModel:
     from edgeopt.federated.algorithms import set_flat
 
     meta = ModelMeta.from_json(setup["model_meta"])
-    module = build_module(meta.arch)
+    module = build_client_module(meta, FederatedConfig.from_json(setup["config"]).client_model)
     with np.load(setup["init"], allow_pickle=False) as z:
         set_flat(module, z["params"])
     return EdgeModel(module.eval(), meta)
@@ -109,7 +114,7 @@ class _ClientSide:
         if setup.get("threads"):
             torch.set_num_threads(int(setup["threads"]))
         meta = ModelMeta.from_json(setup["model_meta"])
-        self.model = EdgeModel(build_module(meta.arch), meta)
+        self.model = EdgeModel(build_client_module(meta, self.cfg.client_model), meta)
         self.trainer = LocalTrainer(self.model.module)
         self.train: ImageDataset = load_dataset(setup["data"], "train")
         self.parts = partition(self.train.labels, self.cfg.clients, self.cfg.partition, self.cfg.seed)
@@ -124,16 +129,25 @@ class _ClientSide:
 _CLIENT_CACHE: dict[str, _ClientSide] = {}
 
 
-def handle_train(msg: Any, context: Any) -> Any:
-    """The ClientApp ``train`` handler: one virtual client's round, replies with its encoded update."""
-    from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-
-    conf = msg.content["config"]
-    setup_json = str(conf["setup"])
+def _client_side(setup_json: str) -> _ClientSide:
     if setup_json not in _CLIENT_CACHE:
         _CLIENT_CACHE.clear()
         _CLIENT_CACHE[setup_json] = _ClientSide(setup_json)
-    side = _CLIENT_CACHE[setup_json]
+    return _CLIENT_CACHE[setup_json]
+
+
+def handle_train(msg: Any, context: Any) -> Any:
+    """The ClientApp ``train`` handler: one virtual client's round, replies with its encoded update.
+
+    A message in Flower's legacy FitIns form comes from the SecAgg+ workflow (through
+    ``secaggplus_mod``): see :func:`handle_secure_fit`.
+    """
+    from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+    if "config" not in msg.content:
+        return handle_secure_fit(msg, context)
+    conf = msg.content["config"]
+    side = _client_side(str(conf["setup"]))
     rnd, client = int(conf["round"]), int(conf["client"])
     arrays = {k: v.numpy() for k, v in msg.content["arrays"].items()}
     plan = RoundPlan(rnd, (client,), (), (), client_config(side.cfg))
@@ -159,12 +173,58 @@ def handle_train(msg: Any, context: Any) -> Any:
     return Message(content, reply_to=msg)
 
 
+def handle_secure_fit(msg: Any, context: Any) -> Any:
+    """A client's update for Flower's SecAgg+ (legacy FitIns in, FitRes out; the mod masks it).
+
+    The update is the same as on every engine (:func:`rounds.client_work`: local training, DP
+    clipping, the int8 compression round trip); the FitRes carries the decoded delta and, as
+    ``num_examples``, the client's weight (:func:`rounds.secure_weight`), which SecAgg+ folds into
+    the masked vector. A client planned to drop out or straggle this round (``withhold``), or one
+    whose update is not finite, raises: after the key exchange, so SecAgg+ must recover its masks.
+    """
+    from flwr.app import Message
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.compat.common import recorddict_compat as compat
+
+    from edgeopt.federated.algorithms import decompress
+    from edgeopt.federated.rounds import ClientFailure, secure_weight
+
+    fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+    conf = fitins.config
+    side = _client_side(str(conf["setup"]))
+    rnd, client = int(conf["round"]), int(conf["client"])
+    if bool(conf.get("withhold", False)):
+        raise ClientFailure(f"client {client}: dropped out of round {rnd} after the SecAgg+ key exchange")
+    params = parameters_to_ndarrays(fitins.parameters)[0].astype(np.float32)
+    plan = RoundPlan(rnd, (client,), (), (), client_config(side.cfg))
+    x, y = side.tensors(client)
+    plain = dataclasses.replace(side.cfg, secagg=False)  # masking is SecAgg+'s job here
+    reply, _ = client_work(side.trainer, plain, plan, client, params, None, ClientState(), x, y)
+    delta = decompress(reply.payload, len(params))
+    if not np.isfinite(delta).all():
+        raise ClientFailure(f"client {client}: non-finite update withheld")
+    weight = int(secure_weight(side.cfg, reply.num_samples))
+    metrics = {"client": client, "num_samples": reply.num_samples, "train_loss": reply.train_loss}
+    fitres = FitRes(Status(Code.OK, "ok"), ndarrays_to_parameters([delta]), weight, metrics)
+    return Message(compat.fitres_to_recorddict(fitres, keep_input=False), reply_to=msg)
+
+
+def secaggplus_when_asked(msg: Any, context: Any, call_next: Any) -> Any:
+    """ClientApp mod: Flower's ``secaggplus_mod`` for SecAgg+ messages, a pass-through for the others."""
+    from flwr.client.mod import secaggplus_mod
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+
+    if RECORD_KEY_CONFIGS in msg.content.config_records:
+        return secaggplus_mod(msg, context, call_next)
+    return call_next(msg, context)
+
+
 def make_client_app() -> Any:
-    """A Flower ``ClientApp`` running edgeopt's client update."""
+    """A Flower ``ClientApp`` running edgeopt's client update (with SecAgg+ when the server runs it)."""
     from flwr.clientapp import ClientApp
 
     app = ClientApp()
-    app.train()(handle_train)
+    app.train(mods=[secaggplus_when_asked])(handle_train)
     return app
 
 
@@ -226,8 +286,14 @@ def _to_reply(msg: Any) -> tuple[ClientReply, ClientState] | None:
     return reply, ClientState(upd.get("new_client_control"), upd.get("new_residual"))
 
 
-def server_loop(grid: Any, setup: dict[str, Any], on_round: OnRound | None = None) -> FederatedResult:
-    """The ServerApp body: plan, send, collect within the round timeout, aggregate, checkpoint."""
+def server_loop(
+    grid: Any, setup: dict[str, Any], on_round: OnRound | None = None, context: Any = None
+) -> FederatedResult:
+    """The ServerApp body: plan, send, collect within the round timeout, aggregate, checkpoint.
+
+    With ``cfg.secagg`` each round is one run of Flower's SecAgg+ workflow (:func:`secure_round`);
+    ``context`` is the ServerApp's Flower context (the workflow keeps its round state in it).
+    """
     from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
     cfg = FederatedConfig.from_json(setup["config"])
@@ -244,6 +310,18 @@ def server_loop(grid: Any, setup: dict[str, Any], on_round: OnRound | None = Non
         r = ctx.ck.state.round + 1
         plan = plan_round(cfg, r, ctx.sizes)
         nodes = _wait_for_nodes(grid, min_nodes if r == 1 else 1, 120.0)
+        timeout = float(setup.get("round_timeout") or 0) or None
+        if cfg.secagg:
+            result, lost = secure_round(grid, context, cfg, plan, ctx.ck.state, nodes, setup_json, timeout,
+                                        max(ctx.sizes))  # fmt: skip
+            ctx.ck.state = result.state
+            record = ctx.finish_record(result.record, result.state.params, time.perf_counter() - t0)
+            record.update(lost=lost, nodes=len(nodes))
+            ctx.ck.history.append(record)
+            ctx.checkpoint()
+            if on_round:
+                on_round(record)
+            continue
         msgs = []
         for c in plan.expected_replies:
             st = ctx.ck.client_states.get(c, ClientState())
@@ -258,7 +336,6 @@ def server_loop(grid: Any, setup: dict[str, Any], on_round: OnRound | None = Non
                 {"arrays": ArrayRecord(arrays), "config": ConfigRecord({"setup": setup_json, "round": r, "client": c})}
             )
             msgs.append(Message(content, dst_node_id=nodes[c % len(nodes)], message_type="train", group_id=str(r)))
-        timeout = float(setup.get("round_timeout") or 0) or None
         quorum = max(1, math.ceil(cfg.min_completion * len(plan.selected)))
         arrived = collect_replies(grid, msgs, timeout, quorum, float(setup.get("grace_factor", 1.0)))
         parsed = [p for p in (_to_reply(m) for m in arrived) if p is not None]
@@ -281,6 +358,118 @@ def server_loop(grid: Any, setup: dict[str, Any], on_round: OnRound | None = Non
     return ctx.result(time.perf_counter() - start)
 
 
+class _NodeProxy:
+    """What the SecAgg+ workflow needs of a legacy ``ClientProxy``: the node id."""
+
+    def __init__(self, node_id: int) -> None:
+        self.node_id = node_id
+        self.cid = str(node_id)
+
+
+class _SecureRoundStrategy:
+    """The two legacy ``Strategy`` calls the SecAgg+ workflow makes: whom to train, and the unmasked mean."""
+
+    def __init__(self, fitins: dict[int, Any]) -> None:
+        self.fitins = fitins  # node id -> FitIns
+        self.mean: np.ndarray | None = None
+        self.survivors: dict[int, tuple[int, float]] = {}
+
+    def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> list[tuple[Any, Any]]:
+        return [(_NodeProxy(nid), ins) for nid, ins in self.fitins.items()]
+
+    def aggregate_fit(
+        self, server_round: int, results: list[tuple[Any, Any]], failures: list[Any]
+    ) -> tuple[None, dict[str, Any]]:
+        from flwr.common import parameters_to_ndarrays
+
+        for _, res in results:  # every result carries the same (securely aggregated) parameters
+            self.mean = parameters_to_ndarrays(res.parameters)[0].astype(np.float64)
+            m = res.metrics
+            self.survivors[int(m["client"])] = (int(m["num_samples"]), float(m["train_loss"]))
+        return None, {}
+
+
+class _MeteredGrid:
+    """A Grid that counts the bytes of what clients send back in the SecAgg+ protocol (keys, shares, masked vectors)."""
+
+    def __init__(self, grid: Any) -> None:
+        self._grid = grid
+        self.upload_bytes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> Any:
+        from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        for m in replies:
+            if m.has_error() or RECORD_KEY_CONFIGS not in m.content.config_records:
+                continue
+            for v in m.content.config_records[RECORD_KEY_CONFIGS].values():
+                items = v if isinstance(v, list) else [v]
+                self.upload_bytes += sum(len(x) if isinstance(x, bytes) else 8 for x in items)
+        return replies
+
+
+SECAGG_CLIPPING_RANGE = 8.0  # |weighted delta entry| bound before SecAgg+'s quantization
+SECAGG_QUANTIZATION_RANGE = 2**22  # SecAgg+'s default: steps of 2 * 8 / 2**22 ≈ 3.8e-6
+
+
+def secure_round(
+    grid: Any, context: Any, cfg: FederatedConfig, plan: RoundPlan, state: Any, nodes: list[int], setup_json: str,
+    timeout: float | None, max_samples: int,
+) -> tuple[Any, list[int]]:  # fmt: skip
+    """One round through Flower's ``SecAggPlusWorkflow``; returns (RoundResult, clients lost).
+
+    Every sampled client gets its own SuperNode (SecAgg+ masks per node): ``len(plan.selected)``
+    must not exceed the live nodes. Clients planned to drop out or straggle take part in the key
+    exchange and then fail before uploading, so SecAgg+ recovers their pairwise masks from the
+    survivors' Shamir shares (threshold: half the shares, at least 2). SecAgg+ returns the mean
+    weighted by ``num_examples`` (samples; 1 under DP, ``max_weight`` set so every ratio is <= 1),
+    which :func:`rounds.aggregate_secure_mean` turns into the same server step as in-process.
+    Cost: 4 message exchanges per round (keys, shares, masked vectors, unmasking).
+    """
+    from flwr.app import ConfigRecord, Context, RecordDict
+    from flwr.common import FitIns, ndarrays_to_parameters
+    from flwr.compat.common import recorddict_compat as compat
+    from flwr.server.compat.legacy_context import LegacyContext
+    from flwr.server.workflow import SecAggPlusWorkflow
+    from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
+    from flwr.server.workflow.constant import Key as WorkflowKey
+
+    from edgeopt.federated.rounds import aggregate_secure_mean
+
+    if len(plan.selected) > len(nodes):
+        raise EdgeoptError(
+            f"SecAgg+ masks per SuperNode: {len(plan.selected)} clients per round need as many SuperNodes "
+            f"({len(nodes)} connected)", "lower --per-round or start more SuperNodes",
+        )  # fmt: skip
+    if context is None:
+        context = Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config={})
+    withhold = set(plan.dropouts) | set(plan.stragglers)
+    params = ndarrays_to_parameters([state.params])
+    fitins = {
+        nodes[i]: FitIns(params, {"setup": setup_json, "round": plan.round, "client": c, "withhold": c in withhold})
+        for i, c in enumerate(plan.selected)
+    }
+    strategy = _SecureRoundStrategy(fitins)
+    legacy = LegacyContext(context, strategy=strategy)  # type: ignore[arg-type]
+    legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({WorkflowKey.CURRENT_ROUND: plan.round})
+    legacy.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(params, keep_input=True)
+    max_weight = 1.0 if cfg.dp_clip is not None else float(max_samples)
+    workflow = SecAggPlusWorkflow(num_shares=1.0, reconstruction_threshold=0.5, max_weight=max_weight,
+                                  clipping_range=SECAGG_CLIPPING_RANGE,
+                                  quantization_range=SECAGG_QUANTIZATION_RANGE, timeout=timeout)  # fmt: skip
+    metered = _MeteredGrid(grid)
+    workflow(metered, legacy)
+    result = aggregate_secure_mean(cfg, plan, state, strategy.mean, strategy.survivors, metered.upload_bytes)
+    lost = sorted(set(plan.selected) - withhold - set(strategy.survivors))
+    if lost:
+        log.warning("round %d: clients %s did not complete SecAgg+", plan.round, lost)
+    return result, lost
+
+
 def make_server_app(setup: dict[str, Any] | None = None, on_round: OnRound | None = None,
                     results: list[FederatedResult] | None = None) -> Any:  # fmt: skip
     """A Flower ``ServerApp`` running :func:`server_loop`.
@@ -300,7 +489,7 @@ def make_server_app(setup: dict[str, Any] | None = None, on_round: OnRound | Non
             if not path:
                 raise EdgeoptError("the run config has no 'setup' path", "submit the run with edgeopt federate")
             s = json.loads(Path(str(path)).read_text())
-        res = server_loop(grid, s, on_round)
+        res = server_loop(grid, s, on_round, context)
         if results is not None:
             results.append(res)
 
@@ -311,11 +500,11 @@ def make_server_app(setup: dict[str, Any] | None = None, on_round: OnRound | Non
 
 
 def _check(cfg: FederatedConfig) -> None:
-    if cfg.secagg:
+    if cfg.secagg and cfg.algo == "scaffold":
         raise EdgeoptError(
-            "secure aggregation is implemented for the in-process engine only",
-            "drop --secagg or use --engine inprocess",
-        )
+            "SCAFFOLD's control variates cannot travel with Flower's SecAgg+ (it clears every array but the "
+            "masked update)", "use --engine inprocess for SCAFFOLD with --secagg, or another --algo",
+        )  # fmt: skip
 
 
 def run_flower_simulation(

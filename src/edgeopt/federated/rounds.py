@@ -194,7 +194,7 @@ def client_work(
             # under secure aggregation the server cannot inspect single updates, so the client
             # checks its own and withholds a broken one (the server then recovers it as a dropout)
             raise ClientFailure(f"client {client}: non-finite update withheld")
-        weight = 1.0 if cfg.dp_clip is not None else float(res.num_samples)
+        weight = secure_weight(cfg, res.num_samples)
         masked = sa.masked_input(client, decompress(payload, len(delta)) * weight,
                                  secagg_private_key(cfg, plan.round, client), public_keys)  # fmt: skip
         payload = {}
@@ -267,20 +267,73 @@ def _aggregate_secure(
 ) -> RoundResult:
     record["completed"] = len(arrived)
     if len(arrived) < cfg.min_completion * len(plan.selected) or not arrived:
-        record["skipped"] = True
-        return RoundResult(ServerState(state.params, state.round + 1, state.m, state.v, state.control), record)
-    record["skipped"] = False
+        return _skip(state, record)
     total = sa.unmask_sum({r.client: r.masked for r in arrived if r.masked is not None}, revealed)
-    if not np.isfinite(total).all():
-        record["skipped"] = True
-        return RoundResult(ServerState(state.params, state.round + 1, state.m, state.v, state.control), record)
-    if cfg.dp_clip is not None:
-        rng = np.random.default_rng([cfg.seed, plan.round, 0xD9])
-        agg = noisy_mean(total, cfg.per_round, cfg.dp_clip, cfg.dp_noise, rng)
-    else:
-        agg = (total / sum(r.num_samples for r in arrived)).astype(np.float32)
     control_delta = None
     if cfg.algo == "scaffold":
         control_delta = np.mean(np.stack([r.control_delta for r in arrived]), axis=0)
-    new = server_update(state, agg, server_opt(cfg), control_delta, len(arrived) / cfg.clients)
+    return _apply_secure_total(cfg, state, total, sum(r.num_samples for r in arrived), len(arrived), control_delta,
+                               record)  # fmt: skip
+
+
+def _skip(state: ServerState, record: dict[str, Any]) -> RoundResult:
+    record["skipped"] = True
+    return RoundResult(ServerState(state.params, state.round + 1, state.m, state.v, state.control), record)
+
+
+def _apply_secure_total(
+    cfg: FederatedConfig, state: ServerState, total: np.ndarray, samples: int, survivors: int,
+    control_delta: np.ndarray | None, record: dict[str, Any],
+) -> RoundResult:  # fmt: skip
+    """Server step from the securely aggregated sum (weighted by samples; by 1 under DP)."""
+    if not np.isfinite(total).all():
+        return _skip(state, record)
+    record["skipped"] = False
+    if cfg.dp_clip is not None:
+        rng = np.random.default_rng([cfg.seed, record["round"], 0xD9])
+        agg = noisy_mean(total, cfg.per_round, cfg.dp_clip, cfg.dp_noise, rng)
+    else:
+        agg = (np.asarray(total, np.float64) / samples).astype(np.float32)
+    new = server_update(state, agg, server_opt(cfg), control_delta, survivors / cfg.clients)
     return RoundResult(new, record)
+
+
+def secure_weight(cfg: FederatedConfig, num_samples: int) -> float:
+    """A client's weight inside secure aggregation: its sample count (FedAvg), 1 under DP (sum of clipped)."""
+    return 1.0 if cfg.dp_clip is not None else float(num_samples)
+
+
+def aggregate_secure_mean(
+    cfg: FederatedConfig,
+    plan: RoundPlan,
+    state: ServerState,
+    mean: np.ndarray | None,
+    survivors: dict[int, tuple[int, float]],
+    upload_bytes: int,
+) -> RoundResult:
+    """The round from a secure aggregation that returns the weighted mean (Flower's SecAgg+).
+
+    ``mean`` is ``Σ w_i Δ_i / Σ w_i`` with ``w_i`` = :func:`secure_weight` over the survivors
+    (None when the protocol halted: the round is skipped); ``survivors`` maps each client whose
+    masked update was aggregated to (samples, train loss); ``upload_bytes`` is what the clients
+    sent over the whole protocol. Same server step as the in-process engine's secure path.
+    """
+    n = len(state.params)
+    record: dict[str, Any] = {
+        "round": plan.round,
+        "selected": len(plan.selected),
+        "dropouts": list(plan.dropouts),
+        "stragglers": list(plan.stragglers),
+        "upload_bytes": int(upload_bytes),
+        "upload_bytes_dense": 4 * n * len(survivors),
+        "download_bytes": 4 * n * len(plan.selected),
+        "train_loss": float(np.mean([t for _, t in survivors.values()])) if survivors else None,
+        "rejected": [],
+        "completed": len(survivors),
+    }
+    if mean is None or not survivors or len(survivors) < cfg.min_completion * len(plan.selected):
+        return _skip(state, record)
+    weights = sum(secure_weight(cfg, ns) for ns, _ in survivors.values())
+    total = np.asarray(mean, np.float64) * weights
+    samples = sum(ns for ns, _ in survivors.values())
+    return _apply_secure_total(cfg, state, total, samples, len(survivors), None, record)

@@ -5,6 +5,11 @@ everything from the graph's shapes and the stored tensors; no data is run. Cost:
 export, about 0.1 s for LeNet-5 and 0.8 s for MobileNetV2 on 2 cores, plus about 1.5 s of
 one-off torch.export warm-up in a fresh process. Conventions are in ``profile.counts`` (params, MACs, size)
 and ``profile.memory`` (peak activation / tensor arena).
+
+A quantized model (``QuantizedModule``) is counted on its integer program, the tensors that its
+artifacts store: int8 weights at one byte each (4-bit weights too: no runtime stores a static-int8
+convolution's int4 weights packed, so they occupy int8 storage), biases, scales and zero points.
+``weight_values_by_bits`` says how many weight values have 8, 4 or 32 (float) bits.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from edgeopt.profile.counts import (
     count_trainable_params,
     linear_macs,
     weight_bytes,
+    weight_values_by_bits,
 )
 from edgeopt.profile.memory import (
     ActivationMemory,
@@ -48,7 +54,9 @@ __all__ = [
     "peak_activation_bytes",
     "profile_model",
     "records_from_graph",
+    "stored_module",
     "weight_bytes",
+    "weight_values_by_bits",
 ]
 
 
@@ -59,9 +67,10 @@ class Profile:
     params: int  # every stored value (Keras count, BN statistics included)
     trainable_params: int
     macs: int  # multiply-accumulates of convs and matrix products, one input
-    size_bytes: int  # serialized weight bytes (sum of stored tensor nbytes)
+    size_bytes: int  # serialized weight bytes (sum of stored tensor nbytes; int8 weights one byte each)
     peak_activation_bytes: int  # tensor arena: peak of live activations, input included
     input_shape: list[int]  # without batch, in the model's own layout
+    weight_values_by_bits: dict[str, int] | None = None  # quantized models: {"8": n, "4": n, "32": n}
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,14 +100,29 @@ def export_for_profile(model: EdgeModel) -> torch.export.ExportedProgram:
         _set_mode(module, was_training)
 
 
+def stored_module(model: EdgeModel) -> torch.nn.Module:
+    """What ``model``'s artifacts store: a quantized model's integer program, else the module itself."""
+    module = model.module
+    program = getattr(module, "program", None)
+    if getattr(module, "quantized", False) and callable(program):
+        return program(True)
+    return module
+
+
 def profile_model(model: EdgeModel) -> Profile:
-    """Parameters, MACs, weight bytes and peak activation bytes of ``model`` for one input."""
+    """Parameters, MACs, weight bytes and peak activation bytes of ``model`` for one input.
+
+    Quantized models are counted on their integer program (see the module doc). Cost: one export.
+    """
     ep = export_for_profile(model)
+    stored = stored_module(model)
+    quantized = stored is not model.module
     return Profile(
-        params=count_params(model.module),
+        params=count_params(stored),
         trainable_params=count_trainable_params(model.module),
         macs=count_macs(ep.graph),
-        size_bytes=weight_bytes(model.module),
+        size_bytes=weight_bytes(stored),
         peak_activation_bytes=activation_memory(ep).peak_bytes,
         input_shape=[int(s) for s in model.meta.input.shape],
+        weight_values_by_bits=weight_values_by_bits(stored) if quantized else None,
     )

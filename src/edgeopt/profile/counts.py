@@ -109,6 +109,46 @@ def weight_bytes(module: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t, _, _ in _stored_tensors(module))
 
 
+def weight_values_by_bits(module: nn.Module) -> dict[str, int]:
+    """Weight values of a quantized program by bit width: ``{"8": n, "4": n, "32": n}``.
+
+    A weight is an integer tensor read by a dequantize op: 4 bits when its quantization range fits
+    ``[-8, 7]`` (edgeopt's int4 weights are ``[-7, 7]``), else 8; "32" counts the float weights of
+    conv/linear layers left unquantized. Biases, scales and zero points are not weights here.
+    """
+    out = {"8": 0, "4": 0, "32": 0}
+    if not isinstance(module, torch.fx.GraphModule):
+        return out
+    for node in module.graph.nodes:
+        if node.op != "get_attr" or not node.users:
+            continue
+        t = _fetch(module, node.target)
+        if not isinstance(t, torch.Tensor):
+            continue
+        users = list(node.users)
+        if not t.is_floating_point() and t.dtype in (torch.int8, torch.uint8):
+            dq = next((u for u in users if is_quant_op(u) and u.args[0] is node), None)
+            if dq is None:
+                continue
+            lo, hi = _quant_range(dq)
+            out["4" if lo is not None and lo >= -8 and hi <= 7 else "8"] += t.numel()
+        elif t.is_floating_point() and t.ndim >= 2:
+            if any(op_name(u) in _CONV_OPS | _MATMUL_OPS and len(u.args) > 1 and u.args[1] is node for u in users):
+                out["32"] += t.numel()
+    return out
+
+
+def _quant_range(node: torch.fx.Node) -> tuple[int | None, int | None]:
+    """(quant_min, quant_max) of a ``quantized_decomposed`` dequantize node, else (None, None)."""
+    name = op_name(node) or ""
+    # dequantize_per_tensor(x, scale, zp, qmin, qmax, dtype); dequantize_per_channel(x, s, zp, axis, qmin, qmax, dtype)
+    i = 4 if name == "dequantize_per_channel" else 3
+    args = node.args
+    if len(args) > i + 1 and isinstance(args[i], int) and isinstance(args[i + 1], int):
+        return int(args[i]), int(args[i + 1])
+    return None, None
+
+
 def conv_macs(out_shape: Sequence[int], weight_shape: Sequence[int]) -> int:
     """MACs of a convolution: output elements x (Cin/groups) x kernel volume.
 

@@ -31,7 +31,7 @@ from edgeopt.model import EdgeModel
 from edgeopt.models.resize import layer_sizes, set_submodule
 
 CRITERIA = ("l1", "l2", "bn", "taylor")
-ALLOCATIONS = ("uniform", "global")
+ALLOCATIONS = ("uniform", "global", "latency")
 
 # ----------------------------------------------------------------------------- slices of a slot
 
@@ -208,6 +208,24 @@ def _units(group: ChannelGroup, scores: dict[int, float], round_to: int, min_kee
     return [order[size - a : size - b] for a, b in zip(widths, widths[1:], strict=False)]
 
 
+def channel_units(
+    dep: DepGraph, scores: dict[int, float], round_to: int, min_keep: int = 1
+) -> dict[int, list[list[int]]]:
+    """Every group's removable units, weakest first (see ``_units``), keyed by group index."""
+    return {g.index: _units(g, scores, round_to, min_keep) for g in dep.groups}
+
+
+def saving_rates(savings: list[float]) -> list[float]:
+    """Per unit, the best average saving per unit over this unit and any run of units after it.
+
+    Runtimes pad channels to SIMD blocks, so a cut can save nothing until the next one crosses a
+    block; looking ahead credits the whole run. Negative (noise) savings count as zero. Pure.
+    """
+    cum = np.maximum.accumulate(np.cumsum(np.maximum(np.asarray(savings, dtype=float), 0.0))) if savings else []
+    prev = np.concatenate([[0.0], cum[:-1]]) if len(cum) else []
+    return [max((cum[j] - prev[i]) / (j - i + 1) for j in range(i, len(cum))) for i in range(len(cum))]
+
+
 def select_channels(
     dep: DepGraph,
     macs: MacModel,
@@ -217,18 +235,23 @@ def select_channels(
     round_to: int = 1,
     min_keep: int = 1,
     max_fraction: float = 0.9,
+    unit_savings: dict[int, list[float]] | None = None,
 ) -> set[int]:
     """Classes to remove so that the model needs at most ``target_macs`` MACs.
 
     ``uniform``: the same fraction of every group (binary search on the fraction); ``global``:
-    lowest group-normalised score first. Every group keeps ``max(min_keep, (1-max_fraction)*size)``
-    channels. Raises when even that cannot reach the target. Pure: no model is touched.
+    lowest group-normalised score first; ``latency``: lowest score per measured latency saved first
+    (``unit_savings``: per group, the latency each successive unit of :func:`channel_units` saves).
+    Every group keeps ``max(min_keep, (1-max_fraction)*size)`` channels. Raises when even that
+    cannot reach the target. Pure: no model is touched.
     """
     if allocation not in ALLOCATIONS:
-        raise EdgeoptError(f"unknown allocation '{allocation}'", f"use {' or '.join(ALLOCATIONS)}")
+        raise EdgeoptError(f"unknown allocation '{allocation}'", f"use {', '.join(ALLOCATIONS)}")
+    if allocation == "latency" and unit_savings is None:
+        raise EdgeoptError("latency allocation needs measured latencies", "give a runtime to measure in")
     if macs.macs(set()) <= target_macs:
         return set()
-    units = {g.index: _units(g, scores, round_to, min_keep) for g in dep.groups}
+    units = channel_units(dep, scores, round_to, min_keep)
     floors = {g.index: max(min_keep, math.ceil((1 - max_fraction) * g.size)) for g in dep.groups}
 
     def removable(g: ChannelGroup, k: int) -> set[int]:
@@ -263,12 +286,16 @@ def select_channels(
             else:
                 lo = mid
         return plan(hi)
-    # global: merge every group's units by score
+    # global / latency: merge every group's units by score (per latency saved)
     norm = normalised(scores, dep.groups)
+    rates = {gi: saving_rates(v) for gi, v in (unit_savings or {}).items()}
     cands = []
     for g in dep.groups:
         for i, u in enumerate(units[g.index]):
-            cands.append((float(np.mean([norm[c] for c in u])), g.index, i, u))
+            key = float(np.mean([norm[c] for c in u]))
+            if allocation == "latency":
+                key /= max(rates[g.index][i] if i < len(rates[g.index]) else 0.0, 1e-6)
+            cands.append((key, g.index, i, u))
     cands.sort(key=lambda t: (t[0], t[1], t[2]))
     order: list[list[int]] = []  # units in the order they are removed
     left = {g.index: g.size for g in dep.groups}
@@ -488,14 +515,18 @@ def prune_channels(
     max_fraction: float = 0.9,
     batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     calibration: torch.Tensor | None = None,
+    runtime: str = "onnxruntime",
+    threads: int = 1,
 ) -> tuple[EdgeModel, ChannelPruneReport]:
     """Remove channels until the model needs ``(1 - ratio)`` of its MACs (or ``target_macs``).
 
     ``ratio`` is the fraction of MACs to remove (0.5 halves them). ``criterion``: l1, l2, bn,
-    taylor (needs ``batches`` of (input, label)). ``allocation``: uniform or global. Kept
-    channel counts are multiples of ``round_to`` where the group allows. ``calibration``
-    (a batch of inputs) turns on least-squares reconstruction of the kept weights.
-    Cost: see module doc.
+    taylor (needs ``batches`` of (input, label)). ``allocation``: uniform, global, or latency
+    (global ranking by importance per latency saved, measured in ``runtime`` at ``threads``:
+    the MAC budget is spent where the runtime is fastest). Kept channel counts are multiples of
+    ``round_to`` where the group allows. ``calibration`` (a batch of inputs) turns on
+    least-squares reconstruction of the kept weights. Cost: see module doc; ``latency`` adds one
+    export and timing per removable unit.
     """
     if (ratio is None) == (target_macs is None):
         raise EdgeoptError("give exactly one of a pruning ratio or a MAC target", "--ratio R or --target-macs M")
@@ -508,7 +539,13 @@ def prune_channels(
     before = macs.macs(set())
     target = int(round(before * (1 - ratio))) if ratio is not None else int(target_macs or 0)
     scores = channel_scores(model, dep, criterion, batches)
-    removed = select_channels(dep, macs, scores, target, allocation, round_to, min_keep, max_fraction)
+    savings = None
+    if allocation == "latency":
+        from edgeopt.compress.prune.netadapt import runtime_latency, unit_latency_savings
+
+        units = channel_units(dep, scores, round_to, min_keep)
+        savings = unit_latency_savings(model, dep, units, runtime_latency(runtime, threads))
+    removed = select_channels(dep, macs, scores, target, allocation, round_to, min_keep, max_fraction, savings)
     step = {"pass": "prune", "method": "channel", "criterion": criterion, "allocation": allocation,
             "target_macs": target, "macs_before": before, "macs_after": macs.macs(removed)}  # fmt: skip
     step["reconstructed"] = calibration is not None

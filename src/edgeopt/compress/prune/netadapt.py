@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from edgeopt.compress.prune.channel import _units, channel_scores, mac_model, pruned_model
+from edgeopt.compress.prune.channel import channel_scores, channel_units, mac_model, pruned_model
 from edgeopt.compress.prune.depgraph import build_dependency_graph
 from edgeopt.data import ImageDataset
 from edgeopt.errors import EdgeoptError
@@ -83,6 +83,35 @@ def runtime_latency(runtime: str, threads: int = 1, rounds: int = 3, runs: int =
     return measure
 
 
+def unit_latency_savings(
+    model: EdgeModel, dep: Any, units: dict[int, list[list[int]]], latency_fn: LatencyFn
+) -> dict[int, list[float]]:
+    """A latency table for channel allocation: per group, the time each successive unit saves (ms).
+
+    Each group is cut alone, unit by unit, from ``model`` (the others intact) and every variant is
+    timed with ``latency_fn`` in one interleaved call; savings are taken as additive across groups
+    (NetAdapt's lookup-table approximation). Cost: one export and timing per unit (ResNet-8 with
+    widths in steps of 8: 22 variants, under a minute in ONNX Runtime).
+    """
+    variants: list[EdgeModel] = [model]
+    slots: list[tuple[int, int]] = []
+    for g in dep.groups:
+        removed: set[int] = set()
+        for k, u in enumerate(units[g.index]):
+            removed |= set(u)
+            if len(removed) >= g.size:
+                break
+            variants.append(pruned_model(model, dep, set(removed), {"pass": "prune", "method": "latency-probe"}))
+            slots.append((g.index, k))
+    lats = latency_fn(variants)
+    table: dict[int, list[float]] = {g.index: [] for g in dep.groups}
+    last = {g.index: lats[0] for g in dep.groups}
+    for (gi, _k), lat in zip(slots, lats[1:], strict=True):
+        table[gi].append(last[gi] - lat)
+        last[gi] = lat
+    return table
+
+
 def prune_to_latency(
     model: EdgeModel,
     target_ms: float,
@@ -115,7 +144,7 @@ def prune_to_latency(
         raise EdgeoptError("the model has no prunable channels", "channel pruning needs conv or linear layers")
     macs = mac_model(model.module, dep)
     scores = channel_scores(model, dep, criterion)
-    units = {g.index: _units(g, scores, round_to, min(round_to, 8)) for g in dep.groups}
+    units = channel_units(dep, scores, round_to, min(round_to, 8))
     taken = {g.index: 0 for g in dep.groups}
     removed: set[int] = set()
     current = model

@@ -73,6 +73,53 @@ def float_pads(program: torch.fx.GraphModule) -> int:
     return moved
 
 
+def global_pools_as_mean(program: torch.fx.GraphModule) -> int:
+    """Replace each ``avg_pool2d`` that averages its whole (unpadded) input by ``mean`` over H, W, in place.
+
+    Numerically the same op (a global average). Why: LiteRT's XNNPACK delegate does not take an int8
+    AVERAGE_POOL_2D, so it runs as a builtin kernel that splits the graph into two delegate
+    partitions; an int8 MEAN is delegated, and the whole network from the first conv to the
+    classifier becomes one XNNPACK subgraph (one fewer hand-over per inference). Returns the count.
+    """
+    done = 0
+    for n in list(program.graph.nodes):
+        if n.op != "call_function" or n.target != torch.ops.aten.avg_pool2d.default:
+            continue
+        src = n.args[0]
+        val = _shape_source(src)
+        if val is None or val.dim() != 4:
+            continue
+        kernel = list(n.args[1]) if len(n.args) > 1 else []
+        kernel = kernel * 2 if len(kernel) == 1 else kernel
+        stride = list(n.args[2]) if len(n.args) > 2 and n.args[2] else kernel
+        stride = stride * 2 if len(stride) == 1 else stride
+        padding = list(n.args[3]) if len(n.args) > 3 else [0]
+        divisor = n.args[6] if len(n.args) > 6 else n.kwargs.get("divisor_override")
+        spatial = [int(d) for d in val.shape[2:]]
+        if kernel != spatial or stride != spatial or any(int(p) for p in padding) or divisor is not None:
+            continue
+        with program.graph.inserting_before(n):
+            mean = program.graph.call_function(torch.ops.aten.mean.dim, (src, [2, 3], True))
+        mean.meta.update(n.meta)
+        n.replace_all_uses_with(mean)
+        program.graph.erase_node(n)
+        done += 1
+    if done:
+        program.recompile()
+    return done
+
+
+def _shape_source(node: Any) -> Any:
+    """The example value (``meta["val"]``) of ``node``, looking through the q/dq ops convert inserted."""
+    while isinstance(node, torch.fx.Node):
+        if "val" in node.meta:
+            return node.meta["val"]
+        if "quantized_decomposed" not in str(node.target) or not node.args:
+            return None
+        node = node.args[0]
+    return None
+
+
 def export_tflite(program: torch.fx.GraphModule, x: torch.Tensor) -> bytes:
     import copy
 
@@ -80,6 +127,7 @@ def export_tflite(program: torch.fx.GraphModule, x: torch.Tensor) -> bytes:
 
     program = copy.deepcopy(program)
     float_pads(program)
+    global_pools_as_mean(program)
     return bytes(litert_torch.convert(program, (x,), quant_config=_litert_static_config()).model_content())
 
 
@@ -95,6 +143,8 @@ def export_onnx(program: torch.nn.Module, x: torch.Tensor) -> bytes:
     proto = onnx_program.model_proto
     quantize_onnx_biases(proto)
     drop_clamping_relus(proto)
+    fold_pads_into_convs(proto)
+    activations_to_uint8(proto)
     onnx.checker.check_model(proto, full_check=True)
     return proto.SerializeToString()
 
@@ -204,3 +254,146 @@ def drop_clamping_relus(proto: Any) -> int:
     for n in dropped:
         graph.node.remove(n)
     return len(dropped)
+
+
+def activations_to_uint8(proto: Any) -> int:
+    """Re-express every int8 activation QuantizeLinear→DequantizeLinear pair as uint8, in place; returns the count.
+
+    Exact: ``q_u8 = q_s8 + 128`` with zero point ``z + 128`` dequantizes to the same values. Why: on
+    x86 ONNX Runtime runs QDQ groups with uint8 activations (and int8 weights); its own s8→u8
+    rewrite converts only a Q whose output feeds a single DQ, so a tensor with two consumers (the
+    ResNet skip connections) stayed int8 while its neighbours became uint8, and a Conv whose input
+    and output types differ is not fused into QLinearConv (4 of 9 convs and 2 of 3 adds ran in
+    float between dequantize and quantize). Weights and int32 biases keep their types.
+    """
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    graph = proto.graph
+    inits = {i.name: i for i in graph.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in graph.output}
+    made: dict[str, str] = {}
+
+    def u8_zero_point(name: str) -> str:
+        if name not in made:
+            zp = numpy_helper.to_array(inits[name]).astype(np.int16) + 128
+            new = numpy_helper.from_array(zp.astype(np.uint8), f"{name}_u8")
+            graph.initializer.append(new)
+            made[name] = new.name
+        return made[name]
+
+    def int8_zp(n: Any) -> bool:
+        return len(n.input) > 2 and n.input[2] in inits and inits[n.input[2]].data_type == TensorProto.INT8
+
+    value_info = {v.name: v for v in graph.value_info}
+    done = 0
+    for q in graph.node:
+        if q.op_type != "QuantizeLinear" or not int8_zp(q):
+            continue
+        # the quantized tensor may pass through layout ops (Transpose, Reshape...) before its DQs
+        tensors, dqs, ok, todo = [], [], True, [q.output[0]]
+        while todo and ok:
+            t = todo.pop()
+            tensors.append(t)
+            users = consumers.get(t, [])
+            ok = bool(users) and t not in outputs
+            for u in users:
+                if u.op_type == "DequantizeLinear" and int8_zp(u) and u.input[0] == t:
+                    dqs.append(u)
+                elif u.op_type in _LAYOUT_OPS and u.input[0] == t:
+                    todo.append(u.output[0])
+                else:
+                    ok = False
+        if not ok:
+            continue
+        for n in [q, *dqs]:
+            n.input[2] = u8_zero_point(n.input[2])
+        for t in tensors:
+            if t in value_info:
+                value_info[t].type.tensor_type.elem_type = TensorProto.UINT8
+        done += 1
+    return done
+
+
+# ops that move quantized values without changing them (a uint8 tensor passes through unchanged)
+_LAYOUT_OPS = ("Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
+
+
+def fold_pads_into_convs(proto: Any) -> int:
+    """Fold each zero ``DQ → Pad → Q → DQ → Conv`` chain into the Conv's own ``pads``, in place; returns the count.
+
+    Exact when the Q re-quantizes with the DQ's own parameters (``EdgeQuantizer`` makes a zero pad
+    share its input's): zero quantizes to the zero point, so padding before or inside the conv is
+    the same. Why: the imported TFLite models pad explicitly before stride-2 convs (``[0, 1, 0, 1]``,
+    asymmetric, which ``aten.conv2d`` cannot express); ONNX Runtime ran that Pad in float between a
+    dequantize and a quantize. Its Conv takes asymmetric pads, and the fused QLinearConv pads itself.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    inits = {i.name: i for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in graph.output}
+
+    def const(name: str) -> np.ndarray | None:
+        return numpy_helper.to_array(inits[name]) if name in inits else None
+
+    def same_params(a: Any, b: Any) -> bool:
+        va = [const(x) for x in a.input[1:3]]
+        vb = [const(x) for x in b.input[1:3]]
+        if len(va) != 2 or len(vb) != 2:
+            return False
+        pairs = zip(va, vb, strict=True)
+        return all(x is not None and y is not None and x.shape == y.shape and np.array_equal(x, y) for x, y in pairs)
+
+    removed: list[Any] = []
+    for pad in graph.node:
+        if pad.op_type != "Pad" or len(pad.input) < 2:
+            continue
+        mode = next((a.s.decode() for a in pad.attribute if a.name == "mode"), "constant")
+        amounts = const(pad.input[1])
+        value = const(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else np.zeros(())
+        if mode != "constant" or amounts is None or value is None or amounts.size != 8 or np.any(value != 0):
+            continue
+        if len(pad.input) > 3 and pad.input[3]:  # explicit axes: leave it
+            continue
+        amounts = amounts.astype(np.int64).reshape(2, 4)  # begin/end over N, C, H, W
+        if np.any(amounts[:, :2] != 0) or np.any(amounts < 0):
+            continue
+        dq_in = producer.get(pad.input[0])
+        users = consumers.get(pad.output[0], [])
+        if dq_in is None or dq_in.op_type != "DequantizeLinear" or len(users) != 1 or pad.output[0] in outputs:
+            continue
+        q = users[0]
+        if q.op_type != "QuantizeLinear" or not same_params(q, dq_in) or q.output[0] in outputs:
+            continue
+        dqs = consumers.get(q.output[0], [])
+        convs = [c for d in dqs for c in consumers.get(d.output[0], [])]
+        if not dqs or any(d.op_type != "DequantizeLinear" or not same_params(d, q) or d.output[0] in outputs
+                          for d in dqs):  # fmt: skip
+            continue
+        if not convs or any(c.op_type != "Conv" or c.input[0] not in {d.output[0] for d in dqs} for c in convs):
+            continue
+        if any(a.name == "auto_pad" and a.s not in (b"", b"NOTSET") for c in convs for a in c.attribute):
+            continue
+        for c in convs:
+            old = next((list(a.ints) for a in c.attribute if a.name == "pads"), [0, 0, 0, 0])
+            new = [old[0] + int(amounts[0, 2]), old[1] + int(amounts[0, 3]),
+                   old[2] + int(amounts[1, 2]), old[3] + int(amounts[1, 3])]  # fmt: skip
+            keep = [a for a in c.attribute if a.name != "pads"]
+            del c.attribute[:]
+            c.attribute.extend([*keep, helper.make_attribute("pads", new)])
+            c.input[0] = pad.input[0]
+        removed.extend([pad, q, *dqs])
+    for n in removed:
+        graph.node.remove(n)
+    return sum(1 for n in removed if n.op_type == "Pad")

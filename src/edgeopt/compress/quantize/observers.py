@@ -8,9 +8,14 @@ the latest weight and picks symmetric scales with ``calibration.weight_scales``.
 pins the parameters (loading a saved model, or QAT's learned steps), so re-running prepare/convert
 rebuilds exactly the same integer program.
 
-``EdgeQuantizer`` is the ExecuTorch ``XNNPACKQuantizer`` plus one rule: a zero ``pad`` and an
-``avg_pool2d`` share their input's quantization parameters (as TFLite's own converter does). Without
-it they get scales of their own and both runtimes add requantize steps.
+``EdgeQuantizer`` is the ExecuTorch ``XNNPACKQuantizer`` plus rules that make the integer graph as
+lean as TFLite's own converter makes it: a zero ``pad``, an ``avg_pool2d`` and shape-only ops
+(permute, reshape, view, flatten, squeeze) share their input's quantization parameters, and a
+softmax that follows a quantized op gets int8 output with TFLite's fixed parameters (scale 1/256,
+zero point -128). ``EdgeQuantizer(lean=False)`` applies the pad/pool rule only (the graphs of
+models quantized before the other rules existed, so that they reload bit for bit). Without these rules each gets
+parameters of its own and the runtimes add requantize / dequantize steps (on the MLPerf ResNet-8:
+QUANTIZE before the classifier, DEQUANTIZE + float SOFTMAX after it).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuant
 from executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils import QuantizationConfig
 from torchao.quantization.pt2e.observer import UniformQuantizationObserverBase
 from torchao.quantization.pt2e.quantizer import (
+    FixedQParamsQuantizationSpec,
     QuantizationAnnotation,
     QuantizationSpec,
     SharedQuantizationSpec,
@@ -34,6 +40,15 @@ _Q_KEY = "quantization_annotation"
 _PAD_OPS = (torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default)
 _POOL_OPS = (torch.ops.aten.avg_pool2d.default,)
 _WEIGHTED_OPS = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
+# ops that only move values around: their output shares their input's quantization parameters
+_SHAPE_OPS = (
+    torch.ops.aten.permute.default, torch.ops.aten.reshape.default, torch.ops.aten.view.default,
+    torch.ops.aten.flatten.using_ints, torch.ops.aten.squeeze.dim, torch.ops.aten.squeeze.dims,
+    torch.ops.aten.unsqueeze.default, torch.ops.aten._unsafe_view.default,
+)  # fmt: skip
+_SOFTMAX_OPS = (torch.ops.aten.softmax.int, torch.ops.aten._softmax.default)
+# TFLite's int8 softmax requires exactly these output parameters (probabilities in steps of 1/256)
+SOFTMAX_SCALE, SOFTMAX_ZERO_POINT = 1.0 / 256.0, -128
 
 
 class CalibrationObserver(UniformQuantizationObserverBase):
@@ -176,9 +191,10 @@ class EdgeQuantizer(XNNPACKQuantizer):
     stack in an exported graph, so the layer would silently stay float.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, lean: bool = True) -> None:
         super().__init__()
         self.weight_specs: dict[str, QuantizationSpec] = {}
+        self.lean = lean  # False: pads and pools only (models quantized before the shape/softmax rules)
 
     def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
         # skip the batch-norm and transposed-conv patterns when the graph has none (prepare_pt2e has
@@ -201,9 +217,15 @@ class EdgeQuantizer(XNNPACKQuantizer):
                 if path in self.weight_specs and w in n.meta[_Q_KEY].input_qspec_map:
                     n.meta[_Q_KEY].input_qspec_map[w] = self.weight_specs[path]
         for n in model.graph.nodes:
-            if n.op != "call_function" or n.target not in _PAD_OPS + _POOL_OPS:
+            if n.op != "call_function":
                 continue
-            if n.target in _POOL_OPS:
+            if n.target in _SOFTMAX_OPS:
+                if self.lean:
+                    _annotate_softmax(n)
+                continue
+            if n.target not in _PAD_OPS + _POOL_OPS + (_SHAPE_OPS if self.lean else ()):
+                continue
+            if n.target in _POOL_OPS + _SHAPE_OPS:
                 mode, value = "constant", 0.0
             elif n.target == torch.ops.aten.pad.default:
                 mode = n.args[2] if len(n.args) > 2 else n.kwargs.get("mode", "constant")
@@ -223,3 +245,22 @@ class EdgeQuantizer(XNNPACKQuantizer):
                 input_qspec_map={prev: shared}, output_qspec=shared, _annotated=True
             )
         return model
+
+
+def _annotate_softmax(n: torch.fx.Node) -> None:
+    """int8 softmax over the last dim of a quantized tensor: input as its producer, output fixed 1/256."""
+    prev = n.args[0]
+    ann = prev.meta.get(_Q_KEY) if isinstance(prev, torch.fx.Node) else None
+    dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", -1)
+    rank = len(prev.meta["val"].shape) if isinstance(prev, torch.fx.Node) and "val" in prev.meta else None
+    if ann is None or ann.output_qspec is None or rank is None or dim not in (-1, rank - 1):
+        return
+    if _Q_KEY in n.meta and n.meta[_Q_KEY]._annotated:
+        return
+    out = FixedQParamsQuantizationSpec(
+        dtype=torch.int8, scale=SOFTMAX_SCALE, zero_point=SOFTMAX_ZERO_POINT, quant_min=-128, quant_max=127,
+        qscheme=torch.per_tensor_affine,
+    )  # fmt: skip
+    n.meta[_Q_KEY] = QuantizationAnnotation(
+        input_qspec_map={prev: SharedQuantizationSpec(prev)}, output_qspec=out, _annotated=True
+    )

@@ -143,6 +143,8 @@ def fold_batchnorm(module: nn.Module, x: torch.Tensor) -> int:
     saved form are unchanged.
     """
     mods = dict(module.named_modules())
+    if not any(isinstance(m, nn.BatchNorm2d) for m in mods.values()):
+        return 0  # nothing to fold (e.g. imported graphs, BN already folded): skip the export
     count = 0
     with torch.no_grad():
         for link in conv_links(module, x):

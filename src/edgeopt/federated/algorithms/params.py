@@ -65,4 +65,5 @@ def set_flat(module: nn.Module, flat: np.ndarray, layout: ParamLayout | None = N
     state = module.state_dict()
     with torch.no_grad():
         for name, arr in layout.split(np.asarray(flat, np.float32)).items():
-            state[name].copy_(torch.from_numpy(np.ascontiguousarray(arr)))
+            # reshape: np.ascontiguousarray turns a 0-d array (a scalar state, e.g. a quantizer step) into 1-d
+            state[name].copy_(torch.from_numpy(np.ascontiguousarray(arr).reshape(arr.shape)))
