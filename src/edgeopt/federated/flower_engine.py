@@ -314,40 +314,32 @@ def server_loop(
         if cfg.secagg:
             result, lost = secure_round(grid, context, cfg, plan, ctx.ck.state, nodes, setup_json, timeout,
                                         max(ctx.sizes))  # fmt: skip
-            ctx.ck.state = result.state
-            record = ctx.finish_record(result.record, result.state.params, time.perf_counter() - t0)
-            record.update(lost=lost, nodes=len(nodes))
-            ctx.ck.history.append(record)
-            ctx.checkpoint()
-            if on_round:
-                on_round(record)
-            continue
-        msgs = []
-        for c in plan.expected_replies:
-            st = ctx.ck.client_states.get(c, ClientState())
-            arrays = {"params": Array(ctx.ck.state.params)}
-            if ctx.ck.state.control is not None:
-                arrays["control"] = Array(ctx.ck.state.control)
-            if st.control is not None:
-                arrays["client_control"] = Array(st.control)
-            if st.residual is not None:
-                arrays["residual"] = Array(st.residual)
-            content = RecordDict(
-                {"arrays": ArrayRecord(arrays), "config": ConfigRecord({"setup": setup_json, "round": r, "client": c})}
-            )
-            msgs.append(Message(content, dst_node_id=nodes[c % len(nodes)], message_type="train", group_id=str(r)))
-        quorum = max(1, math.ceil(cfg.min_completion * len(plan.selected)))
-        arrived = collect_replies(grid, msgs, timeout, quorum, float(setup.get("grace_factor", 1.0)))
-        parsed = [p for p in (_to_reply(m) for m in arrived) if p is not None]
-        replies = [p[0] for p in parsed]
-        new_states = {p[0].client: p[1] for p in parsed}
-        result = aggregate_round(cfg, plan, ctx.ck.state, replies)
-        lost = sorted(set(plan.expected_replies) - {rp.client for rp in replies})
-        if lost:
-            log.warning("round %d: no reply from clients %s within the round timeout", r, lost)
-        rejected = {d["client"] for d in result.record["rejected"]}
-        if not result.record["skipped"]:
-            ctx.ck.client_states.update({c: s for c, s in new_states.items() if c not in rejected})
+        else:
+            msgs = []
+            for c in plan.expected_replies:
+                st = ctx.ck.client_states.get(c, ClientState())
+                arrays = {"params": Array(ctx.ck.state.params)}
+                if ctx.ck.state.control is not None:
+                    arrays["control"] = Array(ctx.ck.state.control)
+                if st.control is not None:
+                    arrays["client_control"] = Array(st.control)
+                if st.residual is not None:
+                    arrays["residual"] = Array(st.residual)
+                config = ConfigRecord({"setup": setup_json, "round": r, "client": c})
+                content = RecordDict({"arrays": ArrayRecord(arrays), "config": config})
+                msgs.append(Message(content, dst_node_id=nodes[c % len(nodes)], message_type="train", group_id=str(r)))
+            quorum = max(1, math.ceil(cfg.min_completion * len(plan.selected)))
+            arrived = collect_replies(grid, msgs, timeout, quorum, float(setup.get("grace_factor", 1.0)))
+            parsed = [p for p in (_to_reply(m) for m in arrived) if p is not None]
+            replies = [p[0] for p in parsed]
+            new_states = {p[0].client: p[1] for p in parsed}
+            result = aggregate_round(cfg, plan, ctx.ck.state, replies)
+            lost = sorted(set(plan.expected_replies) - {rp.client for rp in replies})
+            if lost:
+                log.warning("round %d: no reply from clients %s within the round timeout", r, lost)
+            rejected = {d["client"] for d in result.record["rejected"]}
+            if not result.record["skipped"]:
+                ctx.ck.client_states.update({c: s for c, s in new_states.items() if c not in rejected})
         ctx.ck.state = result.state
         record = ctx.finish_record(result.record, result.state.params, time.perf_counter() - t0)
         record.update(lost=lost, nodes=len(nodes))
