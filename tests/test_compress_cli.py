@@ -76,6 +76,9 @@ def test_prune_distill_compress_commands(tmp_path: Path, capfd) -> None:
     assert rc == 0, err
     c = json.loads(out)
     assert c["file_bytes"] == Path(c["model"]).stat().st_size and 0 <= c["restored_test_accuracy"] <= 1
+    rc, out, err = run_cli(capfd, "eval", c["model"], "--data", "digits", "--json")  # the .eoz file itself
+    assert rc == 0, err
+    assert json.loads(out)["accuracy"] == pytest.approx(c["restored_test_accuracy"], abs=1e-9)
     rc, _, err = run_cli(capfd, "compress", tmp_path / "missing.edgeopt", "--data", "digits", "--out", tmp_path / "x")
     one_line_error(rc, err, "model file not found")
 

@@ -148,7 +148,7 @@ def test_flower_simulation_secagg_plus_with_dp_and_int8_matches_inprocess(digits
     rare entry, so the check is: almost every weight within 1e-4, none beyond 1e-3.
     """
     train, test = digits
-    cfg = dataclasses.replace(SECURE, rounds=3, dp_clip=1.0, dp_noise=0.3, compress="int8")
+    cfg = dataclasses.replace(SECURE, dp_clip=1.0, dp_noise=0.3, compress="int8")
     a = run_federated(_model(), train, test, cfg, engine="inprocess", threads=1)
     b = run_federated(_model(), train, test, cfg, engine="flower-sim", data_spec="digits", threads=1, max_nodes=3)
     assert [h["completed"] for h in b.history] == [h["completed"] for h in a.history]

@@ -47,13 +47,14 @@ _SUFFIX_RUNTIME = {
     ".tflite": "litert",
     ".pt2": "torch",
     MODEL_SUFFIX: "torch",
+    ".eoz": "torch",  # entropy-coded weights (edgeopt.compress.storage); load_model restores the model
 }
 # export format that each non-torch runtime runs
 RUNTIME_FORMAT = {"onnxruntime": "onnx", "executorch": "pte", "litert": "tflite"}
 
 
 def runtime_for_path(path: str | Path) -> str:
-    """The runtime that runs a model file, from its suffix (.onnx, .pte, .tflite, .pt2, .edgeopt)."""
+    """The runtime that runs a model file, from its suffix (.onnx, .pte, .tflite, .pt2, .edgeopt, .eoz)."""
     suffix = Path(path).suffix.lower()
     if suffix not in _SUFFIX_RUNTIME:
         raise EdgeoptError(
