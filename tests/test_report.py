@@ -155,3 +155,18 @@ def test_versions_does_not_import_the_runtimes() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_quantize_stage_shows_layer_sensitivity_table_and_plot() -> None:
+    layers = {"mods.conv2d_0": {"numel": 432, "accuracy": 0.68, "drop_points": 12.2, "sqnr_db": 5.3},
+              "mods.conv2d_4": {"numel": 9216, "accuracy": 0.80, "drop_points": 0.6, "sqnr_db": 14.1}}  # fmt: skip
+    quantize = {"sensitivity_int4": {"float_accuracy": 0.8045, "bits": 4, "layers": layers},
+                "bits": {"mods.conv2d_0": 8, "mods.conv2d_4": 4}}  # fmt: skip
+    ledger = [{"stage": 0, "name": "quantize", "status": "done", "metrics": {"accuracy": 0.8, "quantize": quantize}}]
+    page = render_html(build_report(ledger, {}))
+    table = page[page.index('class="sensitivity"') :]
+    table = table[: table.index("</table>")]
+    assert "mods.conv2d_0" in table and "12.2" in table and "9,216" in table
+    assert 'id="sens0-' in page  # its plot
+    plain = render_html(build_report([{"stage": 0, "name": "train", "metrics": {"accuracy": 0.9}}], {}))
+    assert "Per-layer sensitivity" not in plain

@@ -15,7 +15,7 @@ from html import escape
 from typing import Any
 
 from edgeopt.report.build import number, per_runtime, runtime_accuracy, stage_label, stage_metrics
-from edgeopt.report.plots import accuracy_latency_svg, latency_svg, size_svg
+from edgeopt.report.plots import accuracy_latency_svg, latency_svg, sensitivity_svg, size_svg
 
 MISSING = "—"
 
@@ -274,6 +274,30 @@ def _plots_section(report: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
+def _sensitivity_block(m: Mapping[str, Any], index: int) -> str:
+    """A quantize stage's per-layer int4 sensitivity as a table and a plot ('' when it has none)."""
+    q = m.get("quantize")
+    sens = q.get("sensitivity_int4") if isinstance(q, Mapping) else None
+    layers = sens.get("layers") if isinstance(sens, Mapping) else None
+    if not isinstance(layers, Mapping) or not layers:
+        return ""
+    bits = q.get("bits") if isinstance(q.get("bits"), Mapping) else {}
+    header = ["Layer", "Weights", "Accuracy (layer at int4)", "Drop (pt)", "SQNR (dB)"]
+    header += ["Bits chosen"] if bits else []
+    rows = []
+    for name, e in layers.items():
+        e = e if isinstance(e, Mapping) else {}
+        row = [(str(name), False), (fmt_count(e.get("numel")), True), (fmt_pct(e.get("accuracy")), True),
+               (fmt_any(e.get("drop_points")), True), (fmt_any(e.get("sqnr_db")), True)]  # fmt: skip
+        if bits:
+            row.append((fmt_any(bits.get(name)), True))
+        rows.append(row)
+    svg = sensitivity_svg(layers, bits, f"sens{index}") or ""
+    caption = f"float accuracy {fmt_pct(sens.get('float_accuracy'))} on held-out training images"
+    return (f"<h4>Per-layer sensitivity</h4><p class=\"meta\">{escape(caption)}</p>"
+            f"{_table(header, rows, 'sensitivity')}<figure class=\"plot\">{svg}</figure>")  # fmt: skip
+
+
 def _stage_article(st: Mapping[str, Any], index: int, order: list[str]) -> str:
     m = stage_metrics(st)
     status = str(st.get("status") or MISSING)
@@ -295,6 +319,7 @@ def _stage_article(st: Mapping[str, Any], index: int, order: list[str]) -> str:
         items = [("Metrics", MISSING)]
     items += [(str(k), _inline(v)) for k, v in st.items() if k not in _STAGE_KEYS | {"error", "message", "note"}]
     parts.append(_kv_table(items))
+    parts.append(_sensitivity_block(m, index))
 
     tables = {key: per_runtime(st, key) for key in _PER_RUNTIME}
     seen = {rt for t in tables.values() for rt in t}

@@ -150,3 +150,30 @@ def latency_svg(report: Mapping[str, Any]) -> str | None:
         ax.set_title("Latency per stage, by runtime")
         ax.legend(loc="best", frameon=False, ncols=min(4, len(runtimes)))
         return figure_to_svg(fig, "latency")
+
+
+def sensitivity_svg(layers: Mapping[str, Mapping[str, Any]], bits: Mapping[str, Any], prefix: str) -> str | None:
+    """Horizontal bars: accuracy drop (points) when each layer alone goes to int4, coloured by chosen bits."""
+    rows = [(str(name), number(e.get("drop_points"))) for name, e in layers.items() if isinstance(e, Mapping)]
+    rows = [(name, v) for name, v in rows if v is not None]
+    if not rows:
+        return None
+    import matplotlib
+
+    colours = {4: _PALETTE[1], 8: _PALETTE[0]}
+    with matplotlib.rc_context(_RC):
+        fig, ax = _new_figure(height=max(2.0, 0.32 * len(rows) + 1.0))
+        y = range(len(rows))
+        fill = [colours.get(int(number(bits.get(n)) or 8), _PALETTE[2]) for n, _ in rows]
+        rects = ax.barh(list(y), [v for _, v in rows], color=fill, height=0.6)
+        ax.bar_label(rects, labels=[f"{v:+.2f}" for _, v in rows], fontsize=7, padding=2)
+        ax.set_yticks(list(y), [_short(n, 32) for n, _ in rows])
+        ax.invert_yaxis()
+        ax.axvline(0, color="#888888", linewidth=0.6)
+        ax.set_xlabel("accuracy drop with this layer alone at int4 (points)")
+        title = "Per-layer int4 sensitivity"
+        if bits:
+            title += " (blue: kept int8, orange: int4)"
+        ax.set_title(title)
+        ax.margins(x=0.15)
+        return figure_to_svg(fig, prefix)
