@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated dataset cache, and where ../shared data lives when present."""
+"""Shared fixtures: an isolated dataset cache, the digits splits, and where ../shared data lives when present."""
 
 from __future__ import annotations
 
@@ -31,3 +31,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The built-in digits data as (train, test)."""
+    from edgeopt.data import load_dataset
+
+    return load_dataset("digits", "train"), load_dataset("digits", "test")

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from edgeopt.data import load_dataset
 from edgeopt.errors import EdgeoptError
 from edgeopt.federated import run_federated
 from edgeopt.federated.algorithms import get_flat
@@ -23,11 +22,6 @@ from edgeopt.federated.client_model import (
 from edgeopt.federated.config import FederatedConfig
 from edgeopt.model import build_module
 from edgeopt.models import create_model
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", "train"), load_dataset("digits", "test")
 
 
 def _model(name: str = "mlp", **kw):

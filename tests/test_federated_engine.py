@@ -8,18 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from edgeopt.data import load_dataset
 from edgeopt.errors import EdgeoptError
 from edgeopt.federated.algorithms import get_flat
 from edgeopt.federated.config import FederatedConfig
 from edgeopt.federated.engine import load_checkpoint
 from edgeopt.federated.engine import run_inprocess as _run
 from edgeopt.models import create_model
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", "train"), load_dataset("digits", "test")
 
 
 def _model():

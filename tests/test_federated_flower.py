@@ -13,30 +13,19 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("flwr")
 
-from edgeopt.data import load_dataset  # noqa: E402
+from test_federated_engine import _model  # noqa: E402
+
 from edgeopt.federated import run_federated  # noqa: E402
 from edgeopt.federated.algorithms import get_flat  # noqa: E402
 from edgeopt.federated.config import FederatedConfig  # noqa: E402
 from edgeopt.federated.deploy import LocalFederation, checkpoint_round, wait_for_rounds  # noqa: E402
 from edgeopt.federated.engine import load_checkpoint  # noqa: E402
 from edgeopt.federated.flower_engine import write_setup  # noqa: E402
-from edgeopt.models import create_model  # noqa: E402
 
 pytestmark = pytest.mark.flower
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", "train"), load_dataset("digits", "test")
-
-
-def _model():
-    torch.manual_seed(0)
-    return create_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=(32,))
 
 
 def test_flower_simulation_reaches_the_inprocess_model(digits) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgeopt.compress.quantize.transforms import fold_bn_weights
 from edgeopt.interop.graph import GraphModule
 from edgeopt.model import EdgeModel
 
@@ -30,14 +31,7 @@ BN_EPS = 1e-3
 
 def needs_unfolding(model: EdgeModel) -> bool:
     """True for imported graphs with a convolution not followed by a batch norm."""
-    module = model.module
-    if not isinstance(module, GraphModule):
-        return False
-    consumers = _consumers(module.ir)
-    return any(
-        n["op"] == "conv2d" and not any(c["op"] == "batchnorm" for c in consumers.get(n["outputs"][0], []))
-        for n in module.ir["nodes"]
-    )
+    return isinstance(model.module, GraphModule) and bool(_convs_without_bn(model.module.ir))
 
 
 def _consumers(ir: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -46,6 +40,27 @@ def _consumers(ir: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         for v in n["inputs"]:
             out.setdefault(v, []).append(n)
     return out
+
+
+def _convs_without_bn(ir: dict[str, Any]) -> list[dict[str, Any]]:
+    """The conv nodes of ``ir`` none of whose consumers is a batch norm."""
+    consumers = _consumers(ir)
+    return [
+        n for n in ir["nodes"]
+        if n["op"] == "conv2d" and not any(c["op"] == "batchnorm" for c in consumers.get(n["outputs"][0], []))
+    ]  # fmt: skip
+
+
+def _conv_bn_pairs(ir: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(conv node, BN node) for every batch norm that is the only consumer of a conv's output."""
+    consumers = _consumers(ir)
+    producer = {n["outputs"][0]: n for n in ir["nodes"]}
+    pairs = []
+    for n in ir["nodes"]:
+        conv = producer.get(n["inputs"][0]) if n["op"] == "batchnorm" and n["inputs"] else None
+        if conv is not None and conv["op"] == "conv2d" and len(consumers[conv["outputs"][0]]) == 1:
+            pairs.append((conv, n))
+    return pairs
 
 
 def _rebuilt(model: EdgeModel, ir: dict[str, Any], state: dict[str, torch.Tensor], step: dict[str, Any]) -> EdgeModel:
@@ -68,11 +83,7 @@ def unfold_batchnorm(model: EdgeModel, inputs: torch.Tensor) -> EdgeModel:
     module = model.module
     assert isinstance(module, GraphModule)
     ir = copy.deepcopy(module.ir)
-    consumers = _consumers(ir)
-    convs = [
-        n for n in ir["nodes"]
-        if n["op"] == "conv2d" and not any(c["op"] == "batchnorm" for c in consumers.get(n["outputs"][0], []))
-    ]  # fmt: skip
+    convs = _convs_without_bn(ir)
     # A conv followed by BN computes the same function at any weight scale, so each conv is brought
     # to He-init scale (c = target std / weight std): the folded first conv of a model fed 0..255
     # has weights ~100x smaller than usual, which an optimiser's step size would swamp.
@@ -137,22 +148,18 @@ def fold_batchnorm(model: EdgeModel) -> EdgeModel:
     if not isinstance(module, GraphModule):
         return model
     ir = copy.deepcopy(module.ir)
-    consumers = _consumers(ir)
-    producer = {n["outputs"][0]: n for n in ir["nodes"]}
     state = {k: v.clone() for k, v in module.state_dict().items()}
     drop: set[str] = set()
     renamed: dict[str, str] = {}
-    for n in ir["nodes"]:
-        conv = producer.get(n["inputs"][0]) if n["op"] == "batchnorm" and n["inputs"] else None
-        if conv is None or conv["op"] != "conv2d" or len(consumers[conv["outputs"][0]]) != 1:
-            continue
+    for conv, n in _conv_bn_pairs(ir):
         bn = module.mods[n["name"]]
         assert isinstance(bn, nn.BatchNorm2d)
-        scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
         c, b = f"mods.{conv['name']}", f"mods.{n['name']}"
-        bias = state.get(f"{c}.bias", torch.zeros_like(scale))
-        state[f"{c}.weight"] = state[f"{c}.weight"] * scale.view(-1, 1, 1, 1)
-        state[f"{c}.bias"] = (bias - bn.running_mean) * scale + bn.bias.detach()
+        bias = state.get(f"{c}.bias")
+        w, nb = fold_bn_weights(state[f"{c}.weight"].numpy(), None if bias is None else bias.numpy(),
+                                bn.weight.detach().numpy(), bn.bias.detach().numpy(), bn.running_mean.numpy(),
+                                bn.running_var.numpy(), bn.eps)  # fmt: skip
+        state[f"{c}.weight"], state[f"{c}.bias"] = torch.from_numpy(w), torch.from_numpy(nb)
         conv["attrs"]["bias"] = True
         for k in [k for k in state if k.startswith(f"{b}.")]:
             del state[k]
@@ -177,14 +184,9 @@ def canonical_batchnorm(model: EdgeModel) -> EdgeModel:
     module = model.module
     feeding: dict[str, nn.Module] = {}  # BN module path -> the conv whose output only it consumes
     if isinstance(module, GraphModule):
-        consumers = _consumers(module.ir)
-        producer = {n["outputs"][0]: n for n in module.ir["nodes"]}
-        for n in module.ir["nodes"]:
-            conv = producer.get(n["inputs"][0]) if n["op"] == "batchnorm" else None
-            if conv is not None and conv["op"] == "conv2d" and len(consumers[conv["outputs"][0]]) == 1:
-                feeding[n["name"]] = module.mods[conv["name"]]
+        feeding = {f"mods.{bn['name']}": module.mods[conv["name"]] for conv, bn in _conv_bn_pairs(module.ir)}
     with torch.no_grad():
-        for name, bn in getattr(module, "mods", {}).items() if feeding else module.named_modules():
+        for name, bn in module.named_modules():
             if isinstance(bn, nn.BatchNorm2d | nn.BatchNorm1d) and bn.track_running_stats and bn.affine:
                 scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
                 shift = bn.bias - bn.running_mean * scale

@@ -219,6 +219,15 @@ def export_quantized(qm: Any, fmt: str, x: torch.Tensor) -> bytes:
     raise EdgeoptError(f"no integer export for format '{fmt}'", "use pte, tflite or onnx")
 
 
+def _graph_index(graph: Any) -> tuple[dict[str, Any], dict[str, list[Any]], set[str]]:
+    """An ONNX graph's initializers by name, the consumer nodes of each value, and its output names."""
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    return {i.name: i for i in graph.initializer}, consumers, {o.name for o in graph.output}
+
+
 def drop_clamping_relus(proto: Any) -> int:
     """Remove each Relu whose only consumers are QuantizeLinear with zero point = the type's minimum.
 
@@ -230,12 +239,7 @@ def drop_clamping_relus(proto: Any) -> int:
     from onnx import numpy_helper
 
     graph = proto.graph
-    inits = {i.name: i for i in graph.initializer}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    outputs = {o.name for o in graph.output}
+    inits, consumers, outputs = _graph_index(graph)
     dropped = []
     for n in graph.node:
         if n.op_type != "Relu" or n.output[0] in outputs:
@@ -270,12 +274,7 @@ def activations_to_uint8(proto: Any) -> int:
     from onnx import TensorProto, numpy_helper
 
     graph = proto.graph
-    inits = {i.name: i for i in graph.initializer}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    outputs = {o.name for o in graph.output}
+    inits, consumers, outputs = _graph_index(graph)
     made: dict[str, str] = {}
 
     def u8_zero_point(name: str) -> str:
@@ -336,13 +335,8 @@ def fold_pads_into_convs(proto: Any) -> int:
     from onnx import helper, numpy_helper
 
     graph = proto.graph
-    inits = {i.name: i for i in graph.initializer}
+    inits, consumers, outputs = _graph_index(graph)
     producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    outputs = {o.name for o in graph.output}
 
     def const(name: str) -> np.ndarray | None:
         return numpy_helper.to_array(inits[name]) if name in inits else None
