@@ -49,6 +49,9 @@ def one_line_error(rc: int, err: str, fragment: str) -> None:
         (["--method", "snip", "--ratio", "0.5"], "unknown pruning method"),
         (["--ratio", "0.5", "--criterion", "hessian"], "unknown importance criterion"),
         (["--ratio", "0.5", "--distill-from", "nope.edgeopt"], "model file not found"),
+        (["--ratio", "0.5", "--steps", "2", "--epochs", "1"], "need at least 2 fine-tuning epochs"),
+        (["--ratio", "0.5", "--epochs", "1", "--device", "gpu0"], "unknown training device"),
+        (["--ratio", "0.5", "--allocation", "latency", "--runtime", "onnxruntime,tvm"], "cannot time latency in 'tvm'"),
     ],
 )
 def test_prune_errors_are_one_line(tmp_path: Path, capfd, args: list[str], fragment: str) -> None:
@@ -60,8 +63,8 @@ def test_prune_errors_are_one_line(tmp_path: Path, capfd, args: list[str], fragm
 def test_prune_distill_compress_commands(tmp_path: Path, capfd) -> None:
     torch.manual_seed(0)
     teacher = save_model(create_model("resnet8", input_shape=(1, 8, 8), num_classes=10), tmp_path / "t")
-    rc, out, err = run_cli(capfd, "prune", teacher, "--data", "digits", "--ratio", "0.5", "--epochs", "1",
-                           "--distill-from", teacher, "--out", tmp_path / "p", "--json")  # fmt: skip
+    rc, out, err = run_cli(capfd, "prune", teacher, "--data", "digits", "--ratio", "0.5", "--epochs", "2",
+                           "--steps", "2", "--distill-from", teacher, "--out", tmp_path / "p", "--json")  # fmt: skip
     assert rc == 0, err
     rec = json.loads(out)
     assert rec["macs_after"] <= rec["macs_before"] / 2

@@ -209,6 +209,19 @@ def test_latency_allocation_spends_the_budget_where_the_runtime_saves_time() -> 
         select_channels(dep, macs_model, scores, target, "latency", 8, 8)
 
 
+def test_several_runtimes_count_relative_savings_alike() -> None:
+    from edgeopt.compress.prune.netadapt import combine_runtimes, runtime_latency
+
+    # runtime A: the second model is 50% faster; runtime B (ten times slower overall): 10% faster
+    combined = combine_runtimes([[0.2, 0.1, 0.2], [2.0, 1.8, 1.0]])
+    assert combined == pytest.approx([1.1, 1.1 * 0.7, 1.1 * 0.75])
+    with pytest.raises(EdgeoptError, match="cannot time latency in 'tensorrt'"):
+        runtime_latency("onnxruntime,tensorrt")
+    m = create_model("mlp", input_shape=(1, 8, 8), num_classes=10)
+    with pytest.raises(EdgeoptError, match="needs one runtime"):
+        prune_to_latency(m, 1.0, load_dataset("digits").take(32), "onnxruntime,executorch")
+
+
 def test_unreachable_or_bad_targets_are_clear() -> None:
     m = create_model("resnet8")
     with pytest.raises(EdgeoptError, match="cannot reach"):

@@ -8,6 +8,7 @@ import torch
 from edgeopt.compress.prune import (
     GradualPruner,
     apply_masks,
+    channel_macs,
     check_nm,
     magnitude_masks,
     nm_masks,
@@ -99,3 +100,21 @@ def test_nm_and_magnitude_refuse_latency_targets() -> None:
         prune_model(m, data, "nm", target_latency_ms=1.0)
     res = prune_model(m, data, "nm")
     assert res.metrics["sparsity"] > 0.4
+
+
+def test_iterative_channel_pruning_reaches_the_target_in_steps() -> None:
+    data = load_dataset("digits", "train").take(256)
+    torch.manual_seed(0)
+    m = create_model("resnet8", input_shape=(1, 8, 8), num_classes=10)
+    before = channel_macs(m)
+    lines: list[str] = []
+    res = prune_model(m, data, "channel", ratio=0.5, allocation="global", settings=TuneSettings(epochs=3),
+                      steps=2, log=lines.append)  # fmt: skip
+    assert res.metrics["steps"] == 2 and len(res.metrics["fine_tune"]["history"]) == 3
+    step_macs = [int(s.split(": ")[1].split(" MACs")[0].replace(",", "")) for s in lines if s.startswith("prune step")]
+    assert len(step_macs) == 2 and step_macs[0] > step_macs[1]  # half way first, then the target
+    assert step_macs[0] <= 0.75 * before and step_macs[1] <= 0.5 * before
+    with pytest.raises(EdgeoptError, match="need at least 3"):
+        prune_model(m, data, "channel", ratio=0.5, settings=TuneSettings(epochs=2), steps=3)
+    with pytest.raises(EdgeoptError, match="channel pruning to a MAC target"):
+        prune_model(m, data, "magnitude", ratio=0.5, settings=TuneSettings(epochs=2), steps=2)

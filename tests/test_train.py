@@ -53,3 +53,23 @@ def test_crop_flip_keeps_content() -> None:
     assert np.array_equal(out, imgs)
     flipped = random_crop_flip(imgs, np.random.default_rng(1), pad=0, flip=True)
     assert all(np.array_equal(f, i) or np.array_equal(f, i[:, ::-1]) for f, i in zip(flipped, imgs, strict=True))
+
+
+def test_training_device_is_resolved_or_refused() -> None:
+    from edgeopt.train.fit import training_device
+
+    assert training_device("cpu").type == "cpu"
+    assert training_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(EdgeoptError, match="unknown training device"):
+        training_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(EdgeoptError, match="no CUDA device"):
+            fit(create_model("mlp", input_shape=(1, 8, 8), num_classes=10), load_dataset("digits").take(32),
+                FitConfig(epochs=1, device="cuda"))  # fmt: skip
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_training_returns_a_cpu_model() -> None:
+    m = create_model("resnet8", input_shape=(1, 8, 8), num_classes=10)
+    m, _ = fit(m, load_dataset("digits", "train").take(256), FitConfig(epochs=1, device="cuda"))
+    assert all(p.device.type == "cpu" for p in m.module.parameters())

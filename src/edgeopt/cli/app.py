@@ -22,6 +22,7 @@ STDOUT_FD: list[int] = []  # the real stdout, saved by main(); fd 1 points at st
 
 ModelArg = Annotated[str, typer.Argument(help="model: zoo:NAME, .edgeopt, .pt2, .onnx or .tflite")]
 DataOpt = Annotated[str, typer.Option("--data", help="dataset: digits, imagefolder:PATH, cifar10:DIR, mnist:DIR")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="training device: cpu, cuda or auto (cuda when present)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout and nothing else")]
 RuntimeOpt = Annotated[
     str | None,

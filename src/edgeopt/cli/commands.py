@@ -13,6 +13,7 @@ import typer
 
 from edgeopt.cli.app import (
     DataOpt,
+    DeviceOpt,
     JsonOpt,
     ModelArg,
     RangeOpt,
@@ -36,6 +37,7 @@ def train(
     lr: Annotated[float | None, typer.Option(help="peak learning rate (default 0.05 sgd, 2e-3 adam)")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 128,
     seed: int = 0,
+    device: DeviceOpt = "cpu",
     input_range: RangeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -46,7 +48,7 @@ def train(
     from edgeopt.train import FitConfig, evaluate, fit
 
     m, train_data = model_for_data(model, data, parse_range(input_range))
-    cfg = FitConfig(epochs=epochs, optimizer=optimizer, lr=lr, batch_size=batch_size, seed=seed)
+    cfg = FitConfig(epochs=epochs, optimizer=optimizer, lr=lr, batch_size=batch_size, seed=seed, device=device)
     m, history = fit(m, train_data, cfg)
     m = m.with_lineage({"pass": "train", "epochs": epochs, "data": data})
     test = evaluate(m, load_dataset(data, "test"))

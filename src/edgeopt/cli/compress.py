@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from edgeopt.cli.app import DataOpt, JsonOpt, ModelArg, RangeOpt, app, emit, model_for_data, parse_range, quiet
+from edgeopt.cli.app import (
+    DataOpt,
+    DeviceOpt,
+    JsonOpt,
+    ModelArg,
+    RangeOpt,
+    app,
+    emit,
+    model_for_data,
+    parse_range,
+    quiet,
+)
 from edgeopt.errors import EdgeoptError
 
 EpochsOpt = Annotated[int, typer.Option("--epochs", min=0, help="fine-tuning epochs after compressing")]
@@ -49,7 +60,9 @@ def prune(
     target_latency_ms: Annotated[
         float | None, typer.Option("--target-latency-ms", help="batch-1 p50 latency target in --runtime (channel)")
     ] = None,
-    runtime: Annotated[str, typer.Option(help="runtime timed for --target-latency-ms")] = "onnxruntime",
+    runtime: Annotated[
+        str, typer.Option(help="runtime timed for --target-latency-ms or --allocation latency (a,b: several)")
+    ] = "onnxruntime",
     threads: Annotated[int, typer.Option(min=1, help="runtime threads for latency targets")] = 1,
     criterion: Annotated[str, typer.Option(help="channel importance: l1, l2, bn or taylor")] = "l2",
     allocation: Annotated[str, typer.Option(help="uniform, global, or latency (measured in --runtime)")] = "uniform",
@@ -62,8 +75,12 @@ def prune(
     nm: Annotated[str, typer.Option("--nm", help="N:M pattern for --method nm")] = "2:4",
     distill_from: Annotated[str | None, typer.Option("--distill-from", help="teacher model for KD recovery")] = None,
     epochs: EpochsOpt = 0,
+    steps: Annotated[
+        int, typer.Option(min=1, help="channel pruning in N steps, one fine-tuning epoch after each but the last")
+    ] = 1,
     lr: LrOpt = None,
     optimizer: OptOpt = "sgd",
+    device: DeviceOpt = "cpu",
     input_range: RangeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -77,7 +94,8 @@ def prune(
     teacher = _teacher(distill_from)
     res = prune_model(
         m, train, method, ratio, target_macs, target_latency_ms, runtime, criterion, allocation, round_to, scope,
-        nm_pair, min_keep, reconstruct, TuneSettings(epochs, lr, optimizer), teacher, threads,
+        nm_pair, min_keep, reconstruct, TuneSettings(epochs, lr, optimizer, device=device), teacher, threads,
+        steps=steps,
     )  # fmt: skip
     path = save_model(res.model, out)
     summary = {"model": str(path), "test_accuracy": _test_accuracy(res.model, data), **res.metrics}
@@ -103,6 +121,7 @@ def distill(
     lr: LrOpt = None,
     optimizer: OptOpt = "sgd",
     seed: int = 0,
+    device: DeviceOpt = "cpu",
     input_range: RangeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -121,7 +140,7 @@ def distill(
         s = create_model(student[4:], input_shape=(c, h, w), num_classes=train.num_classes, **kwargs)
     else:
         s = load_model(student)
-    settings = TuneSettings(epochs, lr, optimizer, seed=seed)
+    settings = TuneSettings(epochs, lr, optimizer, seed=seed, device=device)
     cfg = DistillConfig(temperature, alpha, hint_weight=hint_weight)
     s, hist = run_distill(s, t, train, settings.fit_config(), cfg)
     path = save_model(s, out)
@@ -144,6 +163,7 @@ def compress(
     ] = None,
     lr: LrOpt = None,
     optimizer: OptOpt = "sgd",
+    device: DeviceOpt = "cpu",
     input_range: RangeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -159,7 +179,7 @@ def compress(
         m, rep = lowrank_model(m, energy=lowrank_energy)
         lowrank = len(rep.layers)
     res = deep_compress(m, train, out, sparsity, bits, prune_epochs, cluster_epochs,
-                        TuneSettings(0, lr, optimizer), _teacher(distill_from))  # fmt: skip
+                        TuneSettings(0, lr, optimizer, device=device), _teacher(distill_from))  # fmt: skip
     emit({"model": res.metrics["file"], "file_bytes": res.metrics["file_bytes"], "sparsity": res.metrics["sparsity"],
           "bits": bits, "lowrank_layers": lowrank, "restored_test_accuracy": _test_accuracy(res.model, data)},
          as_json, "compress")  # fmt: skip

@@ -57,6 +57,7 @@ class PrunePass:
     reconstruct: bool = True
     nm: list[int] = field(default_factory=lambda: [2, 4])
     epochs: int = 0
+    steps: int = 1  # channel pruning in this many steps, one epoch of fine-tuning between
     lr: float | None = None
     optimizer: str = "sgd"
     distill: bool = True  # KD from the unpruned model during fine-tuning
@@ -77,7 +78,7 @@ class PrunePass:
             model, ctx.train_data, self.method, self.ratio, self.target_macs, self.target_latency_ms, self.runtime,
             self.criterion, self.allocation, self.round_to, nm=(int(self.nm[0]), int(self.nm[1])),
             min_keep=self.min_keep, reconstruct=self.reconstruct,
-            settings=settings, teacher=teacher, threads=ctx.threads,
+            settings=settings, teacher=teacher, threads=ctx.threads, steps=self.steps,
         )  # fmt: skip
         ctx.metrics.update({k: v for k, v in res.metrics.items() if k != "fine_tune"})
         ctx.metrics["accuracy"] = _accuracy(res.model, ctx)

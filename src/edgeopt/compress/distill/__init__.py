@@ -193,6 +193,7 @@ class Distiller:
         return sub.register_forward_hook(save)
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        self._follow(x.device)
         with torch.no_grad():
             teacher_out = as_logits(self.teacher(self.convert(x)))
         loss = kd_loss(as_logits(logits), teacher_out, labels, self.cfg.temperature, self.cfg.alpha,
@@ -203,10 +204,16 @@ class Distiller:
         self._feats.clear()
         return loss
 
+    def _follow(self, device: torch.device) -> None:
+        """Move the teacher to where the batches are (fit on a GPU); ``close`` moves it back."""
+        if next(self.teacher.parameters(), torch.empty(0)).device != device:
+            self.teacher.to(device)
+
     def close(self) -> None:
         for h in self._hooks:
             h.remove()
         self._hooks = []
+        self.teacher.to("cpu")
 
     def __enter__(self) -> Distiller:
         return self

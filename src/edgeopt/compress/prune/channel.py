@@ -562,6 +562,11 @@ def _params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def channel_macs(model: EdgeModel) -> int:
+    """The MACs that channel pruning's targets are counted in (convolutions and linear layers)."""
+    return mac_model(model.module, build_dependency_graph(model.module, model.example_input(1))).macs(set())
+
+
 def calibration_inputs(model: EdgeModel, data: Any, n: int = 512, seed: int = 0) -> torch.Tensor:
     """``n`` images drawn reproducibly from an ImageDataset, as one input batch (for reconstruction)."""
     idx = np.sort(np.random.default_rng(seed).choice(len(data), size=min(n, len(data)), replace=False))

@@ -55,7 +55,37 @@ class LatencyPruneReport:
 
 
 def runtime_latency(runtime: str, threads: int = 1, rounds: int = 3, runs: int = 100) -> LatencyFn:
-    """A function timing several models in ``runtime``, interleaved: median over ``rounds`` of each p50 (ms)."""
+    """A function timing several models in ``runtime``, interleaved: median over ``rounds`` of each p50 (ms).
+
+    ``runtime`` may name several runtimes, comma-separated (``onnxruntime,executorch``): each model's
+    figure is then its mean ratio to the first model across the runtimes, times the first model's
+    mean time (:func:`combine_runtimes`), so a saving counts alike in every runtime you ship to.
+    """
+    from edgeopt.runtimes import RUNTIME_FORMAT
+
+    names = [r.strip() for r in runtime.split(",") if r.strip()]
+    unknown = [n for n in names if n not in RUNTIME_FORMAT and n != "torch"] or ([] if names else [runtime])
+    if unknown:
+        raise EdgeoptError(f"cannot time latency in '{unknown[0]}'", f"use {', '.join(RUNTIME_FORMAT)} or torch")
+    if len(names) > 1:
+        timers = [runtime_latency(n, threads, rounds, runs) for n in names]
+        return lambda models: combine_runtimes([t(models) for t in timers])
+    return _single_runtime_latency(runtime, threads, rounds, runs)
+
+
+def combine_runtimes(per_runtime: list[list[float]]) -> list[float]:
+    """One latency per model from several runtimes' timings of the same models (first model = reference).
+
+    Each runtime's times are divided by its time for the first model, averaged over runtimes and
+    scaled by the first model's mean time. Pure.
+    """
+    refs = [times[0] for times in per_runtime]
+    scale = statistics.mean(refs)
+    return [scale * statistics.mean(t[i] / r for t, r in zip(per_runtime, refs, strict=True))
+            for i in range(len(per_runtime[0]))]  # fmt: skip
+
+
+def _single_runtime_latency(runtime: str, threads: int, rounds: int, runs: int) -> LatencyFn:
     from edgeopt.interop.export import FORMATS, export_model
     from edgeopt.runtimes import RUNTIME_FORMAT, measure_latency, open_runner
 
@@ -138,6 +168,9 @@ def prune_to_latency(
 
     if target_ms <= 0:
         raise EdgeoptError(f"latency target {target_ms} ms is not positive", "give --target-latency-ms > 0")
+    if "," in runtime and latency_fn is None:
+        raise EdgeoptError(f"a latency target in ms needs one runtime, not '{runtime}'",
+                           "use --ratio with --allocation latency to prune for several runtimes")  # fmt: skip
     latency_fn = latency_fn or runtime_latency(runtime, threads)
     dep = build_dependency_graph(model.module, model.example_input(1))
     if not dep.groups:
