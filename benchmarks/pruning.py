@@ -5,10 +5,11 @@ on cifar10-jpg train (cached under benchmarks/.cache/, so reruns skip it).
 
 1. Channel pruning to half the MACs (edgeopt: dependency graph, L2 importance, global
    allocation on SIMD-friendly widths) and, side by side, Torch-Pruning (DepGraph, its default
-   GroupMagnitudeImportance, uniform ratio searched to the same MAC budget). Both recovered with
-   the same KD fine-tuning from the base (SGD; batch norm unfolded for training and folded back,
-   see edgeopt.compress.batchnorm). Accuracy on the test set; latency p50 at 1 thread in ONNX
-   Runtime and ExecuTorch, interleaved in one run.
+   GroupMagnitudeImportance, uniform ratio searched to the same MAC budget). Both pruned in the same
+   --steps (one KD recovery epoch after each but the last) and recovered with the same KD
+   fine-tuning from the base (SGD; batch norm unfolded for training and folded back, see
+   edgeopt.compress.batchnorm); training runs on a GPU when there is one (--device). Accuracy
+   on the test set; latency p50 at 1 thread in ONNX Runtime and ExecuTorch, interleaved in one run.
 2. Latency-targeted pruning (NetAdapt-style, measured in --latency-runtime) to a target of
    --latency-target x the base's measured p50; the result is timed again beside the base.
 3. KD vs no KD: a half-width zoo ResNet-8 trained from scratch, same epochs, --seeds seeds.
@@ -19,13 +20,15 @@ on cifar10-jpg train (cached under benchmarks/.cache/, so reruns skip it).
 Run: .venv/bin/python benchmarks/pruning.py [--recover-epochs N ...]   (see --help; trained models
 are cached in benchmarks/.cache/ keyed by their settings; --skip reruns part and keeps the other
 sections' last figures). Writes benchmarks/results/pruning.json. Over 10 minutes on 2 cores:
-the recovery epochs dominate.
+the recovery epochs dominate. On a GPU machine without the runtimes, --train-only trains and
+caches section 1's models; copy benchmarks/.cache back and run again here to measure them.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import statistics
@@ -41,8 +44,8 @@ from torch import nn
 
 from edgeopt.compress.common import strip_output_softmax
 from edgeopt.compress.distill import DistillConfig, Distiller
-from edgeopt.compress.prune import calibration_inputs, prune_channels, prune_to_latency
-from edgeopt.compress.workflows import TuneSettings, deep_compress, tune
+from edgeopt.compress.prune import calibration_inputs, prune_to_latency
+from edgeopt.compress.workflows import TuneSettings, deep_compress, prune_model, tune
 from edgeopt.data import load_dataset
 from edgeopt.errors import EdgeoptError
 from edgeopt.interop.export import export_model
@@ -90,6 +93,10 @@ def macs_of(model: EdgeModel) -> int:
     return count_macs(export_for_profile(model).graph)
 
 
+def conv_widths(model: EdgeModel) -> list[int]:
+    return [c.out_channels for c in model.module.modules() if isinstance(c, nn.Conv2d)]
+
+
 # ----------------------------------------------------------------------------- Torch-Pruning peer
 
 
@@ -115,7 +122,7 @@ def resync_graph(module: GraphModule) -> GraphModule:
     return gm.eval()
 
 
-def tp_prune(model: EdgeModel, target_macs: int) -> tuple[EdgeModel, dict[str, Any]]:
+def tp_prune(model: EdgeModel, target_macs: int) -> EdgeModel:
     """Torch-Pruning with its defaults (GroupMagnitudeImportance p=2, uniform ratio), the ratio
     searched so that MACs <= target_macs."""
     import torch_pruning as tp
@@ -140,9 +147,21 @@ def tp_prune(model: EdgeModel, target_macs: int) -> tuple[EdgeModel, dict[str, A
             hi = mid
         else:
             lo = mid
-    best = trial(hi)
-    widths = [c.out_channels for c in best.module.modules() if isinstance(c, nn.Conv2d)]
-    return best, {"pruning_ratio": hi, "conv_widths": widths}
+    return trial(hi)
+
+
+def tp_prune_and_recover(
+    model: EdgeModel, target_macs: int, steps: int, train: Any, rec: TuneSettings, teacher: EdgeModel
+) -> EdgeModel:
+    """Torch-Pruning on the same schedule as edgeopt's ``prune_model(steps=...)``: the MAC target in
+    equal steps, one recovery epoch after each but the last, the remaining epochs after it."""
+    before = macs_of(model)
+    for k in range(1, steps + 1):
+        model = tp_prune(model, before - (before - target_macs) * k // steps)
+        epochs = 1 if k < steps else rec.epochs - (steps - 1)
+        model, _ = tune(model, train, dataclasses.replace(rec, epochs=epochs), teacher,
+                        log=lambda r: log(f"  TP KD {r}"))  # fmt: skip
+    return model
 
 
 # ----------------------------------------------------------------------------- measurement
@@ -182,7 +201,7 @@ def main() -> None:  # noqa: C901 (one linear script)
     ap.add_argument("--allocation", default="global", help="uniform, global, or latency (in --latency-runtime)")
     ap.add_argument("--round-to", type=int, default=16)
     ap.add_argument("--min-keep", type=int, default=8)
-    ap.add_argument("--calibration", type=int, default=512, help="images for least-squares reconstruction (0: off)")
+    ap.add_argument("--steps", type=int, default=2, help="channel pruning steps (one recovery epoch between)")
     ap.add_argument("--recover-epochs", type=int, default=5, help="KD recovery epochs (edgeopt and Torch-Pruning)")
     ap.add_argument("--recover-lr", type=float, default=0.06)
     ap.add_argument("--recover-optimizer", default="sgd")
@@ -198,12 +217,17 @@ def main() -> None:  # noqa: C901 (one linear script)
     ap.add_argument("--dc-cluster-epochs", type=int, default=3)
     ap.add_argument("--dc-lr", type=float, default=1e-3)
     ap.add_argument("--dc-optimizer", default="adam", help="adam: centroid gradients are sums over many weights")
+    ap.add_argument("--device", default="auto", help="training device: cpu, cuda or auto (cuda when present)")
+    ap.add_argument("--train-only", action="store_true",
+                    help="train and cache section 1's models, then stop (a GPU machine without the runtimes); "
+                    "a later run without it measures them")
+    ap.add_argument("--data", default=None, help="dataset spec (default: imagefolder: ../shared cifar10-jpg.zip)")
     ap.add_argument("--skip", default="", help="comma list of sections to skip (their previous figures are kept): "
                     "half,tp,latency,kd,dc")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     torch.set_num_threads(2)
-    data = f"imagefolder:{shared_path('cifar10-jpg.zip')}"
+    data = args.data or f"imagefolder:{shared_path('cifar10-jpg.zip')}"
     train = load_dataset(data, "train")
     test = load_dataset(data, "test").take(args.limit)
     figures: dict[str, Any] = {"load_average_start": os.getloadavg()}
@@ -218,48 +242,49 @@ def main() -> None:  # noqa: C901 (one linear script)
     log(f"base: accuracy {base_acc:.4f} ({figures['base']['gain_points']:+.2f} pt over the .tflite)")
     tag = f"b{args.base_epochs}"
     teacher = EdgeModel(copy.deepcopy(base.module).eval(), base.meta)
-    rec = TuneSettings(args.recover_epochs, args.recover_lr, args.recover_optimizer, temperature=4.0, alpha=0.9)
-    rec_tag = f"kd{args.recover_epochs}_{args.recover_optimizer}{args.recover_lr:g}_bnu"  # bnu: BN unfolded
+    rec = TuneSettings(args.recover_epochs, args.recover_lr, args.recover_optimizer, temperature=4.0, alpha=0.9,
+                       device=args.device)  # fmt: skip
+    # trained where: cached GPU-trained models are measured on a machine without one (--device cuda)
+    train_on = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    gpu = "_gpu" if train_on == "cuda" else ""
+    # bnu: BN unfolded for training; s: pruning steps
+    rec_tag = f"kd{args.recover_epochs}_{args.recover_optimizer}{args.recover_lr:g}_bnu_s{args.steps}{gpu}"
 
     # 1. channel pruning to half the MACs, edgeopt vs Torch-Pruning, same KD recovery ------------
     if "half" in skip:
         skip.add("tp")
     if "half" not in skip:
         t = time.perf_counter()
-        cal = calibration_inputs(base, train, args.calibration) if args.calibration else None
-        pruned0, rep = prune_channels(base, ratio=args.ratio, criterion=args.criterion, allocation=args.allocation,
-                                      round_to=args.round_to, min_keep=args.min_keep, calibration=cal,
-                                      runtime=args.latency_runtime)  # fmt: skip
-        acc0 = evaluate(pruned0, test).accuracy
-        log(f"edgeopt pruned, before recovery: {acc0:.4f}")
         target_macs = int(round(figures["base"]["macs"] * (1 - args.ratio)))
         ours_name = (f"edgeopt_{tag}_r{args.ratio:g}_{args.criterion}_{args.allocation}_rt{args.round_to}"
-                     f"_mk{args.min_keep}_cal{args.calibration}_{rec_tag}")  # fmt: skip
-        ours, hit = cached(ours_name, lambda: tune(pruned0, train, rec, teacher,
-                                                   log=lambda r: log(f"  edgeopt KD {r}"))[0])  # fmt: skip
+                     f"_mk{args.min_keep}_{rec_tag}")  # fmt: skip
+        ours, hit = cached(ours_name, lambda: prune_model(
+            base, train, "channel", args.ratio, runtime=args.latency_runtime, criterion=args.criterion,
+            allocation=args.allocation, round_to=args.round_to, min_keep=args.min_keep, settings=rec,
+            teacher=teacher, steps=args.steps, log=log).model)  # fmt: skip
         section: dict[str, Any] = {
             "target_macs": target_macs,
-            "edgeopt": {"macs": macs_of(ours), "params": count_params(ours.module),
-                        "widths": [g["after"] for g in rep.groups],
-                        "accuracy_before_recovery": acc0, "reconstruction_images": args.calibration,
+            "edgeopt": {"macs": macs_of(ours), "params": count_params(ours.module), "conv_widths": conv_widths(ours),
                         "accuracy": evaluate(ours, test).accuracy, "cached": hit},
         }  # fmt: skip
         log(f"edgeopt pruned: {section['edgeopt']}")
         models = {"base": base, "edgeopt": ours}
         if "tp" not in skip:
-            tp0, tp_info = tp_prune(base, target_macs)
-            tp_acc0 = evaluate(tp0, test).accuracy
-            log(f"torch-pruning pruned, before recovery: {tp_acc0:.4f}")
             tp_name = f"tp_{tag}_r{args.ratio:g}_{rec_tag}"
-            tpm, hit = cached(tp_name, lambda: tune(tp0, train, rec, teacher, log=lambda r: log(f"  TP KD {r}"))[0])
-            section["torch_pruning"] = {**tp_info, "macs": macs_of(tpm), "params": count_params(tpm.module),
-                                        "accuracy_before_recovery": tp_acc0,
+            tpm, hit = cached(tp_name, lambda: tp_prune_and_recover(base, target_macs, args.steps, train, rec, teacher))
+            ratios = [s["pruning_ratio"] for s in tpm.meta.lineage if s.get("method") == "torch-pruning"]
+            section["torch_pruning"] = {"pruning_ratios": ratios, "conv_widths": conv_widths(tpm),
+                                        "macs": macs_of(tpm), "params": count_params(tpm.module),
                                         "accuracy": evaluate(tpm, test).accuracy, "cached": hit}  # fmt: skip
             log(f"torch-pruning: {section['torch_pruning']}")
             models["torch_pruning"] = tpm
-        section["recovery"] = {"epochs": args.recover_epochs, "optimizer": args.recover_optimizer,
+        section["recovery"] = {"epochs": args.recover_epochs, "steps": args.steps, "optimizer": args.recover_optimizer,
                                "lr": args.recover_lr, "kd_temperature": 4.0, "kd_alpha": 0.9,
-                               "batchnorm": "unfolded for training, folded after"}  # fmt: skip
+                               "batchnorm": "unfolded for training, folded after",
+                               "device": train_on}  # fmt: skip
+        if args.train_only:
+            log(f"trained and cached: {sorted(models)}; measure on the target machine without --train-only")
+            return
         lat = latency_table(models, ["onnxruntime", "executorch"], args.rounds)
         for per in lat.values():
             for rt, v in per.items():

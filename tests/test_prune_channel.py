@@ -209,6 +209,21 @@ def test_latency_allocation_spends_the_budget_where_the_runtime_saves_time() -> 
         select_channels(dep, macs_model, scores, target, "latency", 8, 8)
 
 
+def test_units_cut_past_the_target_come_back() -> None:
+    from edgeopt.compress.prune.channel import _give_back
+
+    m = create_model("resnet8")
+    dep = build_dependency_graph(m.module, m.example_input(1))
+    mm = mac_model(m.module, dep)
+    full = mm.macs(set())
+    small, large = dep.groups[-1].classes[:8], dep.groups[0].classes[:8]  # 8x8 stage vs 32x32 stage
+    saved_small, saved_large = full - mm.macs(set(small)), full - mm.macs(set(large))
+    assert saved_large > saved_small
+    # the weakest unit (small) did not reach the target, the next (large) overshot it: small comes back
+    assert _give_back([small, large], dep, mm, full - saved_small - 1) == set(large)
+    assert _give_back([small, large], dep, mm, full - saved_small - saved_large) == set(small) | set(large)
+
+
 def test_several_runtimes_count_relative_savings_alike() -> None:
     from edgeopt.compress.prune.netadapt import combine_runtimes, runtime_latency
 

@@ -325,7 +325,21 @@ def select_channels(
             hi = mid
         else:
             lo = mid + 1
-    return prefix(lo)
+    return _give_back(order[:lo], dep, macs, target_macs)
+
+
+def _give_back(removed_units: list[list[int]], dep: DepGraph, macs: MacModel, target_macs: int) -> set[int]:
+    """Restore units cut past the target: the unit that crossed it may be large (a wide group at a
+    high resolution), so the strongest removed units that still fit under the target come back, each
+    group's last-removed unit first (a group's cuts stay weakest-first). Pure."""
+    group_of = {c: g.index for g in dep.groups for c in g.classes}
+    kept = list(removed_units)
+    for unit in reversed(removed_units):
+        last_of_group = [u for u in kept if group_of[u[0]] == group_of[unit[0]]][-1]
+        trial = [u for u in kept if u is not unit]
+        if last_of_group is unit and macs.macs({c for u in trial for c in u}) <= target_macs:
+            kept = trial
+    return {c for u in kept for c in u}
 
 
 def _unreachable(best: int, target: int) -> None:
