@@ -210,7 +210,7 @@ def main() -> None:  # noqa: C901 (one linear script)
     ap.add_argument("--netadapt-step", type=float, default=0.5, help="fraction of a group cut per NetAdapt step")
     ap.add_argument("--student-epochs", type=int, default=3)
     ap.add_argument("--student-width", type=int, default=8)
-    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--seeds", default="0,1", help="training seeds of sections 1 and 3 (accuracy: their mean)")
     ap.add_argument("--dc-sparsity", type=float, default=0.75)
     ap.add_argument("--dc-bits", type=int, default=4)
     ap.add_argument("--dc-prune-epochs", type=int, default=12)
@@ -258,30 +258,41 @@ def main() -> None:  # noqa: C901 (one linear script)
         target_macs = int(round(figures["base"]["macs"] * (1 - args.ratio)))
         ours_name = (f"edgeopt_{tag}_r{args.ratio:g}_{args.criterion}_{args.allocation}_rt{args.round_to}"
                      f"_mk{args.min_keep}_{rec_tag}")  # fmt: skip
-        ours, hit = cached(ours_name, lambda: prune_model(
+        seeds = [int(v) for v in args.seeds.split(",")]
+
+        def per_seed(name: str, build: Callable[[TuneSettings], EdgeModel]) -> tuple[EdgeModel, dict[str, Any]]:
+            """The model trained with each of --seeds (cached apart); the first seed's is returned."""
+            runs = [cached(name + (f"_seed{seed}" if seed else ""),
+                           lambda seed=seed: build(dataclasses.replace(rec, seed=seed))) for seed in seeds]  # fmt: skip
+            accs = [evaluate(m, test).accuracy for m, _ in runs]
+            return runs[0][0], {"accuracy": statistics.mean(accs), "cached": all(hit for _, hit in runs),
+                                "accuracy_per_seed": dict(zip(seeds, accs, strict=True))}  # fmt: skip
+
+        ours, ours_acc = per_seed(ours_name, lambda rs: prune_model(
             base, train, "channel", args.ratio, runtime=args.latency_runtime, criterion=args.criterion,
-            allocation=args.allocation, round_to=args.round_to, min_keep=args.min_keep, settings=rec,
+            allocation=args.allocation, round_to=args.round_to, min_keep=args.min_keep, settings=rs,
             teacher=teacher, steps=args.steps, log=log).model)  # fmt: skip
         section: dict[str, Any] = {
             "target_macs": target_macs,
+            "seeds": seeds,
             "edgeopt": {"macs": macs_of(ours), "params": count_params(ours.module), "conv_widths": conv_widths(ours),
-                        "accuracy": evaluate(ours, test).accuracy, "cached": hit},
+                        **ours_acc},
         }  # fmt: skip
         log(f"edgeopt pruned: {section['edgeopt']}")
         models = {"base": base, "edgeopt": ours}
         if "tp" not in skip:
             tp_name = f"tp_{tag}_r{args.ratio:g}_{rec_tag}"
-            tpm, hit = cached(tp_name, lambda: tp_prune_and_recover(base, target_macs, args.steps, train, rec, teacher))
+            tpm, tp_acc = per_seed(tp_name, lambda rs: tp_prune_and_recover(base, target_macs, args.steps, train, rs,
+                                                                             teacher))  # fmt: skip
             ratios = [s["pruning_ratio"] for s in tpm.meta.lineage if s.get("method") == "torch-pruning"]
             section["torch_pruning"] = {"pruning_ratios": ratios, "conv_widths": conv_widths(tpm),
-                                        "macs": macs_of(tpm), "params": count_params(tpm.module),
-                                        "accuracy": evaluate(tpm, test).accuracy, "cached": hit}  # fmt: skip
+                                        "macs": macs_of(tpm), "params": count_params(tpm.module), **tp_acc}  # fmt: skip
             log(f"torch-pruning: {section['torch_pruning']}")
             models["torch_pruning"] = tpm
         section["recovery"] = {"epochs": args.recover_epochs, "steps": args.steps, "optimizer": args.recover_optimizer,
                                "lr": args.recover_lr, "kd_temperature": 4.0, "kd_alpha": 0.9,
                                "batchnorm": "unfolded for training, folded after",
-                               "device": train_on}  # fmt: skip
+                               "device": train_on, "latency_of": f"seed {seeds[0]}'s models"}  # fmt: skip
         if args.train_only:
             log(f"trained and cached: {sorted(models)}; measure on the target machine without --train-only")
             return
