@@ -88,7 +88,8 @@ ALLOCATIONS = [GLOBAL_L2, ET_FAST, (16, 8, 16, 16, 64, 32), (16, 8, 16, 16, 48, 
                (8, 16, 32, 16, 48, 32), (8, 16, 16, 16, 48, 64), (8, 8, 32, 32, 32, 32), (8, 16, 32, 16, 32, 64),
                (16, 8, 8, 32, 32, 64), (8, 16, 16, 32, 64, 16), (8, 8, 24, 24, 64, 48)]  # fmt: skip
 JOBS += [Job("alloc_" + "-".join(map(str, w)), w, steps=[(midway(w), 1)]) for w in ALLOCATIONS]
-# allocations at or below half the MACs that ran at <= 0.6x the base in both ORT and ExecuTorch (survey)
+# allocations near half the MACs that ran at about 0.6x the base or less in both ORT and ExecuTorch
+# (benchmarks/pruning_widths.py); (16, 8, 32, 32, 16, 32) is over half the MACs, a check on the trend
 FAST_BOTH = [(16, 16, 8, 16, 16, 16), (16, 16, 8, 8, 16, 48), (16, 16, 8, 8, 32, 16), (16, 8, 32, 16, 16, 32),
              (16, 8, 32, 16, 16, 48), (16, 8, 32, 16, 16, 64), (16, 8, 32, 32, 16, 32), (16, 8, 24, 24, 16, 64),
              (16, 16, 8, 16, 24, 24)]  # fmt: skip
@@ -99,6 +100,8 @@ JOBS += [
     Job("iter_seed1", GLOBAL_L2, steps=[(midway(GLOBAL_L2), 1)], seed=1),
     Job("unpruned_5", FULL),  # the base itself through the same 5-epoch KD: how much is just more fine-tuning
     Job("iter_20_epochs", GLOBAL_L2, steps=[(midway(GLOBAL_L2), 2)], epochs=20),
+    Job("iter_10_epochs", GLOBAL_L2, steps=[(midway(GLOBAL_L2), 1)], epochs=10),
+    Job("iter_40_epochs", GLOBAL_L2, steps=[(midway(GLOBAL_L2), 4)], epochs=40),
 ]
 
 
