@@ -4,7 +4,8 @@ Base: the MLPerf ResNet-8 .tflite imported (softmax dropped: logits, same argmax
 on cifar10-jpg train (cached under benchmarks/.cache/, so reruns skip it).
 
 1. Channel pruning to half the MACs (edgeopt: dependency graph, L2 importance, global
-   allocation on SIMD-friendly widths) and, side by side, Torch-Pruning (DepGraph, its default
+   allocation on SIMD-friendly widths; and a second edgeopt model cut to --fast-widths, the
+   allocation a latency survey found fast in both runtimes) and, side by side, Torch-Pruning (DepGraph, its default
    GroupMagnitudeImportance, uniform ratio searched to the same MAC budget). Both pruned in the same
    --steps (one KD recovery epoch after each but the last) and recovered with the same KD
    fine-tuning from the base (SGD; batch norm unfolded for training and folded back, see
@@ -168,32 +169,35 @@ def tp_prune_and_recover(
 
 
 def latency_table(models: dict[str, EdgeModel], runtimes: list[str], rounds: int) -> dict[str, dict[str, Any]]:
-    """p50 (1 thread, batch 1) of every model in every runtime, all interleaved in one loop."""
+    """p50 (1 thread, batch 1) of every model in every runtime: median over ``rounds`` rounds, each round
+    timing all of them interleaved in freshly opened sessions. (One session of a model can run ~10-30%
+    slower or faster than another of the same model for its whole life -- buffer placement -- so a
+    ratio from one set of sessions can be far off; fresh sessions per round average that out.)"""
     fmt = {"onnxruntime": "onnx", "executorch": "pte", "litert": "tflite"}
-    runners, inputs = {}, {}
+    p50s: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="edgeopt-prune-bench-") as tmp:
-        for name, m in models.items():
-            for rt in runtimes:
-                res = export_model(m, fmt[rt], Path(tmp) / f"{name}.{fmt[rt]}")
-                key = f"{name}|{rt}"
-                runners[key] = open_runner(rt, res.path, threads=1)
-                inputs[key] = m.example_input(1).numpy()
-        try:
-            lat = interleaved_p50(runners, inputs, rounds=rounds, runs=200)
-        finally:
-            for r in runners.values():
-                r.close()
+        paths = {f"{name}|{rt}": export_model(m, fmt[rt], Path(tmp) / f"{name}.{fmt[rt]}").path
+                 for name, m in models.items() for rt in runtimes}  # fmt: skip
+        inputs = {key: models[key.split("|")[0]].example_input(1).numpy() for key in paths}
+        for _ in range(rounds):
+            runners = {key: open_runner(key.split("|")[1], path, threads=1) for key, path in paths.items()}
+            try:
+                for key, v in interleaved_p50(runners, inputs, rounds=1, runs=200).items():
+                    p50s.setdefault(key, []).append(v["p50_ms"])
+            finally:
+                for r in runners.values():
+                    r.close()
     out: dict[str, dict[str, Any]] = {}
-    for key, v in lat.items():
+    for key, v in p50s.items():
         name, rt = key.split("|")
-        out.setdefault(name, {})[rt] = v
+        out.setdefault(name, {})[rt] = {"p50_ms": statistics.median(v), "p50_ms_per_round": v, "runs": 200}
     return out
 
 
 def main() -> None:  # noqa: C901 (one linear script)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=None, help="test images (default: all 10,000)")
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved latency rounds")
+    ap.add_argument("--rounds", type=int, default=9, help="latency rounds (fresh sessions each)")
     ap.add_argument("--base-epochs", type=int, default=4)
     ap.add_argument("--base-lr", type=float, default=5e-4)
     ap.add_argument("--ratio", type=float, default=0.5, help="fraction of MACs removed by channel pruning")
@@ -202,6 +206,9 @@ def main() -> None:  # noqa: C901 (one linear script)
     ap.add_argument("--round-to", type=int, default=16)
     ap.add_argument("--min-keep", type=int, default=8)
     ap.add_argument("--steps", type=int, default=2, help="channel pruning steps (one recovery epoch between)")
+    ap.add_argument("--fast-widths", default="16,8,16,32,32,32",
+                    help="a second half-MAC model pruned to these group widths: the most accurate allocation that "
+                    "ran <= 0.6x the base in both runtimes (pruning_widths.py, pruning_sweep.py); '' to skip")
     ap.add_argument("--recover-epochs", type=int, default=5, help="KD recovery epochs (edgeopt and Torch-Pruning)")
     ap.add_argument("--recover-lr", type=float, default=0.06)
     ap.add_argument("--recover-optimizer", default="sgd")
@@ -280,6 +287,16 @@ def main() -> None:  # noqa: C901 (one linear script)
         }  # fmt: skip
         log(f"edgeopt pruned: {section['edgeopt']}")
         models = {"base": base, "edgeopt": ours}
+        if args.fast_widths:
+            fast_widths = [int(v) for v in args.fast_widths.split(",")]
+            fast, fast_acc = per_seed(
+                f"edgeopt_{tag}_w{'-'.join(map(str, fast_widths))}_{rec_tag}",
+                lambda rs: prune_model(base, train, "channel", widths=fast_widths, settings=rs, teacher=teacher,
+                                       steps=args.steps, log=log).model)  # fmt: skip
+            section["edgeopt_fast"] = {"widths": fast_widths, "macs": macs_of(fast), "conv_widths": conv_widths(fast),
+                                       "params": count_params(fast.module), **fast_acc}  # fmt: skip
+            log(f"edgeopt fast widths: {section['edgeopt_fast']}")
+            models["edgeopt_fast"] = fast
         if "tp" not in skip:
             tp_name = f"tp_{tag}_r{args.ratio:g}_{rec_tag}"
             tpm, tp_acc = per_seed(tp_name, lambda rs: tp_prune_and_recover(base, target_macs, args.steps, train, rs,
@@ -412,6 +429,12 @@ def acceptance(f: dict[str, Any]) -> dict[str, Any]:
         out["half_macs_latency_ratio_ort_le_0.6"] = round(lat["edgeopt"]["onnxruntime"]["ratio_to_base"], 3)
         out["half_macs_latency_ratio_et_le_0.6"] = round(lat["edgeopt"]["executorch"]["ratio_to_base"], 3)
         out["half_macs_acc_drop_points_le_1"] = round(100 * (base_acc - ch["edgeopt"]["accuracy"]), 2)
+        if "edgeopt_fast" in ch:
+            fast = {rt: round(lat["edgeopt_fast"][rt]["ratio_to_base"], 3) for rt in ("onnxruntime", "executorch")}
+            out["fast_widths_latency_ratio_ort_le_0.6"] = fast["onnxruntime"]
+            out["fast_widths_latency_ratio_et_le_0.6"] = fast["executorch"]
+            out["fast_widths_acc_drop_points_le_1"] = round(100 * (base_acc - ch["edgeopt_fast"]["accuracy"]), 2)
+            out["fast_widths_mac_ratio_le_0.5"] = round(ch["edgeopt_fast"]["macs"] / f["base"]["macs"], 3)
         if "torch_pruning" in ch:
             out["edgeopt_minus_tp_accuracy_points_ge_0"] = round(
                 100 * (ch["edgeopt"]["accuracy"] - ch["torch_pruning"]["accuracy"]), 2

@@ -92,8 +92,9 @@ JOBS += [Job("alloc_" + "-".join(map(str, w)), w, steps=[(midway(w), 1)]) for w 
 # (benchmarks/pruning_widths.py); (16, 8, 32, 32, 16, 32) is over half the MACs, a check on the trend
 FAST_BOTH = [(16, 16, 8, 16, 16, 16), (16, 16, 8, 8, 16, 48), (16, 16, 8, 8, 32, 16), (16, 8, 32, 16, 16, 32),
              (16, 8, 32, 16, 16, 48), (16, 8, 32, 16, 16, 64), (16, 8, 32, 32, 16, 32), (16, 8, 24, 24, 16, 64),
-             (16, 16, 8, 16, 24, 24)]  # fmt: skip
+             (16, 16, 8, 16, 24, 24), (16, 8, 16, 32, 32, 32), (16, 8, 16, 32, 16, 64)]  # fmt: skip
 JOBS += [Job("fast_" + "-".join(map(str, w)), w, steps=[(midway(w), 1)]) for w in FAST_BOTH]
+JOBS += [Job("fast_" + "-".join(map(str, w)) + "_seed1", w, steps=[(midway(w), 1)], seed=1) for w in FAST_BOTH[-2:]]
 JOBS += [
     Job("alloc_8-8-24-24-64-48_seed1", (8, 8, 24, 24, 64, 48), steps=[(midway((8, 8, 24, 24, 64, 48)), 1)], seed=1),
     Job("iter_lr0.1_T2", GLOBAL_L2, steps=[(midway(GLOBAL_L2), 1)], lr=0.1, temperature=2.0),

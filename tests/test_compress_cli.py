@@ -50,6 +50,8 @@ def one_line_error(rc: int, err: str, fragment: str) -> None:
         (["--ratio", "0.5", "--criterion", "hessian"], "unknown importance criterion"),
         (["--ratio", "0.5", "--distill-from", "nope.edgeopt"], "model file not found"),
         (["--ratio", "0.5", "--steps", "2", "--epochs", "1"], "need at least 2 fine-tuning epochs"),
+        (["--widths", "16,8,x"], "is not a comma list"),
+        (["--widths", "16,8"], "2 widths for 6 channel groups"),
         (["--ratio", "0.5", "--epochs", "1", "--device", "gpu0"], "unknown training device"),
         (["--ratio", "0.5", "--allocation", "latency", "--runtime", "onnxruntime,tvm"], "cannot time latency in 'tvm'"),
     ],

@@ -10,6 +10,7 @@ from edgeopt.compress.prune import (
     apply_masks,
     channel_macs,
     check_nm,
+    group_sizes,
     magnitude_masks,
     nm_masks,
     polynomial_sparsity,
@@ -114,6 +115,15 @@ def test_iterative_channel_pruning_reaches_the_target_in_steps() -> None:
     step_macs = [int(s.split(": ")[1].split(" MACs")[0].replace(",", "")) for s in lines if s.startswith("prune step")]
     assert len(step_macs) == 2 and step_macs[0] > step_macs[1]  # half way first, then the target
     assert step_macs[0] <= 0.75 * before and step_macs[1] <= 0.5 * before
+    # explicit widths, in two steps: half way first
+    res = prune_model(m, data, "channel", widths=[16, 8, 16, 16, 32, 32], settings=TuneSettings(epochs=2), steps=2)
+    assert group_sizes(res.model) == [16, 8, 16, 16, 32, 32]
+    with pytest.raises(EdgeoptError, match="6 channel groups"):
+        prune_model(m, data, "channel", widths=[8, 8], settings=TuneSettings(epochs=2), steps=2)
+    with pytest.raises(EdgeoptError, match="width 99"):
+        prune_model(m, data, "channel", widths=[99, 8, 16, 16, 32, 32])
+    with pytest.raises(EdgeoptError, match="exactly one target"):
+        prune_model(m, data, "channel", ratio=0.5, widths=[16, 8, 16, 16, 32, 32])
     with pytest.raises(EdgeoptError, match="need at least 3"):
         prune_model(m, data, "channel", ratio=0.5, settings=TuneSettings(epochs=2), steps=3)
     with pytest.raises(EdgeoptError, match="channel pruning to a MAC target"):

@@ -34,6 +34,15 @@ def _parse_nm(text: str) -> tuple[int, int]:
     return n, m
 
 
+def _parse_widths(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(t) for t in text.split(",")]
+    except ValueError as e:
+        raise EdgeoptError(f"--widths '{text}' is not a comma list of channel counts", "e.g. --widths 16,8,16") from e
+
+
 def _teacher(spec: str | None):
     from edgeopt.model import load_model
 
@@ -75,6 +84,9 @@ def prune(
     nm: Annotated[str, typer.Option("--nm", help="N:M pattern for --method nm")] = "2:4",
     distill_from: Annotated[str | None, typer.Option("--distill-from", help="teacher model for KD recovery")] = None,
     epochs: EpochsOpt = 0,
+    widths: Annotated[
+        str | None, typer.Option("--widths", help="channels each group keeps, comma-separated (channel; a target)")
+    ] = None,
     steps: Annotated[
         int, typer.Option(min=1, help="channel pruning in N steps, one fine-tuning epoch after each but the last")
     ] = 1,
@@ -95,7 +107,7 @@ def prune(
     res = prune_model(
         m, train, method, ratio, target_macs, target_latency_ms, runtime, criterion, allocation, round_to, scope,
         nm_pair, min_keep, reconstruct, TuneSettings(epochs, lr, optimizer, device=device), teacher, threads,
-        steps=steps,
+        steps=steps, widths=_parse_widths(widths),
     )  # fmt: skip
     path = save_model(res.model, out)
     summary = {"model": str(path), "test_accuracy": _test_accuracy(res.model, data), **res.metrics}

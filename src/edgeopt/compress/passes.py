@@ -58,6 +58,7 @@ class PrunePass:
     nm: list[int] = field(default_factory=lambda: [2, 4])
     epochs: int = 0
     steps: int = 1  # channel pruning in this many steps, one epoch of fine-tuning between
+    widths: list[int] | None = None  # channels each group keeps (instead of a ratio / MAC target)
     lr: float | None = None
     optimizer: str = "sgd"
     distill: bool = True  # KD from the unpruned model during fine-tuning
@@ -78,7 +79,7 @@ class PrunePass:
             model, ctx.train_data, self.method, self.ratio, self.target_macs, self.target_latency_ms, self.runtime,
             self.criterion, self.allocation, self.round_to, nm=(int(self.nm[0]), int(self.nm[1])),
             min_keep=self.min_keep, reconstruct=self.reconstruct,
-            settings=settings, teacher=teacher, threads=ctx.threads, steps=self.steps,
+            settings=settings, teacher=teacher, threads=ctx.threads, steps=self.steps, widths=self.widths,
         )  # fmt: skip
         ctx.metrics.update({k: v for k, v in res.metrics.items() if k != "fine_tune"})
         ctx.metrics["accuracy"] = _accuracy(res.model, ctx)

@@ -15,6 +15,7 @@ from edgeopt.compress.prune.channel import (
     calibration_inputs,
     channel_macs,
     channel_scores,
+    group_sizes,
     mac_model,
     prune_channels,
     pruned_model,
@@ -37,6 +38,7 @@ from edgeopt.compress.prune.sparse import (
 __all__ = [
     "ChannelGroup", "ChannelPruneReport", "DepGraph", "GradualPruner", "LatencyPruneReport", "apply_channel_plan",
     "apply_masks", "build_dependency_graph", "calibration_inputs", "channel_macs", "channel_scores", "check_nm",
-    "mac_model", "magnitude_masks", "nm_masks", "polynomial_sparsity", "prune_channels", "prune_to_latency",
-    "pruned_model", "reconstruct", "runtime_latency", "sample_batches", "select_channels", "sparsity_of",
+    "group_sizes", "mac_model", "magnitude_masks", "nm_masks", "polynomial_sparsity", "prune_channels",
+    "prune_to_latency", "pruned_model", "reconstruct", "runtime_latency", "sample_batches", "select_channels",
+    "sparsity_of",
 ]  # fmt: skip

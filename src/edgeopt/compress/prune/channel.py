@@ -328,6 +328,19 @@ def select_channels(
     return _give_back(order[:lo], dep, macs, target_macs)
 
 
+def weakest_beyond(dep: DepGraph, scores: dict[int, float], widths: list[int]) -> set[int]:
+    """Classes to remove so that each group keeps ``widths[i]`` channels: its weakest go. Pure."""
+    if len(widths) != len(dep.groups):
+        raise EdgeoptError(f"{len(widths)} widths for {len(dep.groups)} channel groups",
+                           "give one width per group: " + ", ".join(str(g.size) for g in dep.groups))  # fmt: skip
+    removed: set[int] = set()
+    for g, w in zip(dep.groups, widths, strict=True):
+        if not 1 <= w <= g.size:
+            raise EdgeoptError(f"width {w} for {g.describe()}", f"keep between 1 and {g.size} channels")
+        removed |= set(sorted(g.classes, key=lambda c: (scores.get(c, 0.0), c))[: g.size - w])
+    return removed
+
+
 def _give_back(removed_units: list[list[int]], dep: DepGraph, macs: MacModel, target_macs: int) -> set[int]:
     """Restore units cut past the target: the unit that crossed it may be large (a wide group at a
     high resolution), so the strongest removed units that still fit under the target come back, each
@@ -531,6 +544,7 @@ def prune_channels(
     calibration: torch.Tensor | None = None,
     runtime: str = "onnxruntime",
     threads: int = 1,
+    widths: list[int] | None = None,
 ) -> tuple[EdgeModel, ChannelPruneReport]:
     """Remove channels until the model needs ``(1 - ratio)`` of its MACs (or ``target_macs``).
 
@@ -539,11 +553,13 @@ def prune_channels(
     (global ranking by importance per latency saved, measured in ``runtime`` at ``threads``:
     the MAC budget is spent where the runtime is fastest). Kept channel counts are multiples of
     ``round_to`` where the group allows. ``calibration`` (a batch of inputs) turns on
-    least-squares reconstruction of the kept weights. Cost: see module doc; ``latency`` adds one
-    export and timing per removable unit.
+    least-squares reconstruction of the kept weights. ``widths`` instead of a target: the channels
+    each group keeps, in group order (an allocation found elsewhere, e.g. by a latency survey); the
+    weakest go. Cost: see module doc; ``latency`` adds one export and timing per removable unit.
     """
-    if (ratio is None) == (target_macs is None):
-        raise EdgeoptError("give exactly one of a pruning ratio or a MAC target", "--ratio R or --target-macs M")
+    if sum(t is not None for t in (ratio, target_macs, widths)) != 1:
+        raise EdgeoptError("give exactly one of a pruning ratio, a MAC target or widths",
+                           "--ratio R, --target-macs M or --widths W1,W2,...")  # fmt: skip
     if ratio is not None and not 0.0 <= ratio < 1.0:
         raise EdgeoptError(f"pruning ratio {ratio} is not in [0, 1)", "e.g. --ratio 0.5 removes half the MACs")
     dep = build_dependency_graph(model.module, model.example_input(1))
@@ -554,12 +570,18 @@ def prune_channels(
     target = int(round(before * (1 - ratio))) if ratio is not None else int(target_macs or 0)
     scores = channel_scores(model, dep, criterion, batches)
     savings = None
-    if allocation == "latency":
+    if widths is not None:
+        allocation = "widths"
+    elif allocation == "latency":
         from edgeopt.compress.prune.netadapt import runtime_latency, unit_latency_savings
 
         units = channel_units(dep, scores, round_to, min_keep)
         savings = unit_latency_savings(model, dep, units, runtime_latency(runtime, threads))
-    removed = select_channels(dep, macs, scores, target, allocation, round_to, min_keep, max_fraction, savings)
+    if widths is not None:
+        removed = weakest_beyond(dep, scores, widths)
+        target = macs.macs(removed)
+    else:
+        removed = select_channels(dep, macs, scores, target, allocation, round_to, min_keep, max_fraction, savings)
     step = {"pass": "prune", "method": "channel", "criterion": criterion, "allocation": allocation,
             "target_macs": target, "macs_before": before, "macs_after": macs.macs(removed)}  # fmt: skip
     step["reconstructed"] = calibration is not None
@@ -574,6 +596,11 @@ def prune_channels(
 
 def _params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def group_sizes(model: EdgeModel) -> list[int]:
+    """Channels in each of ``model``'s channel groups, in the order ``widths`` are given."""
+    return [g.size for g in build_dependency_graph(model.module, model.example_input(1)).groups]
 
 
 def channel_macs(model: EdgeModel) -> int:
