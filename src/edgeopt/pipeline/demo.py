@@ -23,7 +23,8 @@ DEMO_RECIPE: dict[str, Any] = {
     "passes": [
         {"train": {"epochs": 15}},
         {"distill": {"student": "zoo:resnet8", "student_kwargs": {"width": 8}, "epochs": 15}},
-        {"prune": {"method": "channel", "ratio": 0.5, "round_to": 4, "min_keep": 4, "epochs": 10}},
+        {"prune": {"method": "channel", "ratio": 0.5, "allocation": "global", "round_to": 4, "min_keep": 4, "steps": 2,
+                   "epochs": 10}},
         {"quantize": {"calib": "entropy", "calib_samples": 300}},
         {"export": {"formats": ["onnx", "pte", "tflite"]}},
     ],

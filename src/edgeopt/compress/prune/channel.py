@@ -264,17 +264,20 @@ def select_channels(
 
     if allocation == "uniform":
 
-        def plan(frac: float) -> set[int]:
-            removed: set[int] = set()
+        def plan_units(frac: float) -> list[list[int]]:
+            out: list[list[int]] = []
             for g in dep.groups:
                 want = int(frac * g.size)
-                taken: set[int] = set()
+                taken = 0
                 for u in units[g.index]:
-                    if len(taken) + len(u) > want or g.size - len(taken) - len(u) < floors[g.index]:
+                    if taken + len(u) > want or g.size - taken - len(u) < floors[g.index]:
                         break
-                    taken |= set(u)
-                removed |= taken
-            return removed
+                    taken += len(u)
+                    out.append(u)
+            return out
+
+        def plan(frac: float) -> set[int]:
+            return {c for u in plan_units(frac) for c in u}
 
         lo, hi = 0.0, 1.0
         if macs.macs(plan(hi)) > target_macs:
@@ -285,7 +288,8 @@ def select_channels(
                 hi = mid
             else:
                 lo = mid
-        return plan(hi)
+        # coarse units (a few channels are half a narrow group) can overshoot the target: give back
+        return _give_back(plan_units(hi), dep, macs, target_macs)
     # global / latency: merge every group's units by score (per latency saved)
     norm = normalised(scores, dep.groups)
     rates = {gi: saving_rates(v) for gi, v in (unit_savings or {}).items()}
