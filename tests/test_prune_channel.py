@@ -230,6 +230,9 @@ def test_several_runtimes_count_relative_savings_alike() -> None:
     # runtime A: the second model is 50% faster; runtime B (ten times slower overall): 10% faster
     combined = combine_runtimes([[0.2, 0.1, 0.2], [2.0, 1.8, 1.0]])
     assert combined == pytest.approx([1.1, 1.1 * 0.7, 1.1 * 0.75])
+    mlp = create_model("mlp", input_shape=(1, 8, 8), num_classes=10)
+    timed = runtime_latency("onnxruntime,torch", rounds=2, runs=5)([mlp, mlp])  # fresh sessions each round
+    assert len(timed) == 2 and all(t > 0 for t in timed)
     with pytest.raises(EdgeoptError, match="cannot time latency in 'tensorrt'"):
         runtime_latency("onnxruntime,tensorrt")
     m = create_model("mlp", input_shape=(1, 8, 8), num_classes=10)

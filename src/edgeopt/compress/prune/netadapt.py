@@ -90,25 +90,24 @@ def _single_runtime_latency(runtime: str, threads: int, rounds: int, runs: int) 
     from edgeopt.runtimes import RUNTIME_FORMAT, measure_latency, open_runner
 
     def measure(models: list[EdgeModel]) -> list[float]:
+        # every round opens fresh sessions: one session of a model can run 10-30% off another's
+        # for its whole life, which interleaving inside one set of sessions does not average out
         with tempfile.TemporaryDirectory(prefix="edgeopt-netadapt-") as tmp:
-            runners = []
-            try:
-                for i, m in enumerate(models):
-                    if runtime == "torch":
-                        runners.append(open_runner("torch", m, threads=threads))
-                        continue
-                    fmt = RUNTIME_FORMAT[runtime]
-                    res = export_model(m, fmt, Path(tmp) / f"c{i}{FORMATS[fmt]}")
-                    runners.append(open_runner(runtime, res.path, threads=threads))
-                x = [m.example_input(1).numpy() for m in models]
-                p50s: list[list[float]] = [[] for _ in models]
-                for _ in range(rounds):
+            sources: list[Any] = list(models)
+            if runtime != "torch":
+                fmt = RUNTIME_FORMAT[runtime]
+                sources = [export_model(m, fmt, Path(tmp) / f"c{i}{FORMATS[fmt]}").path for i, m in enumerate(models)]
+            x = [m.example_input(1).numpy() for m in models]
+            p50s: list[list[float]] = [[] for _ in models]
+            for _ in range(rounds):
+                runners = [open_runner(runtime, src, threads=threads) for src in sources]
+                try:
                     for i, r in enumerate(runners):
                         p50s[i].append(measure_latency(r, x[i], threads=threads, warmup=10, runs=runs).p50_ms)
-                return [statistics.median(v) for v in p50s]
-            finally:
-                for r in runners:
-                    r.close()
+                finally:
+                    for r in runners:
+                        r.close()
+            return [statistics.median(v) for v in p50s]
 
     return measure
 
