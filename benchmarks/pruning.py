@@ -169,28 +169,25 @@ def tp_prune_and_recover(
 
 
 def latency_table(models: dict[str, EdgeModel], runtimes: list[str], rounds: int) -> dict[str, dict[str, Any]]:
-    """p50 (1 thread, batch 1) of every model in every runtime: median over ``rounds`` rounds, each round
-    timing all of them interleaved in freshly opened sessions. (One session of a model can run ~10-30%
-    slower or faster than another of the same model for its whole life -- buffer placement -- so a
-    ratio from one set of sessions can be far off; fresh sessions per round average that out.)"""
+    """p50 (1 thread, batch 1) of every model in every runtime, all interleaved, fresh sessions each round."""
     fmt = {"onnxruntime": "onnx", "executorch": "pte", "litert": "tflite"}
-    p50s: dict[str, list[float]] = {}
+    runners, inputs = {}, {}
     with tempfile.TemporaryDirectory(prefix="edgeopt-prune-bench-") as tmp:
-        paths = {f"{name}|{rt}": export_model(m, fmt[rt], Path(tmp) / f"{name}.{fmt[rt]}").path
-                 for name, m in models.items() for rt in runtimes}  # fmt: skip
-        inputs = {key: models[key.split("|")[0]].example_input(1).numpy() for key in paths}
-        for _ in range(rounds):
-            runners = {key: open_runner(key.split("|")[1], path, threads=1) for key, path in paths.items()}
-            try:
-                for key, v in interleaved_p50(runners, inputs, rounds=1, runs=200).items():
-                    p50s.setdefault(key, []).append(v["p50_ms"])
-            finally:
-                for r in runners.values():
-                    r.close()
+        for name, m in models.items():
+            for rt in runtimes:
+                res = export_model(m, fmt[rt], Path(tmp) / f"{name}.{fmt[rt]}")
+                key = f"{name}|{rt}"
+                runners[key] = open_runner(rt, res.path, threads=1)
+                inputs[key] = m.example_input(1).numpy()
+        try:
+            lat = interleaved_p50(runners, inputs, rounds=rounds, runs=200)
+        finally:
+            for r in runners.values():
+                r.close()
     out: dict[str, dict[str, Any]] = {}
-    for key, v in p50s.items():
+    for key, v in lat.items():
         name, rt = key.split("|")
-        out.setdefault(name, {})[rt] = {"p50_ms": statistics.median(v), "p50_ms_per_round": v, "runs": 200}
+        out.setdefault(name, {})[rt] = v
     return out
 
 

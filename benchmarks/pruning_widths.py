@@ -4,9 +4,10 @@ Every allocation of the six channel groups of the MLPerf ResNet-8 (in order: ste
 block-1 inner, block-2 inner, stage-2 chain, block-3 inner, stage-3 chain) with widths from a coarse grid
 and MACs in [--low, --high] of the base is cut from the cached fine-tuned base (weakest L2
 channels first; weights do not matter for latency) and timed at batch 1, 1 thread, in ONNX
-Runtime and ExecuTorch, interleaved with the base in groups of six. A group's ratios can all be
-off by ~0.05 (the base's own time moves between processes and groups), so the --confirm fastest
-are timed again in three fresh groups and their median ratios decide. The accuracy of promising
+Runtime and ExecuTorch, interleaved with the base in groups of six, fresh sessions each round.
+The --confirm fastest are timed again in three fresh groups and their median ratios decide.
+(The committed pruning_widths.json predates fresh sessions per round: its ratios can be ~0.05-0.1
+off; benchmarks/pruning.py re-times the chosen allocation properly.) The accuracy of promising
 allocations is measured by benchmarks/pruning_sweep.py.
 
 Run: .venv/bin/python benchmarks/pruning_widths.py   (about 25 minutes on one core; run it on a
