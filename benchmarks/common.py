@@ -27,9 +27,9 @@ def shared_path(name: str) -> Path:
 def interleaved_p50(runners: dict[str, Runner], inputs: dict[str, Any], rounds: int = 5, runs: int = 200) -> dict:
     """Median over ``rounds`` of each runner's p50, the runners taking turns so drift hits all alike.
 
-    Every round after the first times fresh sessions of the same artifacts (torch runners excepted):
-    one session of a model can run 10-30% faster or slower than another for its whole life (buffer
-    placement), which rounds inside one set of sessions would not average out.
+    Every round after the first times fresh sessions of the same artifacts (torch runners excepted),
+    so that no single session's allocation decides a figure; each round's p50 is kept
+    (``p50_ms_per_round``) so that a run disturbed by other load on the machine shows.
     """
     p50s: dict[str, list[float]] = {k: [] for k in runners}
     p90s: dict[str, list[float]] = {k: [] for k in runners}

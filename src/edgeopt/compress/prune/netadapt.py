@@ -90,8 +90,7 @@ def _single_runtime_latency(runtime: str, threads: int, rounds: int, runs: int) 
     from edgeopt.runtimes import RUNTIME_FORMAT, measure_latency, open_runner
 
     def measure(models: list[EdgeModel]) -> list[float]:
-        # every round opens fresh sessions: one session of a model can run 10-30% off another's
-        # for its whole life, which interleaving inside one set of sessions does not average out
+        # every round opens fresh sessions, so that no single session's allocation decides a figure
         with tempfile.TemporaryDirectory(prefix="edgeopt-netadapt-") as tmp:
             sources: list[Any] = list(models)
             if runtime != "torch":
