@@ -35,7 +35,7 @@ def main() -> None:
     args = ap.parse_args()
 
     tflite = shared_path("mlperf-tiny/resnet8_float32.tflite")
-    test = load_dataset(f"imagefolder:{shared_path('cifar10-jpg.zip')}", "test").take(args.limit)
+    test = load_dataset(f"imagefolder:{shared_path('cifar10-jpg.zip')}", "test").take(args.limit, seed=0)
     figures: dict = {}
     work = Path(tempfile.mkdtemp(prefix="edgeopt-bench-"))
 

@@ -233,7 +233,7 @@ def main() -> None:  # noqa: C901 (one linear script)
     torch.set_num_threads(2)
     data = args.data or f"imagefolder:{shared_path('cifar10-jpg.zip')}"
     train = load_dataset(data, "train")
-    test = load_dataset(data, "test").take(args.limit)
+    test = load_dataset(data, "test").take(args.limit, seed=0)
     figures: dict[str, Any] = {"load_average_start": os.getloadavg()}
     t_start = time.perf_counter()
 

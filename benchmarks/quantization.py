@@ -242,7 +242,7 @@ def main() -> None:
     tflite_q = shared_path("mlperf-tiny/resnet8_int8.tflite")
     spec = f"imagefolder:{shared_path('cifar10-jpg.zip')}"
     train = load_dataset(spec, "train")
-    test = load_dataset(spec, "test").take(args.limit)
+    test = load_dataset(spec, "test").take(args.limit, seed=0)
     work = Path(tempfile.mkdtemp(prefix="edgeopt-qbench-"))
     model = load_model(tflite_f, input_range=(0, 255))
     acc: dict[str, Any] = {}
@@ -403,7 +403,7 @@ def _only(args: argparse.Namespace) -> None:
 
         spec = f"imagefolder:{shared_path('cifar10-jpg.zip')}"
         model = load_model(shared_path("mlperf-tiny/resnet8_float32.tflite"), input_range=(0, 255))
-        test = load_dataset(spec, "test").take(args.limit)
+        test = load_dataset(spec, "test").take(args.limit, seed=0)
         fig = mixed_precision_study(model, load_dataset(spec, "train"), test, tempfile.mkdtemp(), args.calib_samples)
     fig["seconds"] = round(time.perf_counter() - t0, 1)
     fig["load_average"] = list(os.getloadavg())
