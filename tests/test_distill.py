@@ -102,3 +102,15 @@ def test_distill_trains_the_student() -> None:
     assert out.meta.lineage[-1]["pass"] == "distill"
     with pytest.raises(EdgeoptError, match="classes"):
         distill(student, create_model("mlp", input_shape=(1, 8, 8), num_classes=3), data)
+
+
+def test_distiller_leaves_the_teacher_trainable() -> None:
+    from edgeopt.compress.distill import Distiller
+
+    teacher = create_model("mlp", input_shape=(1, 8, 8), num_classes=10)
+    student = create_model("mlp", input_shape=(1, 8, 8), num_classes=10)
+    with Distiller(student, teacher) as loss_fn:
+        assert not any(p.requires_grad for p in teacher.module.parameters())  # frozen while it teaches
+        x = student.example_input(4)
+        loss_fn(student.module(x), torch.zeros(4, dtype=torch.long), x).backward()
+    assert all(p.requires_grad for p in teacher.module.parameters())

@@ -128,3 +128,12 @@ def test_iterative_channel_pruning_reaches_the_target_in_steps() -> None:
         prune_model(m, data, "channel", ratio=0.5, settings=TuneSettings(epochs=2), steps=3)
     with pytest.raises(EdgeoptError, match="channel pruning to a MAC target"):
         prune_model(m, data, "magnitude", ratio=0.5, settings=TuneSettings(epochs=2), steps=2)
+
+
+def test_gradual_magnitude_pruning_of_a_conv_model() -> None:
+    """Conv weights train channels-last; their masks must still index them (regression)."""
+    data = load_dataset("digits", "train").take(256)
+    torch.manual_seed(0)
+    m = create_model("resnet8", input_shape=(1, 8, 8), num_classes=10)
+    res = prune_model(m, data, "magnitude", ratio=0.7, settings=TuneSettings(epochs=1))
+    assert res.metrics["sparsity"] == pytest.approx(0.7, abs=0.02)

@@ -174,7 +174,9 @@ def compress(
         float | None, typer.Option("--lowrank-energy", help="first factorise FC / 1x1 convs keeping this SVD energy")
     ] = None,
     lr: LrOpt = None,
-    optimizer: OptOpt = "sgd",
+    optimizer: Annotated[
+        str, typer.Option("--optimizer", help="adam (default: a centroid's gradient sums many weights) or sgd")
+    ] = "adam",
     device: DeviceOpt = "cpu",
     input_range: RangeOpt = None,
     as_json: JsonOpt = False,

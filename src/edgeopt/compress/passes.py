@@ -137,7 +137,7 @@ class CompressPass:
     prune_epochs: int = 1
     cluster_epochs: int = 1
     lr: float | None = None
-    optimizer: str = "sgd"
+    optimizer: str = "adam"  # centroid gradients sum many weights: SGD at fit's lr diverges
     distill: bool = True
     float_bits: int = 16
 

@@ -252,7 +252,7 @@ def deep_compress(
     from edgeopt.compress.prune import GradualPruner, apply_masks, magnitude_masks, sparsity_of
     from edgeopt.compress.storage import entropy_report, load_packed, save_packed
 
-    base = settings or TuneSettings()
+    base = settings or TuneSettings(optimizer="adam")  # centroid gradients sum many weights: SGD diverges
     # Imported graphs train with BN unfolded; the BNs stay in the stored model (folded into a
     # per-channel scale and shift), because folding them into the convs would break the codebooks.
     model, _ = trainable(model, data, base.seed)

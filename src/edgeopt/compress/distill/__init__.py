@@ -171,7 +171,8 @@ class Distiller:
                 "distil between models of the same task",
             )
         self.teacher = teacher.module.eval()
-        for p in self.teacher.parameters():
+        self._trainable = [p for p in self.teacher.parameters() if p.requires_grad]  # given back by close()
+        for p in self._trainable:
             p.requires_grad_(False)
         self.convert = input_converter(student.meta.input, teacher.meta.input)
         self.pairs = list(self.cfg.hints or ([] if self.cfg.hint_weight <= 0 else auto_hint_pairs(student, teacher)))
@@ -214,6 +215,9 @@ class Distiller:
             h.remove()
         self._hooks = []
         self.teacher.to("cpu")
+        for p in self._trainable:  # the caller's teacher model is trainable again
+            p.requires_grad_(True)
+        self._trainable = []
 
     def __enter__(self) -> Distiller:
         return self

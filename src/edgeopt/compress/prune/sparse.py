@@ -55,7 +55,7 @@ def magnitude_masks(module: nn.Module, sparsity: float, scope: str = "layer", mi
 
 def _keep_top(a: torch.Tensor, sparsity: float) -> torch.Tensor:
     k = int(math.floor(sparsity * a.numel()))
-    mask = torch.ones_like(a, dtype=torch.bool)
+    mask = torch.ones(a.shape, dtype=torch.bool, device=a.device)  # contiguous: weights train channels-last
     if k > 0:
         idx = torch.argsort(a.flatten(), stable=True)[:k]
         mask.view(-1)[idx] = False
@@ -94,7 +94,8 @@ def apply_masks(module: nn.Module, masks: Masks) -> nn.Module:
     """Zero the masked weights in place (no hooks, no reparametrisation left behind)."""
     with torch.no_grad():
         for name, mask in masks.items():
-            module.get_submodule(name).weight.mul_(mask.to(torch.float32))
+            weight = module.get_submodule(name).weight
+            weight.mul_(mask.to(weight.device, torch.float32))  # masks may come from training on a GPU
     return module
 
 
@@ -154,7 +155,7 @@ class GradualPruner:
 
     def _mask_grad(self, name: str, grad: torch.Tensor) -> torch.Tensor:
         mask = self.masks.get(name)
-        return grad if mask is None else grad * mask.to(grad.dtype)
+        return grad if mask is None else grad * mask.to(grad.device, grad.dtype)
 
     def target(self) -> float:
         return polynomial_sparsity(self.step, self.begin, int(self.end or 1), self.final_sparsity)
