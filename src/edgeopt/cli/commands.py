@@ -100,7 +100,7 @@ def eval_(
     model: ModelArg,
     data: DataOpt,
     split: Annotated[str, typer.Option(help="train or test")] = "test",
-    limit: Annotated[int | None, typer.Option(min=1, help="evaluate the first N samples")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="evaluate N samples spread over the split")] = None,
     runtime: RuntimeOpt = None,
     threads: Annotated[int, typer.Option(min=1)] = 1,
     input_range: RangeOpt = None,

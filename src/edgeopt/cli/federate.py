@@ -102,7 +102,7 @@ def federate(
         if cfg.client_model == "qat-int8":  # the int8 artifact, measured inside its runtime
             from edgeopt.federated.client_model import runtime_accuracy
 
-            extra["int8_artifact"] = runtime_accuracy(res.model, test.take(cfg.eval_limit), out)
+            extra["int8_artifact"] = runtime_accuracy(res.model, test.take(cfg.eval_limit, seed=0), out)
     emit(
         {
             "final_accuracy": s["final_accuracy"],

@@ -85,7 +85,7 @@ def _finish_qat(res: FederatedResult, train: ImageDataset, test: ImageDataset, c
     from edgeopt.federated.client_model import to_int8
     from edgeopt.train import evaluate
 
-    test = test.take(cfg.eval_limit)
+    test = test.take(cfg.eval_limit, seed=0)
     fake = evaluate(res.model, test).accuracy
     res.extra["fake_quant_model"] = res.model
     res.model = to_int8(res.model, train, seed=cfg.seed)

@@ -167,7 +167,7 @@ class RunContext:
         self.histogram = label_histogram(train.labels, self.parts, train.num_classes)
         self.module = copy.deepcopy(model.module)
         self.trainer = LocalTrainer(self.module)
-        test = test.take(cfg.eval_limit)
+        test = test.take(cfg.eval_limit, seed=0)
         self.x_test = torch.from_numpy(model.meta.input.to_model_input(test.images))
         self.y_test = torch.from_numpy(test.labels)
         self.train = train

@@ -53,11 +53,14 @@ def predict_classes(predict: Predict, spec: InputSpec, data: ImageDataset, batch
 def evaluate(
     model: EdgeModel | ModelMeta, data: ImageDataset, predict: Predict | None = None, limit: int | None = None
 ) -> EvalResult:
-    """Top-1 accuracy of ``predict`` on the first ``limit`` samples of ``data``.
+    """Top-1 accuracy of ``predict`` on ``limit`` samples of ``data`` (all when None).
+
+    The ``limit`` samples are drawn reproducibly from the whole split, in order (folder datasets are
+    sorted by class, so the first ``limit`` would be a few classes only).
 
     ``predict`` defaults to the PyTorch module; with only a model's metadata it is required.
     """
-    data = data.take(limit)
+    data = data.take(limit, seed=0)
     meta = model if isinstance(model, ModelMeta) else model.meta
     if predict is None:
         if isinstance(model, ModelMeta):
