@@ -115,26 +115,10 @@ def split(train: Any) -> tuple[Any, Any]:
             ImageDataset(train.images[val], train.labels[val], train.class_names, train.name + "-val"))  # fmt: skip
 
 
-def prune_to(model: Any, widths: tuple[int, ...], calibration: Any) -> Any:
-    """``model`` with each channel group cut to ``widths`` (weakest L2 channels first), reconstructed."""
-    from edgeopt.compress.prune.channel import norm_scores, pruned_model
-    from edgeopt.compress.prune.depgraph import build_dependency_graph
-
-    dep = build_dependency_graph(model.module, model.example_input(1))
-    if len(dep.groups) != len(widths):
-        raise ValueError(f"{len(dep.groups)} channel groups, {len(widths)} widths")
-    scores = norm_scores(model.module, dep, 2)
-    removed: set[int] = set()
-    for g, w in zip(dep.groups, widths, strict=True):
-        removed |= set(sorted(g.classes, key=lambda c: scores[c])[: g.size - w])
-    return pruned_model(model, dep, removed, {"pass": "prune", "method": "channel", "widths": list(widths)},
-                        calibration)  # fmt: skip
-
-
 def run_job(args: tuple[Job, str, str]) -> dict[str, Any]:
     import torch
 
-    from edgeopt.compress.prune import calibration_inputs
+    from edgeopt.compress.prune import calibration_inputs, prune_channels
     from edgeopt.compress.workflows import TuneSettings, tune
     from edgeopt.data import load_dataset
     from edgeopt.model import EdgeModel, load_model
@@ -152,7 +136,7 @@ def run_job(args: tuple[Job, str, str]) -> dict[str, Any]:
     model, history = base, []
     schedule = [*job.steps, (job.widths, job.epochs - sum(e for _, e in job.steps))]
     for widths, epochs in schedule:
-        model = prune_to(model, widths, cal)
+        model = prune_channels(model, widths=list(widths), calibration=cal)[0]  # weakest L2 channels go
         settings = TuneSettings(epochs, job.lr, job.optimizer, job.batch_size, job.seed, job.temperature, job.alpha,
                                 job.hint_weight, device, job.augment)  # fmt: skip
         model, hist = tune(model, fit_set, settings, teacher)

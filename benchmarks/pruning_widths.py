@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import interleaved_p50, write_result  # noqa: E402
 
-from edgeopt.compress.prune.channel import apply_channel_plan, mac_model, norm_scores  # noqa: E402
+from edgeopt.compress.prune.channel import apply_channel_plan, mac_model, norm_scores, weakest_beyond  # noqa: E402
 from edgeopt.compress.prune.depgraph import build_dependency_graph  # noqa: E402
 from edgeopt.interop.export import export_model  # noqa: E402
 from edgeopt.model import EdgeModel, load_model  # noqa: E402
@@ -55,10 +55,7 @@ def main() -> None:
     full = macs.macs(set())
 
     def removed_for(widths: tuple[int, ...]) -> set[int]:
-        out: set[int] = set()
-        for g, w in zip(dep.groups, widths, strict=True):
-            out |= set(sorted(g.classes, key=lambda c: scores[c])[: g.size - w])
-        return out
+        return weakest_beyond(dep, scores, list(widths))
 
     full_widths = tuple(g.size for g in dep.groups)
     ref = "-".join(map(str, full_widths))

@@ -182,9 +182,12 @@ def prune_model(
             metrics["latency_search"] = lrep.to_json()
             model, hist = tune(model, data, settings, teacher)
         else:
-            before = channel_macs(model)
-            final = int(round(before * (1 - ratio))) if ratio is not None else int(target_macs or 0)
-            sizes = group_sizes(model)
+            # where each step cuts to: equal MAC steps, or widths moving linearly to ``widths``
+            if widths is None:
+                before = channel_macs(model)
+                final = int(round(before * (1 - ratio))) if ratio is not None else int(target_macs or 0)
+            else:
+                sizes = group_sizes(model)
             cal = calibration_inputs(model, data) if reconstruct else None
             for k in range(1, steps + 1):
                 batches = sample_batches(model, data) if criterion == "taylor" else None

@@ -573,18 +573,17 @@ def prune_channels(
     before = macs.macs(set())
     target = int(round(before * (1 - ratio))) if ratio is not None else int(target_macs or 0)
     scores = channel_scores(model, dep, criterion, batches)
-    savings = None
     if widths is not None:
         allocation = "widths"
-    elif allocation == "latency":
-        from edgeopt.compress.prune.netadapt import runtime_latency, unit_latency_savings
-
-        units = channel_units(dep, scores, round_to, min_keep)
-        savings = unit_latency_savings(model, dep, units, runtime_latency(runtime, threads))
-    if widths is not None:
         removed = weakest_beyond(dep, scores, widths)
         target = macs.macs(removed)
     else:
+        savings = None
+        if allocation == "latency":
+            from edgeopt.compress.prune.netadapt import runtime_latency, unit_latency_savings
+
+            units = channel_units(dep, scores, round_to, min_keep)
+            savings = unit_latency_savings(model, dep, units, runtime_latency(runtime, threads))
         removed = select_channels(dep, macs, scores, target, allocation, round_to, min_keep, max_fraction, savings)
     step = {"pass": "prune", "method": "channel", "criterion": criterion, "allocation": allocation,
             "target_macs": target, "macs_before": before, "macs_after": macs.macs(removed)}  # fmt: skip
