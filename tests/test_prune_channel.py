@@ -301,3 +301,66 @@ def test_least_squares_reconstruction_brings_outputs_back() -> None:
         err_fit = (fitted.module(calib) - ref).pow(2).mean().item()
     assert err_fit < 0.5 * err_plain
     assert fitted.meta.lineage[-1]["reconstructed"] is True
+
+
+def test_a_residual_branch_goes_whole_at_width_zero(tmp_path: Path) -> None:
+    """Width 0 on a branch's inner group deletes both its convs; what is left is the shortcut plus a
+    constant, exactly the original block with the branch's first conv zeroed (no calibration)."""
+    from edgeopt.compress.prune.branches import branch_groups
+
+    m = strip_output_softmax(tiny_imported(seed=4))
+    dep = build_dependency_graph(m.module, m.example_input(1))
+    sizes = [g.size for g in dep.groups]
+    assert branch_groups(dep) == {1, 2} and sizes == [8, 8, 16, 16]  # the two blocks' inner channels
+    pruned, rep = prune_channels(m, widths=[8, 0, 16, 16])
+    convs = [n["name"] for n in pruned.module.ir["nodes"] if n["op"] == "conv2d"]
+    assert convs == ["conv2d_0", "conv2d_3", "conv2d_4", "conv2d_5"]
+    assert macs(pruned) == rep.macs_after < rep.macs_before
+    ref = GraphModule(m.module.ir)
+    ref.load_state_dict(m.module.state_dict())
+    with torch.no_grad():
+        ref.mods["conv2d_1"].weight.zero_()
+        ref.mods["conv2d_1"].bias.zero_()
+    x = m.example_input(3)
+    torch.testing.assert_close(pruned.module(x), ref(x))
+    again = load_model(save_model(pruned, tmp_path / "b"))
+    torch.testing.assert_close(again.module(x), pruned.module(x))
+    assert export_model(pruned, "onnx", tmp_path / "b.onnx").parity.rel_diff < 1e-4
+    both, _ = prune_channels(m, widths=[8, 0, 0, 16])  # the second block's branch too (its shortcut stays)
+    assert [n["name"] for n in both.module.ir["nodes"] if n["op"] == "conv2d"] == ["conv2d_0", "conv2d_5"]
+
+
+def test_a_removed_branch_is_replaced_by_its_mean_output_with_calibration() -> None:
+    m = strip_output_softmax(tiny_imported(seed=5))
+    calib = torch.from_numpy(m.meta.input.to_model_input(np.random.default_rng(1).integers(0, 256, (64, 8, 8, 3),
+                                                                                          dtype=np.uint8)))  # fmt: skip
+    plain, _ = prune_channels(m, widths=[8, 0, 16, 16])
+    fitted, _ = prune_channels(m, widths=[8, 0, 16, 16], calibration=calib)
+    with torch.no_grad():
+        ref = m.module(calib)
+        err_plain = (plain.module(calib) - ref).pow(2).mean().item()
+        err_fit = (fitted.module(calib) - ref).pow(2).mean().item()
+    assert err_fit < 0.5 * err_plain
+
+
+def test_width_zero_only_where_a_branch_can_go() -> None:
+    m = tiny_imported()
+    with pytest.raises(EdgeoptError, match="width 0 for group 0") as e:
+        prune_channels(m, widths=[0, 8, 16, 16])  # the residual chain: the model would lose its input
+    assert "between 1 and 8" in str(e.value.fix)
+    zoo = create_model("resnet8", input_shape=(1, 8, 8))
+    with pytest.raises(EdgeoptError, match="imported graph"):
+        prune_channels(zoo, widths=[16, 0, 32, 32, 64, 64])
+
+
+def test_a_model_without_a_branch_prunes_again() -> None:
+    """The constant left where a branch was is sliced with the channels it is added to."""
+    m = strip_output_softmax(tiny_imported(seed=6))
+    once, _ = prune_channels(m, widths=[8, 0, 16, 16])
+    dep = build_dependency_graph(once.module, once.example_input(1))
+    assert sorted(g.size for g in dep.groups) == [8, 16, 16]  # the chain the constant joins stays prunable
+    twice, rep = prune_channels(once, widths=[4, 16, 16])
+    const = next(n for n in twice.module.ir["nodes"] if n["op"] == "const" and n["name"].startswith("branch"))
+    assert const["attrs"]["shape"] == [1, 4, 1, 1] and rep.macs_after < rep.macs_before
+    x = m.example_input(2)
+    assert twice.module(x).shape == (2, 10)

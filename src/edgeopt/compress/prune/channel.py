@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgeopt.compress.prune.branches import BRANCH_CONST, branch_constants, branch_groups, drop_branch_nodes
 from edgeopt.compress.prune.depgraph import ChannelGroup, DepGraph, build_dependency_graph
 from edgeopt.errors import EdgeoptError
 from edgeopt.interop.graph import GraphModule
@@ -106,7 +107,7 @@ def taylor_scores(
             per_slot = {}
             for key in dep.slots:
                 path, role = key
-                if role == "reshape":
+                if role in ("reshape", "const"):
                     continue
                 layer = module.get_submodule(path)
                 acc = None
@@ -195,24 +196,27 @@ def mac_model(module: nn.Module, dep: DepGraph) -> MacModel:
 # ----------------------------------------------------------------------------- selection
 
 
-def _units(group: ChannelGroup, scores: dict[int, float], round_to: int, min_keep: int = 1) -> list[list[int]]:
+def _units(
+    group: ChannelGroup, scores: dict[int, float], round_to: int, min_keep: int = 1, whole: bool = False
+) -> list[list[int]]:
     """The group's classes, weakest first, chunked so that removing whole chunks leaves an allowed width:
     the current width, multiples of ``round_to`` (SIMD-friendly for XNNPACK / ONNX Runtime kernels),
-    or ``min_keep`` itself when that is below ``round_to``."""
+    ``min_keep`` itself when that is below ``round_to``, and 0 when the group may go ``whole``."""
     order = sorted(group.classes, key=lambda c: (scores.get(c, 0.0), c))
     size = len(order)
-    allowed = {size, *range(round_to, size + 1, round_to)}
+    allowed = {size, *range(round_to, size + 1, round_to)} | ({0} if whole else set())
     if min_keep < round_to:
         allowed.add(min_keep)
-    widths = sorted((w for w in allowed if 1 <= w <= size), reverse=True)
+    widths = sorted((w for w in allowed if (0 if whole else 1) <= w <= size), reverse=True)
     return [order[size - a : size - b] for a, b in zip(widths, widths[1:], strict=False)]
 
 
 def channel_units(
-    dep: DepGraph, scores: dict[int, float], round_to: int, min_keep: int = 1
+    dep: DepGraph, scores: dict[int, float], round_to: int, min_keep: int = 1, whole: set[int] | None = None
 ) -> dict[int, list[list[int]]]:
-    """Every group's removable units, weakest first (see ``_units``), keyed by group index."""
-    return {g.index: _units(g, scores, round_to, min_keep) for g in dep.groups}
+    """Every group's removable units, weakest first (see ``_units``), keyed by group index; groups in
+    ``whole`` (residual branches, :func:`.branches.branch_groups`) end with a unit that removes the rest."""
+    return {g.index: _units(g, scores, round_to, min_keep, g.index in (whole or ())) for g in dep.groups}
 
 
 def saving_rates(savings: list[float]) -> list[float]:
@@ -236,14 +240,16 @@ def select_channels(
     min_keep: int = 1,
     max_fraction: float = 0.9,
     unit_savings: dict[int, list[float]] | None = None,
+    whole: set[int] | None = None,
 ) -> set[int]:
     """Classes to remove so that the model needs at most ``target_macs`` MACs.
 
     ``uniform``: the same fraction of every group (binary search on the fraction); ``global``:
     lowest group-normalised score first; ``latency``: lowest score per measured latency saved first
     (``unit_savings``: per group, the latency each successive unit of :func:`channel_units` saves).
-    Every group keeps ``max(min_keep, (1-max_fraction)*size)`` channels. Raises when even that
-    cannot reach the target. Pure: no model is touched.
+    Every group keeps ``max(min_keep, (1-max_fraction)*size)`` channels, or none for groups in
+    ``whole`` (residual branches that may go entirely). Raises when even that cannot reach the
+    target. Pure: no model is touched.
     """
     if allocation not in ALLOCATIONS:
         raise EdgeoptError(f"unknown allocation '{allocation}'", f"use {', '.join(ALLOCATIONS)}")
@@ -251,16 +257,10 @@ def select_channels(
         raise EdgeoptError("latency allocation needs measured latencies", "give a runtime to measure in")
     if macs.macs(set()) <= target_macs:
         return set()
-    units = channel_units(dep, scores, round_to, min_keep)
-    floors = {g.index: max(min_keep, math.ceil((1 - max_fraction) * g.size)) for g in dep.groups}
-
-    def removable(g: ChannelGroup, k: int) -> set[int]:
-        out: set[int] = set()
-        for u in units[g.index][:k]:
-            if g.size - len(out) - len(u) < floors[g.index]:
-                break
-            out |= set(u)
-        return out
+    whole = whole or set()
+    units = channel_units(dep, scores, round_to, min_keep, whole)
+    floors = {g.index: 0 if g.index in whole else max(min_keep, math.ceil((1 - max_fraction) * g.size))
+              for g in dep.groups}  # fmt: skip
 
     if allocation == "uniform":
 
@@ -333,14 +333,19 @@ def select_channels(
 
 
 def weakest_beyond(dep: DepGraph, scores: dict[int, float], widths: list[int]) -> set[int]:
-    """Classes to remove so that each group keeps ``widths[i]`` channels: its weakest go. Pure."""
+    """Classes to remove so that each group keeps ``widths[i]`` channels: its weakest go.
+
+    Width 0 removes a residual branch whole (:func:`.branches.branch_groups` says which groups may). Pure.
+    """
     if len(widths) != len(dep.groups):
         raise EdgeoptError(f"{len(widths)} widths for {len(dep.groups)} channel groups",
                            "give one width per group: " + ", ".join(str(g.size) for g in dep.groups))  # fmt: skip
     removed: set[int] = set()
+    whole = branch_groups(dep) if 0 in widths else set()
     for g, w in zip(dep.groups, widths, strict=True):
-        if not 1 <= w <= g.size:
-            raise EdgeoptError(f"width {w} for {g.describe()}", f"keep between 1 and {g.size} channels")
+        if not (1 if g.index not in whole else 0) <= w <= g.size:
+            hint = "0 (the whole residual branch) or " if g.index in whole else ""
+            raise EdgeoptError(f"width {w} for {g.describe()}", f"keep {hint}between 1 and {g.size} channels")
         removed |= set(sorted(g.classes, key=lambda c: (scores.get(c, 0.0), c))[: g.size - w])
     return removed
 
@@ -384,6 +389,8 @@ def apply_channel_plan(module: nn.Module, dep: DepGraph, removed: set[int]) -> t
         return torch.from_numpy(np.flatnonzero(~np.isin(dep.slots[key].elems, removed_arr)))
 
     sizes: dict[str, Any] = {}
+    dead: set[str] = set()  # layers left with no output channel (a removed residual branch)
+    const: dict[str, torch.Tensor] = {}  # layers left with no input channel -> their constant output
     for path in dep.layer_io:
         layer = module.get_submodule(path)
         with torch.no_grad():
@@ -392,6 +399,13 @@ def apply_channel_plan(module: nn.Module, dep: DepGraph, removed: set[int]) -> t
                 ko = keep((path, "dw" if dw else "out"), layer.out_channels)
                 ki = ko if dw else keep((path, "in"), layer.in_channels)
                 if len(ko) == layer.out_channels and len(ki) == layer.in_channels:
+                    continue
+                if len(ko) == 0 or len(ki) == 0:
+                    if len(ko) == 0:
+                        dead.add(path)
+                    else:  # no input left: the output is the bias
+                        b = layer.bias[ko] if layer.bias is not None else torch.zeros(len(ko))
+                        const[path] = b.detach().reshape(1, -1, 1, 1).clone()
                     continue
                 groups = len(ko) if dw else layer.groups
                 nl = nn.Conv2d(len(ki), len(ko), layer.kernel_size, layer.stride, layer.padding, layer.dilation,
@@ -404,6 +418,13 @@ def apply_channel_plan(module: nn.Module, dep: DepGraph, removed: set[int]) -> t
                 ko, ki = keep((path, "out"), layer.out_features), keep((path, "in"), layer.in_features)
                 if len(ko) == layer.out_features and len(ki) == layer.in_features:
                     continue
+                if len(ko) == 0 or len(ki) == 0:
+                    if len(ko) == 0:
+                        dead.add(path)
+                    else:
+                        b = layer.bias[ko] if layer.bias is not None else torch.zeros(len(ko))
+                        const[path] = b.detach().reshape(1, -1).clone()
+                    continue
                 nl = nn.Linear(len(ki), len(ko), layer.bias is not None)
                 nl.weight.copy_(layer.weight[ko][:, ki])
                 if layer.bias is not None:
@@ -411,6 +432,9 @@ def apply_channel_plan(module: nn.Module, dep: DepGraph, removed: set[int]) -> t
             elif isinstance(layer, nn.BatchNorm2d | nn.BatchNorm1d):
                 k = keep((path, "bn"), layer.num_features)
                 if len(k) == layer.num_features:
+                    continue
+                if len(k) == 0:
+                    dead.add(path)
                     continue
                 nl = type(layer)(len(k), layer.eps, layer.momentum, layer.affine, layer.track_running_stats)
                 if layer.affine:
@@ -425,16 +449,41 @@ def apply_channel_plan(module: nn.Module, dep: DepGraph, removed: set[int]) -> t
         nl.train(layer.training)
         set_submodule(new, path, nl)
         sizes[path] = layer_sizes(nl)
+    if (dead or const) and not isinstance(module, GraphModule):
+        raise EdgeoptError("removing a whole residual branch needs an imported graph model",
+                           "export the model to .onnx and import it, or keep at least 1 channel")  # fmt: skip
     if isinstance(module, GraphModule):
-        new = _rebuild_graph(new, dep, removed_arr, sizes)
+        cut = {path: module.get_buffer(path)[:, keep((path, role), module.get_buffer(path).shape[1])].clone()
+               for path, role in dep.slots if role == "const"}  # fmt: skip
+        new = _rebuild_graph(new, dep, removed_arr, sizes, dead, const, cut)
     return new, sizes
 
 
-def _rebuild_graph(pruned: GraphModule, dep: DepGraph, removed: np.ndarray, sizes: dict[str, Any]) -> GraphModule:
-    ir = copy.deepcopy(pruned.ir)
+def _rebuild_graph(
+    pruned: GraphModule,
+    dep: DepGraph,
+    removed: np.ndarray,
+    sizes: dict[str, Any],
+    dead: set[str],
+    const: dict[str, torch.Tensor],
+    cut_consts: dict[str, torch.Tensor],
+) -> GraphModule:
+    """``pruned``'s graph with the new layer sizes, per-channel constants and removed branches."""
+    state = pruned.state_dict()
+    if dead or const:
+        mod = len("mods.")
+        ir, consts = drop_branch_nodes(pruned, {p[mod:] for p in dead}, {p[mod:]: c for p, c in const.items()})
+        gone = tuple(f"{p}." for p in dead | set(const))
+        state = {k: v for k, v in state.items() if not k.startswith(gone)}
+        state.update({f"consts.{n}": c for n, c in consts.items()})
+    else:
+        ir = copy.deepcopy(pruned.ir)
+    state.update(cut_consts)
     for node in ir["nodes"]:
         path = f"mods.{node['name']}"
         a = node["attrs"]
+        if f"consts.{node['name']}" in cut_consts:
+            a["shape"] = list(cut_consts[f"consts.{node['name']}"].shape)
         if path in sizes:
             s = sizes[path]
             if s["type"] == "conv2d":
@@ -452,7 +501,7 @@ def _rebuild_graph(pruned: GraphModule, dep: DepGraph, removed: np.ndarray, size
             if a["shape"][axis] not in (-1, 0):
                 a["shape"][axis] = n_keep
     gm = GraphModule(ir)
-    gm.load_state_dict(pruned.state_dict())
+    gm.load_state_dict(state)
     return gm.train(pruned.training)
 
 
@@ -516,6 +565,12 @@ def pruned_model(
     from edgeopt.model import build_module
 
     new_module, sizes = apply_channel_plan(model.module, dep, removed)
+    if calibration is not None and isinstance(new_module, GraphModule):
+        # a removed branch is best replaced by its mean output (least squares), not its bias
+        nodes = [n for n in new_module.ir["nodes"] if n["source"] == BRANCH_CONST and n["op"] == "const"]
+        means = branch_constants(model.module, [n["outputs"][0] for n in nodes], calibration)
+        for node, mean in zip(nodes, means, strict=True):
+            getattr(new_module.consts, node["name"]).copy_(mean)
     if calibration is not None and removed:
         from edgeopt.compress.prune.reconstruct import reconstruct
 
@@ -578,13 +633,16 @@ def prune_channels(
         removed = weakest_beyond(dep, scores, widths)
         target = macs.macs(removed)
     else:
-        savings = None
+        savings, whole = None, set()
         if allocation == "latency":
             from edgeopt.compress.prune.netadapt import runtime_latency, unit_latency_savings
 
-            units = channel_units(dep, scores, round_to, min_keep)
+            # measured time is what can tell whether a whole residual branch is worth its accuracy
+            whole = branch_groups(dep) if isinstance(model.module, GraphModule) else set()
+            units = channel_units(dep, scores, round_to, min_keep, whole)
             savings = unit_latency_savings(model, dep, units, runtime_latency(runtime, threads))
-        removed = select_channels(dep, macs, scores, target, allocation, round_to, min_keep, max_fraction, savings)
+        removed = select_channels(dep, macs, scores, target, allocation, round_to, min_keep, max_fraction, savings,
+                                  whole)  # fmt: skip
     step = {"pass": "prune", "method": "channel", "criterion": criterion, "allocation": allocation,
             "target_macs": target, "macs_before": before, "macs_after": macs.macs(removed)}  # fmt: skip
     step["reconstructed"] = calibration is not None

@@ -11,8 +11,10 @@ elements are the same channel (a union-find joins them):
 * ``flatten``/``reshape`` into a linear head maps feature ``j`` back to the channel it came
   from (``H*W`` features per channel), ``permute`` moves the channel axis, reductions over
   other axes keep it;
-* the model's inputs and outputs, grouped (non-depthwise) convolutions, broadcasts against
-  per-channel constants and any op this module does not know are *fixed*: nothing joined to
+* a per-channel constant added to a tensor (an imported graph's ``const``, e.g. where a residual
+  branch was removed) is sliced with the channels it meets;
+* the model's inputs and outputs, grouped (non-depthwise) convolutions, other broadcasts against
+  per-channel values and any op this module does not know are *fixed*: nothing joined to
   them is ever pruned.
 
 A *channel class* is one union-find set: removing it removes one output filter of each
@@ -179,7 +181,7 @@ def _trace_ir(gm: GraphModule, example: torch.Tensor) -> tuple[list[Op], dict[st
         if op in ("conv2d", "linear", "batchnorm"):
             ops.append(Op(node["name"], "layer", ins, out, f"mods.{node['name']}"))
         elif op == "const":
-            ops.append(Op(node["name"], "input", [], out))
+            ops.append(Op(node["name"], "input", [], out, attrs={"const": f"consts.{node['name']}"}))
         elif op in ("add", "sub", "mul", "div"):
             ops.append(Op(node["name"], "eltwise", ins, out))
         elif op in _IR_PASS:
@@ -230,7 +232,8 @@ class _UnionFind:
 
 @dataclass
 class Slot:
-    """One prunable axis of one layer: ``role`` out (filters / rows), in (columns), dw, bn, or reshape."""
+    """One prunable axis of one layer: ``role`` out (filters / rows), in (columns), dw, bn, reshape, or
+    const (a per-channel constant of an imported graph, ``module`` = its buffer path)."""
 
     module: str
     role: str
@@ -285,6 +288,7 @@ def build_dependency_graph(module: nn.Module, example: torch.Tensor) -> DepGraph
     fixed: list[int] = []
     slots: dict[tuple[str, str], np.ndarray] = {}
     layer_io: dict[str, tuple[str, str]] = {}
+    const_of: dict[str, str] = {}  # value -> buffer path, for IR constants
 
     def fresh(v: str, ax: int = 1, fix: bool = False) -> None:
         shp = shapes.get(v, ())
@@ -318,6 +322,8 @@ def build_dependency_graph(module: nn.Module, example: torch.Tensor) -> DepGraph
         out, ins = op.output, op.inputs
         if op.kind == "input":
             fresh(out, fix=True)
+            if "const" in op.attrs:
+                const_of[out] = op.attrs["const"]
             continue
         if op.attrs.get("no_output"):
             for v in ins:
@@ -376,10 +382,14 @@ def build_dependency_graph(module: nn.Module, example: torch.Tensor) -> DepGraph
             rest = [v for v in ins if shapes[v] != oshape]
             ax = axis[full[0]] if full else -1
             bad = not full or any(axis[v] != ax for v in full)
-            for v in rest:  # broadcast: fine only if it is constant along the channel axis
+            per_channel: list[str] = []  # constants with one value per channel: sliced with the channels
+            for v in rest:  # broadcast: fine if constant along the channel axis, or a per-channel constant
                 s, off = shapes[v], len(oshape) - len(shapes[v])
                 if ax >= 0 and ax - off >= 0 and s[ax - off] != 1:
-                    bad = True
+                    if v in const_of and off == 0 and sum(d != 1 for d in s) == 1 and s[ax] == oshape[ax]:
+                        per_channel.append(v)
+                    else:
+                        bad = True
             if bad:
                 for v in ins:
                     freeze(v)
@@ -389,6 +399,8 @@ def build_dependency_graph(module: nn.Module, example: torch.Tensor) -> DepGraph
             for v in full[1:]:
                 for a, b in zip(elems[full[0]], elems[v], strict=True):
                     uf.union(a, b)
+            for v in per_channel:
+                add_slot((const_of[v], "const"), elems[out])
         elif op.kind == "permute":
             dims = [d % len(oshape) for d in op.attrs["dims"]]
             axis[out], elems[out] = dims.index(axis[x]), elems[x]

@@ -127,8 +127,6 @@ def unit_latency_savings(
         removed: set[int] = set()
         for k, u in enumerate(units[g.index]):
             removed |= set(u)
-            if len(removed) >= g.size:
-                break
             variants.append(pruned_model(model, dep, set(removed), {"pass": "prune", "method": "latency-probe"}))
             slots.append((g.index, k))
     lats = latency_fn(variants)

@@ -74,7 +74,10 @@ def reconstruct(
     pruned.eval()
     try:
         for path in dep.layer_io:
-            layer = pruned.get_submodule(path)
+            try:
+                layer = pruned.get_submodule(path)
+            except AttributeError:  # removed with its residual branch
+                continue
             if not isinstance(layer, nn.Conv2d | nn.Linear) or getattr(layer, "groups", 1) != 1:
                 continue
             key = (path, "out")
