@@ -4,8 +4,9 @@ Base: the MLPerf ResNet-8 .tflite imported (softmax dropped: logits, same argmax
 on cifar10-jpg train (cached under benchmarks/.cache/, so reruns skip it).
 
 1. Channel pruning to half the MACs (edgeopt: dependency graph, L2 importance, global
-   allocation on SIMD-friendly widths; and a second edgeopt model cut to --fast-widths, the
-   allocation a latency survey found fast in both runtimes) and, side by side, Torch-Pruning (DepGraph, its default
+   allocation on SIMD-friendly widths; and a second edgeopt model whose allocation spends the MAC
+   budget where --allocation-runtimes measurably save time, residual branches removed whole
+   where that pays) and, side by side, Torch-Pruning (DepGraph, its default
    GroupMagnitudeImportance, uniform ratio searched to the same MAC budget). Both pruned in the same
    --steps (one KD recovery epoch after each but the last) and recovered with the same KD
    fine-tuning from the base (SGD; batch norm unfolded for training and folded back, see
@@ -203,12 +204,15 @@ def main() -> None:  # noqa: C901 (one linear script)
     ap.add_argument("--round-to", type=int, default=16)
     ap.add_argument("--min-keep", type=int, default=8)
     ap.add_argument("--steps", type=int, default=2, help="channel pruning steps (one recovery epoch between)")
-    ap.add_argument("--fast-widths", default="16,8,16,32,32,32",
-                    help="a second half-MAC model pruned to these group widths: the most accurate allocation that "
-                    "ran <= 0.6x the base in both runtimes (pruning_widths.py, pruning_sweep.py); '' to skip")
+    ap.add_argument("--allocation-runtimes", default="onnxruntime,executorch",
+                    help="a second half-MAC model with --allocation latency measured in these runtimes; '' to skip")
     ap.add_argument("--recover-epochs", type=int, default=5, help="KD recovery epochs (edgeopt and Torch-Pruning)")
-    ap.add_argument("--recover-lr", type=float, default=0.06)
+    ap.add_argument("--recover-lr", type=float, default=0.1)
     ap.add_argument("--recover-optimizer", default="sgd")
+    ap.add_argument("--recover-alpha", type=float, default=0.5,
+                    help="weight of the teacher's soft targets in recovery (the rest: the labels)")
+    ap.add_argument("--recover-augment", action=argparse.BooleanOptionalAction, default=False,
+                    help="random crops and flips during recovery (off: 5 epochs fit the teacher better)")
     ap.add_argument("--latency-runtime", default="onnxruntime")
     ap.add_argument("--latency-target", type=float, default=0.6, help="target as a fraction of the base's p50")
     ap.add_argument("--netadapt-step", type=float, default=0.5, help="fraction of a group cut per NetAdapt step")
@@ -246,13 +250,15 @@ def main() -> None:  # noqa: C901 (one linear script)
     log(f"base: accuracy {base_acc:.4f} ({figures['base']['gain_points']:+.2f} pt over the .tflite)")
     tag = f"b{args.base_epochs}"
     teacher = EdgeModel(copy.deepcopy(base.module).eval(), base.meta)
-    rec = TuneSettings(args.recover_epochs, args.recover_lr, args.recover_optimizer, temperature=4.0, alpha=0.9,
-                       device=args.device)  # fmt: skip
+    rec = TuneSettings(args.recover_epochs, args.recover_lr, args.recover_optimizer, temperature=4.0,
+                       alpha=args.recover_alpha, device=args.device, augment=args.recover_augment)  # fmt: skip
     # trained where: cached GPU-trained models are measured on a machine without one (--device cuda)
     train_on = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     gpu = "_gpu" if train_on == "cuda" else ""
     # bnu: BN unfolded for training; s: pruning steps
-    rec_tag = f"kd{args.recover_epochs}_{args.recover_optimizer}{args.recover_lr:g}_bnu_s{args.steps}{gpu}"
+    aug = "" if args.recover_augment else "_noaug"
+    rec_tag = (f"kd{args.recover_epochs}a{args.recover_alpha:g}_{args.recover_optimizer}{args.recover_lr:g}{aug}_bnu"
+               f"_s{args.steps}{gpu}")  # fmt: skip
 
     # 1. channel pruning to half the MACs, edgeopt vs Torch-Pruning, same KD recovery ------------
     if "half" in skip:
@@ -270,7 +276,8 @@ def main() -> None:  # noqa: C901 (one linear script)
                            lambda seed=seed: build(dataclasses.replace(rec, seed=seed))) for seed in seeds]  # fmt: skip
             accs = [evaluate(m, test).accuracy for m, _ in runs]
             return runs[0][0], {"accuracy": statistics.mean(accs), "cached": all(hit for _, hit in runs),
-                                "accuracy_per_seed": dict(zip(seeds, accs, strict=True))}  # fmt: skip
+                                "accuracy_per_seed": dict(zip(seeds, accs, strict=True)),
+                                "conv_widths_per_seed": [conv_widths(m) for m, _ in runs]}  # fmt: skip
 
         ours, ours_acc = per_seed(ours_name, lambda rs: prune_model(
             base, train, "channel", args.ratio, runtime=args.latency_runtime, criterion=args.criterion,
@@ -284,16 +291,19 @@ def main() -> None:  # noqa: C901 (one linear script)
         }  # fmt: skip
         log(f"edgeopt pruned: {section['edgeopt']}")
         models = {"base": base, "edgeopt": ours}
-        if args.fast_widths:
-            fast_widths = [int(v) for v in args.fast_widths.split(",")]
-            fast, fast_acc = per_seed(
-                f"edgeopt_{tag}_w{'-'.join(map(str, fast_widths))}_{rec_tag}",
-                lambda rs: prune_model(base, train, "channel", widths=fast_widths, settings=rs, teacher=teacher,
-                                       steps=args.steps, log=log).model)  # fmt: skip
-            section["edgeopt_fast"] = {"widths": fast_widths, "macs": macs_of(fast), "conv_widths": conv_widths(fast),
-                                       "params": count_params(fast.module), **fast_acc}  # fmt: skip
-            log(f"edgeopt fast widths: {section['edgeopt_fast']}")
-            models["edgeopt_fast"] = fast
+        if args.allocation_runtimes:
+            runtimes = args.allocation_runtimes.replace(",", "+")
+            lat_name = (f"edgeopt_{tag}_r{args.ratio:g}_{args.criterion}_latency-{runtimes}_rt{args.round_to}"
+                        f"_mk{args.min_keep}_{rec_tag}")  # fmt: skip
+            fast, fast_acc = per_seed(lat_name, lambda rs: prune_model(
+                base, train, "channel", args.ratio, runtime=args.allocation_runtimes, criterion=args.criterion,
+                allocation="latency", round_to=args.round_to, min_keep=args.min_keep, settings=rs, teacher=teacher,
+                steps=args.steps, log=log).model)  # fmt: skip
+            section["edgeopt_latency"] = {"allocation_runtimes": args.allocation_runtimes, "macs": macs_of(fast),
+                                          "conv_widths": conv_widths(fast), "params": count_params(fast.module),
+                                          **fast_acc}  # fmt: skip
+            log(f"edgeopt latency allocation: {section['edgeopt_latency']}")
+            models["edgeopt_latency"] = fast
         if "tp" not in skip:
             tp_name = f"tp_{tag}_r{args.ratio:g}_{rec_tag}"
             tpm, tp_acc = per_seed(tp_name, lambda rs: tp_prune_and_recover(base, target_macs, args.steps, train, rs,
@@ -304,7 +314,8 @@ def main() -> None:  # noqa: C901 (one linear script)
             log(f"torch-pruning: {section['torch_pruning']}")
             models["torch_pruning"] = tpm
         section["recovery"] = {"epochs": args.recover_epochs, "steps": args.steps, "optimizer": args.recover_optimizer,
-                               "lr": args.recover_lr, "kd_temperature": 4.0, "kd_alpha": 0.9,
+                               "lr": args.recover_lr, "kd_temperature": 4.0, "kd_alpha": args.recover_alpha,
+                               "augment": args.recover_augment,
                                "batchnorm": "unfolded for training, folded after",
                                "device": train_on, "latency_of": f"seed {seeds[0]}'s models"}  # fmt: skip
         if args.train_only:
@@ -426,22 +437,19 @@ def acceptance(f: dict[str, Any]) -> dict[str, Any]:
         out["half_macs_latency_ratio_ort_le_0.6"] = round(lat["edgeopt"]["onnxruntime"]["ratio_to_base"], 3)
         out["half_macs_latency_ratio_et_le_0.6"] = round(lat["edgeopt"]["executorch"]["ratio_to_base"], 3)
         out["half_macs_acc_drop_points_le_1"] = round(100 * (base_acc - ch["edgeopt"]["accuracy"]), 2)
-        if "edgeopt_fast" in ch:
-            fast = {rt: round(lat["edgeopt_fast"][rt]["ratio_to_base"], 3) for rt in ("onnxruntime", "executorch")}
-            out["fast_widths_latency_ratio_ort_le_0.6"] = fast["onnxruntime"]
-            out["fast_widths_latency_ratio_et_le_0.6"] = fast["executorch"]
-            out["fast_widths_acc_drop_points_le_1"] = round(100 * (base_acc - ch["edgeopt_fast"]["accuracy"]), 2)
-            out["fast_widths_mac_ratio_le_0.5"] = round(ch["edgeopt_fast"]["macs"] / f["base"]["macs"], 3)
-        if "torch_pruning" in ch:
-            out["edgeopt_minus_tp_accuracy_points_ge_0"] = round(
-                100 * (ch["edgeopt"]["accuracy"] - ch["torch_pruning"]["accuracy"]), 2
-            )
-            out["edgeopt_over_tp_latency_ort_le_1"] = round(
-                lat["edgeopt"]["onnxruntime"]["p50_ms"] / lat["torch_pruning"]["onnxruntime"]["p50_ms"], 3
-            )
-            out["edgeopt_over_tp_latency_et_le_1"] = round(
-                lat["edgeopt"]["executorch"]["p50_ms"] / lat["torch_pruning"]["executorch"]["p50_ms"], 3
-            )
+        if "edgeopt_latency" in ch:
+            fast = {rt: round(lat["edgeopt_latency"][rt]["ratio_to_base"], 3) for rt in ("onnxruntime", "executorch")}
+            out["latency_alloc_latency_ratio_ort_le_0.6"] = fast["onnxruntime"]
+            out["latency_alloc_latency_ratio_et_le_0.6"] = fast["executorch"]
+            out["latency_alloc_acc_drop_points_le_1"] = round(100 * (base_acc - ch["edgeopt_latency"]["accuracy"]), 2)
+            out["latency_alloc_mac_ratio_le_0.5"] = round(ch["edgeopt_latency"]["macs"] / f["base"]["macs"], 3)
+        for ours in [k for k in ("edgeopt", "edgeopt_latency") if k in ch and "torch_pruning" in ch]:
+            tp = ch["torch_pruning"]
+            out[f"{ours}_minus_tp_accuracy_points_ge_0"] = round(100 * (ch[ours]["accuracy"] - tp["accuracy"]), 2)
+            for rt, short in (("onnxruntime", "ort"), ("executorch", "et")):
+                out[f"{ours}_over_tp_latency_{short}_le_1"] = round(
+                    lat[ours][rt]["p50_ms"] / lat["torch_pruning"][rt]["p50_ms"], 3
+                )
     if "latency_target" in f:
         out["latency_target_rel_error_le_0.1"] = round(f["latency_target"]["relative_error_ms"], 3)
     if "distillation" in f:

@@ -364,3 +364,35 @@ def test_a_model_without_a_branch_prunes_again() -> None:
     assert const["attrs"]["shape"] == [1, 4, 1, 1] and rep.macs_after < rep.macs_before
     x = m.example_input(2)
     assert twice.module(x).shape == (2, 10)
+
+
+def test_latency_allocation_may_remove_a_whole_branch() -> None:
+    """Where the runtime saves time only when a branch goes entirely, the allocation takes it whole;
+    without that option the same budget is spread as channel cuts."""
+    from edgeopt.compress.prune.branches import branch_groups
+
+    m = tiny_imported()
+    dep = build_dependency_graph(m.module, m.example_input(1))
+    mm = mac_model(m.module, dep)
+    scores = {c: 1.0 for g in dep.groups for c in g.classes}
+    whole = branch_groups(dep)
+    units = channel_units(dep, scores, round_to=4, min_keep=4, whole=whole)
+    assert [len(u) for u in units[1]] == [4, 4]  # 8 -> 4 -> 0
+    # the runtime saves time only when block 1's branch goes whole (its last unit)
+    savings = {g.index: [0.01] * len(units[g.index]) for g in dep.groups}
+    savings[1][-1] = 50.0
+    target = mm.macs(set(dep.groups[1].classes))
+    removed = select_channels(dep, mm, scores, target, "latency", 4, 4, unit_savings=savings, whole=whole)
+    assert set(dep.groups[1].classes) <= removed and mm.macs(removed) <= target
+    partial = {g: v[: len(channel_units(dep, scores, 4, 4)[g])] for g, v in savings.items()}  # no whole units
+    kept = select_channels(dep, mm, scores, target, "latency", 4, 4, unit_savings=partial)
+    assert not set(dep.groups[1].classes) <= kept
+    # measured accuracy costs replace the scores: a branch that costs 30 points per 50 ms goes last
+    # when other cuts cost 0.1 point per 5 ms
+    costs = {g.index: [0.001] * len(units[g.index]) for g in dep.groups}
+    costs[1][-1] = 0.3
+    even = {g: [5.0] * len(v) for g, v in savings.items()}
+    even[1][-1] = 50.0
+    costly = select_channels(dep, mm, scores, target, "latency", 4, 4, unit_savings=even, whole=whole,
+                             unit_costs=costs)  # fmt: skip
+    assert not set(dep.groups[1].classes) <= costly and mm.macs(costly) <= target

@@ -189,6 +189,8 @@ def prune_model(
             else:
                 sizes = group_sizes(model)
             cal = calibration_inputs(model, data) if reconstruct else None
+            # latency allocation weighs each cut's measured accuracy loss on images the search holds out
+            holdout = data.take(min(2000, len(data)), seed=1) if allocation == "latency" and reconstruct else None
             for k in range(1, steps + 1):
                 batches = sample_batches(model, data) if criterion == "taylor" else None
                 if widths is None:
@@ -199,7 +201,7 @@ def prune_model(
                     cut = {"widths": widths}
                 model, rep = prune_channels(model, criterion=criterion, allocation=allocation, round_to=round_to,
                                             min_keep=min_keep, batches=batches, calibration=cal, runtime=runtime,
-                                            threads=threads, **cut)  # fmt: skip
+                                            threads=threads, eval_data=holdout, **cut)  # fmt: skip
                 epochs = 1 if k < steps else settings.epochs - (steps - 1)
                 say(f"prune step {k}/{steps}: {rep.macs_after:,} MACs, then {epochs} epoch(s)")
                 model, step_hist = tune(model, data, replace(settings, epochs=epochs), teacher)

@@ -26,6 +26,7 @@ from torch import nn
 
 from edgeopt.compress.prune.branches import BRANCH_CONST, branch_constants, branch_groups, drop_branch_nodes
 from edgeopt.compress.prune.depgraph import ChannelGroup, DepGraph, build_dependency_graph
+from edgeopt.data import ImageDataset
 from edgeopt.errors import EdgeoptError
 from edgeopt.interop.graph import GraphModule
 from edgeopt.model import EdgeModel
@@ -241,12 +242,14 @@ def select_channels(
     max_fraction: float = 0.9,
     unit_savings: dict[int, list[float]] | None = None,
     whole: set[int] | None = None,
+    unit_costs: dict[int, list[float]] | None = None,
 ) -> set[int]:
     """Classes to remove so that the model needs at most ``target_macs`` MACs.
 
     ``uniform``: the same fraction of every group (binary search on the fraction); ``global``:
     lowest group-normalised score first; ``latency``: lowest score per measured latency saved first
-    (``unit_savings``: per group, the latency each successive unit of :func:`channel_units` saves).
+    (``unit_savings``: per group, the latency each successive unit of :func:`channel_units` saves;
+    ``unit_costs``, when measured: the accuracy each loses, which then replaces the score).
     Every group keeps ``max(min_keep, (1-max_fraction)*size)`` channels, or none for groups in
     ``whole`` (residual branches that may go entirely). Raises when even that cannot reach the
     target. Pure: no model is touched.
@@ -298,6 +301,8 @@ def select_channels(
         for i, u in enumerate(units[g.index]):
             key = float(np.mean([norm[c] for c in u]))
             if allocation == "latency":
+                if unit_costs is not None:  # measured accuracy lost (noise below 0.1 pt counts as 0.1 pt)
+                    key = max(unit_costs[g.index][i], 1e-3)
                 key /= max(rates[g.index][i] if i < len(rates[g.index]) else 0.0, 1e-6)
             cands.append((key, g.index, i, u))
     cands.sort(key=lambda t: (t[0], t[1], t[2]))
@@ -604,13 +609,16 @@ def prune_channels(
     runtime: str = "onnxruntime",
     threads: int = 1,
     widths: list[int] | None = None,
+    eval_data: ImageDataset | None = None,
 ) -> tuple[EdgeModel, ChannelPruneReport]:
     """Remove channels until the model needs ``(1 - ratio)`` of its MACs (or ``target_macs``).
 
     ``ratio`` is the fraction of MACs to remove (0.5 halves them). ``criterion``: l1, l2, bn,
     taylor (needs ``batches`` of (input, label)). ``allocation``: uniform, global, or latency
     (global ranking by importance per latency saved, measured in ``runtime`` at ``threads``:
-    the MAC budget is spent where the runtime is fastest). Kept channel counts are multiples of
+    the MAC budget is spent where the runtime is fastest; with ``eval_data``, an ImageDataset of a
+    few hundred held-out images, importance is the accuracy each cut measurably loses, and
+    residual branches of imported graphs may go whole). Kept channel counts are multiples of
     ``round_to`` where the group allows. ``calibration`` (a batch of inputs) turns on
     least-squares reconstruction of the kept weights. ``widths`` instead of a target: the channels
     each group keeps, in group order (an allocation found elsewhere, e.g. by a latency survey); the
@@ -633,16 +641,16 @@ def prune_channels(
         removed = weakest_beyond(dep, scores, widths)
         target = macs.macs(removed)
     else:
-        savings, whole = None, set()
+        table, whole = None, set()
         if allocation == "latency":
-            from edgeopt.compress.prune.netadapt import runtime_latency, unit_latency_savings
+            from edgeopt.compress.prune.netadapt import measure_units, runtime_latency
 
-            # measured time is what can tell whether a whole residual branch is worth its accuracy
-            whole = branch_groups(dep) if isinstance(model.module, GraphModule) else set()
+            # measured time and accuracy are what can tell whether a whole residual branch is worth it
+            whole = branch_groups(dep) if eval_data is not None and isinstance(model.module, GraphModule) else set()
             units = channel_units(dep, scores, round_to, min_keep, whole)
-            savings = unit_latency_savings(model, dep, units, runtime_latency(runtime, threads))
-        removed = select_channels(dep, macs, scores, target, allocation, round_to, min_keep, max_fraction, savings,
-                                  whole)  # fmt: skip
+            table = measure_units(model, dep, units, runtime_latency(runtime, threads), eval_data, calibration)
+        removed = select_channels(dep, macs, scores, target, allocation, round_to, min_keep, max_fraction,
+                                  table and table.savings, whole, table and table.costs)  # fmt: skip
     step = {"pass": "prune", "method": "channel", "criterion": criterion, "allocation": allocation,
             "target_macs": target, "macs_before": before, "macs_after": macs.macs(removed)}  # fmt: skip
     step["reconstructed"] = calibration is not None
