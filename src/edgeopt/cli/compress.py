@@ -74,7 +74,9 @@ def prune(
     ] = "onnxruntime",
     threads: Annotated[int, typer.Option(min=1, help="runtime threads for latency targets")] = 1,
     criterion: Annotated[str, typer.Option(help="channel importance: l1, l2, bn or taylor")] = "l2",
-    allocation: Annotated[str, typer.Option(help="uniform, global, or latency (measured in --runtime)")] = "uniform",
+    allocation: Annotated[
+        str, typer.Option(help="uniform, global, or latency (time and accuracy of each cut measured in --runtime)")
+    ] = "uniform",
     round_to: Annotated[int, typer.Option("--round-to", min=1, help="keep channel counts multiples of this")] = 1,
     min_keep: Annotated[int, typer.Option("--min-keep", min=1, help="fewest channels a group keeps")] = 1,
     reconstruct: Annotated[
@@ -85,7 +87,8 @@ def prune(
     distill_from: Annotated[str | None, typer.Option("--distill-from", help="teacher model for KD recovery")] = None,
     epochs: EpochsOpt = 0,
     widths: Annotated[
-        str | None, typer.Option("--widths", help="channels each group keeps, comma-separated (channel; a target)")
+        str | None,
+        typer.Option("--widths", help="channels each group keeps, comma-separated; 0 removes a residual branch whole"),
     ] = None,
     steps: Annotated[
         int, typer.Option(min=1, help="channel pruning in N steps, one fine-tuning epoch after each but the last")

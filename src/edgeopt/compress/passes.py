@@ -64,7 +64,7 @@ class PrunePass:
     distill: bool = True  # KD from the unpruned model during fine-tuning
     distill_from: str | None = None  # or from this teacher (path / zoo)
     temperature: float = 4.0
-    alpha: float = 0.9
+    alpha: float = 0.5  # weight of the teacher's soft targets; the rest is the labels' (TuneSettings)
 
     def apply(self, model: EdgeModel, ctx: PassContext) -> EdgeModel:
         import copy
