@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from edgeopt.compress.prune.depgraph import DepGraph
+from edgeopt.compress.prune.depgraph import ChannelGroup, DepGraph
 from edgeopt.errors import EdgeoptError
 from edgeopt.interop.graph import OPS, GraphModule
 
@@ -42,29 +42,25 @@ def branch_groups(dep: DepGraph) -> set[int]:
     constant) and adds its output to a tensor produced by a layer outside the branch (so the
     model still depends on its input). Pure.
     """
-    out: set[int] = set()
-    for g in dep.groups:
-        classes = set(g.classes)
-        producers = {m for m, r in g.slots if r == "out"}
-        consumers = {m for m, r in g.slots if r == "in"}
-        if not consumers or any(r == "reshape" for _, r in g.slots):
-            continue
-        ok = True
-        for c in consumers:
-            outs = dep.slots.get((c, "out"))
-            if not set(dep.slots[(c, "in")].elems.tolist()) <= classes or outs is None:
-                ok = False
-                break
-            shared = set(outs.elems.tolist())
-            ok = any(
-                r == "out" and m not in consumers | producers and shared <= set(s.elems.tolist())
-                for (m, r), s in dep.slots.items()
-            )
-            if not ok:
-                break
-        if ok:
-            out.add(g.index)
-    return out
+    return {g.index for g in dep.groups if _is_branch(dep, g)}
+
+
+def _is_branch(dep: DepGraph, g: ChannelGroup) -> bool:
+    classes = set(g.classes)
+    producers = {m for m, r in g.slots if r == "out"}
+    consumers = {m for m, r in g.slots if r == "in"}
+    if not consumers or any(r == "reshape" for _, r in g.slots):
+        return False
+
+    def added_to_a_live_tensor(c: str) -> bool:
+        outs = dep.slots.get((c, "out"))
+        if outs is None or not set(dep.slots[(c, "in")].elems.tolist()) <= classes:
+            return False
+        shared = set(outs.elems.tolist())  # the add joins these with the other operand's producer
+        return any(r == "out" and m not in consumers | producers and shared <= set(s.elems.tolist())
+                   for (m, r), s in dep.slots.items())  # fmt: skip
+
+    return all(added_to_a_live_tensor(c) for c in consumers)
 
 
 def drop_branch_nodes(

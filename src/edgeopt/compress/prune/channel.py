@@ -405,12 +405,11 @@ def apply_channel_plan(module: nn.Module, dep: DepGraph, removed: set[int]) -> t
                 ki = ko if dw else keep((path, "in"), layer.in_channels)
                 if len(ko) == layer.out_channels and len(ki) == layer.in_channels:
                     continue
-                if len(ko) == 0 or len(ki) == 0:
-                    if len(ko) == 0:
-                        dead.add(path)
-                    else:  # no input left: the output is the bias
-                        b = layer.bias[ko] if layer.bias is not None else torch.zeros(len(ko))
-                        const[path] = b.detach().reshape(1, -1, 1, 1).clone()
+                if len(ko) == 0:  # a removed residual branch: its first layer goes...
+                    dead.add(path)
+                    continue
+                if len(ki) == 0:  # ...and the one that consumed it outputs a constant
+                    const[path] = _constant_output(layer, ko)
                     continue
                 groups = len(ko) if dw else layer.groups
                 nl = nn.Conv2d(len(ki), len(ko), layer.kernel_size, layer.stride, layer.padding, layer.dilation,
@@ -423,12 +422,11 @@ def apply_channel_plan(module: nn.Module, dep: DepGraph, removed: set[int]) -> t
                 ko, ki = keep((path, "out"), layer.out_features), keep((path, "in"), layer.in_features)
                 if len(ko) == layer.out_features and len(ki) == layer.in_features:
                     continue
-                if len(ko) == 0 or len(ki) == 0:
-                    if len(ko) == 0:
-                        dead.add(path)
-                    else:
-                        b = layer.bias[ko] if layer.bias is not None else torch.zeros(len(ko))
-                        const[path] = b.detach().reshape(1, -1).clone()
+                if len(ko) == 0:  # a removed residual branch: its first layer goes...
+                    dead.add(path)
+                    continue
+                if len(ki) == 0:  # ...and the one that consumed it outputs a constant
+                    const[path] = _constant_output(layer, ko)
                     continue
                 nl = nn.Linear(len(ki), len(ko), layer.bias is not None)
                 nl.weight.copy_(layer.weight[ko][:, ki])
@@ -462,6 +460,12 @@ def apply_channel_plan(module: nn.Module, dep: DepGraph, removed: set[int]) -> t
                for path, role in dep.slots if role == "const"}  # fmt: skip
         new = _rebuild_graph(new, dep, removed_arr, sizes, dead, const, cut)
     return new, sizes
+
+
+def _constant_output(layer: nn.Module, ko: torch.Tensor) -> torch.Tensor:
+    """What a Conv2d / Linear left with no input channel outputs: its bias (kept rows), broadcastable."""
+    b = layer.bias[ko] if layer.bias is not None else torch.zeros(len(ko))
+    return b.detach().reshape([1, -1] + [1] * (2 if isinstance(layer, nn.Conv2d) else 0)).clone()
 
 
 def _rebuild_graph(
