@@ -396,3 +396,21 @@ def test_latency_allocation_may_remove_a_whole_branch() -> None:
     costly = select_channels(dep, mm, scores, target, "latency", 4, 4, unit_savings=even, whole=whole,
                              unit_costs=costs)  # fmt: skip
     assert not set(dep.groups[1].classes) <= costly and mm.macs(costly) <= target
+
+
+def test_latency_target_may_remove_a_branch() -> None:
+    """NetAdapt on an imported graph proposes a residual branch's removal once its group is narrow;
+    with a runtime that charges per convolution, that is the only way to the target."""
+    from edgeopt.data import ImageDataset
+
+    m = strip_output_softmax(tiny_imported(seed=7))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)
+    data = ImageDataset(images, rng.integers(0, 10, 64), list("0123456789"))
+
+    def per_conv(models: list[EdgeModel]) -> list[float]:
+        return [float(sum(n["op"] == "conv2d" for n in x.module.ir["nodes"])) for x in models]
+
+    out, rep = prune_to_latency(m, 4.0, data, latency_fn=per_conv, step_fraction=0.5, tolerance=0.01)
+    assert rep.final_ms <= 4.0 and per_conv([out]) == [rep.final_ms]
+    assert any(n["op"] == "const" and n["name"].startswith("branch_const") for n in out.module.ir["nodes"])

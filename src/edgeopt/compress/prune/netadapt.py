@@ -1,7 +1,8 @@
 """Latency-targeted channel pruning, NetAdapt-style (Yang et al. 2018), measured in a real runtime.
 
 Each iteration proposes one candidate per channel group: the same model with that group's
-weakest ``step`` of channels also removed. Every candidate is exported to the chosen runtime
+weakest ``step`` of channels also removed (on imported graphs a residual branch's group may go
+entirely, see :mod:`.branches`). Every candidate is exported to the chosen runtime
 and timed at batch 1 (interleaved with the current model, so machine drift cancels out in the
 ratio), and its accuracy is checked on a small held-out set without fine-tuning. The
 candidate with the largest measured latency saving per point of accuracy lost is kept. The
@@ -25,10 +26,12 @@ from typing import Any
 
 import torch
 
+from edgeopt.compress.prune.branches import branch_groups
 from edgeopt.compress.prune.channel import channel_scores, channel_units, mac_model, pruned_model
 from edgeopt.compress.prune.depgraph import build_dependency_graph
 from edgeopt.data import ImageDataset
 from edgeopt.errors import EdgeoptError
+from edgeopt.interop.graph import GraphModule
 from edgeopt.model import EdgeModel
 
 LatencyFn = Callable[[list[EdgeModel]], list[float]]
@@ -195,7 +198,8 @@ def prune_to_latency(
         raise EdgeoptError("the model has no prunable channels", "channel pruning needs conv or linear layers")
     macs = mac_model(model.module, dep)
     scores = channel_scores(model, dep, criterion)
-    units = channel_units(dep, scores, round_to, min(round_to, 8))
+    whole = branch_groups(dep) if isinstance(model.module, GraphModule) else set()  # a branch may go entirely
+    units = channel_units(dep, scores, round_to, min(round_to, 8), whole)
     taken = {g.index: 0 for g in dep.groups}
     removed: set[int] = set()
     current = model
@@ -214,15 +218,16 @@ def prune_to_latency(
             want = max(1, math.ceil(step * left))
             extra: set[int] = set()
             k = taken[g.index]
-            while k < len(units[g.index]) and len(extra) < want and left - len(extra) - len(units[g.index][k]) >= 1:
+            floor = 0 if g.index in whole else 1
+            while k < len(units[g.index]) and len(extra) < want and left - len(extra) - len(units[g.index][k]) >= floor:
                 extra |= set(units[g.index][k])
                 k += 1
             if extra:
                 cands.append((g.index, k, removed | extra))
         if not cands:
             break
-        step = {"pass": "prune", "method": "netadapt-candidate"}
-        models = [pruned_model(model, dep, rem, step, calibration) for _, _, rem in cands]
+        probe = {"pass": "prune", "method": "netadapt-candidate"}
+        models = [pruned_model(model, dep, rem, probe, calibration) for _, _, rem in cands]
         lats = latency_fn([current, *models])
         ref, lats = lats[0], lats[1:]
         scale = cur_ms / ref if ref > 0 else 1.0  # express candidates on the current model's clock
@@ -238,7 +243,7 @@ def prune_to_latency(
         if not options:  # runtimes pad channels to SIMD blocks: a small cut may save nothing; cut deeper
             step *= 2
             say(f"netadapt: iteration {it + 1}: no candidate is measurably faster; step now {step:.3g}")
-            if step >= 1.0:
+            if step > 1.0:  # up to whole groups (a residual branch may go entirely)
                 break
             continue
         step = step_fraction
