@@ -393,7 +393,7 @@ def main() -> None:  # noqa: C901 (one linear script)
     if "dc" not in skip:
         t = time.perf_counter()
         out = ROOT / "benchmarks" / "results" / "resnet8_deep_compression.eoz"
-        dc_settings = TuneSettings(0, args.dc_lr, args.dc_optimizer, temperature=4.0, alpha=0.9)
+        dc_settings = TuneSettings(0, args.dc_lr, args.dc_optimizer)  # KD as in recovery: alpha 0.5, no augmentation
         res = deep_compress(EdgeModel(copy.deepcopy(base.module), base.meta), train, out, args.dc_sparsity,
                             args.dc_bits, args.dc_prune_epochs, args.dc_cluster_epochs, dc_settings, teacher,
                             log=lambda r: log(f"  deep compression {r}"))  # fmt: skip
@@ -407,7 +407,7 @@ def main() -> None:  # noqa: C901 (one linear script)
             "size_ratio_vs_tflite_int8": int8 / res.metrics["file_bytes"],
             "settings": {"sparsity": args.dc_sparsity, "bits": args.dc_bits, "prune_epochs": args.dc_prune_epochs,
                          "cluster_epochs": args.dc_cluster_epochs, "lr": args.dc_lr, "optimizer": args.dc_optimizer,
-                         "kd": True},
+                         "kd": True, "kd_alpha": dc_settings.alpha, "augment": dc_settings.augment},
             "seconds": round(time.perf_counter() - t, 1),
         }  # fmt: skip
         log(f"deep compression: {res.metrics['file_bytes']} bytes, restored accuracy {acc:.4f}")

@@ -414,3 +414,16 @@ def test_latency_target_may_remove_a_branch() -> None:
     out, rep = prune_to_latency(m, 4.0, data, latency_fn=per_conv, step_fraction=0.5, tolerance=0.01)
     assert rep.final_ms <= 4.0 and per_conv([out]) == [rep.final_ms]
     assert any(n["op"] == "const" and n["name"].startswith("branch_const") for n in out.module.ir["nodes"])
+
+
+def test_a_branch_and_the_chain_it_joins_cut_together_with_calibration() -> None:
+    """The mean constant keeps only the chain channels that stay; a second pruning leaves the
+    constants of earlier ones to the slicing."""
+    m = strip_output_softmax(tiny_imported(seed=8))
+    calib = torch.from_numpy(m.meta.input.to_model_input(np.random.default_rng(2).integers(0, 256, (32, 8, 8, 3),
+                                                                                          dtype=np.uint8)))  # fmt: skip
+    both, _ = prune_channels(m, widths=[4, 0, 16, 16], calibration=calib)
+    const = next(n for n in both.module.ir["nodes"] if n["op"] == "const" and n["name"].startswith("branch"))
+    assert const["attrs"]["shape"] == [1, 4, 1, 1] and const["attrs"]["channels_of"] == "conv2d_2"
+    again, _ = prune_channels(both, widths=[4, 8, 16], calibration=calib)
+    assert again.module(m.example_input(2)).shape == (2, 10)

@@ -71,14 +71,16 @@ def drop_branch_nodes(
     ``dead_layers``: node names of layers left with no output channel; ``const_layers``: node name
     of each layer left with no input channel -> its constant output (``[1, C, 1, 1]`` for a conv).
     Per-channel ops after a constant are evaluated now; the constant enters the graph where it
-    meets a live tensor (an ``add``) as a ``const`` node (source ``BRANCH_CONST``) producing the
-    value it replaces. Returns (ir, {const node name: tensor}). Raises when a removed value
-    reaches an op that needs it (the group was not a residual branch).
+    meets a live tensor (an ``add``) as a ``const`` node (source ``BRANCH_CONST``, attribute
+    ``channels_of``: the layer whose kept output channels it has) producing the value it replaces.
+    Returns (ir, {const node name: tensor}). Raises when a removed value reaches an op that needs
+    it (the group was not a residual branch).
     """
     ir = copy.deepcopy(pruned.ir)
     taken = {n["name"] for n in ir["nodes"]}
     dead: set[str] = set()
     consts: dict[str, torch.Tensor] = {}  # value -> constant
+    origin: dict[str, str] = {}  # value -> the layer whose (kept) output channels the constant has
     emitted: dict[str, torch.Tensor] = {}  # const node -> constant
     nodes: list[dict[str, Any]] = []
     for node in ir["nodes"]:
@@ -87,7 +89,7 @@ def drop_branch_nodes(
             dead.add(out)
             continue
         if name in const_layers:
-            consts[out] = const_layers[name]
+            consts[out], origin[out] = const_layers[name], name
             continue
         if any(v in dead for v in ins):
             if op not in _CARRY_DEAD or len(ins) != 1:
@@ -98,6 +100,7 @@ def drop_branch_nodes(
             if op in _PER_CHANNEL and len(ins) == 1:
                 with torch.no_grad():
                     consts[out] = OPS[op].run(pruned, name, node.get("attrs", {}), [consts[ins[0]]])
+                origin[out] = origin[ins[0]]
                 continue
             if op not in _TAKES_CONST or all(v in consts for v in ins):
                 raise _not_a_branch(name, op)
@@ -107,7 +110,8 @@ def drop_branch_nodes(
                     taken.add(cname)
                     emitted[cname] = consts.pop(v).detach().clone()
                     nodes.append({"name": cname, "op": "const", "inputs": [], "outputs": [v], "source": BRANCH_CONST,
-                                  "attrs": {"shape": list(emitted[cname].shape), "dtype": "float32"}})  # fmt: skip
+                                  "attrs": {"shape": list(emitted[cname].shape), "dtype": "float32",
+                                            "channels_of": origin[v]}})  # fmt: skip
         nodes.append(node)
     if any(v in dead or v in consts for v in ir["outputs"]):
         raise EdgeoptError("removing those channels leaves the model output constant", "keep at least 1 channel")

@@ -575,11 +575,15 @@ def pruned_model(
 
     new_module, sizes = apply_channel_plan(model.module, dep, removed)
     if calibration is not None and isinstance(new_module, GraphModule):
-        # a removed branch is best replaced by its mean output (least squares), not its bias
-        nodes = [n for n in new_module.ir["nodes"] if n["source"] == BRANCH_CONST and n["op"] == "const"]
+        # a branch removed now is best replaced by its mean output (least squares), not its bias
+        before = {n["name"] for n in model.module.ir["nodes"]}  # type: ignore[union-attr]
+        nodes = [n for n in new_module.ir["nodes"]
+                 if n["op"] == "const" and n["source"] == BRANCH_CONST and n["name"] not in before]  # fmt: skip
         means = branch_constants(model.module, [n["outputs"][0] for n in nodes], calibration)
         for node, mean in zip(nodes, means, strict=True):
-            getattr(new_module.consts, node["name"]).copy_(mean)
+            elems = dep.slots[(f"mods.{node['attrs']['channels_of']}", "out")].elems
+            kept = torch.from_numpy(np.flatnonzero(~np.isin(elems, np.fromiter(removed, np.int64, len(removed)))))
+            getattr(new_module.consts, node["name"]).copy_(mean[:, kept])
     if calibration is not None and removed:
         from edgeopt.compress.prune.reconstruct import reconstruct
 
