@@ -399,11 +399,13 @@ def apply_channel_plan(module: nn.Module, dep: DepGraph, removed: set[int]) -> t
     for path in dep.layer_io:
         layer = module.get_submodule(path)
         with torch.no_grad():
-            if isinstance(layer, nn.Conv2d):
+            if isinstance(layer, nn.Conv2d | nn.Linear):
+                conv = isinstance(layer, nn.Conv2d)
+                n_out, n_in = layer.weight.shape[0], layer.weight.shape[1] * getattr(layer, "groups", 1)
                 dw = (path, "dw") in dep.slots
-                ko = keep((path, "dw" if dw else "out"), layer.out_channels)
-                ki = ko if dw else keep((path, "in"), layer.in_channels)
-                if len(ko) == layer.out_channels and len(ki) == layer.in_channels:
+                ko = keep((path, "dw" if dw else "out"), n_out)
+                ki = ko if dw else keep((path, "in"), n_in)
+                if len(ko) == n_out and len(ki) == n_in:
                     continue
                 if len(ko) == 0:  # a removed residual branch: its first layer goes...
                     dead.add(path)
@@ -411,27 +413,7 @@ def apply_channel_plan(module: nn.Module, dep: DepGraph, removed: set[int]) -> t
                 if len(ki) == 0:  # ...and the one that consumed it outputs a constant
                     const[path] = _constant_output(layer, ko)
                     continue
-                groups = len(ko) if dw else layer.groups
-                nl = nn.Conv2d(len(ki), len(ko), layer.kernel_size, layer.stride, layer.padding, layer.dilation,
-                               groups, layer.bias is not None, layer.padding_mode)  # fmt: skip
-                w = layer.weight[ko]
-                nl.weight.copy_(w if dw else w[:, ki])
-                if layer.bias is not None:
-                    nl.bias.copy_(layer.bias[ko])
-            elif isinstance(layer, nn.Linear):
-                ko, ki = keep((path, "out"), layer.out_features), keep((path, "in"), layer.in_features)
-                if len(ko) == layer.out_features and len(ki) == layer.in_features:
-                    continue
-                if len(ko) == 0:  # a removed residual branch: its first layer goes...
-                    dead.add(path)
-                    continue
-                if len(ki) == 0:  # ...and the one that consumed it outputs a constant
-                    const[path] = _constant_output(layer, ko)
-                    continue
-                nl = nn.Linear(len(ki), len(ko), layer.bias is not None)
-                nl.weight.copy_(layer.weight[ko][:, ki])
-                if layer.bias is not None:
-                    nl.bias.copy_(layer.bias[ko])
+                nl = _cut_conv(layer, ko, ki, dw) if conv else _cut_linear(layer, ko, ki)
             elif isinstance(layer, nn.BatchNorm2d | nn.BatchNorm1d):
                 k = keep((path, "bn"), layer.num_features)
                 if len(k) == layer.num_features:
@@ -460,6 +442,24 @@ def apply_channel_plan(module: nn.Module, dep: DepGraph, removed: set[int]) -> t
                for path, role in dep.slots if role == "const"}  # fmt: skip
         new = _rebuild_graph(new, dep, removed_arr, sizes, dead, const, cut)
     return new, sizes
+
+
+def _cut_conv(layer: nn.Conv2d, ko: torch.Tensor, ki: torch.Tensor, depthwise: bool) -> nn.Conv2d:
+    nl = nn.Conv2d(len(ki), len(ko), layer.kernel_size, layer.stride, layer.padding, layer.dilation,
+                   len(ko) if depthwise else layer.groups, layer.bias is not None, layer.padding_mode)  # fmt: skip
+    w = layer.weight[ko]
+    nl.weight.copy_(w if depthwise else w[:, ki])
+    if layer.bias is not None:
+        nl.bias.copy_(layer.bias[ko])
+    return nl
+
+
+def _cut_linear(layer: nn.Linear, ko: torch.Tensor, ki: torch.Tensor) -> nn.Linear:
+    nl = nn.Linear(len(ki), len(ko), layer.bias is not None)
+    nl.weight.copy_(layer.weight[ko][:, ki])
+    if layer.bias is not None:
+        nl.bias.copy_(layer.bias[ko])
+    return nl
 
 
 def _constant_output(layer: nn.Module, ko: torch.Tensor) -> torch.Tensor:
