@@ -389,9 +389,7 @@ def apply_channel_plan(module: nn.Module, dep: DepGraph, removed: set[int]) -> t
     removed_arr = np.fromiter(removed, np.int64, len(removed))
 
     def keep(key: tuple[str, str], n: int) -> torch.Tensor:
-        if key not in dep.slots:
-            return torch.arange(n)
-        return torch.from_numpy(np.flatnonzero(~np.isin(dep.slots[key].elems, removed_arr)))
+        return torch.from_numpy(dep.kept(key, removed, n))
 
     sizes: dict[str, Any] = {}
     dead: set[str] = set()  # layers left with no output channel (a removed residual branch)
@@ -438,8 +436,8 @@ def apply_channel_plan(module: nn.Module, dep: DepGraph, removed: set[int]) -> t
         raise EdgeoptError("removing a whole residual branch needs an imported graph model",
                            "export the model to .onnx and import it, or keep at least 1 channel")  # fmt: skip
     if isinstance(module, GraphModule):
-        cut = {path: module.get_buffer(path)[:, keep((path, role), module.get_buffer(path).shape[1])].clone()
-               for path, role in dep.slots if role == "const"}  # fmt: skip
+        consts = {path: module.get_buffer(path) for path, role in dep.slots if role == "const"}
+        cut = {path: c[:, keep((path, "const"), c.shape[1])].clone() for path, c in consts.items()}
         new = _rebuild_graph(new, dep, removed_arr, sizes, dead, const, cut)
     return new, sizes
 
@@ -579,11 +577,10 @@ def pruned_model(
         before = {n["name"] for n in model.module.ir["nodes"]}  # type: ignore[union-attr]
         nodes = [n for n in new_module.ir["nodes"]
                  if n["op"] == "const" and n["source"] == BRANCH_CONST and n["name"] not in before]  # fmt: skip
-        means = branch_constants(model.module, [n["outputs"][0] for n in nodes], calibration)
+        means = branch_constants(model.module, [n["outputs"][0] for n in nodes], calibration) if nodes else []
         for node, mean in zip(nodes, means, strict=True):
-            elems = dep.slots[(f"mods.{node['attrs']['channels_of']}", "out")].elems
-            kept = torch.from_numpy(np.flatnonzero(~np.isin(elems, np.fromiter(removed, np.int64, len(removed)))))
-            getattr(new_module.consts, node["name"]).copy_(mean[:, kept])
+            kept = dep.kept((f"mods.{node['attrs']['channels_of']}", "out"), removed, mean.shape[1])
+            getattr(new_module.consts, node["name"]).copy_(mean[:, torch.from_numpy(kept)])
     if calibration is not None and removed:
         from edgeopt.compress.prune.reconstruct import reconstruct
 

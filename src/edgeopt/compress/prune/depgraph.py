@@ -269,10 +269,12 @@ class DepGraph:
     def prunable_channels(self) -> int:
         return sum(len(g.classes) for g in self.groups)
 
-    def positions(self, slot: tuple[str, str], classes: set[int]) -> np.ndarray:
-        """Positions along ``slot``'s axis whose channel class is in ``classes``."""
-        elems = self.slots[slot].elems
-        return np.flatnonzero(np.isin(elems, np.fromiter(classes, np.int64, len(classes))))
+    def kept(self, slot: tuple[str, str], removed: set[int], size: int) -> np.ndarray:
+        """Positions along ``slot``'s axis (``size`` long) whose channel class is not in ``removed``;
+        all of them when the axis has no slot (nothing there is prunable)."""
+        if slot not in self.slots:
+            return np.arange(size)
+        return np.flatnonzero(~np.isin(self.slots[slot].elems, np.fromiter(removed, np.int64, len(removed))))
 
 
 def build_dependency_graph(module: nn.Module, example: torch.Tensor) -> DepGraph:

@@ -142,25 +142,26 @@ def measure_units(
     """
     from edgeopt.train import evaluate
 
+    probe = {"pass": "prune", "method": "unit-probe"}
     variants: list[EdgeModel] = [model]
     slots: list[int] = []
     for g in dep.groups:
         removed: set[int] = set()
         for u in units[g.index]:
             removed |= set(u)
-            step = {"pass": "prune", "method": "unit-probe"}
-            variants.append(pruned_model(model, dep, set(removed), step, calibration if eval_data else None))
+            variants.append(pruned_model(model, dep, set(removed), probe, calibration if eval_data else None))
             slots.append(g.index)
     lats = latency_fn(variants)
     accs = [evaluate(v, eval_data).accuracy for v in variants] if eval_data is not None else None
-    table = UnitTable({g.index: [] for g in dep.groups}, {g.index: [] for g in dep.groups} if accs else None)
-    last = {g.index: 0 for g in dep.groups}
+    savings: dict[int, list[float]] = {g.index: [] for g in dep.groups}
+    costs: dict[int, list[float]] = {g.index: [] for g in dep.groups}
+    last = {g.index: 0 for g in dep.groups}  # each unit is measured against the group's previous variant
     for i, gi in enumerate(slots, start=1):
-        table.savings[gi].append(lats[last[gi]] - lats[i])
-        if accs is not None and table.costs is not None:
-            table.costs[gi].append(accs[last[gi]] - accs[i])
+        savings[gi].append(lats[last[gi]] - lats[i])
+        if accs is not None:
+            costs[gi].append(accs[last[gi]] - accs[i])
         last[gi] = i
-    return table
+    return UnitTable(savings, costs if accs is not None else None)
 
 
 def prune_to_latency(

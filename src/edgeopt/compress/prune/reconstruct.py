@@ -73,7 +73,6 @@ def reconstruct(
     Depthwise / grouped convolutions are left as they are.
     """
     rng = np.random.default_rng(seed)
-    rem = np.fromiter(removed, np.int64, len(removed))
     was_o, was_p = original.training, pruned.training
     original.eval()
     pruned.eval()
@@ -82,10 +81,7 @@ def reconstruct(
         targets = _capture(original, fitted, x, "out")
         for path in fitted:
             layer = pruned.get_submodule(path)
-            key = (path, "out")
-            keep = np.arange(layer.weight.shape[0])
-            if key in dep.slots:
-                keep = np.flatnonzero(~np.isin(dep.slots[key].elems, rem))
+            keep = dep.kept((path, "out"), removed, layer.weight.shape[0])
             y = _targets(layer, targets.pop(path))[:, torch.from_numpy(keep)]
             a = _patches(layer, _capture(pruned, [path], x, "in")[path])
             if len(a) > max_rows:
