@@ -1,0 +1,1 @@
+"""Hardware model: device profiles, latency prediction, memory, energy and microcontroller estimates."""
