@@ -38,6 +38,11 @@ class ProgressBar:
             else:
                 self._bar.update(self._task, advance=1, description=description)
 
+    def update(self, completed: float, description: str | None = None) -> None:
+        """Set the bar's position (for work measured in time or bytes rather than items)."""
+        if self._bar is not None:
+            self._bar.update(self._task, completed=completed, description=description)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()

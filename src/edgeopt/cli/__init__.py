@@ -12,7 +12,7 @@ import sys
 import traceback
 import warnings
 
-from edgeopt.cli import commands, compress, federate, quantize  # noqa: F401  (each registers its commands)
+from edgeopt.cli import commands, compress, federate, hardware, quantize  # noqa: F401  (each registers its commands)
 from edgeopt.cli.app import STDOUT_FD, app
 from edgeopt.errors import EdgeoptError
 

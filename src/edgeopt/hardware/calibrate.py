@@ -1,0 +1,226 @@
+"""Calibrate a device profile: measure varied architectures in a runtime, fit the latency predictor.
+
+``calibrate(runtime, threads, minutes)`` draws architectures (``hardware.archs``), exports each to
+the runtime's format (with the parity check every export has), times it in fresh sessions
+(``measured_latency_ms``), and fits ``LatencyPredictor`` on the kernels of the models measured.
+Samples are appended to ``<out>.samples.jsonl`` as they are measured, so an interrupted
+calibration resumes where it stopped. ``transfer`` re-targets a profile to another runtime or
+thread count from a handful of measurements.
+
+Cost: per model, one export (ONNX ~1–2 s, ExecuTorch ~2–4 s, LiteRT ~3–5 s on 2 cores) plus
+``rounds`` fresh sessions of timing (~0.1–0.5 s each): a 15-minute calibration measures ~150–400
+models.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.errors import EdgeoptError
+from edgeopt.hardware.archs import arch_model, sample_arch
+from edgeopt.hardware.fingerprint import machine_fingerprint
+from edgeopt.hardware.kernels import kernels_of_model
+from edgeopt.hardware.predictor import LatencyPredictor, model_summary, model_terms
+from edgeopt.hardware.profile import DeviceProfile
+from edgeopt.interop.export import FORMATS
+from edgeopt.runtimes import RUNTIME_FORMAT, check_runtime, measure_latency, open_runner, quiet_output
+
+MEASURABLE = tuple(RUNTIME_FORMAT)  # onnxruntime, executorch, litert
+
+
+def measured_latency_ms(runtime: str, path: str | Path, threads: int = 1, rounds: int = 3,
+                        seconds_per_round: float = 0.15) -> float:  # fmt: skip
+    """Median over ``rounds`` fresh sessions of the batch-1 p50 latency (ms) of an artifact.
+
+    Fresh sessions because one session's memory layout can make it consistently faster or slower
+    than the next; each round runs enough calls to fill ``seconds_per_round`` (20 at least).
+    """
+    p50s = []
+    runs = 20
+    for _ in range(rounds):
+        with open_runner(runtime, path, threads=threads) as runner:
+            x = runner.example_input(1)
+            first = measure_latency(runner, x, threads, warmup=5, runs=runs)
+            runs = int(np.clip(seconds_per_round / max(first.p50_ms / 1e3, 1e-6), 20, 500))
+            p50s.append(measure_latency(runner, x, threads, warmup=5, runs=runs).p50_ms)
+    return float(statistics.median(p50s))
+
+
+def export_arch(spec: dict[str, Any], runtime: str, path: Path) -> dict[str, Any]:
+    """Export one architecture to ``runtime``'s format at ``path`` and return its features.
+
+    Runs in a worker process during calibration (top-level, picklable). The export carries the
+    usual parity check, so a mis-converted model never enters the data.
+    """
+    from edgeopt.interop.export import export_model
+
+    model = arch_model(spec)
+    kernels = kernels_of_model(model)
+    with quiet_output():
+        result = export_model(model, RUNTIME_FORMAT[runtime], path, samples=2)
+    result.sidecar.unlink(missing_ok=True)
+    return {"spec": spec, "macs": int(sum(k.macs for k in kernels)), "terms": model_terms(kernels),
+            "summary": model_summary(kernels)}  # fmt: skip
+
+
+def _try_export(spec: dict[str, Any], runtime: str, path: Path) -> dict[str, Any] | None:
+    try:
+        return export_arch(spec, runtime, path)
+    except EdgeoptError:  # the runtimes reject a few odd shapes: skip them
+        return None
+
+
+def _quiet_worker() -> None:
+    import os
+    import warnings
+
+    os.environ["EDGEOPT_QUIET"] = "1"
+    warnings.simplefilter("ignore")
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _read_samples(path: Path, runtime: str, threads: int) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    lines = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    head = lines[0] if lines else {}
+    same = (head.get("runtime"), head.get("threads"), head.get("fingerprint"))
+    if same != (runtime, threads, machine_fingerprint(runtime)):
+        return []  # another runtime, thread count or machine: start afresh
+    return lines[1:]
+
+
+def measure_samples(
+    runtime: str,
+    threads: int = 1,
+    minutes: float = 15.0,
+    max_models: int | None = None,
+    seed: int = 0,
+    journal: Path | None = None,
+    workers: int | None = None,
+    rounds: int = 3,
+    on_sample: Callable[[int, float, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Measure random architectures (``sample_arch``) until ``minutes`` or ``max_models`` run out.
+
+    Work goes in chunks: ``workers`` processes export a chunk of architectures in parallel (the
+    exporters are single-threaded Python and dominate the cost), then, with the workers idle, the
+    chunk is timed one artifact at a time so that nothing else runs beside the timing. With
+    ``journal``, samples already there (same runtime, threads and machine) are kept and new ones
+    appended as they are measured. ``on_sample(count, elapsed_s, sample)`` reports progress.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    runtime = check_runtime(runtime)
+    if runtime not in MEASURABLE:
+        raise EdgeoptError(f"cannot calibrate runtime '{runtime}'", f"choose one of: {', '.join(MEASURABLE)}")
+    samples = _read_samples(journal, runtime, threads) if journal else []
+    rng = np.random.default_rng([seed, len(samples)])
+    if journal is not None and not samples:
+        head = {"runtime": runtime, "threads": threads, "fingerprint": machine_fingerprint(runtime)}
+        journal.write_text(json.dumps(head) + "\n")
+    workers = max(1, workers or os.cpu_count() or 1)
+    deadline = time.monotonic() + minutes * 60
+    start = time.monotonic()
+    suffix = FORMATS[RUNTIME_FORMAT[runtime]]
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeopt-calib-"))
+        # one worker: export in this process (no start-up cost); more: spawned processes
+        pool = (
+            stack.enter_context(ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=_quiet_worker))
+            if workers > 1
+            else None
+        )
+        run_all = map if pool is None else pool.map
+        while (max_models is None or len(samples) < max_models) and time.monotonic() < deadline:
+            want = 2 * workers if max_models is None else min(2 * workers, max_models - len(samples))
+            specs = [sample_arch(rng) for _ in range(want)]
+            paths = [Path(tmp) / f"m{len(samples) + i}{suffix}" for i in range(want)]
+            exported = list(run_all(_try_export, specs, [runtime] * want, paths))
+            for feats, path in zip(exported, paths, strict=True):
+                if feats is None or time.monotonic() > deadline and samples:
+                    continue
+                sample = {**feats, "latency_ms": measured_latency_ms(runtime, path, threads, rounds=rounds)}
+                path.unlink(missing_ok=True)
+                samples.append(sample)
+                if journal is not None:
+                    with journal.open("a") as f:
+                        f.write(json.dumps(sample) + "\n")
+                if on_sample is not None:
+                    on_sample(len(samples), time.monotonic() - start, sample)
+    return samples
+
+
+def fit_profile(samples: list[dict[str, Any]], runtime: str, threads: int, seconds: float = 0.0) -> DeviceProfile:
+    """Fit the predictor on measured samples and wrap it as this machine's profile."""
+    if len(samples) < 10:
+        raise EdgeoptError(
+            f"only {len(samples)} models were measured; at least 10 are needed to fit a predictor",
+            "give calibration more time (--minutes)",
+        )
+    predictor = LatencyPredictor.fit(
+        [s["terms"] for s in samples], [s["summary"] for s in samples], [s["latency_ms"] for s in samples]
+    )
+    return DeviceProfile(
+        runtime, threads, machine_fingerprint(runtime), predictor, samples, calibration_seconds=seconds
+    )
+
+
+def calibrate(
+    runtime: str,
+    threads: int = 1,
+    minutes: float = 15.0,
+    out: str | Path | None = None,
+    max_models: int | None = None,
+    seed: int = 0,
+    on_sample: Callable[[int, float, dict[str, Any]], None] | None = None,
+) -> DeviceProfile:
+    """Measure architectures in ``runtime`` for ``minutes`` and fit a device profile (saved to ``out``).
+
+    Interrupted runs keep their samples in ``<out>.samples.jsonl`` and the next call with the same
+    ``out`` resumes from them; the journal is removed once the profile is written.
+    """
+    if minutes <= 0:
+        raise EdgeoptError(f"--minutes must be positive, not {minutes}")
+    if int(threads) < 1:
+        raise EdgeoptError(f"--threads must be at least 1, not {threads}")
+    journal = Path(str(out) + ".samples.jsonl") if out is not None else None
+    start = time.monotonic()
+    samples = measure_samples(runtime, int(threads), minutes, max_models, seed, journal, on_sample=on_sample)
+    profile = fit_profile(samples, check_runtime(runtime), int(threads), time.monotonic() - start)
+    if out is not None:
+        profile.save(out)
+        if journal is not None:
+            journal.unlink(missing_ok=True)
+    return profile
+
+
+def transfer(base: DeviceProfile, runtime: str, threads: int = 1, measurements: int = 20, seed: int = 1,
+             samples: list[dict[str, Any]] | None = None) -> DeviceProfile:  # fmt: skip
+    """A profile for another runtime / thread count from ``measurements`` new timings and ``base``.
+
+    The base predictor ranks architectures (kernel costs keep their proportions across thread
+    counts and, roughly, runtimes on one CPU); a log-linear map ``log y = a + b log ŷ_base`` fitted
+    on the new timings re-targets it. ``samples`` may be given instead of measuring.
+    """
+    runtime = check_runtime(runtime)
+    if samples is None:
+        samples = measure_samples(runtime, threads, minutes=1e9, max_models=measurements, seed=seed)
+    predictor = base.predictor.transferred([s["terms"] for s in samples], [s["summary"] for s in samples],
+                                           [s["latency_ms"] for s in samples])  # fmt: skip
+    source = {"runtime": base.runtime, "threads": base.threads, "fingerprint": base.fingerprint,
+              "measurements": len(samples)}  # fmt: skip
+    return DeviceProfile(runtime, threads, machine_fingerprint(runtime), predictor, samples, transferred_from=source)

@@ -1,0 +1,269 @@
+"""Latency predictor: each fused kernel's cost from its features, summed, with a whole-model correction.
+
+The model (nn-Meter's idea, fitted from whole-model timings):
+
+    latency(model) = Σ_kernels  w_type · φ_type(kernel)          (additive kernel costs)
+                     × exp(g(model features))                     (optional correction)
+
+``φ_type`` are a few cost terms per kernel type: a fixed per-kernel overhead, MACs, MACs with the
+output channels padded to the SIMD block (runtimes pack 8 or 16 channels; a 20-channel conv costs
+like a 32-channel one), bytes read and written, weight bytes. Because the sum is linear in the
+weights ``w``, the per-kernel costs are identifiable from whole-model timings of varied
+architectures: ``w ≥ 0`` is fitted by non-negative least squares on *relative* error (scikit-learn's
+``LinearRegression(positive=True)`` with weights 1/latency²), so every kernel cost stays physical.
+``g`` is a small LightGBM regressor on the log residual, kept only when cross-validation says it
+helps; it is stored as LightGBM's own text model, never as a pickle.
+
+The error band is the 90th percentile of the cross-validated relative error. Everything here is
+pure (arrays in, arrays out) except ``to_json``/``from_json`` which only convert.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgeopt.hardware.kernels import KERNEL_TYPES, Kernel
+
+MB, KB = 1e6, 1e3
+
+
+def _ceil(n: int, block: int) -> int:
+    return -(-n // block) * block
+
+
+def kernel_terms(k: Kernel) -> dict[str, float]:
+    """The cost terms of one kernel, named ``type.term`` (MACs in millions, bytes in KB). Pure."""
+    t = k.type
+    io = (k.in_bytes + k.out_bytes) / KB
+    terms = {f"{t}.n": 1.0}
+    if t == "conv":
+        per_out = k.macs / max(1, k.cout)
+        terms[f"{t}.macs"] = k.macs / MB
+        terms[f"{t}.macs_pad16"] = per_out * _ceil(k.cout, 16) * _ceil(k.cin, 16) / max(1, k.cin) / MB
+        terms[f"{t}.macs_smallcin"] = k.macs / MB if k.cin < 8 else 0.0
+        terms[f"{t}.macs_k1"] = k.macs / MB if k.k == 1 else 0.0
+        terms[f"{t}.io"] = io
+        terms[f"{t}.weights"] = k.weight_bytes / KB
+    elif t == "dwconv":
+        terms[f"{t}.macs"] = k.macs / MB
+        terms[f"{t}.macs_pad16"] = k.macs * _ceil(k.cout, 16) / max(1, k.cout) / MB
+        terms[f"{t}.io"] = io
+        terms[f"{t}.stride2"] = io if k.stride > 1 else 0.0
+    elif t == "linear":
+        terms[f"{t}.macs"] = k.macs / MB
+        terms[f"{t}.weights"] = k.weight_bytes / KB
+    else:
+        terms[f"{t}.io"] = io
+    return terms
+
+
+def model_terms(kernels: Sequence[Kernel]) -> dict[str, float]:
+    """The sum of ``kernel_terms`` over a model's kernels, plus a per-model constant. Pure."""
+    total: dict[str, float] = {"model.n": 1.0}
+    for k in kernels:
+        for name, v in kernel_terms(k).items():
+            total[name] = total.get(name, 0.0) + v
+    return total
+
+
+def model_summary(kernels: Sequence[Kernel]) -> dict[str, float]:
+    """Whole-model features for the correction: log sizes and each kernel type's share of MACs. Pure."""
+    macs = sum(k.macs for k in kernels)
+    io = sum(k.in_bytes + k.out_bytes for k in kernels)
+    out = {"log_macs": math.log1p(macs), "log_io": math.log1p(io), "n_kernels": float(len(kernels))}
+    for t in KERNEL_TYPES:
+        out[f"share.{t}"] = sum(k.macs for k in kernels if k.type == t) / macs if macs else 0.0
+        out[f"count.{t}"] = float(sum(1 for k in kernels if k.type == t))
+    return out
+
+
+def matrix(rows: Sequence[dict[str, float]], names: Sequence[str]) -> np.ndarray:
+    """Rows of named terms as a dense matrix with columns ``names`` (missing terms are 0). Pure."""
+    return np.array([[r.get(n, 0.0) for n in names] for r in rows], dtype=np.float64)
+
+
+def _fit_linear(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative weights minimising the relative squared error of ``x @ w`` against ``y``."""
+    from sklearn.linear_model import LinearRegression
+
+    # scale columns to unit size so the solver treats terms alike; relative error via 1/y² weights
+    scale = np.maximum(np.abs(x).max(axis=0), 1e-12)
+    reg = LinearRegression(positive=True, fit_intercept=False)
+    reg.fit(x / scale, y, sample_weight=1.0 / np.square(y))
+    return reg.coef_ / scale
+
+
+def _fit_correction(z: np.ndarray, log_ratio: np.ndarray, seed: int = 0) -> str:
+    import lightgbm as lgb
+
+    params = {
+        "objective": "l2", "learning_rate": 0.05, "num_leaves": 7, "min_data_in_leaf": 8,
+        "lambda_l2": 1.0, "verbose": -1, "seed": seed, "num_threads": 1, "deterministic": True,
+    }  # fmt: skip
+    booster = lgb.train(params, lgb.Dataset(z, log_ratio), num_boost_round=150)
+    return booster.model_to_string()
+
+
+def _apply_correction(model_text: str, z: np.ndarray) -> np.ndarray:
+    import lightgbm as lgb
+
+    return np.asarray(lgb.Booster(model_str=model_text).predict(z), dtype=np.float64)
+
+
+@dataclass
+class ErrorStats:
+    """How far predictions fall from measurements (relative errors, on held-out data)."""
+
+    median_abs_pct: float
+    within_10pct: float
+    p90_abs_pct: float
+    spearman: float
+    n: int
+
+    @staticmethod
+    def of(pred: np.ndarray, measured: np.ndarray) -> ErrorStats:
+        from scipy.stats import spearmanr
+
+        rel = np.abs(pred / measured - 1.0)
+        rho = float(spearmanr(pred, measured).statistic) if len(pred) > 2 else float("nan")
+        return ErrorStats(
+            float(np.median(rel) * 100), float(np.mean(rel <= 0.10)), float(np.percentile(rel, 90) * 100), rho,
+            int(len(pred)),
+        )  # fmt: skip
+
+
+@dataclass
+class LatencyPredictor:
+    """Fitted kernel weights (and an optional correction) that map kernels to milliseconds."""
+
+    terms: list[str]
+    weights: list[float]
+    correction: str | None = None  # LightGBM text model over ``summary_names`` + log linear prediction
+    summary_names: list[str] = field(default_factory=list)
+    band_pct: float = 0.0  # 90th percentile of cross-validated relative error, in percent
+    cv: dict[str, Any] = field(default_factory=dict)
+    log_affine: tuple[float, float] = (0.0, 1.0)  # transfer map: log y = a + b log ŷ
+
+    def predict_rows(
+        self, term_rows: Sequence[dict[str, float]], summary_rows: Sequence[dict[str, float]]
+    ) -> np.ndarray:
+        """Milliseconds for models given by their ``model_terms`` and ``model_summary`` rows."""
+        lin = np.maximum(matrix(term_rows, self.terms) @ np.asarray(self.weights), 1e-6)
+        pred = lin
+        if self.correction is not None:
+            z = np.column_stack([matrix(summary_rows, self.summary_names), np.log(lin)])
+            pred = lin * np.exp(_apply_correction(self.correction, z))
+        a, b = self.log_affine
+        return pred if (a, b) == (0.0, 1.0) else np.exp(a + b * np.log(pred))
+
+    def transferred(
+        self,
+        term_rows: Sequence[dict[str, float]],
+        summary_rows: Sequence[dict[str, float]],
+        latency_ms: Sequence[float],
+    ) -> LatencyPredictor:
+        """This predictor re-targeted by ``log y = a + b log ŷ`` fitted (least squares) on new timings."""
+        y = np.log(np.asarray(latency_ms, dtype=np.float64))
+        base = LatencyPredictor(self.terms, self.weights, self.correction, self.summary_names)
+        x = np.log(base.predict_rows(term_rows, summary_rows))
+        if len(y) < 5:  # too few points for a slope: shift only
+            a, b = float(np.mean(y - x)), 1.0
+        else:
+            b, a = (float(v) for v in np.polyfit(x, y, 1))
+        rel = np.abs(np.exp(a + b * x - y) - 1.0)
+        return LatencyPredictor(self.terms, self.weights, self.correction, self.summary_names,
+                                float(np.percentile(rel, 90) * 100), {"transfer_fit": len(y)}, (a, b))  # fmt: skip
+
+    def predict(self, kernels: Sequence[Kernel]) -> float:
+        """Predicted latency (ms) of one model from its kernels."""
+        return float(self.predict_rows([model_terms(kernels)], [model_summary(kernels)])[0])
+
+    def kernel_ms(self, kernels: Sequence[Kernel]) -> list[float]:
+        """Each kernel's share of the additive (uncorrected) prediction, in milliseconds."""
+        w = dict(zip(self.terms, self.weights, strict=True))
+        return [sum(w.get(n, 0.0) * v for n, v in kernel_terms(k).items()) for k in kernels]
+
+    @classmethod
+    def fit(
+        cls,
+        term_rows: Sequence[dict[str, float]],
+        summary_rows: Sequence[dict[str, float]],
+        latency_ms: Sequence[float],
+        folds: int = 5,
+        seed: int = 0,
+        correction: bool = True,
+    ) -> LatencyPredictor:
+        """Fit on measured models; cross-validation decides the correction and gives the error band."""
+        y = np.asarray(latency_ms, dtype=np.float64)
+        terms = sorted({n for r in term_rows for n in r})
+        x = matrix(term_rows, terms)
+        summary_names = sorted({n for r in summary_rows for n in r})
+        s = matrix(summary_rows, summary_names)
+        use_correction = correction and len(y) >= 40 and _has_lightgbm()
+
+        pred_lin = np.empty_like(y)
+        pred_cor = np.empty_like(y)
+        order = np.random.default_rng(seed).permutation(len(y))
+        for f in range(folds):
+            test = order[f::folds]
+            train = np.setdiff1d(order, test)
+            w = _fit_linear(x[train], y[train])
+            lin_all = np.maximum(x @ w, 1e-6)
+            pred_lin[test] = lin_all[test]
+            if use_correction:
+                z = np.column_stack([s, np.log(lin_all)])
+                model = _fit_correction(z[train], np.log(y[train] / lin_all[train]), seed)
+                pred_cor[test] = lin_all[test] * np.exp(_apply_correction(model, z[test]))
+        lin_stats = ErrorStats.of(pred_lin, y)
+        cor_stats = ErrorStats.of(pred_cor, y) if use_correction else None
+        keep = cor_stats is not None and cor_stats.median_abs_pct < lin_stats.median_abs_pct
+        chosen = cor_stats if keep and cor_stats is not None else lin_stats
+        w = _fit_linear(x, y)
+        model_text = None
+        if keep:
+            lin_all = np.maximum(x @ w, 1e-6)
+            model_text = _fit_correction(np.column_stack([s, np.log(lin_all)]), np.log(y / lin_all), seed)
+        cv = {"folds": folds, "additive": lin_stats.__dict__, "corrected": cor_stats.__dict__ if cor_stats else None,
+              "correction_kept": keep}  # fmt: skip
+        return cls(terms, [float(v) for v in w], model_text, summary_names if keep else [], chosen.p90_abs_pct, cv)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "terms": self.terms, "weights": self.weights, "correction": self.correction,
+            "summary_names": self.summary_names, "band_pct": self.band_pct, "cv": self.cv,
+            "log_affine": list(self.log_affine),
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> LatencyPredictor:
+        return cls(
+            list(d["terms"]), [float(v) for v in d["weights"]], d.get("correction"), list(d.get("summary_names", [])),
+            float(d.get("band_pct", 0.0)), dict(d.get("cv", {})), tuple(d.get("log_affine", (0.0, 1.0))),
+        )  # fmt: skip
+
+
+def _has_lightgbm() -> bool:
+    try:
+        import lightgbm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def macs_only_fit(macs: np.ndarray, latency_ms: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Cross-validated predictions of the baseline ``latency = a + b · MACs`` (least squares). Pure."""
+    y = np.asarray(latency_ms, dtype=np.float64)
+    x = np.column_stack([np.ones_like(y), np.asarray(macs, dtype=np.float64) / MB])
+    pred = np.empty_like(y)
+    order = np.random.default_rng(seed).permutation(len(y))
+    for f in range(folds):
+        test = order[f::folds]
+        train = np.setdiff1d(order, test)
+        coef, *_ = np.linalg.lstsq(x[train], y[train], rcond=None)
+        pred[test] = x[test] @ coef
+    return pred

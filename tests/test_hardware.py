@@ -1,0 +1,216 @@
+"""Hardware model: kernel detection, the latency predictor's fit and I/O, fingerprints, calibration, predict."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import edgeopt
+from edgeopt.errors import EdgeoptError
+from edgeopt.hardware.archs import FAMILIES, arch_model, build_arch, sample_arch
+from edgeopt.hardware.calibrate import fit_profile, measure_samples
+from edgeopt.hardware.fingerprint import fingerprint_mismatch, machine_fingerprint
+from edgeopt.hardware.kernels import Kernel, kernels_of_model
+from edgeopt.hardware.predictor import LatencyPredictor, model_summary, model_terms
+from edgeopt.hardware.profile import DeviceProfile, load_profile
+from edgeopt.model import EdgeModel, InputSpec, ModelMeta
+
+
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu(self.bn(self.conv(x)))
+        y = torch.relu(self.dw(y) + y)
+        return self.fc(torch.flatten(self.pool(y), 1))
+
+
+def _model(module: nn.Module, shape: tuple[int, int, int] = (3, 8, 8)) -> EdgeModel:
+    return EdgeModel(module.eval(), ModelMeta(InputSpec(shape), 4, {"name": "t"}))
+
+
+def test_kernels_fuse_conv_bn_relu_and_add_relu_with_hand_counted_macs() -> None:
+    ks = kernels_of_model(_model(_Block()))
+    assert [k.type for k in ks] == ["conv", "dwconv", "add", "pool", "linear"]
+    conv, dw, add, pool, fc = ks
+    assert conv.fused == ("conv2d", "bn", "relu")
+    assert conv.macs == 8 * 8 * 8 * 3 * 9  # H*W*Cout*Cin*k*k
+    assert (conv.cin, conv.cout, conv.k, conv.stride, conv.hw) == (3, 8, 9, 1, 64)
+    assert dw.macs == 8 * 8 * 8 * 9 and dw.fused == ("conv2d",)  # the add reads it, not an activation
+    assert add.fused == ("add", "relu")
+    assert add.in_bytes == 2 * 8 * 8 * 8 * 4 and add.out_bytes == 8 * 8 * 8 * 4
+    assert pool.out_bytes == 8 * 4
+    assert fc.macs == 8 * 4 and fc.weight_bytes == (8 * 4 + 4) * 4
+    assert conv.weight_bytes >= (8 * 3 * 9 + 8) * 4  # conv weight + bias (BN parameters read too)
+
+
+def test_sampled_architectures_build_and_export_graph_for_every_family() -> None:
+    rng = np.random.default_rng(3)
+    for family in FAMILIES:
+        spec = sample_arch(rng, family)
+        assert json.loads(json.dumps(spec)) == spec  # plain data
+        module = build_arch(spec)
+        x = torch.rand(1, *spec["input_shape"])
+        assert module(x).shape == (1, 10)
+        ks = kernels_of_model(arch_model(spec))
+        total = sum(k.macs for k in ks)
+        assert total == edgeopt.profile.count_macs(torch.export.export(module, (x,)).graph)
+
+
+def _random_kernels(rng: np.random.Generator) -> list[Kernel]:
+    """A made-up model: a few convs, depthwise convs, adds, a pool and a linear layer."""
+    ks = []
+    for _ in range(int(rng.integers(2, 12))):
+        cin, cout, hw, k = (
+            int(rng.choice(v)) for v in ((3, 8, 16, 24, 32, 64), (8, 16, 20, 32, 64), (16, 64, 256), (1, 9, 25))
+        )
+        kind = "dwconv" if rng.random() < 0.3 else "conv"
+        cin = cout if kind == "dwconv" else cin
+        macs = hw * cout * (1 if kind == "dwconv" else cin) * k
+        ks.append(Kernel(kind, macs, 4 * hw * cin, 4 * hw * cout, 4 * cout * cin * k, cin, cout, k, 1, hw))
+        if rng.random() < 0.4:
+            ks.append(Kernel("add", 0, 8 * hw * cout, 4 * hw * cout, 0))
+    return [*ks, Kernel("pool", 0, 4000, 256, 0), Kernel("linear", 640, 256, 40, 2600, 64, 10, 1, 1, 1)]
+
+
+def _synthetic_rows(n: int, seed: int) -> tuple[list[dict], list[dict], np.ndarray]:
+    """Random kernel lists, with latency a known non-negative combination of their terms."""
+    rng = np.random.default_rng(seed)
+    truth = {"conv.macs": 0.02, "conv.n": 0.004, "dwconv.macs": 0.05, "dwconv.io": 0.0002, "linear.macs": 0.01,
+             "add.io": 0.0003, "pool.io": 0.0001, "model.n": 0.01}  # fmt: skip
+    terms, summaries, y = [], [], []
+    for _ in range(n):
+        ks = _random_kernels(rng)
+        t = model_terms(ks)
+        terms.append(t)
+        summaries.append(model_summary(ks))
+        y.append(sum(w * t.get(name, 0.0) for name, w in truth.items()))
+    return terms, summaries, np.array(y)
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> tuple[list[dict], list[dict], np.ndarray]:
+    return _synthetic_rows(80, 0)
+
+
+def test_predictor_recovers_an_additive_latency_and_round_trips_json(synthetic) -> None:
+    terms, summaries, y = synthetic
+    p = LatencyPredictor.fit(terms[:45], summaries[:45], y[:45], correction=False)
+    pred = p.predict_rows(terms[45:], summaries[45:])
+    assert np.max(np.abs(pred / y[45:] - 1)) < 0.02  # exact model family: near-exact on unseen models
+    assert all(w >= 0 for w in p.weights)
+    again = LatencyPredictor.from_json(json.loads(json.dumps(p.to_json())))
+    assert np.array_equal(again.predict_rows(terms[45:], summaries[45:]), pred)
+    # the per-kernel shares sum to the additive prediction
+    k = [Kernel("conv", 10**6, 4000, 4000, 400, 8, 8, 9, 1, 64), Kernel("add", 0, 8000, 4000, 0)]
+    assert sum(p.kernel_ms(k)) + p.weights[p.terms.index("model.n")] == pytest.approx(p.predict(k), rel=1e-9)
+
+
+def test_predictor_correction_is_lightgbm_text_and_kept_only_if_it_helps(synthetic) -> None:
+    terms, summaries, y = synthetic
+    noisy = y * np.exp(0.3 * np.array([s["share.dwconv"] for s in summaries]))  # a non-additive effect
+    p = LatencyPredictor.fit(terms, summaries, noisy)
+    assert p.cv["correction_kept"] == (p.correction is not None)
+    if p.correction is not None:
+        assert p.correction.startswith("tree")  # LightGBM's text format, never a pickle
+        assert p.cv["corrected"]["median_abs_pct"] < p.cv["additive"]["median_abs_pct"]
+    again = LatencyPredictor.from_json(json.loads(json.dumps(p.to_json())))
+    assert np.allclose(again.predict_rows(terms, summaries), p.predict_rows(terms, summaries))
+
+
+def test_transfer_learns_a_slower_device_from_few_measurements(synthetic) -> None:
+    terms, summaries, y = synthetic
+    p = LatencyPredictor.fit(terms[:40], summaries[:40], y[:40], correction=False)
+    slower = 2.5 * y**0.95  # another runtime: slower, a little less than proportional
+    t = p.transferred(terms[40:50], summaries[40:50], slower[40:50])
+    assert np.median(np.abs(t.predict_rows(terms[50:], summaries[50:]) / slower[50:] - 1)) < 0.05
+    assert np.median(np.abs(p.predict_rows(terms[50:], summaries[50:]) / slower[50:] - 1)) > 0.5
+
+
+def test_fingerprint_mismatch_names_what_differs() -> None:
+    here = machine_fingerprint("onnxruntime")
+    assert here["runtime_version"] is not None and here["cpu_model"]
+    assert fingerprint_mismatch(here, here) == []
+    other = {**here, "cpu_model": "Some ARM core", "isa": [*here["isa"], "amx_tile"], "runtime_version": "0.0.1"}
+    text = "; ".join(fingerprint_mismatch(other, here))
+    assert "Some ARM core" in text and "0.0.1" in text and "-amx_tile" in text
+
+
+def _profile(synthetic, fingerprint=None) -> DeviceProfile:
+    terms, summaries, y = synthetic
+    samples = [
+        {"terms": t, "summary": s, "latency_ms": v, "macs": 0, "spec": {}}
+        for t, s, v in zip(terms, summaries, y, strict=True)
+    ]
+    prof = fit_profile(samples, "onnxruntime", 1)
+    if fingerprint is not None:
+        prof.fingerprint = fingerprint
+    return prof
+
+
+def test_profile_save_load_and_foreign_machine_warning(tmp_path, synthetic) -> None:
+    prof = _profile(synthetic)
+    prof.save(tmp_path / "p.json")
+    back = load_profile(tmp_path / "p.json")
+    assert back.mismatch() == []
+    assert back.predictor.weights == prof.predictor.weights
+    foreign = _profile(synthetic, {**prof.fingerprint, "cpu_model": "Cortex-A76"})
+    assert foreign.mismatch() and "hw calibrate --runtime onnxruntime --threads 1" in foreign.recalibrate_hint()
+    (tmp_path / "bad.json").write_text('{"kind": "something else"}')
+    with pytest.raises(EdgeoptError, match="not an edgeopt device profile"):
+        load_profile(tmp_path / "bad.json")
+
+
+def test_fit_profile_refuses_too_few_samples() -> None:
+    with pytest.raises(EdgeoptError, match="at least 10"):
+        fit_profile([], "onnxruntime", 1)
+
+
+def test_measure_samples_times_real_artifacts_and_resumes_from_its_journal(tmp_path) -> None:
+    journal = tmp_path / "p.json.samples.jsonl"
+    first = measure_samples("onnxruntime", 1, minutes=5, max_models=2, journal=journal, workers=1, rounds=1)
+    assert len(first) == 2 and all(s["latency_ms"] > 0 for s in first)
+    more = measure_samples("onnxruntime", 1, minutes=5, max_models=3, journal=journal, workers=1, rounds=1)
+    assert more[:2] == first and len(more) == 3  # kept the two, measured one more
+    assert more[2]["spec"] not in [s["spec"] for s in first]
+    with pytest.raises(EdgeoptError, match="cannot calibrate"):
+        measure_samples("torch", 1, max_models=1)
+
+
+def run_cli(capfd: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, str, str]:
+    from edgeopt.cli import main
+
+    rc = main(args)
+    out, err = capfd.readouterr()
+    return rc, out, err
+
+
+def test_predict_cli_runtime_profile_and_mcu_preset(tmp_path, synthetic, capfd) -> None:
+    prof = _profile(synthetic, {**machine_fingerprint("onnxruntime"), "cpu_model": "Cortex-A76"})
+    prof.save(tmp_path / "p.json")
+    code, out, err = run_cli(capfd, ["hw", "predict", "zoo:lenet5", "--profile", str(tmp_path / "p.json"), "--json"])
+    assert code == 0, err
+    r = json.loads(out)
+    lo, hi = r["latency_ms_band"]
+    assert lo < r["latency_ms"] < hi
+    assert r["macs"] > 0 and r["params"] > 0 and r["flash_bytes"] > r["params"]  # float weights: 4 B each
+    assert r["arena_bytes"] > 0 and r["arena_source"]
+    assert r["energy_mj_estimate"] > 0 and "Horowitz" in r["energy"]["source"]
+    assert "recalibrate" in err and "Cortex-A76" in err  # calibrated elsewhere: warned, with the command
+    code, out, err = run_cli(capfd, ["hw", "predict", "zoo:mobilenetv2", "--profile", "mcu:nrf52840", "--json"])
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["latency_is_estimate"] and isinstance(r["fits"], bool)
+    code, _, err = run_cli(capfd, ["hw", "predict", "zoo:lenet5", "--profile", "mcu:nosuchboard"])
+    assert code == 2 and "nosuchboard" in err
