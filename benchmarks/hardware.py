@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from common import ROOT, write_result
 
-from edgeopt.hardware.calibrate import fit_profile, measure_samples
+from edgeopt.hardware.calibrate import fit_profile, measure_samples, sample_kernels
 from edgeopt.hardware.predictor import ErrorStats, LatencyPredictor, macs_only_fit
 
 CACHE = ROOT / "benchmarks" / ".cache" / "hardware"
@@ -51,7 +51,7 @@ def _stats(pred: np.ndarray, y: np.ndarray) -> dict[str, Any]:
 
 
 def _predict(predictor: LatencyPredictor, samples: list[dict]) -> np.ndarray:
-    return predictor.predict_rows([s["terms"] for s in samples], [s["summary"] for s in samples])
+    return predictor.predict_many(sample_kernels(samples))
 
 
 def _macs_only(calib: list[dict], heldout: list[dict]) -> np.ndarray:
@@ -101,8 +101,7 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
 def transfer_section(base, runtime: str, threads: int, heldout: list[dict], n: int = 20) -> dict[str, Any]:
     """Re-target ``base`` with the first ``n`` held-out-disjoint measurements (a fresh seed)."""
     few = _samples(runtime, threads, f"transfer{n}", 77, 1e9, n)
-    pred_model = base.predictor.transferred([s["terms"] for s in few], [s["summary"] for s in few],
-                                            [s["latency_ms"] for s in few])  # fmt: skip
+    pred_model = base.predictor.transferred(sample_kernels(few), [s["latency_ms"] for s in few])
     y = np.array([s["latency_ms"] for s in heldout])
     return {
         "from": {"runtime": base.runtime, "threads": base.threads},

@@ -14,7 +14,7 @@ from edgeopt.errors import EdgeoptError
 from edgeopt.hardware.archs import FAMILIES, arch_model, build_arch, sample_arch
 from edgeopt.hardware.calibrate import fit_profile, measure_samples
 from edgeopt.hardware.fingerprint import fingerprint_mismatch, machine_fingerprint
-from edgeopt.hardware.kernels import Kernel, kernels_of_model
+from edgeopt.hardware.kernels import Kernel, kernel_to_json, kernels_of_model
 from edgeopt.hardware.predictor import LatencyPredictor, model_summary, model_terms
 from edgeopt.hardware.profile import DeviceProfile, load_profile
 from edgeopt.model import EdgeModel, InputSpec, ModelMeta
@@ -84,58 +84,55 @@ def _random_kernels(rng: np.random.Generator) -> list[Kernel]:
     return [*ks, Kernel("pool", 0, 4000, 256, 0), Kernel("linear", 640, 256, 40, 2600, 64, 10, 1, 1, 1)]
 
 
-def _synthetic_rows(n: int, seed: int) -> tuple[list[dict], list[dict], np.ndarray]:
+TRUTH = {"conv.macs": 0.02, "conv.n": 0.004, "dwconv.macs": 0.05, "dwconv.io": 0.0002, "linear.macs": 0.01,
+         "add.io": 0.0003, "pool.io": 0.0001, "model.n": 0.01}  # fmt: skip
+
+
+def _synthetic_rows(n: int, seed: int) -> tuple[list[list[Kernel]], np.ndarray]:
     """Random kernel lists, with latency a known non-negative combination of their terms."""
     rng = np.random.default_rng(seed)
-    truth = {"conv.macs": 0.02, "conv.n": 0.004, "dwconv.macs": 0.05, "dwconv.io": 0.0002, "linear.macs": 0.01,
-             "add.io": 0.0003, "pool.io": 0.0001, "model.n": 0.01}  # fmt: skip
-    terms, summaries, y = [], [], []
-    for _ in range(n):
-        ks = _random_kernels(rng)
-        t = model_terms(ks)
-        terms.append(t)
-        summaries.append(model_summary(ks))
-        y.append(sum(w * t.get(name, 0.0) for name, w in truth.items()))
-    return terms, summaries, np.array(y)
+    models = [_random_kernels(rng) for _ in range(n)]
+    y = [sum(w * model_terms(ks).get(name, 0.0) for name, w in TRUTH.items()) for ks in models]
+    return models, np.array(y)
 
 
 @pytest.fixture(scope="module")
-def synthetic() -> tuple[list[dict], list[dict], np.ndarray]:
+def synthetic() -> tuple[list[list[Kernel]], np.ndarray]:
     return _synthetic_rows(80, 0)
 
 
 def test_predictor_recovers_an_additive_latency_and_round_trips_json(synthetic) -> None:
-    terms, summaries, y = synthetic
-    p = LatencyPredictor.fit(terms[:45], summaries[:45], y[:45], correction=False)
-    pred = p.predict_rows(terms[45:], summaries[45:])
-    assert np.max(np.abs(pred / y[45:] - 1)) < 0.02  # exact model family: near-exact on unseen models
+    models, y = synthetic
+    p = LatencyPredictor.fit(models[:60], y[:60], correction=False)
+    pred = p.predict_many(models[60:])
+    assert np.max(np.abs(pred / y[60:] - 1)) < 0.02  # exact model family: near-exact on unseen models
     assert all(w >= 0 for w in p.weights)
     again = LatencyPredictor.from_json(json.loads(json.dumps(p.to_json())))
-    assert np.array_equal(again.predict_rows(terms[45:], summaries[45:]), pred)
+    assert np.array_equal(again.predict_many(models[60:]), pred)
     # the per-kernel shares sum to the additive prediction
     k = [Kernel("conv", 10**6, 4000, 4000, 400, 8, 8, 9, 1, 64), Kernel("add", 0, 8000, 4000, 0)]
     assert sum(p.kernel_ms(k)) + p.weights[p.terms.index("model.n")] == pytest.approx(p.predict(k), rel=1e-9)
 
 
 def test_predictor_correction_is_lightgbm_text_and_kept_only_if_it_helps(synthetic) -> None:
-    terms, summaries, y = synthetic
-    noisy = y * np.exp(0.3 * np.array([s["share.dwconv"] for s in summaries]))  # a non-additive effect
-    p = LatencyPredictor.fit(terms, summaries, noisy)
+    models, y = synthetic
+    noisy = y * np.exp(0.3 * np.array([model_summary(k)["share.dwconv"] for k in models]))  # not additive
+    p = LatencyPredictor.fit(models, noisy)
     assert p.cv["correction_kept"] == (p.correction is not None)
     if p.correction is not None:
         assert p.correction.startswith("tree")  # LightGBM's text format, never a pickle
         assert p.cv["corrected"]["median_abs_pct"] < p.cv["additive"]["median_abs_pct"]
     again = LatencyPredictor.from_json(json.loads(json.dumps(p.to_json())))
-    assert np.allclose(again.predict_rows(terms, summaries), p.predict_rows(terms, summaries))
+    assert np.allclose(again.predict_many(models), p.predict_many(models))
 
 
 def test_transfer_learns_a_slower_device_from_few_measurements(synthetic) -> None:
-    terms, summaries, y = synthetic
-    p = LatencyPredictor.fit(terms[:40], summaries[:40], y[:40], correction=False)
+    models, y = synthetic
+    p = LatencyPredictor.fit(models[:40], y[:40], correction=False)
     slower = 2.5 * y**0.95  # another runtime: slower, a little less than proportional
-    t = p.transferred(terms[40:50], summaries[40:50], slower[40:50])
-    assert np.median(np.abs(t.predict_rows(terms[50:], summaries[50:]) / slower[50:] - 1)) < 0.05
-    assert np.median(np.abs(p.predict_rows(terms[50:], summaries[50:]) / slower[50:] - 1)) > 0.5
+    t = p.transferred(models[40:60], slower[40:60])
+    assert np.median(np.abs(t.predict_many(models[60:]) / slower[60:] - 1)) < 0.05
+    assert np.median(np.abs(p.predict_many(models[60:]) / slower[60:] - 1)) > 0.5
 
 
 def test_fingerprint_mismatch_names_what_differs() -> None:
@@ -148,11 +145,9 @@ def test_fingerprint_mismatch_names_what_differs() -> None:
 
 
 def _profile(synthetic, fingerprint=None) -> DeviceProfile:
-    terms, summaries, y = synthetic
-    samples = [
-        {"terms": t, "summary": s, "latency_ms": v, "macs": 0, "spec": {}}
-        for t, s, v in zip(terms, summaries, y, strict=True)
-    ]
+    models, y = synthetic
+    samples = [{"kernels": [kernel_to_json(k) for k in ks], "latency_ms": v, "macs": 0, "spec": {}}
+               for ks, v in zip(models, y, strict=True)]  # fmt: skip
     prof = fit_profile(samples, "onnxruntime", 1)
     if fingerprint is not None:
         prof.fingerprint = fingerprint
@@ -214,3 +209,35 @@ def test_predict_cli_runtime_profile_and_mcu_preset(tmp_path, synthetic, capfd) 
     assert r["latency_is_estimate"] and isinstance(r["fits"], bool)
     code, _, err = run_cli(capfd, ["hw", "predict", "zoo:lenet5", "--profile", "mcu:nosuchboard"])
     assert code == 2 and "nosuchboard" in err
+
+
+def test_latency_search_asks_the_profile_and_confirms_by_timing_once(synthetic, tmp_path) -> None:
+    from edgeopt.compress.prune.netadapt import latency_source
+    from edgeopt.compress.workflows import TuneSettings, prune_model
+    from edgeopt.data import load_dataset
+    from edgeopt.hardware.kernels import kernels_of_model
+    from edgeopt.models import create_model
+
+    _, source = latency_source("onnxruntime", 1)  # no profile calibrated on this (isolated) machine
+    assert source == {"latency": "measured"}
+    prof = _profile(synthetic)
+    prof.save(tmp_path / "p.json")
+    with pytest.raises(EdgeoptError, match="one --profile per --runtime"):
+        latency_source("onnxruntime,executorch", 1, str(tmp_path / "p.json"))
+    with pytest.raises(EdgeoptError, match="not executorch"):
+        latency_source("executorch", 1, str(tmp_path / "p.json"))
+
+    torch.manual_seed(0)
+    model = create_model("resnet8", input_shape=(1, 8, 8))
+    start = prof.predict_ms(kernels_of_model(model))
+    data = load_dataset("digits").take(128)
+    res = prune_model(model, data, target_latency_ms=0.9 * start, profile=str(tmp_path / "p.json"),
+                      settings=TuneSettings(epochs=0), reconstruct=False)  # fmt: skip
+    m = res.metrics
+    assert m["latency_source"]["latency"] == "predicted"
+    assert m["latency_search"]["final_ms"] <= 0.9 * start * 1.05  # the predictor's figure met the target
+    check = m["latency_check"]
+    assert check["predicted_ms"] == pytest.approx(prof.predict_ms(kernels_of_model(res.model)))
+    assert check["measured_ms"] > 0 and check["error_pct"] == pytest.approx(
+        (check["predicted_ms"] / check["measured_ms"] - 1) * 100
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -97,9 +98,17 @@ def prune(
     optimizer: OptOpt = "sgd",
     device: DeviceOpt = "cpu",
     input_range: RangeOpt = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(help="device profile(s) predicting --runtime's latency (default: this machine's, if any)"),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Prune MODEL (physically, for --method channel) and fine-tune it, optionally with distillation."""
+    """Prune MODEL (physically, for --method channel) and fine-tune it, optionally with distillation.
+
+    Latency searches (--target-latency-ms, --allocation latency) ask a calibrated device profile
+    when there is one (`edgeopt hw calibrate`), time only the final model, and report both.
+    """
     quiet(as_json)
     from edgeopt.compress.workflows import TuneSettings, prune_model
     from edgeopt.model import save_model
@@ -110,7 +119,7 @@ def prune(
     res = prune_model(
         m, train, method, ratio, target_macs, target_latency_ms, runtime, criterion, allocation, round_to, scope,
         nm_pair, min_keep, reconstruct, TuneSettings(epochs, lr, optimizer, device=device), teacher, threads,
-        steps=steps, widths=_parse_widths(widths),
+        steps=steps, widths=_parse_widths(widths), profile=profile, log=None if as_json else _say,
     )  # fmt: skip
     path = save_model(res.model, out)
     summary = {"model": str(path), "test_accuracy": _test_accuracy(res.model, data), **res.metrics}
@@ -120,6 +129,10 @@ def prune(
         ls = summary.pop("latency_search")
         summary.update(latency_ms=ls["final_ms"], target_latency_ms=ls["target_ms"], start_latency_ms=ls["start_ms"])
     emit(summary, as_json, "prune")
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr)
 
 
 @app.command()

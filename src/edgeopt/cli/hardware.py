@@ -35,7 +35,9 @@ class _CalibrationBar:
 @hw.command()
 def calibrate(
     runtime: Annotated[str, typer.Option("--runtime", help="onnxruntime, executorch or litert")],
-    out: Annotated[Path, typer.Option("--out", help="profile JSON to write")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="profile JSON to write (default: this machine's, used by prune)")
+    ] = None,
     threads: ThreadsOpt = 1,
     minutes: Annotated[float, typer.Option("--minutes", help="time budget for measuring")] = 15.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -44,11 +46,15 @@ def calibrate(
     """Measure varied architectures in RUNTIME on this machine and fit a latency predictor.
 
     Resumable: an interrupted run keeps its measurements in OUT.samples.jsonl and the same
-    command continues from them.
+    command continues from them. Without --out the profile is this machine's default, which
+    `edgeopt prune` latency searches then use instead of timing every candidate.
     """
     quiet(as_json)
     from edgeopt.hardware.calibrate import calibrate as run
+    from edgeopt.hardware.profile import default_profile_path
 
+    out = out or default_profile_path(runtime.strip().lower(), threads)
+    out.parent.mkdir(parents=True, exist_ok=True)
     bar = _CalibrationBar(runtime, minutes)
     try:
         profile = run(runtime, threads=threads, minutes=minutes, out=out, seed=seed, on_sample=bar)

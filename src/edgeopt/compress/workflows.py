@@ -106,6 +106,15 @@ def tune(
     return (fold_batchnorm(model) if unfolded else model), hist.epochs
 
 
+def confirm_latency(model: EdgeModel, predicted: Callable, runtime: str, threads: int = 1) -> dict[str, Any]:
+    """The model's predicted latency beside its latency timed in ``runtime`` (several: combined alike)."""
+    from edgeopt.compress.prune.netadapt import runtime_latency
+
+    pred = predicted([model])[0]
+    measured = runtime_latency(runtime, threads)([model])[0]
+    return {"runtime": runtime, "predicted_ms": pred, "measured_ms": measured, "error_pct": (pred / measured - 1) * 100}
+
+
 def prune_model(
     model: EdgeModel,
     data: ImageDataset,
@@ -127,6 +136,7 @@ def prune_model(
     log: Callable[[str], None] | None = None,
     steps: int = 1,
     widths: list[int] | None = None,
+    profile: str | None = None,
 ) -> CompressResult:
     """Prune ``model`` by ``method`` toward one target, then fine-tune (KD from ``teacher`` if given).
 
@@ -140,6 +150,10 @@ def prune_model(
     (on the ResNet-8 benchmark two steps gave +0.8 pt over one at the same 5 epochs in all).
     ``widths`` (channel) replaces the target: the channels each group keeps (steps then go
     linearly from the current widths to these).
+    Latency-driven searches (``target_latency_ms``, ``allocation="latency"``) ask the device profiles
+    of ``runtime`` (``profile`` files, or the ones ``edgeopt hw calibrate`` saved for this machine)
+    instead of timing every candidate, then time the final model once in ``runtime`` to confirm:
+    ``metrics["latency_check"]`` says how far prediction and measurement were apart.
     """
     from edgeopt.compress.prune import (
         GradualPruner,
@@ -180,12 +194,20 @@ def prune_model(
     model = strip_output_softmax(model)
     metrics["macs_before"] = count_macs(export_for_profile(model).graph)
     hist: list[dict[str, float]] = []
+    latency_search = method == "channel" and (target_latency_ms is not None or allocation == "latency")
+    latency_fn = None
+    if latency_search:
+        from edgeopt.compress.prune.netadapt import latency_source
+
+        latency_fn, metrics["latency_source"] = latency_source(runtime, threads, profile, say)
+        say(f"latency: {metrics['latency_source']['latency']} ({runtime})")
     if method == "channel":
         if target_latency_ms is not None:
             holdout = data.take(min(1000, len(data)), seed=1)
             cal = calibration_inputs(model, data, 128) if reconstruct else None
             model, lrep = prune_to_latency(model, target_latency_ms, holdout, runtime, threads, criterion,
-                                           round_to=round_to, log=say, calibration=cal)  # fmt: skip
+                                           round_to=round_to, log=say, calibration=cal,
+                                           latency_fn=latency_fn)  # fmt: skip
             metrics["latency_search"] = lrep.to_json()
             model, hist = tune(model, data, settings, teacher)
         else:
@@ -208,7 +230,8 @@ def prune_model(
                     cut = {"widths": widths}
                 model, rep = prune_channels(model, criterion=criterion, allocation=allocation, round_to=round_to,
                                             min_keep=min_keep, batches=batches, calibration=cal, runtime=runtime,
-                                            threads=threads, eval_data=holdout, **cut)  # fmt: skip
+                                            threads=threads, eval_data=holdout,
+                                            latency_fn=latency_fn, **cut)  # fmt: skip
                 epochs = 1 if k < steps else settings.epochs - (steps - 1)
                 say(f"prune step {k}/{steps}: {rep.macs_after:,} MACs, then {epochs} epoch(s)")
                 model, step_hist = tune(model, data, replace(settings, epochs=epochs), teacher)
@@ -236,6 +259,10 @@ def prune_model(
         metrics["sparsity"] = sp["sparsity"]
         metrics["note"] = "zeros are not skipped by dense runtimes: same latency, smaller compressed file"
     metrics["macs_after"] = count_macs(export_for_profile(model).graph)
+    if latency_search and metrics["latency_source"]["latency"] == "predicted":
+        check = metrics["latency_check"] = confirm_latency(model, latency_fn, runtime, threads)
+        say(f"latency: predicted {check['predicted_ms']:.4f} ms, measured {check['measured_ms']:.4f} ms "
+            f"({check['error_pct']:+.1f}%)")  # fmt: skip
     metrics["fine_tune"] = {"epochs": settings.epochs, "distilled": teacher is not None, "history": hist}
     step = {"pass": "prune", "method": method, "ratio": ratio, "target_macs": target_macs,
             "target_latency_ms": target_latency_ms, "widths": widths, "epochs": settings.epochs,

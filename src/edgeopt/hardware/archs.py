@@ -59,20 +59,50 @@ def sample_arch(rng: np.random.Generator, family: str | None = None) -> dict[str
         spec["widths"] = [_pick(rng, (32, 64, 100, 128, 200, 256, 384, 512)) for _ in range(int(rng.integers(1, 5)))]
     else:
         raise ValueError(f"unknown family {family}")
+    # what imported (TFLite/Keras) graphs look like: NHWC input permuted to NCHW, explicit "SAME"
+    # padding before strided convs, a softmax at the end
+    spec["nhwc"] = bool(rng.random() < 0.25)
+    spec["softmax"] = bool(rng.random() < 0.25)
+    spec["explicit_pad"] = family == "resnet" and bool(rng.random() < 0.3)
     return spec
 
 
-def _cbr(cin: int, cout: int, k: int, stride: int, groups: int = 1, act: type[nn.Module] | None = nn.ReLU) -> nn.Module:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+class _ExplicitPad(nn.Module):
+    """TensorFlow's "SAME" padding of a strided conv as its own op (what imported graphs carry)."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        lo = (k - 1) // 2
+        self.pad = (lo, k - 1 - lo, lo, k - 1 - lo)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.pad(x, self.pad)
+
+
+class _Permute(nn.Module):
+    def __init__(self, *dims: int) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(*self.dims)
+
+
+def _cbr(
+    cin: int, cout: int, k: int, stride: int, groups: int = 1, act: type[nn.Module] | None = nn.ReLU, pad: bool = False
+) -> nn.Module:
+    explicit = pad and stride > 1 and k > 1
+    conv = nn.Conv2d(cin, cout, k, stride, 0 if explicit else k // 2, groups=groups, bias=False)
+    layers: list[nn.Module] = [*([_ExplicitPad(k)] if explicit else []), conv, nn.BatchNorm2d(cout)]
     if act is not None:
         layers.append(act())
     return nn.Sequential(*layers)
 
 
 class _Residual(nn.Module):
-    def __init__(self, cin: int, cout: int, k: int, stride: int) -> None:
+    def __init__(self, cin: int, cout: int, k: int, stride: int, pad: bool = False) -> None:
         super().__init__()
-        self.body = nn.Sequential(_cbr(cin, cout, k, stride), _cbr(cout, cout, k, 1, act=None))
+        self.body = nn.Sequential(_cbr(cin, cout, k, stride, pad=pad), _cbr(cout, cout, k, 1, act=None))
         self.shortcut = _cbr(cin, cout, 1, stride, act=None) if stride != 1 or cin != cout else nn.Identity()
         self.relu = nn.ReLU()
 
@@ -132,7 +162,7 @@ def build_arch(spec: dict[str, Any]) -> nn.Module:
             spec["widths"], spec["depths"], spec["kernels"], spec["strides"], strict=True
         ):
             for i in range(depth):
-                layers.append(_Residual(cin, width, kern, stride if i == 0 else 1))
+                layers.append(_Residual(cin, width, kern, stride if i == 0 else 1, spec.get("explicit_pad", False)))
                 cin = width
         layers.append(_Head(cin, k))
     elif family == "mbv2":
@@ -161,6 +191,10 @@ def build_arch(spec: dict[str, Any]) -> nn.Module:
         layers.append(nn.Linear(cin, k))
     else:
         raise ValueError(f"unknown family {family}")
+    if spec.get("nhwc"):
+        layers.insert(0, _Permute(0, 3, 1, 2))
+    if spec.get("softmax"):
+        layers.append(nn.Softmax(dim=-1))
     module = nn.Sequential(*layers)
     _randomise_bn(module)
     return module.eval()
@@ -176,8 +210,10 @@ def _randomise_bn(module: nn.Module) -> None:
 
 
 def arch_model(spec: dict[str, Any], name: str = "calib") -> Any:
-    """``spec`` as an ``EdgeModel`` (NCHW, inputs 0..1) that the exporters take."""
+    """``spec`` as an ``EdgeModel`` (inputs 0..1, in the spec's layout) that the exporters take."""
     from edgeopt.model import EdgeModel, InputSpec, ModelMeta
 
-    meta = ModelMeta(InputSpec(tuple(spec["input_shape"])), int(spec.get("num_classes", 10)), {"name": name})
+    c, h, w = spec["input_shape"]
+    shape, layout = ((h, w, c), "NHWC") if spec.get("nhwc") else ((c, h, w), "NCHW")
+    meta = ModelMeta(InputSpec(shape, layout), int(spec.get("num_classes", 10)), {"name": name})
     return EdgeModel(build_arch(spec), meta)

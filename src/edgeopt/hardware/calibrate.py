@@ -29,8 +29,8 @@ import numpy as np
 from edgeopt.errors import EdgeoptError
 from edgeopt.hardware.archs import arch_model, sample_arch
 from edgeopt.hardware.fingerprint import machine_fingerprint
-from edgeopt.hardware.kernels import kernels_of_model
-from edgeopt.hardware.predictor import LatencyPredictor, model_summary, model_terms
+from edgeopt.hardware.kernels import Kernel, kernel_from_json, kernel_to_json, kernels_of_model
+from edgeopt.hardware.predictor import LatencyPredictor
 from edgeopt.hardware.profile import DeviceProfile
 from edgeopt.interop.export import FORMATS
 from edgeopt.runtimes import RUNTIME_FORMAT, check_runtime, measure_latency, open_runner, quiet_output
@@ -69,8 +69,7 @@ def export_arch(spec: dict[str, Any], runtime: str, path: Path) -> dict[str, Any
     with quiet_output():
         result = export_model(model, RUNTIME_FORMAT[runtime], path, samples=2)
     result.sidecar.unlink(missing_ok=True)
-    return {"spec": spec, "macs": int(sum(k.macs for k in kernels)), "terms": model_terms(kernels),
-            "summary": model_summary(kernels)}  # fmt: skip
+    return {"spec": spec, "macs": int(sum(k.macs for k in kernels)), "kernels": [kernel_to_json(k) for k in kernels]}
 
 
 def _try_export(spec: dict[str, Any], runtime: str, path: Path) -> dict[str, Any] | None:
@@ -164,6 +163,11 @@ def measure_samples(
     return samples
 
 
+def sample_kernels(samples: list[dict[str, Any]]) -> list[list[Kernel]]:
+    """The kernels of measured samples (as ``measure_samples`` records them)."""
+    return [[kernel_from_json(k) for k in s["kernels"]] for s in samples]
+
+
 def fit_profile(samples: list[dict[str, Any]], runtime: str, threads: int, seconds: float = 0.0) -> DeviceProfile:
     """Fit the predictor on measured samples and wrap it as this machine's profile."""
     if len(samples) < 10:
@@ -171,9 +175,7 @@ def fit_profile(samples: list[dict[str, Any]], runtime: str, threads: int, secon
             f"only {len(samples)} models were measured; at least 10 are needed to fit a predictor",
             "give calibration more time (--minutes)",
         )
-    predictor = LatencyPredictor.fit(
-        [s["terms"] for s in samples], [s["summary"] for s in samples], [s["latency_ms"] for s in samples]
-    )
+    predictor = LatencyPredictor.fit(sample_kernels(samples), [s["latency_ms"] for s in samples])
     return DeviceProfile(
         runtime, threads, machine_fingerprint(runtime), predictor, samples, calibration_seconds=seconds
     )
@@ -219,8 +221,7 @@ def transfer(base: DeviceProfile, runtime: str, threads: int = 1, measurements: 
     runtime = check_runtime(runtime)
     if samples is None:
         samples = measure_samples(runtime, threads, minutes=1e9, max_models=measurements, seed=seed)
-    predictor = base.predictor.transferred([s["terms"] for s in samples], [s["summary"] for s in samples],
-                                           [s["latency_ms"] for s in samples])  # fmt: skip
+    predictor = base.predictor.transferred(sample_kernels(samples), [s["latency_ms"] for s in samples])
     source = {"runtime": base.runtime, "threads": base.threads, "fingerprint": base.fingerprint,
               "measurements": len(samples)}  # fmt: skip
     return DeviceProfile(runtime, threads, machine_fingerprint(runtime), predictor, samples, transferred_from=source)

@@ -10,7 +10,7 @@ its *kernels'* latencies, so this module turns a ``torch.export`` graph into tha
 * ``linear``: a matrix product (``linear``/``addmm``/``mm``) plus its activation;
 * ``add``: an element-wise sum (residual) plus its activation; ``mul`` likewise (squeeze-excite);
 * ``pool``: average / max / adaptive pooling and ``mean`` over spatial dimensions;
-* ``concat``;
+* ``concat``, ``pad`` (explicit padding), ``transpose`` (layout permutes), ``softmax``;
 * ``act``: an activation that follows nothing fusable (a standalone ReLU, hardswish, sigmoid…);
 * views, reshapes and dropout cost nothing and are skipped; anything else becomes ``other``.
 
@@ -22,13 +22,16 @@ Cost: one ``torch.export`` of the model (``kernels_of_model``), ~0.1–1 s for s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
 from edgeopt.profile.counts import node_macs, op_name
 
-KERNEL_TYPES = ("conv", "dwconv", "linear", "add", "mul", "pool", "concat", "act", "other")
+KERNEL_TYPES = (
+    "conv", "dwconv", "linear", "add", "mul", "pool", "concat", "pad", "transpose", "softmax", "act", "other",
+)  # fmt: skip
 
 _CONV = frozenset({"conv1d", "conv2d", "convolution", "_convolution"})
 _MATMUL = frozenset({"linear", "addmm", "mm", "matmul"})
@@ -70,6 +73,14 @@ class Kernel:
     stride: int = 1
     hw: int = 0
     fused: tuple[str, ...] = ()
+
+
+def kernel_to_json(k: Kernel) -> dict[str, Any]:
+    return {**asdict(k), "fused": list(k.fused)}
+
+
+def kernel_from_json(d: dict[str, Any]) -> Kernel:
+    return Kernel(**{**d, "fused": tuple(d.get("fused", ()))})
 
 
 def _val(node: object) -> torch.Tensor | None:
@@ -184,6 +195,12 @@ def _kernel(
         return Kernel("pool", 0, in_bytes, out_bytes, 0, fused=fused)
     if name in ("cat", "concat"):
         return Kernel("concat", 0, in_bytes, out_bytes, 0, fused=fused)
+    if name in ("pad", "constant_pad_nd"):
+        return Kernel("pad", 0, in_bytes, out_bytes, 0, fused=fused)
+    if name in ("permute", "transpose", "t"):
+        return Kernel("transpose", 0, in_bytes, out_bytes, 0, fused=fused)
+    if name in ("softmax", "_softmax", "log_softmax", "_log_softmax"):
+        return Kernel("softmax", 0, in_bytes, out_bytes, 0, fused=fused)
     if name in _ACT | _BN:
         return Kernel("act", 0, in_bytes, out_bytes, wbytes, fused=fused)
     return Kernel("other", 0, in_bytes, out_bytes, wbytes, fused=fused)

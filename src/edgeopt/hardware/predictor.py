@@ -149,6 +149,10 @@ class LatencyPredictor:
     cv: dict[str, Any] = field(default_factory=dict)
     log_affine: tuple[float, float] = (0.0, 1.0)  # transfer map: log y = a + b log ŷ
 
+    def predict_many(self, models: Sequence[Sequence[Kernel]]) -> np.ndarray:
+        """Milliseconds for several models, each given by its kernels."""
+        return self.predict_rows([model_terms(k) for k in models], [model_summary(k) for k in models])
+
     def predict_rows(
         self, term_rows: Sequence[dict[str, float]], summary_rows: Sequence[dict[str, float]]
     ) -> np.ndarray:
@@ -161,16 +165,11 @@ class LatencyPredictor:
         a, b = self.log_affine
         return pred if (a, b) == (0.0, 1.0) else np.exp(a + b * np.log(pred))
 
-    def transferred(
-        self,
-        term_rows: Sequence[dict[str, float]],
-        summary_rows: Sequence[dict[str, float]],
-        latency_ms: Sequence[float],
-    ) -> LatencyPredictor:
+    def transferred(self, models: Sequence[Sequence[Kernel]], latency_ms: Sequence[float]) -> LatencyPredictor:
         """This predictor re-targeted by ``log y = a + b log ŷ`` fitted (least squares) on new timings."""
         y = np.log(np.asarray(latency_ms, dtype=np.float64))
         base = LatencyPredictor(self.terms, self.weights, self.correction, self.summary_names)
-        x = np.log(base.predict_rows(term_rows, summary_rows))
+        x = np.log(base.predict_many(models))
         if len(y) < 5:  # too few points for a slope: shift only
             a, b = float(np.mean(y - x)), 1.0
         else:
@@ -191,15 +190,17 @@ class LatencyPredictor:
     @classmethod
     def fit(
         cls,
-        term_rows: Sequence[dict[str, float]],
-        summary_rows: Sequence[dict[str, float]],
+        models: Sequence[Sequence[Kernel]],
         latency_ms: Sequence[float],
         folds: int = 5,
         seed: int = 0,
         correction: bool = True,
     ) -> LatencyPredictor:
-        """Fit on measured models; cross-validation decides the correction and gives the error band."""
+        """Fit on measured models (their kernels and latencies); cross-validation decides the
+        correction and gives the error band."""
         y = np.asarray(latency_ms, dtype=np.float64)
+        term_rows = [model_terms(k) for k in models]
+        summary_rows = [model_summary(k) for k in models]
         terms = sorted({n for r in term_rows for n in r})
         x = matrix(term_rows, terms)
         summary_names = sorted({n for r in summary_rows for n in r})

@@ -86,6 +86,14 @@ class DeviceProfile:
         return write_json_atomic(Path(path), self.to_json())
 
 
+def default_profile_path(runtime: str, threads: int = 1) -> Path:
+    """Where ``edgeopt hw calibrate`` keeps this machine's profile when no ``--out`` is given."""
+    import os
+
+    root = Path(os.environ.get("EDGEOPT_CACHE", Path.home() / ".cache" / "edgeopt"))
+    return root / "profiles" / f"{runtime}_t{int(threads)}.json"
+
+
 def load_profile(path: str | Path) -> DeviceProfile:
     """Read a profile written by ``DeviceProfile.save`` (plain JSON; nothing is executed)."""
     p = Path(path)

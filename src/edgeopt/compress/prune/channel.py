@@ -615,6 +615,7 @@ def prune_channels(
     threads: int = 1,
     widths: list[int] | None = None,
     eval_data: ImageDataset | None = None,
+    latency_fn: Any = None,
 ) -> tuple[EdgeModel, ChannelPruneReport]:
     """Remove channels until the model needs ``(1 - ratio)`` of its MACs (or ``target_macs``).
 
@@ -627,7 +628,9 @@ def prune_channels(
     ``round_to`` where the group allows. ``calibration`` (a batch of inputs) turns on
     least-squares reconstruction of the kept weights. ``widths`` instead of a target: the channels
     each group keeps, in group order (an allocation found elsewhere, e.g. by a latency survey); the
-    weakest go. Cost: see module doc; ``latency`` adds one export and timing per removable unit.
+    weakest go. ``latency_fn`` (``netadapt.LatencyFn``, e.g. a device profile's predictor from
+    ``netadapt.latency_source``) replaces timing in ``runtime``. Cost: see module doc; ``latency``
+    adds one export and timing (or one prediction) per removable unit.
     """
     if sum(t is not None for t in (ratio, target_macs, widths)) != 1:
         raise EdgeoptError("give exactly one of a pruning ratio, a MAC target or widths",
@@ -653,7 +656,8 @@ def prune_channels(
             # measured time and accuracy are what can tell whether a whole residual branch is worth it
             whole = branch_groups(dep) if eval_data is not None and isinstance(model.module, GraphModule) else set()
             units = channel_units(dep, scores, round_to, min_keep, whole)
-            table = measure_units(model, dep, units, runtime_latency(runtime, threads), eval_data, calibration)
+            timer = latency_fn or runtime_latency(runtime, threads)
+            table = measure_units(model, dep, units, timer, eval_data, calibration)
         removed = select_channels(dep, macs, scores, target, allocation, round_to, min_keep, max_fraction,
                                   table and table.savings, whole, table and table.costs)  # fmt: skip
     step = {"pass": "prune", "method": "channel", "criterion": criterion, "allocation": allocation,

@@ -76,6 +76,63 @@ def runtime_latency(runtime: str, threads: int = 1, rounds: int = 3, runs: int =
     return _single_runtime_latency(runtime, threads, rounds, runs)
 
 
+def predicted_latency(profiles: list[Any]) -> LatencyFn:
+    """A ``LatencyFn`` that asks calibrated device profiles (``edgeopt.hardware``) instead of timing.
+
+    Several profiles (one per runtime) combine like several timed runtimes (:func:`combine_runtimes`).
+    Cost: one ``torch.export`` per model (~0.2–1 s), no artifact, no runtime.
+    """
+    from edgeopt.hardware.kernels import kernels_of_model
+
+    def predict(models: list[EdgeModel]) -> list[float]:
+        kernels = [kernels_of_model(m) for m in models]
+        per_runtime = [[p.predict_ms(k) for k in kernels] for p in profiles]
+        return per_runtime[0] if len(profiles) == 1 else combine_runtimes(per_runtime)
+
+    return predict
+
+
+def latency_source(
+    runtime: str, threads: int = 1, profile: str | None = None, log: Callable[[str], None] | None = None
+) -> tuple[LatencyFn, dict[str, Any]]:
+    """How a search gets latencies: the predictor when every runtime named has a profile, else timing.
+
+    ``profile`` names profile files (comma-separated, one per runtime of ``runtime``); without it,
+    the profiles ``edgeopt hw calibrate`` saved for this machine are used when they exist and were
+    calibrated here (a profile from another machine or runtime version is ignored, with a note).
+    Returns the function and a record of what was used (``{"latency": "predicted"|"measured", ...}``).
+    """
+    from edgeopt.hardware.profile import default_profile_path, load_profile
+
+    say = log or (lambda _s: None)
+    names = [r.strip() for r in runtime.split(",") if r.strip()]
+    given = [p.strip() for p in profile.split(",") if p.strip()] if profile else []
+    if given and len(given) != len(names):
+        raise EdgeoptError(f"{len(given)} profile(s) for {len(names)} runtime(s)", "give one --profile per --runtime")
+    profiles = []
+    for i, name in enumerate(names):
+        path = Path(given[i]) if given else default_profile_path(name, threads)
+        if not given and not path.is_file():
+            break
+        prof = load_profile(path)
+        if (prof.runtime, prof.threads) != (name, threads):
+            raise EdgeoptError(
+                f"profile {path} is for {prof.runtime} at {prof.threads} thread(s), not {name} at {threads}",
+                "give the profile calibrated for that runtime and thread count",
+            )
+        if prof.mismatch():
+            say(f"profile {path} was calibrated elsewhere ({'; '.join(prof.mismatch())}); "
+                f"recalibrate with `{prof.recalibrate_hint(path)}`")  # fmt: skip
+            if not given:
+                break
+        profiles.append((path, prof))
+    if profiles and len(profiles) == len(names):
+        fn = predicted_latency([p for _, p in profiles])
+        return fn, {"latency": "predicted", "profiles": [str(p) for p, _ in profiles],
+                    "error_band_pct": [p.predictor.band_pct for _, p in profiles]}  # fmt: skip
+    return runtime_latency(runtime, threads), {"latency": "measured"}
+
+
 def combine_runtimes(per_runtime: list[list[float]]) -> list[float]:
     """One latency per model from several runtimes' timings of the same models (first model = reference).
 
