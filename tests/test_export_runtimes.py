@@ -147,11 +147,13 @@ def test_measure_latency_each_runtime(exported: dict[str, ExportResult], fmt: st
     assert 0 < stats.p50_ms <= stats.p90_ms < 1000 and stats.mean_ms > 0
 
 
-def test_benchmark_records_peak_memory(exported: dict[str, ExportResult]) -> None:
+def test_benchmark_records_memory(exported: dict[str, ExportResult]) -> None:
     stats = benchmark("onnxruntime", exported["onnx"].path, threads=1, warmup=2, runs=10)
     assert stats.runs == 10 and stats.p50_ms > 0
     if Path("/proc/self/status").exists():
-        assert stats.peak_memory_bytes is not None and stats.peak_memory_bytes >= 0
+        assert stats.process_rss_rise_bytes is not None and stats.process_rss_rise_bytes >= 0
+    assert stats.memory_plan is not None and stats.memory_plan.source == "edgeopt_liveness_onnx_graph"
+    assert stats.memory_plan.arena_bytes > 0 and stats.memory_plan.weights_bytes > 0
 
 
 def test_track_peak_memory_sees_an_allocation() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -25,6 +25,9 @@ from edgeopt.cli.app import (
     quiet,
 )
 from edgeopt.errors import EdgeoptError
+
+if TYPE_CHECKING:
+    from edgeopt.runtimes.memory_plan import MemoryPlan
 
 
 @app.command()
@@ -172,36 +175,65 @@ def bench(
     warmup: Annotated[int, typer.Option(min=0)] = 20,
     as_json: JsonOpt = False,
 ) -> None:
-    """Batch-1 latency (p50/p90) and peak memory of MODEL inside a runtime."""
+    """Batch-1 latency (p50/p90) of MODEL inside a runtime, with its planned memory.
+
+    arena_bytes / weights_bytes come from the artifact's memory plan (memory_source names whose:
+    ExecuTorch's own plan, or edgeopt's liveness estimate); process_rss_rise_bytes is how far this
+    process's resident memory rose while loading and running, runtime libraries included.
+    """
     quiet(as_json)
     from edgeopt.runtimes import benchmark
     from edgeopt.runtimes.resolve import resolve_source
 
     name, target = resolve_source(model, runtime)
     s = benchmark(name, target, threads=threads, warmup=warmup, runs=runs)
-    emit(
-        {
-            "latency_ms_p50": s.p50_ms,
-            "latency_ms_p90": s.p90_ms,
-            "latency_ms_mean": s.mean_ms,
-            "runs": s.runs,
-            "threads": s.threads,
-            "runtime": name,
-            "peak_memory_bytes": s.peak_memory_bytes,
-        },
-        as_json,
-        "bench",
-    )
+    out = {
+        "latency_ms_p50": s.p50_ms,
+        "latency_ms_p90": s.p90_ms,
+        "latency_ms_mean": s.mean_ms,
+        "runs": s.runs,
+        "threads": s.threads,
+        "runtime": name,
+    }
+    if s.memory_plan is not None:
+        out.update(_memory_fields(s.memory_plan, as_json))
+    out["process_rss_rise_bytes"] = s.process_rss_rise_bytes
+    emit(out, as_json, "bench")
+
+
+def _memory_fields(plan: MemoryPlan, as_json: bool) -> dict[str, Any]:
+    """A memory plan as output fields: the whole detail in JSON, the XNNPACK workspace estimate in tables."""
+    out: dict[str, Any] = {
+        "arena_bytes": plan.arena_bytes,
+        "weights_bytes": plan.weights_bytes,
+        "memory_source": plan.source,
+    }
+    if as_json:
+        out["memory_detail"] = plan.detail
+    elif plan.detail.get("xnnpack_workspace_bytes_estimate") is not None:
+        out["xnnpack_workspace_bytes_estimate"] = plan.detail["xnnpack_workspace_bytes_estimate"]
+    return out
 
 
 @app.command()
 def profile(model: ModelArg, as_json: JsonOpt = False) -> None:
-    """Parameters, MACs, size and peak activation memory of MODEL."""
+    """Parameters, MACs, size and peak activation memory of MODEL (also a .pte: its memory plan only).
+
+    peak_activation_bytes is edgeopt's liveness estimate on the torch.export graph
+    (peak_activation_source); for a .pte, .tflite or .onnx artifact, arena_bytes / weights_bytes /
+    memory_source add the artifact's own memory plan (ExecuTorch's plan, or edgeopt's liveness over
+    the artifact's graph).
+    """
     quiet(as_json)
     from edgeopt.model import load_model
     from edgeopt.profile import profile_model
+    from edgeopt.runtimes.memory_plan import memory_plan
 
-    emit(profile_model(load_model(model)).to_json(), as_json, "profile")
+    suffix = Path(model).suffix.lower()
+    out = {} if suffix == ".pte" else profile_model(load_model(model)).to_json()
+    if suffix in (".pte", ".tflite", ".onnx"):
+        out.update(_memory_fields(memory_plan(model), as_json))
+    emit(out, as_json, "profile")
 
 
 @app.command()

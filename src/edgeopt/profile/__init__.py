@@ -31,6 +31,7 @@ from edgeopt.profile.counts import (
     weight_values_by_bits,
 )
 from edgeopt.profile.memory import (
+    LIVENESS_SOURCE,
     ActivationMemory,
     TensorRecord,
     activation_memory,
@@ -40,6 +41,7 @@ from edgeopt.profile.memory import (
 )
 
 __all__ = [
+    "LIVENESS_SOURCE",
     "ActivationMemory",
     "Profile",
     "TensorRecord",
@@ -71,6 +73,9 @@ class Profile:
     peak_activation_bytes: int  # tensor arena: peak of live activations, input included
     input_shape: list[int]  # without batch, in the model's own layout
     weight_values_by_bits: dict[str, int] | None = None  # quantized models: {"8": n, "4": n, "32": n}
+    # whose figure peak_activation_bytes is: edgeopt's liveness walk on the torch.export graph (an
+    # estimate, not a runtime's plan; see runtimes.memory_plan for the artifacts' own plans)
+    peak_activation_source: str = LIVENESS_SOURCE
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

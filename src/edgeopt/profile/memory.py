@@ -47,6 +47,9 @@ from torch.export.graph_signature import InputKind
 
 from edgeopt.profile.counts import is_quant_op, op_name
 
+# How the figures of this module are labelled where they are reported: an estimate, not a runtime's plan.
+LIVENESS_SOURCE = "edgeopt_liveness_torch_export"
+
 # Ops whose output always shares its (first) input's storage in a deployment runtime.
 VIEW_OPS = frozenset(
     {

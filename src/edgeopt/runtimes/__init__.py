@@ -1,7 +1,9 @@
 """One runner per runtime, all with the same interface (``Runner``): open, run, measure.
 
 ``open_runner("executorch", model_or_path, threads=1)`` gives a runner; ``measure_latency`` times it;
-``benchmark`` does both and also records the peak-memory rise of loading and running.
+``benchmark`` does both and adds memory figures: the artifact's ``memory_plan`` (arena and weight bytes
+from the runtime's own plan or edgeopt's liveness estimate, source named) and, apart from it, the rise
+of this process's resident memory while loading and running (runtime libraries included).
 Runtime libraries are imported only when a runner for them is opened.
 """
 
@@ -24,10 +26,12 @@ from edgeopt.runtimes.base import (
     quiet_output,
     track_peak_memory,
 )
+from edgeopt.runtimes.memory_plan import MemoryPlan
 
 __all__ = [
     "RUNTIMES",
     "LatencyStats",
+    "MemoryPlan",
     "PeakMemory",
     "Runner",
     "benchmark",
@@ -179,11 +183,17 @@ def benchmark(
     runs: int = 100,
     workdir: str | Path | None = None,
 ) -> LatencyStats:
-    """Open ``source`` in ``runtime``, time ``runs`` batch-1 calls, and record the peak-memory rise.
+    """Open ``source`` in ``runtime``, time ``runs`` batch-1 calls, and add the memory figures.
 
-    The memory figure covers loading the artifact and running it (not the export that precedes
-    it for an ``EdgeModel``): see ``track_peak_memory``. ``x`` defaults to the runner's example input.
+    ``process_rss_rise_bytes`` covers loading the artifact and running it (not the export that
+    precedes it for an ``EdgeModel``): see ``track_peak_memory``; it includes the runtime library's
+    allocations. ``memory_plan`` is that of the artifact that was run (``runtimes.memory_plan``; for
+    torch, edgeopt's liveness on the ``torch.export`` graph), computed after the timing. ``x``
+    defaults to the runner's example input. Cost: the export (models for a non-torch runtime),
+    ``warmup + runs`` calls, and reading the artifact's plan (one ``torch.export`` for torch).
     """
+    from edgeopt.runtimes.memory_plan import memory_plan, model_memory_plan
+
     runtime = check_runtime(runtime)
     resolved, tmp = _prepare_source(runtime, source, workdir)
     try:
@@ -194,7 +204,8 @@ def benchmark(
                 stats = measure_latency(runner, sample, threads, warmup=warmup, runs=runs)
             finally:
                 runner.close()
+        plan = model_memory_plan(resolved) if isinstance(resolved, EdgeModel) else memory_plan(resolved)
     finally:
         if tmp is not None:
             tmp.cleanup()
-    return replace(stats, peak_memory_bytes=mem.bytes)
+    return replace(stats, process_rss_rise_bytes=mem.bytes, memory_plan=plan)

@@ -1,4 +1,4 @@
-"""What every runtime runner shares: the ``Runner`` interface, latency and peak-memory measurement.
+"""What every runtime runner shares: the ``Runner`` interface, latency and process-memory measurement.
 
 A runner holds one loaded artifact (or a PyTorch module) and runs float32 batches in the model's
 own input interface. Runtimes whose artifact has a fixed batch (edgeopt exports batch 1) are fed
@@ -25,17 +25,27 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeopt.errors import EdgeoptError
 from edgeopt.model import ModelMeta
 
+if TYPE_CHECKING:
+    from edgeopt.runtimes.memory_plan import MemoryPlan
+
 
 @dataclass
 class LatencyStats:
-    """Per-call latency of batch-1 inference (milliseconds) and, when measured, peak memory rise."""
+    """Per-call latency of batch-1 inference (milliseconds); ``benchmark`` adds the memory figures.
+
+    ``process_rss_rise_bytes``: rise of this process's resident high-water mark while loading and
+    running the model (``track_peak_memory``); it includes the runtime library's own allocations
+    (kernels, thread pools, packed weights), so it is not what the model needs on a device.
+    ``memory_plan``: the artifact's arena and weight bytes from the runtime's own plan or edgeopt's
+    liveness estimate, with the source named (``runtimes.memory_plan``).
+    """
 
     p50_ms: float
     p90_ms: float
@@ -44,7 +54,8 @@ class LatencyStats:
     runs: int
     threads: int
     runtime: str = ""
-    peak_memory_bytes: int | None = None
+    process_rss_rise_bytes: int | None = None
+    memory_plan: MemoryPlan | None = None
 
 
 def latency_stats(samples_ns: Sequence[int] | np.ndarray, threads: int, runtime: str = "") -> LatencyStats:
