@@ -1,7 +1,9 @@
-"""``edgeopt quantize``: PTQ/QAT int8, int4 or mixed-precision weights, accuracy-aware mode.
+"""``edgeopt quantize``: PTQ/QAT int8, int4 or mixed-precision weights, accuracy-aware mode, hardware targets.
 
 A thin call into ``edgeopt.compress.quantize.api.quantize``; the result is an ``.edgeopt`` model
 that ``edgeopt export`` turns into integer artifacts (ExecuTorch int8, LiteRT int8, ONNX QDQ).
+``--target npu-int8|mcu-int8`` also writes the ``.tflite`` (``--tflite``, default beside ``--out``)
+and reports its ops and any float op (``targets.export_for_target``).
 """
 
 from __future__ import annotations
@@ -22,8 +24,21 @@ def quantize(
     method: Annotated[str, typer.Option(help="ptq or qat")] = "ptq",
     calib: Annotated[str, typer.Option(help="activation ranges: minmax, percentile, entropy or mse")] = "entropy",
     weights: Annotated[str, typer.Option(help="int8, int4 or mixed (int4 where layers tolerate it)")] = "int8",
+    target: Annotated[
+        str, typer.Option(help="xnnpack (default), npu-int8 (per-tensor, integer only) or mcu-int8 (CMSIS-NN)")
+    ] = "xnnpack",
     max_drop: Annotated[
         float | None, typer.Option("--max-drop", help="accuracy-aware: max drop in points (held-out train images)")
+    ] = None,
+    mix_runtime: Annotated[
+        str | None,
+        typer.Option("--mix-runtime", help="float/int8 per layer from latency in onnxruntime or executorch"),
+    ] = None,
+    latency_budget_ms: Annotated[
+        float | None, typer.Option("--latency-budget-ms", help="with --mix-runtime: most accurate mix within this p50")
+    ] = None,
+    tflite: Annotated[
+        Path | None, typer.Option("--tflite", help="npu-int8/mcu-int8: where to write the .tflite (default: --out's)")
     ] = None,
     calib_samples: Annotated[int, typer.Option("--calib-samples", min=1, help="calibration images from train")] = 500,
     budget: Annotated[float, typer.Option(help="mixed: weight bytes as a fraction of int8")] = 0.6,
@@ -42,15 +57,18 @@ def quantize(
     """Quantize MODEL with calibration (and fine-tuning, for qat) on the train split of DATA."""
     quiet(as_json)
     from edgeopt.compress.quantize.api import quantize as run_quantize
+    from edgeopt.compress.quantize.targets import check_target_options
     from edgeopt.model import save_model
 
+    check_target_options(target, weights, method, float_layers=max_drop is not None or mix_runtime is not None)
     m, train = model_for_data(model, data, parse_range(input_range))
     q, report = run_quantize(
         m, train, method=method, calib=calib, weights=weights, max_drop=max_drop, calib_samples=calib_samples,
-        budget=budget, cle=cle, qat_epochs=qat_epochs, seed=seed, rounding=rounding,
+        budget=budget, cle=cle, qat_epochs=qat_epochs, seed=seed, rounding=rounding, target=target,
+        mix_runtime=mix_runtime, latency_budget_ms=latency_budget_ms,
     )  # fmt: skip
     path = save_model(q, out)
-    result = {"model": str(path), "method": method, "calib": calib, "weights": weights,
+    result = {"model": str(path), "method": method, "calib": calib, "weights": weights, "target": target,
               "seconds": report["lineage"].get("metrics", {}).get("seconds")}  # fmt: skip
     if "bits" in report:
         result["layer_bits"] = report["bits"]
@@ -59,6 +77,15 @@ def quantize(
         aa = report["accuracy_aware"]
         result["kept_higher_precision"] = [f"{k['layer']}->{k['to']}" for k in aa["kept_higher"]]
         result["val_drop_points"] = aa["drop_points"]
+    if "float_mix" in report:
+        fm = report["float_mix"]
+        result["float_layers"] = fm["float_layers"]
+        result["float_mix"] = {k: fm[k] for k in ("runtime", "mode", "val_accuracy", "drop_points",
+                                                  "predicted_latency_ms", "measured_latency_ms")}  # fmt: skip
+    if target != "xnnpack":
+        from edgeopt.compress.quantize.targets import export_for_target
+
+        result["tflite"] = export_for_target(q, tflite or path.with_suffix(".tflite"))
     if eval_test:
         from edgeopt.data import load_dataset
         from edgeopt.train import evaluate

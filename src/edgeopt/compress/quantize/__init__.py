@@ -10,6 +10,8 @@ module is a ``QuantizedModule`` (PT2E program with the XNNPACK quantizer and edg
 - ``ptq``: the PTQ flow, ``QuantizedModule`` and its save/load record
 - ``deploy``: integer export to ExecuTorch, LiteRT and ONNX Runtime
 - ``mixed``: per-layer sensitivity, bit allocation under a size budget, accuracy-aware mode
+- ``targets``: hardware presets (xnnpack, npu-int8, mcu-int8) and the .tflite op/dtype check
+- ``float_mix``: float or int8 per layer from measured runtime latency and sensitivity (HAQ-style)
 - ``qat``: fake quantization with LSQ steps and STE, BN freezing, distillation
 - ``passes``: the ``quantize`` recipe pass
 

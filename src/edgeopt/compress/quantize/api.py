@@ -5,10 +5,14 @@ program). ``weights``: ``int8`` everywhere; ``int4`` everywhere (MSE-clipped 4-b
 by GPTQ, int8 activations); ``mixed`` (per-layer sensitivity, then int4 for the layers that mind it least until the
 weights fit ``budget`` × the int8 bytes). ``max_drop`` (points): accuracy-aware mode — measured on
 held-out *training* images (never the test split), the most sensitive layers are moved up to int8 or
-float until the drop is within ``max_drop``; the layers kept are reported.
+float until the drop is within ``max_drop``; the layers kept are reported. ``target``: the hardware
+preset (``targets``: ``xnnpack``, ``npu-int8``, ``mcu-int8``). ``mix_runtime`` (``onnxruntime`` or
+``executorch``): the float/int8 choice per layer from latency measured in that runtime and per-layer
+sensitivity (``float_mix``), under ``max_drop`` or within ``latency_budget_ms``.
 
 Cost: PTQ ~5-10 s for ResNet-8 on 2 cores (GPTQ adds ~1-2 s per 4-bit layer); mixed adds one
-validation pass per layer; ``max_drop`` adds one PTQ per layer it has to keep; QAT adds ``qat_epochs`` training epochs.
+validation pass per layer; ``max_drop`` adds one PTQ per layer it has to keep; QAT adds ``qat_epochs`` training epochs;
+``mix_runtime`` adds one PTQ and one export per conv/linear layer.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgeopt.compress.quantize.ptq import WEIGHT_CHOICES, QuantRecipe, calibration_indices, quantize_ptq
+from edgeopt.compress.quantize.targets import check_target_options
 from edgeopt.data import ImageDataset
 from edgeopt.errors import EdgeoptError
 from edgeopt.model import EdgeModel
@@ -39,6 +44,9 @@ def quantize(
     qat_epochs: int = 2,
     distill: bool = True,
     rounding: str | None = None,
+    target: str = "xnnpack",
+    mix_runtime: str | None = None,
+    latency_budget_ms: float | None = None,
 ) -> tuple[EdgeModel, dict[str, Any]]:
     """Quantize ``model`` with training split ``data``; returns the quantized model and a report dict.
 
@@ -55,13 +63,26 @@ def quantize(
         raise EdgeoptError(f"budget must be in (0, 1] of the int8 weight bytes, not {budget}")
     if len(data) < 2:
         raise EdgeoptError("the training split has fewer than 2 images", "give a dataset with training images")
+    check_target_options(target, weights, method, float_layers=max_drop is not None or mix_runtime is not None)
+    if latency_budget_ms is not None and mix_runtime is None:
+        raise EdgeoptError("--latency-budget-ms needs --mix-runtime (the runtime whose latency it bounds)")
     if rounding is None:
         rounding = "nearest" if weights == "int8" else "gptq"
     recipe = QuantRecipe(
         calib=calib, calib_samples=calib_samples, seed=seed, cle=cle, bias_correction=bias_correction, method=method,
-        weight_rounding=rounding,
+        weight_rounding=rounding, target=target,
     ).validate()  # fmt: skip
-    report: dict[str, Any] = {"method": method, "calib": calib, "weights": weights}
+    report: dict[str, Any] = {"method": method, "calib": calib, "weights": weights, "target": target}
+    if mix_runtime is not None:
+        if weights != "int8" or method != "ptq":
+            raise EdgeoptError("--mix-runtime chooses float or int8 per layer", "use --weights int8 --method ptq")
+        from edgeopt.compress.quantize.float_mix import float_int8_mix
+
+        q, report["float_mix"] = float_int8_mix(
+            model, data, recipe, mix_runtime, max_drop=max_drop, budget_ms=latency_budget_ms, val_samples=val_samples
+        )
+        report["lineage"] = q.meta.lineage[-1]
+        return q, report
     needs_val = weights == "mixed" or max_drop is not None
     x_val = y_val = None
     sens = None

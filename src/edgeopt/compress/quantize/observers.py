@@ -41,7 +41,7 @@ _PAD_OPS = (torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default)
 _POOL_OPS = (torch.ops.aten.avg_pool2d.default,)
 _WEIGHTED_OPS = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
 # ops that only move values around: their output shares their input's quantization parameters
-_SHAPE_OPS = (
+SHAPE_OPS = (
     torch.ops.aten.permute.default, torch.ops.aten.reshape.default, torch.ops.aten.view.default,
     torch.ops.aten.flatten.using_ints, torch.ops.aten.squeeze.dim, torch.ops.aten.squeeze.dims,
     torch.ops.aten.unsqueeze.default, torch.ops.aten._unsafe_view.default,
@@ -55,7 +55,9 @@ class CalibrationObserver(UniformQuantizationObserverBase):
     """Observer using ``method`` (minmax, percentile, entropy, mse) to choose its quantization range.
 
     Per-tensor affine for activations (histogram of ``bins`` bins; cost: one ``histc``-sized pass
-    per batch), per-channel symmetric for weights (``weight_method`` minmax or mse).
+    per batch); symmetric for weights (``weight_method`` minmax or mse), per channel or, with
+    ``qscheme=torch.per_tensor_symmetric``, one scale for the whole tensor (NPU / TFLite Micro
+    fully-connected layers; see ``targets``).
     """
 
     def __init__(
@@ -88,12 +90,17 @@ class CalibrationObserver(UniformQuantizationObserverBase):
         return self.qscheme in (torch.per_channel_symmetric, torch.per_channel_affine)
 
     @property
+    def is_weight(self) -> bool:
+        """Symmetric observers hold weights (activations are per-tensor affine)."""
+        return self.qscheme in (torch.per_channel_symmetric, torch.per_tensor_symmetric)
+
+    @property
     def bits(self) -> int:
         return int(np.log2(self.quant_max - self.quant_min + 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fixed is None:
-            if self.per_channel:
+            if self.is_weight:
                 self.weight = x.detach().float().cpu().numpy()
             else:
                 self.hist = _merge_torch(self.hist, x.detach().float(), self.bins)
@@ -116,11 +123,14 @@ class CalibrationObserver(UniformQuantizationObserverBase):
     def calculate_qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.fixed is not None:
             return self.fixed
-        if self.per_channel:
+        if self.is_weight:
             if self.weight is None:
                 raise RuntimeError("weight observer ran no forward pass before calculate_qparams")
-            scales = cal.weight_scales(self.weight, self.bits, self.method, axis=self.ch_axis)
-            return torch.from_numpy(scales), torch.zeros(len(scales), dtype=torch.int64)
+            if self.per_channel:
+                scales = cal.weight_scales(self.weight, self.bits, self.method, axis=self.ch_axis)
+                return torch.from_numpy(scales), torch.zeros(len(scales), dtype=torch.int64)
+            scale = cal.weight_scales(self.weight.reshape(1, -1), self.bits, self.method)
+            return torch.from_numpy(scale.reshape(1)), torch.zeros(1, dtype=torch.int64)
         if self.hist is None:  # never reached by calibration data (e.g. a dead branch): a neutral scale
             return torch.tensor([1.0]), torch.tensor([0])
         lo, hi = self.observed_range()
@@ -152,11 +162,31 @@ def _merge_torch(h: cal.Histogram | None, x: torch.Tensor, bins: int) -> cal.His
     return cal.Histogram(cal.rebin(h, lo, hi).counts + add, lo, hi)
 
 
+def weight_spec(bits: int = 8, method: str = "minmax", per_channel: bool = True) -> QuantizationSpec:
+    """Symmetric weight spec (zero point 0, range ±(2^(bits-1) - 1)): one scale per output channel
+    (``ch_axis`` 0) or, with ``per_channel=False``, one for the whole tensor."""
+    qmax = 2 ** (bits - 1) - 1
+    qscheme = torch.per_channel_symmetric if per_channel else torch.per_tensor_symmetric
+    return QuantizationSpec(
+        dtype=torch.int8,
+        quant_min=-qmax,
+        quant_max=qmax,
+        qscheme=qscheme,
+        ch_axis=0 if per_channel else None,
+        is_dynamic=False,
+        observer_or_fake_quant_ctr=CalibrationObserver.with_args(
+            method=method, qscheme=qscheme, quant_min=-qmax, quant_max=qmax
+        ),
+    )
+
+
 def quantization_config(
-    calib: str = "entropy", weight_bits: int = 8, weight_method: str = "minmax", percentile: float = 99.99
-) -> QuantizationConfig:
+    calib: str = "entropy", weight_bits: int = 8, weight_method: str = "minmax", percentile: float = 99.99,
+    per_channel: bool = True,
+) -> QuantizationConfig:  # fmt: skip
     """XNNPACK-style config: int8 per-tensor affine activations observed with ``calib``, symmetric
-    per-channel weights of ``weight_bits`` bits (4-bit values are carried in int8 storage)."""
+    weights of ``weight_bits`` bits (4-bit values are carried in int8 storage), per channel unless
+    ``per_channel=False``."""
     if calib not in cal.RANGE_METHODS:
         raise ValueError(f"unknown calibration method '{calib}'")
     act = QuantizationSpec(
@@ -167,19 +197,7 @@ def quantization_config(
         is_dynamic=False,
         observer_or_fake_quant_ctr=CalibrationObserver.with_args(method=calib, percentile=percentile),
     )
-    qmax = 2 ** (weight_bits - 1) - 1
-    weight = QuantizationSpec(
-        dtype=torch.int8,
-        quant_min=-qmax,
-        quant_max=qmax,
-        qscheme=torch.per_channel_symmetric,
-        ch_axis=0,
-        is_dynamic=False,
-        observer_or_fake_quant_ctr=CalibrationObserver.with_args(
-            method=weight_method, qscheme=torch.per_channel_symmetric, quant_min=-qmax, quant_max=qmax
-        ),
-    )
-    return QuantizationConfig(act, act, weight, None, False)
+    return QuantizationConfig(act, act, weight_spec(weight_bits, weight_method, per_channel), None, False)
 
 
 class EdgeQuantizer(XNNPACKQuantizer):
@@ -189,11 +207,16 @@ class EdgeQuantizer(XNNPACKQuantizer):
     those conv/linear layers after annotation (per-layer bits). XNNPACK's own ``set_module_name``
     cannot do it here: its filter must match the weight's ``get_attr`` node, which carries no module
     stack in an exported graph, so the layer would silently stay float.
+
+    ``op_weight_specs`` (``aten.conv2d`` / ``aten.linear`` -> weight spec) does the same for every layer
+    of that kind (a target whose fully-connected kernels take per-tensor weights only); a
+    ``weight_specs`` entry for the layer itself takes precedence.
     """
 
     def __init__(self, lean: bool = True) -> None:
         super().__init__()
         self.weight_specs: dict[str, QuantizationSpec] = {}
+        self.op_weight_specs: dict[Any, QuantizationSpec] = {}
         self.lean = lean  # False: pads and pools only (models quantized before the shape/softmax rules)
 
     def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -207,15 +230,16 @@ class EdgeQuantizer(XNNPACKQuantizer):
             if (has_bn or "_bn" not in p.name) and (has_tconv or "transpose" not in p.name)
         ]  # fmt: skip
         model = super().annotate(model)
-        if self.weight_specs:
+        if self.weight_specs or self.op_weight_specs:
             for n in model.graph.nodes:
                 if n.op != "call_function" or n.target not in _WEIGHTED_OPS or _Q_KEY not in n.meta:
                     continue
                 stack = list((n.meta.get("nn_module_stack") or {}).values())
                 path = stack[-1][0] if stack else None
                 w = n.args[1] if len(n.args) > 1 else None
-                if path in self.weight_specs and w in n.meta[_Q_KEY].input_qspec_map:
-                    n.meta[_Q_KEY].input_qspec_map[w] = self.weight_specs[path]
+                spec = self.weight_specs.get(path, self.op_weight_specs.get(n.target))
+                if spec is not None and w in n.meta[_Q_KEY].input_qspec_map:
+                    n.meta[_Q_KEY].input_qspec_map[w] = spec
         for n in model.graph.nodes:
             if n.op != "call_function":
                 continue
@@ -223,9 +247,9 @@ class EdgeQuantizer(XNNPACKQuantizer):
                 if self.lean:
                     _annotate_softmax(n)
                 continue
-            if n.target not in _PAD_OPS + _POOL_OPS + (_SHAPE_OPS if self.lean else ()):
+            if n.target not in _PAD_OPS + _POOL_OPS + (SHAPE_OPS if self.lean else ()):
                 continue
-            if n.target in _POOL_OPS + _SHAPE_OPS:
+            if n.target in _POOL_OPS + SHAPE_OPS:
                 mode, value = "constant", 0.0
             elif n.target == torch.ops.aten.pad.default:
                 mode = n.args[2] if len(n.args) > 2 else n.kwargs.get("mode", "constant")

@@ -1,5 +1,8 @@
 """The ``quantize`` recipe pass: ``- quantize: {calib: entropy, weights: int8}`` in a recipe.
 
+``target: npu-int8`` / ``mcu-int8`` selects a hardware preset (see ``targets``); ``mix_runtime:
+onnxruntime`` with ``max_drop`` or ``latency_budget_ms`` chooses float/int8 per layer (``float_mix``).
+
 The next ``export`` pass then writes integer artifacts (ExecuTorch XNNPACK int8, LiteRT int8,
 ONNX QDQ) and measures them in each runtime. Cost: as ``quantize`` (PTQ ~10-20 s for ResNet-8).
 """
@@ -29,6 +32,9 @@ class QuantizePass:
     bias_correction: bool = True
     qat_epochs: int = 2
     seed: int = 0
+    target: str = "xnnpack"
+    mix_runtime: str | None = None
+    latency_budget_ms: float | None = None
 
     def apply(self, model: EdgeModel, ctx: PassContext) -> EdgeModel:
         from edgeopt.compress.quantize.api import quantize
@@ -36,7 +42,8 @@ class QuantizePass:
         q, report = quantize(
             model, ctx.train_data, method=self.method, calib=self.calib, weights=self.weights,
             max_drop=self.max_drop, calib_samples=self.calib_samples, budget=self.budget, cle=self.cle,
-            bias_correction=self.bias_correction, qat_epochs=self.qat_epochs, seed=self.seed,
+            bias_correction=self.bias_correction, qat_epochs=self.qat_epochs, seed=self.seed, target=self.target,
+            mix_runtime=self.mix_runtime, latency_budget_ms=self.latency_budget_ms,
         )  # fmt: skip
         ctx.metrics["quantize"] = {k: v for k, v in report.items() if k != "lineage"}
         return q

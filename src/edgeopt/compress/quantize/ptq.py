@@ -7,7 +7,8 @@
 2. draws ``calib_samples`` training images with a seeded generator (same seed, same images);
 3. exports the float module with ``torch.export`` (batch dimension dynamic), prepares it with
    ``EdgeQuantizer`` (ExecuTorch's XNNPACK quantizer: per-channel symmetric int8 weights, per-tensor
-   affine int8 activations) whose observers are edgeopt's ``CalibrationObserver`` (minmax,
+   affine int8 activations; ``recipe.target`` may ask for per-tensor weights and refuses ops that
+   would stay float, see ``targets``) whose observers are edgeopt's ``CalibrationObserver`` (minmax,
    percentile, entropy or MSE), runs the calibration batches and converts (``convert_pt2e``);
    With ``weight_rounding="gptq"`` the 4-bit layers' weights are first rounded by GPTQ (``gptq``:
    each rounding error is compensated on the weights not yet rounded, through the Hessian of the
@@ -37,6 +38,7 @@ import torch
 from torch import nn
 
 from edgeopt.compress.quantize import calibration as cal
+from edgeopt.compress.quantize.targets import check_target_options, require_integer, target_spec
 from edgeopt.data import ImageDataset
 from edgeopt.errors import EdgeoptError
 from edgeopt.model import EdgeModel, check_finite
@@ -51,7 +53,8 @@ class QuantRecipe:
     """What to quantize and how; JSON-serialisable (it is stored in the model's ``arch``).
 
     ``layer_bits`` maps a layer's module path to its weight bits (8 or 4) or 0 (kept float);
-    layers not listed get ``weight_bits``.
+    layers not listed get ``weight_bits``. ``target`` is the hardware preset (``targets``):
+    ``xnnpack`` (per-channel weights, float layers allowed), ``npu-int8`` or ``mcu-int8``.
     """
 
     calib: str = "entropy"
@@ -68,6 +71,7 @@ class QuantRecipe:
     method: str = "ptq"
     lean_graph: bool = True  # shape ops share qparams, int8 softmax (see observers.EdgeQuantizer)
     weight_rounding: str = "nearest"  # nearest | gptq (error-compensating rounding of the 4-bit layers)
+    target: str = "xnnpack"  # xnnpack | npu-int8 | mcu-int8 (see targets; records without it are xnnpack)
 
     def validate(self) -> QuantRecipe:
         if self.calib not in cal.RANGE_METHODS:
@@ -85,6 +89,9 @@ class QuantRecipe:
             raise EdgeoptError(f"layer bits must be 0 (float), 4 or 8: {bad}")
         if not 50 < self.percentile <= 100:
             raise EdgeoptError(f"percentile must be in (50, 100], not {self.percentile}")
+        bits = {self.weight_bits, *self.layer_bits.values()}
+        weights = "int8" if bits - {0} <= {8} else "int4" if bits - {0} == {4} else "mixed"
+        check_target_options(self.target, weights, self.method, float_layers=0 in bits)
         return self
 
     @classmethod
@@ -117,12 +124,20 @@ def export_float(module: nn.Module, x: torch.Tensor) -> torch.fx.GraphModule:
 
 
 def make_quantizer(recipe: QuantRecipe) -> Any:
-    """``EdgeQuantizer`` for ``recipe``: a global config plus per-layer bits and float layers."""
-    from edgeopt.compress.quantize.observers import EdgeQuantizer, quantization_config
+    """``EdgeQuantizer`` for ``recipe``: a global config (weight granularity from the target) plus
+    per-layer bits and float layers."""
+    from edgeopt.compress.quantize.observers import EdgeQuantizer, quantization_config, weight_spec
 
+    spec = target_spec(recipe.target)
     q = EdgeQuantizer(lean=recipe.lean_graph).set_global(
-        quantization_config(recipe.calib, recipe.weight_bits, recipe.weight_method, recipe.percentile)
+        quantization_config(
+            recipe.calib, recipe.weight_bits, recipe.weight_method, recipe.percentile, per_channel=spec.conv_per_channel
+        )
     )
+    if spec.linear_per_channel != spec.conv_per_channel:
+        q.op_weight_specs[torch.ops.aten.linear.default] = weight_spec(
+            recipe.weight_bits, recipe.weight_method, spec.linear_per_channel
+        )
     floats = {name for name, bits in recipe.layer_bits.items() if bits == 0}
     for name, bits in recipe.layer_bits.items():
         if bits in (4, 8) and bits != recipe.weight_bits:
@@ -482,6 +497,7 @@ def quantize_ptq(
         info["gptq_layers"] = sorted(steps)
         weight_steps = {**steps, **(weight_steps or {})}
     prepared = prepare(float_module, example, recipe)
+    require_integer(prepared, recipe.target)  # integer-only targets: refuse an op that would stay float
     for o in output_observers(prepared).values():
         o.method = "minmax"  # clipping the logits would tie the top classes: the output keeps its full range
     if weight_steps:
@@ -511,6 +527,8 @@ def _lineage(recipe: QuantRecipe) -> dict[str, Any]:
          "weight_bits": recipe.weight_bits}  # fmt: skip
     if recipe.layer_bits:
         d["layer_bits"] = dict(recipe.layer_bits)
+    if recipe.target != "xnnpack":
+        d["target"] = recipe.target
     return d
 
 
