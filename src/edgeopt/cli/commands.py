@@ -5,6 +5,7 @@ Each is a thin call into the Python API.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -42,18 +43,56 @@ def train(
     seed: int = 0,
     device: DeviceOpt = "cpu",
     input_range: RangeOpt = None,
+    target_latency_ms: Annotated[
+        float | None, typer.Option("--target-latency-ms", help="hardware-aware: batch-1 latency budget in --runtime")
+    ] = None,
+    target_arena_kb: Annotated[
+        float | None, typer.Option("--target-arena-kb", help="hardware-aware: activation arena budget (KiB)")
+    ] = None,
+    runtime: Annotated[str, typer.Option(help="runtime the latency budget is for")] = "onnxruntime",
+    threads: Annotated[int, typer.Option(min=1, help="runtime threads for the latency budget")] = 1,
+    profile: Annotated[
+        str | None, typer.Option(help="device profile predicting --runtime's latency (default: this machine's)")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train MODEL on the train split of DATA and save it."""
+    """Train MODEL on the train split of DATA and save it.
+
+    With --target-latency-ms / --target-arena-kb, training is hardware-aware: channel widths are
+    chosen during training with the budget in the loss, the model is cut to them and fine-tuned,
+    then timed in --runtime (see docs/hardware.md).
+    """
     quiet(as_json)
+    import time
+
     from edgeopt.data import load_dataset
     from edgeopt.model import save_model
     from edgeopt.train import FitConfig, evaluate, fit
 
     m, train_data = model_for_data(model, data, parse_range(input_range))
     cfg = FitConfig(epochs=epochs, optimizer=optimizer, lr=lr, batch_size=batch_size, seed=seed, device=device)
-    m, history = fit(m, train_data, cfg)
-    m = m.with_lineage({"pass": "train", "epochs": epochs, "data": data})
+    start = time.perf_counter()
+    extra: dict = {}
+    if target_latency_ms is None and target_arena_kb is None:
+        m, history = fit(m, train_data, cfg)
+        m = m.with_lineage({"pass": "train", "epochs": epochs, "data": data})
+        extra["train_loss"] = history.epochs[-1]["loss"]
+    else:
+        from edgeopt.hwtrain import train_for_device
+
+        say = None if as_json else (lambda text: print(text, file=sys.stderr))
+        m, metrics = train_for_device(m, train_data, runtime, target_latency_ms, target_arena_kb, epochs, threads,
+                                      profile, cfg, log=say)  # fmt: skip
+        report = metrics["hw_train"]
+        extra.update(widths=report["widths"], widths_before=report["widths_before"], arena_kb=report["arena_kb"])
+        if "latency_check" in metrics:
+            check = metrics["latency_check"]
+            extra.update(
+                latency_ms=check["measured_ms"],
+                predicted_latency_ms=check["predicted_ms"],
+                target_latency_ms=target_latency_ms,
+                latency_source=metrics["latency_source"]["latency"],
+            )
     test = evaluate(m, load_dataset(data, "test"))
     path = save_model(m, out)
     emit(
@@ -61,8 +100,8 @@ def train(
             "model": str(path),
             "test_accuracy": test.accuracy,
             "samples": test.samples,
-            "train_loss": history.epochs[-1]["loss"],
-            "seconds": round(history.seconds, 2),
+            **extra,
+            "seconds": round(time.perf_counter() - start, 2),
         },
         as_json,
         "train",

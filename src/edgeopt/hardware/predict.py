@@ -66,8 +66,17 @@ def _runtime_cost(model: EdgeModel, profile: DeviceProfile, artifact: bool) -> d
         with tempfile.TemporaryDirectory(prefix="edgeopt-predict-") as tmp:
             result = export_model(model, fmt, Path(tmp) / f"model{FORMATS[fmt]}")
             plan = memory_plan(result.path)
-        out.update({"flash_bytes": result.size_bytes, "arena_bytes": plan.arena_bytes,
-                    "weights_bytes": plan.weights_bytes, "arena_source": plan.source})  # fmt: skip
+        # ExecuTorch's plan holds only the delegate's inputs and outputs: XNNPACK keeps the
+        # intermediates in a workspace of its own, estimated beside the plan (runtimes.memory_plan)
+        arena = plan.detail.get("arena_plus_workspace_bytes_estimate", plan.arena_bytes)
+        source = plan.source + ("+xnnpack_workspace_estimate" if arena != plan.arena_bytes else "")
+        out.update(
+            flash_bytes=result.size_bytes,
+            arena_bytes=int(arena),
+            planned_arena_bytes=plan.arena_bytes,
+            weights_bytes=plan.weights_bytes,
+            arena_source=source,
+        )
     activations = sum(k.out_bytes for k in kernels)
     energy = energy_estimate(prof.macs, activations, prof.size_bytes, "int8" if is_quantized(model) else "float32")
     out["energy_mj_estimate"] = energy["energy_mj_estimate"]

@@ -83,8 +83,13 @@ def fit(
     config: FitConfig | None = None,
     loss_fn: LossFn | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    extra_optimizer: torch.optim.Optimizer | None = None,
 ) -> tuple[EdgeModel, FitHistory]:
-    """Train ``model`` on ``data`` in place and return it with per-epoch loss and accuracy."""
+    """Train ``model`` on ``data`` in place and return it with per-epoch loss and accuracy.
+
+    ``extra_optimizer`` steps parameters that live outside the model alongside it (architecture
+    gates that ``loss_fn`` reads, for instance), with its own learning rate and no schedule.
+    """
     cfg = config or FitConfig()
     if data.num_classes > model.meta.num_classes:
         raise EdgeoptError(
@@ -144,8 +149,12 @@ def fit(
                 if not torch.isfinite(loss):
                     raise EdgeoptError(f"training diverged (loss is {loss.item()}) in epoch {epoch + 1}", "lower --lr")
                 opt.zero_grad(set_to_none=True)
+                if extra_optimizer is not None:
+                    extra_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if extra_optimizer is not None:
+                    extra_optimizer.step()
                 sched.step()
                 seen += len(idx)
                 correct += int((logits.argmax(1) == y).sum())

@@ -1,0 +1,359 @@
+"""Width gates with a latency (and arena) term in the loss, then cut to the chosen widths.
+
+How it works, for a model with channel groups ``g`` (the pruning dependency graph's groups, so
+residual chains and depthwise layers stay consistent):
+
+1. Each group keeps its channels in importance order (L2 norm) and may keep the first ``w`` of
+   them, for ``w`` in a few widths (multiples of ``round_to``, a quarter to all of the group).
+2. A cost table: the model with one group cut to each width, the others intact, is priced by
+   ``latency_fn`` (a device profile's predictor: no runtime needed) and, with an arena budget, by
+   edgeopt's liveness plan. The change from the full model is taken as additive across groups
+   (NetAdapt's lookup-table approximation; step 5 checks the real model).
+3. Gates ``α_g`` give ``p_g = softmax(α_g / τ)`` over the widths; every consumer of the group sees
+   its input channels scaled by ``Σ_j p_gj · 1[rank < w_j]`` (FBNetV2's mask superposition).
+   ``τ`` anneals from 1 to 0.05, so the masks end hard.
+4. Loss = task loss + ``λ · relu(E[latency] / T − 1)`` (+ the same for the arena): ProxylessNAS's
+   hinge form, which stops pulling once the budget is met, so accuracy keeps the widths it needs.
+   Weights train with the usual SGD; gates with Adam.
+5. The argmax widths are cut out physically (``prune.pruned_model``); while the *predicted*
+   latency of that real model misses the budget, the group whose next step down the predictor says
+   saves the most is narrowed by one step. Then ``finetune_epochs`` without gates.
+
+Cost: the table (one prediction per group and width: ~0.5 s each for small CNNs), then
+``search_epochs`` + ``finetune_epochs`` of ordinary training (masks add ~10% per step).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeopt.compress.prune.channel import channel_scores, pruned_model
+from edgeopt.compress.prune.depgraph import DepGraph, build_dependency_graph
+from edgeopt.data import ImageDataset
+from edgeopt.errors import EdgeoptError
+from edgeopt.model import EdgeModel
+from edgeopt.train import FitConfig, fit
+
+LatencyFn = Callable[[list[EdgeModel]], list[float]]
+FRACTIONS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the trained model must meet: batch-1 latency (ms) and/or activation arena (KiB)."""
+
+    latency_ms: float | None = None
+    arena_kb: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.latency_ms is None and self.arena_kb is None:
+            raise EdgeoptError("no budget given", "give --target-latency-ms and/or --target-arena-kb")
+        for name, v in (("latency", self.latency_ms), ("arena", self.arena_kb)):
+            if v is not None and v <= 0:
+                raise EdgeoptError(f"the {name} budget must be positive, not {v}")
+
+
+@dataclass
+class HwTrainReport:
+    """What the search chose and what the cut model costs."""
+
+    widths_before: list[int]
+    widths: list[int]
+    predicted_ms_full: float
+    predicted_ms: float | None = None
+    arena_kb: float | None = None
+    fixups: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def width_choices(size: int, round_to: int = 8) -> list[int]:
+    """The widths a group of ``size`` channels may keep: multiples of ``round_to``, ¼ to all. Pure."""
+    if size <= round_to:
+        return [size]
+    out = {min(size, max(round_to, round_to * round(f * size / round_to))) for f in FRACTIONS}
+    return sorted(out | {size})
+
+
+def _ranked_classes(dep: DepGraph, scores: dict[int, float]) -> list[list[int]]:
+    """Each group's channel classes, most important first."""
+    return [sorted(g.classes, key=lambda c: -scores.get(c, 0.0)) for g in dep.groups]
+
+
+def _removed(ranked: list[list[int]], widths: list[int]) -> set[int]:
+    return {c for classes, w in zip(ranked, widths, strict=True) for c in classes[w:]}
+
+
+def arena_kib(model: EdgeModel) -> float:
+    """edgeopt's liveness plan of ``model`` (fused element-wise ops), in KiB."""
+    from edgeopt.profile import activation_memory, export_for_profile
+
+    return activation_memory(export_for_profile(model), fuse_elementwise=True).peak_bytes / 1024
+
+
+class _Gates(nn.Module):
+    """Width logits per group and the channel masks they imply on each consumer's input."""
+
+    def __init__(self, dep: DepGraph, ranked: list[list[int]], choices: list[list[int]]) -> None:
+        super().__init__()
+        self.alpha = nn.ParameterList([nn.Parameter(torch.zeros(len(c))) for c in choices])
+        self.tau = 1.0
+        # keep[g][j, r] = 1 when the class of rank r survives width choice j
+        self.keep = [torch.tensor([[1.0 if r < w else 0.0 for r in range(len(ranked[g]))] for w in c])
+                     for g, c in enumerate(choices)]  # fmt: skip
+        rank_of = {c: (g, r) for g, classes in enumerate(ranked) for r, c in enumerate(classes)}
+        self.consumers: list[tuple[str, list[tuple[int, int, int]]]] = []  # module, [(pos, group, rank)]
+        for (module, role), slot in dep.slots.items():
+            if role != "in":
+                continue
+            where = [(pos, *rank_of[int(e)]) for pos, e in enumerate(slot.elems) if int(e) in rank_of]
+            if where:
+                self.consumers.append((module, where))
+
+    def probs(self) -> list[torch.Tensor]:
+        return [torch.softmax(a / self.tau, 0) for a in self.alpha]
+
+    def masks(self, sizes: dict[str, int]) -> dict[str, torch.Tensor]:
+        """The current input-channel mask of every consumer module (``sizes``: its input channels)."""
+        per_group = [p @ k for p, k in zip(self.probs(), self.keep, strict=True)]  # mask by rank
+        out = {}
+        for module, where in self.consumers:
+            pos = torch.tensor([w[0] for w in where])
+            vals = torch.stack([per_group[g][r] for _, g, r in where])
+            out[module] = torch.ones(sizes[module]).index_put((pos,), vals)
+        return out
+
+    def argmax(self) -> list[int]:
+        return [int(a.argmax()) for a in self.alpha]
+
+
+Table = np.ndarray | None
+
+
+def _cost_table(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choices: list[list[int]],
+                latency_fn: LatencyFn | None, arena: bool) -> tuple[Table, Table, float, float]:  # fmt: skip
+    """Per group and width: the change in latency (and arena) from the full model, the others intact."""
+    full = [len(r) for r in ranked]
+    probe = {"pass": "hw_train", "method": "width-probe"}
+    variants: list[EdgeModel] = [model]
+    index: list[tuple[int, int]] = []
+    for g, c in enumerate(choices):
+        for j, w in enumerate(c):
+            if w == full[g]:
+                continue
+            widths = [*full[:g], w, *full[g + 1 :]]
+            variants.append(pruned_model(model, dep, _removed(ranked, widths), probe))
+            index.append((g, j))
+    lat = arena_tab = None
+    lat0 = arena0 = 0.0
+    if latency_fn is not None:
+        times = latency_fn(variants)
+        lat0 = times[0]
+        lat = np.zeros((len(choices), max(len(c) for c in choices)))
+        for (g, j), t in zip(index, times[1:], strict=True):
+            lat[g, j] = t - lat0
+    if arena:
+        sizes = [arena_kib(v) for v in variants]
+        arena0 = sizes[0]
+        arena_tab = np.zeros((len(choices), max(len(c) for c in choices)))
+        for (g, j), a in zip(index, sizes[1:], strict=True):
+            arena_tab[g, j] = a - arena0
+    return lat, arena_tab, lat0, arena0
+
+
+def _expected(table: np.ndarray, probs: list[torch.Tensor], base: float) -> torch.Tensor:
+    return base + sum((p * torch.as_tensor(table[g, : len(p)], dtype=p.dtype)).sum() for g, p in enumerate(probs))
+
+
+def train_to_budget(
+    model: EdgeModel,
+    data: ImageDataset,
+    budget: Budget,
+    latency_fn: LatencyFn | None,
+    search_epochs: int = 5,
+    finetune_epochs: int = 2,
+    config: FitConfig | None = None,
+    round_to: int = 8,
+    penalty: float = 2.0,
+    gate_lr: float = 0.05,
+    tolerance: float = 0.02,
+    log: Callable[[str], None] | None = None,
+) -> tuple[EdgeModel, HwTrainReport]:
+    """Train ``model`` on ``data`` so that its channel widths meet ``budget`` (see the module doc).
+
+    ``latency_fn`` prices models for a latency budget (``netadapt.latency_source``: a device
+    profile's predictor, or timing in a runtime). ``config`` sets the weight optimiser (its
+    ``epochs`` is ignored: ``search_epochs`` with gates, then ``finetune_epochs`` without).
+    ``penalty`` is λ of the hinge. Returns the cut, fine-tuned model and a report; the caller
+    measures it in the runtime.
+    """
+    say = log or (lambda _s: None)
+    if budget.latency_ms is not None and latency_fn is None:
+        raise EdgeoptError("a latency budget needs a latency source", "give a --runtime (and a profile to predict)")
+    if search_epochs < 1:
+        raise EdgeoptError(f"search_epochs must be at least 1, not {search_epochs}")
+    module = model.module
+    dep = build_dependency_graph(module, model.example_input(1))
+    if not dep.groups:
+        raise EdgeoptError(
+            "the model has no prunable channel groups", "hardware-aware training needs conv/linear layers"
+        )
+    ranked = _ranked_classes(dep, channel_scores(model, dep, "l2"))
+    choices = [width_choices(len(r), round_to) for r in ranked]
+    say(f"hw_train: pricing {sum(len(c) - 1 for c in choices)} width choices over {len(choices)} groups")
+    lat_tab, arena_tab, lat0, arena0 = _cost_table(model, dep, ranked, choices, latency_fn,
+                                                   budget.arena_kb is not None)  # fmt: skip
+    say(
+        f"hw_train: full model: {lat0:.4f} ms predicted"
+        + (f", arena {arena0:.1f} KiB" if arena_tab is not None else "")
+    )
+
+    gates = _Gates(dep, ranked, choices)
+    sizes = {name: m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
+             for name, m in module.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}  # fmt: skip
+    current: dict[str, torch.Tensor] = {}
+
+    def pre_hook(name: str) -> Callable:
+        def hook(_mod: nn.Module, args: tuple) -> tuple:
+            m = current[name].to(args[0].device)
+            return (args[0] * (m.view(1, -1, 1, 1) if args[0].dim() == 4 else m),)
+
+        return hook
+
+    handles = [module.get_submodule(name).register_forward_pre_hook(pre_hook(name)) for name, _ in gates.consumers]
+    cfg = config or FitConfig()
+    steps_per_epoch = max(1, math.ceil(len(data) / cfg.batch_size))
+    total = search_epochs * steps_per_epoch
+    step = [0]
+    ce = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor, _x: torch.Tensor) -> torch.Tensor:
+        loss = ce(logits, y)
+        probs = gates.probs()
+        if lat_tab is not None and budget.latency_ms is not None:
+            loss = loss + penalty * torch.relu(_expected(lat_tab, probs, lat0) / budget.latency_ms - 1)
+        if arena_tab is not None and budget.arena_kb is not None:
+            loss = loss + penalty * torch.relu(_expected(arena_tab, probs, arena0) / budget.arena_kb - 1)
+        return loss
+
+    class _Masked(nn.Module):  # recomputes the masks once per step, before the forward
+        def forward(self) -> None:
+            gates.tau = max(0.05, 1.0 - 0.95 * step[0] / max(1, total - 1))
+            current.update(gates.masks(sizes))
+            step[0] += 1
+
+    refresh = _Masked()
+    handle = module.register_forward_pre_hook(lambda *_: refresh())
+    gate_opt = torch.optim.Adam(gates.parameters(), lr=gate_lr)
+    try:
+        model, hist = fit(model, data, _with_epochs(cfg, search_epochs), loss_fn=loss_fn, extra_optimizer=gate_opt)
+    finally:
+        handle.remove()
+        for h in handles:
+            h.remove()
+    widths = [c[j] for c, j in zip(choices, gates.argmax(), strict=True)]
+    say(f"hw_train: chosen widths {widths} (of {[len(r) for r in ranked]})")
+    cut, widths, fixups = _meet_budget(model, dep, ranked, choices, widths, budget, latency_fn, tolerance, say)
+    report = HwTrainReport([len(r) for r in ranked], widths, lat0, fixups=fixups, history=hist.epochs)
+    if latency_fn is not None:
+        report.predicted_ms = latency_fn([cut])[0]
+    if budget.arena_kb is not None:
+        report.arena_kb = arena_kib(cut)
+    if finetune_epochs > 0:
+        cut, more = fit(cut, data, _with_epochs(cfg, finetune_epochs))
+        report.history += more.epochs
+    step_record = {"pass": "hw_train", "target_latency_ms": budget.latency_ms, "target_arena_kb": budget.arena_kb,
+                   "widths": widths, "search_epochs": search_epochs, "finetune_epochs": finetune_epochs}  # fmt: skip
+    return cut.with_lineage(step_record), report
+
+
+def _with_epochs(cfg: FitConfig, epochs: int) -> FitConfig:
+    from dataclasses import replace
+
+    return replace(cfg, epochs=epochs)
+
+
+def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choices: list[list[int]],
+                 widths: list[int], budget: Budget, latency_fn: LatencyFn | None, tolerance: float,
+                 say: Callable[[str], None]) -> tuple[EdgeModel, list[int], int]:  # fmt: skip
+    """Cut ``model`` to ``widths``; narrow one group a step at a time while the real model misses."""
+    probe = {"pass": "hw_train", "method": "widths"}
+
+    def cut(ws: list[int]) -> EdgeModel:
+        return pruned_model(model, dep, _removed(ranked, ws), probe)
+
+    def misses(m: EdgeModel) -> bool:
+        late = (
+            latency_fn is not None
+            and budget.latency_ms is not None
+            and latency_fn([m])[0] > budget.latency_ms * (1 + tolerance)
+        )
+        big = budget.arena_kb is not None and arena_kib(m) > budget.arena_kb * (1 + tolerance)
+        return late or big
+
+    current, fixups = cut(widths), 0
+    while misses(current):
+        options = []
+        for g, c in enumerate(choices):
+            j = c.index(widths[g])
+            if j > 0:
+                ws = [*widths[:g], c[j - 1], *widths[g + 1 :]]
+                options.append((g, ws, cut(ws)))
+        if not options:
+            raise EdgeoptError("the budget cannot be met even at the narrowest widths",
+                               "ask for a larger latency or arena, or a smaller model")  # fmt: skip
+        if latency_fn is not None and budget.latency_ms is not None:
+            times = latency_fn([o[2] for o in options])
+            g, widths, current = options[int(np.argmin(times))]
+        else:
+            sizes = [arena_kib(o[2]) for o in options]
+            g, widths, current = options[int(np.argmin(sizes))]
+        fixups += 1
+        say(f"hw_train: budget missed by the cut model; group {g} narrowed to {widths[g]}")
+    return current, widths, fixups
+
+
+def train_for_device(
+    model: EdgeModel,
+    data: ImageDataset,
+    runtime: str,
+    target_latency_ms: float | None = None,
+    target_arena_kb: float | None = None,
+    epochs: int = 10,
+    threads: int = 1,
+    profile: str | None = None,
+    config: FitConfig | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[EdgeModel, dict[str, Any]]:
+    """Hardware-aware training for ``runtime``: ``train_to_budget``, then the result timed there.
+
+    Latency comes from ``runtime``'s device profile (``profile``, or this machine's calibrated one)
+    when there is one, else from timing every priced variant. Two thirds of ``epochs`` search with
+    gates, the rest fine-tune. The returned metrics hold the chosen widths, the predicted and the
+    measured latency (``latency_check``), and the arena of the cut model when an arena budget was set.
+    """
+    from edgeopt.compress.prune.netadapt import latency_source
+    from edgeopt.compress.workflows import confirm_latency
+
+    budget = Budget(target_latency_ms, target_arena_kb)
+    if epochs < 2:
+        raise EdgeoptError(f"hardware-aware training needs at least 2 epochs, not {epochs}", "--epochs 2 or more")
+    latency_fn, source = latency_source(runtime, threads, profile, log) if target_latency_ms else (None, {})
+    search = max(1, round(epochs * 2 / 3))
+    out, report = train_to_budget(model, data, budget, latency_fn, search, epochs - search, config, log=log)
+    metrics: dict[str, Any] = {"hw_train": report.to_json(), "latency_source": source}
+    if latency_fn is not None:
+        check = confirm_latency(out, latency_fn, runtime, threads)
+        check["target_ms"] = target_latency_ms
+        check["measured_vs_target"] = check["measured_ms"] / float(target_latency_ms or 1)
+        metrics["latency_check"] = check
+    return out, metrics

@@ -1,0 +1,63 @@
+"""Hardware-aware training: width choices, the budget met by the cut model, the CLI and recipe contract."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_hardware import _profile, _synthetic_rows
+
+from edgeopt.compress.prune.netadapt import predicted_latency
+from edgeopt.errors import EdgeoptError
+from edgeopt.hwtrain import Budget, train_to_budget
+from edgeopt.hwtrain.gated import arena_kib, width_choices
+from edgeopt.models import create_model
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return _profile(_synthetic_rows(80, 0))
+
+
+def test_width_choices_are_simd_multiples_from_a_quarter_to_all() -> None:
+    assert width_choices(64, 8) == [16, 24, 32, 40, 48, 56, 64]
+    assert width_choices(16, 8) == [8, 16]
+    assert width_choices(6, 8) == [6]
+    assert width_choices(20, 8) == [8, 16, 20]
+
+
+def test_budget_needs_a_positive_target() -> None:
+    with pytest.raises(EdgeoptError, match="no budget"):
+        Budget()
+    with pytest.raises(EdgeoptError, match="positive"):
+        Budget(latency_ms=-1)
+
+
+def test_arena_budget_is_met_by_the_cut_model(digits, one_thread) -> None:
+    train, _ = digits
+    torch.manual_seed(0)
+    model = create_model("resnet8", input_shape=(1, 8, 8))
+    target = 0.6 * arena_kib(model)
+    out, rep = train_to_budget(model, train, Budget(arena_kb=target), None, search_epochs=1, finetune_epochs=0)
+    assert rep.arena_kb == pytest.approx(arena_kib(out)) and rep.arena_kb <= target * 1.02
+
+
+def test_train_cli_lands_on_the_latency_budget_keeps_accuracy_and_times_the_result(profile, tmp_path, capfd) -> None:
+    """A latency budget on digits: the cut model meets it (predicted), is timed in ONNX Runtime, and is
+    still a good model (a full ResNet-8 trained as long scores ~0.97)."""
+    from edgeopt.cli import main
+
+    profile.save(tmp_path / "p.json")
+    full = predicted_latency([profile])([create_model("resnet8", input_shape=(1, 8, 8))])[0]
+    rc = main(["train", "zoo:resnet8", "--data", "digits", "--epochs", "3", "--out", str(tmp_path / "m.edgeopt"),
+               "--target-latency-ms", str(0.85 * full), "--runtime", "onnxruntime", "--profile",
+               str(tmp_path / "p.json"), "--json"])  # fmt: skip
+    out, err = capfd.readouterr()
+    assert rc == 0, err
+    r = json.loads(out)
+    assert r["latency_source"] == "predicted"
+    assert r["predicted_latency_ms"] <= 0.85 * full * 1.02 and r["latency_ms"] > 0
+    assert r["predicted_latency_ms"] >= 0.7 * full  # no more thrown away than the budget asks
+    assert sum(r["widths"]) < sum(r["widths_before"])
+    assert r["test_accuracy"] >= 0.8
