@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from common import ROOT, write_result
 
-from edgeopt.hardware.calibrate import fit_profile, measure_samples, sample_kernels
+from edgeopt.hardware.calibrate import fit_profile, measure_samples, normalised_ms, reference_ms, sample_kernels
 from edgeopt.hardware.predictor import ErrorStats, LatencyPredictor, macs_only_fit
 
 CACHE = ROOT / "benchmarks" / ".cache" / "hardware"
@@ -54,9 +54,9 @@ def _predict(predictor: LatencyPredictor, samples: list[dict]) -> np.ndarray:
     return predictor.predict_many(sample_kernels(samples))
 
 
-def _macs_only(calib: list[dict], heldout: list[dict]) -> np.ndarray:
+def _macs_only(calib: list[dict], y_calib: np.ndarray, heldout: list[dict]) -> np.ndarray:
     x = np.array([[1.0, s["macs"] / 1e6] for s in calib])
-    coef, *_ = np.linalg.lstsq(x, np.array([s["latency_ms"] for s in calib]), rcond=None)
+    coef, *_ = np.linalg.lstsq(x, y_calib, rcond=None)
     return np.maximum(np.array([[1.0, s["macs"] / 1e6] for s in heldout]) @ coef, 1e-6)
 
 
@@ -68,13 +68,17 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
     profile = fit_profile(calib, runtime, threads, calib_s)
     fit_s = time.monotonic() - t1
     held = _samples(runtime, threads, "heldout", HELDOUT_SEED, 1e9, heldout_n)
-    y = np.array([s["latency_ms"] for s in held])
+    ref = reference_ms(calib)
+    y_calib = normalised_ms(calib, ref)
+    y = normalised_ms(held, ref)  # drift-free: each model's ratio to the reference timed beside it
+    raw = np.array([s["latency_ms"] for s in held])
     seen = {json.dumps(s["spec"], sort_keys=True) for s in calib}
     overlap = sum(json.dumps(s["spec"], sort_keys=True) in seen for s in held)
     pred = _predict(profile.predictor, held)
-    macs_pred = _macs_only(calib, held)
+    macs_pred = _macs_only(calib, y_calib, held)
     ours, base = _stats(pred, y), _stats(macs_pred, y)
-    cv_macs = macs_only_fit(np.array([s["macs"] for s in calib]), np.array([s["latency_ms"] for s in calib]))
+    cv_macs = macs_only_fit(np.array([s["macs"] for s in calib]), y_calib)
+    ref_held = np.array([s["reference_ms"] for s in held])
     result = {
         "runtime": runtime,
         "threads": threads,
@@ -83,11 +87,18 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
         "heldout_models": len(held),
         "heldout_also_in_calibration": overlap,
         "heldout_latency_ms_range": [float(y.min()), float(y.max())],
+        "reference_ms": ref,
+        "reference_ms_spread_during_heldout": [
+            float(ref_held.min()),
+            float(np.median(ref_held)),
+            float(ref_held.max()),
+        ],
         "predictor": ours,
+        "predictor_vs_raw_times": _stats(pred, raw),
         "macs_only_linear": base,
         "median_error_ratio_vs_macs_only": ours["median_abs_pct"] / base["median_abs_pct"],
         "predictor_cv_on_calibration": profile.predictor.cv,
-        "macs_only_cv_on_calibration": _stats(np.maximum(cv_macs, 1e-6), np.array([s["latency_ms"] for s in calib])),
+        "macs_only_cv_on_calibration": _stats(np.maximum(cv_macs, 1e-6), y_calib),
         "correction_kept": profile.predictor.correction is not None,
         "per_family_within_10pct": {
             f: float(np.mean(np.abs(pred[m] / y[m] - 1) <= 0.1))
@@ -101,8 +112,8 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
 def transfer_section(base, runtime: str, threads: int, heldout: list[dict], n: int = 20) -> dict[str, Any]:
     """Re-target ``base`` with the first ``n`` held-out-disjoint measurements (a fresh seed)."""
     few = _samples(runtime, threads, f"transfer{n}", 77, 1e9, n)
-    pred_model = base.predictor.transferred(sample_kernels(few), [s["latency_ms"] for s in few])
-    y = np.array([s["latency_ms"] for s in heldout])
+    pred_model = base.predictor.transferred(sample_kernels(few), normalised_ms(few, reference_ms(few)))
+    y = normalised_ms(heldout, reference_ms(few))
     return {
         "from": {"runtime": base.runtime, "threads": base.threads},
         "to": {"runtime": runtime, "threads": threads},
@@ -113,6 +124,108 @@ def transfer_section(base, runtime: str, threads: int, heldout: list[dict], n: i
     }
 
 
+def allocation_section(runtime: str, profile_path: Path, measured_reference: bool) -> dict[str, Any]:
+    """``prune --allocation latency`` on the MLPerf ResNet-8 to half its MACs with the profile's
+    predictor (and, with ``measured_reference``, with the measured table), timed side by side."""
+    from common import interleaved_p50, shared_path
+
+    from edgeopt.compress.common import strip_output_softmax
+    from edgeopt.compress.workflows import TuneSettings, prune_model
+    from edgeopt.data import load_dataset
+    from edgeopt.model import load_model
+    from edgeopt.runtimes import open_runner
+
+    base = strip_output_softmax(load_model(shared_path("mlperf-tiny/resnet8_float32.tflite"), input_range=(0, 255)))
+    data = load_dataset(f"imagefolder:{shared_path('cifar10-jpg.zip')}", "train")
+    runs = {"predicted": str(profile_path)} | ({"measured": None} if measured_reference else {})
+    out: dict[str, Any] = {"runtime": runtime, "ratio": 0.5, "model": "MLPerf ResNet-8 (imported .tflite)"}
+    models = {"base": base}
+    for name, prof in runs.items():
+        if prof is None:  # no profile anywhere: prune_model falls back to timing every variant
+            from edgeopt.hardware.profile import default_profile_path
+
+            assert not default_profile_path(runtime, 1).exists(), "move the default profile aside for the reference"
+        t0 = time.monotonic()
+        res = prune_model(base, data, ratio=0.5, runtime=runtime, allocation="latency", round_to=8, min_keep=8,
+                          settings=TuneSettings(epochs=0), profile=prof)  # fmt: skip
+        out[name] = {"seconds": round(time.monotonic() - t0, 1), "latency_source": res.metrics["latency_source"],
+                     "latency_check": res.metrics.get("latency_check"), "macs_after": res.metrics["macs_after"],
+                     "widths": [g["after"] for g in res.metrics["channels"]["groups"]]}  # fmt: skip
+        models[name] = res.model
+        print(f"  allocation ({name}): {out[name]['seconds']} s, widths {out[name]['widths']}", flush=True)
+    runners = {k: open_runner(runtime, m, threads=1) for k, m in models.items()}
+    try:
+        timing = interleaved_p50(runners, {k: m.example_input(1).numpy() for k, m in models.items()})
+    finally:
+        for r in runners.values():
+            r.close()
+    for k in runs:
+        out[k]["measured_ratio"] = timing[k]["p50_ms"] / timing["base"]["p50_ms"]
+    out["timing"] = timing
+    return out
+
+
+def hwtrain_section(runtime: str, profile_path: Path, fractions: list[float], epochs: int) -> dict[str, Any]:
+    """Hardware-aware training of zoo resnet8 on cifar10-jpg to ``fractions`` of its measured latency in
+    ``runtime``, beside channel pruning + recovery with the same total epochs at the 0.7 target."""
+    from common import interleaved_p50, shared_path
+
+    from edgeopt.compress.workflows import TuneSettings, prune_model
+    from edgeopt.data import load_dataset
+    from edgeopt.hwtrain import train_for_device
+    from edgeopt.models import create_model
+    from edgeopt.runtimes import open_runner
+    from edgeopt.train import FitConfig, evaluate, fit
+
+    spec = f"imagefolder:{shared_path('cifar10-jpg.zip')}"
+    train, test = load_dataset(spec, "train"), load_dataset(spec, "test")
+    base = create_model("resnet8", input_shape=(3, 32, 32), num_classes=10)
+    with open_runner(runtime, base, threads=1) as r:
+        base_ms = interleaved_p50({"base": r}, {"base": base.example_input(1).numpy()})["base"]["p50_ms"]
+    out: dict[str, Any] = {"runtime": runtime, "epochs": epochs, "base_measured_ms": base_ms, "runs": []}
+    for frac in fractions:
+        torch_seed = 0
+        import torch
+
+        torch.manual_seed(torch_seed)
+        model = create_model("resnet8", input_shape=(3, 32, 32), num_classes=10)
+        t0 = time.monotonic()
+        trained, metrics = train_for_device(model, train, runtime, frac * base_ms, None, epochs, 1, str(profile_path),
+                                            FitConfig(seed=0))  # fmt: skip
+        check = metrics["latency_check"]
+        out["runs"].append({"fraction": frac, "target_ms": frac * base_ms, "measured_ms": check["measured_ms"],
+                            "predicted_ms": check["predicted_ms"], "measured_vs_target": check["measured_vs_target"],
+                            "accuracy": evaluate(trained, test).accuracy, "widths": metrics["hw_train"]["widths"],
+                            "seconds": round(time.monotonic() - t0, 1)})  # fmt: skip
+        print(f"  hw_train {runtime} {frac}: {out['runs'][-1]}", flush=True)
+    # channel pruning + recovery, same total epochs: train, prune to the 0.7 target (NetAdapt on the
+    # same profile), recover
+    torch.manual_seed(0)
+    model = create_model("resnet8", input_shape=(3, 32, 32), num_classes=10)
+    pre = max(1, epochs - 2)
+    model, _ = fit(model, train, FitConfig(epochs=pre, seed=0))
+    res = prune_model(model, train, target_latency_ms=0.7 * base_ms, runtime=runtime, round_to=8,
+                      settings=TuneSettings(epochs=epochs - pre), profile=str(profile_path))  # fmt: skip
+    out["pruning_baseline"] = {"fraction": 0.7, "measured_ms": res.metrics["latency_check"]["measured_ms"],
+                               "accuracy": evaluate(res.model, test).accuracy, "train_epochs": pre,
+                               "recovery_epochs": epochs - pre}  # fmt: skip
+    return out
+
+
+def _merged(figures: dict[str, Any]) -> dict[str, Any]:
+    """This run's figures over the last run's: sections run one runtime at a time keep each other's."""
+    from common import RESULTS
+
+    old_path = RESULTS / "hardware.json"
+    old = json.loads(old_path.read_text()).get("figures", {}) if old_path.exists() else {}
+    for key, value in figures.items():
+        if isinstance(value, dict) and isinstance(old.get(key), dict) and key in ("predictor", "hwtrain"):
+            old[key] = {**old[key], **value}
+        else:
+            old[key] = value
+    return old
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runtimes", default="onnxruntime,executorch,litert")
@@ -120,8 +233,15 @@ def main() -> None:
     ap.add_argument("--heldout", type=int, default=200)
     ap.add_argument("--transfer", default="executorch:1,litert:1,onnxruntime:2",
                     help="targets for transfer from the onnxruntime profile (runtime:threads)")  # fmt: skip
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: predictor, transfer, memory")
+    ap.add_argument(
+        "--skip", default="", help="comma list of sections to skip: predictor, transfer, allocation, memory"
+    )
     ap.add_argument("--fresh", action="store_true", help="drop the journalled measurements first")
+    ap.add_argument("--sections", default="", help="opt-in sections: hwtrain (cifar10-jpg training, ~1 h on 2 cores)")
+    ap.add_argument("--hwtrain-epochs", type=int, default=6)
+    ap.add_argument("--allocation-runtime", default="executorch", help="runtime of the latency-allocation section")
+    ap.add_argument("--measured-reference", action="store_true",
+                    help="also run the allocation with measured timings (~10 min in ExecuTorch)")  # fmt: skip
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     if args.fresh and CACHE.exists():
@@ -150,6 +270,16 @@ def main() -> None:
             print(
                 f"transfer onnxruntime:1 -> {target}: within ±10% {res['transferred']['within_10pct']:.1%}", flush=True
             )
+    if "allocation" not in skip:
+        rt = args.allocation_runtime
+        prof_path = CACHE / f"{rt}_t1_profile.json"
+        if prof_path.exists():
+            print(f"latency allocation: {rt}", flush=True)
+            figures["allocation"] = allocation_section(rt, prof_path, args.measured_reference)
+    if "hwtrain" in args.sections:
+        for rt in args.runtimes.split(","):
+            prof_path = CACHE / f"{rt}_t1_profile.json"
+            figures.setdefault("hwtrain", {})[rt] = hwtrain_section(rt, prof_path, [0.5, 0.7], args.hwtrain_epochs)
     if "memory" not in skip:
         try:
             from hardware_memory import memory_table
@@ -159,7 +289,7 @@ def main() -> None:
             figures["memory"] = memory_table()
     settings = {"runtimes": args.runtimes, "minutes": args.minutes, "heldout": args.heldout,
                 "heldout_seed": HELDOUT_SEED, "transfer": args.transfer}  # fmt: skip
-    path = write_result("hardware", figures, settings)
+    path = write_result("hardware", _merged(figures), settings)
     print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
 
 

@@ -146,7 +146,8 @@ def test_fingerprint_mismatch_names_what_differs() -> None:
 
 def _profile(synthetic, fingerprint=None) -> DeviceProfile:
     models, y = synthetic
-    samples = [{"kernels": [kernel_to_json(k) for k in ks], "latency_ms": v, "macs": 0, "spec": {}}
+    samples = [{"kernels": [kernel_to_json(k) for k in ks], "latency_ms": v, "ratio": v, "reference_ms": 1.0,
+                "macs": 0, "spec": {}}
                for ks, v in zip(models, y, strict=True)]  # fmt: skip
     prof = fit_profile(samples, "onnxruntime", 1)
     if fingerprint is not None:
@@ -175,7 +176,8 @@ def test_fit_profile_refuses_too_few_samples() -> None:
 def test_measure_samples_times_real_artifacts_and_resumes_from_its_journal(tmp_path) -> None:
     journal = tmp_path / "p.json.samples.jsonl"
     first = measure_samples("onnxruntime", 1, minutes=5, max_models=2, journal=journal, workers=1, rounds=1)
-    assert len(first) == 2 and all(s["latency_ms"] > 0 for s in first)
+    assert len(first) == 2 and all(s["latency_ms"] > 0 and s["reference_ms"] > 0 for s in first)
+    assert all(s["ratio"] == pytest.approx(s["latency_ms"] / s["reference_ms"], rel=0.5) for s in first)
     more = measure_samples("onnxruntime", 1, minutes=5, max_models=3, journal=journal, workers=1, rounds=1)
     assert more[:2] == first and len(more) == 3  # kept the two, measured one more
     assert more[2]["spec"] not in [s["spec"] for s in first]

@@ -38,6 +38,25 @@ from edgeopt.runtimes import RUNTIME_FORMAT, check_runtime, measure_latency, ope
 MEASURABLE = tuple(RUNTIME_FORMAT)  # onnxruntime, executorch, litert
 
 
+# A fixed mid-size architecture timed beside every calibration model: this machine's speed drifts by
+# up to 2x over minutes (other tenants of the host; measured 2026-12-01: the same artifact 0.23 ms,
+# then 0.46-0.54 ms, then 0.33 ms), so each model is recorded as a ratio to the reference timed in the
+# same rounds, and latencies are that ratio times the reference's median time over the calibration.
+REFERENCE_SPEC: dict[str, Any] = {
+    "family": "resnet", "input_shape": [3, 32, 32], "num_classes": 10, "stem": 16, "widths": [16, 32, 64],
+    "depths": [1, 1, 1], "kernels": [3, 3, 3], "strides": [1, 2, 2], "nhwc": False, "softmax": False,
+    "explicit_pad": False,
+}  # fmt: skip
+
+
+def _p50(runtime: str, path: str | Path, threads: int, seconds: float) -> float:
+    with open_runner(runtime, path, threads=threads) as runner:
+        x = runner.example_input(1)
+        first = measure_latency(runner, x, threads, warmup=5, runs=20)
+        runs = int(np.clip(seconds / max(first.p50_ms / 1e3, 1e-6), 20, 500))
+        return measure_latency(runner, x, threads, warmup=5, runs=runs).p50_ms
+
+
 def measured_latency_ms(runtime: str, path: str | Path, threads: int = 1, rounds: int = 3,
                         seconds_per_round: float = 0.15) -> float:  # fmt: skip
     """Median over ``rounds`` fresh sessions of the batch-1 p50 latency (ms) of an artifact.
@@ -45,15 +64,19 @@ def measured_latency_ms(runtime: str, path: str | Path, threads: int = 1, rounds
     Fresh sessions because one session's memory layout can make it consistently faster or slower
     than the next; each round runs enough calls to fill ``seconds_per_round`` (20 at least).
     """
-    p50s = []
-    runs = 20
+    return float(statistics.median(_p50(runtime, path, threads, seconds_per_round) for _ in range(rounds)))
+
+
+def measured_ratio(runtime: str, path: str | Path, reference: str | Path, threads: int = 1, rounds: int = 3,
+                   seconds_per_round: float = 0.15) -> tuple[float, float, float]:  # fmt: skip
+    """(median ratio to ``reference``, reference ms, model ms): each round times fresh sessions of the
+    reference and the model back to back, so that machine drift between rounds cancels in the ratio."""
+    ratios, refs, own = [], [], []
     for _ in range(rounds):
-        with open_runner(runtime, path, threads=threads) as runner:
-            x = runner.example_input(1)
-            first = measure_latency(runner, x, threads, warmup=5, runs=runs)
-            runs = int(np.clip(seconds_per_round / max(first.p50_ms / 1e3, 1e-6), 20, 500))
-            p50s.append(measure_latency(runner, x, threads, warmup=5, runs=runs).p50_ms)
-    return float(statistics.median(p50s))
+        refs.append(_p50(runtime, reference, threads, seconds_per_round))
+        own.append(_p50(runtime, path, threads, seconds_per_round))
+        ratios.append(own[-1] / refs[-1])
+    return float(statistics.median(ratios)), float(statistics.median(refs)), float(statistics.median(own))
 
 
 def export_arch(spec: dict[str, Any], runtime: str, path: Path) -> dict[str, Any]:
@@ -114,6 +137,9 @@ def measure_samples(
 ) -> list[dict[str, Any]]:
     """Measure random architectures (``sample_arch``) until ``minutes`` or ``max_models`` run out.
 
+    Each sample holds the model's kernels, its time (``latency_ms``) and, timed in the same rounds,
+    its ratio to ``REFERENCE_SPEC``'s model (``ratio``, ``reference_ms``): see ``normalised_ms``.
+
     Work goes in chunks: ``workers`` processes export a chunk of architectures in parallel (the
     exporters are single-threaded Python and dominate the cost), then, with the workers idle, the
     chunk is timed one artifact at a time so that nothing else runs beside the timing. With
@@ -137,6 +163,8 @@ def measure_samples(
     suffix = FORMATS[RUNTIME_FORMAT[runtime]]
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeopt-calib-"))
+        reference = Path(tmp) / f"reference{suffix}"
+        export_arch(REFERENCE_SPEC, runtime, reference)
         # one worker: export in this process (no start-up cost); more: spawned processes
         pool = (
             stack.enter_context(ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=_quiet_worker))
@@ -152,7 +180,8 @@ def measure_samples(
             for feats, path in zip(exported, paths, strict=True):
                 if feats is None or time.monotonic() > deadline and samples:
                     continue
-                sample = {**feats, "latency_ms": measured_latency_ms(runtime, path, threads, rounds=rounds)}
+                ratio, ref_ms, own_ms = measured_ratio(runtime, path, reference, threads, rounds=rounds)
+                sample = {**feats, "ratio": ratio, "reference_ms": ref_ms, "latency_ms": own_ms}
                 path.unlink(missing_ok=True)
                 samples.append(sample)
                 if journal is not None:
@@ -168,17 +197,29 @@ def sample_kernels(samples: list[dict[str, Any]]) -> list[list[Kernel]]:
     return [[kernel_from_json(k) for k in s["kernels"]] for s in samples]
 
 
+def reference_ms(samples: list[dict[str, Any]]) -> float:
+    """The reference model's median time over a calibration (its speed "on this machine")."""
+    return float(statistics.median(s["reference_ms"] for s in samples))
+
+
+def normalised_ms(samples: list[dict[str, Any]], ref_ms: float) -> np.ndarray:
+    """Each sample's latency as its ratio to the reference times ``ref_ms``: drift-free milliseconds."""
+    return np.array([s["ratio"] * ref_ms for s in samples])
+
+
 def fit_profile(samples: list[dict[str, Any]], runtime: str, threads: int, seconds: float = 0.0) -> DeviceProfile:
-    """Fit the predictor on measured samples and wrap it as this machine's profile."""
+    """Fit the predictor on measured samples (drift-normalised) and wrap it as this machine's profile."""
     if len(samples) < 10:
         raise EdgeoptError(
             f"only {len(samples)} models were measured; at least 10 are needed to fit a predictor",
             "give calibration more time (--minutes)",
         )
-    predictor = LatencyPredictor.fit(sample_kernels(samples), [s["latency_ms"] for s in samples])
-    return DeviceProfile(
-        runtime, threads, machine_fingerprint(runtime), predictor, samples, calibration_seconds=seconds
-    )
+    ref = reference_ms(samples)
+    predictor = LatencyPredictor.fit(sample_kernels(samples), normalised_ms(samples, ref))
+    profile = DeviceProfile(runtime, threads, machine_fingerprint(runtime), predictor, samples,
+                            calibration_seconds=seconds)  # fmt: skip
+    profile.reference = {"spec": REFERENCE_SPEC, "ms": ref}
+    return profile
 
 
 def calibrate(
@@ -221,7 +262,8 @@ def transfer(base: DeviceProfile, runtime: str, threads: int = 1, measurements: 
     runtime = check_runtime(runtime)
     if samples is None:
         samples = measure_samples(runtime, threads, minutes=1e9, max_models=measurements, seed=seed)
-    predictor = base.predictor.transferred(sample_kernels(samples), [s["latency_ms"] for s in samples])
+    predictor = base.predictor.transferred(sample_kernels(samples), normalised_ms(samples, reference_ms(samples)))
     source = {"runtime": base.runtime, "threads": base.threads, "fingerprint": base.fingerprint,
               "measurements": len(samples)}  # fmt: skip
-    return DeviceProfile(runtime, threads, machine_fingerprint(runtime), predictor, samples, transferred_from=source)
+    return DeviceProfile(runtime, threads, machine_fingerprint(runtime), predictor, samples, transferred_from=source,
+                         reference={"spec": REFERENCE_SPEC, "ms": reference_ms(samples)})  # fmt: skip

@@ -35,6 +35,7 @@ class DeviceProfile:
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S %Z"))
     calibration_seconds: float = 0.0
     transferred_from: dict[str, Any] | None = None
+    reference: dict[str, Any] | None = None  # the model timed beside each sample, and its median ms
 
     def predict_ms(self, kernels: list[Kernel]) -> float:
         """Predicted batch-1 latency (ms) of a model given its kernels."""
@@ -58,6 +59,7 @@ class DeviceProfile:
             "created": self.created,
             "calibration_seconds": self.calibration_seconds,
             "transferred_from": self.transferred_from,
+            "reference": self.reference,
             "predictor": self.predictor.to_json(),
             "samples": self.samples,
         }
@@ -78,6 +80,7 @@ class DeviceProfile:
                 created=str(d.get("created", "")),
                 calibration_seconds=float(d.get("calibration_seconds", 0.0)),
                 transferred_from=d.get("transferred_from"),
+                reference=d.get("reference"),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise EdgeoptError(f"device profile is malformed ({e})", "recalibrate with `edgeopt hw calibrate`") from e
