@@ -260,6 +260,11 @@ def main() -> None:
                   f"spearman {p['spearman']:.3f}; MACs-only {res['macs_only_linear']['within_10pct']:.1%} / "
                   f"{res['macs_only_linear']['median_abs_pct']:.1f}%", flush=True)  # fmt: skip
             profiles[rt].save(CACHE / f"{rt}_t1_profile.json")
+    ort_profile = CACHE / "onnxruntime_t1_profile.json"
+    if "onnxruntime" not in profiles and ort_profile.exists():  # calibrated in an earlier run
+        from edgeopt.hardware.profile import load_profile
+
+        profiles["onnxruntime"] = load_profile(ort_profile)
     if "transfer" not in skip and "onnxruntime" in profiles:
         figures["transfer"] = []
         for target in filter(None, args.transfer.split(",")):
@@ -289,7 +294,9 @@ def main() -> None:
             figures["memory"] = memory_table()
     settings = {"runtimes": args.runtimes, "minutes": args.minutes, "heldout": args.heldout,
                 "heldout_seed": HELDOUT_SEED, "transfer": args.transfer}  # fmt: skip
-    path = write_result("hardware", _merged(figures), settings)
+    merged = _merged(figures)
+    merged["runs"] = [*merged.get("runs", []), {**settings, "skip": args.skip, "date": time.strftime("%Y-%m-%d %H:%M")}]
+    path = write_result("hardware", merged, settings)
     print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
 
 

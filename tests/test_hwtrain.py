@@ -50,7 +50,7 @@ def test_train_cli_lands_on_the_latency_budget_keeps_accuracy_and_times_the_resu
 
     profile.save(tmp_path / "p.json")
     full = predicted_latency([profile])([create_model("resnet8", input_shape=(1, 8, 8))])[0]
-    rc = main(["train", "zoo:resnet8", "--data", "digits", "--epochs", "3", "--out", str(tmp_path / "m.edgeopt"),
+    rc = main(["train", "zoo:resnet8", "--data", "digits", "--epochs", "6", "--out", str(tmp_path / "m.edgeopt"),
                "--target-latency-ms", str(0.85 * full), "--runtime", "onnxruntime", "--profile",
                str(tmp_path / "p.json"), "--json"])  # fmt: skip
     out, err = capfd.readouterr()
