@@ -1,8 +1,9 @@
 """Calibrate a device profile: measure varied architectures in a runtime, fit the latency predictor.
 
 ``calibrate(runtime, threads, minutes)`` draws architectures (``hardware.archs``), exports each to
-the runtime's format (with the parity check every export has), times it in fresh sessions
-(``measured_latency_ms``), and fits ``LatencyPredictor`` on the kernels of the models measured.
+the runtime's format (with the parity check every export has), times it in fresh sessions beside
+a fixed reference model (``measured_ratio``), and fits ``LatencyPredictor`` on the kernels of the
+models measured.
 Samples are appended to ``<out>.samples.jsonl`` as they are measured, so an interrupted
 calibration resumes where it stopped. ``transfer`` re-targets a profile to another runtime or
 thread count from a handful of measurements.
@@ -55,16 +56,6 @@ def _p50(runtime: str, path: str | Path, threads: int, seconds: float) -> float:
         first = measure_latency(runner, x, threads, warmup=5, runs=20)
         runs = int(np.clip(seconds / max(first.p50_ms / 1e3, 1e-6), 20, 500))
         return measure_latency(runner, x, threads, warmup=5, runs=runs).p50_ms
-
-
-def measured_latency_ms(runtime: str, path: str | Path, threads: int = 1, rounds: int = 3,
-                        seconds_per_round: float = 0.15) -> float:  # fmt: skip
-    """Median over ``rounds`` fresh sessions of the batch-1 p50 latency (ms) of an artifact.
-
-    Fresh sessions because one session's memory layout can make it consistently faster or slower
-    than the next; each round runs enough calls to fill ``seconds_per_round`` (20 at least).
-    """
-    return float(statistics.median(_p50(runtime, path, threads, seconds_per_round) for _ in range(rounds)))
 
 
 def measured_ratio(runtime: str, path: str | Path, reference: str | Path, threads: int = 1, rounds: int = 3,

@@ -205,7 +205,7 @@ class LatencyPredictor:
         x = matrix(term_rows, terms)
         summary_names = sorted({n for r in summary_rows for n in r})
         s = matrix(summary_rows, summary_names)
-        use_correction = correction and len(y) >= 40 and _has_lightgbm()
+        use_correction = correction and len(y) >= 40
 
         pred_lin = np.empty_like(y)
         pred_cor = np.empty_like(y)
@@ -246,14 +246,6 @@ class LatencyPredictor:
             list(d["terms"]), [float(v) for v in d["weights"]], d.get("correction"), list(d.get("summary_names", [])),
             float(d.get("band_pct", 0.0)), dict(d.get("cv", {})), tuple(d.get("log_affine", (0.0, 1.0))),
         )  # fmt: skip
-
-
-def _has_lightgbm() -> bool:
-    try:
-        import lightgbm  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def macs_only_fit(macs: np.ndarray, latency_ms: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
