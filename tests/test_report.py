@@ -52,7 +52,7 @@ def test_build_report_content() -> None:
     assert json.loads(text) == report
     assert report["schema"] == "edgeopt-report/1"
     assert report["run"]["model"] == "zoo:resnet8" and report["run"]["recipe"][1]["pass"] == "quantize"
-    assert report["runtimes"] == ["torch", "executorch", "litert", "onnxruntime"]
+    assert report["runtimes"] == ["executorch", "litert", "onnxruntime", "torch"]  # deployment runtimes first
     assert [s["name"] for s in report["stages"]] == ["train", "quantize"]
     assert report["stages"][0]["metrics"]["artifacts"]["onnxruntime"] == "run/stage0/model.onnx"
     assert report["stages"][1]["metrics"]["rel_error"] is None
@@ -91,7 +91,7 @@ def test_write_report_files_and_self_contained_html(tmp_path: Path) -> None:
     ids = re.findall(r'\bid="([^"]+)"', page)
     assert len(ids) == len(set(ids))  # the inline SVGs do not clash
     assert all(h[1:] in ids for h in re.findall(r'href="(#[^"]+)"', page))  # every reference resolves in-page
-    for expected in ("zoo:resnet8", "Test CPU", "torch 2.13.0", "97.00 %", "1.0e-07", "run/stage0/model.onnx"):
+    for expected in ("zoo:resnet8", "Test CPU", "torch 2.13.0", "97.0 %", "1.0e-07", "run/stage0/model.onnx"):
         assert expected in page
     assert render_html(build_report(_ledger(), RUN_INFO)) == page  # deterministic
 

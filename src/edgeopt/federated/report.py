@@ -3,7 +3,10 @@
 ``build_curves`` (pure) turns the round history into the JSON content; ``render_report``
 draws it as one self-contained HTML page (inline CSS, inline SVG plots drawn with
 ``edgeopt.report.plots.figure_to_svg``, every string escaped); ``write_outputs`` writes both
-atomically. Cost: ~50 ms per plot plus matplotlib's import.
+atomically. A run whose best test accuracy stayed within ``CHANCE_MARGIN`` of chance (always
+answering the most common training label) is flagged in the summary and at the top of the
+page. Numbers are written by ``edgeopt.report.numbers``. Cost: ~50 ms per plot plus
+matplotlib's import.
 """
 
 from __future__ import annotations
@@ -17,9 +20,28 @@ import numpy as np
 
 from edgeopt.fileio import write_bytes_atomic, write_json_atomic
 from edgeopt.report.build import jsonable
-from edgeopt.report.html import fmt_any, fmt_bytes, fmt_pct
+from edgeopt.report.html import field_label
+from edgeopt.report.numbers import MISSING, fmt_any, fmt_bytes, fmt_count, fmt_field, fmt_pct, fmt_ratio, number
 
 CURVES_SCHEMA = "edgeopt-federated-curves/1"
+# A run "learned" once its best accuracy is this fraction of the way from chance to 100 %.
+CHANCE_MARGIN = 0.1
+
+
+def chance_accuracy(histogram: Any) -> float | None:
+    """Accuracy of always answering the most common label (from the clients' label histogram)."""
+    h = np.asarray(histogram, dtype=float)
+    if h.ndim != 2 or h.size == 0 or h.sum() <= 0:
+        return None
+    per_class = h.sum(0)
+    return float(max(per_class.max() / per_class.sum(), 1 / len(per_class)))
+
+
+def stayed_at_chance(best_accuracy: float | None, chance: float | None) -> bool | None:
+    """Whether the best accuracy never got ``CHANCE_MARGIN`` of the way from chance to 100 % (None: unknown)."""
+    if best_accuracy is None or chance is None:
+        return None
+    return bool(best_accuracy < chance + CHANCE_MARGIN * (1 - chance))
 
 
 def build_curves(
@@ -33,6 +55,9 @@ def build_curves(
     ups = [int(h.get("upload_bytes") or 0) for h in history]
     dense = [int(h.get("upload_bytes_dense") or 0) for h in history]
     last = history[-1] if history else {}
+    accs = [a for a in (number(h.get("test_accuracy")) for h in history) if a is not None]
+    best = max(accs) if accs else None
+    chance = chance_accuracy(histogram)
     return jsonable(
         {
             "schema": CURVES_SCHEMA,
@@ -48,7 +73,9 @@ def build_curves(
             "summary": {
                 "rounds": len(history),
                 "final_accuracy": last.get("test_accuracy"),
-                "best_accuracy": max((h.get("test_accuracy") or 0.0 for h in history), default=None),
+                "best_accuracy": best,
+                "chance_accuracy": chance,
+                "stayed_at_chance": stayed_at_chance(best, chance),
                 "upload_bytes_total": sum(ups),
                 "upload_compression": (sum(dense) / sum(ups)) if sum(ups) else None,
                 "epsilon": last.get("epsilon"),
@@ -64,26 +91,30 @@ def build_curves(
     )
 
 
-def _line_svg(xs: list[Any], series: dict[str, list[Any]], ylabel: str, title: str, prefix: str) -> str | None:
+def _line_svg(
+    xs: list[Any], series: dict[str, list[Any]], ylabel: str, title: str, prefix: str, chance: float | None = None
+) -> str | None:
     if not xs:
         return None
     import matplotlib
     from matplotlib.figure import Figure
 
-    from edgeopt.report.plots import _RC, figure_to_svg
+    from edgeopt.report.plots import _RC, SERIES_COLOURS, figure_to_svg
 
     with matplotlib.rc_context(_RC):
         fig = Figure(figsize=(6.5, 3.2), layout="constrained")
         ax = fig.add_subplot()
         ax.grid(True, color="#dddddd", linewidth=0.6)
-        for label, ys in series.items():
+        for (label, ys), colour in zip(series.items(), SERIES_COLOURS, strict=False):
             pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=label)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=label, color=colour)
+        if chance is not None:
+            ax.axhline(chance, color="#b42318", linewidth=0.8, linestyle="--", label="chance")
         ax.set_xlabel("round")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
-        if len(series) > 1:
+        if len(series) > 1 or chance is not None:
             ax.legend(frameon=False)
         return figure_to_svg(fig, prefix)
 
@@ -92,14 +123,29 @@ _CSS = (
     "body{font-family:system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}"
     "main{max-width:960px;margin:auto;padding:24px}h1{font-size:22px}h2{font-size:17px;margin-top:28px}"
     "table{border-collapse:collapse;background:#fff;font-size:13px}td,th{border:1px solid #dde;padding:3px 8px}"
-    "td.num{text-align:right;font-variant-numeric:tabular-nums}figure{margin:12px 0;background:#fff;padding:8px}"
-    "figure svg{width:100%;height:auto;max-width:820px}"
+    "td,th{text-align:left;overflow-wrap:anywhere}"
+    "td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}"
+    "figure{margin:12px 0;background:#fff;padding:8px}figure svg{width:100%;height:auto;max-width:820px}"
+    ".table-wrap{max-width:100%;overflow-x:auto;margin:8px 0}"
+    ".warn{color:#b42318;background:#fef3f2;border-left:4px solid #b42318;padding:8px 12px;border-radius:4px}"
 )
 
 
 def _kv(items: list[tuple[str, str]]) -> str:
     rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in items)
-    return f"<table>{rows}</table>"
+    return f'<div class="table-wrap"><table>{rows}</table></div>'
+
+
+def chance_warning(summary: Mapping[str, Any]) -> str:
+    """The page's warning for a run that stayed at chance ('' otherwise)."""
+    if not summary.get("stayed_at_chance"):
+        return ""
+    return (
+        f'<p class="warn" id="at-chance"><b>This run stayed at chance.</b> Best test accuracy '
+        f"{fmt_pct(summary.get('best_accuracy'))} against {fmt_pct(summary.get('chance_accuracy'))} for always "
+        "answering the most common label: the model did not learn. Check the learning rate (--lr), local epochs "
+        "(--local-epochs), the algorithm and the partition (a very non-IID split needs more rounds).</p>"
+    )
 
 
 def render_report(curves: Mapping[str, Any]) -> str:
@@ -108,8 +154,16 @@ def render_report(curves: Mapping[str, Any]) -> str:
     settings = curves.get("settings") or {}
     xs = list(curves.get("rounds") or [])
     acc = [None if a is None else 100 * a for a in curves.get("test_accuracy") or []]
+    chance = number(s.get("chance_accuracy"))
     plots = [
-        _line_svg(xs, {"test accuracy": acc}, "accuracy (%)", "Test accuracy per round", "fedacc"),
+        _line_svg(
+            xs,
+            {"test accuracy": acc},
+            "accuracy (%)",
+            "Test accuracy per round",
+            "fedacc",
+            chance=None if chance is None else 100 * chance,
+        ),  # fmt: skip
         _line_svg(
             xs,
             {"test": curves.get("test_loss") or [], "train (clients)": curves.get("train_loss") or []},
@@ -127,15 +181,16 @@ def render_report(curves: Mapping[str, Any]) -> str:
     ]
     summary = _kv(
         [
-            ("final accuracy", fmt_pct(s.get("final_accuracy"))),
-            ("best accuracy", fmt_pct(s.get("best_accuracy"))),
-            ("rounds", fmt_any(s.get("rounds"))),
-            ("upload total", fmt_bytes(s.get("upload_bytes_total"))),
-            ("upload compression", f"{s['upload_compression']:.1f}x" if s.get("upload_compression") else "—"),
+            ("Final accuracy", fmt_pct(s.get("final_accuracy"))),
+            ("Best accuracy", fmt_pct(s.get("best_accuracy"))),
+            ("Chance accuracy (most common label)", fmt_pct(s.get("chance_accuracy"))),
+            ("Rounds", fmt_count(s.get("rounds"))),
+            ("Upload total", fmt_bytes(s.get("upload_bytes_total"))),
+            ("Upload compression", fmt_ratio(s.get("upload_compression"))),
             ("ε (client-level DP)", fmt_any(s.get("epsilon"))),
-            ("rejected updates", fmt_any(s.get("rejected_updates"))),
-            ("skipped rounds", fmt_any(s.get("skipped_rounds"))),
-            ("dropouts / stragglers", f"{s.get('dropouts', 0)} / {s.get('stragglers', 0)}"),
+            ("Rejected updates", fmt_count(s.get("rejected_updates"))),
+            ("Skipped rounds", fmt_count(s.get("skipped_rounds"))),
+            ("Dropouts / stragglers", f"{fmt_count(s.get('dropouts', 0))} / {fmt_count(s.get('stragglers', 0))}"),
         ]
     )
     hist = curves.get("label_histogram") or []
@@ -143,8 +198,8 @@ def render_report(curves: Mapping[str, Any]) -> str:
     head = "".join(f"<th>{i}</th>" for i in range(len(hist[0]) if hist else 0))
     rows = "".join(
         f"<tr><th>{c}</th>"
-        + "".join(f'<td class="num">{v}</td>' for v in row)
-        + f'<td class="num">{sum(row)}</td></tr>'
+        + "".join(f'<td class="num">{fmt_count(v)}</td>' for v in row)
+        + f'<td class="num">{fmt_count(sum(row))}</td></tr>'
         for c, row in enumerate(shown)
     )
     more = f"<p>… and {len(hist) - len(shown)} more clients in curves.json</p>" if len(hist) > len(shown) else ""
@@ -155,14 +210,15 @@ def render_report(curves: Mapping[str, Any]) -> str:
     ]
     body = [
         f"<h1>edgeopt federate · {escape(str(settings.get('model', '')))}</h1>",
+        chance_warning(s),
         "<h2>Summary</h2>",
         summary,
         "<h2>Curves</h2>",
         *(f"<figure>{p}</figure>" for p in plots if p),
         "<h2>Settings</h2>",
-        _kv([(str(k), fmt_any(v)) for k, v in settings.items()]),
+        _kv([(field_label(str(k)), fmt_field(str(k), v) if v is not None else MISSING) for k, v in settings.items()]),
         "<h2>Label histogram (client × class)</h2>",
-        f"<table><tr><th>client</th>{head}<th>total</th></tr>{rows}</table>{more}",
+        f'<div class="table-wrap"><table><tr><th>client</th>{head}<th>total</th></tr>{rows}</table></div>{more}',
         "<h2>Rejected updates</h2>",
         f"<ul>{''.join(events)}</ul>" if events else "<p>none</p>",
     ]

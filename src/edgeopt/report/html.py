@@ -9,90 +9,30 @@ Cost: the three plots dominate (~0.2 s plus matplotlib's import).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping
 from html import escape
 from typing import Any
 
-from edgeopt.report.build import number, per_runtime, runtime_accuracy, stage_label, stage_metrics
-from edgeopt.report.plots import accuracy_latency_svg, latency_svg, sensitivity_svg, size_svg
+from edgeopt.report.build import is_quantized, number, per_runtime, runtime_accuracy, stage_label, stage_metrics
+from edgeopt.report.numbers import (
+    MISSING,
+    fmt_any,
+    fmt_bytes,
+    fmt_count,
+    fmt_field,
+    fmt_ms,
+    fmt_num,
+    fmt_pct,
+    fmt_points,
+    fmt_ratio,
+    fmt_sci,
+    fmt_seconds,
+    fmt_si,
+)
+from edgeopt.report.palette import runtime_colour, runtime_name, runtime_slug
+from edgeopt.report.plots import accuracy_latency_svg, history_svg, latency_svg, sensitivity_svg, size_svg
 
-MISSING = "—"
-
-# ----------------------------------------------------------------------------- formatting
-
-
-def fmt_count(v: Any) -> str:
-    """``78666`` -> ``"78,666"``."""
-    x = number(v)
-    return MISSING if x is None else f"{x:,.0f}"
-
-
-def fmt_si(v: Any) -> str:
-    """``12501632`` -> ``"12.50 M"`` (K, M, G)."""
-    x = number(v)
-    if x is None:
-        return MISSING
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(x) >= div:
-            return f"{x / div:.2f} {unit}"
-    return f"{x:,.0f}"
-
-
-def fmt_bytes(v: Any) -> str:
-    """``314664`` -> ``"307.3 KiB"``."""
-    x = number(v)
-    if x is None:
-        return MISSING
-    for div, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if abs(x) >= div:
-            return f"{x / div:,.1f} {unit}"
-    return f"{x:,.0f} B"
-
-
-def fmt_pct(v: Any) -> str:
-    """A fraction as a percentage: ``0.9712`` -> ``"97.12 %"``."""
-    x = number(v)
-    return MISSING if x is None else f"{100 * x:.2f} %"
-
-
-def fmt_ms(v: Any) -> str:
-    """Milliseconds with three significant digits or more: ``0.0512`` -> ``"0.051 ms"``."""
-    x = number(v)
-    if x is None:
-        return MISSING
-    digits = 0 if abs(x) >= 100 else 1 if abs(x) >= 10 else 2 if abs(x) >= 1 else 3
-    return f"{x:,.{digits}f} ms"
-
-
-def fmt_seconds(v: Any) -> str:
-    x = number(v)
-    if x is None:
-        return MISSING
-    if x >= 120:
-        return f"{int(x // 60)} min {x % 60:.0f} s"
-    return f"{x:.1f} s" if x >= 1 else f"{x * 1000:.0f} ms"
-
-
-def fmt_sci(v: Any) -> str:
-    x = number(v)
-    return MISSING if x is None else f"{x:.1e}"
-
-
-def fmt_any(v: Any) -> str:
-    """Any value, compactly: numbers with separators, containers as compact JSON."""
-    if v is None:
-        return MISSING
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, int):
-        return f"{v:,}"
-    if isinstance(v, float):
-        return f"{v:,.6g}"
-    if isinstance(v, str):
-        return v or MISSING
-    return json.dumps(v, ensure_ascii=False, separators=(", ", ": "))
-
+__all__ = ["MISSING", "fmt_any", "fmt_bytes", "fmt_count", "fmt_ms", "fmt_pct", "fmt_si", "render_html"]
 
 # Scalar stage metrics shown by name, in this order, with their formatter.
 STAGE_METRICS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
@@ -103,34 +43,93 @@ STAGE_METRICS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("size_bytes", "Weights size", fmt_bytes),
     ("peak_activation_bytes", "Peak activation memory", fmt_bytes),
 )
+# How other fields are named, where spelling the key out would read badly.
+FIELD_LABELS = {
+    "teacher_accuracy": "Teacher accuracy (PyTorch)",
+    "train_seconds": "Training time",
+    "train_history": "Training curves",
+    "macs_before": "MACs before pruning",
+    "macs_after": "MACs after pruning",
+    "mac_ratio": "MAC ratio",
+    "params_before": "Parameters before pruning",
+    "params_after": "Parameters after pruning",
+    "weight_values_by_bits": "Weight values by bit width",
+    "peak_activation_source": "Peak activation memory source",
+    "rel_diff": "Parity rel. diff",
+    "top1_agreement": "Top-1 agreement",
+    "artifact_bytes": "Artifact size",
+    "latency_ms": "Latency (p50)",
+    "checkpoint": "Checkpoint",
+}
+_WORDS = {"macs": "MACs", "mac": "MAC", "kd": "KD", "sqnr": "SQNR", "db": "dB", "bn": "BN", "ms": "ms", "id": "ID",
+          "qat": "QAT", "ptq": "PTQ", "lr": "learning rate", "kib": "KiB", "int8": "int8", "int4": "int4"}  # fmt: skip
 _FORMAT_BY_KEY = {k: f for k, _, f in STAGE_METRICS}
 _STAGE_KEYS = {"stage", "name", "pass", "status", "seconds", "metrics"}
-_PER_RUNTIME = {"latency_ms", "accuracy_by_runtime", "parity", "artifacts"}
+_PER_RUNTIME = {"latency_ms", "accuracy_by_runtime", "parity", "artifacts", "artifact_bytes"}
 _STATUS_CLASSES = {"done": "ok", "ok": "ok", "success": "ok", "failed": "bad", "error": "bad", "skipped": "dim"}
+_MAX_LIST = 16  # list items shown inline before "… (N more)"
+_MAX_ROWS = 30  # rows of a nested table before "… N more rows"
+SIMULATION_NOTE = (
+    "PyTorch runs an int8 model as fake-quantized float operations: a simulation of the integer model, "
+    "not a deployment figure; the deployment runtimes run the exported integer artifacts."
+)
 
 # ----------------------------------------------------------------------------- html helpers
+
+
+class Markup(str):
+    """A string that is already HTML (escaped where needed): table helpers insert it as is."""
 
 
 def esc(v: Any) -> str:
     return escape(v if isinstance(v, str) else fmt_any(v), quote=True)
 
 
+def _html(text: str) -> str:
+    return text if isinstance(text, Markup) else escape(text)
+
+
+def field_label(key: str) -> str:
+    """A metric's display name: ``FIELD_LABELS``, else the key spelled out (``macs_per_step`` -> ``MACs per step``)."""
+    if key in FIELD_LABELS:
+        return FIELD_LABELS[key]
+    words = [_WORDS.get(w.lower(), w) for w in str(key).replace("-", "_").split("_") if w]
+    if not words:
+        return str(key)
+    first = words[0]
+    return " ".join([first[:1].upper() + first[1:] if first not in _WORDS.values() else first, *words[1:]])
+
+
+def runtime_cell(runtime: str, simulated: bool = False) -> Markup:
+    """A runtime's name with its colour swatch (the colour its plots use)."""
+    tag = ' <span class="tag">int8 simulation</span>' if simulated else ""
+    return Markup(
+        f'<span class="swatch" data-runtime="{runtime_slug(runtime)}" style="background:{runtime_colour(runtime)}">'
+        f"</span>{escape(runtime_name(runtime))}{tag}"
+    )
+
+
 def _cell(text: str, numeric: bool = False) -> str:
     classes = (["num"] if numeric else []) + (["missing"] if text == MISSING else [])
     cls = f' class="{" ".join(classes)}"' if classes else ""
-    return f"<td{cls}>{escape(text)}</td>"
+    return f"<td{cls}>{_html(text)}</td>"
+
+
+def _wrap(table: str) -> str:
+    """Tables sit in a box that scrolls sideways if a table is ever wider than the page."""
+    return f'<div class="table-wrap">{table}</div>'
 
 
 def _table(header: Iterable[str], rows: Iterable[Iterable[tuple[str, bool]]], cls: str = "") -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    head = "".join(f"<th>{_html(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(_cell(t, n) for t, n in row) + "</tr>" for row in rows)
     klass = f' class="{cls}"' if cls else ""
-    return f"<table{klass}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return _wrap(f"<table{klass}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
-def _kv_table(items: Iterable[tuple[str, str]]) -> str:
-    rows = "".join(f'<tr><th scope="row">{escape(k)}</th><td>{escape(v)}</td></tr>' for k, v in items)
-    return f'<table class="kv"><tbody>{rows}</tbody></table>'
+def _kv_table(items: Iterable[tuple[str, str]], cls: str = "kv") -> str:
+    rows = "".join(f'<tr><th scope="row">{_html(k)}</th><td>{_html(v)}</td></tr>' for k, v in items)
+    return _wrap(f'<table class="{cls}"><tbody>{rows}</tbody></table>')
 
 
 def _inline(v: Any) -> str:
@@ -140,6 +139,45 @@ def _inline(v: Any) -> str:
     if isinstance(v, list):
         return ", ".join(_inline(x) for x in v) or MISSING
     return fmt_any(v)
+
+
+def is_history(key: str, v: Any) -> bool:
+    """Whether ``v`` is a per-epoch training history (a list of dicts with an ``epoch`` or under ``*history``)."""
+    if not isinstance(v, list) or not v or not all(isinstance(h, Mapping) for h in v):
+        return False
+    return str(key).endswith("history") or any("epoch" in h for h in v)
+
+
+def value_html(key: str, v: Any, depth: int = 0, shadow: Mapping[str, Any] | None = None, note: str = "") -> Markup:
+    """Any metric value as HTML: scalars formatted by name, dicts as nested tables, lists of dicts as tables.
+
+    Keys of a nested dict that also appear in ``shadow`` (the enclosing metrics) are left out
+    when their value is the same there, and suffixed with ``note`` when it differs, so one name
+    never shows two values unexplained.
+    """
+    if isinstance(v, Mapping) and v:
+        if depth >= 3:
+            return Markup(escape(fmt_any(v)))
+        items = []
+        for k, x in v.items():
+            label = field_label(str(k))
+            if shadow is not None and k in shadow:
+                if shadow[k] == x:
+                    continue
+                label += note
+            items.append((label, value_html(str(k), x, depth + 1)))
+        return Markup(_kv_table(items, "kv nested"))
+    if isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v) and depth < 3:
+        cols = list(dict.fromkeys(str(k) for x in v for k in x))
+        rows = [[(value_html(c, x.get(c), depth + 1), number(x.get(c)) is not None) for c in cols] for x in v]
+        more = f'<p class="meta">… {len(rows) - _MAX_ROWS} more rows</p>' if len(rows) > _MAX_ROWS else ""
+        return Markup(_table([field_label(c) for c in cols], rows[:_MAX_ROWS], "nested") + more)
+    if isinstance(v, list) and len(v) > _MAX_LIST:
+        shown = ", ".join(fmt_field(key, x) for x in v[:_MAX_LIST])
+        return Markup(escape(f"{shown} … ({len(v) - _MAX_LIST} more)"))
+    if isinstance(v, list):
+        return Markup(escape(", ".join(fmt_field(key, x) for x in v) or MISSING))
+    return Markup(escape(fmt_field(key, v)))
 
 
 # ----------------------------------------------------------------------------- sections
@@ -154,7 +192,7 @@ def _machine_line(m: Any) -> str:
         extra = f" ({usable} usable)" if usable not in (None, m.get("cores")) else ""
         parts.append(f"{m['cores']} cores{extra}")
     if m.get("cgroup_cpu_limit") is not None:
-        parts.append(f"cgroup limit {m['cgroup_cpu_limit']} CPUs")
+        parts.append(f"cgroup limit {fmt_num(m['cgroup_cpu_limit'])} CPUs")
     if m.get("ram_bytes") is not None:
         parts.append(f"{fmt_bytes(m['ram_bytes'])} RAM")
     for key in ("arch", "os"):
@@ -182,7 +220,7 @@ def _run_section(run: Mapping[str, Any]) -> str:
         ("Versions", _versions_line(run.get("versions"))),
     ]
     shown = {"model", "dataset", "date", "machine", "versions", "recipe"}
-    items += [(str(k), _inline(v)) for k, v in run.items() if k not in shown]
+    items += [(field_label(str(k)), _inline(v)) for k, v in run.items() if k not in shown]
     return f'<section id="run"><h2>Run</h2>{_kv_table(items)}</section>'
 
 
@@ -211,65 +249,93 @@ def _ratio_text(key: str, c: Mapping[str, Any]) -> str:
     if b is None or f is None:
         return MISSING
     if key == "accuracy":
-        return f"{100 * (f - b):+.2f} pt"
+        return fmt_points(f - b)
     r = number(c.get("ratio"))
     if r is None:
         return MISSING
-    return f"{1 / r:.2f}× smaller" if 0 < r < 1 else f"×{r:.2f}"
+    if r == 1:
+        return "same"
+    return f"{fmt_ratio(1 / r)} smaller" if 0 < r < 1 else f"{fmt_ratio(r)} larger"
+
+
+def _speed_text(c: Mapping[str, Any]) -> str:
+    sp = number(c.get("speedup"))
+    return MISSING if sp is None else f"{fmt_ratio(sp)} faster" if sp >= 1 else f"{fmt_ratio(1 / sp)} slower"
 
 
 def _summary_section(report: Mapping[str, Any]) -> str:
     s = report.get("summary") or {}
     stages = report.get("stages") or []
-    runtimes = list(report.get("runtimes") or [])
     parts = ['<section id="summary"><h2>Summary</h2>']
+    by_runtime = s.get("by_runtime") or {}
     if s.get("baseline_stage") is not None:
-        rows = []
-        labels = {k: label for k, label, _ in STAGE_METRICS}
-        for key, c in (s.get("metrics") or {}).items():
-            fmt = _FORMAT_BY_KEY.get(key, fmt_any)
-            rows.append([(labels.get(key, key), False), (fmt(c.get("baseline")), True),
-                         (fmt(c.get("final")), True), (_ratio_text(key, c), True)])  # fmt: skip
-        for rt, c in (s.get("latency_ms") or {}).items():
-            sp = number(c.get("speedup"))
-            change = MISSING if sp is None else f"{sp:.2f}× faster" if sp >= 1 else f"{1 / sp:.2f}× slower"
-            rows.append([(f"Latency ({rt})", False), (fmt_ms(c.get("baseline")), True),
-                         (fmt_ms(c.get("final")), True), (change, True)])  # fmt: skip
+        lines = "".join(f"<li>{escape(t)}</li>" for t in s.get("headline") or [])
         parts.append(
-            f"<p>Final stage <b>{esc(s['final_stage'])}</b> against baseline <b>{esc(s['baseline_stage'])}</b>.</p>"
+            f'<div class="headline"><p>Final stage <b>{esc(s["final_stage"])}</b> against the baseline '
+            f"<b>{esc(s['baseline_stage'])}</b>, measured inside each runtime:</p>"
+            + (f"<ul>{lines}</ul>" if lines else '<p class="missing">no runtime measurements</p>')
+            + "</div>"
         )
+        if by_runtime:
+            rows = []
+            for rt, e in by_runtime.items():
+                acc, lat = e.get("accuracy") or {}, e.get("latency_ms") or {}
+                rows.append([(runtime_cell(rt, bool(e.get("simulated"))), False),
+                             (fmt_pct(acc.get("baseline")), True), (fmt_pct(acc.get("final")), True),
+                             (_ratio_text("accuracy", acc), True), (fmt_ms(lat.get("baseline")), True),
+                             (fmt_ms(lat.get("final")), True), (_speed_text(lat), True)])  # fmt: skip
+            header = ["Runtime", "Accuracy, baseline", "Accuracy, final", "Accuracy change", "Latency, baseline",
+                      "Latency, final", "Latency change"]  # fmt: skip
+            parts.append(f"<h3>Per runtime</h3>{_table(header, rows, 'summary runtimes')}")
+            if any(e.get("simulated") for e in by_runtime.values()):
+                parts.append(f'<p class="note">{escape(SIMULATION_NOTE)}</p>')
+        labels = {k: label for k, label, _ in STAGE_METRICS}
+        rows = []
+        for key, c in (s.get("metrics") or {}).items():
+            if key == "accuracy" and "torch" in by_runtime:
+                continue  # the PyTorch row above has it
+            fmt = _FORMAT_BY_KEY.get(key, fmt_any)
+            rows.append([(labels.get(key, field_label(key)), False), (fmt(c.get("baseline")), True),
+                         (fmt(c.get("final")), True), (_ratio_text(key, c), True)])  # fmt: skip
         if rows:
-            parts.append(_table(["", "baseline", "final", "change"], rows, "summary"))
+            parts.append(f"<h3>Model</h3>{_table(['', 'Baseline', 'Final', 'Change'], rows, 'summary')}")
     if not stages:
         parts.append('<p class="missing">no stages recorded</p></section>')
         return "".join(parts)
-    header = ["Stage", "Pass", "Status", "Time", "Accuracy", "Params", "MACs", "Size", "Peak act."]
-    header += [f"{rt} (ms)" for rt in runtimes]
+    runtimes = [rt for rt in report.get("runtimes") or [] if any(per_runtime(st, "latency_ms").get(rt) is not None
+                                                                 for st in stages)]  # fmt: skip
+    show_pass = any(st.get("pass") not in (None, st.get("name")) for st in stages)
+    header: list[str] = ["Stage"] + (["Pass"] if show_pass else []) + ["Status", "Time"]
+    header += [label for key, label, _ in STAGE_METRICS if key != "trainable_params"]
+    header += [Markup(f"{runtime_cell(rt)} latency") for rt in runtimes]
     rows = []
     for i, st in enumerate(stages):
         m = stage_metrics(st)
         lat = per_runtime(st, "latency_ms")
-        rows.append(
-            [(stage_label(st, i), False), (fmt_any(st.get("pass")), False), (fmt_any(st.get("status")), False),
-             (fmt_seconds(st.get("seconds")), True), (fmt_pct(m.get("accuracy")), True),
-             (fmt_count(m.get("params")), True), (fmt_si(m.get("macs")), True),
-             (fmt_bytes(m.get("size_bytes")), True), (fmt_bytes(m.get("peak_activation_bytes")), True)]
-            + [(fmt_ms(lat.get(rt)), True) for rt in runtimes]
-        )  # fmt: skip
+        row = [(stage_label(st, i), False)] + ([(fmt_any(st.get("pass")), False)] if show_pass else [])
+        row += [(fmt_any(st.get("status")), False), (fmt_seconds(st.get("seconds")), True)]
+        row += [(fmt(m.get(key)), True) for key, _, fmt in STAGE_METRICS if key != "trainable_params"]
+        rows.append(row + [(fmt_ms(lat.get(rt)), True) for rt in runtimes])
     parts.append(f"<h3>All stages</h3>{_table(header, rows, 'overview')}</section>")
     return "".join(parts)
 
 
 def _plots_section(report: Mapping[str, Any]) -> str:
+    stages = report.get("stages") or []
+    key = " · ".join(stage_label(st, i) for i, st in enumerate(stages))
+    hollow = any(p.get("simulated") for p in report.get("tradeoff") or [])
+    caption = f"Stage numbers: {key}." + (" Hollow markers: PyTorch's int8 simulation." if hollow else "")
     figures = [
-        ("Accuracy vs latency", accuracy_latency_svg(report), "needs accuracy and latency measured in a runtime"),
-        ("Size per stage", size_svg(report), "needs size_bytes"),
-        ("Latency per stage and runtime", latency_svg(report), "needs latency_ms"),
-    ]
+        ("Accuracy vs latency", accuracy_latency_svg(report), "needs accuracy and latency measured in a runtime",
+         caption),
+        ("Size per stage", size_svg(report), "needs size_bytes", ""),
+        ("Latency per stage and runtime", latency_svg(report), "needs latency_ms", ""),
+    ]  # fmt: skip
     out = ['<section id="plots"><h2>Plots</h2>']
-    for title, svg, need in figures:
+    for title, svg, need, note in figures:
         body = svg if svg else f'<p class="missing">no data for this plot ({escape(need)})</p>'
-        out.append(f'<figure class="plot"><figcaption>{escape(title)}</figcaption>{body}</figure>')
+        extra = f'<p class="meta">{escape(note)}</p>' if svg and note else ""
+        out.append(f'<figure class="plot"><figcaption>{escape(title)}</figcaption>{body}{extra}</figure>')
     out.append("</section>")
     return "".join(out)
 
@@ -288,7 +354,7 @@ def _sensitivity_block(m: Mapping[str, Any], index: int) -> str:
     for name, e in layers.items():
         e = e if isinstance(e, Mapping) else {}
         row = [(str(name), False), (fmt_count(e.get("numel")), True), (fmt_pct(e.get("accuracy")), True),
-               (fmt_any(e.get("drop_points")), True), (fmt_any(e.get("sqnr_db")), True)]  # fmt: skip
+               (fmt_num(e.get("drop_points")), True), (fmt_num(e.get("sqnr_db")), True)]  # fmt: skip
         if bits:
             row.append((fmt_any(bits.get(name)), True))
         rows.append(row)
@@ -298,7 +364,44 @@ def _sensitivity_block(m: Mapping[str, Any], index: int) -> str:
             f"{_table(header, rows, 'sensitivity')}<figure class=\"plot\">{svg}</figure>")  # fmt: skip
 
 
-def _stage_article(st: Mapping[str, Any], index: int, order: list[str]) -> str:
+def _history_block(key: str, history: list[Any], prefix: str) -> str:
+    """A training history as a plot (a table when it has no loss or accuracy to draw)."""
+    title = field_label(key)
+    svg = history_svg(history, prefix, title)
+    if svg is None:
+        return f"<h4>{escape(title)}</h4>{value_html(key, history)}"
+    return f'<figure class="plot"><figcaption>{escape(title)} ({len(history)} epochs)</figcaption>{svg}</figure>'
+
+
+def _metric_items(m: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[str, Any]]]:
+    """The stage's metric rows (label, html) and its training histories (key, list)."""
+    items: list[tuple[str, str]] = []
+    params, trainable = number(m.get("params")), number(m.get("trainable_params"))
+    for key, label, fmt in STAGE_METRICS:
+        # trainable parameters are counted on the module PyTorch trains; a quantized model's
+        # parameters on its integer program: show the figure only where the two agree in kind
+        if key == "trainable_params" and (trainable is None or (params is not None and trainable > params)):
+            continue
+        items.append((label, fmt(m.get(key))))
+    histories = []
+    steps = number(m.get("steps"))
+    for k, v in m.items():
+        if k in _FORMAT_BY_KEY or k in _PER_RUNTIME:
+            continue
+        if is_history(str(k), v):
+            histories.append((str(k), v))
+            continue
+        if k == "quantize" and isinstance(v, Mapping):
+            v = {x: y for x, y in v.items() if x != "sensitivity_int4"}  # drawn by _sensitivity_block
+        label = field_label(str(k))
+        if isinstance(v, Mapping) and steps and steps > 1 and any(x in m for x in v):
+            label += f" (last of {int(steps)} steps)"
+        note = " (last step)" if steps and steps > 1 else " (this part)"
+        items.append((label, value_html(str(k), v, 1, shadow=m, note=note)))
+    return items, histories
+
+
+def _stage_article(st: Mapping[str, Any], index: int, order: list[str], quantized: bool = False) -> str:
     m = stage_metrics(st)
     status = str(st.get("status") or MISSING)
     badge = _STATUS_CLASSES.get(status, "other")
@@ -311,14 +414,13 @@ def _stage_article(st: Mapping[str, Any], index: int, order: list[str]) -> str:
     for key in ("error", "message", "note"):
         if st.get(key):
             parts.append(f'<p class="{"err" if key == "error" else "note"}">{esc(st[key])}</p>')
-    if m:
-        # the headline metrics always (missing ones as a dash), trainable params when given
-        items = [(label, fmt(m.get(key))) for key, label, fmt in STAGE_METRICS if key != "trainable_params" or key in m]
-        items += [(str(k), fmt_any(v)) for k, v in m.items() if k not in _FORMAT_BY_KEY and k not in _PER_RUNTIME]
-    else:
-        items = [("Metrics", MISSING)]
-    items += [(str(k), _inline(v)) for k, v in st.items() if k not in _STAGE_KEYS | {"error", "message", "note"}]
+    items, histories = _metric_items(m) if m else ([("Metrics", MISSING)], [])
+    for k, v in st.items():
+        if k in _STAGE_KEYS | {"error", "message", "note"}:
+            continue
+        items.append(("Pass settings" if k == "params" else field_label(str(k)), value_html(str(k), v, 1)))
     parts.append(_kv_table(items))
+    parts += [_history_block(k, h, f"hist{index}-{runtime_slug(k)}") for k, h in histories]
     parts.append(_sensitivity_block(m, index))
 
     tables = {key: per_runtime(st, key) for key in _PER_RUNTIME}
@@ -331,19 +433,18 @@ def _stage_article(st: Mapping[str, Any], index: int, order: list[str]) -> str:
         for p in tables["parity"].values():
             if isinstance(p, Mapping):
                 parity_keys += [str(k) for k in p if str(k) not in parity_keys]
-        header = ["Runtime", "Accuracy", "Latency"]
-        header += ["Parity rel. diff" if k == "rel_diff" else "Top-1 agreement" if k == "top1_agreement"
-                   else f"Parity {k}" for k in parity_keys]  # fmt: skip
-        header.append("Artifact")
+        header = ["Runtime", "Accuracy", "Latency (p50)"] + [field_label(k) for k in parity_keys]
+        header += ["Artifact", "Artifact size"]
         rows = []
         for rt in runtimes:
             parity = tables["parity"].get(rt)
             parity = parity if isinstance(parity, Mapping) else {}
-            row = [(rt, False), (fmt_pct(runtime_accuracy(st, rt)), True), (fmt_ms(tables["latency_ms"].get(rt)), True)]
+            row = [(runtime_cell(rt, quantized and rt == "torch"), False), (fmt_pct(runtime_accuracy(st, rt)), True),
+                   (fmt_ms(tables["latency_ms"].get(rt)), True)]  # fmt: skip
             for k in parity_keys:
                 fmt = fmt_sci if k == "rel_diff" else fmt_pct if k == "top1_agreement" else fmt_any
                 row.append((fmt(parity.get(k)), True))
-            row.append((fmt_any(tables["artifacts"].get(rt)), False))
+            row += [(fmt_any(tables["artifacts"].get(rt)), False), (fmt_bytes(tables["artifact_bytes"].get(rt)), True)]
             rows.append(row)
         parts.append(_table(header, rows, "runtimes"))
     else:
@@ -363,13 +464,23 @@ header h1 span{color:var(--accent)}
 .sub,.meta,footer{color:var(--muted)}
 h2{margin:32px 0 10px;padding-bottom:4px;border-bottom:2px solid var(--line);font-size:19px}
 h3{margin:22px 0 6px;font-size:16px}
-table{border-collapse:collapse;margin:8px 0 4px;font-size:13px}
-th,td{padding:5px 10px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
-thead th{background:#eef1f6;font-weight:600;white-space:nowrap}
+.table-wrap{max-width:100%;overflow-x:auto;margin:8px 0 4px}
+table{border-collapse:collapse;font-size:13px}
+th,td{padding:5px 10px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top;
+ overflow-wrap:break-word}
+table.kv>tbody>tr>td{overflow-wrap:anywhere}
+thead th{background:#eef1f6;font-weight:600}
+table.overview td:first-child{white-space:nowrap}
 tbody tr:nth-child(even){background:var(--zebra)}
-table.kv th{width:200px;color:var(--muted);font-weight:500}
-table.overview{display:block;overflow-x:auto;max-width:100%}
-td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+table.kv>tbody>tr>th{width:210px;color:var(--muted);font-weight:500;overflow-wrap:normal}
+table.nested{font-size:12px}table.nested th,table.nested td{padding:2px 8px}
+table.kv.nested>tbody>tr>th{width:auto;min-width:120px}
+.table-wrap .table-wrap{margin:0}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap;overflow-wrap:normal}
+.swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:6px}
+.tag{font-size:11px;color:#b54708;background:#fffaeb;border-radius:8px;padding:0 6px;white-space:nowrap}
+.headline{background:#f5f8ff;border-left:4px solid var(--accent);padding:8px 14px;border-radius:4px}
+.headline p{margin:4px 0}.headline ul{margin:4px 0 6px;padding-left:20px}.headline li{margin:2px 0}
 .missing{color:#a0a6b1}
 code{font:12.5px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:#f0f2f5;padding:1px 4px;
  border-radius:3px}
@@ -405,11 +516,12 @@ def render_html(report: Mapping[str, Any]) -> str:
         _summary_section(report),
         _plots_section(report),
         '<section id="stages"><h2>Stages</h2>',
-        "".join(_stage_article(st, i, runtimes) for i, st in enumerate(stages)) or '<p class="missing">no stages</p>',
+        "".join(_stage_article(st, i, runtimes, quantized=is_quantized(stages, i)) for i, st in enumerate(stages))
+        or '<p class="missing">no stages</p>',
         "</section>",
         f"<footer>{esc(report.get('schema', ''))} · generated by edgeopt {esc(versions.get('edgeopt'))}. "
-        "Latencies are per input as measured in each runtime on the machine above; "
-        "accuracy of the torch row is the stage's PyTorch accuracy.</footer>",
+        "Latencies are per input (median) as measured in each runtime on the machine above; "
+        "PyTorch's accuracy is the stage's own, and for an int8 model a simulation.</footer>",
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

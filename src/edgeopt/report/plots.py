@@ -6,7 +6,14 @@ paths (``svg.fonttype='path'``), so the SVG needs no font; the XML prolog, DOCTY
 metadata and namespace declarations (which name w3.org / purl.org URLs) are stripped, element ids are prefixed
 per plot so several SVGs can share one HTML page, and the hash salt is fixed so the
 output is deterministic. Each function returns ``None`` when the report has no data for
-its plot. Cost: matplotlib import (~0.5 s once) and ~50 ms per plot.
+its plot.
+
+Runtimes take their colour and marker from ``report.palette`` (the same in every report);
+series that are not runtimes use ``SERIES_COLOURS``, which share no colour with a runtime.
+Elements drawn for a runtime carry an id ``<plot>-rt-<slug>-…`` and point labels
+``<plot>-ptlabel-N``, so a check can match colours to runtimes and look for overlaps. Point
+labels are placed by ``place_labels`` so that none overlaps another label or a marker.
+Cost: matplotlib import (~0.5 s once) and ~50 ms per plot.
 """
 
 from __future__ import annotations
@@ -17,16 +24,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgeopt.report.build import number, per_runtime, stage_label, stage_metrics
+from edgeopt.report.numbers import fmt_num
+from edgeopt.report.palette import runtime_colour, runtime_marker, runtime_name, runtime_slug
 
-_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+# Colours of series that are not runtimes (sizes, losses, bit widths): none is a runtime's colour.
+SERIES_COLOURS = ("#4b5563", "#9467bd", "#8c564b", "#17becf", "#bcbd22", "#e377c2")
 _RC = {"svg.fonttype": "path", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False}
 
 
-def runtime_style(runtimes: list[str], runtime: str) -> tuple[str, str]:
-    """(colour, marker) of a runtime, stable across every plot of one report."""
-    i = runtimes.index(runtime) if runtime in runtimes else len(runtimes)
-    return _PALETTE[i % len(_PALETTE)], _MARKERS[i % len(_MARKERS)]
+def runtime_style(runtime: str) -> tuple[str, str]:
+    """(colour, marker) of a runtime: the same in every plot of every report."""
+    return runtime_colour(runtime), runtime_marker(runtime)
 
 
 def _short(text: str, n: int = 28) -> str:
@@ -67,33 +75,127 @@ def _new_figure(width: float = 7.0, height: float = 3.8) -> tuple[Any, Any]:
     return fig, ax
 
 
+def _layout(fig: Any) -> Any:
+    """Lay ``fig`` out (constrained layout, autoscaled limits) and return a renderer to measure text with."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    fig.draw_without_rendering()
+    return canvas.get_renderer()
+
+
+def _overlaps(a: Any, b: Any, pad: float = 1.0) -> bool:
+    return a.x0 < b.x1 + pad and b.x0 < a.x1 + pad and a.y0 < b.y1 + pad and b.y0 < a.y1 + pad
+
+
+# Offsets (points) tried for a label, nearest first: right, left, above, below, then diagonals.
+_DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1))
+_RADII = (6, 11, 17, 25, 35, 48)
+
+
+def place_labels(fig: Any, ax: Any, items: list[tuple[float, float, str]], renderer: Any = None) -> list[Any]:
+    """Annotate each ``(x, y, text)`` in data coordinates so no label overlaps another or a marker.
+
+    Greedy: each label takes the nearest offset (8 directions, growing radii) whose box is inside
+    the axes and clear of every placed label and every point's marker; past the second radius a
+    thin leader line joins it to its point. A label that finds no free place is left out (and
+    returned as ``None``); labels get ids ``ptlabel-N``. ``renderer``: from ``_layout(fig)`` when
+    the caller already laid the figure out. Cost: one layout pass (unless given a renderer) plus
+    one text extent per tried offset.
+    """
+    from matplotlib.transforms import Bbox
+
+    renderer = renderer or _layout(fig)
+    scale = fig.dpi / 72
+    frame = ax.get_window_extent(renderer)
+    pts = ax.transData.transform([(x, y) for x, y, _ in items]) if items else []
+    r = 4.5 * scale  # a marker's half-size (s=36 is 6 pt across) plus a margin
+    taken = [Bbox.from_extents(px - r, py - r, px + r, py + r) for px, py in pts]
+    placed = []
+    for k, ((x, y, text), _) in enumerate(zip(items, pts, strict=True)):
+        chosen = None
+        for radius in _RADII:
+            for dx, dy in _DIRECTIONS:
+                ha = "left" if dx > 0 else "right" if dx < 0 else "center"
+                va = "bottom" if dy > 0 else "top" if dy < 0 else "center"
+                ann = ax.annotate(
+                    text, (x, y), xytext=(dx * radius, dy * radius), textcoords="offset points", fontsize=7,
+                    ha=ha, va=va, annotation_clip=False,
+                    arrowprops={"arrowstyle": "-", "color": "#9aa1ab", "linewidth": 0.5, "shrinkA": 0, "shrinkB": 3}
+                    if radius > _RADII[1] else None,
+                )  # fmt: skip
+                ann.set_in_layout(False)
+                box = ann.get_window_extent(renderer)
+                inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+                if inside and not any(_overlaps(box, t) for t in taken):
+                    chosen = ann
+                    break
+                ann.remove()
+            if chosen is not None:
+                break
+        if chosen is not None:
+            chosen.set_gid(f"ptlabel-{k}")
+            taken.append(chosen.get_window_extent(renderer))
+        placed.append(chosen)
+    return placed
+
+
+def _from_baseline(report: Mapping[str, Any], points: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The points of the summary's baseline stage and later (an untrained start would squash the axis)."""
+    stages = report.get("stages") or []
+    labels = [stage_label(s, i) for i, s in enumerate(stages)]
+    base = (report.get("summary") or {}).get("baseline_stage")
+    if base not in labels:
+        return list(points)
+    later = set(labels[labels.index(base) :])
+    return [p for p in points if p.get("label") in later]
+
+
 def accuracy_latency_svg(report: Mapping[str, Any]) -> str | None:
-    """Scatter of accuracy (%) against latency (ms): one labelled point per stage x runtime."""
-    points = report.get("tradeoff") or []
+    """Scatter of accuracy (%) against latency (ms): one point per stage x runtime, labelled by stage number.
+
+    Stages before the summary's baseline are left out. Points of one runtime at the same place
+    share one label (``"5, 6"``); PyTorch's int8 simulation is drawn hollow. The stage names
+    behind the numbers are listed under the plot by ``render_html``.
+    """
+    points = _from_baseline(report, report.get("tradeoff") or [])
     if not points:
         return None
     import matplotlib
 
-    runtimes = list(report.get("runtimes") or [])
     with matplotlib.rc_context(_RC):
         fig, ax = _new_figure()
-        for j, rt in enumerate(dict.fromkeys(p["runtime"] for p in points)):
+        for rt in dict.fromkeys(p["runtime"] for p in points):
             pts = [p for p in points if p["runtime"] == rt]
-            colour, marker = runtime_style(runtimes, rt)
+            colour, marker = runtime_style(rt)
+            slug = runtime_slug(rt)
             xs, ys = [p["latency_ms"] for p in pts], [100 * p["accuracy"] for p in pts]
-            ax.plot(xs, ys, linestyle=":", linewidth=0.8, color=colour, alpha=0.6)
-            ax.scatter(xs, ys, color=colour, marker=marker, s=36, label=rt, zorder=3)
-            for p, x, y in zip(pts, xs, ys, strict=True):
-                # alternate above/below by runtime so labels of coinciding points overlap less
-                offset = (5, 4) if j % 2 == 0 else (5, -10)
-                ax.annotate(_short(p["label"]), (x, y), textcoords="offset points", xytext=offset, fontsize=7)
+            ax.plot(xs, ys, linestyle=":", linewidth=0.8, color=colour, alpha=0.6, gid=f"rt-{slug}-line")
+            faces = ["none" if p.get("simulated") else colour for p in pts]
+            ax.scatter(xs, ys, facecolors=faces, edgecolors=colour, marker=marker, s=36, linewidths=1.2,
+                       label=_short(runtime_name(rt)), zorder=3, gid=f"rt-{slug}-pts")  # fmt: skip
         lat = [p["latency_ms"] for p in points]
         if min(lat) > 0 and max(lat) / min(lat) > 20:
             ax.set_xscale("log")
         ax.set_xlabel("latency per input (ms, lower is better)")
         ax.set_ylabel("accuracy (%)")
-        ax.set_title("Accuracy vs latency, per stage and runtime")
-        ax.legend(loc="best", frameon=False, title="runtime")
+        ax.set_title("Accuracy vs latency, per stage (numbers) and runtime")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="runtime")
+        ax.margins(x=0.12, y=0.12)
+        renderer = _layout(fig)
+        # one label per group of coinciding points (within 3 px) of one runtime
+        groups: list[tuple[float, float, list[str], str]] = []
+        for p in points:
+            px, py = ax.transData.transform((p["latency_ms"], 100 * p["accuracy"]))
+            for g in groups:
+                gx, gy = ax.transData.transform((g[0], g[1]))
+                if g[3] == p["runtime"] and abs(gx - px) < 3 and abs(gy - py) < 3:
+                    g[2].append(str(p["stage"]))
+                    break
+            else:
+                groups.append((p["latency_ms"], 100 * p["accuracy"], [str(p["stage"])], p["runtime"]))
+        place_labels(fig, ax, [(x, y, ", ".join(dict.fromkeys(s))) for x, y, s, _ in groups], renderer)
+        fig.set_layout_engine("none")  # keep the layout the labels were placed in
         return figure_to_svg(fig, "acclat")
 
 
@@ -109,14 +211,22 @@ def size_svg(report: Mapping[str, Any]) -> str | None:
     with matplotlib.rc_context(_RC):
         fig, ax = _new_figure(height=3.4)
         x = range(len(bars))
-        rects = ax.bar(x, [v for _, v in bars], color=_PALETTE[0], width=0.6)
-        ax.bar_label(rects, labels=[f"{v:,.1f}" for _, v in bars], fontsize=7, padding=2)
-        ax.set_xticks(list(x), [_short(lbl) for lbl, _ in bars], rotation=20 if len(bars) > 4 else 0, ha="right"
-                      if len(bars) > 4 else "center")  # fmt: skip
+        rects = ax.bar(x, [v for _, v in bars], color=SERIES_COLOURS[0], width=0.6)
+        ax.bar_label(rects, labels=[fmt_num(v) for _, v in bars], fontsize=7, padding=2)
+        _stage_ticks(ax, [lbl for lbl, _ in bars])
         ax.set_ylabel("weights (KiB)")
         ax.set_title("Model size per stage")
         ax.margins(y=0.15)
         return figure_to_svg(fig, "size")
+
+
+def _stage_ticks(ax: Any, labels: list[str]) -> None:
+    """Stage names under the bars, slanted when there are many so they never run into each other."""
+    many = len(labels) > 4
+    ax.set_xticks(list(range(len(labels))), [_short(lbl, 22) for lbl in labels], rotation=35 if many else 0,
+                  ha="right" if many else "center", rotation_mode="anchor" if many else "default")  # fmt: skip
+    for k, t in enumerate(ax.get_xticklabels()):
+        t.set_gid(f"ticklabel-{k}")
 
 
 def latency_svg(report: Mapping[str, Any]) -> str | None:
@@ -133,7 +243,6 @@ def latency_svg(report: Mapping[str, Any]) -> str | None:
         return None
     import matplotlib
 
-    all_runtimes = list(report.get("runtimes") or [])
     with matplotlib.rc_context(_RC):
         fig, ax = _new_figure(height=3.6)
         width = 0.8 / len(runtimes)
@@ -141,14 +250,14 @@ def latency_svg(report: Mapping[str, Any]) -> str | None:
             xs = [i + (j - (len(runtimes) - 1) / 2) * width for i in range(len(rows))]
             vals = [number(lat.get(rt)) for _, lat in rows]
             keep = [(x, v) for x, v in zip(xs, vals, strict=True) if v is not None]
-            colour, _ = runtime_style(all_runtimes, rt)
-            ax.bar([x for x, _ in keep], [v for _, v in keep], width=width, color=colour, label=rt)
-        n = len(rows)
-        ax.set_xticks(list(range(n)), [_short(lbl) for lbl, _ in rows], rotation=20 if n > 4 else 0,
-                      ha="right" if n > 4 else "center")  # fmt: skip
+            rects = ax.bar([x for x, _ in keep], [v for _, v in keep], width=width, color=runtime_colour(rt),
+                           label=_short(runtime_name(rt)))  # fmt: skip
+            for k, rect in enumerate(rects):
+                rect.set_gid(f"rt-{runtime_slug(rt)}-bar{k}")
+        _stage_ticks(ax, [lbl for lbl, _ in rows])
         ax.set_ylabel("latency per input (ms)")
         ax.set_title("Latency per stage, by runtime")
-        ax.legend(loc="best", frameon=False, ncols=min(4, len(runtimes)))
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="runtime")
         return figure_to_svg(fig, "latency")
 
 
@@ -160,11 +269,11 @@ def sensitivity_svg(layers: Mapping[str, Mapping[str, Any]], bits: Mapping[str, 
         return None
     import matplotlib
 
-    colours = {4: _PALETTE[1], 8: _PALETTE[0]}
+    colours = {4: SERIES_COLOURS[1], 8: SERIES_COLOURS[0]}
     with matplotlib.rc_context(_RC):
         fig, ax = _new_figure(height=max(2.0, 0.32 * len(rows) + 1.0))
         y = range(len(rows))
-        fill = [colours.get(int(number(bits.get(n)) or 8), _PALETTE[2]) for n, _ in rows]
+        fill = [colours.get(int(number(bits.get(n)) or 8), SERIES_COLOURS[2]) for n, _ in rows]
         rects = ax.barh(list(y), [v for _, v in rows], color=fill, height=0.6)
         ax.bar_label(rects, labels=[f"{v:+.2f}" for _, v in rows], fontsize=7, padding=2)
         ax.set_yticks(list(y), [_short(n, 32) for n, _ in rows])
@@ -173,7 +282,54 @@ def sensitivity_svg(layers: Mapping[str, Mapping[str, Any]], bits: Mapping[str, 
         ax.set_xlabel("accuracy drop with this layer alone at int4 (points)")
         title = "Per-layer int4 sensitivity"
         if bits:
-            title += " (blue: kept int8, orange: int4)"
+            title += " (grey: kept int8, purple: int4)"
         ax.set_title(title)
         ax.margins(x=0.15)
+        return figure_to_svg(fig, prefix)
+
+
+def _series(xs: list[float], rows: list[Mapping[str, Any]], key: str, scale: float) -> tuple[list, list]:
+    """The (x, y) pairs of ``key`` where it is a number, y multiplied by ``scale``."""
+    pairs = [(x, number(h.get(key))) for x, h in zip(xs, rows, strict=True)]
+    pairs = [(x, y * scale) for x, y in pairs if y is not None]
+    return [x for x, _ in pairs], [y for _, y in pairs]
+
+
+def history_svg(history: list[Mapping[str, Any]], prefix: str, title: str = "Training curves") -> str | None:
+    """Per-epoch curves of a training history (``[{"epoch": 1, "loss": …, "train_accuracy": …}, …]``).
+
+    Losses on the left axis, accuracies (%) on the right; any other numeric series is left out.
+    ``None`` when no entry has a numeric loss or accuracy.
+    """
+    rows = [h for h in history if isinstance(h, Mapping)]
+    keys = list(dict.fromkeys(str(k) for h in rows for k in h if k != "epoch"))
+    losses = [k for k in keys if "loss" in k and any(number(h.get(k)) is not None for h in rows)]
+    accs = [k for k in keys if "accuracy" in k and any(number(h.get(k)) is not None for h in rows)]
+    if not rows or not (losses or accs):
+        return None
+    import matplotlib
+
+    xs = [number(h.get("epoch")) or i + 1 for i, h in enumerate(rows)]
+    colours = iter(SERIES_COLOURS)
+    with matplotlib.rc_context(_RC):
+        fig, ax = _new_figure(height=2.8)
+        handles = []
+        for k in losses:
+            px, py = _series(xs, rows, k, 1.0)
+            handles += ax.plot(px, py, marker="o", markersize=3, color=next(colours), label=k.replace("_", " "))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss" if losses else "")
+        if accs:
+            ax2 = ax.twinx() if losses else ax
+            ax2.spines["right"].set_visible(True)
+            for k in accs:
+                px, py = _series(xs, rows, k, 100.0)
+                handles += ax2.plot(px, py, marker="s", markersize=3, linestyle="--", color=next(colours),
+                                    label=k.replace("_", " ") + " (%)")  # fmt: skip
+            ax2.set_ylabel("accuracy (%)")
+        if len(xs) <= 12:
+            ax.set_xticks(xs)
+        ax.set_title(title)
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.12 if accs and losses else 1.01, 1.0),
+                  frameon=False)  # fmt: skip
         return figure_to_svg(fig, prefix)
