@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-import warnings
+
+import click
 
 from edgeopt.cli import commands, compress, federate, hardware, quantize  # noqa: F401  (each registers its commands)
 from edgeopt.cli.app import STDOUT_FD, app
+from edgeopt.cli.quiet import silence_library_noise
 from edgeopt.errors import EdgeoptError
 
 __all__ = ["app", "entry", "main"]
@@ -21,19 +23,16 @@ __all__ = ["app", "entry", "main"]
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line per user error, tracebacks only with --debug."""
-    import click
-
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("EDGEOPT_DEBUG") == "1"
     args = (["--debug"] if "--debug" in args else []) + [a for a in args if a != "--debug"]
-    if not debug:  # libraries' deprecation chatter is for their developers, not our users
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if not debug:  # libraries' housekeeping chatter is for their developers, not our users
+        silence_library_noise()
     sys.stdout.flush()
     STDOUT_FD.append(os.dup(1))
     os.dup2(2, 1)  # anything a library prints lands on stderr
     try:
-        rv = app(args=args, prog_name="edgeopt", standalone_mode=False)
+        rv = command().main(args=args, prog_name="edgeopt", standalone_mode=False)
         if rv == 130:  # typer turns KeyboardInterrupt into an exit code in non-standalone mode
             raise KeyboardInterrupt
         return rv if isinstance(rv, int) else 0
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, click.exceptions.Abort):
-        print("interrupted: nothing half-written was left behind", file=sys.stderr)
+        print(interrupted_message(args), file=sys.stderr)
         return 130
     except click.exceptions.ClickException as e:
         e.show()
@@ -60,6 +59,58 @@ def main(argv: list[str] | None = None) -> int:
         fd = STDOUT_FD.pop()
         os.dup2(fd, 1)
         os.close(fd)
+
+
+def command() -> click.Group:
+    """The click command behind ``app``, with what typer does not add by itself: ``--version`` on the
+    root, ``--debug`` listed in every subcommand's help (``main`` reads it anywhere on the line), and
+    one "Did you mean" on a typo'd command (click >= 8.2 suggests by itself; typer adds a second)."""
+    import inspect
+
+    import click
+    import typer.main
+
+    root = typer.main.get_command(app)
+    assert isinstance(root, click.Group)
+    if "possibilities" in inspect.signature(click.exceptions.NoSuchCommand).parameters:
+        root.suggest_commands = False  # type: ignore[attr-defined]
+    root.params.append(
+        click.Option(["--version"], is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+                     help="print edgeopt's version and exit")  # fmt: skip
+    )
+    debug = click.Option(["--debug"], is_flag=True, expose_value=False, help="show tracebacks on errors")
+
+    def add_debug(group: click.Group) -> None:
+        for sub in group.commands.values():
+            if isinstance(sub, click.Group):
+                add_debug(sub)
+            elif not any("--debug" in p.opts for p in sub.params):
+                sub.params.append(debug)
+
+    add_debug(root)
+    return root
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import version
+
+    with os.fdopen(os.dup(STDOUT_FD[-1] if STDOUT_FD else 1), "w") as out:  # the real stdout
+        out.write(f"edgeopt {version('edgeopt')}\n")
+    ctx.exit(0)
+
+
+def interrupted_message(args: list[str]) -> str:
+    """What Ctrl-C leaves: finished files stay, none is half-written; resumable commands say how to go on."""
+    words = [a for a in args if not a.startswith("-")]
+    name = " ".join(words[:2]) if words[:1] == ["hw"] else (words[0] if words else "")
+    text = "interrupted: files are written only when complete, so none was left half-written"
+    if name in ("recipe", "federate"):
+        text += "; rerun the same command with --resume to continue where it stopped"
+    elif name in ("demo", "hw calibrate"):
+        text += "; rerun the same command to continue where it stopped"
+    return text
 
 
 def entry() -> None:

@@ -30,8 +30,8 @@ class _RoundBar:
 @app.command()
 def federate(
     model: ModelArg,
-    data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="run directory: checkpoint, curves.json, report.html, model")],
+    data: DataOpt = "digits",
     clients: Annotated[int, typer.Option("--clients", min=1, help="number of clients K")] = 10,
     per_round: Annotated[int, typer.Option("--per-round", min=1, help="clients sampled per round M")] = 10,
     rounds: Annotated[int, typer.Option("--rounds", min=1)] = 10,

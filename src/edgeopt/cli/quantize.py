@@ -19,8 +19,8 @@ from edgeopt.cli.app import DataOpt, JsonOpt, ModelArg, RangeOpt, app, emit, mod
 @app.command()
 def quantize(
     model: ModelArg,
-    data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="where to write the quantized .edgeopt model")],
+    data: DataOpt = "digits",
     method: Annotated[str, typer.Option(help="ptq or qat")] = "ptq",
     calib: Annotated[str, typer.Option(help="activation ranges: minmax, percentile, entropy or mse")] = "entropy",
     weights: Annotated[str, typer.Option(help="int8, int4 or mixed (int4 where layers tolerate it)")] = "int8",

@@ -131,11 +131,23 @@ def pack_model(model: EdgeModel, float_bits: int = 16, max_codebook: int = 256) 
     return data, PackedInfo(len(data), streams, len(books), nonzero, weights)
 
 
+def packed_path(path: str | Path) -> Path:
+    """Where a packed model is written: ``path`` itself when it ends in ``.eoz``, ``path.eoz`` when it
+    has no suffix; any other suffix is refused (the file would then not load as a packed model)."""
+    path = Path(path)
+    if path.suffix == PACKED_SUFFIX:
+        return path
+    if path.suffix:
+        raise EdgeoptError(
+            f"'{path}' does not end in {PACKED_SUFFIX}: a packed model loads only from a {PACKED_SUFFIX} file",
+            f"write it to {path.with_suffix(PACKED_SUFFIX)}",
+        )
+    return path.with_name(path.name + PACKED_SUFFIX)
+
+
 def save_packed(model: EdgeModel, path: str | Path, float_bits: int = 16) -> tuple[Path, PackedInfo]:
     """Write the packed file (atomic); the returned info's ``total_bytes`` equals the file size."""
-    path = Path(path)
-    if path.suffix != PACKED_SUFFIX:
-        path = path.with_name(path.name + PACKED_SUFFIX)
+    path = packed_path(path)
     data, info = pack_model(model, float_bits)
     write_bytes_atomic(path, data)
     return path, info

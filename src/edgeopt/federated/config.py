@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from edgeopt.checks import check_numbers
 from edgeopt.errors import EdgeoptError
 
 ALGORITHMS = ("fedavg", "fedprox", "fedadam", "fedyogi", "scaffold")
@@ -61,6 +62,9 @@ class FederatedConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_numbers(self.__dict__, skip=("batch_size",))  # lr > 0, fractions in range, ...
+        if self.batch_size < 0:
+            raise EdgeoptError(f"batch_size must be >= 0 (got {self.batch_size})", "0 means full batch (FedSGD)")
         problems = []
         if self.algo not in ALGORITHMS:
             problems.append((f"unknown --algo '{self.algo}'", f"use one of {', '.join(ALGORITHMS)}"))
