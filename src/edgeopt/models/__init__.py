@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgeopt.model import EdgeModel, InputSpec, ModelMeta
-from edgeopt.models import dscnn, lenet5, mlp, mobilenetv2, resnet8  # noqa: F401  (registration)
+from edgeopt.models import dscnn, lenet5, mlp, mobilenetv2, resnet8, searchable  # noqa: F401  (registration)
 from edgeopt.models.registry import create_module, get_entry, list_models, register_model
 
 __all__ = ["create_model", "create_module", "list_models", "register_model"]

@@ -45,7 +45,12 @@ class Pass(Protocol):
 
 PASSES: dict[str, type] = {}
 # Modules whose import registers more passes (one per technique); imported when a recipe is read.
-PASS_MODULES: list[str] = ["edgeopt.compress.passes", "edgeopt.compress.quantize.passes", "edgeopt.hwtrain.passes"]
+PASS_MODULES: list[str] = [
+    "edgeopt.compress.passes",
+    "edgeopt.compress.quantize.passes",
+    "edgeopt.hwtrain.passes",
+    "edgeopt.nas.passes",
+]
 
 
 def available_passes() -> dict[str, type]:
