@@ -199,17 +199,19 @@ def load_model(
     input_shape: tuple[int, ...] | None = None,
     num_classes: int | None = None,
     input_range: tuple[float, float] | None = None,
+    seed: int | None = None,
 ) -> EdgeModel:
     """Load a model from ``zoo:NAME``, ``.edgeopt``, ``.pt2``, ``.onnx`` or ``.tflite``.
 
-    ``input_shape`` (C, H, W) and ``num_classes`` size a zoo model; ``input_range`` states
-    the value range an imported model expects (e.g. ``(0, 255)``). NaN weights are rejected.
+    ``input_shape`` (C, H, W) and ``num_classes`` size a zoo model, ``seed`` fixes its initial
+    weights; ``input_range`` states the value range an imported model expects (e.g. ``(0, 255)``).
+    NaN weights are rejected.
     """
     source = str(source)
     if source.startswith("zoo:"):
         from edgeopt.models import create_model
 
-        model = create_model(source[4:], input_shape=input_shape, num_classes=num_classes)
+        model = create_model(source[4:], input_shape=input_shape, num_classes=num_classes, seed=seed)
     else:
         path = Path(source)
         suffix = path.suffix.lower()

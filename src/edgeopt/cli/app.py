@@ -49,6 +49,13 @@ def emit(obj: dict[str, Any], as_json: bool, title: str = "") -> None:
         Console(file=out).print(table)
 
 
+def warn(obj: dict[str, Any]) -> None:
+    """Repeat an output's ``note`` and ``warning`` on stderr (they stay in the output as fields)."""
+    for key in ("note", "warning"):
+        if obj.get(key):
+            print(f"{key}: {obj[key]}", file=sys.stderr)
+
+
 def fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
@@ -74,15 +81,17 @@ def parse_range(text: str | None) -> tuple[float, float] | None:
     return lo, hi
 
 
-def model_for_data(source: str, data_spec: str, input_range: tuple[float, float] | None = None):
-    """Load MODEL; a zoo model is sized to the data's image shape and class count."""
+def model_for_data(
+    source: str, data_spec: str, input_range: tuple[float, float] | None = None, seed: int | None = None
+):
+    """Load MODEL; a zoo model is sized to the data's image shape and class count (``seed``: its init)."""
     from edgeopt.data import load_dataset
     from edgeopt.model import load_model
 
     train = load_dataset(data_spec, "train")
     if source.startswith("zoo:"):
         h, w, c = train.image_shape
-        return load_model(source, input_shape=(c, h, w), num_classes=train.num_classes), train
+        return load_model(source, input_shape=(c, h, w), num_classes=train.num_classes, seed=seed), train
     return load_model(source, input_range=input_range), train
 
 

@@ -24,6 +24,7 @@ from edgeopt.cli.app import (
     model_for_data,
     parse_range,
     quiet,
+    warn,
 )
 from edgeopt.errors import EdgeoptError
 
@@ -69,7 +70,7 @@ def train(
     from edgeopt.model import save_model
     from edgeopt.train import FitConfig, evaluate, fit
 
-    m, train_data = model_for_data(model, data, parse_range(input_range))
+    m, train_data = model_for_data(model, data, parse_range(input_range), seed=seed)
     cfg = FitConfig(epochs=epochs, optimizer=optimizer, lr=lr, batch_size=batch_size, seed=seed, device=device)
     start = time.perf_counter()
     extra: dict = {}
@@ -93,19 +94,19 @@ def train(
                 target_latency_ms=target_latency_ms,
                 latency_source=metrics["latency_source"]["latency"],
             )
-    test = evaluate(m, load_dataset(data, "test"))
+    test = evaluate(m, load_dataset(data, "test"), diagnose=True)
     path = save_model(m, out)
-    emit(
-        {
-            "model": str(path),
-            "test_accuracy": test.accuracy,
-            "samples": test.samples,
-            **extra,
-            "seconds": round(time.perf_counter() - start, 2),
-        },
-        as_json,
-        "train",
-    )
+    result = {
+        "model": str(path),
+        "test_accuracy": test.accuracy,
+        "samples": test.samples,
+        **extra,
+        "class_names": m.meta.class_names,
+        **{k: v for k, v in test.to_json().items() if k in ("note", "warning")},
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    warn(result)
+    emit(result, as_json, "train")
 
 
 @app.command("import")
@@ -115,26 +116,37 @@ def import_(
     input_range: RangeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Import a .tflite or .onnx model into a trainable PyTorch model."""
+    """Import a .tflite or .onnx model into a trainable PyTorch model.
+
+    The input range is read from the file where it says (normalisation ops at the graph's start);
+    otherwise 0..1 is assumed and a note says so: give --input-range for models trained on other values.
+    """
     quiet(as_json)
     from edgeopt.model import load_model, save_model
 
     if file.suffix.lower() not in (".tflite", ".onnx"):
         raise EdgeoptError(f"cannot import '{file.suffix or file.name}' files", "give a .tflite or .onnx file")
-    m = load_model(file, input_range=parse_range(input_range))
+    given = parse_range(input_range)
+    m = load_model(file, input_range=given)
     path = save_model(m, out)
     spec = m.meta.input
-    emit(
-        {
-            "model": str(path),
-            "input_shape": list(spec.shape),
-            "layout": spec.layout,
-            "input_range": list(spec.value_range),
-            "num_classes": m.meta.num_classes,
-        },
-        as_json,
-        "import",
-    )
+    source = "given" if given else m.meta.lineage[0].get("input_range", "assumed")
+    result: dict[str, Any] = {
+        "model": str(path),
+        "input_shape": list(spec.shape),
+        "layout": spec.layout,
+        "input_range": list(spec.value_range),
+        "input_range_source": source,
+        "num_classes": m.meta.num_classes,
+        "class_names": m.meta.class_names,
+    }
+    if source == "assumed":
+        result["note"] = (
+            f"{file.name} does not state its input range: 0..1 assumed; if the model takes raw pixels"
+            " (the MLPerf Tiny models do), import again with --input-range 0,255"
+        )
+    warn(result)
+    emit(result, as_json, "import")
 
 
 @app.command("eval")
@@ -156,8 +168,10 @@ def eval_(
     opened = open_model(model, runtime, threads=threads, input_range=parse_range(input_range))
     from edgeopt.train import evaluate
 
-    result = evaluate(opened.meta, load_dataset(data, split), predict=opened.runner.run, limit=limit)
-    emit({**result.to_json(), "runtime": opened.runtime}, as_json, "eval")
+    result = evaluate(opened.meta, load_dataset(data, split), predict=opened.runner.run, limit=limit, diagnose=True)
+    out = {**result.to_json(), "runtime": opened.runtime}
+    warn(out)
+    emit(out, as_json, "eval")
 
 
 @app.command()

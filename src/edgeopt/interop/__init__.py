@@ -14,11 +14,18 @@ import torch
 from edgeopt.errors import EdgeoptError
 from edgeopt.model import EdgeModel, InputSpec, ModelMeta
 
-__all__ = ["import_model"]
+__all__ = ["DEFAULT_RANGE", "import_model"]
+
+DEFAULT_RANGE = (0.0, 1.0)  # assumed when the file does not state its input range
 
 
 def import_model(path: str | Path) -> EdgeModel:
-    """Import a ``.tflite`` or ``.onnx`` image model; the module takes input in the file's own layout."""
+    """Import a ``.tflite`` or ``.onnx`` image model; the module takes input in the file's own layout.
+
+    The input range comes from normalisation ops at the graph's start where it has them (the
+    lineage's ``input_range`` says ``graph``), else 0..1 is assumed (``assumed``); class names
+    from the file where it carries them (:mod:`edgeopt.interop.labels`).
+    """
     from edgeopt.interop.graph import GraphModule
 
     path = Path(path)
@@ -60,10 +67,17 @@ def import_model(path: str | Path) -> EdgeModel:
         ) from e
     if isinstance(out, tuple):
         out = out[0]
+    from edgeopt.interop.input_range import range_from_graph
+    from edgeopt.interop.labels import class_names_from_file
+
+    stated = range_from_graph(graph.ir, graph.weights)
+    num_classes = int(out.shape[-1])
     meta = ModelMeta(
-        input=InputSpec(shape=tuple(shape), layout=graph.layout, value_range=(0.0, 1.0)),
-        num_classes=int(out.shape[-1]),
+        input=InputSpec(shape=tuple(shape), layout=graph.layout, value_range=stated or DEFAULT_RANGE),
+        num_classes=num_classes,
         arch={"kind": "graph", "ir": graph.ir},
-        lineage=[{"pass": "import", "source": str(path), "format": fmt}],
+        class_names=class_names_from_file(path, num_classes),
+        lineage=[{"pass": "import", "source": str(path), "format": fmt,
+                  "input_range": "graph" if stated else "assumed"}],  # fmt: skip
     )
     return EdgeModel(module, meta)

@@ -1,9 +1,11 @@
 """Training loop: ``fit(model, data, epochs=...)`` returns the trained model and its history.
 
 SGD (Nesterov) or Adam with a cosine schedule and linear warm-up, label smoothing, crop and
-flip augmentation for images, channels-last memory format for conv models, deterministic
-seeding. ``loss_fn`` is the hook for distillation and other losses: it receives the logits,
-the labels and the input batch and returns the scalar loss.
+flip augmentation for images, channels-last memory format for conv models. Deterministic on
+the CPU: one seed fixes data order and augmentation (a seeded generator), dropout (torch's RNG),
+and the run holds a fixed intra-op thread count and torch's deterministic kernels. ``loss_fn``
+is the hook for distillation and other losses: it receives the logits, the labels and the input
+batch and returns the scalar loss.
 
 Cost: epochs x len(data) forward+backward passes (ResNet-8 on 2 cores: ~45 s per
 CIFAR-10 epoch). ``device="cuda"`` trains on a GPU when one is present (the teacher of a
@@ -12,10 +14,11 @@ CIFAR-10 epoch). ``device="cuda"`` trains on a GPU when one is present (the teac
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +26,7 @@ import torch
 from torch import nn
 
 from edgeopt.data import ImageDataset
+from edgeopt.data.classes import check_trainable, match_classes
 from edgeopt.errors import EdgeoptError
 from edgeopt.model import EdgeModel, check_finite
 from edgeopt.progress import ProgressBar
@@ -43,6 +47,7 @@ class FitConfig:
     warmup_epochs: float = 0.5
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | auto (cuda when present); the model comes back on the CPU
+    threads: int | None = None  # intra-op threads while training (None: torch's current count, held fixed)
 
 
 @dataclass
@@ -55,6 +60,27 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def deterministic_cpu(threads: int | None, enabled: bool = True) -> Iterator[None]:
+    """Hold torch's intra-op thread count and deterministic kernels for a training run; restored after.
+
+    Together with seeded data order, augmentation and initialisation this makes a CPU training run
+    bit-for-bit repeatable. ``enabled=False`` only fixes the thread count (GPU runs: CUDA's
+    deterministic kernels need an environment variable set before start-up).
+    """
+    threads_before = torch.get_num_threads()
+    det_before = torch.are_deterministic_algorithms_enabled()
+    warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(threads or threads_before)
+    if enabled:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(det_before, warn_only=warn_before)
+        torch.set_num_threads(threads_before)
 
 
 def _uses_conv(module: nn.Module) -> bool:
@@ -87,15 +113,15 @@ def fit(
 ) -> tuple[EdgeModel, FitHistory]:
     """Train ``model`` on ``data`` in place and return it with per-epoch loss and accuracy.
 
+    Labels follow class names (see :func:`edgeopt.data.classes.match_classes`); a model without
+    names records the data's. Data with fewer than two classes is refused.
+
     ``extra_optimizer`` steps parameters that live outside the model alongside it (architecture
     gates that ``loss_fn`` reads, for instance), with its own learning rate and no schedule.
     """
     cfg = config or FitConfig()
-    if data.num_classes > model.meta.num_classes:
-        raise EdgeoptError(
-            f"data has {data.num_classes} classes but the model outputs {model.meta.num_classes}",
-            "build the model with the data's class count",
-        )
+    check_trainable(data)
+    data, _ = match_classes(model.meta.class_names, model.meta.num_classes, data)  # labels in the model's order
     model.meta.input.to_model_input(data.images[:1])  # shape check with a clear message
     seed_everything(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -132,6 +158,8 @@ def fit(
     history = FitHistory()
     start = time.perf_counter()
     bar = ProgressBar("training", cfg.epochs * steps_per_epoch, transient=False)
+    held = contextlib.ExitStack()
+    held.enter_context(deterministic_cpu(cfg.threads, enabled=device.type == "cpu"))
     try:
         for epoch in range(cfg.epochs):
             order = rng.permutation(len(data))
@@ -165,10 +193,13 @@ def fit(
             if on_epoch:
                 on_epoch(record)
     finally:
+        held.close()
         bar.close()
         module.eval().to("cpu")
         if channels_last:
             module.to(memory_format=torch.contiguous_format)
     history.seconds = time.perf_counter() - start
     check_finite(module)
+    if model.meta.class_names is None and data.num_classes == model.meta.num_classes:
+        model.meta.class_names = list(data.class_names)
     return model, history

@@ -27,6 +27,7 @@ from torch import nn
 
 from edgeopt.compress.common import as_logits
 from edgeopt.data import ImageDataset
+from edgeopt.data.classes import show_names
 from edgeopt.errors import EdgeoptError
 from edgeopt.model import EdgeModel, InputSpec
 
@@ -243,6 +244,15 @@ def distill(
 
     cfg = config or DistillConfig()
     fc = fit_config or FitConfig()
+    names = teacher.meta.class_names
+    if names is not None and student.meta.class_names not in (None, names):
+        raise EdgeoptError(
+            f"the teacher's classes {show_names(names)} are not the student's"
+            f" {show_names(student.meta.class_names)}",
+            "distill into a student with the teacher's classes",
+        )
+    if names is not None and student.meta.num_classes == len(names):
+        student.meta.class_names = list(names)  # it learns the teacher's outputs, so the teacher's labels
     with Distiller(student, teacher, cfg) as loss_fn:
         student, history = fit(student, data, fc, loss_fn=loss_fn, on_epoch=on_epoch)
     step = {"pass": "distill", "epochs": fc.epochs, "temperature": cfg.temperature, "alpha": cfg.alpha,
