@@ -152,7 +152,7 @@ def net18(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_opset18_ops_match_onnxruntime(net18: Path) -> None:
     em = import_model(net18)
     assert em.meta.input.layout == "NCHW" and em.meta.input.shape == (3, 9, 9) and em.meta.num_classes == 10
-    assert em.meta.lineage == [{"pass": "import", "source": str(net18), "format": "onnx"}]
+    assert em.meta.lineage == [{"pass": "import", "source": str(net18), "format": "onnx", "input_range": "assumed"}]
     kinds = [type(m) for m in em.module.mods.values()]
     assert kinds.count(nn.Conv2d) == 3 and kinds.count(nn.Linear) == 2 and kinds.count(nn.BatchNorm2d) == 1
     assert_parity(net18, (1, 3, 9, 9))

@@ -315,7 +315,8 @@ def test_nhwc_ops_match_interpreter(nhwc_path: Path) -> None:
     em = import_model(nhwc_path)
     assert em.meta.input.layout == "NHWC" and em.meta.input.shape == (10, 10, 3)
     assert em.meta.num_classes == 10
-    assert em.meta.lineage == [{"pass": "import", "source": str(nhwc_path), "format": "tflite"}]
+    step = {"pass": "import", "source": str(nhwc_path), "format": "tflite", "input_range": "assumed"}
+    assert em.meta.lineage == [step]
     ops = [n["op"] for n in em.module.ir["nodes"]]
     assert ops.count("permute") == 2  # one at the input, one back to NHWC before the reshape
     convs = [m for m in em.module.modules() if isinstance(m, nn.Conv2d)]
