@@ -166,3 +166,125 @@ def test_passes_carry_class_names(digits_model: Path, digits, tmp_path: Path) ->
     assert student.meta.class_names == DIGITS
     result = export_model(quantized, "onnx", tmp_path / "q.onnx")
     assert read_sidecar(result.path).class_names == DIGITS
+
+
+# ----------------------------------------------------------------------------- item 2: the input range
+
+
+def test_int8_quantization_states_the_input_range() -> None:
+    from edgeopt.interop.input_range import range_from_quantization
+
+    assert range_from_quantization(1.0, -128, "int8") == (0.0, 255.0)  # the MLPerf Tiny int8 ResNet-8
+    assert range_from_quantization(1 / 255, 0, "uint8") == (0.0, 1.0)
+    assert range_from_quantization(1 / 128, 0, "int8") == (-1.0, 1.0)  # -1..0.992, snapped
+    assert range_from_quantization(0.05, 10, "int8") == pytest.approx((-6.9, 5.85))
+
+
+def onnx_classifier(path: Path, prefix: list[tuple[str, float]], props: dict[str, str] | None = None) -> Path:
+    """x (1x3x4x4) -> the elementwise ``prefix`` ops with scalar constants -> a 4x4 conv to 5 classes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((5, 3, 4, 4)).astype(np.float32), "w")]
+    nodes, value = [], "x"
+    for i, (op, c) in enumerate(prefix):
+        inits.append(numpy_helper.from_array(np.array(c, np.float32), f"c{i}"))
+        nodes.append(helper.make_node(op, [value, f"c{i}"], [f"p{i}"]))
+        value = f"p{i}"
+    nodes += [helper.make_node("Conv", [value, "w"], ["conv"]), helper.make_node("Flatten", ["conv"], ["y"])]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    for k, v in (props or {}).items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("prefix", "want", "source"),
+    [
+        ([("Div", 255.0)], [0.0, 255.0], "graph"),
+        ([("Sub", 127.5), ("Div", 127.5)], [0.0, 255.0], "graph"),
+        ([("Sub", 0.5), ("Mul", 2.0)], [0.0, 1.0], "graph"),
+        ([], [0.0, 1.0], "assumed"),
+    ],
+)
+def test_import_reads_the_range_from_normalisation_ops(tmp_path: Path, capfd, prefix, want, source) -> None:
+    path = onnx_classifier(tmp_path / "m.onnx", prefix)
+    got, err = cli_json(capfd, "import", path, "--out", tmp_path / "m.edgeopt")
+    assert got["input_range"] == want and got["input_range_source"] == source
+    assert ("--input-range 0,255" in got.get("note", "") and "note:" in err) == (source == "assumed")
+
+
+def test_import_records_class_names_the_file_carries(tmp_path: Path) -> None:
+    from edgeopt.interop import import_model
+
+    names = ["ant", "bee", "cat", "dog", "eel"]
+    as_json = onnx_classifier(tmp_path / "a.onnx", [], {"class_names": json.dumps(names)})
+    ultralytics = onnx_classifier(tmp_path / "b.onnx", [], {"names": str(dict(enumerate(names)))})
+    too_few = onnx_classifier(tmp_path / "c.onnx", [], {"labels": "ant\nbee"})
+    assert import_model(as_json).meta.class_names == names
+    assert import_model(ultralytics).meta.class_names == names
+    assert import_model(too_few).meta.class_names is None
+
+
+def test_an_evaluation_at_chance_warns_and_names_the_range(digits_model: Path, capfd) -> None:
+    """Fed almost nothing (range 0..0.001 instead of 0..1) the model answers one class: chance."""
+    plain, err = cli_json(capfd, "eval", digits_model, "--data", "digits")
+    assert "warning" not in plain and "warning" not in err
+    got, err = cli_json(capfd, "eval", digits_model, "--data", "digits", "--input-range", "0,0.001")
+    assert got["accuracy"] <= 0.15 and "at or below chance" in got["warning"]
+    assert "--input-range 0,1" in got["warning"] and err.startswith("warning:")
+
+
+@pytest.fixture(scope="module")
+def cifar_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 10-class image folder of 12 CIFAR-10-JPEG test images per class (and 1 train image each)."""
+    archive = SHARED / "cifar10-jpg.zip"
+    if not archive.is_file():
+        pytest.skip("../shared/data/cifar10-jpg.zip not present")
+    root = tmp_path_factory.mktemp("cifar")
+    with zipfile.ZipFile(archive) as zf:
+        names = sorted(n for n in zf.namelist() if n.endswith(".jpg"))
+        for split, per_class in (("train", 1), ("test", 12)):
+            taken: dict[str, int] = {}
+            for n in names:
+                parts = n.split("/")
+                if parts[-3] != split or taken.get(parts[-2], 0) >= per_class:
+                    continue
+                taken[parts[-2]] = taken.get(parts[-2], 0) + 1
+                (root / split / parts[-2]).mkdir(parents=True, exist_ok=True)
+                (root / split / parts[-2] / parts[-1]).write_bytes(zf.read(n))
+    return root
+
+
+def mlperf(name: str) -> Path:
+    path = SHARED / "mlperf-tiny" / name
+    if not path.is_file():
+        pytest.skip(f"../shared/data/mlperf-tiny/{name} not present")
+    return path
+
+
+def test_mlperf_float_model_without_its_range_warns_and_names_it(cifar_sample: Path, capfd) -> None:
+    args = ["eval", mlperf("resnet8_float32.tflite"), "--data", f"imagefolder:{cifar_sample}"]
+    got, err = cli_json(capfd, *args)
+    assert got["accuracy"] <= 0.15 and "--input-range 0,255" in got["warning"] and "warning:" in err
+    fixed, _ = cli_json(capfd, *args, "--input-range", "0,255")
+    assert fixed["accuracy"] > 0.5 and "warning" not in fixed
+
+
+def test_mlperf_int8_model_states_its_range() -> None:
+    from edgeopt.interop.input_range import range_from_quantization
+    from edgeopt.runtimes.litert_runner import LiteRTRunner
+
+    runner = LiteRTRunner(mlperf("resnet8_int8.tflite"))
+    assert runner.input_quant is not None
+    assert range_from_quantization(*runner.input_quant, runner.input_dtype) == (0.0, 255.0)
