@@ -68,7 +68,7 @@ class InputSpec:
             got = "x".join(str(s) for s in images.shape[1:])
             raise EdgeoptError(
                 f"model expects {h}x{w}x{c} images but the data has {got}",
-                "pick a dataset of that shape or build the model with --input-shape to match",
+                "use data of that image size, or start from a zoo: model (it is sized to the data)",
             )
         lo, hi = self.value_range
         x = images.astype(np.float32) * np.float32((hi - lo) / 255.0) + np.float32(lo)

@@ -51,7 +51,7 @@ def import_model(path: str | Path) -> EdgeModel:
     if len(shape) != 3 or any(s is None for s in shape):
         raise EdgeoptError(
             f"{path} input shape {inputs[0]['shape']} is not a fixed image shape",
-            "export the model with a static N x H x W x C (or N x C x H x W) input",
+            "edgeopt imports image models only for now (one input, N x H x W x C or N x C x H x W, fixed sizes)",
         )
     module = GraphModule(graph.ir)
     module.load_state_dict(graph.weights, strict=True)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeopt.checks import check_numbers
 from edgeopt.compress.common import as_logits
 from edgeopt.data import ImageDataset
 from edgeopt.data.classes import show_names
@@ -125,6 +126,9 @@ class DistillConfig:
     hint_weight: float = 0.0  # weight of the attention-transfer term (0: logits only)
     hints: list[tuple[str, str]] | None = None  # (student layer, teacher layer); None: auto when hint_weight > 0
 
+    def __post_init__(self) -> None:
+        check_numbers(self.__dict__)
+
 
 def _conv_outputs(module: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
     shapes: list[tuple[str, tuple[int, ...]]] = []
@@ -187,7 +191,10 @@ class Distiller:
         try:
             sub = module.get_submodule(name)
         except AttributeError as e:
-            raise EdgeoptError(f"no layer '{name}' to take a distillation hint from", "check --hints names") from e
+            raise EdgeoptError(
+                f"no layer '{name}' to take a distillation hint from",
+                "DistillConfig.hints names layers as in model.module.named_modules()",
+            ) from e
 
         def save(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:
             self._feats[key] = out

@@ -372,7 +372,7 @@ def _give_back(removed_units: list[list[int]], dep: DepGraph, macs: MacModel, ta
 def _unreachable(best: int, target: int) -> None:
     raise EdgeoptError(
         f"cannot reach {target:,} MACs by channel pruning (the most it can remove leaves {best:,})",
-        "ask for a smaller reduction, or allow more pruning per layer (--max-fraction)",
+        "ask for a smaller reduction, or let groups keep fewer channels (a lower --min-keep or --round-to)",
     )
 
 
@@ -530,6 +530,16 @@ class ChannelPruneReport:
     @property
     def mac_ratio(self) -> float:
         return self.macs_after / max(1, self.macs_before)
+
+    @property
+    def widths(self) -> list[int]:
+        """Channels each group keeps, in group order (what ``--widths`` takes)."""
+        return [g["after"] for g in self.groups]
+
+    def widths_text(self) -> str:
+        """The groups' channel counts as "before->after" where cut, e.g. "16, 32->16, 64->32"."""
+        return ", ".join(f"{g['before']}" if g["after"] == g["before"] else f"{g['before']}->{g['after']}"
+                         for g in self.groups)  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         return {
