@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,6 +148,8 @@ def _storage(settings: SearchSettings) -> Any:
         return None
     if not url.startswith(("sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+")):
         raise EdgeoptError(f"unsupported --storage '{url}'", "use sqlite:///PATH or postgresql://USER@HOST/DB")
+    # Optuna marks the heartbeat API experimental (stable in use since 2.8): its warning is not for our users
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
     try:
         return optuna.storages.RDBStorage(
@@ -257,7 +260,9 @@ def trial_record(t: Any) -> dict[str, Any]:
             if k in t.user_attrs
         },
     }
-    retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna's "experimental" note
+        retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
     if retried is not None:
         rec["retry_of"] = retried
     return rec

@@ -1,0 +1,294 @@
+"""Architecture search (edgeopt.nas): spaces, sampling, records, costs and constraints, the front, shared studies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+from edgeopt.errors import EdgeoptError
+from edgeopt.model import load_model, save_model
+from edgeopt.nas import (
+    Budget,
+    SearchSettings,
+    architecture_cost,
+    enumerate_configs,
+    hypervolume_2d,
+    load_space,
+    pareto_front,
+    parse_space,
+    random_chooser,
+    sample,
+    search,
+    violations,
+)
+from edgeopt.nas.search import candidate_model, split_train_val
+from edgeopt.nas.space import SHIPPED, space_size
+
+TINY = {"family": "nas_resnet", "stages": 2,
+        "knobs": {"stem": [8], "widths": [[8, 16], [16, 32]], "depths": [1, 2], "kernels": [3, 5]}}  # fmt: skip
+TINY_YAML = """family: nas_resnet
+stages: 2
+knobs:
+  stem: [8]
+  widths: [[8, 16], [16, 32]]
+  depths: [1, 2]
+  kernels: [3, 5]
+"""
+CLI = [sys.executable, "-m", "edgeopt.cli"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "EDGEOPT_QUIET": "1"}
+
+
+def test_shipped_spaces_parse_and_every_knob_is_searchable() -> None:
+    for name in SHIPPED:
+        space = load_space(name)
+        cfg = sample(space, random_chooser(np.random.default_rng(0)))
+        assert set(cfg) >= {"stem", "widths"}
+    assert space_size(load_space("resnet")) == 3 * 3**3 * 3**3 * 3**3  # stem x (width, depth, kernel) per stage
+    # the dscnn space's per-block knobs exist only for the blocks drawn (define-by-run)
+    sizes = {}
+    for n in (2, 3):
+        d = _dscnn()
+        d["blocks"], d["knobs"]["strides"] = [n], d["knobs"]["strides"][:n]
+        sizes[n] = sum(1 for _ in enumerate_configs(parse_space(d)))
+    assert sizes[3] == sizes[2] * 4  # a third block adds a width choice (its stride is fixed)
+
+
+def _dscnn() -> dict:
+    knobs = {"stem": [16, 32], "stem_kernel": ["3x3"], "widths": [16, 32, 48, 64], "strides": [[2], [1], [1]]}
+    return {"family": "nas_dscnn", "blocks": [2, 3], "knobs": knobs}
+
+
+def test_enumeration_matches_the_space_size_and_every_config_builds(digits) -> None:
+    space = parse_space(_dscnn(), "d")
+    configs = list(enumerate_configs(space))
+    assert len(configs) == space_size(space) == 2 * (4**2 + 4**3)
+    assert len({json.dumps(c, sort_keys=True) for _, c in configs}) == len(configs)
+    assert {len(c["widths"]) for _, c in configs} == {2, 3}
+    train, _ = digits
+    model = candidate_model(space, configs[-1][1], train)
+    assert model.module(model.example_input(2)).shape == (2, 10)
+    with pytest.raises(EdgeoptError, match="more than 10 configurations"):
+        list(enumerate_configs(space, limit=10))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"family": "vgg"}, "unknown family 'vgg'"),
+        ({"knobs": {**TINY["knobs"], "kernels": [3, 4]}}, "kernel sizes must be odd"),
+        ({"knobs": {**TINY["knobs"], "widths": [[8], [16], [32]]}}, "lists choices for 3 stages, the space has 2"),
+        ({"knobs": {**TINY["knobs"], "expand": [6]}}, "'nas_resnet' has no knob 'expand'"),
+        ({"knobs": {"stem": [8], "widths": [16]}}, "missing knob"),
+        ({"stages": 0}, "'stages' must be an integer"),
+        ({"knobs": {**TINY["knobs"], "depths": [1, True]}}, "positive integers"),
+        ({"extra": 1}, "unknown key"),
+    ],
+)
+def test_space_validation_gives_one_line_errors(change: dict, message: str) -> None:
+    with pytest.raises(EdgeoptError, match=message) as e:
+        parse_space({**TINY, **change}, "bad.yaml")
+    assert "\n" not in str(e.value)
+
+
+def test_space_files_are_read_safely(tmp_path) -> None:
+    good = tmp_path / "s.yaml"
+    good.write_text(TINY_YAML)
+    assert load_space(good).knobs["kernels"] == [[3, 5], [3, 5]]
+    bad = tmp_path / "b.yaml"
+    bad.write_text("family: !!python/object/apply:os.system ['echo hi']\n")  # safe_load refuses to run this
+    with pytest.raises(EdgeoptError, match="not valid YAML"):
+        load_space(bad)
+    with pytest.raises(EdgeoptError, match="neither a shipped space nor a file"):
+        load_space(tmp_path / "missing.yaml")
+
+
+def test_optuna_samples_the_space_define_by_run() -> None:
+    import optuna
+
+    space = parse_space(_dscnn(), "d")
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        cfg = sample(space, trial.suggest_categorical)
+        n = trial.params["blocks"]
+        assert len(cfg["widths"]) == n and set(trial.params) == {"blocks", "stem"} | {f"widths.{i}" for i in range(n)}
+        seen.add(n)
+        study.tell(trial, [0.5, 1.0])
+    assert seen == {2, 3}
+    a = sample(space, random_chooser(np.random.default_rng(7)))
+    assert a == sample(space, random_chooser(np.random.default_rng(7)))  # the random sampler is reproducible
+
+
+def test_a_sampled_architecture_is_a_zoo_record_that_saves_reloads_and_exports(digits, tmp_path) -> None:
+    from edgeopt.interop.export import export_model
+
+    train, _ = digits
+    space = load_space("mobilenet")
+    cfg = sample(space, random_chooser(np.random.default_rng(3)))
+    model = candidate_model(space, cfg, train, seed=5)
+    assert model.meta.arch["kind"] == "zoo" and model.meta.arch["name"] == "nas_mobilenet"
+    path = save_model(model, tmp_path / "m.edgeopt")
+    assert sorted(zipfile.ZipFile(path).namelist()) == ["meta.json", "weights.pt"]
+    back = load_model(path)
+    x = model.example_input(3)
+    with torch.no_grad():
+        assert torch.equal(back.module(x), model.module(x))
+    same_seed = candidate_model(space, cfg, train, seed=5)
+    assert all(torch.equal(a, b) for a, b in zip(same_seed.module.state_dict().values(),
+                                                 model.module.state_dict().values(), strict=True))  # fmt: skip
+    assert export_model(back, "onnx", tmp_path / "m.onnx").parity.ok
+
+
+def test_costs_agree_with_the_hardware_predictor_and_budgets_become_constraints(digits) -> None:
+    from edgeopt.hardware.predict import predict_cost
+
+    train, _ = digits
+    model = candidate_model(
+        parse_space(TINY), {"stem": 8, "widths": [16, 32], "depths": [1, 1], "kernels": [3, 3]}, train
+    )
+    cost = architecture_cost(model, mcu="stm32f746")
+    ref = predict_cost(model, "mcu:stm32f746")
+    assert (cost["arena_bytes_int8"], cost["flash_bytes_int8"], cost["macs"]) == (
+        ref["arena_bytes"],
+        ref["flash_bytes"],
+        ref["macs"],
+    )
+    assert cost["mcu"]["fits"] == ref["fits"]
+    budget = Budget(params=cost["params"], macs=cost["macs"] - 1, arena_kb=1.0, mcu="stm32f746")
+    cons = violations(cost, budget, ["onnxruntime"])
+    assert cons["params"] == 0.0 and cons["macs"] > 0 and cons["mcu"] <= 0
+    assert cons["arena_kb"] == pytest.approx(cost["arena_bytes_int8"] / 1024 - 1)
+    assert "latency_ms.onnxruntime" not in cons  # no profile, no measurement: left to the final measurement
+    assert violations({**cost, "latency_ms": {"onnxruntime": 0.3}}, Budget(latency_ms=0.2), ["onnxruntime"]) == {
+        "latency_ms.onnxruntime": pytest.approx(0.5)
+    }
+    with pytest.raises(EdgeoptError, match="must be positive"):
+        Budget(params=0)
+    with pytest.raises(EdgeoptError):
+        Budget(mcu="pdp11")
+
+
+def test_pareto_front_and_hypervolume() -> None:
+    def rec(n, acc, cost, ok=True):
+        return {"number": n, "state": "COMPLETE", "feasible": ok, "trained": ok, "values": [acc, cost],
+                "config": {"n": n}}  # fmt: skip
+
+    records = [rec(0, 0.5, 1.0), rec(1, 0.7, 2.0), rec(2, 0.6, 3.0), rec(3, 0.9, 4.0), rec(4, 0.95, 0.5, ok=False)]
+    assert [r["number"] for r in pareto_front(records)] == [0, 1, 3]  # 2 is dominated, 4 over budget
+    hv = hypervolume_2d([(0.5, 1.0), (0.7, 2.0), (0.9, 4.0)], ref_cost=5.0)
+    assert hv == pytest.approx(1 * 0.5 + 2 * 0.7 + 1 * 0.9)
+    assert hypervolume_2d([(0.6, 3.0)], 5.0) < hv  # a dominated point adds nothing
+    assert hypervolume_2d([(0.5, 1.0), (0.7, 2.0), (0.9, 4.0), (0.6, 3.0)], 5.0) == pytest.approx(hv)
+
+
+def test_search_trains_only_candidates_within_budget(tmp_path) -> None:
+    settings = SearchSettings(trials=5, epochs=1, sampler="random", seed=0)
+    result = search(parse_space(TINY, "tiny"), "digits", Budget(params=6000), settings, tmp_path, final=False)
+    records = json.loads((tmp_path / "trials.json").read_text())
+    assert result["trials"] == result["trials_this_worker"] == len(records) == 5
+    for r in records:
+        assert r["feasible"] == (r["cost"]["params"] <= 6000) == r["trained"]
+        if not r["trained"]:
+            assert r["accuracy_val"] == 0.0
+    assert result["latency_source"]["onnxruntime"].startswith("not known during the search: MACs")
+    assert result["cost_axis"] == "mmacs"
+
+
+def test_validation_split_is_held_out_of_training(digits) -> None:
+    train, _ = digits
+    a, b = split_train_val(train, 0.2, seed=0)
+    assert len(a) + len(b) == len(train) and abs(len(b) - 0.2 * len(train)) < 12
+    assert set(np.unique(b.labels)) == set(np.unique(train.labels))
+
+
+def _worker(tmp_path: Path, db: Path, trials: int, *extra: str) -> subprocess.Popen:
+    cmd = [*CLI, "search", "--data", "digits", "--space", str(tmp_path / "tiny.yaml"), "--storage", f"sqlite:///{db}",
+           "--trials", str(trials), "--worker", "--heartbeat", "1", "--epochs", "1", "--out", str(tmp_path / "w"),
+           *extra]  # fmt: skip
+    return subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _trials(db: Path) -> list:
+    import optuna
+
+    if not db.exists():
+        return []
+
+    return optuna.load_study(study_name="edgeopt-search", storage=f"sqlite:///{db}").get_trials(deepcopy=False)
+
+
+def test_two_workers_share_one_sqlite_study_then_a_killed_worker_is_retried_and_the_study_resumes(tmp_path) -> None:
+    (tmp_path / "tiny.yaml").write_text(TINY_YAML)
+    db = tmp_path / "study.db"
+    # two workers, 3 trials each, at once (over a params budget: priced, not trained, so they are quick)
+    workers = [_worker(tmp_path, db, 3, "--max-params", "5000") for _ in range(2)]
+    for w in workers:
+        assert w.wait(timeout=240) == 0, w.stderr.read()[-2000:]
+    done = _trials(db)
+    assert sorted(t.number for t in done) == list(range(6))  # none lost, none duplicated
+    assert all(t.state.name == "COMPLETE" for t in done)
+    # a worker killed in the middle of a trial (trained ones last seconds): its RUNNING trial goes stale and
+    # is re-run by the next worker
+    db = tmp_path / "killed.db"
+    victim = _worker(tmp_path, db, 5, "--epochs", "3")
+    running = None
+    deadline = time.time() + 180
+    while running is None and time.time() < deadline:
+        time.sleep(0.3)
+        live = [t for t in _trials(db) if t.state.name == "RUNNING"]
+        running = live[0].number if live else None
+    assert running is not None, "the worker never started a trial"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    before = sum(t.state.name == "COMPLETE" for t in _trials(db))
+    time.sleep(2.5)  # past the grace period (2 heartbeats)
+    again = _worker(tmp_path, db, 2)
+    assert again.wait(timeout=240) == 0, again.stderr.read()[-2000:]
+    after = _trials(db)
+    states = {t.number: t.state.name for t in after}
+    assert states[running] == "FAIL"
+    retries = [t for t in after if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == running]
+    assert retries and retries[0].state.name == "COMPLETE"
+    assert retries[0].params == next(t for t in after if t.number == running).params
+    assert sum(s == "COMPLETE" for s in states.values()) == before + 2  # the restarted worker ran its 2 trials
+
+
+def test_search_cli_exports_the_front_and_the_chosen_model(tmp_path) -> None:
+    (tmp_path / "tiny.yaml").write_text(TINY_YAML)
+    out = tmp_path / "run"
+    cmd = [*CLI, "search", "--data", "digits", "--space", str(tmp_path / "tiny.yaml"), "--runtime", "onnxruntime",
+           "--max-params", "12000", "--trials", "4", "--epochs", "2", "--front", "2",
+           "--out", str(out), "--json"]  # fmt: skip
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["trials"] == 4 and len(json.loads((out / "trials.json").read_text())) == 4
+    model = load_model(result["model"])
+    assert model.meta.arch["name"] == "nas_resnet"
+    for point in result["pareto"]:
+        assert point["cost"]["params"] <= 12000 and point["within_budget"]
+        m = point["measured"]["onnxruntime"]
+        assert 0 <= m["accuracy"] <= 1 and m["latency_ms"] > 0 and Path(m["artifact"]).is_file()
+    measured = result["chosen"]["measured"]
+    assert set(measured) == {"onnxruntime", "executorch", "litert"}
+    assert len({round(m["accuracy"], 3) for m in measured.values()}) == 1  # the same model in every runtime
+    assert "<svg" in (out / "report.html").read_text()
+    # over budget everywhere: one line, non-zero exit, no model written
+    cmd2 = [*cmd[:-5], "--max-params", "10", "--out", str(tmp_path / "none")]
+    bad = subprocess.run(cmd2, env=_env(), capture_output=True, text=True, timeout=400)
+    assert bad.returncode == 2 and "met the budget" in bad.stderr and not (tmp_path / "none" / "model.edgeopt").exists()
