@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench mutate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,3 +24,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/foundation.py
+
+# Mutation testing of the core algorithm modules (issue 17): not part of `make test`. Writes
+# benchmarks/results/mutation.json; mutmut works on a copy in mutants/ and never edits src/.
+mutate: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[mutate]'
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/mutation.py

@@ -1,0 +1,180 @@
+"""Focused tests that kill mutants the rest of the suite let live (issue 17; see benchmarks/mutation.py).
+
+Each test pins a boundary or a branch of a core algorithm that a mutation of one operator, constant or
+argument would change: hand values, not implementation echoes. Pure functions only: the file runs in
+a few seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from edgeopt.federated.algorithms.compression import dequantize_int8, payload_bytes, quantize_int8
+from edgeopt.federated.algorithms.server import (
+    ServerOptConfig,
+    aggregate,
+    init_state,
+    krum,
+    krum_scores,
+    parse_aggregator,
+    sample_clients,
+    screen_updates,
+    weighted_mean,
+)
+from edgeopt.federated.config import FederatedConfig
+from edgeopt.federated.rounds import client_config, plan_round, secure_weight
+
+# --------------------------------------------------------------------------- federated: server
+
+
+def test_parse_aggregator_names_and_defaults() -> None:
+    assert parse_aggregator("mean") == ("mean", 0.0)
+    assert parse_aggregator("median") == ("median", 0.0)
+    assert parse_aggregator("trimmed") == ("trimmed", 0.1)
+    assert parse_aggregator("krum") == ("krum", 1.0)
+    assert parse_aggregator("trimmed:0.25") == ("trimmed", 0.25)
+    assert parse_aggregator("krum:2") == ("krum", 2.0)
+    with pytest.raises(ValueError, match=r"unknown aggregator 'avg' \(use mean, median, trimmed, krum\)"):
+        parse_aggregator("avg")
+    assert parse_aggregator("median:") == ("median", 0.0)
+
+
+def test_aggregate_dispatches_each_rule() -> None:
+    d = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [50.0, 50.0]], np.float32)
+    w = np.array([1, 1, 1, 1, 6], np.float64)
+    np.testing.assert_allclose(aggregate(d, w, "mean"), [30.2, 30.2], rtol=1e-6)
+    np.testing.assert_allclose(aggregate(d, None, "median"), [1.0, 1.0])
+    # trimmed:0.2 of 5 drops one at each end per coordinate: [0, 1, 1] and [0, 1, 1]
+    np.testing.assert_allclose(aggregate(d, None, "trimmed:0.2"), [2 / 3, 2 / 3], rtol=1e-6)
+    # default trimmed (0.1 of 5 = 0) is the plain mean
+    np.testing.assert_allclose(aggregate(d, None, "trimmed"), d.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(aggregate(d, None, "krum:1"), [0.0, 0.0])
+    np.testing.assert_allclose(aggregate(d, None, "krum"), [0.0, 0.0])
+    with pytest.raises(ValueError):
+        aggregate(d, None, "trimmed:0.6")
+
+
+def test_screening_boundaries() -> None:
+    # empty input: nothing accepted, nothing rejected
+    s = screen_updates(np.zeros((0, 4), np.float32))
+    assert s.accepted.shape == (0,) and s.accepted.dtype == bool and s.reasons == ()
+    # the default ratio is 10: 10.5 x the median goes, exactly 10 x stays (strictly greater is rejected)
+    col = np.array([[1.0], [1.0], [1.0], [10.5]], np.float32)
+    assert screen_updates(col).accepted.tolist() == [True, True, True, False]
+    assert "norm 10.5 > 10 x median 1" in screen_updates(col).reasons[3]
+    assert screen_updates(np.array([[1.0], [1.0], [1.0], [10.0]])).accepted.all()
+    # a non-finite update is named as such
+    nan = np.array([[1.0], [np.nan], [1.0]], np.float32)
+    assert screen_updates(nan).reasons == ("", "non-finite values", "")
+    # two finite updates are too few for the norm test, whatever the ratio; three are enough
+    assert screen_updates(np.array([[1.0], [10.0]]), max_norm_ratio=1.5).accepted.all()
+    assert screen_updates(np.array([[1.0], [1.0], [100.0]])).accepted.tolist() == [True, True, False]
+    # ratio 0 switches the norm test off; a ratio below 1 rejects everything above the median
+    assert screen_updates(np.array([[1.0], [1.0], [4.0]]), max_norm_ratio=0).accepted.all()
+    assert not screen_updates(np.array([[1.0], [1.0], [4.0]]), max_norm_ratio=0.5).accepted.any()
+    # a zero median disables the norm test; a small median does not
+    assert screen_updates(np.array([[0.0], [0.0], [0.0], [5.0]])).accepted.all()
+    small = screen_updates(np.array([[0.1], [0.1], [0.1], [5.0]]))
+    assert small.accepted.tolist() == [True, True, True, False]
+    # norms are accumulated in float64: float32 squares of 2e19 would overflow and hide the outlier
+    big = np.array([[2e19], [2e19], [2e19], [1e21]], np.float32)
+    assert screen_updates(big).accepted.tolist() == [True, True, True, False]
+
+
+def test_krum_scores_hand_values_small_distances_and_float64() -> None:
+    # n = f + 3 is the fewest Krum accepts (one neighbour each); distances under 1 are not floored
+    d = np.array([[0.0], [0.1], [0.3]])
+    np.testing.assert_allclose(krum_scores(d, 0), [0.01, 0.01, 0.04], rtol=1e-9)
+    with pytest.raises(ValueError, match="Krum with f=1 needs at least 4 updates, got 3"):
+        krum_scores(d, 1)
+    # float32 input is scored in float64: at 1e4 a float32 square has a unit error of 8
+    far = np.array([[1e4, 0.0], [1e4 + 1, 0.0], [1e4, 1.0], [1e4 + 1, 1.0]], np.float32)
+    np.testing.assert_allclose(krum_scores(far, 1), [1.0, 1.0, 1.0, 1.0], rtol=1e-9)
+
+
+def test_krum_breaks_ties_by_order_among_many_updates() -> None:
+    # two far updates, then +-e_i in 8 dimensions: the 16 near ones tie; the first of them (e_0) wins.
+    # numpy's default (unstable) sort picks another of the tied 18 scores here.
+    d = np.array([np.full(8, 50.0), np.full(8, 51.0), *np.eye(8), *-np.eye(8)])
+    np.testing.assert_array_equal(krum(d, 1), np.eye(8)[0])
+
+
+def test_client_sampling_bounds() -> None:
+    assert sample_clients(5, 5, 3, 0).tolist() == [0, 1, 2, 3, 4]
+    assert len(sample_clients(5, 1, 3, 0)) == 1
+    with pytest.raises(ValueError, match=r"per_round must be in 1..5, got 6"):
+        sample_clients(5, 6, 0, 0)
+    with pytest.raises(ValueError, match=r"per_round must be in 1..5, got 0"):
+        sample_clients(5, 0, 0, 0)
+
+
+
+def test_weighted_mean_edges_and_dtype() -> None:
+    np.testing.assert_array_equal(weighted_mean(np.array([[2.0, 4.0]])), [2.0, 4.0])  # one update is fine
+    out = weighted_mean(np.array([[1.0], [3.0]]), np.array([0.25, 0.75]))  # weights summing to 1
+    assert out.dtype == np.float32 and out.tolist() == [2.5]
+    with pytest.raises(ValueError, match="nothing to aggregate"):
+        weighted_mean(np.array([[1.0], [3.0]]), np.array([0.0, 0.0]))
+    with pytest.raises(ValueError, match="nothing to aggregate"):
+        weighted_mean(np.zeros((0, 2)))
+
+
+def test_init_state_is_float32_and_only_scaffold_has_a_control() -> None:
+    s = init_state(np.array([1.0, 2.0]), ServerOptConfig("sgd"))
+    assert s.params.dtype == np.float32 and s.control is None and s.m is None and s.v is None and s.round == 0
+    a = init_state(np.array([1.0, 2.0]), ServerOptConfig("adam", tau=0.1), scaffold=True)
+    np.testing.assert_allclose(a.v, [0.01, 0.01], rtol=1e-6)
+    assert a.control.tolist() == [0.0, 0.0] and a.m.tolist() == [0.0, 0.0]
+
+# --------------------------------------------------------------------------- federated: compression
+
+
+def test_int8_hand_values_dtypes_and_bytes() -> None:
+    # s = max|x| / 127 per chunk; q = round-half-even(x / s)
+    p = quantize_int8(np.array([1.0, -0.5, 0.25, 0.0, 2.54], np.float32), chunk=4)
+    assert p["q"].dtype == np.int8 and p["scale"].dtype == np.float32
+    np.testing.assert_array_equal(p["q"], [127, -64, 32, 0, 127])
+    np.testing.assert_allclose(p["scale"], [1 / 127, 2.54 / 127], rtol=1e-6)
+    assert payload_bytes(p) == 5 + 4 * 2  # n int8 values + one float32 scale per chunk
+    back = dequantize_int8(p, 5, chunk=4)
+    assert back.dtype == np.float32
+    np.testing.assert_allclose(back, [1.0, -64 / 127, 32 / 127, 0.0, 2.54], rtol=1e-6)
+    # the upload is quantized from its float32 values: 0.5 + 1e-9 is 0.5 in float32 and rounds to even (0)
+    assert quantize_int8(np.array([127.0, 0.5 + 1e-9]), chunk=2)["q"].tolist() == [127, 0]
+
+
+def test_int8_all_zero_chunk_has_no_invalid_arithmetic() -> None:
+    with np.errstate(all="raise"):
+        p = quantize_int8(np.zeros(6, np.float32), chunk=4)
+    assert p["q"].tolist() == [0] * 6 and p["scale"].tolist() == [0.0, 0.0]
+
+
+# --------------------------------------------------------------------------- federated: rounds
+
+
+def test_plan_round_stragglers_by_deadline_and_dropouts() -> None:
+    # equal speeds (spread 0): a client needs epochs * size / samples_per_s = 2 * size / 100 seconds
+    cfg = FederatedConfig(clients=6, per_round=6, seed=3, speed_spread=0.0, deadline=1.0,
+                          device_samples_per_s=100.0, local_epochs=2)  # fmt: skip
+    sizes = [10, 40, 50, 51, 60, 100]  # 0.2, 0.8, 1.0 (exactly the deadline: in time), 1.02, 1.2, 2.0 s
+    plan = plan_round(cfg, 4, sizes)
+    assert plan.round == 4 and plan.selected == (0, 1, 2, 3, 4, 5) and plan.dropouts == ()
+    assert plan.stragglers == (3, 4, 5) and plan.expected_replies == (0, 1, 2)
+    assert plan.client_config == client_config(cfg) and plan.client_config.epochs == 2
+    # a client that drops out is not also a straggler; without a deadline nobody straggles
+    gone = plan_round(replace(cfg, dropout=0.9999), 4, sizes)
+    assert gone.dropouts == (0, 1, 2, 3, 4, 5) and gone.stragglers == () and gone.expected_replies == ()
+    relaxed = plan_round(replace(cfg, deadline=None), 4, sizes)
+    assert relaxed.stragglers == () and relaxed.expected_replies == (0, 1, 2, 3, 4, 5)
+
+
+def test_client_config_per_algorithm_and_secure_weight() -> None:
+    prox = client_config(FederatedConfig(algo="fedprox", mu=0.3, lr=0.2, batch_size=16, local_epochs=3))
+    assert (prox.mu, prox.scaffold, prox.lr, prox.batch_size, prox.epochs) == (0.3, False, 0.2, 16, 3)
+    assert client_config(FederatedConfig(algo="fedavg", mu=0.3)).mu == 0.0
+    assert client_config(FederatedConfig(algo="scaffold")).scaffold is True
+    assert secure_weight(FederatedConfig(), 37) == 37.0
+    assert secure_weight(FederatedConfig(dp_clip=1.0, dp_noise=0.5), 37) == 1.0
