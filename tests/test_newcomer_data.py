@@ -168,6 +168,16 @@ def test_passes_carry_class_names(digits_model: Path, digits, tmp_path: Path) ->
     assert read_sidecar(result.path).class_names == DIGITS
 
 
+def test_federated_training_records_class_names(digits) -> None:
+    from edgeopt.federated import FederatedConfig, run_federated
+    from edgeopt.models import create_model
+
+    train, test = digits
+    model = create_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=(16,), seed=0)
+    cfg = FederatedConfig(clients=4, per_round=2, rounds=1, batch_size=32, eval_limit=50)
+    assert run_federated(model, train, test, cfg, threads=1).model.meta.class_names == DIGITS
+
+
 # ----------------------------------------------------------------------------- item 2: the input range
 
 

@@ -53,6 +53,7 @@ def run_federated(
         raise EdgeoptError("the Flower engines need the dataset spec", "pass data_spec='digits' (or the --data value)")
     if engine == "flower" and out_dir is None:
         raise EdgeoptError("the flower engine needs an output directory", "pass --out DIR")
+    train, test = _match_classes(model, train, test)
     model, prepared = _prepare_client_model(model, train, cfg)
     res = _run_engine(model, train, test, cfg, engine, out_dir, resume, on_round, threads, data_spec, engine_options)
     if prepared is not None:
@@ -60,6 +61,23 @@ def run_federated(
         if prepared["client_model"] == "qat-int8":
             _finish_qat(res, train, test, cfg)
     return res
+
+
+def _match_classes(model: EdgeModel, train: ImageDataset, test: ImageDataset) -> tuple[ImageDataset, ImageDataset]:
+    """Both splits with labels in the model's class order (data with other classes is refused).
+
+    A model without class names records the data's, as ``fit`` does. Flower clients load their own
+    partitions by spec, so there the data's class order must already be the model's.
+    """
+    from edgeopt.data.classes import check_trainable, match_classes
+
+    check_trainable(train)
+    meta = model.meta
+    train, _ = match_classes(meta.class_names, meta.num_classes, train)
+    test, _ = match_classes(meta.class_names, meta.num_classes, test)
+    if meta.class_names is None and train.num_classes == meta.num_classes:
+        meta.class_names = list(train.class_names)
+    return train, test
 
 
 def _prepare_client_model(
