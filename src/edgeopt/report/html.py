@@ -396,7 +396,7 @@ def _metric_items(m: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[tup
         label = field_label(str(k))
         if isinstance(v, Mapping) and steps and steps > 1 and any(x in m for x in v):
             label += f" (last of {int(steps)} steps)"
-        note = " (last step)" if steps and steps > 1 else " (this part)"
+        note = " (last step)" if steps and steps > 1 else ""  # else the enclosing label tells them apart
         items.append((label, value_html(str(k), v, 1, shadow=m, note=note)))
     return items, histories
 

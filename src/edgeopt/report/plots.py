@@ -84,19 +84,29 @@ def _layout(fig: Any) -> Any:
     return canvas.get_renderer()
 
 
+def text_extent(ann: Any, renderer: Any) -> Any:
+    """Display-space box of an annotation's text alone (``get_window_extent`` adds its leader line)."""
+    from matplotlib.text import Text
+
+    ann.update_positions(renderer)
+    return Text.get_window_extent(ann, renderer)
+
+
 def _overlaps(a: Any, b: Any, pad: float = 1.0) -> bool:
     return a.x0 < b.x1 + pad and b.x0 < a.x1 + pad and a.y0 < b.y1 + pad and b.y0 < a.y1 + pad
 
 
 # Offsets (points) tried for a label, nearest first: right, left, above, below, then diagonals.
-_DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1))
-_RADII = (6, 11, 17, 25, 35, 48)
+_DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1), (0.7, 0.7), (-0.7, 0.7), (0.7, -0.7), (-0.7, -0.7),
+               (0.9, 0.4), (-0.9, 0.4), (0.9, -0.4), (-0.9, -0.4), (0.4, 0.9), (-0.4, 0.9), (0.4, -0.9),
+               (-0.4, -0.9))  # fmt: skip
+_RADII = (6, 11, 17, 25, 35, 48, 64, 84)
 
 
 def place_labels(fig: Any, ax: Any, items: list[tuple[float, float, str]], renderer: Any = None) -> list[Any]:
     """Annotate each ``(x, y, text)`` in data coordinates so no label overlaps another or a marker.
 
-    Greedy: each label takes the nearest offset (8 directions, growing radii) whose box is inside
+    Greedy: each label takes the nearest offset (16 directions, growing radii) whose box is inside
     the axes and clear of every placed label and every point's marker; past the second radius a
     thin leader line joins it to its point. A label that finds no free place is left out (and
     returned as ``None``); labels get ids ``ptlabel-N``. ``renderer``: from ``_layout(fig)`` when
@@ -125,7 +135,7 @@ def place_labels(fig: Any, ax: Any, items: list[tuple[float, float, str]], rende
                     if radius > _RADII[1] else None,
                 )  # fmt: skip
                 ann.set_in_layout(False)
-                box = ann.get_window_extent(renderer)
+                box = text_extent(ann, renderer)
                 inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
                 if inside and not any(_overlaps(box, t) for t in taken):
                     chosen = ann
@@ -135,7 +145,7 @@ def place_labels(fig: Any, ax: Any, items: list[tuple[float, float, str]], rende
                 break
         if chosen is not None:
             chosen.set_gid(f"ptlabel-{k}")
-            taken.append(chosen.get_window_extent(renderer))
+            taken.append(text_extent(chosen, renderer))
         placed.append(chosen)
     return placed
 
