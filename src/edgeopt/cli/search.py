@@ -12,8 +12,8 @@ from edgeopt.cli.app import DataOpt, JsonOpt, app, emit, quiet
 
 @app.command()
 def search(
-    data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="run folder: trials.json, search.json, report.html, model")],
+    data: DataOpt = "digits",
     space: Annotated[str, typer.Option("--space", help="resnet, mobilenet, dscnn or a space FILE.yaml")] = "resnet",
     runtime: Annotated[
         str, typer.Option("--runtime", help="runtime(s) to search for: onnxruntime, executorch, litert (comma list)")
