@@ -396,9 +396,9 @@ def test_report_in_headless_chromium_at_1400px(tmp_path: Path, page: str) -> Non
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
            f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,900", "--dump-dom",
            probe.as_uri()]  # fmt: skip
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=180).stdout
-    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, flags=re.S)
-    assert found, "chromium did not run the probe"
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    found = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, flags=re.S)
+    assert found, f"chromium did not run the probe (exit {done.returncode}): {done.stderr[-500:]}"
     r = json.loads(htmllib.unescape(found.group(1)))
     assert r["viewport"] == 1400
     assert r["page_width"] <= r["viewport"]  # no sideways scrolling of the page
