@@ -114,8 +114,10 @@ def test_pruned_clients_upload_fewer_bytes_and_learn(digits) -> None:
     n_pruned = get_flat(pruned.model.module).size
     assert n_pruned == info["params_after"] < 0.6 * n_dense
     up = lambda r: sum(h["upload_bytes"] for h in r.history)  # noqa: E731
-    assert up(pruned) / up(dense) == pytest.approx(n_pruned / n_dense)
-    assert pruned.history[-1]["test_accuracy"] > 0.5
+    # every completed client uploads the pruned model's float32 tensors, counted from its own state dict
+    sent = sum(t.numel() * t.element_size() for t in pruned.model.module.state_dict().values() if t.is_floating_point())
+    assert up(pruned) == sent * sum(h["completed"] for h in pruned.history)
+    assert pruned.history[-1]["test_accuracy"] > dense.history[-1]["test_accuracy"] - 0.1
     # the trained pruned model is an ordinary zoo model: its arch rebuilds it (save/load, Flower engines)
     rebuilt = build_module(pruned.model.meta.arch)
     rebuilt.load_state_dict(pruned.model.module.state_dict())

@@ -80,7 +80,9 @@ def test_nan_and_scaled_clients_are_rejected_and_logged(digits, caplog) -> None:
     w = _weights(res)
     assert np.isfinite(w).all() and np.abs(w).max() < 100
     clean = run_inprocess(_model(), train, test, cfg, faulty=lambda r, c, v: v if c not in (3, 5) else v * 0)
-    assert res.history[-1]["test_accuracy"] > 0.3 and clean.history[-1]["completed"] == 10
+    assert clean.history[-1]["completed"] == 10 and clean.history[-1]["test_accuracy"] > 0.5
+    # rejecting the two (rather than averaging in their zeroed updates) costs nothing measurable
+    assert res.history[-1]["test_accuracy"] > clean.history[-1]["test_accuracy"] - 0.05
 
 
 def test_dropouts_stragglers_and_min_completion(digits) -> None:

@@ -15,10 +15,8 @@ from edgeopt.profile import (
     TensorRecord,
     activation_memory,
     activation_timeline,
-    conv_macs,
     count_params,
     export_for_profile,
-    linear_macs,
     peak_activation_bytes,
     profile_model,
     weight_bytes,
@@ -46,7 +44,6 @@ def test_depthwise_conv_macs() -> None:
     conv = nn.Conv2d(8, 8, 3, padding=1, groups=8)
     p = profile_model(_edge(nn.Sequential(conv), (8, 16, 16)))
     assert p.macs == 16 * 16 * 8 * 3 * 3  # one 3x3 filter per channel
-    assert p.macs == conv_macs((1, 8, 16, 16), tuple(conv.weight.shape))
 
 
 def test_grouped_strided_conv_macs() -> None:
@@ -63,7 +60,7 @@ def test_transposed_conv_macs() -> None:
 
 def test_linear_macs_with_and_without_leading_dims() -> None:
     p = profile_model(_edge(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), (1, 8, 8)))
-    assert p.macs == 64 * 10 == linear_macs((1, 10), 64)
+    assert p.macs == 64 * 10
 
     class Rows(nn.Module):
         def __init__(self) -> None:
