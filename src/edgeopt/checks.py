@@ -49,7 +49,7 @@ RULES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "alpha": _within(0, 1),
     "hint_weight": _ge(0),
     # compression
-    "ratio": _within(0, 1, lo_open=True, hi_open=True),
+    "ratio": _within(0, 1, hi_open=True),
     "sparsity": _within(0, 1, hi_open=True),
     "bits": _within(1, 8),
     "float_bits": _within(1, 32),
