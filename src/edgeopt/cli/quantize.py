@@ -48,6 +48,10 @@ def quantize(
         str | None, typer.Option(help="4-bit weight rounding: gptq (default for int4/mixed) or nearest")
     ] = None,
     seed: int = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="QAT fine-tuning batch size")] = 128,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="torch threads while calibrating and training (default: torch's)")
+    ] = None,
     eval_test: Annotated[
         bool, typer.Option("--eval/--no-eval", help="measure float and quantized test accuracy")
     ] = True,
@@ -61,12 +65,15 @@ def quantize(
     from edgeopt.model import save_model
 
     check_target_options(target, weights, method, float_layers=max_drop is not None or mix_runtime is not None)
+    from edgeopt.train.fit import deterministic_cpu
+
     m, train = model_for_data(model, data, parse_range(input_range))
-    q, report = run_quantize(
-        m, train, method=method, calib=calib, weights=weights, max_drop=max_drop, calib_samples=calib_samples,
-        budget=budget, cle=cle, qat_epochs=qat_epochs, seed=seed, rounding=rounding, target=target,
-        mix_runtime=mix_runtime, latency_budget_ms=latency_budget_ms,
-    )  # fmt: skip
+    with deterministic_cpu(threads, enabled=False):  # holds the thread count only
+        q, report = run_quantize(
+            m, train, method=method, calib=calib, weights=weights, max_drop=max_drop, calib_samples=calib_samples,
+            budget=budget, cle=cle, qat_epochs=qat_epochs, seed=seed, rounding=rounding, target=target,
+            mix_runtime=mix_runtime, latency_budget_ms=latency_budget_ms, batch_size=batch_size,
+        )  # fmt: skip
     path = save_model(q, out)
     result = {"model": str(path), "method": method, "calib": calib, "weights": weights, "target": target,
               "seconds": report["lineage"].get("metrics", {}).get("seconds")}  # fmt: skip

@@ -47,11 +47,12 @@ def quantize(
     target: str = "xnnpack",
     mix_runtime: str | None = None,
     latency_budget_ms: float | None = None,
+    batch_size: int = 128,
 ) -> tuple[EdgeModel, dict[str, Any]]:
     """Quantize ``model`` with training split ``data``; returns the quantized model and a report dict.
 
     ``rounding``: how 4-bit weights are rounded, ``gptq`` (default for int4/mixed: error-compensating,
-    see ``gptq``) or ``nearest``; 8-bit weights are always rounded to nearest.
+    see ``gptq``) or ``nearest``; 8-bit weights are always rounded to nearest. ``batch_size``: QAT's.
     """
     if method not in METHODS:
         raise EdgeoptError(f"unknown quantization method '{method}'", "use ptq or qat")
@@ -108,7 +109,7 @@ def quantize(
     if method == "qat":
         from edgeopt.compress.quantize.qat import QATConfig, quantize_qat
 
-        cfg = QATConfig(epochs=qat_epochs, distill=distill, seed=seed)
+        cfg = QATConfig(epochs=qat_epochs, distill=distill, seed=seed, batch_size=batch_size)
 
         def fn(m: EdgeModel, d: ImageDataset, r: QuantRecipe) -> EdgeModel:
             return quantize_qat(m, d, r, cfg)
