@@ -129,10 +129,19 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path: Path) -> None:
     out = tmp_path / "m.edgeopt"
     cmd = [sys.executable, "-m", "edgeopt.cli", "train", "zoo:resnet8", "--data", "digits", "--epochs", "500",
            "--out", str(out)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
-    time.sleep(8)  # past imports, inside training
+    env = {**os.environ, "EDGEOPT_PROGRESS": "lines"}  # one stderr line per finished step
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    started: list[str] = []
+    deadline = time.monotonic() + 300  # imports on a loaded 2-core machine
+    while time.monotonic() < deadline and proc.poll() is None:
+        line = proc.stderr.readline()  # blocks until training reports progress (or the process ends)
+        started.append(line)
+        if "epoch" in line:
+            break
+    assert started and "epoch" in started[-1], "".join(started)  # training is under way before the interrupt
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, rest = proc.communicate(timeout=120)
+    err = "".join(started) + rest
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert leftovers(tmp_path) == []
