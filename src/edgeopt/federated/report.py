@@ -98,6 +98,7 @@ def _line_svg(
         return None
     import matplotlib
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     from edgeopt.report.plots import _RC, SERIES_COLOURS, figure_to_svg
 
@@ -112,6 +113,7 @@ def _line_svg(
         if chance is not None:
             ax.axhline(chance, color="#b42318", linewidth=0.8, linestyle="--", label="chance")
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.set_title(title)
         if len(series) > 1 or chance is not None:

@@ -339,6 +339,10 @@ def history_svg(history: list[Mapping[str, Any]], prefix: str, title: str = "Tra
             ax2.set_ylabel("accuracy (%)")
         if len(xs) <= 12:
             ax.set_xticks(xs)
+        else:
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.12 if accs and losses else 1.01, 1.0),
                   frameon=False)  # fmt: skip
