@@ -292,3 +292,36 @@ def test_search_cli_exports_the_front_and_the_chosen_model(tmp_path) -> None:
     cmd2 = [*cmd[:-5], "--max-params", "10", "--out", str(tmp_path / "none")]
     bad = subprocess.run(cmd2, env=_env(), capture_output=True, text=True, timeout=400)
     assert bad.returncode == 2 and "met the budget" in bad.stderr and not (tmp_path / "none" / "model.edgeopt").exists()
+
+
+def test_supernet_subnetwork_equals_the_standalone_network_with_inherited_weights(digits) -> None:
+    from edgeopt.nas.supernet import ResNetSupernet, extract, largest, recalibrate_bn, smallest, train_supernet
+
+    train, _ = digits
+    space = parse_space({**TINY, "knobs": {**TINY["knobs"], "stem": [8, 16]}}, "tiny")
+    torch.manual_seed(0)
+    net = ResNetSupernet(space, (1, 8, 8), 10)
+    g = torch.Generator().manual_seed(1)
+    for m in net.modules():  # statistics and affine parameters that differ per channel, so slices matter
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    net.eval()
+    rng = np.random.default_rng(0)
+    configs = [largest(space), smallest(space)] + [sample(space, random_chooser(rng)) for _ in range(4)]
+    x = candidate_model(space, configs[0], train).example_input(4)
+    for cfg in configs:
+        sub = extract(net, cfg, candidate_model(space, cfg, train, seed=9))
+        with torch.no_grad():
+            assert torch.allclose(sub.module(x), net(x, cfg), atol=1e-5), cfg
+    # sandwich training moves the shared weights; a sub-network then re-estimates its BN statistics
+    before = net.fc.weight.detach().clone()
+    train_supernet(net, train.take(256, seed=0), sub.meta.input, epochs=1, n_random=1)
+    assert not torch.equal(before, net.fc.weight)
+    cfg = configs[1]
+    sub = extract(net, cfg, candidate_model(space, cfg, train))
+    stats = sub.module.stem[1].running_mean.clone()
+    recalibrate_bn(sub, train, images=128)
+    assert not torch.equal(stats, sub.module.stem[1].running_mean) and not sub.module.training

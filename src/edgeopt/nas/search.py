@@ -166,16 +166,24 @@ def _storage(settings: SearchSettings) -> Any:
         ) from e
 
 
-def _sampler(settings: SearchSettings) -> Any:
+def make_sampler(name: str, seed: int | None) -> Any:
+    """The Optuna sampler a search uses: ``tpe`` (multivariate, 5 random startup trials), ``nsga2``
+    (population 10) or ``random``."""
     import optuna
 
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True)
+    raise EdgeoptError(f"unknown sampler '{name}'", f"use one of: {', '.join(SAMPLERS)}")
+
+
+def _sampler(settings: SearchSettings) -> Any:
     # workers sharing a study must not draw the same startup configurations: their seed adds the pid
     seed = (settings.seed * 1_000_003 + os.getpid()) % 2**31 if settings.shared else settings.seed
-    if settings.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if settings.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True)
+    return make_sampler(settings.sampler, seed)
 
 
 def open_study(space: SearchSpace, budget: Budget, settings: SearchSettings) -> Any:
