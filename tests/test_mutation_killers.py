@@ -12,16 +12,29 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from edgeopt.federated.algorithms.compression import dequantize_int8, payload_bytes, quantize_int8
+from edgeopt.federated.algorithms import secagg as sa
+from edgeopt.federated.algorithms.compression import (
+    compress,
+    densify,
+    dequantize_int8,
+    parse_compression,
+    payload_bytes,
+    quantize_int8,
+    topk_sparsify,
+)
+from edgeopt.federated.algorithms.privacy import clip_by_norm, dp_epsilon, l2_norm, noisy_mean
 from edgeopt.federated.algorithms.server import (
     ServerOptConfig,
     aggregate,
+    coordinate_median,
     init_state,
     krum,
     krum_scores,
     parse_aggregator,
     sample_clients,
     screen_updates,
+    server_update,
+    trimmed_mean,
     weighted_mean,
 )
 from edgeopt.federated.config import FederatedConfig
@@ -111,7 +124,6 @@ def test_client_sampling_bounds() -> None:
         sample_clients(5, 0, 0, 0)
 
 
-
 def test_weighted_mean_edges_and_dtype() -> None:
     np.testing.assert_array_equal(weighted_mean(np.array([[2.0, 4.0]])), [2.0, 4.0])  # one update is fine
     out = weighted_mean(np.array([[1.0], [3.0]]), np.array([0.25, 0.75]))  # weights summing to 1
@@ -129,6 +141,35 @@ def test_init_state_is_float32_and_only_scaffold_has_a_control() -> None:
     np.testing.assert_allclose(a.v, [0.01, 0.01], rtol=1e-6)
     assert a.control.tolist() == [0.0, 0.0] and a.m.tolist() == [0.0, 0.0]
 
+
+def test_server_update_dtypes_control_and_errors() -> None:
+    p = np.array([1.0, -1.0], np.float32)
+    adam = ServerOptConfig("adam", lr=0.5, tau=1e-3)
+    a = server_update(init_state(p, adam), np.array([0.1, -0.2]), adam)  # a float64 delta
+    assert a.params.dtype == a.m.dtype == a.v.dtype == np.float32
+    # FedYogi where v == Δ² exactly (0.25 both): sign 0 leaves v unchanged
+    yogi = ServerOptConfig("yogi", lr=1.0, beta2=0.5, tau=0.5)
+    y = server_update(init_state(np.zeros(1, np.float32), yogi), np.array([0.5], np.float32), yogi)
+    assert y.v.tolist() == [0.25] and np.isfinite(y.params).all()
+    # SCAFFOLD's control moves by control_fraction (default 1) x the mean Δc; no control, no change
+    sgd = ServerOptConfig("sgd")
+    c = server_update(init_state(p, sgd, scaffold=True), np.zeros(2), sgd, control_delta=np.array([0.5, 1.0]))
+    assert c.control.tolist() == [0.5, 1.0]
+    assert server_update(init_state(p, sgd), np.zeros(2), sgd, control_delta=np.ones(2)).control is None
+    assert server_update(init_state(p, sgd, scaffold=True), np.zeros(2), sgd).control.tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match=r"unknown server optimizer 'sgdx' \(use sgd, adam, yogi\)"):
+        server_update(init_state(p, sgd), np.zeros(2), ServerOptConfig("sgdx"))
+
+
+def test_robust_aggregators_accumulate_in_float64() -> None:
+    # float32 updates near float32's max: a float32 sum of two would overflow to inf
+    d = np.array([[3e38], [3e38], [3e38], [3e38]], np.float32)
+    med = coordinate_median(d)
+    assert med.dtype == np.float32 and np.isfinite(med).all() and med[0] == np.float32(3e38)
+    tm = trimmed_mean(d, 0.0)
+    assert np.isfinite(tm).all() and tm[0] == np.float32(3e38)
+
+
 # --------------------------------------------------------------------------- federated: compression
 
 
@@ -139,6 +180,7 @@ def test_int8_hand_values_dtypes_and_bytes() -> None:
     np.testing.assert_array_equal(p["q"], [127, -64, 32, 0, 127])
     np.testing.assert_allclose(p["scale"], [1 / 127, 2.54 / 127], rtol=1e-6)
     assert payload_bytes(p) == 5 + 4 * 2  # n int8 values + one float32 scale per chunk
+    assert payload_bytes({"a": np.zeros(3, np.int8), "b": np.zeros(2, np.float16)}) == 7
     back = dequantize_int8(p, 5, chunk=4)
     assert back.dtype == np.float32
     np.testing.assert_allclose(back, [1.0, -64 / 127, 32 / 127, 0.0, 2.54], rtol=1e-6)
@@ -146,10 +188,75 @@ def test_int8_hand_values_dtypes_and_bytes() -> None:
     assert quantize_int8(np.array([127.0, 0.5 + 1e-9]), chunk=2)["q"].tolist() == [127, 0]
 
 
+def test_topk_values_are_the_float32_update_in_float16() -> None:
+    # 1 + 2^-11 + 2^-30 is exactly 1 + 2^-11 in float32, a float16 tie that rounds to even (1.0);
+    # straight from float64 it would round up to 1 + 2^-10
+    p = topk_sparsify(np.array([1 + 2**-11 + 2**-30, 0.0]), 0.5)
+    assert p["idx"].tolist() == [0] and p["val"].tolist() == [1.0]
+
+
+def test_parse_compression_specs() -> None:
+    for spec in (None, "", "none"):
+        assert parse_compression(spec) == ("none", 1.0)
+    assert parse_compression("int8") == ("int8", 1.0)
+    assert parse_compression("topk:1") == ("topk", 1.0) and parse_compression("topk:0.01") == ("topk", 0.01)
+    for bad in ("topk", "topk:0", "topk:1.5", "topk:abc", "int8:2", "zip"):
+        with pytest.raises(ValueError, match=f"unknown compression '{bad}'"):
+            parse_compression(bad)
+
+
+def test_uploads_are_float32() -> None:
+    payload, residual = compress(np.array([1.0, 2.0]), "none")  # a float64 delta goes up as float32
+    assert payload["delta"].dtype == np.float32 and residual is None
+    dense = densify({"idx": np.array([2], np.int32), "val": np.array([0.5], np.float16)}, 4)
+    assert dense.dtype == np.float32 and dense.tolist() == [0.0, 0.0, 0.5, 0.0]
+
+
 def test_int8_all_zero_chunk_has_no_invalid_arithmetic() -> None:
     with np.errstate(all="raise"):
         p = quantize_int8(np.zeros(6, np.float32), chunk=4)
     assert p["q"].tolist() == [0] * 6 and p["scale"].tolist() == [0.0, 0.0]
+
+
+# --------------------------------------------------------------------------- federated: DP-FedAvg
+
+
+def test_clipping_edges() -> None:
+    zero, norm = clip_by_norm(np.zeros(3), 1.0)  # a zero update: no division by its zero norm
+    assert zero.tolist() == [0.0, 0.0, 0.0] and norm == 0.0
+    short, norm = clip_by_norm(np.array([0.3, 0.4]), 0.1)  # norm 0.5 (< 1) is still clipped to 0.1
+    np.testing.assert_allclose(short, [0.06, 0.08], rtol=1e-6)
+    assert short.dtype == np.float32 and norm == pytest.approx(0.5)
+    # the norm is accumulated in float64: a float32 square of 2e19 would overflow
+    assert l2_norm(np.array([2e19], np.float32)) == pytest.approx(2e19, rel=1e-6)
+
+
+def test_noisy_mean_is_centred_with_std_sigma_times_clip_over_n() -> None:
+    rng = np.random.default_rng(0)
+    assert noisy_mean(np.array([2.0, -4.0]), 2.0, 1.0, 0.0, rng).tolist() == [1.0, -2.0]  # no noise: the mean
+    out = noisy_mean(np.zeros(20_000), 2.0, 10.0, 1.0, rng)  # std = 1 * 10 / 2
+    assert out.dtype == np.float32 and 4.8 < out.std() < 5.2 and abs(out.mean()) < 0.1
+
+
+def test_dp_epsilon_edges() -> None:
+    assert dp_epsilon(0.0, 0.1, 10) == float("inf")  # no noise, no privacy
+    assert dp_epsilon(1.0, 0.1, 0) == 0.0  # nothing released yet
+    one = dp_epsilon(1.0, 0.1, 1)
+    assert 0.0 < one < dp_epsilon(1.0, 0.1, 2)
+
+
+# --------------------------------------------------------------------------- federated: secure aggregation
+
+
+def test_masks_differ_per_coordinate() -> None:
+    # one mask word per coordinate: equal values must not upload as equal words (a single shared word
+    # would still cancel in the sum but would show which coordinates are equal)
+    m = sa.prg_mask(bytes(range(32)), 4)
+    assert m.shape == (4,) and m.dtype == np.uint64 and len(set(m.tolist())) == 4
+    keys = {c: sa.private_key(bytes([c])) for c in (0, 1)}
+    pub = {c: sa.public_key(k) for c, k in keys.items()}
+    up = sa.masked_input(0, np.array([0.5, 0.5, 0.5]), keys[0], pub)
+    assert len(set(up.tolist())) == 3
 
 
 # --------------------------------------------------------------------------- federated: rounds
