@@ -172,6 +172,15 @@ def test_demo_recipe_measures_its_float_model_in_the_final_runtimes() -> None:
     recipe_from_dict(DEMO_RECIPE)  # still a valid recipe
 
 
+def test_stage_progress_line_leads_with_device_runtimes() -> None:
+    from edgeopt.pipeline.demo import stage_line
+
+    line = stage_line(demo_ledger()[6]["metrics"])
+    assert line.startswith("ExecuTorch 95.6 %, 0.0600 ms · LiteRT 95.3 %, 0.0700 ms")
+    assert line.endswith("PyTorch (int8 simulation) 95.6 %, 0.807 ms")
+    assert stage_line(demo_ledger()[1]["metrics"]) == "PyTorch 97.2 %, 0.246 ms"
+
+
 def test_tiny_run_headline_from_real_measurements(tmp_path: Path) -> None:
     from edgeopt.pipeline.demo import run_and_report
     from edgeopt.pipeline.recipe import recipe_from_dict

@@ -58,14 +58,24 @@ def run_and_report(recipe: Recipe, out: str | Path, resume: bool = False, verbos
 
     def announce(record: dict[str, Any]) -> None:
         if verbose:
-            m = record["metrics"]
-            lat = ", ".join(f"{k} {v:.3f} ms" for k, v in m.get("latency_ms", {}).items())
-            print(f"stage {record['stage']} {record['name']}: accuracy {m.get('accuracy', 0):.4f}; {lat}",
-                  file=sys.stderr)  # fmt: skip
+            print(f"stage {record['stage']} {record['name']}: {stage_line(record['metrics'])}", file=sys.stderr)
 
     ledger = run_recipe(recipe, out, resume=resume, on_stage=announce)
     json_path, html_path = write_report(out, ledger, run_info(recipe))
     return run_summary(ledger, json_path, html_path, verbose)
+
+
+def stage_line(metrics: dict[str, Any]) -> str:
+    """One stage's accuracy and latency per runtime, deployment runtimes first; PyTorch's int8 marked simulation."""
+    from edgeopt.report.numbers import fmt_ms, fmt_pct
+    from edgeopt.report.palette import order_runtimes, runtime_name
+
+    lat, acc = metrics.get("latency_ms") or {}, dict(metrics.get("accuracy_by_runtime") or {})
+    acc.setdefault("torch", metrics.get("accuracy"))
+    sim = " (int8 simulation)" if metrics.get("weight_values_by_bits") else ""
+    parts = [f"{runtime_name(rt)}{sim if rt == 'torch' else ''} {fmt_pct(acc.get(rt))}, {fmt_ms(lat.get(rt))}"
+             for rt in order_runtimes(set(lat) | {k for k, v in acc.items() if v is not None})]  # fmt: skip
+    return " · ".join(parts)
 
 
 def run_summary(
