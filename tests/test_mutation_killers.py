@@ -11,7 +11,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
+from edgeopt.compress.distill import attention_loss, attention_map, feature_loss
+from edgeopt.compress.prune.channel import normalised
+from edgeopt.compress.prune.depgraph import ChannelGroup, _make_groups, _UnionFind
+from edgeopt.compress.quantize.ptq import _channel_mean, _chunks, calibration_indices
+from edgeopt.errors import EdgeoptError
 from edgeopt.federated.algorithms import secagg as sa
 from edgeopt.federated.algorithms.compression import (
     compress,
@@ -39,6 +45,7 @@ from edgeopt.federated.algorithms.server import (
 )
 from edgeopt.federated.config import FederatedConfig
 from edgeopt.federated.rounds import client_config, plan_round, secure_weight
+from edgeopt.interop.export import Parity, compare_outputs
 
 # --------------------------------------------------------------------------- federated: server
 
@@ -285,3 +292,115 @@ def test_client_config_per_algorithm_and_secure_weight() -> None:
     assert client_config(FederatedConfig(algo="scaffold")).scaffold is True
     assert secure_weight(FederatedConfig(), 37) == 37.0
     assert secure_weight(FederatedConfig(dp_clip=1.0, dp_noise=0.5), 37) == 1.0
+
+
+# --------------------------------------------------------------------------- quantization: PTQ helpers
+
+
+def test_calibration_indices_edges() -> None:
+    idx = calibration_indices(5, 10, seed=1)  # asking for more than there is gives all of it, sorted
+    assert idx.tolist() == [0, 1, 2, 3, 4]
+    few = calibration_indices(100, 7, seed=1)
+    assert len(set(few.tolist())) == 7 and few.tolist() == sorted(few.tolist())
+    assert calibration_indices(1, 3).tolist() == [0]
+    with pytest.raises(EdgeoptError, match="the calibration split is empty"):
+        calibration_indices(0, 3)
+
+
+def test_chunks_and_channel_mean() -> None:
+    x = torch.arange(10.0).reshape(5, 2)
+    parts = list(_chunks(x, 2))
+    assert [len(p) for p in parts] == [2, 2, 1] and torch.equal(torch.cat(parts), x)
+    t = torch.arange(24.0).reshape(2, 3, 2, 2)  # channel c: 4c + 0..3 in sample 0, 12 more in sample 1
+    m = _channel_mean(t)
+    assert m.dtype == torch.float64 and m.tolist() == [7.5, 11.5, 15.5]
+
+
+# --------------------------------------------------------------------------- distillation
+
+
+def test_attention_and_feature_hints_hand_values() -> None:
+    f = torch.tensor([[[[1.0, 2.0]], [[3.0, 0.0]]]])  # (1, 2, 1, 2): sum_c f^2 / C = [5, 2]
+    torch.testing.assert_close(attention_map(f), torch.tensor([[5.0, 2.0]]) / 29**0.5)
+    s = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    t = torch.tensor([[[[0.0, 1.0], [0.0, 0.0]]]])
+    assert attention_loss(s, t).item() == pytest.approx(0.5)  # maps e_0 and e_1: mean of [1, 1, 0, 0]
+    big = torch.zeros(1, 3, 4, 4)
+    big[:, :, :2, :2] = 2.0  # pooled to 2x2 it is s's map
+    assert attention_loss(s, big).item() == pytest.approx(0.0, abs=1e-7)
+    a = torch.tensor([[1.0, 2.0]], requires_grad=True)
+    b = torch.zeros(1, 2, requires_grad=True)
+    loss = feature_loss(a, b)
+    loss.backward()
+    assert loss.item() == pytest.approx(2.5) and b.grad is None and a.grad is not None
+    with pytest.raises(EdgeoptError, match=r"feature hint shapes differ \(\(1, 2\) vs \(2, 1\)\)"):
+        feature_loss(a, torch.zeros(2, 1))
+
+
+# --------------------------------------------------------------------------- export parity gate
+
+
+def test_compare_outputs_edges() -> None:
+    assert compare_outputs(np.zeros((0, 3)), np.zeros((0, 3))) == Parity(0.0, 0.0, 0.0, 1.0, 0)
+    scalar = compare_outputs(np.array(2.0), np.array(2.5))  # a 0-d output is one sample
+    assert (scalar.max_abs_diff, scalar.rel_diff, scalar.samples, scalar.top1_agreement) == (0.5, 0.25, 1, 1.0)
+    zero = compare_outputs(np.zeros((2, 2)), np.zeros((2, 2)))  # all-zero reference: exact match is 0
+    assert zero.rel_diff == 0.0 and zero.max_abs_ref == 0.0 and zero.ok(0.0)
+    off = compare_outputs(np.zeros((2, 2)), np.full((2, 2), 1e-9))
+    assert off.rel_diff == float("inf") and not off.ok(1e6)
+    # NaN never wins top-1: [NaN, 0.5] votes for class 1
+    nan = compare_outputs(np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([[np.nan, 0.5], [np.nan, 0.5]]))
+    assert nan.top1_agreement == 0.5 and nan.max_abs_diff == float("inf")
+    big = compare_outputs(np.array([[1.0, -3.0]]), np.array([[1.5, -3.0]]))
+    assert (big.max_abs_diff, big.max_abs_ref, big.rel_diff) == (0.5, 3.0, 0.5 / 3.0)
+    with pytest.raises(EdgeoptError, match=r"runtime output shape \(1, 3\) differs from PyTorch's \(2, 3\)"):
+        compare_outputs(np.zeros((2, 3)), np.zeros((1, 3)))
+
+
+def test_parity_gate_boundaries() -> None:
+    p = Parity(max_abs_diff=1.0, max_abs_ref=10.0, rel_diff=0.1, top1_agreement=0.5, samples=2)
+    assert p.ok(0.1, 0.5)  # both limits are inclusive
+    assert not p.ok(0.09, 0.5) and not p.ok(0.1, 0.51)
+    assert Parity(0.0, 1.0, 0.0, 0.0, 1).ok(0.0)  # no top-1 requirement by default
+    assert not Parity(float("nan"), 1.0, float("nan"), 1.0, 1).ok(1e9)
+
+
+# --------------------------------------------------------------------------- channel pruning: graph and scores
+
+
+def test_union_find_joins_to_the_smaller_root_and_compresses_paths() -> None:
+    uf = _UnionFind()
+    assert uf.new(4).tolist() == [0, 1, 2, 3] and uf.new(2).tolist() == [4, 5]
+    uf.union(3, 2)
+    uf.union(2, 1)
+    uf.union(1, 0)
+    assert uf.parent[:4] == [0, 0, 1, 2]  # a chain 3 -> 2 -> 1 -> 0
+    assert uf.find(3) == 0 and uf.parent[:4] == [0, 0, 0, 0]  # the whole path now points at the root
+    uf.union(5, 4)
+    uf.union(4, 4)  # joining a class with itself changes nothing
+    assert uf.find(5) == 4 and uf.parent[4:] == [4, 4]
+    uf.union(np.int64(5), np.int64(3))
+    assert uf.find(4) == 0 and uf.find(5) == 0
+
+
+def test_make_groups_by_signature_in_first_seen_order() -> None:
+    slots = {
+        ("a", "out"): np.array([10, 11]),
+        ("b", "in"): np.array([10, 11]),
+        ("c", "out"): np.array([12]),
+        ("d", "in"): np.array([13]),  # consumed only: nothing real to remove
+        ("e", "dw"): np.array([14, 15]),
+    }
+    groups = _make_groups(slots, fixed_roots={11})
+    assert groups == [
+        ChannelGroup(0, [10], [("a", "out"), ("b", "in")], 1),
+        ChannelGroup(1, [12], [("c", "out")], 1),
+        ChannelGroup(2, [14, 15], [("e", "dw")], 2),
+    ]
+
+
+def test_normalised_divides_by_the_group_mean() -> None:
+    groups = [ChannelGroup(0, [1, 2], [], 2), ChannelGroup(1, [3], [], 1), ChannelGroup(2, [4, 5], [], 2)]
+    out = normalised({1: 2.0, 2: 6.0, 4: -1.0, 5: 1.0}, groups)
+    # group 0: mean 4; group 1: a missing score is 0 (mean 0 -> divide by 1); group 2: mean 0 -> divide by 1
+    assert out == {1: 0.5, 2: 1.5, 3: 0.0, 4: -1.0, 5: 1.0}
