@@ -328,3 +328,13 @@ def test_supernet_subnetwork_equals_the_standalone_network_with_inherited_weight
     stats = sub.module.stem[1].running_mean.clone()
     recalibrate_bn(sub, train, images=128)
     assert not torch.equal(stats, sub.module.stem[1].running_mean) and not sub.module.training
+
+
+def test_supernet_mode_scores_candidates_with_inherited_weights_without_training_them(tmp_path) -> None:
+    settings = SearchSettings(trials=3, sampler="random", mode="supernet", supernet_epochs=1)
+    result = search(parse_space(TINY, "tiny"), "digits", Budget(), settings, tmp_path, final=False)
+    records = json.loads((tmp_path / "trials.json").read_text())
+    assert result["trials"] == 3 and all(r["trained"] for r in records)
+    assert all(r["accuracy_val"] > 0.2 for r in records)  # inherited weights after one sandwich epoch beat chance
+    with pytest.raises(EdgeoptError, match="supernet is built for nas_resnet"):
+        search(load_space("dscnn"), "digits", Budget(), settings, tmp_path / "d", final=False)

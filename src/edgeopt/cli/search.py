@@ -40,6 +40,10 @@ def search(
         str | None, typer.Option("--profile", help="device profile(s) per runtime (default: this machine's)")
     ] = None,
     sampler: Annotated[str, typer.Option("--sampler", help="tpe, nsga2 or random")] = "tpe",
+    mode: Annotated[
+        str, typer.Option("--mode", help="proxy (train each candidate) or supernet (weight sharing, nas_resnet)")
+    ] = "proxy",
+    supernet_epochs: Annotated[int, typer.Option("--supernet-epochs", help="supernet training (mode supernet)")] = 5,
     epochs: Annotated[int, typer.Option("--epochs", help="proxy training epochs per candidate")] = 2,
     final_epochs: Annotated[
         int | None, typer.Option("--final-epochs", help="training of the front's models (default: --epochs)")
@@ -78,6 +82,8 @@ def search(
         threads=threads,
         heartbeat_s=heartbeat,
         shared=storage is not None,
+        mode=mode,
+        supernet_epochs=supernet_epochs,
     )
     budget = Budget(max_latency_ms, max_arena_kb, max_flash_kb, max_macs, max_params, mcu)
     result = run_search(

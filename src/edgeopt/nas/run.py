@@ -20,6 +20,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from edgeopt.data import ImageDataset, load_dataset
 from edgeopt.errors import EdgeoptError
 from edgeopt.fileio import write_json_atomic
@@ -102,6 +104,17 @@ def measure_in_runtimes(
     return out
 
 
+def _trained_supernet(space: SearchSpace, train: ImageDataset, settings: SearchSettings) -> Any:
+    """A ``nas_resnet`` space's supernet, trained once with the sandwich rule on the search's training split."""
+    from edgeopt.nas.supernet import ResNetSupernet, largest, train_supernet
+
+    h, w, c = train.image_shape
+    spec = candidate_model(space, largest(space), train).meta.input
+    torch.manual_seed(settings.seed)
+    net = ResNetSupernet(space, (c, h, w), train.num_classes)
+    return train_supernet(net, train, spec, settings.supernet_epochs, seed=settings.seed)
+
+
 def _within(point: dict[str, Any], budget: Budget) -> bool:
     if budget.latency_ms is None:
         return True
@@ -140,7 +153,8 @@ def search(
     if budget.latency_ms is not None and len(source.profiles) < len(settings.runtimes):
         settings.measure_latency = True  # a latency budget without a profile: time candidates in the runtime
     study = open_study(space, budget, settings)
-    objective = make_objective(space, budget, settings, train, val, source)
+    supernet = _trained_supernet(space, train, settings) if settings.mode == "supernet" else None
+    objective = make_objective(space, budget, settings, train, val, source, supernet)
     bar = _SearchBar(settings)
     started = time.perf_counter()
     before = {t.number for t in study.get_trials(deepcopy=False)}
@@ -194,6 +208,10 @@ def search(
     for i, rec in enumerate(spread(front, front_limit)):
         step = {"pass": "search", "space": space.name, "config": rec["config"], "trial": rec["number"]}
         model = candidate_model(space, rec["config"], train_all, settings.seed, step)
+        if supernet is not None:  # fine-tune from the inherited weights rather than train from scratch
+            from edgeopt.nas.supernet import extract, recalibrate_bn
+
+            model = recalibrate_bn(extract(supernet, rec["config"], model), train_all)
         with quiet_progress():
             cfg = FitConfig(epochs=epochs, batch_size=settings.batch_size, seed=settings.seed, threads=1)
             model, _ = fit(model, train_all, cfg)

@@ -55,6 +55,8 @@ class SearchSettings:
     measure_latency: bool = False  # time candidates in the runtimes that have no profile
     heartbeat_s: int = 60  # shared storage: a RUNNING trial silent for 2x this is retried
     shared: bool = False  # several workers share the study: each salts its sampler seed with its pid
+    mode: str = "proxy"  # proxy: train each candidate briefly | supernet: inherit from one trained supernet
+    supernet_epochs: int = 5  # sandwich-rule epochs of the supernet (mode supernet)
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -69,6 +71,8 @@ class SearchSettings:
             raise EdgeoptError(f"validation fraction must be in (0, 1), not {self.val_fraction}")
         if self.epochs < 1:
             raise EdgeoptError(f"proxy training needs at least 1 epoch, not {self.epochs}")
+        if self.mode not in ("proxy", "supernet"):
+            raise EdgeoptError(f"unknown search mode '{self.mode}'", "use proxy or supernet")
 
 
 def split_train_val(data: ImageDataset, fraction: float, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
@@ -130,6 +134,17 @@ def train_and_score(
     with quiet_progress():
         model, _ = fit(model, train, FitConfig(epochs=epochs, batch_size=batch_size, seed=seed, threads=1))
         return model, float(evaluate(model, val).accuracy)
+
+
+def inherited_score(supernet: Any, config: dict[str, Any], model: EdgeModel, train: ImageDataset,
+                    val: ImageDataset) -> float:  # fmt: skip
+    """Validation accuracy of ``config`` with the supernet's weights and re-calibrated batch norm."""
+    from edgeopt.nas.supernet import extract, recalibrate_bn
+    from edgeopt.train import evaluate
+
+    with quiet_progress():
+        model = recalibrate_bn(extract(supernet, config, model), train)
+        return float(evaluate(model, val).accuracy)
 
 
 def cost_axis(cost: dict[str, Any], runtimes: list[str]) -> tuple[str, float]:
@@ -218,8 +233,11 @@ def make_objective(
     train: ImageDataset,
     val: ImageDataset,
     source: LatencySource,
+    supernet: Any = None,
 ) -> Callable[[Any], tuple[float, float]]:
-    """Optuna's objective: sample, price, constrain, then (within budget) proxy-train and score."""
+    """Optuna's objective: sample, price, constrain, then (within budget) score: proxy-trained, or with
+    weights inherited from ``supernet`` (a trained ``nas.supernet.ResNetSupernet``) and batch norm
+    re-calibrated."""
 
     def objective(trial: Any) -> tuple[float, float]:
         start = time.perf_counter()
@@ -237,7 +255,9 @@ def make_objective(
         axis, value = cost_axis(cost, settings.runtimes)
         ok = feasible(cons)
         accuracy = 0.0  # over budget: not trained (the constraints already rank it below every feasible trial)
-        if ok:
+        if ok and supernet is not None:
+            accuracy = inherited_score(supernet, config, model, train, val)
+        elif ok:
             _, accuracy = train_and_score(model, train, val, settings.epochs, settings.seed, settings.batch_size)
         trial.set_user_attr("config", config)
         trial.set_user_attr("cost", cost)
