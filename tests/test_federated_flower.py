@@ -63,8 +63,13 @@ def test_deployment_survives_a_supernode_killed_in_round_2(digits, tmp_path) -> 
     _, ck = load_checkpoint(tmp_path / "checkpoint.npz")
     rounds = {h["round"]: h for h in ck.history}
     assert sorted(rounds) == [1, 2, 3]
-    assert rounds[1]["completed"] == 3 and not rounds[1]["lost"]
-    assert rounds[2]["lost"] and rounds[2]["completed"] == 2 and not rounds[2]["skipped"]
+    assert rounds[1]["completed"] == 3 and not rounds[1]["lost"] and rounds[1]["nodes"] == 3
+    for h in (rounds[2], rounds[3]):
+        # either the SuperLink still lists the dead node (its client's reply is lost: 2 of 3 complete) or it
+        # has dropped it already (3 clients on the 2 live nodes); both are survival, and the round counts
+        assert not h["skipped"] and h["completed"] + len(h["lost"]) == 3
+        assert bool(h["lost"]) == (h["nodes"] == 3), h
+    assert any(h["lost"] or h["nodes"] == 2 for h in (rounds[2], rounds[3]))  # the kill was felt
     assert rounds[3]["test_accuracy"] > rounds[1]["test_accuracy"]
     # the same model as the in-process engine would reach with the same clients missing is not
     # expected (a lost reply is a real event), but the weights must have moved every round
