@@ -292,7 +292,9 @@ def test_numbers_are_readable(page: str) -> None:
     assert "0.149" in text and "0.676" in text  # 0.14904699999999999, 0.6758620689655172
     assert (fmt_num(0.14904699999999999), fmt_num(1234567), fmt_num(12.0), fmt_num(None)) == ("0.149", "1,234,567",
                                                                                                 "12", "—")  # fmt: skip
-    assert (fmt_num(float("nan")), fmt_num(2.5e-6), fmt_num(999.96)) == ("—", "2.50e-06", "1,000")
+    assert (fmt_num(float("nan")), fmt_num(2.5e-6), fmt_num(999.96), fmt_num(0.5)) == ("—", "2.50e-06", "1,000", "0.5")
+    train = _section(page, 'id="stage-1"', "</article>")
+    assert "Epochs" in train and "learning rate" not in train  # unset settings (None) are not listed
     assert (fmt_si(12501632), fmt_bytes(314664), fmt_pct(0.97123), fmt_ms(0.05123)) == ("12.5 M", "307 KiB", "97.1 %",
                                                                                          "0.0512 ms")  # fmt: skip
 

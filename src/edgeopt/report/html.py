@@ -233,6 +233,7 @@ def _recipe_section(recipe: Any) -> str:
         if isinstance(step, Mapping):
             name = step.get("pass") or step.get("name") or step.get("type")
             params = step.get("params", {k: v for k, v in step.items() if k not in ("pass", "name", "type")})
+            params = {k: v for k, v in params.items() if v is not None} if isinstance(params, Mapping) else params
             detail = _inline(params) if params else ""
             items.append(
                 f"<li><code>{esc(name if name is not None else MISSING)}</code>"
@@ -241,7 +242,8 @@ def _recipe_section(recipe: Any) -> str:
             )
         else:
             items.append(f"<li><code>{esc(step)}</code></li>")
-    return f'<section id="recipe"><h2>Recipe</h2><ol>{"".join(items)}</ol></section>'
+    note = '<p class="meta">Settings left at their default are not listed.</p>'
+    return f'<section id="recipe"><h2>Recipe</h2><ol>{"".join(items)}</ol>{note}</section>'
 
 
 def _ratio_text(key: str, c: Mapping[str, Any]) -> str:
@@ -418,6 +420,8 @@ def _stage_article(st: Mapping[str, Any], index: int, order: list[str], quantize
     for k, v in st.items():
         if k in _STAGE_KEYS | {"error", "message", "note"}:
             continue
+        if k == "params" and isinstance(v, Mapping):  # settings left unset (None: the pass's default) are not listed
+            v = {x: y for x, y in v.items() if y is not None}
         items.append(("Pass settings" if k == "params" else field_label(str(k)), value_html(str(k), v, 1)))
     parts.append(_kv_table(items))
     parts += [_history_block(k, h, f"hist{index}-{runtime_slug(k)}") for k, h in histories]

@@ -26,8 +26,10 @@ def number(x: Any) -> float | None:
 def fmt_num(v: Any, digits: int = 3) -> str:
     """A number for people: ``0.14904699999999999`` -> ``"0.149"``, ``1234567`` -> ``"1,234,567"``.
 
-    Integers (and integral floats) keep every digit, with separators; other values get ``digits``
-    significant digits (never fewer than their integer part), tiny ones scientific notation.
+    Integers (and integral floats) keep every digit, with separators; other values get at most
+    ``digits`` significant digits (never fewer than their integer part; ``0.5``, not ``0.500``),
+    tiny ones scientific notation. Measured quantities with units (ms, %, KiB) keep their
+    trailing zeros so columns line up; see the other formatters.
     """
     x = number(v)
     if x is None:
@@ -38,7 +40,8 @@ def fmt_num(v: Any, digits: int = 3) -> str:
     if ax < 1e-3:
         return f"{x:.{digits - 1}e}"
     decimals = max(0, digits - 1 - math.floor(math.log10(ax)))
-    return f"{x:,.{decimals}f}"
+    text = f"{x:,.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def fmt_count(v: Any) -> str:

@@ -265,7 +265,11 @@ def latency_svg(report: Mapping[str, Any]) -> str | None:
             for k, rect in enumerate(rects):
                 rect.set_gid(f"rt-{runtime_slug(rt)}-bar{k}")
         _stage_ticks(ax, [lbl for lbl, _ in rows])
-        ax.set_ylabel("latency per input (ms)")
+        values = [v for _, lat in rows for rt in runtimes if (v := number(lat.get(rt))) is not None and v > 0]
+        log = bool(values) and max(values) / min(values) > 20
+        if log:  # an int8 simulation in PyTorch can be 100x the runtimes: keep their bars readable
+            ax.set_yscale("log")
+        ax.set_ylabel("latency per input (ms" + (", log scale)" if log else ")"))
         ax.set_title("Latency per stage, by runtime")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="runtime")
         return figure_to_svg(fig, "latency")
