@@ -475,6 +475,7 @@ th,td{padding:5px 10px;border-bottom:1px solid var(--line);text-align:left;verti
 table.kv>tbody>tr>td{overflow-wrap:anywhere}
 thead th{background:#eef1f6;font-weight:600}
 table.overview td:first-child{white-space:nowrap}
+table.overview th,table.overview td{padding:5px 7px}
 tbody tr:nth-child(even){background:var(--zebra)}
 table.kv>tbody>tr>th{width:210px;color:var(--muted);font-weight:500;overflow-wrap:normal}
 table.nested{font-size:12px}table.nested th,table.nested td{padding:2px 8px}
