@@ -3,7 +3,9 @@
 ``build_report`` (pure) turns a pipeline ledger and run info into the JSON content;
 ``render_html`` draws it as one offline HTML page with inline CSS and SVG plots;
 ``write_report`` writes both atomically into a run directory. ``environment`` provides
-the machine and version records that reports and benchmarks put in their headers.
+the machine and version records that reports and benchmarks put in their headers;
+``palette`` each runtime's one name, colour and marker (every report and plot); ``numbers``
+how every figure is written (separators, three significant digits, "—" for missing).
 Cost: dominated by the plots, about 0.2 s plus matplotlib's import (~0.5 s once).
 """
 

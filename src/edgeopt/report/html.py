@@ -4,7 +4,14 @@ Everything is inline: CSS in a ``<style>`` element, plots as ``<svg>`` elements 
 ``report.plots``; no scripts, no external stylesheets, fonts, images or links, so the
 page opens offline and can be mailed as a single file. Every string that comes from the
 ledger or run info is passed through ``html.escape``. Missing metrics show as "—".
-Cost: the three plots dominate (~0.2 s plus matplotlib's import).
+
+The summary leads with the headline (per runtime, baseline -> final latency and accuracy,
+deployment runtimes first, PyTorch's int8 marked simulation). Every table sits in a
+``div.table-wrap`` that scrolls sideways rather than widening the page, and cells wrap, so
+the page fits a 1400 px window; runtimes carry their palette colour as a swatch; nested
+metrics render as nested tables with names from ``field_label`` and numbers from
+``report.numbers``; training histories render as plots. Cost: the plots dominate (~0.2 s
+plus matplotlib's import, ~50 ms more per training curve).
 """
 
 from __future__ import annotations
