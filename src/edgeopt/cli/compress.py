@@ -86,7 +86,9 @@ def prune(
     scope: Annotated[str, typer.Option(help="magnitude sparsity per layer or global")] = "layer",
     nm: Annotated[str, typer.Option("--nm", help="N:M pattern for --method nm")] = "2:4",
     distill_from: Annotated[str | None, typer.Option("--distill-from", help="teacher model for KD recovery")] = None,
-    epochs: EpochsOpt = 0,
+    epochs: Annotated[
+        int, typer.Option("--epochs", min=0, help="recovery epochs after pruning (0: none; expect a large drop)")
+    ] = 3,
     widths: Annotated[
         str | None,
         typer.Option("--widths", help="channels each group keeps, comma-separated; 0 removes a residual branch whole"),
@@ -110,7 +112,8 @@ def prune(
     when there is one (`edgeopt hw calibrate`), time only the final model, and report both.
     """
     quiet(as_json)
-    from edgeopt.compress.workflows import TuneSettings, prune_model
+    from edgeopt.compress.workflows import TuneSettings, accuracy_drop, prune_model
+    from edgeopt.data import load_dataset
     from edgeopt.model import save_model
 
     nm_pair = _parse_nm(nm)
@@ -120,15 +123,45 @@ def prune(
         m, train, method, ratio, target_macs, target_latency_ms, runtime, criterion, allocation, round_to, scope,
         nm_pair, min_keep, reconstruct, TuneSettings(epochs, lr, optimizer, device=device), teacher, threads,
         steps=steps, widths=_parse_widths(widths), profile=profile, log=None if as_json else _say,
+        test=load_dataset(data, "test"), timed=method == "channel",
     )  # fmt: skip
     path = save_model(res.model, out)
-    summary = {"model": str(path), "test_accuracy": _test_accuracy(res.model, data), **res.metrics}
-    summary.pop("fine_tune", None)
-    summary.pop("channels", None)
+    summary = {"model": str(path), "test_accuracy_before": res.metrics["accuracy_before"],
+               "test_accuracy": res.metrics["accuracy_after"], **res.metrics}  # fmt: skip
+    for key in ("fine_tune", "accuracy_before", "accuracy_after"):
+        summary.pop(key, None)
+    channels = summary.pop("channels", None)
+    if channels is not None:
+        summary["widths"] = [g["after"] for g in channels["groups"]]
     if "latency_search" in summary:
         ls = summary.pop("latency_search")
         summary.update(latency_ms=ls["final_ms"], target_latency_ms=ls["target_ms"], start_latency_ms=ls["start_ms"])
-    emit(summary, as_json, "prune")
+    drop = accuracy_drop(summary["test_accuracy_before"], summary["test_accuracy"])
+    if drop is not None:
+        summary["warning"] = f"{drop}; recover with more --epochs (now {epochs}) or distillation: {_KD_FLAG} MODEL"
+        if not as_json:
+            _say(f"warning: {summary['warning']}")
+    emit(summary if as_json else _before_after(summary, channels), as_json, "prune")
+
+
+def _before_after(summary: dict, channels: dict | None) -> dict:
+    """The prune summary for people: accuracy, MACs and latency as before -> after, widths as cut."""
+    rows: dict = {"model": summary["model"]}
+    a, b = summary["test_accuracy_before"], summary["test_accuracy"]
+    rows["test accuracy"] = f"{a:.2%} -> {b:.2%} ({(b - a) * 100:+.2f} pt)"
+    m0, m1 = summary["macs_before"], summary["macs_after"]
+    rows["MACs"] = f"{m0:,} -> {m1:,} ({m1 / max(1, m0):.2f}x)"
+    for rt, t in summary.get("latency", {}).items():
+        rows[f"latency ({rt}, p50)"] = f"{t['before_ms']:.4f} -> {t['after_ms']:.4f} ms ({t['ratio']:.2f}x)"
+    if channels is not None:
+        rows["widths"] = ", ".join(str(g["before"]) if g["after"] == g["before"] else f"{g['before']}->{g['after']}"
+                                   for g in channels["groups"])  # fmt: skip
+    skip = {"model", "test_accuracy_before", "test_accuracy", "macs_before", "macs_after", "latency", "widths"}
+    rows.update({k: v for k, v in summary.items() if k not in skip})
+    return rows
+
+
+_KD_FLAG = "--teacher"  # the option naming a teacher for distillation during recovery
 
 
 def _say(text: str) -> None:

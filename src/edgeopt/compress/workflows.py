@@ -23,6 +23,7 @@ from edgeopt.compress.common import strip_output_softmax
 from edgeopt.data import ImageDataset
 from edgeopt.errors import EdgeoptError
 from edgeopt.model import EdgeModel
+from edgeopt.progress import phase
 
 METHODS = ("channel", "magnitude", "nm")
 
@@ -137,6 +138,8 @@ def prune_model(
     steps: int = 1,
     widths: list[int] | None = None,
     profile: str | None = None,
+    test: ImageDataset | None = None,
+    timed: bool = False,
 ) -> CompressResult:
     """Prune ``model`` by ``method`` toward one target, then fine-tune (KD from ``teacher`` if given).
 
@@ -154,6 +157,10 @@ def prune_model(
     of ``runtime`` (``profile`` files, or the ones ``edgeopt hw calibrate`` saved for this machine)
     instead of timing every candidate, then time the final model once in ``runtime`` to confirm:
     ``metrics["latency_check"]`` says how far prediction and measurement were apart.
+    Before and after: with ``test``, ``metrics["accuracy_before"]`` / ``["accuracy_after"]`` on it;
+    with ``timed`` (channel pruning), ``metrics["latency"]`` times the model before and after side by
+    side in each runtime of ``runtime`` (:func:`time_before_after`); ``macs_before`` / ``macs_after``
+    always. Cost of ``timed``: two exports and timings per runtime.
     """
     from edgeopt.compress.prune import (
         GradualPruner,
@@ -192,7 +199,13 @@ def prune_model(
     metrics: dict[str, Any] = {"method": method}
     say = log or (lambda _s: None)
     model = strip_output_softmax(model)
+    original = model  # channel pruning builds new modules; magnitude masks change this one in place
     metrics["macs_before"] = count_macs(export_for_profile(model).graph)
+    if test is not None:
+        from edgeopt.train import evaluate
+
+        with phase("accuracy before pruning"):
+            metrics["accuracy_before"] = evaluate(model, test).accuracy
     hist: list[dict[str, float]] = []
     latency_search = method == "channel" and (target_latency_ms is not None or allocation == "latency")
     latency_fn = None
@@ -209,7 +222,8 @@ def prune_model(
                                            round_to=round_to, log=say, calibration=cal,
                                            latency_fn=latency_fn)  # fmt: skip
             metrics["latency_search"] = lrep.to_json()
-            model, hist = tune(model, data, settings, teacher)
+            with phase("recovery"):
+                model, hist = tune(model, data, settings, teacher)
         else:
             # where each step cuts to: equal MAC steps, or widths moving linearly to ``widths``
             if widths is None:
@@ -228,15 +242,24 @@ def prune_model(
                     cut = {"widths": [math.ceil(s - (s - w) * k / steps) for s, w in zip(sizes, widths, strict=True)]}
                 else:
                     cut = {"widths": widths}
-                model, rep = prune_channels(model, criterion=criterion, allocation=allocation, round_to=round_to,
-                                            min_keep=min_keep, batches=batches, calibration=cal, runtime=runtime,
-                                            threads=threads, eval_data=holdout,
-                                            latency_fn=latency_fn, **cut)  # fmt: skip
+                step_name = f" step {k}/{steps}" if steps > 1 else ""
+                with phase(f"prune{step_name}"):
+                    model, rep = prune_channels(model, criterion=criterion, allocation=allocation, round_to=round_to,
+                                                min_keep=min_keep, batches=batches, calibration=cal, runtime=runtime,
+                                                threads=threads, eval_data=holdout,
+                                                latency_fn=latency_fn, **cut)  # fmt: skip
                 epochs = 1 if k < steps else settings.epochs - (steps - 1)
-                say(f"prune step {k}/{steps}: {rep.macs_after:,} MACs, then {epochs} epoch(s)")
-                model, step_hist = tune(model, data, replace(settings, epochs=epochs), teacher)
+                say(f"prune{step_name}: {rep.macs_after:,} MACs, widths {rep.widths_text()}, "
+                    f"then {epochs} recovery epoch(s)")  # fmt: skip
+                with phase(f"recovery{step_name}", epochs=(len(hist), settings.epochs)):
+                    model, step_hist = tune(model, data, replace(settings, epochs=epochs), teacher)
                 hist += step_hist
+                if k == 1:
+                    first = rep
             metrics["channels"] = rep.to_json()
+            if len(first.groups) == len(rep.groups):  # over all steps: first widths -> last widths
+                for g, g0 in zip(metrics["channels"]["groups"], first.groups, strict=True):
+                    g["before"] = g0["before"]
             metrics["steps"] = steps
     else:
         total_steps = settings.epochs * max(1, math.ceil(len(data) / settings.batch_size))
@@ -248,7 +271,9 @@ def prune_model(
             model, unfolded = trainable(model, data, settings.seed)  # before the masks hook the layers
             gp.attach(model.module)
             try:
-                model, hist = tune(model, data, settings, teacher)
+                with phase(f"recovery, pruning to {float(ratio or nm[0] / nm[1]):.0%} zeros" if method == "magnitude"
+                           else f"recovery, pruning to {nm[0]}:{nm[1]}"):  # fmt: skip
+                    model, hist = tune(model, data, settings, teacher)
             finally:
                 gp.detach()
             model = fold_batchnorm(model) if unfolded else model  # per-channel rescale: zeros stay zero
@@ -263,11 +288,37 @@ def prune_model(
         check = metrics["latency_check"] = confirm_latency(model, latency_fn, runtime, threads)
         say(f"latency: predicted {check['predicted_ms']:.4f} ms, measured {check['measured_ms']:.4f} ms "
             f"({check['error_pct']:+.1f}%)")  # fmt: skip
+    if test is not None:
+        with phase("accuracy after pruning"):
+            metrics["accuracy_after"] = evaluate(model, test).accuracy
+    if timed and method == "channel":
+        metrics["latency"] = time_before_after(original, model, runtime, threads)
     metrics["fine_tune"] = {"epochs": settings.epochs, "distilled": teacher is not None, "history": hist}
     step = {"pass": "prune", "method": method, "ratio": ratio, "target_macs": target_macs,
             "target_latency_ms": target_latency_ms, "widths": widths, "epochs": settings.epochs,
             "distilled": teacher is not None, "steps": steps}
     return CompressResult(model.with_lineage(step), metrics)  # fmt: skip
+
+
+def time_before_after(before: EdgeModel, after: EdgeModel, runtime: str, threads: int = 1) -> dict[str, Any]:
+    """Batch-1 p50 latency (ms) of ``before`` and ``after``, timed side by side (fresh sessions, interleaved
+    rounds) in each runtime of ``runtime`` (a comma list): ``{runtime: {before_ms, after_ms, ratio}}``."""
+    from edgeopt.compress.prune.netadapt import runtime_latency
+
+    out: dict[str, Any] = {}
+    for name in [r.strip() for r in runtime.split(",") if r.strip()]:
+        with phase(f"timing before and after in {name}"):
+            b, a = runtime_latency(name, threads)([before, after])
+        out[name] = {"before_ms": b, "after_ms": a, "ratio": a / b if b > 0 else float("nan")}
+    return out
+
+
+def accuracy_drop(before: float, after: float, points: float = 3.0) -> str | None:
+    """A one-line warning when accuracy fell by more than ``points`` percentage points, else None. Pure."""
+    drop = (before - after) * 100
+    if drop <= points:
+        return None
+    return f"accuracy fell {drop:.1f} points ({before:.2%} -> {after:.2%})"
 
 
 def deep_compress(

@@ -1,10 +1,17 @@
-"""LeNet-5 with 'same' 5x5 convs so that small inputs (8x8 digits) work as well as 32x32."""
+"""LeNet-5 with 'same' 5x5 convs so that small inputs (8x8 digits) work as well as 32x32.
+
+Weights start He-initialised (:func:`edgeopt.models.layers.he_init`): with PyTorch's default
+init the signal shrinks about 1.5x per ReLU layer (output std 0.06 on digits), and without batch
+norm to undo that LeNet-5 stayed near chance for 15 epochs of default training (22% test, 93%
+with He init) and for 50 federated rounds.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from edgeopt.models.layers import he_init
 from edgeopt.models.registry import register_model
 
 
@@ -23,6 +30,7 @@ class LeNet5(nn.Module):
             nn.ReLU(),
             nn.Linear(84, num_classes),
         )
+        he_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.features(x), 1))

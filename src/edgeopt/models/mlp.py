@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from edgeopt.models.layers import he_init
 from edgeopt.models.registry import register_model
 
 
@@ -21,6 +22,7 @@ class MLP(nn.Module):
             layers += [nn.Linear(a, b), nn.ReLU()]
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(sizes[-1], num_classes)
+        he_init(self)  # no batch norm: PyTorch's default init shrinks the signal at every ReLU
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(torch.flatten(x, 1)))

@@ -29,7 +29,7 @@ from edgeopt.data import ImageDataset
 from edgeopt.data.classes import check_trainable, match_classes
 from edgeopt.errors import EdgeoptError
 from edgeopt.model import EdgeModel, check_finite
-from edgeopt.progress import ProgressBar
+from edgeopt.progress import ProgressBar, epoch_label
 from edgeopt.train.augment import random_crop_flip
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -187,7 +187,7 @@ def fit(
                 seen += len(idx)
                 correct += int((logits.argmax(1) == y).sum())
                 loss_sum += float(loss.detach()) * len(idx)
-                bar.advance(f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
+                bar.advance(epoch_label(epoch + 1, cfg.epochs), f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
             record = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen}
             history.epochs.append(record)
             if on_epoch:

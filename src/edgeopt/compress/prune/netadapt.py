@@ -33,6 +33,7 @@ from edgeopt.data import ImageDataset
 from edgeopt.errors import EdgeoptError
 from edgeopt.interop.graph import GraphModule
 from edgeopt.model import EdgeModel
+from edgeopt.progress import ProgressBar, phase
 
 LatencyFn = Callable[[list[EdgeModel]], list[float]]
 
@@ -202,14 +203,27 @@ def measure_units(
     probe = {"pass": "prune", "method": "unit-probe"}
     variants: list[EdgeModel] = [model]
     slots: list[int] = []
-    for g in dep.groups:
-        removed: set[int] = set()
-        for u in units[g.index]:
-            removed |= set(u)
-            variants.append(pruned_model(model, dep, set(removed), probe, calibration if eval_data else None))
-            slots.append(g.index)
-    lats = latency_fn(variants)
-    accs = [evaluate(v, eval_data).accuracy for v in variants] if eval_data is not None else None
+    n = sum(len(units[g.index]) for g in dep.groups)
+    bar = ProgressBar("latency table", 2 * n + 2 if eval_data is not None else n + 1)
+    try:
+        for g in dep.groups:
+            removed: set[int] = set()
+            for u in units[g.index]:
+                removed |= set(u)
+                variants.append(pruned_model(model, dep, set(removed), probe, calibration if eval_data else None))
+                slots.append(g.index)
+                bar.advance(f"latency table, variant {len(slots)}/{n}")
+        bar.update(n, f"latency table, timing {n + 1} models")
+        lats = latency_fn(variants)
+        bar.advance()
+        accs = None
+        if eval_data is not None:
+            accs = []
+            for i, v in enumerate(variants):
+                accs.append(evaluate(v, eval_data).accuracy)
+                bar.advance(f"latency table, accuracy {i + 1}/{n + 1}")
+    finally:
+        bar.close()
     savings: dict[int, list[float]] = {g.index: [] for g in dep.groups}
     costs: dict[int, list[float]] = {g.index: [] for g in dep.groups}
     last = {g.index: 0 for g in dep.groups}  # each unit is measured against the group's previous variant
@@ -261,7 +275,8 @@ def prune_to_latency(
     taken = {g.index: 0 for g in dep.groups}
     removed: set[int] = set()
     current = model
-    cur_acc = evaluate(model, eval_data).accuracy
+    with phase("netadapt start"):
+        cur_acc = evaluate(model, eval_data).accuracy
     cur_ms = latency_fn([model])[0]
     report = LatencyPruneReport(runtime, float(target_ms), cur_ms, cur_ms, macs.macs(set()), macs.macs(set()))
     say = log or (lambda _s: None)
@@ -285,11 +300,23 @@ def prune_to_latency(
         if not cands:
             break
         probe = {"pass": "prune", "method": "netadapt-candidate"}
-        models = [pruned_model(model, dep, rem, probe, calibration) for _, _, rem in cands]
-        lats = latency_fn([current, *models])
+        bar = ProgressBar(f"netadapt iteration {it + 1}", 2 * len(cands) + 1)
+        try:
+            models = []
+            for i, (_, _, rem) in enumerate(cands):
+                models.append(pruned_model(model, dep, rem, probe, calibration))
+                bar.advance(f"netadapt iteration {it + 1}, candidate {i + 1}/{len(cands)}")
+            bar.update(len(cands), f"netadapt iteration {it + 1}, timing {len(cands) + 1} models")
+            lats = latency_fn([current, *models])
+            bar.advance()
+            accs = []
+            for i, m in enumerate(models):
+                accs.append(evaluate(m, eval_data).accuracy)
+                bar.advance(f"netadapt iteration {it + 1}, accuracy {i + 1}/{len(cands)}")
+        finally:
+            bar.close()
         ref, lats = lats[0], lats[1:]
         scale = cur_ms / ref if ref > 0 else 1.0  # express candidates on the current model's clock
-        accs = [evaluate(m, eval_data).accuracy for m in models]
         options = []
         for (gi, k, rem), lat, acc, m in zip(cands, lats, accs, models, strict=True):
             lat *= scale
