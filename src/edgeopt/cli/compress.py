@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -22,9 +22,24 @@ from edgeopt.cli.app import (
 )
 from edgeopt.errors import EdgeoptError
 
+T = TypeVar("T")
 EpochsOpt = Annotated[int, typer.Option("--epochs", min=0, help="fine-tuning epochs after compressing")]
 LrOpt = Annotated[float | None, typer.Option("--lr", help="peak learning rate (default 0.05 sgd, 2e-3 adam)")]
 OptOpt = Annotated[str, typer.Option("--optimizer", help="sgd or adam")]
+TeacherOpt = Annotated[str | None, typer.Option("--teacher", help="teacher model for KD in fine-tuning")]
+OldTeacherOpt = Annotated[str | None, typer.Option("--distill-from", hidden=True, help="deprecated: --teacher")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="seed for data order and initialisation")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="fine-tuning batch size")]
+
+
+def _renamed(new: str, new_value: T | None, old: str, old_value: T | None) -> T | None:
+    """The value of an option that has a deprecated second name; the old name still works, with a warning."""
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise EdgeoptError(f"{old} is the old name of {new}", f"give only {new}")
+    print(f"warning: {old} is deprecated; use {new}", file=sys.stderr)
+    return old_value
 
 
 def _parse_nm(text: str) -> tuple[int, int]:
@@ -60,8 +75,8 @@ def _test_accuracy(model, data: str) -> float:
 @app.command()
 def prune(
     model: ModelArg,
-    data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="where to write the pruned .edgeopt model")],
+    data: DataOpt = "digits",
     method: Annotated[str, typer.Option(help="channel, magnitude or nm")] = "channel",
     ratio: Annotated[
         float | None, typer.Option(help="fraction removed: of the MACs (channel) or of the weights (magnitude)")
@@ -84,8 +99,9 @@ def prune(
         bool, typer.Option(help="re-fit kept weights by least squares after channel pruning")
     ] = True,
     scope: Annotated[str, typer.Option(help="magnitude sparsity per layer or global")] = "layer",
-    nm: Annotated[str, typer.Option("--nm", help="N:M pattern for --method nm")] = "2:4",
-    distill_from: Annotated[str | None, typer.Option("--distill-from", help="teacher model for KD recovery")] = None,
+    nm: Annotated[str | None, typer.Option("--nm", help="N:M pattern for --method nm (default 2:4)")] = None,
+    teacher: TeacherOpt = None,
+    distill_from: OldTeacherOpt = None,
     epochs: Annotated[
         int, typer.Option("--epochs", min=0, help="recovery epochs after pruning (0: none; expect a large drop)")
     ] = 3,
@@ -98,6 +114,8 @@ def prune(
     ] = 1,
     lr: LrOpt = None,
     optimizer: OptOpt = "sgd",
+    batch_size: BatchOpt = 128,
+    seed: SeedOpt = 0,
     device: DeviceOpt = "cpu",
     input_range: RangeOpt = None,
     profile: Annotated[
@@ -116,12 +134,15 @@ def prune(
     from edgeopt.data import load_dataset
     from edgeopt.model import save_model
 
-    nm_pair = _parse_nm(nm)
+    if nm is not None and method != "nm":
+        raise EdgeoptError(f"--nm applies only to --method nm (this is --method {method})", "add --method nm")
+    nm_pair = _parse_nm(nm or "2:4")
+    settings = TuneSettings(epochs, lr, optimizer, batch_size=batch_size, seed=seed, device=device)
+    teacher = _renamed("--teacher", teacher, "--distill-from", distill_from)
     m, train = model_for_data(model, data, parse_range(input_range))
-    teacher = _teacher(distill_from)
     res = prune_model(
         m, train, method, ratio, target_macs, target_latency_ms, runtime, criterion, allocation, round_to, scope,
-        nm_pair, min_keep, reconstruct, TuneSettings(epochs, lr, optimizer, device=device), teacher, threads,
+        nm_pair, min_keep, reconstruct, settings, _teacher(teacher), threads,
         steps=steps, widths=_parse_widths(widths), profile=profile, log=None if as_json else _say,
         test=load_dataset(data, "test"), timed=method == "channel",
     )  # fmt: skip
@@ -172,8 +193,8 @@ def _say(text: str) -> None:
 def distill(
     teacher: Annotated[str, typer.Option("--teacher", help="teacher model (.edgeopt, .tflite, .onnx, zoo:NAME)")],
     student: Annotated[str, typer.Option("--student", help="student model (zoo:NAME or a file)")],
-    data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="where to write the trained student")],
+    data: DataOpt = "digits",
     width: Annotated[int | None, typer.Option(help="zoo student width (resnet8: 16 is full width)")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     temperature: Annotated[float, typer.Option(min=0.1)] = 4.0,
@@ -181,7 +202,9 @@ def distill(
     hint_weight: Annotated[float, typer.Option("--hint-weight", min=0.0, help="attention-transfer weight")] = 0.0,
     lr: LrOpt = None,
     optimizer: OptOpt = "sgd",
-    seed: int = 0,
+    batch_size: BatchOpt = 128,
+    seed: SeedOpt = 0,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads while training (default: torch's)")] = None,
     device: DeviceOpt = "cpu",
     input_range: RangeOpt = None,
     as_json: JsonOpt = False,
@@ -201,7 +224,7 @@ def distill(
         s = create_model(student[4:], input_shape=(c, h, w), num_classes=train.num_classes, **kwargs)
     else:
         s = load_model(student)
-    settings = TuneSettings(epochs, lr, optimizer, seed=seed, device=device)
+    settings = TuneSettings(epochs, lr, optimizer, batch_size=batch_size, seed=seed, device=device, threads=threads)
     cfg = DistillConfig(temperature, alpha, hint_weight=hint_weight)
     s, hist = run_distill(s, t, train, settings.fit_config(), cfg)
     path = save_model(s, out)
@@ -212,13 +235,17 @@ def distill(
 @app.command()
 def compress(
     model: ModelArg,
-    data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="where to write the packed model (.eoz)")],
-    sparsity: Annotated[float, typer.Option(min=0.0, max=0.99, help="fraction of weights zeroed")] = 0.75,
+    data: DataOpt = "digits",
+    ratio: Annotated[
+        float | None, typer.Option("--ratio", min=0.0, max=0.99, help="fraction of weights zeroed (default 0.75)")
+    ] = None,
+    sparsity: Annotated[float | None, typer.Option("--sparsity", min=0.0, max=0.99, hidden=True)] = None,
     bits: Annotated[int, typer.Option(min=1, max=8, help="codebook bits per layer (2**bits shared values)")] = 4,
     prune_epochs: Annotated[int, typer.Option("--prune-epochs", min=0)] = 1,
     cluster_epochs: Annotated[int, typer.Option("--cluster-epochs", min=0)] = 1,
-    distill_from: Annotated[str | None, typer.Option("--distill-from", help="teacher for KD in fine-tuning")] = None,
+    teacher: TeacherOpt = None,
+    distill_from: OldTeacherOpt = None,
     lowrank_energy: Annotated[
         float | None, typer.Option("--lowrank-energy", help="first factorise FC / 1x1 convs keeping this SVD energy")
     ] = None,
@@ -226,6 +253,9 @@ def compress(
     optimizer: Annotated[
         str, typer.Option("--optimizer", help="adam (default: a centroid's gradient sums many weights) or sgd")
     ] = "adam",
+    batch_size: BatchOpt = 128,
+    seed: SeedOpt = 0,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads while training (default: torch's)")] = None,
     device: DeviceOpt = "cpu",
     input_range: RangeOpt = None,
     as_json: JsonOpt = False,
@@ -234,6 +264,10 @@ def compress(
     quiet(as_json)
     from edgeopt.compress.workflows import TuneSettings, deep_compress
 
+    sparsity = _renamed("--ratio", ratio, "--sparsity", sparsity)
+    sparsity = 0.75 if sparsity is None else sparsity
+    teacher = _renamed("--teacher", teacher, "--distill-from", distill_from)
+    settings = TuneSettings(0, lr, optimizer, batch_size=batch_size, seed=seed, device=device, threads=threads)
     m, train = model_for_data(model, data, parse_range(input_range))
     lowrank = None
     if lowrank_energy is not None:
@@ -242,7 +276,7 @@ def compress(
         m, rep = lowrank_model(m, energy=lowrank_energy)
         lowrank = len(rep.layers)
     res = deep_compress(m, train, out, sparsity, bits, prune_epochs, cluster_epochs,
-                        TuneSettings(0, lr, optimizer, device=device), _teacher(distill_from))  # fmt: skip
+                        settings, _teacher(teacher))  # fmt: skip
     emit({"model": res.metrics["file"], "file_bytes": res.metrics["file_bytes"], "sparsity": res.metrics["sparsity"],
           "bits": bits, "lowrank_layers": lowrank, "restored_test_accuracy": _test_accuracy(res.model, data)},
          as_json, "compress")  # fmt: skip

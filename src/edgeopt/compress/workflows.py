@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edgeopt.checks import check_numbers
 from edgeopt.compress.batchnorm import canonical_batchnorm, fold_batchnorm, needs_unfolding, unfold_batchnorm
 from edgeopt.compress.common import strip_output_softmax
 from edgeopt.data import ImageDataset
@@ -49,13 +50,23 @@ class TuneSettings:
     hint_weight: float = 0.0
     device: str = "cpu"
     augment: bool = False
+    threads: int | None = None  # torch threads while fine-tuning (None: torch's)
+
+    def __post_init__(self) -> None:
+        check_numbers(self.__dict__)
 
     def fit_config(self) -> Any:
         from edgeopt.train import FitConfig
 
         return FitConfig(epochs=self.epochs, lr=self.lr, optimizer=self.optimizer, batch_size=self.batch_size,
                          seed=self.seed, warmup_epochs=min(0.5, 0.1 * self.epochs), device=self.device,
-                         augment=self.augment)  # fmt: skip
+                         augment=self.augment, threads=self.threads)  # fmt: skip
+
+
+def refuse_quantized(model: EdgeModel, what: str, fix: str) -> None:
+    """One-line error for a technique that needs a float model, given a quantized one."""
+    if getattr(model.module, "quantized", False):
+        raise EdgeoptError(f"a quantized model can't be {what}", fix)
 
 
 @dataclass
@@ -178,6 +189,9 @@ def prune_model(
     from edgeopt.profile import count_macs, export_for_profile
 
     settings = settings or TuneSettings()
+    refuse_quantized(model, "pruned", "prune before quantizing")
+    check_numbers({"target_macs": target_macs, "target_latency_ms": target_latency_ms,
+                   "round_to": round_to, "min_keep": min_keep, "steps": steps, "threads": threads})  # fmt: skip
     if method not in METHODS:
         raise EdgeoptError(f"unknown pruning method '{method}'", f"use one of: {', '.join(METHODS)}")
     targets = [t is not None for t in (ratio, target_macs, target_latency_ms, widths)]
@@ -340,8 +354,12 @@ def deep_compress(
     the model restored from it. KD from ``teacher`` in both fine-tunings when given."""
     from edgeopt.compress.cluster import ClusteredTraining, cluster_model
     from edgeopt.compress.prune import GradualPruner, apply_masks, magnitude_masks, sparsity_of
-    from edgeopt.compress.storage import entropy_report, load_packed, save_packed
+    from edgeopt.compress.storage import entropy_report, load_packed, packed_path, save_packed
 
+    refuse_quantized(model, "compressed", "compress the float model, before quantizing")
+    check_numbers({"sparsity": sparsity, "bits": bits, "prune_epochs": prune_epochs,
+                   "cluster_epochs": cluster_epochs, "float_bits": float_bits})  # fmt: skip
+    packed_path(out)  # a wrong suffix is refused before any training
     base = settings or TuneSettings(optimizer="adam")  # centroid gradients sum many weights: SGD diverges
     # Imported graphs train with BN unfolded; the BNs stay in the stored model (folded into a
     # per-channel scale and shift), because folding them into the convs would break the codebooks.

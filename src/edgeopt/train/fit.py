@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgeopt.checks import check_numbers
 from edgeopt.data import ImageDataset
 from edgeopt.data.classes import check_trainable, match_classes
 from edgeopt.errors import EdgeoptError
@@ -48,6 +49,9 @@ class FitConfig:
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | auto (cuda when present); the model comes back on the CPU
     threads: int | None = None  # intra-op threads while training (None: torch's current count, held fixed)
+
+    def __post_init__(self) -> None:
+        check_numbers(self.__dict__)  # lr > 0, epochs >= 0, batch_size >= 1, ... (one-line errors)
 
 
 @dataclass
