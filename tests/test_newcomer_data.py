@@ -247,10 +247,10 @@ def test_import_records_class_names_the_file_carries(tmp_path: Path) -> None:
 
 
 def test_an_evaluation_at_chance_warns_and_names_the_range(digits_model: Path, capfd) -> None:
-    """Fed almost nothing (range 0..0.001 instead of 0..1) the model answers one class: chance."""
+    """Fed almost nothing (range 0..1e-6 instead of 0..1) the model answers one class: chance."""
     plain, err = cli_json(capfd, "eval", digits_model, "--data", "digits")
     assert "warning" not in plain and "warning" not in err
-    got, err = cli_json(capfd, "eval", digits_model, "--data", "digits", "--input-range", "0,0.001")
+    got, err = cli_json(capfd, "eval", digits_model, "--data", "digits", "--input-range", "0,0.000001")
     assert got["accuracy"] <= 0.15 and "at or below chance" in got["warning"]
     assert "--input-range 0,1" in got["warning"] and err.startswith("warning:")
 
