@@ -298,3 +298,19 @@ def test_mlperf_int8_model_states_its_range() -> None:
     runner = LiteRTRunner(mlperf("resnet8_int8.tflite"))
     assert runner.input_quant is not None
     assert range_from_quantization(*runner.input_quant, runner.input_dtype) == (0.0, 255.0)
+
+
+def test_other_commands_warn_when_an_accuracy_is_at_chance(digits_model: Path, tmp_path: Path, capfd) -> None:
+    """prune (like distill, compress and quantize) flags a test accuracy at chance."""
+    from edgeopt.cli.app import warn_at_chance
+
+    args = ["prune", digits_model, "--data", "digits", "--method", "magnitude", "--ratio", "0.3", "--epochs", "0"]
+    ok, _ = cli_json(capfd, *args, "--out", tmp_path / "p")
+    assert "at or below chance" not in ok.get("warning", "")
+    bad, err = cli_json(capfd, *args, "--input-range", "0,0.000001", "--out", tmp_path / "q")
+    assert "test_accuracy: accuracy" in bad["warning"] and "at or below chance" in err
+    out: dict = {"warning": "earlier"}
+    warn_at_chance(out, 10, a=0.9, b=0.12, c=None)
+    _, err = capfd.readouterr()
+    assert out["warning"].startswith("earlier; b: accuracy 0.1200 is at or below chance (0.1 for 10 classes)")
+    assert "a:" not in out["warning"] and err.count("warning:") == 1

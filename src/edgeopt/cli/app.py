@@ -56,6 +56,18 @@ def warn(obj: dict[str, Any]) -> None:
             print(f"{key}: {obj[key]}", file=sys.stderr)
 
 
+def warn_at_chance(out: dict[str, Any], num_classes: int, **accuracies: float | None) -> None:
+    """Add a ``warning`` to ``out`` (and stderr) for each named accuracy at or below chance."""
+    from edgeopt.train.diagnose import chance_note
+
+    for key, acc in accuracies.items():
+        note = None if acc is None else chance_note(acc, num_classes)
+        if note is not None:
+            text = f"{key}: {note}; `edgeopt eval` on the model names the likely cause (input range, layout, classes)"
+            out["warning"] = f"{out['warning']}; {text}" if out.get("warning") else text
+            print(f"warning: {text}", file=sys.stderr)
+
+
 def fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"

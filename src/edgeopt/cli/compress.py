@@ -19,6 +19,7 @@ from edgeopt.cli.app import (
     model_for_data,
     parse_range,
     quiet,
+    warn_at_chance,
 )
 from edgeopt.errors import EdgeoptError
 
@@ -162,6 +163,8 @@ def prune(
         summary["warning"] = f"{drop}; recover with more --epochs (now {epochs}) or distillation: {_KD_FLAG} MODEL"
         if not as_json:
             _say(f"warning: {summary['warning']}")
+    warn_at_chance(summary, res.model.meta.num_classes, test_accuracy_before=summary["test_accuracy_before"],
+                   test_accuracy=summary["test_accuracy"])  # fmt: skip
     emit(summary if as_json else _before_after(summary, channels), as_json, "prune")
 
 
@@ -228,8 +231,11 @@ def distill(
     cfg = DistillConfig(temperature, alpha, hint_weight=hint_weight)
     s, hist = run_distill(s, t, train, settings.fit_config(), cfg)
     path = save_model(s, out)
-    emit({"model": str(path), "test_accuracy": _test_accuracy(s, data), "teacher_accuracy": _test_accuracy(t, data),
-          "seconds": round(hist.seconds, 1)}, as_json, "distill")  # fmt: skip
+    result = {"model": str(path), "test_accuracy": _test_accuracy(s, data), "teacher_accuracy": _test_accuracy(t, data),
+              "seconds": round(hist.seconds, 1)}  # fmt: skip
+    warn_at_chance(result, s.meta.num_classes, test_accuracy=result["test_accuracy"],
+                   teacher_accuracy=result["teacher_accuracy"])  # fmt: skip
+    emit(result, as_json, "distill")
 
 
 @app.command()
@@ -277,6 +283,8 @@ def compress(
         lowrank = len(rep.layers)
     res = deep_compress(m, train, out, sparsity, bits, prune_epochs, cluster_epochs,
                         settings, _teacher(teacher))  # fmt: skip
-    emit({"model": res.metrics["file"], "file_bytes": res.metrics["file_bytes"], "sparsity": res.metrics["sparsity"],
-          "bits": bits, "lowrank_layers": lowrank, "restored_test_accuracy": _test_accuracy(res.model, data)},
-         as_json, "compress")  # fmt: skip
+    result = {"model": res.metrics["file"], "file_bytes": res.metrics["file_bytes"],
+              "sparsity": res.metrics["sparsity"], "bits": bits, "lowrank_layers": lowrank,
+              "restored_test_accuracy": _test_accuracy(res.model, data)}  # fmt: skip
+    warn_at_chance(result, res.model.meta.num_classes, restored_test_accuracy=result["restored_test_accuracy"])
+    emit(result, as_json, "compress")

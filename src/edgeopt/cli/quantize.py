@@ -13,7 +13,18 @@ from typing import Annotated
 
 import typer
 
-from edgeopt.cli.app import DataOpt, JsonOpt, ModelArg, RangeOpt, app, emit, model_for_data, parse_range, quiet
+from edgeopt.cli.app import (
+    DataOpt,
+    JsonOpt,
+    ModelArg,
+    RangeOpt,
+    app,
+    emit,
+    model_for_data,
+    parse_range,
+    quiet,
+    warn_at_chance,
+)
 
 
 @app.command()
@@ -102,4 +113,6 @@ def quantize(
         result["quantized_test_accuracy"] = evaluate(q, test).accuracy
     if "warning" in report:
         result["warning"] = report["warning"]
+    warn_at_chance(result, q.meta.num_classes, float_test_accuracy=result.get("float_test_accuracy"),
+                   quantized_test_accuracy=result.get("quantized_test_accuracy"))  # fmt: skip
     emit(result, as_json, "quantize")

@@ -30,6 +30,13 @@ def chance_threshold(num_classes: int) -> float:
     return 1.0 / max(1, num_classes) + CHANCE_MARGIN
 
 
+def chance_note(accuracy: float, num_classes: int) -> str | None:
+    """``accuracy X is at or below chance (1/n for n classes)`` when it is, else None. Pure."""
+    if accuracy > chance_threshold(num_classes):
+        return None
+    return f"accuracy {accuracy:.4f} is at or below chance ({1 / max(1, num_classes):.3g} for {num_classes} classes)"
+
+
 def _range_text(r: tuple[float, float]) -> str:
     return f"{r[0]:g},{r[1]:g}"
 
@@ -58,11 +65,10 @@ def chance_warning(
     With ``predict`` (and ``predict_classes``) it costs ``len(PROBE_RANGES)`` evaluations of
     ``PROBE_SAMPLES`` images; without, it is free and lists what to check.
     """
-    n = meta.num_classes
-    if accuracy > chance_threshold(n):
+    head = chance_note(accuracy, meta.num_classes)
+    if head is None:
         return None
     spec = meta.input
-    head = f"accuracy {accuracy:.4f} is at or below chance ({1 / max(1, n):.3g} for {n} classes)"
     if predict is not None and predict_classes is not None:
         scores = probe_ranges(predict, meta, data, predict_classes)
         own = scores[spec.value_range]
