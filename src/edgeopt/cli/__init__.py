@@ -108,7 +108,7 @@ def interrupted_message(args: list[str]) -> str:
     text = "interrupted: files are written only when complete, so none was left half-written"
     if name in ("recipe", "federate"):
         text += "; rerun the same command with --resume to continue where it stopped"
-    elif name in ("demo", "hw calibrate"):
+    elif name in ("demo", "hw calibrate", "search"):
         text += "; rerun the same command to continue where it stopped"
     return text
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -104,6 +105,28 @@ def measure_in_runtimes(
     return out
 
 
+def _optimize(study: Any, objective: Any, settings: SearchSettings, bar: _SearchBar) -> int:
+    """Run this worker's trials one ``optimize`` call at a time. A trial that another worker declared
+    stale meanwhile (its heartbeats came late, as on an overloaded machine) was re-queued there; Optuna
+    then refuses this worker's result (``Cannot tell a FAIL trial``): the trial is dropped here and
+    another is run, instead of ending the worker. Returns how many were dropped."""
+    deadline = time.monotonic() + settings.minutes * 60 if settings.minutes else None
+    done = dropped = 0
+    while settings.trials is None or done < settings.trials:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            break
+        try:
+            study.optimize(objective, n_trials=1, timeout=left, callbacks=[bar], catch=(EdgeoptError,))
+        except ValueError as e:
+            if "Cannot tell a FAIL trial" not in str(e):
+                raise
+            dropped += 1
+            continue
+        done += 1
+    return dropped
+
+
 def _trained_supernet(space: SearchSpace, train: ImageDataset, settings: SearchSettings) -> Any:
     """A ``nas_resnet`` space's supernet, trained once with the sandwich rule on the search's training split."""
     from edgeopt.nas.supernet import ResNetSupernet, largest, train_supernet
@@ -151,7 +174,8 @@ def search(
     train, val = split_train_val(train_all, settings.val_fraction, settings.seed)
     source = resolve_profiles(settings.runtimes, profile, settings.threads)
     if budget.latency_ms is not None and len(source.profiles) < len(settings.runtimes):
-        settings.measure_latency = True  # a latency budget without a profile: time candidates in the runtime
+        # a latency budget without a profile: time candidates in the runtime
+        settings = dataclasses.replace(settings, measure_latency=True)
     study = open_study(space, budget, settings)
     supernet = _trained_supernet(space, train, settings) if settings.mode == "supernet" else None
     objective = make_objective(space, budget, settings, train, val, source, supernet)
@@ -159,13 +183,7 @@ def search(
     started = time.perf_counter()
     before = {t.number for t in study.get_trials(deepcopy=False)}
     try:
-        study.optimize(
-            objective,
-            n_trials=settings.trials,
-            timeout=settings.minutes * 60 if settings.minutes else None,
-            callbacks=[bar],
-            catch=(EdgeoptError,),
-        )
+        dropped = _optimize(study, objective, settings, bar)
     finally:
         bar.close()
     records = [trial_record(t) for t in study.get_trials(deepcopy=False)]
@@ -183,6 +201,7 @@ def search(
         "trials": len(complete),
         "trials_this_worker": len(mine),
         "trials_failed": sum(r["state"] == "FAIL" for r in records),
+        "trials_taken_over": dropped,
         "feasible_trials": sum(r["feasible"] and r.get("trained", False) for r in complete),
         "search_seconds": round(time.perf_counter() - started, 1),
         "settings": {k: v for k, v in asdict(settings).items() if k != "storage"},
