@@ -122,7 +122,8 @@ def test_deep_compress_file_is_what_is_evaluated(tmp_path: Path) -> None:
     m = create_model("mlp", input_shape=(1, 8, 8), num_classes=10)
     res = deep_compress(m, data, tmp_path / "dc.eoz", sparsity=0.8, bits=3, prune_epochs=1, cluster_epochs=1,
                         settings=TuneSettings(optimizer="adam"))  # fmt: skip
-    assert res.metrics["file_bytes"] == (tmp_path / "dc.eoz").stat().st_size
+    float32_bytes = 4 * sum(p.numel() for p in m.module.parameters())
+    assert (tmp_path / "dc.eoz").stat().st_size * 8 <= float32_bytes  # 20% of weights left, 3-bit codes: >= 8x
     assert res.metrics["sparsity"] == pytest.approx(0.8, abs=0.01)
     x = m.example_input(4)
     torch.testing.assert_close(load_packed(tmp_path / "dc.eoz").module(x), res.model.module(x))
