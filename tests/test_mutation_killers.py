@@ -16,7 +16,8 @@ import torch
 from edgeopt.compress.distill import attention_loss, attention_map, feature_loss
 from edgeopt.compress.prune.channel import normalised
 from edgeopt.compress.prune.depgraph import ChannelGroup, _make_groups, _UnionFind
-from edgeopt.compress.quantize.ptq import _channel_mean, _chunks, calibration_indices
+from edgeopt.compress.quantize import calibration as cal
+from edgeopt.compress.quantize.ptq import _channel_mean, _chunks, bias_shift, calibration_indices
 from edgeopt.errors import EdgeoptError
 from edgeopt.federated.algorithms import secagg as sa
 from edgeopt.federated.algorithms.compression import (
@@ -44,7 +45,7 @@ from edgeopt.federated.algorithms.server import (
     weighted_mean,
 )
 from edgeopt.federated.config import FederatedConfig
-from edgeopt.federated.rounds import client_config, plan_round, secure_weight
+from edgeopt.federated.rounds import client_config, client_speeds, plan_round, secure_weight
 from edgeopt.interop.export import Parity, compare_outputs
 
 # --------------------------------------------------------------------------- federated: server
@@ -285,10 +286,26 @@ def test_plan_round_stragglers_by_deadline_and_dropouts() -> None:
     assert relaxed.stragglers == () and relaxed.expected_replies == (0, 1, 2, 3, 4, 5)
 
 
+def test_round_plans_and_device_speeds_depend_only_on_the_seed() -> None:
+    # a resumed run must see the same dropouts, stragglers and device speeds as an uninterrupted one
+    cfg = FederatedConfig(clients=40, per_round=40, seed=5, dropout=0.5, deadline=1.0, speed_spread=0.5)
+    sizes = [200] * 40
+    assert plan_round(cfg, 2, sizes) == plan_round(cfg, 2, sizes)
+    np.testing.assert_array_equal(client_speeds(cfg), client_speeds(cfg))
+    assert len(set(client_speeds(cfg).tolist())) == 40
+    # a faster device (speed > 1) finishes sooner: epochs * size / (samples_per_s * speed) seconds
+    speeds = client_speeds(cfg)
+    steady = replace(cfg, dropout=0.0)
+    late = tuple(c for c in range(40) if 1 * 200 / (200.0 * speeds[c]) > 1.0)
+    assert 0 < len(late) < 40 and plan_round(steady, 2, sizes).stragglers == late
+
+
 def test_client_config_per_algorithm_and_secure_weight() -> None:
     prox = client_config(FederatedConfig(algo="fedprox", mu=0.3, lr=0.2, batch_size=16, local_epochs=3))
     assert (prox.mu, prox.scaffold, prox.lr, prox.batch_size, prox.epochs) == (0.3, False, 0.2, 16, 3)
     assert client_config(FederatedConfig(algo="fedavg", mu=0.3)).mu == 0.0
+    sgd = client_config(FederatedConfig(momentum=0.9, weight_decay=1e-4))
+    assert (sgd.momentum, sgd.weight_decay) == (0.9, 1e-4)
     assert client_config(FederatedConfig(algo="scaffold")).scaffold is True
     assert secure_weight(FederatedConfig(), 37) == 37.0
     assert secure_weight(FederatedConfig(dp_clip=1.0, dp_noise=0.5), 37) == 1.0
@@ -297,14 +314,63 @@ def test_client_config_per_algorithm_and_secure_weight() -> None:
 # --------------------------------------------------------------------------- quantization: PTQ helpers
 
 
+def test_weight_scales_default_to_8_bits_per_output_channel() -> None:
+    w = np.array([[0.5, -1.27], [0.1, 0.2]])
+    np.testing.assert_allclose(cal.weight_scales(w), [0.01, 0.2 / 127], rtol=1e-6)
+    np.testing.assert_allclose(cal.weight_scales(w.T, axis=1), [0.01, 0.2 / 127], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"unknown weight method 'l2' \(minmax or mse\)"):
+        cal.weight_scales(w, method="l2")
+
+
+def test_sqnr_of_float32_signals_is_accumulated_in_float64() -> None:
+    ref = np.array([2e19, 2e19], np.float32)  # a float32 square of 2e19 overflows
+    assert cal.sqnr_db(ref, np.array([2e19, 0.0], np.float32)) == pytest.approx(10 * np.log10(2.0), rel=1e-6)
+
+
+def test_fake_quantize_divides_float32_inputs_in_float64() -> None:
+    # float32 0.015 is 0.01499999966: 1.4999 steps of 0.01 in float64 (-> 1), a tie 1.5 in float32 (-> 2)
+    x = np.array([0.015, 0.025], np.float32)
+    np.testing.assert_allclose(cal.fake_quantize(x, 0.01, 0, -128, 127), [0.01, 0.03])
+
+
+def test_quantize_weight_rounds_and_clips_symmetrically() -> None:
+    q4 = cal.quantize_weight(np.array([[3.0, -3.0, 0.26]]), np.array([0.1]), bits=4)  # +-7 steps of 0.1
+    assert q4.dtype == np.float32
+    np.testing.assert_allclose(q4, [[0.7, -0.7, 0.3]], rtol=1e-6)
+    np.testing.assert_allclose(
+        cal.quantize_weight(np.array([[1.0, -2.0]]), np.array([0.01])), [[1.0, -1.27]], rtol=1e-6
+    )
+    cols = cal.quantize_weight(np.array([[3.0], [0.26]]), np.array([0.1]), bits=4, axis=1)
+    np.testing.assert_allclose(cols, [[0.7], [0.3]], rtol=1e-6)
+
+
+def test_mse_weight_scales_pick_the_better_clip_by_hand() -> None:
+    # 4 bits (qmax 7), two candidate clips (steps=2: alpha 1.0 and 0.3).
+    # channel 0: one 1.0 and 3000 x 0.3. alpha 1 (s = 1/7): each 0.3 rounds to 2/7, error 0.0143^2 x 3000 = 0.61;
+    #            alpha 0.3 (s = 0.3/7): the 0.3s are exact, the 1.0 clips to 0.3, error 0.49 -> alpha 0.3 wins.
+    # channel 1: a lone 1.0: exact at alpha 1, error 0.49 at alpha 0.3 -> alpha 1 wins.
+    w = np.zeros((2, 3001))
+    w[0, 0], w[0, 1:] = 1.0, 0.3
+    w[1, 0] = 1.0
+    np.testing.assert_allclose(cal.weight_scales(w, 4, "mse", steps=2), [0.3 / 7, 1.0 / 7], rtol=1e-6)
+
+
 def test_calibration_indices_edges() -> None:
     idx = calibration_indices(5, 10, seed=1)  # asking for more than there is gives all of it, sorted
     assert idx.tolist() == [0, 1, 2, 3, 4]
     few = calibration_indices(100, 7, seed=1)
     assert len(set(few.tolist())) == 7 and few.tolist() == sorted(few.tolist())
     assert calibration_indices(1, 3).tolist() == [0]
-    with pytest.raises(EdgeoptError, match="the calibration split is empty"):
+    assert calibration_indices(50, 5).tolist() == calibration_indices(50, 5, seed=0).tolist()  # seed 0 by default
+    with pytest.raises(EdgeoptError, match="^the calibration split is empty — give a dataset with training images$"):
         calibration_indices(0, 3)
+
+
+def test_bias_shift_is_quantized_minus_float() -> None:
+    f = torch.full((2, 2, 3), 1.0)
+    q = f.clone()
+    q[:, 0] = 3.0  # channel 0 comes out 2 higher after quantization
+    torch.testing.assert_close(bias_shift(f, q), torch.tensor([2.0, 0.0]))
 
 
 def test_chunks_and_channel_mean() -> None:
