@@ -31,6 +31,12 @@ RuntimeOpt = Annotated[
     ),
 ]
 RangeOpt = Annotated[str | None, typer.Option("--input-range", help="value range the model expects, e.g. 0,255")]
+LayoutOpt = Annotated[
+    str | None, typer.Option("--layout", help="a bare artifact's input layout, NCHW or NHWC (default: what it states)")
+]
+ClassesOpt = Annotated[
+    str | None, typer.Option("--classes", help="the model's classes: a count (10) or names (cat,dog,...)")
+]
 
 
 def emit(obj: dict[str, Any], as_json: bool, title: str = "") -> None:

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from edgeopt.cli.app import (
+    ClassesOpt,
     DataOpt,
     DeviceOpt,
     JsonOpt,
+    LayoutOpt,
     ModelArg,
     RangeOpt,
     RuntimeOpt,
@@ -158,18 +160,25 @@ def eval_(
     runtime: RuntimeOpt = None,
     threads: Annotated[int, typer.Option(min=1)] = 1,
     input_range: RangeOpt = None,
+    layout: LayoutOpt = None,
+    classes: ClassesOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Top-1 accuracy of MODEL on DATA, measured inside RUNTIME."""
+    """Top-1 accuracy of MODEL on DATA, measured inside RUNTIME.
+
+    A bare .pte/.tflite/.onnx runs alone in its own runtime: its input interface is what edgeopt
+    embedded in it, or what the file states (input_source says which); the flags override it.
+    """
     quiet(as_json)
     from edgeopt.data import load_dataset
+    from edgeopt.runtimes.interface import parse_classes
     from edgeopt.runtimes.resolve import open_model
 
-    opened = open_model(model, runtime, threads=threads, input_range=parse_range(input_range))
+    opened = open_model(model, runtime, threads, parse_range(input_range), layout, parse_classes(classes))
     from edgeopt.train import evaluate
 
     result = evaluate(opened.meta, load_dataset(data, split), predict=opened.runner.run, limit=limit, diagnose=True)
-    out = {**result.to_json(), "runtime": opened.runtime}
+    out = {**result.to_json(), "runtime": opened.runtime, "input_source": opened.meta_source}
     warn(out)
     emit(out, as_json, "eval")
 
@@ -183,7 +192,7 @@ def run(
     threads: Annotated[int, typer.Option(min=1)] = 1,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run MODEL on raw inputs and write its raw outputs."""
+    """Run MODEL on raw inputs and write its raw outputs (a bare artifact alone, in its own runtime)."""
     quiet(as_json)
     from edgeopt.runtimes.resolve import open_model, run_raw
 
@@ -226,20 +235,25 @@ def bench(
     threads: Annotated[int, typer.Option(min=1)] = 1,
     runs: Annotated[int, typer.Option(min=5)] = 200,
     warmup: Annotated[int, typer.Option(min=0)] = 20,
+    input_range: RangeOpt = None,
+    layout: LayoutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Batch-1 latency (p50/p90) of MODEL inside a runtime, with its planned memory.
 
     arena_bytes / weights_bytes come from the artifact's memory plan (memory_source names whose:
-    ExecuTorch's own plan, or edgeopt's liveness estimate); process_rss_rise_bytes is how far this
-    process's resident memory rose while loading and running, runtime libraries included.
+    ExecuTorch's own plan, or edgeopt's liveness estimate), the same figures whichever way the
+    artifact is reached (the file alone, or a model exported for --runtime); process_rss_rise_bytes
+    is how far this process's resident memory rose while loading and running, runtime libraries
+    included: not the model's memory. A bare artifact is fed an image through its input interface.
     """
     quiet(as_json)
     from edgeopt.runtimes import benchmark
-    from edgeopt.runtimes.resolve import resolve_source
+    from edgeopt.runtimes.resolve import artifact_example, resolve_source
 
     name, target = resolve_source(model, runtime)
-    s = benchmark(name, target, threads=threads, warmup=warmup, runs=runs)
+    x = artifact_example(target, name, threads, parse_range(input_range), layout) if isinstance(target, Path) else None
+    s = benchmark(name, target, threads=threads, x=x, warmup=warmup, runs=runs)
     out = {
         "latency_ms_p50": s.p50_ms,
         "latency_ms_p90": s.p90_ms,
@@ -269,24 +283,36 @@ def _memory_fields(plan: MemoryPlan, as_json: bool) -> dict[str, Any]:
 
 
 @app.command()
-def profile(model: ModelArg, as_json: JsonOpt = False) -> None:
-    """Parameters, MACs, size and peak activation memory of MODEL (also a .pte: its memory plan only).
+def profile(
+    model: ModelArg,
+    input_range: RangeOpt = None,
+    layout: LayoutOpt = None,
+    classes: ClassesOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Parameters, MACs, size and peak activation memory of MODEL, or what a .pte/.tflite/.onnx says alone.
 
     peak_activation_bytes is edgeopt's liveness estimate on the torch.export graph
-    (peak_activation_source); for a .pte, .tflite or .onnx artifact, arena_bytes / weights_bytes /
-    memory_source add the artifact's own memory plan (ExecuTorch's plan, or edgeopt's liveness over
-    the artifact's graph).
+    (peak_activation_source). A .pte, .tflite or .onnx artifact is profiled on its own: its input
+    interface (input_source: embedded by edgeopt, or read from the file; the flags override it),
+    file_bytes, and arena_bytes / weights_bytes / memory_source from its own memory plan
+    (ExecuTorch's plan, or edgeopt's liveness over the artifact's graph); params/MACs where edgeopt
+    imports the graph (float .onnx/.tflite), else counts_note says why not.
     """
     quiet(as_json)
+    from edgeopt.profile.artifact import ARTIFACT_SUFFIXES, profile_artifact
+    from edgeopt.runtimes.interface import InterfaceFlags, parse_classes
+
+    if Path(model).suffix.lower() in ARTIFACT_SUFFIXES:
+        prof = profile_artifact(model, InterfaceFlags(parse_range(input_range), layout, parse_classes(classes)))
+        emit({**prof.fields(), **_memory_fields(prof.plan, as_json)}, as_json, "profile")
+        return
+    if input_range is not None or layout is not None or classes is not None:
+        raise EdgeoptError("--input-range, --layout and --classes describe a bare artifact", "drop them for a model")
     from edgeopt.model import load_model
     from edgeopt.profile import profile_model
-    from edgeopt.runtimes.memory_plan import memory_plan
 
-    suffix = Path(model).suffix.lower()
-    out = {} if suffix == ".pte" else profile_model(load_model(model)).to_json()
-    if suffix in (".pte", ".tflite", ".onnx"):
-        out.update(_memory_fields(memory_plan(model), as_json))
-    emit(out, as_json, "profile")
+    emit(profile_model(load_model(model)).to_json(), as_json, "profile")
 
 
 @app.command()

@@ -77,20 +77,25 @@ def check_runtime(runtime: str) -> str:
 
 
 def _open_artifact(runtime: str, path: Path, threads: int) -> Runner:
-    from edgeopt.interop.export import read_sidecar
+    """A runner for an artifact; ``runner.meta`` is what edgeopt stored in it (or in an old sidecar)."""
+    from edgeopt.runtimes.interface import stored_meta
 
-    meta = read_sidecar(path)
+    meta, source = stored_meta(path)
+    runner: Runner
     if runtime == "onnxruntime":
         from edgeopt.runtimes.onnxruntime_runner import OnnxRuntimeRunner
 
-        return OnnxRuntimeRunner(path, threads=threads, meta=meta)
-    if runtime == "executorch":
+        runner = OnnxRuntimeRunner(path, threads=threads, meta=meta)
+    elif runtime == "executorch":
         from edgeopt.runtimes.executorch_runner import ExecuTorchRunner
 
-        return ExecuTorchRunner(path, threads=threads, meta=meta)
-    from edgeopt.runtimes.litert_runner import LiteRTRunner
+        runner = ExecuTorchRunner(path, threads=threads, meta=meta)
+    else:
+        from edgeopt.runtimes.litert_runner import LiteRTRunner
 
-    return LiteRTRunner(path, threads=threads, meta=meta)
+        runner = LiteRTRunner(path, threads=threads, meta=meta)
+    runner.meta_source = source
+    return runner
 
 
 def _prepare_source(
@@ -146,8 +151,9 @@ def open_runner(
 
     ``source`` is an ``EdgeModel`` or a model file. A model for a non-torch runtime is exported
     (batch 1, parity-checked) to a temporary artifact first — in ``workdir`` when given, else in a
-    temporary directory removed by ``runner.close()``. A path opens the artifact directly; its
-    sidecar (``<artifact>.json``) when present gives ``runner.meta``.
+    temporary directory removed by ``runner.close()``. A path opens the artifact directly; the
+    metadata edgeopt embedded in it (or an old sidecar ``<artifact>.json``) gives ``runner.meta``,
+    None for an artifact that carries none (``runtimes.interface`` describes those).
     """
     runtime = check_runtime(runtime)
     if int(threads) < 1:

@@ -114,6 +114,7 @@ class Runner(ABC):
     fixed_batch: int | None = None
     path: Path | None = None
     meta: ModelMeta | None = None
+    meta_source: str | None = None  # where ``meta`` came from (``runtimes.interface``: embedded, sidecar, ...)
 
     def _set_artifact(self, path: str | Path, threads: int, meta: ModelMeta | None) -> None:
         """What every artifact runner does first: record its settings and check the file exists."""

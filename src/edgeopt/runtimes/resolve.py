@@ -2,8 +2,9 @@
 
 A model (zoo, .edgeopt, .pt2, or .onnx/.tflite run outside their own runtime) is loaded and,
 for a non-torch runtime, exported with a parity check. An artifact in its own runtime is
-opened as it is; its input interface comes from the sidecar edgeopt wrote beside it, or, for
-.onnx and .tflite, from parsing the file.
+opened as it is, alone: its input interface is what edgeopt embedded in it, an old sidecar, or
+what the file itself states (``runtimes.interface``); ``--input-range``, ``--layout`` and
+``--classes`` override it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from edgeopt.errors import EdgeoptError
 from edgeopt.fileio import atomic_path
 from edgeopt.model import EdgeModel, ModelMeta, load_model
 from edgeopt.runtimes import Runner, check_runtime, open_runner, runtime_for_path
+from edgeopt.runtimes.interface import InterfaceFlags, apply_flags, artifact_interface
 
 
 @dataclass
@@ -24,6 +26,7 @@ class OpenedModel:
     meta: ModelMeta
     runner: Runner
     runtime: str
+    meta_source: str = "model"  # or where an artifact's interface came from (runtimes.interface)
 
 
 def resolve_source(source: str, runtime: str | None = None) -> tuple[str, EdgeModel | Path]:
@@ -39,28 +42,50 @@ def resolve_source(source: str, runtime: str | None = None) -> tuple[str, EdgeMo
 
 
 def open_model(
-    source: str, runtime: str | None = None, threads: int = 1, input_range: tuple[float, float] | None = None
+    source: str,
+    runtime: str | None = None,
+    threads: int = 1,
+    input_range: tuple[float, float] | None = None,
+    layout: str | None = None,
+    classes: int | list[str] | None = None,
 ) -> OpenedModel:
-    """Open ``source`` in ``runtime`` (default: the artifact's own runtime, torch for models)."""
+    """Open ``source`` in ``runtime`` (default: the artifact's own runtime, torch for models).
+
+    ``input_range``, ``layout`` and ``classes`` (a count or names) override what the model or
+    artifact states; ``layout`` only for an artifact (a model's module fixes its own).
+    """
+    flags = InterfaceFlags(input_range, layout, classes)
     runtime, target = resolve_source(source, runtime)
     if isinstance(target, Path):
-        path = target
-        runner = open_runner(runtime, path, threads=threads)
-        meta = runner.meta
-        if meta is None:
-            if path.suffix.lower() == ".pte":
-                raise EdgeoptError(
-                    f"{path} has no edgeopt sidecar ({path.name}.json) describing its input",
-                    "export it with edgeopt, or pass the source model instead",
-                )
-            meta = load_model(path).meta  # parses the .onnx/.tflite for its input interface
-        if input_range is not None:
-            meta.input.value_range = input_range
-        return OpenedModel(meta, runner, runtime)
+        runner = open_runner(runtime, target, threads=threads)
+        try:
+            meta, where = artifact_interface(target, runner)
+            meta = apply_flags(meta, flags)
+        except BaseException:
+            runner.close()
+            raise
+        runner.meta = meta
+        return OpenedModel(meta, runner, runtime, where)
+    if layout is not None:
+        raise EdgeoptError("--layout describes a bare artifact; a model's own module fixes its layout", "drop --layout")
     model = target
-    if input_range is not None:
-        model.meta.input.value_range = input_range
+    model.meta = apply_flags(model.meta, flags)  # before a non-torch runtime's export: the artifact carries it
     return OpenedModel(model.meta, open_runner(runtime, model, threads=threads), runtime)
+
+
+def artifact_example(
+    path: Path,
+    runtime: str,
+    threads: int = 1,
+    input_range: tuple[float, float] | None = None,
+    layout: str | None = None,
+) -> np.ndarray:
+    """One image through a bare artifact's input interface (what ``bench`` times it on)."""
+    opened = open_model(str(path), runtime, threads, input_range, layout)
+    try:
+        return opened.runner.example_input(1)
+    finally:
+        opened.runner.close()
 
 
 def run_raw(opened: OpenedModel, inputs: Path, out: Path) -> np.ndarray:
