@@ -22,6 +22,7 @@ from edgeopt.errors import EdgeoptError
 from edgeopt.federated.algorithms import secagg as sa
 from edgeopt.federated.algorithms.compression import (
     compress,
+    decompress,
     densify,
     dequantize_int8,
     parse_compression,
@@ -178,6 +179,28 @@ def test_robust_aggregators_accumulate_in_float64() -> None:
     assert np.isfinite(tm).all() and tm[0] == np.float32(3e38)
 
 
+def test_trimmed_mean_bounds_krum_dtype_and_default_rule() -> None:
+    d = np.array([[1.0], [2.0], [3.0], [4.0], [100.0]], np.float32)
+    tm = trimmed_mean(d, 0.4)  # k = 2 of 5: only the middle value is left
+    assert tm.dtype == np.float32 and tm.tolist() == [3.0]
+    with pytest.raises(ValueError, match="trimming 2 from each end leaves nothing of 4 updates"):
+        trimmed_mean(d[:4], 0.5)
+    np.testing.assert_array_equal(aggregate(d, np.ones(5)), weighted_mean(d))  # the default rule is the mean
+    big = np.full((5, 1), 3e38, np.float32)  # Multi-Krum averages in float64: no float32 overflow
+    k = krum(big, 1, m=2)
+    assert k.dtype == np.float32 and k.tolist() == [np.float32(3e38)]
+
+
+def test_adaptive_server_state_carries_its_moments() -> None:
+    p = np.zeros(2, np.float32)
+    adam = ServerOptConfig("adam", beta1=0.9)
+    s1 = server_update(init_state(p, adam), np.array([1.0, -2.0], np.float32), adam)
+    np.testing.assert_allclose(s1.m, [0.1, -0.2], rtol=1e-6)  # m = beta1 * 0 + (1 - beta1) * delta
+    sgd = ServerOptConfig("sgd")
+    c = server_update(init_state(p, sgd, scaffold=True), np.zeros(2), sgd, control_delta=np.array([0.5, 1.0]))
+    assert c.control.dtype == np.float32
+
+
 # --------------------------------------------------------------------------- federated: compression
 
 
@@ -211,6 +234,15 @@ def test_parse_compression_specs() -> None:
     for bad in ("topk", "topk:0", "topk:1.5", "topk:abc", "int8:2", "zip"):
         with pytest.raises(ValueError, match=f"unknown compression '{bad}'"):
             parse_compression(bad)
+
+
+def test_plain_uploads_round_trip_and_topk_of_everything() -> None:
+    x = np.array([0.5, -1.0, 2.0], np.float32)
+    payload, _ = compress(x, "none")
+    back = decompress(payload, 3)
+    assert back.dtype == np.float32 and back.tolist() == x.tolist()
+    every = topk_sparsify(x, 1.0)  # k == n: every index, sorted
+    assert every["idx"].tolist() == [0, 1, 2] and every["val"].tolist() == [0.5, -1.0, 2.0]
 
 
 def test_uploads_are_float32() -> None:
@@ -265,6 +297,8 @@ def test_masks_differ_per_coordinate() -> None:
     pub = {c: sa.public_key(k) for c, k in keys.items()}
     up = sa.masked_input(0, np.array([0.5, 0.5, 0.5]), keys[0], pub)
     assert len(set(up.tolist())) == 3
+    with pytest.raises(ValueError, match="no masked inputs to aggregate"):
+        sa.unmask_sum({}, {})
 
 
 # --------------------------------------------------------------------------- federated: rounds
@@ -325,6 +359,7 @@ def test_weight_scales_default_to_8_bits_per_output_channel() -> None:
 def test_sqnr_of_float32_signals_is_accumulated_in_float64() -> None:
     ref = np.array([2e19, 2e19], np.float32)  # a float32 square of 2e19 overflows
     assert cal.sqnr_db(ref, np.array([2e19, 0.0], np.float32)) == pytest.approx(10 * np.log10(2.0), rel=1e-6)
+    assert cal.sqnr_db(np.array([0.1]), np.array([0.0])) == pytest.approx(0.0, abs=1e-9)  # a signal below 1
 
 
 def test_fake_quantize_divides_float32_inputs_in_float64() -> None:
@@ -352,7 +387,9 @@ def test_mse_weight_scales_pick_the_better_clip_by_hand() -> None:
     w = np.zeros((2, 3001))
     w[0, 0], w[0, 1:] = 1.0, 0.3
     w[1, 0] = 1.0
-    np.testing.assert_allclose(cal.weight_scales(w, 4, "mse", steps=2), [0.3 / 7, 1.0 / 7], rtol=1e-6)
+    mse = cal.weight_scales(w, 4, "mse", steps=2)
+    assert mse.dtype == np.float32
+    np.testing.assert_allclose(mse, [0.3 / 7, 1.0 / 7], rtol=1e-6)
 
 
 def test_calibration_indices_edges() -> None:
@@ -419,6 +456,8 @@ def test_compare_outputs_edges() -> None:
     assert nan.top1_agreement == 0.5 and nan.max_abs_diff == float("inf")
     big = compare_outputs(np.array([[1.0, -3.0]]), np.array([[1.5, -3.0]]))
     assert (big.max_abs_diff, big.max_abs_ref, big.rel_diff) == (0.5, 3.0, 0.5 / 3.0)
+    small = compare_outputs(np.array([[0.5, 0.0]]), np.array([[0.6, 0.0]]))  # max |ref| below 1 is still relative
+    assert small.rel_diff == pytest.approx(0.2)
     with pytest.raises(EdgeoptError, match=r"runtime output shape \(1, 3\) differs from PyTorch's \(2, 3\)"):
         compare_outputs(np.zeros((2, 3)), np.zeros((1, 3)))
 
