@@ -55,7 +55,6 @@ SCOPE: dict[str, list[str]] = {
     ],
     "edgeopt.compress.quantize.transforms": [
         "edgeopt.compress.quantize.transforms.x_fold_bn_weights__*",
-        "edgeopt.compress.quantize.transforms.x_equalization_scales__*",
     ],
     "edgeopt.compress.quantize.ptq": [
         "edgeopt.compress.quantize.ptq.x_calibration_indices__*",
@@ -90,8 +89,225 @@ NOT_RUN_REASON = (
     "seconds per mutant) or are glue around the functions in SCOPE"
 )
 
-# mutant name -> why it survives (equivalent mutant, or not covered: the test that would kill it).
-REASONS: dict[str, str] = {}
+# why mutants survive (equivalent, or not covered: the test that would kill them) -> those mutants.
+REASON_GROUPS: dict[str, list[str]] = {
+    "equivalent: N(0, s^2) noise is symmetric: adding or subtracting it is the same mechanism": [
+        "edgeopt.federated.algorithms.privacy.x_noisy_mean__mutmut_12",
+    ],
+    "equivalent: a 'none' payload's delta is already float32 (compress casts it)": [
+        "edgeopt.federated.algorithms.compression.x_decompress__mutmut_5",
+        "edgeopt.federated.algorithms.compression.x_decompress__mutmut_7",
+    ],
+    "equivalent: a NaN diagonal sorts last like inf, and only the k <= n-2 smallest are summed": [
+        "edgeopt.federated.algorithms.server.x_krum_scores__mutmut_34",
+    ],
+    (
+        "equivalent: a domain-separation label: any constant keeps masks cancelling (interoperating with "
+        "another implementation is not a goal)"
+    ): [
+        "edgeopt.federated.algorithms.secagg.x_pair_seed__mutmut_7",
+        "edgeopt.federated.algorithms.secagg.x_pair_seed__mutmut_8",
+    ],
+    "equivalent: a domain-separation label: any constant keeps the protocol correct": [
+        "edgeopt.federated.algorithms.secagg.x_private_key__mutmut_3",
+        "edgeopt.federated.algorithms.secagg.x_private_key__mutmut_4",
+    ],
+    "equivalent: a survivor never reveals a seed with itself (i != j), so < and <= agree": [
+        "edgeopt.federated.algorithms.secagg.x_unmask_sum__mutmut_22",
+    ],
+    (
+        "equivalent: a tie between clipping factors needs equal errors: only an all-zero channel, where every"
+        " factor gives the ACT_EPS floor"
+    ): [
+        "edgeopt.compress.quantize.calibration.x_weight_scales__mutmut_88",
+    ],
+    "equivalent: an arbitrary stream-separation constant": [
+        "edgeopt.federated.rounds.x_client_speeds__mutmut_9",
+        "edgeopt.federated.rounds.x_plan_round__mutmut_12",
+    ],
+    (
+        "equivalent: an arbitrary stream-separation constant: any value gives a valid, resumable per-round "
+        "stream (only a golden value would pin it)"
+    ): [
+        "edgeopt.federated.algorithms.server.x_sample_clients__mutmut_8",
+    ],
+    "equivalent: any negative sentinel fails the 0 < F check alike": [
+        "edgeopt.federated.algorithms.compression.x_parse_compression__mutmut_27",
+    ],
+    "equivalent: astype(None) is float64": [
+        "edgeopt.federated.algorithms.secagg.x_decode_fixed__mutmut_2",
+    ],
+    "equivalent: at steps=50, linspace's own default count and the value every caller in src uses": [
+        "edgeopt.compress.quantize.calibration.x_weight_scales__mutmut_61",
+    ],
+    "equivalent: deltas are promoted to float64 by the float64 weights": [
+        "edgeopt.federated.algorithms.server.x_weighted_mean__mutmut_3",
+        "edgeopt.federated.algorithms.server.x_weighted_mean__mutmut_5",
+    ],
+    "equivalent: excluding 0 from the mask range is unobservable": [
+        "edgeopt.federated.algorithms.secagg.x_prg_mask__mutmut_19",
+    ],
+    "equivalent: excluding 2^64-1 from the mask range is unobservable": [
+        "edgeopt.federated.algorithms.secagg.x_prg_mask__mutmut_13",
+        "edgeopt.federated.algorithms.secagg.x_prg_mask__mutmut_18",
+        "edgeopt.federated.algorithms.secagg.x_prg_mask__mutmut_21",
+    ],
+    "equivalent: float('INF') is inf": [
+        "edgeopt.compress.quantize.calibration.x_sqnr_db__mutmut_25",
+        "edgeopt.federated.algorithms.privacy.x_dp_epsilon__mutmut_6",
+        "edgeopt.interop.export.x_compare_outputs__mutmut_60",
+    ],
+    (
+        "equivalent: float32 weights in float32 arithmetic give the same float32 scales but for double "
+        "rounding in the last bit"
+    ): [
+        "edgeopt.compress.quantize.calibration.x_weight_scales__mutmut_25",
+        "edgeopt.compress.quantize.calibration.x_weight_scales__mutmut_27",
+    ],
+    (
+        "equivalent: float64 padding zeros change only the precision of x/s, which rounds to the same "
+        "integers except at exact float32 ties (none found)"
+    ): [
+        "edgeopt.federated.algorithms.compression.x_quantize_int8__mutmut_17",
+        "edgeopt.federated.algorithms.compression.x_quantize_int8__mutmut_19",
+    ],
+    "equivalent: for an empty or zero-width batch np.isfinite(d).all(axis=1) is the same all-True vector": [
+        "edgeopt.federated.algorithms.server.x_screen_updates__mutmut_6",
+    ],
+    ("equivalent: for the float32 updates the engine passes, casting first or after the scaling rounds alike"): [
+        "edgeopt.federated.algorithms.privacy.x_clip_by_norm__mutmut_18",
+        "edgeopt.federated.algorithms.privacy.x_clip_by_norm__mutmut_20",
+    ],
+    "equivalent: init_state sets m and v together (both or neither), so 'and' and 'or' agree": [
+        "edgeopt.federated.algorithms.server.x_server_update__mutmut_20",
+    ],
+    "equivalent: int32 indices index like int64": [
+        "edgeopt.federated.algorithms.compression.x_densify__mutmut_10",
+        "edgeopt.federated.algorithms.compression.x_densify__mutmut_8",
+    ],
+    "equivalent: integers(max, endpoint=True) is [0, max], the same range": [
+        "edgeopt.federated.algorithms.secagg.x_prg_mask__mutmut_14",
+    ],
+    "equivalent: j == client is skipped just above, so < and <= agree": [
+        "edgeopt.federated.algorithms.secagg.x_masked_input__mutmut_18",
+    ],
+    "equivalent: norms of non-finite updates are never read (only finite ones are compared)": [
+        "edgeopt.federated.algorithms.server.x_screen_updates__mutmut_16",
+    ],
+    "equivalent: np.array of Python bools infers dtype bool": [
+        "edgeopt.federated.algorithms.server.x_screen_updates__mutmut_53",
+    ],
+    "equivalent: np.sort's default axis is the last one (1 here)": [
+        "edgeopt.federated.algorithms.server.x_krum_scores__mutmut_41",
+    ],
+    "equivalent: numpy accepts any negative size as 'infer' in reshape": [
+        "edgeopt.compress.quantize.calibration.x_quantize_weight__mutmut_16",
+        "edgeopt.compress.quantize.calibration.x_weight_scales__mutmut_31",
+        "edgeopt.federated.algorithms.compression.x_dequantize_int8__mutmut_23",
+        "edgeopt.federated.algorithms.compression.x_dequantize_int8__mutmut_33",
+        "edgeopt.federated.algorithms.compression.x_quantize_int8__mutmut_21",
+        "edgeopt.federated.algorithms.compression.x_quantize_int8__mutmut_55",
+        "edgeopt.interop.export.x_compare_outputs__mutmut_67",
+        "edgeopt.interop.export.x_compare_outputs__mutmut_73",
+    ],
+    "equivalent: numpy takes the sort kind case-insensitively ('STABLE' is 'stable')": [
+        "edgeopt.federated.algorithms.server.x_krum__mutmut_12",
+    ],
+    "equivalent: q is already int8 (made by quantize_int8)": [
+        "edgeopt.federated.algorithms.compression.x_dequantize_int8__mutmut_4",
+        "edgeopt.federated.algorithms.compression.x_dequantize_int8__mutmut_6",
+    ],
+    "equivalent: random() equals the dropout rate with probability ~2^-53": [
+        "edgeopt.federated.rounds.x_plan_round__mutmut_15",
+    ],
+    "equivalent: ref is float64, so got - ref is float64 anyway; argmax is dtype-independent": [
+        "edgeopt.interop.export.x_compare_outputs__mutmut_10",
+        "edgeopt.interop.export.x_compare_outputs__mutmut_8",
+    ],
+    "equivalent: replace=None is falsy like replace=False": [
+        "edgeopt.compress.quantize.ptq.x_calibration_indices__mutmut_17",
+        "edgeopt.federated.algorithms.server.x_sample_clients__mutmut_12",
+    ],
+    "equivalent: scales are promoted to float64 by the float64 weights (exactly)": [
+        "edgeopt.compress.quantize.calibration.x_quantize_weight__mutmut_20",
+        "edgeopt.compress.quantize.calibration.x_quantize_weight__mutmut_22",
+    ],
+    "equivalent: scaling by 2^24 is exact in float32 too (before int64 overflow)": [
+        "edgeopt.federated.algorithms.secagg.x_encode_fixed__mutmut_6",
+        "edgeopt.federated.algorithms.secagg.x_encode_fixed__mutmut_8",
+    ],
+    "equivalent: selected and fails have the same length by construction": [
+        "edgeopt.federated.rounds.x_plan_round__mutmut_21",
+        "edgeopt.federated.rounds.x_plan_round__mutmut_24",
+        "edgeopt.federated.rounds.x_plan_round__mutmut_25",
+    ],
+    (
+        "equivalent: the MSE search's grid size (50 vs 51 clipping factors) is a resolution default; both "
+        "grids are valid searches"
+    ): [
+        "edgeopt.compress.quantize.calibration.x_weight_scales__mutmut_4",
+    ],
+    "equivalent: the else branch is taken only for a zero update: 0 * 2 == 0": [
+        "edgeopt.federated.algorithms.privacy.x_clip_by_norm__mutmut_14",
+    ],
+    "equivalent: the fallback divisor only divides all-zero chunks: 0/2 == 0/1": [
+        "edgeopt.federated.algorithms.compression.x_quantize_int8__mutmut_39",
+    ],
+    "equivalent: the masked sums are already uint64": [
+        "edgeopt.federated.algorithms.secagg.x_decode_fixed__mutmut_5",
+        "edgeopt.federated.algorithms.secagg.x_decode_fixed__mutmut_7",
+    ],
+    (
+        "equivalent: the other operand is cast to float64, so differences are float64 anyway; |ref| max is "
+        "exact in float32"
+    ): [
+        "edgeopt.interop.export.x_compare_outputs__mutmut_3",
+        "edgeopt.interop.export.x_compare_outputs__mutmut_5",
+    ],
+    "equivalent: the payload's scales are already float32 (quantize_int8 casts them)": [
+        "edgeopt.federated.algorithms.compression.x_dequantize_int8__mutmut_27",
+        "edgeopt.federated.algorithms.compression.x_dequantize_int8__mutmut_29",
+    ],
+    (
+        "equivalent: the seed's byte order only picks another, equally good stream, the same for both clients of a pair"
+    ): [
+        "edgeopt.federated.algorithms.secagg.x_prg_mask__mutmut_6",
+    ],
+    "equivalent: the sum is promoted to float64 by the float64 noise": [
+        "edgeopt.federated.algorithms.privacy.x_noisy_mean__mutmut_14",
+        "edgeopt.federated.algorithms.privacy.x_noisy_mean__mutmut_16",
+    ],
+    "equivalent: the test signal is promoted to float64 by the float64 reference": [
+        "edgeopt.compress.quantize.calibration.x_sqnr_db__mutmut_12",
+        "edgeopt.compress.quantize.calibration.x_sqnr_db__mutmut_14",
+    ],
+    "equivalent: the weights are promoted to float64 by the float64 scales": [
+        "edgeopt.compress.quantize.calibration.x_quantize_weight__mutmut_34",
+        "edgeopt.compress.quantize.calibration.x_quantize_weight__mutmut_36",
+    ],
+    "equivalent: u and the densified payload are both float32, so their difference already is": [
+        "edgeopt.federated.algorithms.compression.x_compress__mutmut_27",
+    ],
+    "equivalent: values are stored into a float32 array either way": [
+        "edgeopt.federated.algorithms.compression.x_densify__mutmut_14",
+        "edgeopt.federated.algorithms.compression.x_densify__mutmut_16",
+    ],
+    "equivalent: weights are promoted to float64 by the float64 deltas": [
+        "edgeopt.federated.algorithms.server.x_weighted_mean__mutmut_12",
+        "edgeopt.federated.algorithms.server.x_weighted_mean__mutmut_14",
+    ],
+    "equivalent: with k == n argpartition returns every index, sorted next: the same as arange": [
+        "edgeopt.federated.algorithms.compression.x_topk_sparsify__mutmut_16",
+        "edgeopt.federated.algorithms.compression.x_topk_sparsify__mutmut_24",
+    ],
+    "equivalent: |x / s| <= 127 by construction of s = max|x| / 127: the clip bounds are never reached": [
+        "edgeopt.federated.algorithms.compression.x_quantize_int8__mutmut_44",
+        "edgeopt.federated.algorithms.compression.x_quantize_int8__mutmut_45",
+        "edgeopt.federated.algorithms.compression.x_quantize_int8__mutmut_52",
+        "edgeopt.federated.algorithms.compression.x_quantize_int8__mutmut_53",
+    ],
+}
+REASONS: dict[str, str] = {name: reason for reason, names in REASON_GROUPS.items() for name in names}
 
 KILLED = {1, 3}
 SURVIVED = {0}
@@ -114,24 +330,27 @@ def _function_source(mutated: Path, spans: dict[str, list[int]], key: str) -> li
 
 
 def _survivor(src_file: Path, mutated: Path, spans: dict, name: str) -> dict:
-    func, _, _ = name.rpartition(".")[2].partition("__mutmut_")
+    short = name.rpartition(".")[2]
+    func = short.partition("__mutmut_")[0]
     orig = _function_source(mutated, spans, f"{func}__mutmut_orig")
-    mut = _function_source(mutated, spans, name.rpartition(".")[2])
-    removed = [ln for ln in difflib.ndiff(orig, mut) if ln.startswith("- ")]
-    added = [ln for ln in difflib.ndiff(orig, mut) if ln.startswith("+ ")]
-    first_removed = removed[0][2:] if removed else ""
-    line = None
+    # the mutant's def line differs by its name only (unless a default was mutated): give it the original's
+    mut = [ln.replace(f"{short}(", f"{func}__mutmut_orig(") for ln in _function_source(mutated, spans, short)]
+    diff = list(difflib.ndiff(orig, mut))
+    removed = [ln[2:] for ln in diff if ln.startswith("- ")]
+    added = [ln[2:] for ln in diff if ln.startswith("+ ")]
+    plain = func.rpartition("ǁ")[2] if "ǁ" in func else func.removeprefix("x_")
+    first_removed = (removed[0] if removed else "").replace(f"{func}__mutmut_orig(", f"{plain}(")
+    first_added = (added[0] if added else "").replace(f"{func}__mutmut_orig(", f"{plain}(")
     source = src_file.read_text().splitlines()
-    if first_removed.strip():
-        # the original function body is verbatim in src (bar the def name): find the changed line there
-        want = first_removed.strip()
-        hits = [i + 1 for i, ln in enumerate(source) if ln.strip() == want]
-        line = hits[0] if len(hits) == 1 else (hits or [None])[0]
+    # the original body is verbatim in src: find the changed line after the function's def
+    start = next((i for i, ln in enumerate(source) if ln.lstrip().startswith(f"def {plain}(")), 0)
+    want = first_removed.strip()
+    line = next((i + 1 for i in range(start, len(source)) if want and source[i].strip() == want), None)
     return {
         "mutant": name,
         "file": str(src_file.relative_to(ROOT)),
         "line": line,
-        "diff": f"{first_removed.strip()}  ->  {added[0][2:].strip() if added else ''}".strip(),
+        "diff": f"{first_removed.strip()}  ->  {first_added.strip()}",
     }
 
 
@@ -165,7 +384,9 @@ def summarise(patterns_by_module: dict[str, list[str]]) -> dict:
                 c["survived" if code in SURVIVED else "no_tests"] += 1
                 s = _survivor(src_file, mutated, spans, name)
                 s["status"] = "survived" if code in SURVIVED else "no tests"
-                s["reason"] = REASONS.get(name, "unclassified")
+                s["reason"] = REASONS.get(name) or (
+                    "not covered: no test in the selection calls this function" if code in NO_TESTS else "unclassified"
+                )
                 survivors.append(s)
             else:
                 c["other"] += 1
