@@ -237,6 +237,6 @@ def test_prune_progress_names_each_phase_and_step(tmp_path: Path, monkeypatch: p
 def test_accuracy_drop_warns_over_three_points() -> None:
     from edgeopt.compress.workflows import accuracy_drop
 
-    assert accuracy_drop(0.7548, 0.5083) == "accuracy fell 24.6 points (75.48% -> 50.83%)"
+    assert accuracy_drop(0.7548, 0.5083) == "accuracy fell 24.7 points (75.48% -> 50.83%)"
     assert accuracy_drop(0.80, 0.78) is None and accuracy_drop(0.80, 0.85) is None
     assert accuracy_drop(0.80, 0.769, points=3.0) is not None

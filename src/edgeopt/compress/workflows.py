@@ -285,8 +285,8 @@ def prune_model(
             model, unfolded = trainable(model, data, settings.seed)  # before the masks hook the layers
             gp.attach(model.module)
             try:
-                with phase(f"recovery, pruning to {float(ratio or nm[0] / nm[1]):.0%} zeros" if method == "magnitude"
-                           else f"recovery, pruning to {nm[0]}:{nm[1]}"):  # fmt: skip
+                target = f"{ratio:.0%} zeros" if method == "magnitude" else f"{nm[0]}:{nm[1]}"
+                with phase(f"recovery, pruning to {target}"):
                     model, hist = tune(model, data, settings, teacher)
             finally:
                 gp.detach()
@@ -370,7 +370,8 @@ def deep_compress(
         steps = prune_epochs * max(1, math.ceil(len(data) / s1.batch_size))
         gp = GradualPruner(sparsity, steps, "magnitude", scope, frequency=max(1, steps // 40)).attach(model.module)
         try:
-            model, h1 = tune(model, data, s1, teacher, log=log)
+            with phase(f"pruning to {sparsity:.0%} zeros"):
+                model, h1 = tune(model, data, s1, teacher, log=log)
         finally:
             gp.detach()
         metrics["prune_history"] = h1
@@ -381,7 +382,8 @@ def deep_compress(
     if cluster_epochs > 0:
         s2 = TuneSettings(**{**base.__dict__, "epochs": cluster_epochs})
         with ClusteredTraining(model.module, books):
-            model, h2 = tune(model, data, s2, teacher, log=log)
+            with phase(f"fine-tuning {2**bits} shared values per layer"):
+                model, h2 = tune(model, data, s2, teacher, log=log)
         metrics["cluster_history"] = h2
     model = model.with_lineage({"pass": "compress", "sparsity": sparsity, "bits": bits,
                                 "prune_epochs": prune_epochs, "cluster_epochs": cluster_epochs})  # fmt: skip
