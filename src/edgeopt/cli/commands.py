@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 @app.command()
 def train(
     model: ModelArg,
-    data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="where to write the trained .edgeopt model")],
+    data: DataOpt = "digits",
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     optimizer: Annotated[str, typer.Option(help="sgd or adam")] = "sgd",
     lr: Annotated[float | None, typer.Option(help="peak learning rate (default 0.05 sgd, 2e-3 adam)")] = None,
@@ -154,7 +154,7 @@ def import_(
 @app.command("eval")
 def eval_(
     model: ModelArg,
-    data: DataOpt,
+    data: DataOpt = "digits",
     split: Annotated[str, typer.Option(help="train or test")] = "test",
     limit: Annotated[int | None, typer.Option(min=1, help="evaluate N samples spread over the split")] = None,
     runtime: RuntimeOpt = None,
@@ -335,12 +335,15 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="run directory")] = Path("runs/demo"),
     as_json: JsonOpt = False,
 ) -> None:
-    """The main job on built-in data: train on digits, export to all three runtimes, measure, report."""
-    quiet(as_json)
-    from edgeopt.pipeline.demo import DEMO_RECIPE, run_and_report
-    from edgeopt.pipeline.recipe import recipe_from_dict
+    """The main job on built-in digits: train ResNet-8 → distill into a half-width student → prune half
+    its MACs → quantize to int8 → export to ONNX Runtime, ExecuTorch and LiteRT, measured in each.
 
-    emit(run_and_report(recipe_from_dict(DEMO_RECIPE), out, resume=True, verbose=not as_json), as_json, "demo")
+    Writes report.html in --out. An earlier demo in --out is continued, not redone (it says so).
+    """
+    quiet(as_json)
+    from edgeopt.pipeline.demo import run_demo
+
+    emit(run_demo(out, verbose=not as_json), as_json, "demo")
 
 
 @app.command()

@@ -33,12 +33,25 @@ def resolve_source(source: str, runtime: str | None = None) -> tuple[str, EdgeMo
     """(runtime, what to open): the artifact itself in its own runtime, else the loaded model."""
     native = "torch" if source.startswith("zoo:") else runtime_for_path(source)
     runtime = check_runtime(runtime or native)
+    if native == "executorch" and runtime != native:  # a .pte is a lowered program: nothing converts it back
+        raise EdgeoptError(
+            f"{Path(source).name} is an ExecuTorch program: only --runtime executorch runs it, not {runtime}",
+            f"drop --runtime, or give the model it was exported from to run it in {runtime}",
+        )
     if runtime == native and native != "torch":
         path = Path(source)
         if not path.is_file():
             raise EdgeoptError(f"model file not found: {path}", "check the path")
         return runtime, path
-    return runtime, load_model(source)
+    if native == "torch" or not Path(source).is_file():
+        return runtime, load_model(source)
+    try:  # a .tflite/.onnx in another runtime: imported, then exported to that runtime
+        return runtime, load_model(source)
+    except EdgeoptError as e:
+        raise EdgeoptError(
+            f"{Path(source).name} runs in {native}; to run it in {runtime} edgeopt must import it, and: {e.problem}",
+            f"drop --runtime to run it in {native}, or give the model it was exported from",
+        ) from e
 
 
 def open_model(
