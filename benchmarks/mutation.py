@@ -419,6 +419,7 @@ def main() -> None:
     ap.add_argument("--summarise-only", action="store_true", help="re-read mutants/ without running mutmut")
     ap.add_argument("--max-children", type=int, default=2)
     ap.add_argument("--module", action="append", help="run only this module of SCOPE (repeatable)")
+    ap.add_argument("--note", help="how these figures were produced, stored in the result")
     args = ap.parse_args()
     scope = {m: p for m, p in SCOPE.items() if not args.module or m in args.module}
     wall = None
@@ -438,6 +439,7 @@ def main() -> None:
         },  # fmt: skip
         "command": "make mutate  (= python benchmarks/mutation.py: mutmut run --max-children 2 <SCOPE globs>)",
         "wall_s_last_run": round(wall, 1) if wall is not None else None,
+        "note": args.note,
         "scope": SCOPE,
         **summary,
     }

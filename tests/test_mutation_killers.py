@@ -59,7 +59,7 @@ def test_parse_aggregator_names_and_defaults() -> None:
     assert parse_aggregator("krum") == ("krum", 1.0)
     assert parse_aggregator("trimmed:0.25") == ("trimmed", 0.25)
     assert parse_aggregator("krum:2") == ("krum", 2.0)
-    with pytest.raises(ValueError, match=r"unknown aggregator 'avg' \(use mean, median, trimmed, krum\)"):
+    with pytest.raises(ValueError, match=r"^unknown aggregator 'avg' \(use mean, median, trimmed, krum\)$"):
         parse_aggregator("avg")
     assert parse_aggregator("median:") == ("median", 0.0)
 
@@ -110,7 +110,7 @@ def test_krum_scores_hand_values_small_distances_and_float64() -> None:
     # n = f + 3 is the fewest Krum accepts (one neighbour each); distances under 1 are not floored
     d = np.array([[0.0], [0.1], [0.3]])
     np.testing.assert_allclose(krum_scores(d, 0), [0.01, 0.01, 0.04], rtol=1e-9)
-    with pytest.raises(ValueError, match="Krum with f=1 needs at least 4 updates, got 3"):
+    with pytest.raises(ValueError, match="^Krum with f=1 needs at least 4 updates, got 3$"):
         krum_scores(d, 1)
     # float32 input is scored in float64: at 1e4 a float32 square has a unit error of 8
     far = np.array([[1e4, 0.0], [1e4 + 1, 0.0], [1e4, 1.0], [1e4 + 1, 1.0]], np.float32)
@@ -127,9 +127,9 @@ def test_krum_breaks_ties_by_order_among_many_updates() -> None:
 def test_client_sampling_bounds() -> None:
     assert sample_clients(5, 5, 3, 0).tolist() == [0, 1, 2, 3, 4]
     assert len(sample_clients(5, 1, 3, 0)) == 1
-    with pytest.raises(ValueError, match=r"per_round must be in 1..5, got 6"):
+    with pytest.raises(ValueError, match=r"^per_round must be in 1..5, got 6$"):
         sample_clients(5, 6, 0, 0)
-    with pytest.raises(ValueError, match=r"per_round must be in 1..5, got 0"):
+    with pytest.raises(ValueError, match=r"^per_round must be in 1..5, got 0$"):
         sample_clients(5, 0, 0, 0)
 
 
@@ -137,9 +137,9 @@ def test_weighted_mean_edges_and_dtype() -> None:
     np.testing.assert_array_equal(weighted_mean(np.array([[2.0, 4.0]])), [2.0, 4.0])  # one update is fine
     out = weighted_mean(np.array([[1.0], [3.0]]), np.array([0.25, 0.75]))  # weights summing to 1
     assert out.dtype == np.float32 and out.tolist() == [2.5]
-    with pytest.raises(ValueError, match="nothing to aggregate"):
+    with pytest.raises(ValueError, match="^nothing to aggregate$"):
         weighted_mean(np.array([[1.0], [3.0]]), np.array([0.0, 0.0]))
-    with pytest.raises(ValueError, match="nothing to aggregate"):
+    with pytest.raises(ValueError, match="^nothing to aggregate$"):
         weighted_mean(np.zeros((0, 2)))
 
 
@@ -166,7 +166,7 @@ def test_server_update_dtypes_control_and_errors() -> None:
     assert c.control.tolist() == [0.5, 1.0]
     assert server_update(init_state(p, sgd), np.zeros(2), sgd, control_delta=np.ones(2)).control is None
     assert server_update(init_state(p, sgd, scaffold=True), np.zeros(2), sgd).control.tolist() == [0.0, 0.0]
-    with pytest.raises(ValueError, match=r"unknown server optimizer 'sgdx' \(use sgd, adam, yogi\)"):
+    with pytest.raises(ValueError, match=r"^unknown server optimizer 'sgdx' \(use sgd, adam, yogi\)$"):
         server_update(init_state(p, sgd), np.zeros(2), ServerOptConfig("sgdx"))
 
 
@@ -183,7 +183,7 @@ def test_trimmed_mean_bounds_krum_dtype_and_default_rule() -> None:
     d = np.array([[1.0], [2.0], [3.0], [4.0], [100.0]], np.float32)
     tm = trimmed_mean(d, 0.4)  # k = 2 of 5: only the middle value is left
     assert tm.dtype == np.float32 and tm.tolist() == [3.0]
-    with pytest.raises(ValueError, match="trimming 2 from each end leaves nothing of 4 updates"):
+    with pytest.raises(ValueError, match="^trimming 2 from each end leaves nothing of 4 updates$"):
         trimmed_mean(d[:4], 0.5)
     np.testing.assert_array_equal(aggregate(d, np.ones(5)), weighted_mean(d))  # the default rule is the mean
     big = np.full((5, 1), 3e38, np.float32)  # Multi-Krum averages in float64: no float32 overflow
@@ -232,7 +232,8 @@ def test_parse_compression_specs() -> None:
     assert parse_compression("int8") == ("int8", 1.0)
     assert parse_compression("topk:1") == ("topk", 1.0) and parse_compression("topk:0.01") == ("topk", 0.01)
     for bad in ("topk", "topk:0", "topk:1.5", "topk:abc", "int8:2", "zip"):
-        with pytest.raises(ValueError, match=f"unknown compression '{bad}'"):
+        hint = r"\(use none, int8 or topk:F with 0 < F <= 1\)"
+        with pytest.raises(ValueError, match=f"^unknown compression '{bad}' {hint}$"):
             parse_compression(bad)
 
 
@@ -297,7 +298,7 @@ def test_masks_differ_per_coordinate() -> None:
     pub = {c: sa.public_key(k) for c, k in keys.items()}
     up = sa.masked_input(0, np.array([0.5, 0.5, 0.5]), keys[0], pub)
     assert len(set(up.tolist())) == 3
-    with pytest.raises(ValueError, match="no masked inputs to aggregate"):
+    with pytest.raises(ValueError, match="^no masked inputs to aggregate$"):
         sa.unmask_sum({}, {})
 
 
@@ -352,7 +353,7 @@ def test_weight_scales_default_to_8_bits_per_output_channel() -> None:
     w = np.array([[0.5, -1.27], [0.1, 0.2]])
     np.testing.assert_allclose(cal.weight_scales(w), [0.01, 0.2 / 127], rtol=1e-6)
     np.testing.assert_allclose(cal.weight_scales(w.T, axis=1), [0.01, 0.2 / 127], rtol=1e-6)
-    with pytest.raises(ValueError, match=r"unknown weight method 'l2' \(minmax or mse\)"):
+    with pytest.raises(ValueError, match=r"^unknown weight method 'l2' \(minmax or mse\)$"):
         cal.weight_scales(w, method="l2")
 
 
@@ -366,6 +367,35 @@ def test_fake_quantize_divides_float32_inputs_in_float64() -> None:
     # float32 0.015 is 0.01499999966: 1.4999 steps of 0.01 in float64 (-> 1), a tie 1.5 in float32 (-> 2)
     x = np.array([0.015, 0.025], np.float32)
     np.testing.assert_allclose(cal.fake_quantize(x, 0.01, 0, -128, 127), [0.01, 0.03])
+
+
+def test_percentile_range_bounds_default_and_quantiles() -> None:
+    h = cal.Histogram(np.ones(1000), -50.0, 50.0)
+    assert cal.percentile_range(h) == cal.percentile_range(h, 99.99)  # the default percentile
+    assert cal.percentile_range(h, 100.0) == (-50.0, 50.0) and cal.percentile_range(h, 50.5)[1] < 1.0
+    for bad in (50.0, 100.5):
+        with pytest.raises(ValueError, match=rf"^percentile must be in \(50, 100\], not {bad}$"):
+            cal.percentile_range(h, bad)
+    assert cal.percentile_range(cal.Histogram(np.zeros(4), -1.0, 1.0)) == (-1.0, 1.0)  # nothing observed
+    one = cal.percentile_range(cal.Histogram(np.array([1.0, 0.0, 0.0, 0.0]), -1.0, 1.0), 99.0)  # total 1
+    assert one[0] == pytest.approx(-0.995) and one[1] == pytest.approx(-0.505)
+    two = cal.Histogram(np.array([1.0, 1.0]), 0.0, 2.0)  # a quantile inside the first bin
+    assert cal._quantile(two, 0.25) == pytest.approx(0.5)
+    frac = cal.Histogram(np.array([0.25, 0.25]), 0.0, 2.0)  # fractional mass (a rebinned histogram) below 1
+    assert cal._quantile(frac, 0.5) == pytest.approx(1.0)
+
+
+def test_expected_mse_two_sided_clipping_by_hand() -> None:
+    # centres -1.5, -0.5, 0.5, 1.5 with mass 0.1 each; range [-1, 1]: s = 2/255, zero point -1, so the
+    # grid ends are qlo = -127 s and qhi = 128 s; the outer two are clipped, the inner two get s^2/12
+    h = cal.Histogram(np.full(4, 0.1), -2.0, 2.0)
+    s = float(np.float32(2 / 255))
+    qlo, qhi = -127 * s, 128 * s
+    want = (0.2 * s * s / 12 + 0.1 * (-1.5 - qlo) ** 2 + 0.1 * (1.5 - qhi) ** 2) / 0.4
+    assert cal.expected_mse(h, -1.0, 1.0) == pytest.approx(want, rel=1e-6)
+    # unsigned grid (qmin 0, qmax 255) over [0, 2.55]: scale 0.01, and a centre exactly at 0 is inside
+    at_zero = cal.Histogram(np.array([1.0]), -1.0, 1.0)
+    assert cal.expected_mse(at_zero, 0.0, 2.55, 0, 255) == pytest.approx(0.01**2 / 12, rel=1e-5)
 
 
 def test_quantize_weight_rounds_and_clips_symmetrically() -> None:
@@ -436,7 +466,8 @@ def test_attention_and_feature_hints_hand_values() -> None:
     loss = feature_loss(a, b)
     loss.backward()
     assert loss.item() == pytest.approx(2.5) and b.grad is None and a.grad is not None
-    with pytest.raises(EdgeoptError, match=r"feature hint shapes differ \(\(1, 2\) vs \(2, 1\)\)"):
+    fix = "use the attention hint, which needs only equal spatial sizes"
+    with pytest.raises(EdgeoptError, match=rf"^feature hint shapes differ \(\(1, 2\) vs \(2, 1\)\) — {fix}$"):
         feature_loss(a, torch.zeros(2, 1))
 
 
@@ -454,11 +485,13 @@ def test_compare_outputs_edges() -> None:
     # NaN never wins top-1: [NaN, 0.5] votes for class 1
     nan = compare_outputs(np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([[np.nan, 0.5], [np.nan, 0.5]]))
     assert nan.top1_agreement == 0.5 and nan.max_abs_diff == float("inf")
+    neg = compare_outputs(np.array([[0.0, 1.0]]), np.array([[np.nan, -0.5]]))  # not even against a negative score
+    assert neg.top1_agreement == 1.0
     big = compare_outputs(np.array([[1.0, -3.0]]), np.array([[1.5, -3.0]]))
     assert (big.max_abs_diff, big.max_abs_ref, big.rel_diff) == (0.5, 3.0, 0.5 / 3.0)
     small = compare_outputs(np.array([[0.5, 0.0]]), np.array([[0.6, 0.0]]))  # max |ref| below 1 is still relative
     assert small.rel_diff == pytest.approx(0.2)
-    with pytest.raises(EdgeoptError, match=r"runtime output shape \(1, 3\) differs from PyTorch's \(2, 3\)"):
+    with pytest.raises(EdgeoptError, match=r"^runtime output shape \(1, 3\) differs from PyTorch's \(2, 3\)$"):
         compare_outputs(np.zeros((2, 3)), np.zeros((1, 3)))
 
 
