@@ -231,8 +231,10 @@ def _trials(db: Path) -> list:
 
     if not db.exists():
         return []
-
-    return optuna.load_study(study_name="edgeopt-search", storage=f"sqlite:///{db}").get_trials(deepcopy=False)
+    try:
+        return optuna.load_study(study_name="edgeopt-search", storage=f"sqlite:///{db}").get_trials(deepcopy=False)
+    except KeyError:  # the file exists but the first worker has not created the study yet
+        return []
 
 
 def test_two_workers_share_one_sqlite_study_then_a_killed_worker_is_retried_and_the_study_resumes(tmp_path) -> None:
@@ -279,7 +281,7 @@ def test_search_cli_exports_the_front_and_the_chosen_model(tmp_path) -> None:
     (tmp_path / "tiny.yaml").write_text(TINY_YAML)
     out = tmp_path / "run"
     cmd = [*CLI, "search", "--data", "digits", "--space", str(tmp_path / "tiny.yaml"), "--runtime", "onnxruntime",
-           "--max-params", "12000", "--trials", "4", "--epochs", "2", "--front", "2",
+           "--max-params", "40000", "--trials", "4", "--epochs", "2", "--front", "2",
            "--out", str(out), "--json"]  # fmt: skip
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -288,7 +290,7 @@ def test_search_cli_exports_the_front_and_the_chosen_model(tmp_path) -> None:
     model = load_model(result["model"])
     assert model.meta.arch["name"] == "nas_resnet"
     for point in result["pareto"]:
-        assert point["cost"]["params"] <= 12000 and point["within_budget"]
+        assert point["cost"]["params"] <= 40000 and point["within_budget"]
         m = point["measured"]["onnxruntime"]
         assert 0 <= m["accuracy"] <= 1 and m["latency_ms"] > 0 and Path(m["artifact"]).is_file()
     measured = result["chosen"]["measured"]
