@@ -37,6 +37,7 @@ FORMATS = {"onnx": ".onnx", "pte": ".pte", "tflite": ".tflite"}
 FORMAT_RUNTIME = {"onnx": "onnxruntime", "pte": "executorch", "tflite": "litert"}
 ONNX_OPSET = 18
 SIDECAR_SUFFIX = ".json"
+EMBEDDED_ARCH_ENTRY_BYTES = 2048  # larger architecture entries stay out of the artifact (embedded_record)
 # parity gate for integer artifacts vs PyTorch's quantize/dequantize simulation
 QUANTIZED_RTOL = 0.25
 QUANTIZED_MIN_TOP1 = 0.75
@@ -119,13 +120,16 @@ def read_sidecar(artifact: str | Path) -> ModelMeta | None:
 
 
 def embedded_record(meta: ModelMeta, export_info: dict[str, Any]) -> dict[str, Any]:
-    """What an artifact carries inside: the metadata, with only the architecture's scalar fields. Pure.
+    """What an artifact carries inside: the metadata, the architecture's bulky entries left out. Pure.
 
-    The architecture record proper (a graph IR, quantization parameters) rebuilds the PyTorch module
-    and stays in the ``.edgeopt`` model (and the sidecar); the artifact is the module already.
+    An architecture entry over ``EMBEDDED_ARCH_ENTRY_BYTES`` of JSON (a graph IR, quantization
+    parameters) rebuilds the PyTorch module; it stays in the ``.edgeopt`` model (and the sidecar):
+    the artifact is the module already. The rest (kind, name, sizes, recipe) is kept as it is.
     """
+    import json
+
     d = meta.to_json()
-    d["arch"] = {k: v for k, v in meta.arch.items() if isinstance(v, str | int | float | bool)}
+    d["arch"] = {k: v for k, v in meta.arch.items() if len(json.dumps(v, default=str)) <= EMBEDDED_ARCH_ENTRY_BYTES}
     return {**d, "export": export_info}
 
 

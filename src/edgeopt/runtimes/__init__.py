@@ -80,21 +80,24 @@ def _open_artifact(runtime: str, path: Path, threads: int) -> Runner:
     """A runner for an artifact; ``runner.meta`` is what edgeopt stored in it (or in an old sidecar)."""
     from edgeopt.runtimes.interface import stored_meta
 
-    meta, source = stored_meta(path)
     runner: Runner
     if runtime == "onnxruntime":
         from edgeopt.runtimes.onnxruntime_runner import OnnxRuntimeRunner
 
-        runner = OnnxRuntimeRunner(path, threads=threads, meta=meta)
+        runner = OnnxRuntimeRunner(path, threads=threads)
     elif runtime == "executorch":
         from edgeopt.runtimes.executorch_runner import ExecuTorchRunner
 
-        runner = ExecuTorchRunner(path, threads=threads, meta=meta)
+        runner = ExecuTorchRunner(path, threads=threads)
     else:
         from edgeopt.runtimes.litert_runner import LiteRTRunner
 
-        runner = LiteRTRunner(path, threads=threads, meta=meta)
-    runner.meta_source = source
+        runner = LiteRTRunner(path, threads=threads)
+    try:  # read after the runtime accepted the file: a corrupt one gets the runtime's own error
+        runner.meta, runner.meta_source = stored_meta(path)
+    except BaseException:
+        runner.close()
+        raise
     return runner
 
 
