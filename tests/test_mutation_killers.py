@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from edgeopt.compress.distill import attention_loss, attention_map, feature_loss
-from edgeopt.compress.prune.channel import normalised
-from edgeopt.compress.prune.depgraph import ChannelGroup, _make_groups, _UnionFind
+from edgeopt.compress.prune.channel import normalised, weakest_beyond
+from edgeopt.compress.prune.depgraph import ChannelGroup, DepGraph, _make_groups, _UnionFind
 from edgeopt.compress.quantize import calibration as cal
 from edgeopt.compress.quantize.ptq import _channel_mean, _chunks, bias_shift, calibration_indices
 from edgeopt.errors import EdgeoptError
@@ -542,3 +542,17 @@ def test_normalised_divides_by_the_group_mean() -> None:
     out = normalised({1: 2.0, 2: 6.0, 4: -1.0, 5: 1.0}, groups)
     # group 0: mean 4; group 1: a missing score is 0 (mean 0 -> divide by 1); group 2: mean 0 -> divide by 1
     assert out == {1: 0.5, 2: 1.5, 3: 0.0, 4: -1.0, 5: 1.0}
+
+
+def test_weakest_beyond_removes_the_lowest_scores_not_the_lowest_ids() -> None:
+    g = ChannelGroup(0, [5, 6, 7], [("a", "out")], 3)
+    dep = DepGraph(slots={}, shapes={}, layer_io={}, groups=[g], fixed_roots=set(), is_graph_module=False)
+    assert weakest_beyond(dep, {5: 3.0, 6: 1.0, 7: 2.0}, [1]) == {6, 7}  # one channel is a valid width
+    assert weakest_beyond(dep, {5: 3.0, 6: 1.0, 7: 2.0}, [3]) == set()
+    assert weakest_beyond(dep, {5: 1.0, 6: 1.0}, [2]) == {7}  # a missing score is 0; ties go by class id
+    with pytest.raises(EdgeoptError, match=r"^2 widths for 1 channel groups — give one width per group: 3$"):
+        weakest_beyond(dep, {}, [1, 1])
+    with pytest.raises(
+        EdgeoptError, match=r"^width 4 for group 0: 3 ch, producers \['a'\] — keep between 1 and 3 channels$"
+    ):
+        weakest_beyond(dep, {}, [4])
