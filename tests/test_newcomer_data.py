@@ -291,13 +291,17 @@ def test_mlperf_float_model_without_its_range_warns_and_names_it(cifar_sample: P
     assert fixed["accuracy"] > 0.5 and "warning" not in fixed
 
 
-def test_mlperf_int8_model_states_its_range() -> None:
+def test_mlperf_int8_model_states_its_range(cifar_sample: Path, capfd) -> None:
+    """Its int8 input (scale 1, zero point -128) says 0..255: eval needs no --input-range."""
     from edgeopt.interop.input_range import range_from_quantization
     from edgeopt.runtimes.litert_runner import LiteRTRunner
 
-    runner = LiteRTRunner(mlperf("resnet8_int8.tflite"))
+    path = mlperf("resnet8_int8.tflite")
+    runner = LiteRTRunner(path)
     assert runner.input_quant is not None
     assert range_from_quantization(*runner.input_quant, runner.input_dtype) == (0.0, 255.0)
+    got, _ = cli_json(capfd, "eval", path, "--data", f"imagefolder:{cifar_sample}")
+    assert got["accuracy"] > 0.5 and "warning" not in got
 
 
 def test_other_commands_warn_when_an_accuracy_is_at_chance(digits_model: Path, tmp_path: Path, capfd) -> None:
