@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from edgeopt.compress.distill import attention_loss, attention_map, feature_loss
+from edgeopt.compress.distill import attention_loss, attention_map, feature_loss, kd_loss
 from edgeopt.compress.prune.channel import normalised, weakest_beyond
 from edgeopt.compress.prune.depgraph import ChannelGroup, DepGraph, _make_groups, _UnionFind
 from edgeopt.compress.quantize import calibration as cal
 from edgeopt.compress.quantize.ptq import _channel_mean, _chunks, bias_shift, calibration_indices
+from edgeopt.compress.quantize.transforms import fold_bn_weights
 from edgeopt.errors import EdgeoptError
 from edgeopt.federated.algorithms import secagg as sa
 from edgeopt.federated.algorithms.compression import (
@@ -556,3 +557,23 @@ def test_weakest_beyond_removes_the_lowest_scores_not_the_lowest_ids() -> None:
         EdgeoptError, match=r"^width 4 for group 0: 3 ch, producers \['a'\] — keep between 1 and 3 channels$"
     ):
         weakest_beyond(dep, {}, [4])
+
+
+def test_make_groups_keep_first_seen_order_not_id_order() -> None:
+    groups = _make_groups({("a", "out"): np.array([20, 10])}, fixed_roots=set())
+    assert groups == [ChannelGroup(0, [20, 10], [("a", "out")], 2)]
+
+
+def test_kd_loss_defaults_and_label_smoothing() -> None:
+    s, t, y = torch.tensor([[1.0, 2.0, 0.5]]), torch.tensor([[0.2, 3.0, -1.0]]), torch.tensor([1])
+    assert kd_loss(s, t, y).item() == pytest.approx(kd_loss(s, t, y, 4.0, 0.9).item())  # T = 4, alpha = 0.9
+    smooth = kd_loss(s, t, y, 2.0, 0.0, label_smoothing=0.2)  # alpha 0: the smoothed cross-entropy alone
+    assert smooth.item() == pytest.approx(torch.nn.functional.cross_entropy(s, y, label_smoothing=0.2).item())
+
+
+def test_fold_bn_without_a_conv_bias() -> None:
+    # no bias: b' = beta - mean * gamma / sigma = 0.5 - 3 * 2 / 2
+    w, b = fold_bn_weights(
+        np.ones((1, 1)), None, np.array([2.0]), np.array([0.5]), np.array([3.0]), np.array([4.0]), 0.0
+    )
+    assert w.dtype == b.dtype == np.float32 and w.item() == 1.0 and b.item() == pytest.approx(-2.5)
