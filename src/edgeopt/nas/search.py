@@ -165,15 +165,26 @@ def _storage(settings: SearchSettings) -> Any:
         raise EdgeoptError(f"unsupported --storage '{url}'", "use sqlite:///PATH or postgresql://USER@HOST/DB")
     # Optuna marks the heartbeat API experimental (stable in use since 2.8): its warning is not for our users
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    from sqlalchemy.exc import OperationalError
+
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=settings.heartbeat_s,
-            grace_period=2 * settings.heartbeat_s,
-            heartbeat_stale_trial_callback=retry,
-            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-        )
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=settings.heartbeat_s,
+                    grace_period=2 * settings.heartbeat_s,
+                    heartbeat_stale_trial_callback=retry,
+                    engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+                )
+            except OperationalError:
+                # workers starting together on a fresh SQLite file race to create its tables
+                # ("table ... already exists"): the loser waits and opens what the winner made
+                if attempt == 4:
+                    raise
+                time.sleep(1.0 + attempt)
+        raise AssertionError("unreachable")
     except Exception as e:  # sqlalchemy / driver errors come in many types
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise EdgeoptError(
