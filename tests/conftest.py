@@ -45,3 +45,23 @@ def digits():
     from edgeopt.data import load_dataset
 
     return load_dataset("digits", "train"), load_dataset("digits", "test")
+
+
+# Longest files first: `pytest -n 2 --dist loadfile` hands whole files to the two workers in collection order,
+# so starting the long ones (measured with --durations) keeps one worker from finishing a slow file alone at the end.
+SLOW_FILES_FIRST = (
+    "test_federated_flower_deploy.py",
+    "test_quant_targets.py",
+    "test_export_runtimes.py",
+    "test_hardware.py",
+    "test_quantize_deploy.py",
+    "test_standalone_artifacts.py",
+    "test_import_tflite.py",
+    "test_federated_flower.py",
+    "test_hwtrain.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: in-file order is kept
