@@ -51,8 +51,11 @@ def digits():
 # so starting the long ones (measured with --durations) keeps one worker from finishing a slow file alone at the end.
 SLOW_FILES_FIRST = (
     "test_federated_flower_deploy.py",
+    "test_compression_quality.py",
+    "test_readme_examples.py",
     "test_quant_targets.py",
     "test_export_runtimes.py",
+    "test_nas.py",
     "test_hardware.py",
     "test_quantize_deploy.py",
     "test_standalone_artifacts.py",
