@@ -22,7 +22,7 @@ class MLP(nn.Module):
             layers += [nn.Linear(a, b), nn.ReLU()]
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(sizes[-1], num_classes)
-        he_init(self.body)  # no batch norm: PyTorch's default init shrinks the signal at every ReLU
+        he_init(self)  # no batch norm: PyTorch's default init shrinks the signal at every ReLU
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(torch.flatten(x, 1)))
