@@ -18,6 +18,9 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGEOPT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    # an in-process `--json` call sets EDGEOPT_QUIET=1 in os.environ; undone after every test, or a later
+    # test's CLI subprocess inherits it and prints no progress (the Ctrl-C test then waited ~250 s in vain)
+    monkeypatch.delenv("EDGEOPT_QUIET", raising=False)
 
 
 def shared_file(name: str) -> Path:

@@ -130,6 +130,7 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "edgeopt.cli", "train", "zoo:resnet8", "--data", "digits", "--epochs", "500",
            "--out", str(out)]  # fmt: skip
     env = {**os.environ, "EDGEOPT_PROGRESS": "lines"}  # one stderr line per finished step
+    env.pop("EDGEOPT_QUIET", None)  # set by any earlier in-process --json call
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     started: list[str] = []
     deadline = time.monotonic() + 300  # imports on a loaded 2-core machine
