@@ -181,6 +181,17 @@ class UnitTable:
     costs: dict[int, list[float]] | None = None
 
 
+def _accuracies(models: list[EdgeModel], data: ImageDataset, bar: ProgressBar, label: str) -> list[float]:
+    """Each model's accuracy on ``data``, advancing ``bar`` as "<label> i/n"."""
+    from edgeopt.train import evaluate
+
+    accs = []
+    for i, m in enumerate(models):
+        accs.append(evaluate(m, data).accuracy)
+        bar.advance(f"{label} {i + 1}/{len(models)}")
+    return accs
+
+
 def measure_units(
     model: EdgeModel,
     dep: Any,
@@ -198,7 +209,6 @@ def measure_units(
     Cost: one export and timing per unit (ResNet-8 with widths in steps of 8: 22 variants, under a
     minute in ONNX Runtime), plus one reconstruction and evaluation per unit with ``eval_data``.
     """
-    from edgeopt.train import evaluate
 
     probe = {"pass": "prune", "method": "unit-probe"}
     variants: list[EdgeModel] = [model]
@@ -218,10 +228,7 @@ def measure_units(
         bar.advance()
         accs = None
         if eval_data is not None:
-            accs = []
-            for i, v in enumerate(variants):
-                accs.append(evaluate(v, eval_data).accuracy)
-                bar.advance(f"latency table, accuracy {i + 1}/{n + 1}")
+            accs = _accuracies(variants, eval_data, bar, "latency table, accuracy")
     finally:
         bar.close()
     savings: dict[int, list[float]] = {g.index: [] for g in dep.groups}
@@ -309,10 +316,7 @@ def prune_to_latency(
             bar.update(len(cands), f"netadapt iteration {it + 1}, timing {len(cands) + 1} models")
             lats = latency_fn([current, *models])
             bar.advance()
-            accs = []
-            for i, m in enumerate(models):
-                accs.append(evaluate(m, eval_data).accuracy)
-                bar.advance(f"netadapt iteration {it + 1}, accuracy {i + 1}/{len(cands)}")
+            accs = _accuracies(models, eval_data, bar, f"netadapt iteration {it + 1}, accuracy")
         finally:
             bar.close()
         ref, lats = lats[0], lats[1:]
