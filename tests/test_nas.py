@@ -244,6 +244,24 @@ def _trials(db: Path) -> list:
     raise AssertionError(f"{db} stayed locked")
 
 
+def _open_storage(url: str, start: float) -> str:
+    from edgeopt.nas.search import SearchSettings, _storage
+
+    time.sleep(max(0.0, start - time.time()))  # all processes open the fresh file at the same instant
+    _storage(SearchSettings(storage=url, shared=True))
+    return "ok"
+
+
+def test_workers_opening_a_fresh_sqlite_study_at_once_all_succeed(tmp_path) -> None:
+    # CI found the race: two workers on a new file, one lost "UNIQUE constraint failed: alembic_version"
+    import multiprocessing as mp
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    with mp.get_context("spawn").Pool(4) as pool:
+        start = time.time() + 8  # after the spawned interpreters have imported optuna
+        assert pool.starmap(_open_storage, [(url, start)] * 4) == ["ok"] * 4
+
+
 def test_two_workers_share_one_sqlite_study_then_a_killed_worker_is_retried_and_the_study_resumes(tmp_path) -> None:
     (tmp_path / "tiny.yaml").write_text(TINY_YAML)
     db = tmp_path / "study.db"

@@ -165,7 +165,7 @@ def _storage(settings: SearchSettings) -> Any:
         raise EdgeoptError(f"unsupported --storage '{url}'", "use sqlite:///PATH or postgresql://USER@HOST/DB")
     # Optuna marks the heartbeat API experimental (stable in use since 2.8): its warning is not for our users
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
     try:
@@ -178,9 +178,10 @@ def _storage(settings: SearchSettings) -> Any:
                     heartbeat_stale_trial_callback=retry,
                     engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
                 )
-            except OperationalError:
+            except (OperationalError, IntegrityError):
                 # workers starting together on a fresh SQLite file race to create its tables
-                # ("table ... already exists"): the loser waits and opens what the winner made
+                # ("table ... already exists") or to stamp its schema version ("UNIQUE constraint
+                # failed: alembic_version"): the loser waits and opens what the winner made
                 if attempt == 4:
                     raise
                 time.sleep(1.0 + attempt)
