@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,13 +30,40 @@ FORMAT_VERSION = 1
 MODEL_SUFFIX = ".edgeopt"
 
 
+IMAGE_LAYOUTS = ("NCHW", "NHWC")
+# layout -> rank of one sample (batch excluded); "NCL"/"NLC" are sequences (channels, length),
+# "NC" a flat feature vector; "NCHW"/"NHWC" also describe spectrograms (channels, freq, time)
+LAYOUT_RANKS = {"NCHW": 3, "NHWC": 3, "NCL": 2, "NLC": 2, "NC": 1}
+TASKS = ("classification", "regression", "anomaly")
+
+
+def layout_for_rank(rank: int, channels_first: bool = True) -> str:
+    """The default layout of a sample of ``rank`` dimensions (3: NCHW/NHWC, 2: NCL/NLC, 1: NC). Pure."""
+    if rank == 3:
+        return "NCHW" if channels_first else "NHWC"
+    if rank == 2:
+        return "NCL" if channels_first else "NLC"
+    if rank == 1:
+        return "NC"
+    raise EdgeoptError(
+        f"an input of {rank} dimensions per sample is not supported",
+        "give a flat vector (F), a sequence (C,L) or an image/spectrogram (C,H,W)",
+    )
+
+
 @dataclass
 class InputSpec:
-    """How raw images become the model's input tensor.
+    """How data becomes the model's input tensor: shape, layout and value range of one sample.
 
-    ``shape`` excludes the batch dimension and is in the model's own ``layout``
-    (``(3, 32, 32)`` for NCHW, ``(32, 32, 3)`` for NHWC). Raw pixel values 0..255 are
-    mapped linearly onto ``value_range``, then ``(x - mean) / std`` per channel when given.
+    ``shape`` excludes the (dynamic) batch dimension and is in the model's own ``layout``:
+    ``(3, 32, 32)`` for NCHW, ``(32, 32, 3)`` for NHWC, ``(C, L)`` for NCL sequences, ``(F,)``
+    for NC feature vectors. Two kinds of data feed it:
+
+    - uint8 images (N, H, W, C), for image layouts: raw pixel values 0..255 are mapped linearly
+      onto ``value_range``, then ``(x - mean) / std`` per channel when given, then transposed;
+    - float arrays (N, *shape) already in the model's layout (sequences, spectrograms, tabular
+      rows, sensor windows): ``value_range`` states the range the model was trained on (it is
+      not applied), ``mean``/``std`` are applied when given.
     """
 
     shape: tuple[int, ...]
@@ -47,22 +75,69 @@ class InputSpec:
     def __post_init__(self) -> None:
         self.shape = tuple(int(s) for s in self.shape)
         self.value_range = (float(self.value_range[0]), float(self.value_range[1]))
-        if self.layout not in ("NCHW", "NHWC"):
-            raise EdgeoptError(f"unknown input layout '{self.layout}'", "use NCHW or NHWC")
-        if len(self.shape) != 3:
-            raise EdgeoptError(f"input shape {self.shape} is not an image shape", "give C,H,W or H,W,C")
+        if self.layout not in LAYOUT_RANKS:
+            raise EdgeoptError(f"unknown input layout '{self.layout}'", f"use one of {', '.join(LAYOUT_RANKS)}")
+        if len(self.shape) != LAYOUT_RANKS[self.layout]:
+            raise EdgeoptError(
+                f"input shape {self.shape} does not fit layout {self.layout}",
+                "give C,H,W or H,W,C for images, C,L for sequences, F for feature vectors",
+            )
+        if any(s < 1 for s in self.shape):
+            raise EdgeoptError(f"input shape {self.shape} has a free dimension", "fix it with --input-shape")
+
+    @property
+    def is_image(self) -> bool:
+        """True for the image layouts (NCHW, NHWC), which also take uint8 images."""
+        return self.layout in IMAGE_LAYOUTS
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        """(height, width, channels) of the images this model takes."""
+        """(height, width, channels) of the images this model takes (image layouts only)."""
+        if not self.is_image:
+            raise EdgeoptError(
+                f"the model takes {self.layout} input of shape {self.describe()}, not images",
+                "feed it arrays of that shape (npz:, csv:, mnist1d:, anomaly: data)",
+            )
         if self.layout == "NCHW":
             c, h, w = self.shape
         else:
             h, w, c = self.shape
         return h, w, c
 
+    def describe(self) -> str:
+        """The sample shape as text, e.g. ``640`` or ``1x40``."""
+        return "x".join(str(s) for s in self.shape)
+
     def to_model_input(self, images: np.ndarray) -> np.ndarray:
-        """uint8 images (N, H, W, C) -> float32 batch in the model's layout and range."""
+        """A batch of data -> float32 batch in the model's layout (see the class notes).
+
+        uint8 (N, H, W, C) images go through the image mapping; float arrays must have the model's
+        sample shape (a shape that differs only by size-1 dimensions, like (N, 40) for a (1, 40)
+        model, is reshaped). Cost: one pass over the batch.
+        """
+        if images.dtype == np.uint8 and images.ndim == 4 and self.is_image:
+            return self._images_to_input(images)
+        x = np.asarray(images)
+        got = tuple(int(s) for s in x.shape[1:])
+        if got != self.shape:
+            squeeze = tuple(s for s in got if s != 1) == tuple(s for s in self.shape if s != 1)
+            if not squeeze or x.ndim < 2:
+                raise EdgeoptError(
+                    f"model expects input of shape {self.describe()} ({self.layout}) but the data has"
+                    f" {'x'.join(map(str, got)) or 'scalars'}",
+                    "use data of that shape, or start from a zoo: model (it is sized to the data)",
+                )
+            x = x.reshape(len(x), *self.shape)
+        x = x.astype(np.float32, copy=False)
+        if self.mean is not None:
+            bshape = (1, -1) + (1,) * (x.ndim - 2) if self.layout != "NLC" else (1, 1, -1)
+            mean = np.asarray(self.mean, np.float32).reshape(bshape if len(self.mean) > 1 else (1,))
+            std = np.asarray(self.std or 1.0, np.float32)
+            std = std.reshape(bshape) if std.size > 1 else std
+            x = (x - mean) / std
+        return np.array(x, dtype=np.float32, order="C", copy=True)
+
+    def _images_to_input(self, images: np.ndarray) -> np.ndarray:
         if images.shape[1:] != self.image_shape:
             h, w, c = self.image_shape
             got = "x".join(str(s) for s in images.shape[1:])
@@ -80,16 +155,33 @@ class InputSpec:
         # but keeps odd strides, which eager convs turn into channels-last outputs
         return np.array(x, dtype=np.float32, order="C", copy=True)
 
+    def example_batch(self, batch: int = 1, seed: int = 0) -> np.ndarray:
+        """A deterministic input batch: random images through the mapping, or uniform values in
+        ``value_range`` (normalised by ``mean``/``std``) for arrays. Cost: one batch."""
+        rng = np.random.default_rng(seed)
+        if self.is_image:
+            h, w, c = self.image_shape
+            g = torch.Generator().manual_seed(seed)
+            images = torch.randint(0, 256, (batch, h, w, c), generator=g, dtype=torch.uint8)
+            return self.to_model_input(images.numpy())
+        lo, hi = self.value_range
+        return self.to_model_input(rng.uniform(lo, hi, size=(batch, *self.shape)).astype(np.float32))
+
 
 @dataclass
 class ModelMeta:
     """Everything about a model except its weights."""
 
     input: InputSpec
-    num_classes: int
+    num_classes: int  # classification: classes; regression: targets; anomaly: reconstructed features
     arch: dict[str, Any]
     class_names: list[str] | None = None
     lineage: list[dict[str, Any]] = field(default_factory=list)
+    task: str = "classification"  # classification | regression | anomaly (see edgeopt.train.tasks)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise EdgeoptError(f"unknown task '{self.task}'", f"use one of {', '.join(TASKS)}")
 
     def to_json(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, **asdict(self)}
@@ -110,6 +202,7 @@ class ModelMeta:
                 arch=dict(d["arch"]),
                 class_names=d.get("class_names"),
                 lineage=list(d.get("lineage", [])),
+                task=str(d.get("task", "classification")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise EdgeoptError(f"model metadata is malformed ({e})", "re-save the model with edgeopt") from e
@@ -124,9 +217,7 @@ class EdgeModel:
 
     def example_input(self, batch: int = 1, seed: int = 0) -> torch.Tensor:
         """A deterministic input batch in the model's own interface (for tracing and parity)."""
-        g = torch.Generator().manual_seed(seed)
-        images = torch.randint(0, 256, (batch, *self.meta.input.image_shape), generator=g, dtype=torch.uint8)
-        return torch.from_numpy(self.meta.input.to_model_input(images.numpy()))
+        return torch.from_numpy(self.meta.input.example_batch(batch, seed))
 
     def with_lineage(self, step: dict[str, Any], module: nn.Module | None = None) -> EdgeModel:
         """A copy that records one more applied pass (and optionally a new module)."""
@@ -155,27 +246,60 @@ def save_model(model: EdgeModel, path: str | Path) -> Path:
     return path
 
 
+# --- architecture kinds ---------------------------------------------------------------------
+# Each kind of ``arch`` record (zoo, graph, quantized, ...) registers how it rebuilds its module,
+# the way passes register themselves (``edgeopt.pipeline.passes.register_pass``): this module
+# imports no technique. The modules below register kinds and file loaders when imported; they
+# are named here, not imported, and imported the first time an unknown kind or suffix is asked for.
+RebuildFn = Callable[[dict[str, Any]], nn.Module]
+LoadFn = Callable[[Path], "EdgeModel"]
+_KINDS: dict[str, RebuildFn] = {}
+_LOADERS: dict[str, LoadFn] = {}
+KIND_MODULES: list[str] = [
+    "edgeopt.models",  # zoo
+    "edgeopt.interop.graph",  # graph (imported .onnx / .tflite)
+    "edgeopt.compress.quantize.ptq",  # quantized
+    "edgeopt.compress.storage",  # .eoz files (packed: pruned + clustered, entropy-coded)
+]
+
+
+def register_kind(name: str, rebuild_fn: RebuildFn) -> RebuildFn:
+    """Register how an ``arch`` record of kind ``name`` rebuilds its (untrained) module.
+
+    ``rebuild_fn(arch) -> nn.Module`` gets the whole record and must execute no code from files.
+    A module that defines a kind calls this at import and adds its name to ``KIND_MODULES``.
+    """
+    _KINDS[name] = rebuild_fn
+    return rebuild_fn
+
+
+def register_loader(suffix: str, load_fn: LoadFn) -> LoadFn:
+    """Register a reader for model files ending in ``suffix`` (e.g. ``.eoz``) used by :func:`load_model`."""
+    _LOADERS[suffix.lower()] = load_fn
+    return load_fn
+
+
+def _import_kind_modules() -> None:
+    import importlib
+
+    for name in KIND_MODULES:
+        importlib.import_module(name)
+
+
+def registered_kinds() -> list[str]:
+    """Every architecture kind known once the ``KIND_MODULES`` are imported."""
+    _import_kind_modules()
+    return sorted(_KINDS)
+
+
 def build_module(arch: dict[str, Any]) -> nn.Module:
-    """Rebuild a module (untrained) from its ``arch`` record; no code is executed from files."""
+    """Rebuild a module (untrained) from its ``arch`` record through its kind's registered rebuild."""
     kind = arch.get("kind")
-    if kind == "zoo":
-        from edgeopt.models import create_module
-
-        module = create_module(arch["name"], **arch.get("kwargs", {}))
-        if arch.get("layers"):  # resized layers, e.g. after channel pruning
-            from edgeopt.models.resize import resize_layers
-
-            resize_layers(module, arch["layers"])
-        return module
-    if kind == "graph":
-        from edgeopt.interop.graph import GraphModule
-
-        return GraphModule(arch["ir"])
-    if kind == "quantized":  # float arch + quantization recipe and parameters (compress/quantize)
-        from edgeopt.compress.quantize.ptq import build_quantized_module
-
-        return build_quantized_module(arch)
-    raise EdgeoptError(f"unknown architecture kind '{kind}' in model metadata", "re-save the model with edgeopt")
+    if kind not in _KINDS:
+        _import_kind_modules()
+    if kind not in _KINDS:
+        raise EdgeoptError(f"unknown architecture kind '{kind}' in model metadata", "re-save the model with edgeopt")
+    return _KINDS[kind](arch)
 
 
 def _load_edgeopt(path: Path) -> EdgeModel:
@@ -224,10 +348,10 @@ def load_model(
             raise EdgeoptError(f"model file not found: {path}", "check the path")
         if suffix == MODEL_SUFFIX:
             model = _load_edgeopt(path)
-        elif suffix == ".eoz":  # packed (pruned + clustered, entropy-coded) weights
-            from edgeopt.compress.storage import load_packed
-
-            model = load_packed(path)
+        elif suffix not in (".pt2", ".onnx", ".tflite"):  # a registered file type, e.g. .eoz (packed)
+            if suffix not in _LOADERS:
+                _import_kind_modules()
+            model = _LOADERS[suffix](path)
         else:
             from edgeopt.interop import import_model
 

@@ -40,7 +40,7 @@ import torch
 from edgeopt.compress.cluster import codebooks_of
 from edgeopt.errors import EdgeoptError
 from edgeopt.fileio import write_bytes_atomic
-from edgeopt.model import EdgeModel, ModelMeta, build_module
+from edgeopt.model import EdgeModel, ModelMeta, build_module, register_loader
 
 MAGIC = b"EOZ1"
 PACKED_SUFFIX = ".eoz"
@@ -213,6 +213,9 @@ def load_packed(path: str | Path) -> EdgeModel:
     if not path.is_file():
         raise EdgeoptError(f"packed model not found: {path}", "check the path")
     return unpack_model(path.read_bytes())
+
+
+register_loader(".eoz", load_packed)
 
 
 def entropy_report(model: EdgeModel) -> dict[str, float]:

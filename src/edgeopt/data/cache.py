@@ -32,20 +32,29 @@ def _fingerprint(source: Path) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 
-def cached(loader: str, split: str, source: Path, decode: Callable[[], ImageDataset]) -> ImageDataset:
-    """Return ``decode()``'s result, from the cache when the source is unchanged."""
-    key = f"{loader}-{split}-{_fingerprint(source.resolve())}-v{CACHE_VERSION}"
-    path = cache_dir() / f"{key}.npz"
+def cached(
+    loader: str, split: str, source: Path | None, decode: Callable[[], ImageDataset], key: str | None = None
+) -> ImageDataset:
+    """Return ``decode()``'s result, from the cache when the source is unchanged.
+
+    ``source`` is a file or folder whose size and mtime key the entry; a generated dataset
+    (no source) gives its own ``key`` instead (its generator's parameters and version).
+    """
+    ident = _fingerprint(source.resolve()) if source is not None else hashlib.sha256(str(key).encode()).hexdigest()[:20]
+    name = f"{loader}-{split}-{ident}-v{CACHE_VERSION}"
+    path = cache_dir() / f"{name}.npz"
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
-                return ImageDataset(z["images"], z["labels"], [str(c) for c in z["class_names"]], str(z["name"]))
+                task = str(z["task"]) if "task" in z.files else "classification"
+                return ImageDataset(z["images"], z["labels"], [str(c) for c in z["class_names"]], str(z["name"]), task)
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)  # a corrupt cache entry is re-decoded
     ds = decode()
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, images=ds.images, labels=ds.labels, class_names=np.array(ds.class_names), name=ds.name)
+            np.savez(f, images=np.asarray(ds.images), labels=ds.labels, class_names=np.array(ds.class_names),
+                     name=ds.name, task=ds.task)  # fmt: skip
     except OSError:
         pass  # a read-only cache location only costs speed
     return ds

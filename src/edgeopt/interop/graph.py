@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeopt.errors import EdgeoptError
+from edgeopt.model import register_kind
 from edgeopt.models.layers import same_padding
 
 IR_FORMAT = "edgeopt-graph"
@@ -503,3 +504,11 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, np.floating):
         return float(obj)
     return obj
+
+
+def _rebuild_graph(arch: dict[str, Any]) -> GraphModule:
+    """The ``graph`` architecture kind (an imported .onnx/.tflite): the IR stored in the record."""
+    return GraphModule(arch["ir"])
+
+
+register_kind("graph", _rebuild_graph)

@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
-from edgeopt.model import EdgeModel, InputSpec, ModelMeta
-from edgeopt.models import dscnn, lenet5, mlp, mobilenetv2, resnet8, searchable  # noqa: F401  (registration)
+from edgeopt.errors import EdgeoptError
+from edgeopt.model import EdgeModel, InputSpec, ModelMeta, layout_for_rank, register_kind
+from edgeopt.models import (  # noqa: F401  (registration)
+    autoencoder,
+    cnn1d,
+    dscnn,
+    lenet5,
+    mlp,
+    mobilenetv2,
+    resnet8,
+    searchable,
+)
 from edgeopt.models.registry import create_module, get_entry, list_models, register_model
 
 __all__ = ["create_model", "create_module", "list_models", "register_model"]
+
+
+def rebuild_zoo(arch: dict[str, Any]) -> torch.nn.Module:
+    """The ``zoo`` architecture kind: a zoo builder's module, resized layers applied (after pruning)."""
+    module = create_module(arch["name"], **arch.get("kwargs", {}))
+    if arch.get("layers"):  # resized layers, e.g. after channel pruning
+        from edgeopt.models.resize import resize_layers
+
+        resize_layers(module, arch["layers"])
+    return module
+
+
+register_kind("zoo", rebuild_zoo)
 
 
 def create_model(
@@ -18,16 +42,24 @@ def create_model(
     input_shape: tuple[int, ...] | None = None,
     num_classes: int | None = None,
     seed: int | None = None,
+    task: str | None = None,
     **kwargs: Any,
 ) -> EdgeModel:
-    """A freshly initialised zoo model. ``input_shape`` is (C, H, W); inputs are NCHW in 0..1.
+    """A freshly initialised zoo model for ``task`` (default: the model's own, see the zoo entry).
 
-    With ``seed`` the initial weights depend on it alone (torch's global RNG is left as it was);
-    without, they come from the global RNG.
+    ``input_shape`` is (C, H, W) for images (NCHW in 0..1), (C, L) for sequences (NCL), (F,) for
+    feature vectors (NC); ``num_classes`` is the classes or regression targets (an autoencoder's
+    output is its input's size). With ``seed`` the initial weights depend on it alone (torch's
+    global RNG is left as it was); without, they come from the global RNG.
     """
     entry = get_entry(name)
     shape = tuple(int(s) for s in (input_shape or entry.default_input_shape))
-    classes = int(num_classes or entry.default_num_classes)
+    task = task or entry.default_task
+    if entry.reconstructs and task != "anomaly":
+        raise EdgeoptError(f"zoo:{name} is an autoencoder (task anomaly), not a {task} model", "drop --task")
+    if task == "anomaly" and not entry.reconstructs:
+        raise EdgeoptError(f"zoo:{name} is not an autoencoder", "use zoo:fc_autoencoder for anomaly detection")
+    classes = math.prod(shape) if entry.reconstructs else int(num_classes or entry.default_num_classes)
     arch_kwargs = {"input_shape": list(shape), "num_classes": classes, **kwargs}
     if seed is None:
         module = create_module(name, **dict(arch_kwargs))
@@ -36,9 +68,10 @@ def create_model(
             torch.manual_seed(seed)
             module = create_module(name, **dict(arch_kwargs))
     meta = ModelMeta(
-        input=InputSpec(shape=shape, layout="NCHW", value_range=(0.0, 1.0)),
+        input=InputSpec(shape=shape, layout=layout_for_rank(len(shape)), value_range=(0.0, 1.0)),
         num_classes=classes,
         arch={"kind": "zoo", "name": name, "kwargs": arch_kwargs},
         lineage=[{"pass": "create", "source": f"zoo:{name}"}],
+        task=task,
     )
     return EdgeModel(module.eval(), meta)

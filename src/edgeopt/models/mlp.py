@@ -1,4 +1,4 @@
-"""A multilayer perceptron over the flattened image."""
+"""A multilayer perceptron over the flattened input: images, sequences or tabular feature vectors."""
 
 from __future__ import annotations
 

@@ -15,21 +15,33 @@ from edgeopt.errors import EdgeoptError
 class ZooEntry:
     name: str
     builder: Callable[..., nn.Module]
-    default_input_shape: tuple[int, int, int]  # (C, H, W)
+    default_input_shape: tuple[int, ...]  # (C, H, W) images, (C, L) sequences, (F,) vectors
     default_num_classes: int
     description: str
+    default_task: str = "classification"  # what the model is for unless told otherwise
+    reconstructs: bool = False  # an autoencoder: its output has the input's shape (num_classes unused)
 
 
 _REGISTRY: dict[str, ZooEntry] = {}
 
 
 def register_model(
-    name: str, default_input_shape: tuple[int, int, int], default_num_classes: int, description: str
+    name: str,
+    default_input_shape: tuple[int, ...],
+    default_num_classes: int,
+    description: str,
+    default_task: str = "classification",
+    reconstructs: bool = False,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register ``builder(input_shape=(C,H,W), num_classes=K, **kwargs) -> nn.Module`` under ``name``."""
+    """Register ``builder(input_shape=..., num_classes=K, **kwargs) -> nn.Module`` under ``name``.
+
+    ``default_task`` is the task a fresh model is for; ``reconstructs`` marks an autoencoder.
+    """
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY[name] = ZooEntry(name, builder, default_input_shape, default_num_classes, description)
+        _REGISTRY[name] = ZooEntry(
+            name, builder, default_input_shape, default_num_classes, description, default_task, reconstructs
+        )
         return builder
 
     return wrap

@@ -1,13 +1,14 @@
-"""Top-1 evaluation of anything that maps an input batch to logits.
+"""Evaluation of anything that maps an input batch to outputs, with the model's task's metrics.
 
 ``predict`` is a PyTorch module's forward or a runtime runner's ``run``, so the same loop
-measures accuracy in PyTorch, ONNX Runtime, ExecuTorch and LiteRT.
+measures accuracy (or MSE/MAE/R², or ROC AUC: :mod:`edgeopt.train.tasks`) in PyTorch, ONNX
+Runtime, ExecuTorch and LiteRT.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -18,19 +19,34 @@ from edgeopt.errors import EdgeoptError
 from edgeopt.model import EdgeModel, InputSpec, ModelMeta
 from edgeopt.progress import progress_iter
 from edgeopt.train.diagnose import chance_warning
+from edgeopt.train.tasks import SCORE_NAMES, check_model_data, sample_stats
+from edgeopt.train.tasks import metrics as task_metrics
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
 class EvalResult:
+    """One evaluation. ``accuracy`` is the task's score (higher is better): top-1 accuracy for
+    classifiers, R² for regression, ROC AUC for anomaly detection; ``metrics`` holds all of the
+    task's metrics."""
+
     accuracy: float
     samples: int
-    predictions: np.ndarray  # argmax class per sample
+    predictions: np.ndarray  # argmax class / predicted targets / reconstruction error, per sample
     note: str | None = None  # how labels were matched, when not one to one (a subset of the model's classes)
     warning: str | None = None  # the accuracy is at chance, and the likely cause
+    task: str = "classification"
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float:
+        """The task's score (an alias of ``accuracy``, which holds it for every task)."""
+        return self.accuracy
 
     def to_json(self) -> dict[str, float | int | str]:
+        if self.task != "classification":
+            return {"task": self.task, **self.metrics, "samples": self.samples}
         out: dict[str, float | int | str] = {"accuracy": self.accuracy, "samples": self.samples}
         if self.note:
             out["note"] = self.note
@@ -51,11 +67,18 @@ def torch_predict(model: EdgeModel) -> Predict:
 
 def predict_classes(predict: Predict, spec: InputSpec, data: ImageDataset, batch_size: int = 256) -> np.ndarray:
     """Argmax class for every image in ``data``."""
+    return predict_stats(predict, spec, data, "classification", batch_size)
+
+
+def predict_stats(
+    predict: Predict, spec: InputSpec, data: ImageDataset, task: str, batch_size: int = 256
+) -> np.ndarray:
+    """The task's per-sample statistic for every sample (:func:`edgeopt.train.tasks.sample_stats`)."""
     out = []
     starts = range(0, len(data), batch_size)
     for s in progress_iter(starts, "evaluating"):
-        logits = predict(spec.to_model_input(data.images[s : s + batch_size]))
-        out.append(np.asarray(logits).reshape(len(logits), -1).argmax(1))
+        x = spec.to_model_input(data.images[s : s + batch_size])
+        out.append(sample_stats(task, predict(x), x))
     return np.concatenate(out)
 
 
@@ -66,7 +89,9 @@ def evaluate(
     limit: int | None = None,
     diagnose: bool = False,
 ) -> EvalResult:
-    """Top-1 accuracy of ``predict`` on ``limit`` samples of ``data`` (all when None).
+    """The model's task's metrics of ``predict`` on ``limit`` samples of ``data`` (all when None):
+    top-1 accuracy for classifiers (below), MSE/MAE/R² for regression, ROC AUC of the reconstruction
+    error for anomaly detection (:mod:`edgeopt.train.tasks`). Data for another task is refused.
 
     The ``limit`` samples are drawn reproducibly from the whole split, in order (folder datasets are
     sorted by class, so the first ``limit`` would be a few classes only). Labels are matched to the
@@ -77,14 +102,21 @@ def evaluate(
     ``predict`` defaults to the PyTorch module; with only a model's metadata it is required.
     """
     meta = model if isinstance(model, ModelMeta) else model.meta
-    data, note = match_classes(meta.class_names, meta.num_classes, data)
-    data = data.take(limit, seed=0)
     if predict is None:
         if isinstance(model, ModelMeta):
             raise EdgeoptError("evaluate() needs predict= when given only metadata")
         predict = torch_predict(model)
+    check_model_data(meta.task, data.task)
+    if meta.task != "classification":
+        data = data.take(limit, seed=0)
+        stats = predict_stats(predict, meta.input, data, meta.task)
+        found = task_metrics(meta.task, stats, data.labels)
+        score = found[SCORE_NAMES[meta.task]]
+        return EvalResult(score, len(data), stats, task=meta.task, metrics=found)
+    data, note = match_classes(meta.class_names, meta.num_classes, data)
+    data = data.take(limit, seed=0)
     preds = predict_classes(predict, meta.input, data)
     accuracy = float((preds == data.labels).mean())
     probe = (predict, predict_classes) if diagnose else (None, None)
     warning = chance_warning(accuracy, meta, data, *probe)
-    return EvalResult(accuracy, len(data), preds, note, warning)
+    return EvalResult(accuracy, len(data), preds, note, warning, metrics={"accuracy": accuracy})

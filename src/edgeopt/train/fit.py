@@ -32,6 +32,7 @@ from edgeopt.errors import EdgeoptError
 from edgeopt.model import EdgeModel, check_finite
 from edgeopt.progress import ProgressBar, epoch_label
 from edgeopt.train.augment import random_crop_flip
+from edgeopt.train.tasks import batch_targets, check_model_data, loss_function
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -115,17 +116,31 @@ def fit(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     extra_optimizer: torch.optim.Optimizer | None = None,
 ) -> tuple[EdgeModel, FitHistory]:
-    """Train ``model`` on ``data`` in place and return it with per-epoch loss and accuracy.
+    """Train ``model`` on ``data`` in place and return it with per-epoch loss (and accuracy).
 
-    Labels follow class names (see :func:`edgeopt.data.classes.match_classes`); a model without
+    The loss is the model's task's (:mod:`edgeopt.train.tasks`): cross-entropy for classifiers,
+    MSE to the targets for regression, MSE to the input for an autoencoder, which trains on the
+    data's normal samples only (anomaly labels 0). Crop/flip augmentation applies to images only.
+    Classification labels follow class names (see :func:`edgeopt.data.classes.match_classes`); a model without
     names records the data's. Data with fewer than two classes is refused.
 
     ``extra_optimizer`` steps parameters that live outside the model alongside it (architecture
     gates that ``loss_fn`` reads, for instance), with its own learning rate and no schedule.
     """
     cfg = config or FitConfig()
-    check_trainable(data)
-    data, _ = match_classes(model.meta.class_names, model.meta.num_classes, data)  # labels in the model's order
+    task = model.meta.task
+    if task == "classification":
+        check_model_data(task, data.task)
+        check_trainable(data)
+        data, _ = match_classes(model.meta.class_names, model.meta.num_classes, data)  # labels in the model's order
+    else:
+        check_model_data(task, data.task)
+        if task == "anomaly":  # an autoencoder learns what normal looks like
+            normal = np.flatnonzero(data.labels == 0)
+            if len(normal) == 0:
+                raise EdgeoptError("the anomaly training data has no normal samples", "train on normal windows")
+            if len(normal) < len(data):
+                data = data.subset(normal)
     model.meta.input.to_model_input(data.images[:1])  # shape check with a clear message
     seed_everything(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -135,9 +150,11 @@ def fit(
     channels_last = layout_4d and _uses_conv(module)
     if channels_last:
         module.to(memory_format=torch.channels_last)
-    h, _, c = data.image_shape
-    pad = 4 if h >= 24 else 1
-    flip = c == 3  # mirroring digits or letters changes their meaning; natural images survive it
+    augment = cfg.augment and data.is_image  # crop and flip are image augmentations
+    if augment:
+        h, _, c = data.image_shape
+        pad = 4 if h >= 24 else 1
+        flip = c == 3  # mirroring digits or letters changes their meaning; natural images survive it
     params = [p for p in module.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(
@@ -157,8 +174,8 @@ def fit(
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    ce = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    loss_fn = loss_fn or (lambda logits, y, _x: ce(logits, y))
+    loss_fn = loss_fn or loss_function(task, cfg.label_smoothing)
+    classify = task == "classification"
     history = FitHistory()
     start = time.perf_counter()
     bar = ProgressBar("training", cfg.epochs * steps_per_epoch, transient=False)
@@ -172,10 +189,10 @@ def fit(
             for s in range(steps_per_epoch):
                 idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
                 imgs = data.images[idx]
-                if cfg.augment:
+                if augment:
                     imgs = random_crop_flip(imgs, rng, pad, flip)
                 x = _to_tensor(model, imgs, channels_last, device)
-                y = torch.from_numpy(data.labels[idx]).to(device)
+                y = batch_targets(task, data.labels[idx]).to(device)
                 logits = module(x)
                 loss = loss_fn(logits, y, x)
                 if not torch.isfinite(loss):
@@ -189,10 +206,14 @@ def fit(
                     extra_optimizer.step()
                 sched.step()
                 seen += len(idx)
-                correct += int((logits.argmax(1) == y).sum())
+                if classify:
+                    correct += int((logits.argmax(1) == y).sum())
                 loss_sum += float(loss.detach()) * len(idx)
-                bar.advance(epoch_label(epoch + 1, cfg.epochs), f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
-            record = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen}
+                acc_text = f" acc {correct / seen:.3f}" if classify else ""
+                bar.advance(epoch_label(epoch + 1, cfg.epochs), f"loss {loss_sum / seen:.3f}{acc_text}")
+            record = {"epoch": epoch + 1, "loss": loss_sum / seen}
+            if classify:
+                record["train_accuracy"] = correct / seen
             history.epochs.append(record)
             if on_epoch:
                 on_epoch(record)
@@ -204,6 +225,6 @@ def fit(
             module.to(memory_format=torch.contiguous_format)
     history.seconds = time.perf_counter() - start
     check_finite(module)
-    if model.meta.class_names is None and data.num_classes == model.meta.num_classes:
+    if classify and model.meta.class_names is None and data.num_classes == model.meta.num_classes:
         model.meta.class_names = list(data.class_names)
     return model, history

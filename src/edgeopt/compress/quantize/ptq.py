@@ -41,7 +41,7 @@ from edgeopt.compress.quantize import calibration as cal
 from edgeopt.compress.quantize.targets import check_target_options, require_integer, target_spec
 from edgeopt.data import ImageDataset
 from edgeopt.errors import EdgeoptError
-from edgeopt.model import EdgeModel, check_finite
+from edgeopt.model import EdgeModel, build_module, check_finite, register_kind
 
 ARCH_KIND = "quantized"
 WEIGHT_CHOICES = ("int8", "int4", "mixed")
@@ -278,14 +278,15 @@ class QuantizedModule(nn.Module):
 
 def build_quantized_module(arch: dict[str, Any]) -> QuantizedModule:
     """Rebuild a ``QuantizedModule`` (weights not loaded yet) from its ``arch`` record."""
-    from edgeopt.model import build_module
-
     try:
         spec = {k: arch[k] for k in ("recipe", "qparams", "input_shape")}
         float_module = build_module(arch["float"])
     except KeyError as e:
         raise EdgeoptError(f"quantized model metadata lacks '{e.args[0]}'", "re-quantize the model") from e
     return QuantizedModule(float_module, spec)
+
+
+register_kind("quantized", build_quantized_module)  # float arch + quantization recipe and parameters
 
 
 # --- PTQ ----------------------------------------------------------------------------------------

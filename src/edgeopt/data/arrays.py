@@ -1,0 +1,207 @@
+"""Array data: ``npz:PATH`` (a ``.npz`` file or a folder of ``.npy`` files) and ``csv:PATH``.
+
+``npz:PATH`` reads arrays ``x_train``, ``y_train``, ``x_test``, ``y_test``, or ``x`` and ``y``
+split reproducibly (a seeded permutation, ``TEST_FRACTION`` to test). Arrays are read without
+pickles (``allow_pickle=False``). Arrays larger than memory stay on disk: a folder of ``.npy``
+files is opened with ``np.load(mmap_mode='r')``, and so are the members of an *uncompressed*
+``.npz`` (``np.savez``; each member is memory-mapped at its offset in the zip); a seeded split
+of a memory map is a lazy :class:`~edgeopt.data.dataset.RowView`. A compressed ``.npz``
+(``np.savez_compressed``) is read into memory.
+
+``csv:PATH`` reads a header row and numeric columns; the label column is named by ``label``
+(``--label COLUMN``; default: a column named ``label``, ``target`` or ``y``), split like ``x``/``y``.
+
+The task the labels are for is read from them: integer labels are classes (names from
+``class_names`` in the npz when present, else ``0..K-1``), float labels are regression
+targets; an ``anomaly`` array (or ``task`` naming it) marks anomaly flags (1 = abnormal).
+"""
+
+from __future__ import annotations
+
+import csv
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.data.dataset import ImageDataset, RowView
+from edgeopt.errors import EdgeoptError
+
+TEST_FRACTION = 0.2
+SPLIT_SEED = 0
+LABEL_COLUMNS = ("label", "target", "y")
+
+
+def _npz_member_memmap(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray | None:
+    """A read-only memory map of one stored (uncompressed) ``.npy`` member of a zip, else None."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if local[:4] != b"PK\x03\x04":
+            return None
+        name_len = int.from_bytes(local[26:28], "little")
+        extra_len = int.from_bytes(local[28:30], "little")
+        start = info.header_offset + 30 + name_len + extra_len
+        f.seek(start)
+        try:
+            version = np.lib.format.read_magic(f)
+            shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # noqa: SLF001
+        except ValueError:
+            return None
+        if dtype.hasobject:
+            raise EdgeoptError(f"{path}: '{info.filename}' holds Python objects", "save plain numeric arrays")
+        offset = f.tell()
+    if int(np.prod(shape)) == 0:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+def read_arrays(path: Path, mmap: bool = True) -> dict[str, Any]:
+    """Every array in a ``.npz`` file or a folder of ``.npy`` files, memory-mapped where possible.
+
+    No pickles are read (``allow_pickle=False``); an object array is refused in one line.
+    Cost: reading the headers (memory-mapped) or the whole file (compressed members).
+    """
+    out: dict[str, Any] = {}
+    try:
+        if path.is_dir():
+            files = sorted(path.glob("*.npy"))
+            if not files:
+                raise EdgeoptError(
+                    f"no .npy files in {path}", "put x_train.npy, y_train.npy, ... (or x.npy, y.npy) there"
+                )
+            for f in files:
+                out[f.stem] = np.load(f, mmap_mode="r" if mmap else None, allow_pickle=False)
+            return out
+        with zipfile.ZipFile(path) as zf:
+            members = [i for i in zf.infolist() if i.filename.endswith(".npy")]
+            lazy = {i.filename[:-4]: _npz_member_memmap(path, zf, i) for i in members} if mmap else {}
+        with np.load(path, allow_pickle=False) as z:
+            for key in z.files:
+                out[key] = lazy.get(key) if lazy.get(key) is not None else z[key]
+    except zipfile.BadZipFile as e:
+        raise EdgeoptError(f"{path} is not a .npz file ({e})", "write it with np.savez") from e
+    except ValueError as e:
+        first = str(e).splitlines()[0]
+        raise EdgeoptError(f"cannot read {path} without pickles ({first})", "save plain numeric arrays") from e
+    return out
+
+
+def split_indices(n: int, split: str, seed: int = SPLIT_SEED, test_fraction: float = TEST_FRACTION) -> np.ndarray:
+    """Sorted indices of ``split`` in a seeded permutation of ``n`` samples (the last fraction is test). Pure."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, int(round(n * test_fraction))) if n > 1 else 0
+    idx = order[n - n_test :] if split == "test" else order[: n - n_test]
+    return np.sort(idx)
+
+
+def _labels_task(y: np.ndarray, stated: str | None) -> str:
+    if stated is not None:
+        return stated
+    return "classification" if y.dtype.kind in "iub" else "regression"
+
+
+def _class_names(y_all: list[np.ndarray], given: Any) -> list[str]:
+    if given is not None:
+        return [str(c) for c in np.asarray(given).tolist()]
+    top = max(int(np.max(y)) for y in y_all if len(y))
+    return [str(i) for i in range(top + 1)]
+
+
+def make_dataset(
+    x: Any, y: np.ndarray, split_name: str, names: list[str], task: str, class_names: list[str]
+) -> ImageDataset:
+    """An ImageDataset of arrays (uint8 (N, H, W) images get a channel axis; others stay as they are)."""
+    if isinstance(x, np.ndarray) and not isinstance(x, np.memmap) and x.dtype == np.uint8 and x.ndim == 3:
+        x = x[..., None]  # grey images (N, H, W) -> (N, H, W, 1)
+    if task == "classification" and len(y) and (np.min(y) < 0 or np.max(y) >= len(class_names)):
+        raise EdgeoptError(f"{split_name}: labels outside 0..{len(class_names) - 1}", "labels must be 0..K-1")
+    if task == "regression":
+        names = names or ["target"]
+    return ImageDataset(x, y, class_names if task != "regression" else names, split_name, task)
+
+
+def load_npz(path: Path, split: str, seed: int = SPLIT_SEED) -> ImageDataset:
+    """One split of ``npz:PATH`` (see the module notes)."""
+    arrays = read_arrays(path)
+    stated = None
+    if "task" in arrays:
+        stated = str(np.asarray(arrays["task"]).reshape(-1)[0])
+    if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
+        x, y = arrays[f"x_{split}"], np.asarray(arrays[f"y_{split}"])
+        y_all = [np.asarray(arrays["y_train"]), np.asarray(arrays["y_test"])]
+    elif {"x", "y"} <= arrays.keys():
+        base, y_full = arrays["x"], np.asarray(arrays["y"])
+        if len(base) != len(y_full):
+            raise EdgeoptError(f"{path}: x has {len(base)} samples but y has {len(y_full)}", "one label per sample")
+        idx = split_indices(len(base), split, seed)
+        x = RowView(base, idx) if isinstance(base, np.memmap) else base[idx]
+        y, y_all = y_full[idx], [y_full]
+    else:
+        raise EdgeoptError(
+            f"{path} has arrays {sorted(arrays)}; expected x_train, y_train, x_test, y_test (or x and y)",
+            "save them with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)",
+        )
+    if len(x) != len(y):
+        raise EdgeoptError(f"{path}: x_{split} has {len(x)} samples but y_{split} has {len(y)}")
+    task = _labels_task(y, stated)
+    names = _class_names(y_all, arrays.get("class_names")) if task == "classification" else []
+    if task == "anomaly":
+        names = ["normal", "anomaly"]
+    targets = [str(t) for t in np.asarray(arrays["target_names"]).tolist()] if "target_names" in arrays else []
+    return make_dataset(x, y, f"npz:{path.name}:{split}", targets, task, names)
+
+
+def load_csv(path: Path, split: str, label: str | None = None, seed: int = SPLIT_SEED) -> ImageDataset:
+    """One split of ``csv:PATH``: numeric feature columns and the ``label`` column (see the module notes).
+
+    Cost: one parse of the whole file (numpy, in memory).
+    """
+    try:
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), None)
+    except (OSError, UnicodeDecodeError) as e:
+        raise EdgeoptError(f"cannot read {path} as CSV ({e})", "give a text CSV file with a header row") from e
+    if not header:
+        raise EdgeoptError(f"{path} is empty", "give a CSV file with a header row")
+    header = [h.strip() for h in header]
+    if label is None:
+        label = next((c for c in LABEL_COLUMNS if c in header), None)
+        if label is None:
+            raise EdgeoptError(
+                f"{path} has no label column (columns: {', '.join(header[:12])}{', …' if len(header) > 12 else ''})",
+                "name it with --label COLUMN",
+            )
+    if label not in header:
+        raise EdgeoptError(
+            f"{path} has no column '{label}' (columns: {', '.join(header[:12])}{', …' if len(header) > 12 else ''})",
+            "name the label column with --label COLUMN",
+        )
+    col = header.index(label)
+    raw = np.genfromtxt(path, delimiter=",", skip_header=1, dtype=str, ndmin=2)
+    if raw.size == 0:
+        raise EdgeoptError(f"{path} has a header but no rows", "add data rows")
+    raw = np.char.strip(raw)
+    y_text = raw[:, col]
+    feats = np.delete(raw, col, axis=1)
+    try:
+        x = feats.astype(np.float32)
+    except ValueError as e:
+        raise EdgeoptError(f"{path}: a feature column is not numeric ({e})", "give numeric feature columns") from e
+    try:
+        y_num = y_text.astype(np.float64)
+        integral = np.all(np.mod(y_num, 1) == 0) and all("." not in t and "e" not in t.lower() for t in y_text)
+        if integral and y_num.min() >= 0:
+            y: np.ndarray = y_num.astype(np.int64)
+            names = [str(i) for i in range(int(y.max()) + 1)]
+        else:
+            y, names = y_num.astype(np.float32), [label]
+    except ValueError:  # text labels are class names, sorted
+        names = sorted(set(y_text.tolist()))
+        y = np.searchsorted(np.array(names), y_text).astype(np.int64)
+    idx = split_indices(len(x), split, seed)
+    task = "classification" if y.dtype.kind == "i" else "regression"
+    return make_dataset(x[idx], y[idx], f"csv:{path.name}:{split}", [label], task, names)
