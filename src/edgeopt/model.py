@@ -324,18 +324,20 @@ def load_model(
     num_classes: int | None = None,
     input_range: tuple[float, float] | None = None,
     seed: int | None = None,
+    task: str | None = None,
 ) -> EdgeModel:
     """Load a model from ``zoo:NAME``, ``.edgeopt``, ``.pt2``, ``.onnx`` or ``.tflite``.
 
-    ``input_shape`` (C, H, W) and ``num_classes`` size a zoo model, ``seed`` fixes its initial
-    weights; ``input_range`` states the value range an imported model expects (e.g. ``(0, 255)``).
+    ``input_shape`` ((C, H, W), (C, L) or (F,)), ``num_classes`` and ``task`` make a zoo model,
+    ``seed`` fixes its initial weights; ``input_range`` states the value range an imported model
+    expects (e.g. ``(0, 255)``); ``input_shape`` fills an imported file's free input dimensions.
     NaN weights are rejected.
     """
     source = str(source)
     if source.startswith("zoo:"):
         from edgeopt.models import create_model
 
-        model = create_model(source[4:], input_shape=input_shape, num_classes=num_classes, seed=seed)
+        model = create_model(source[4:], input_shape=input_shape, num_classes=num_classes, seed=seed, task=task)
     else:
         path = Path(source)
         suffix = path.suffix.lower()
@@ -355,7 +357,7 @@ def load_model(
         else:
             from edgeopt.interop import import_model
 
-            model = import_model(path)
+            model = import_model(path, input_shape=input_shape)
     if input_range is not None:
         model.meta.input.value_range = (float(input_range[0]), float(input_range[1]))
     check_finite(model.module)

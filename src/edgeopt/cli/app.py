@@ -21,7 +21,18 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Make neural 
 STDOUT_FD: list[int] = []  # the real stdout, saved by main(); fd 1 points at stderr meanwhile
 
 ModelArg = Annotated[str, typer.Argument(help="model: zoo:NAME, .edgeopt, .pt2, .onnx or .tflite")]
-DataOpt = Annotated[str, typer.Option("--data", help="dataset: digits, imagefolder:PATH, cifar10:DIR, mnist:DIR")]
+DataOpt = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        help="dataset: digits, imagefolder:PATH, cifar10:DIR, mnist:DIR, npz:PATH, csv:PATH, mnist1d:, anomaly:",
+    ),
+]
+TaskOpt = Annotated[
+    str | None,
+    typer.Option("--task", help="classification, regression or anomaly (default: the model's, or the data's)"),
+]
+LabelOpt = Annotated[str | None, typer.Option("--label", help="the label column of csv: data")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="training device: cpu, cuda or auto (cuda when present)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout and nothing else")]
 RuntimeOpt = Annotated[
@@ -87,6 +98,19 @@ def quiet(as_json: bool) -> None:
         os.environ["EDGEOPT_QUIET"] = "1"
 
 
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    """``--input-shape 640`` / ``1,40`` / ``3,32,32`` (no batch dimension) as a tuple."""
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(t) for t in text.replace("x", ",").split(","))
+    except ValueError as e:
+        raise EdgeoptError(f"--input-shape '{text}' is not a list of sizes", "for example --input-shape 1,40") from e
+    if not shape or any(s < 1 for s in shape):
+        raise EdgeoptError(f"--input-shape '{text}' needs sizes of at least 1", "for example --input-shape 640")
+    return shape
+
+
 def parse_range(text: str | None) -> tuple[float, float] | None:
     if text is None:
         return None
@@ -100,17 +124,41 @@ def parse_range(text: str | None) -> tuple[float, float] | None:
 
 
 def model_for_data(
-    source: str, data_spec: str, input_range: tuple[float, float] | None = None, seed: int | None = None
+    source: str,
+    data_spec: str,
+    input_range: tuple[float, float] | None = None,
+    seed: int | None = None,
+    task: str | None = None,
+    label: str | None = None,
 ):
-    """Load MODEL; a zoo model is sized to the data's image shape and class count (``seed``: its init)."""
+    """Load MODEL and the train split; a zoo model is sized to the data's sample shape and outputs.
+
+    ``seed`` fixes a zoo model's init; ``task`` picks what a zoo model is for (default: the zoo
+    entry's, or regression for data with real-valued targets) and must match a loaded model's
+    task; ``label`` is a ``csv:`` file's label column.
+    """
     from edgeopt.data import load_dataset
     from edgeopt.model import load_model
 
-    train = load_dataset(data_spec, "train")
+    train = load_dataset(data_spec, "train", label=label)
     if source.startswith("zoo:"):
-        h, w, c = train.image_shape
-        return load_model(source, input_shape=(c, h, w), num_classes=train.num_classes, seed=seed), train
-    return load_model(source, input_range=input_range), train
+        from edgeopt.models.registry import get_entry
+
+        entry = get_entry(source[4:])
+        if task is None:
+            task = "regression" if train.task == "regression" and not entry.reconstructs else entry.default_task
+        train = train.for_task(task)
+        model = load_model(source, input_shape=train.sample_shape, num_classes=train.num_outputs, seed=seed, task=task)
+        return model, train
+    from edgeopt.train.tasks import article
+
+    model = load_model(source, input_range=input_range)
+    if task is not None and task != model.meta.task:
+        raise EdgeoptError(
+            f"{source} is {article(model.meta.task)} {model.meta.task} model; --task {task} does not fit it",
+            f"drop --task, or give --task {model.meta.task}",
+        )
+    return model, train.for_task(model.meta.task)
 
 
 @app.callback()

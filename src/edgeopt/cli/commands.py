@@ -17,14 +17,17 @@ from edgeopt.cli.app import (
     DataOpt,
     DeviceOpt,
     JsonOpt,
+    LabelOpt,
     LayoutOpt,
     ModelArg,
     RangeOpt,
     RuntimeOpt,
+    TaskOpt,
     app,
     emit,
     model_for_data,
     parse_range,
+    parse_shape,
     quiet,
     warn,
 )
@@ -46,6 +49,8 @@ def train(
     seed: int = 0,
     device: DeviceOpt = "cpu",
     input_range: RangeOpt = None,
+    task: TaskOpt = None,
+    label: LabelOpt = None,
     target_latency_ms: Annotated[
         float | None, typer.Option("--target-latency-ms", help="hardware-aware: batch-1 latency budget in --runtime")
     ] = None,
@@ -72,7 +77,7 @@ def train(
     from edgeopt.model import save_model
     from edgeopt.train import FitConfig, evaluate, fit
 
-    m, train_data = model_for_data(model, data, parse_range(input_range), seed=seed)
+    m, train_data = model_for_data(model, data, parse_range(input_range), seed=seed, task=task, label=label)
     cfg = FitConfig(epochs=epochs, optimizer=optimizer, lr=lr, batch_size=batch_size, seed=seed, device=device)
     start = time.perf_counter()
     extra: dict = {}
@@ -96,11 +101,15 @@ def train(
                 target_latency_ms=target_latency_ms,
                 latency_source=metrics["latency_source"]["latency"],
             )
-    test = evaluate(m, load_dataset(data, "test"), diagnose=True)
+    test = evaluate(m, load_dataset(data, "test", label=label).for_task(m.meta.task), diagnose=True)
     path = save_model(m, out)
+    if m.meta.task == "classification":
+        scores: dict[str, Any] = {"test_accuracy": test.accuracy}
+    else:
+        scores = {"task": m.meta.task, **{f"test_{k}": v for k, v in test.metrics.items()}}
     result = {
         "model": str(path),
-        "test_accuracy": test.accuracy,
+        **scores,
         "samples": test.samples,
         **extra,
         "class_names": m.meta.class_names,
@@ -116,6 +125,10 @@ def import_(
     file: Annotated[Path, typer.Argument(help=".tflite or .onnx file")],
     out: Annotated[Path, typer.Option("--out", help="where to write the .edgeopt model")],
     input_range: RangeOpt = None,
+    input_shape: Annotated[
+        str | None,
+        typer.Option("--input-shape", help="the input's shape without the batch, e.g. 640 or 1,40: fills free dims"),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Import a .tflite or .onnx model into a trainable PyTorch model.
@@ -129,7 +142,7 @@ def import_(
     if file.suffix.lower() not in (".tflite", ".onnx"):
         raise EdgeoptError(f"cannot import '{file.suffix or file.name}' files", "give a .tflite or .onnx file")
     given = parse_range(input_range)
-    m = load_model(file, input_range=given)
+    m = load_model(file, input_range=given, input_shape=parse_shape(input_shape))
     path = save_model(m, out)
     spec = m.meta.input
     source = "given" if given else m.meta.lineage[0].get("input_range", "assumed")
@@ -162,9 +175,11 @@ def eval_(
     input_range: RangeOpt = None,
     layout: LayoutOpt = None,
     classes: ClassesOpt = None,
+    task: TaskOpt = None,
+    label: LabelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Top-1 accuracy of MODEL on DATA, measured inside RUNTIME.
+    """The task's metrics of MODEL on DATA (accuracy; MSE/MAE/R²; ROC AUC), measured inside RUNTIME.
 
     A bare .pte/.tflite/.onnx runs alone in its own runtime: its input interface is what edgeopt
     embedded in it, or what the file states (input_source says which); the flags override it.
@@ -176,8 +191,18 @@ def eval_(
 
     opened = open_model(model, runtime, threads, parse_range(input_range), layout, parse_classes(classes))
     from edgeopt.train import evaluate
+    from edgeopt.train.tasks import article
 
-    result = evaluate(opened.meta, load_dataset(data, split), predict=opened.runner.run, limit=limit, diagnose=True)
+    meta = opened.meta
+    if task is not None and task != meta.task:
+        if opened.meta_source != "inferred":  # a bare artifact edgeopt knows nothing about takes --task
+            raise EdgeoptError(f"{model} is {article(meta.task)} {meta.task} model; --task {task} does not fit it",
+                               f"drop --task, or give --task {meta.task}")  # fmt: skip
+        from dataclasses import replace
+
+        meta = replace(meta, task=task)
+    dataset = load_dataset(data, split, label=label).for_task(meta.task)
+    result = evaluate(meta, dataset, predict=opened.runner.run, limit=limit, diagnose=True)
     out = {**result.to_json(), "runtime": opened.runtime, "input_source": opened.meta_source}
     warn(out)
     emit(out, as_json, "eval")

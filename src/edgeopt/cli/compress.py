@@ -222,9 +222,9 @@ def distill(
 
     t, train = model_for_data(teacher, data, parse_range(input_range))
     if student.startswith("zoo:"):
-        h, w, c = train.image_shape
         kwargs = {"width": width} if width else {}
-        s = create_model(student[4:], input_shape=(c, h, w), num_classes=train.num_classes, **kwargs)
+        s = create_model(student[4:], input_shape=train.sample_shape, num_classes=t.meta.num_classes,
+                         task=t.meta.task, **kwargs)  # fmt: skip
     else:
         s = load_model(student)
     settings = TuneSettings(epochs, lr, optimizer, batch_size=batch_size, seed=seed, device=device, threads=threads)

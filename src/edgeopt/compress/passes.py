@@ -34,8 +34,10 @@ def _load_other(spec: str, like: EdgeModel, kwargs: dict[str, Any] | None = None
     from edgeopt.models import create_model
 
     if spec.startswith("zoo:"):
-        h, w, c = like.meta.input.image_shape
-        return create_model(spec[4:], input_shape=(c, h, w), num_classes=like.meta.num_classes, **(kwargs or {}))
+        spec_in = like.meta.input
+        shape = (spec_in.image_shape[2], *spec_in.image_shape[:2]) if spec_in.is_image else spec_in.shape
+        return create_model(spec[4:], input_shape=shape, num_classes=like.meta.num_classes, task=like.meta.task,
+                            **(kwargs or {}))  # fmt: skip
     return load_model(spec)
 
 

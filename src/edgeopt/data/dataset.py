@@ -135,6 +135,13 @@ class ImageDataset:
         idx = np.arange(n) if seed is None else np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
         return self.subset(idx)
 
+    def for_task(self, task: str) -> ImageDataset:
+        """This data for a model of ``task``: class labels become regression targets when asked;
+        other mismatches are left for the task check (:func:`edgeopt.train.tasks.check_model_data`)."""
+        if task == "regression" and self.task == "classification":
+            return ImageDataset(self.images, self.labels.astype(np.float32), ["target"], self.name, "regression")
+        return self
+
     def subset(self, idx: np.ndarray) -> ImageDataset:
         """The samples at ``idx`` (a memory-mapped source stays lazy: a :class:`RowView`)."""
         idx = np.asarray(idx, np.int64)

@@ -12,15 +12,46 @@ from pathlib import Path
 import torch
 
 from edgeopt.errors import EdgeoptError
-from edgeopt.model import EdgeModel, InputSpec, ModelMeta
+from edgeopt.model import EdgeModel, InputSpec, ModelMeta, layout_for_rank
 
 __all__ = ["DEFAULT_RANGE", "import_model"]
 
 DEFAULT_RANGE = (0.0, 1.0)  # assumed when the file does not state its input range
 
 
-def import_model(path: str | Path) -> EdgeModel:
-    """Import a ``.tflite`` or ``.onnx`` image model; the module takes input in the file's own layout.
+def fill_input_shape(path: Path, stated: list[int | None], given: tuple[int, ...] | None) -> list[int]:
+    """The input shape without the batch: the file's, its free (None) dimensions filled from ``given``.
+
+    ``given`` (``--input-shape``) excludes the batch and must agree with the file's fixed sizes. A
+    flat vector (F), a sequence (C, L) or an image/spectrogram (3 dims) is accepted. Pure.
+    """
+    shape = list(stated[1:])
+    if given is not None:
+        fixed = [(s, g) for s, g in zip(shape, given, strict=False) if s is not None and s > 0]
+        if len(given) != len(shape) or any(s != g for s, g in fixed):
+            raise EdgeoptError(
+                f"--input-shape {','.join(map(str, given))} does not fit {path.name}'s input {stated}",
+                "give the sizes without the batch, the file's fixed sizes unchanged",
+            )
+        shape = list(given)
+    if not 1 <= len(shape) <= 3:
+        raise EdgeoptError(
+            f"{path} input shape {stated} has {len(shape)} dimensions besides the batch",
+            "edgeopt imports flat vectors (N x F), sequences (N x C x L) and images/spectrograms (4 dims)",
+        )
+    if any(s is None or s < 1 for s in shape):
+        raise EdgeoptError(
+            f"{path} input shape {stated} has a free dimension besides the batch",
+            "fix it with --input-shape (sizes without the batch, e.g. --input-shape 1,40)",
+        )
+    return [int(s) for s in shape]
+
+
+def import_model(path: str | Path, input_shape: tuple[int, ...] | None = None) -> EdgeModel:
+    """Import a ``.tflite`` or ``.onnx`` model; the module takes input in the file's own layout.
+
+    Inputs may be flat vectors, sequences or images with a dynamic batch; ``input_shape`` (no batch)
+    fills free dimensions (:func:`fill_input_shape`).
 
     The input range comes from normalisation ops at the graph's start where it has them (the
     lineage's ``input_range`` says ``graph``), else 0..1 is assumed (``assumed``); class names
@@ -47,12 +78,7 @@ def import_model(path: str | Path) -> EdgeModel:
             f"{path} has {len(inputs)} inputs; edgeopt imports single-input models",
             "export the model with one image input",
         )
-    shape = inputs[0]["shape"][1:]
-    if len(shape) != 3 or any(s is None for s in shape):
-        raise EdgeoptError(
-            f"{path} input shape {inputs[0]['shape']} is not a fixed image shape",
-            "edgeopt imports image models only for now (one input, N x H x W x C or N x C x H x W, fixed sizes)",
-        )
+    shape = fill_input_shape(path, inputs[0]["shape"], input_shape)
     module = GraphModule(graph.ir)
     module.load_state_dict(graph.weights, strict=True)
     module.eval()
@@ -67,13 +93,14 @@ def import_model(path: str | Path) -> EdgeModel:
         ) from e
     if isinstance(out, tuple):
         out = out[0]
+    rank_layout = graph.layout if len(shape) == 3 else layout_for_rank(len(shape), graph.layout == "NCHW")
     from edgeopt.interop.input_range import range_from_graph
     from edgeopt.interop.labels import class_names_from_file
 
     stated = range_from_graph(graph.ir, graph.weights)
     num_classes = int(out.shape[-1])
     meta = ModelMeta(
-        input=InputSpec(shape=tuple(shape), layout=graph.layout, value_range=stated or DEFAULT_RANGE),
+        input=InputSpec(shape=tuple(shape), layout=rank_layout, value_range=stated or DEFAULT_RANGE),
         num_classes=num_classes,
         arch={"kind": "graph", "ir": graph.ir},
         class_names=class_names_from_file(path, num_classes),

@@ -33,6 +33,8 @@ class FCAutoencoder(nn.Module):
         self.out = nn.Linear(hidden, n)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:  # flat features: no reshapes in the exported graph
+            return self.out(self.decoder(self.encoder(x)))
         y = self.out(self.decoder(self.encoder(torch.flatten(x, 1))))
         return y.reshape(x.shape)
 

@@ -122,9 +122,8 @@ def _initial_model(recipe: Recipe) -> EdgeModel:
         seed_everything(recipe.seed)
 
         data = load_dataset(recipe.data, "train")
-        h, w, c = data.image_shape
-        shape = tuple(recipe.input_shape) if recipe.input_shape else (c, h, w)
-        return load_model(recipe.model, input_shape=shape, num_classes=data.num_classes)
+        shape = tuple(recipe.input_shape) if recipe.input_shape else data.sample_shape
+        return load_model(recipe.model, input_shape=shape, num_classes=data.num_outputs)
     return load_model(recipe.model)
 
 

@@ -173,6 +173,8 @@ class Runner(ABC):
         """A deterministic input batch: through the model's input spec when known, else uniform 0..1."""
         rng = np.random.default_rng(seed)
         if self.meta is not None and tuple(self.meta.input.shape) == self.input_shape:
+            if not self.meta.input.is_image:
+                return self.meta.input.example_batch(batch, seed)
             h, w, c = self.meta.input.image_shape
             images = rng.integers(0, 256, size=(batch, h, w, c), dtype=np.uint8)
             return self.meta.input.to_model_input(images)

@@ -99,6 +99,11 @@ def metrics(task: str, stats: np.ndarray, labels: np.ndarray) -> dict[str, float
     return out
 
 
+def article(word: str) -> str:
+    """``a`` or ``an`` before ``word``. Pure."""
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 def check_model_data(model_task: str, data_task: str, where: str = "") -> None:
     """Refuse data whose labels are for another task than the model's, in one line.
 
@@ -108,6 +113,6 @@ def check_model_data(model_task: str, data_task: str, where: str = "") -> None:
     if model_task == data_task or (model_task == "regression" and data_task == "classification"):
         return
     raise EdgeoptError(
-        f"the model is a {model_task} model but the data{where} is {data_task} data",
+        f"the model is {article(model_task)} {model_task} model but the data{where} is {data_task} data",
         "give data for the model's task, or train a model with --task " + data_task,
     )

@@ -89,6 +89,15 @@ def input_converter(src: InputSpec, dst: InputSpec) -> Callable[[torch.Tensor], 
     """Map a batch in ``src``'s layout / range / normalisation to what a ``dst`` model expects."""
     if src == dst:
         return lambda x: x
+    if not (src.is_image and dst.is_image):
+        same = src.shape == dst.shape and src.layout == dst.layout and (src.mean, src.std) == (dst.mean, dst.std)
+        if not same:
+            raise EdgeoptError(
+                f"teacher and student take different inputs ({dst.layout} {dst.describe()} vs"
+                f" {src.layout} {src.describe()})",
+                "distil between models of the same input shape and normalisation",
+            )
+        return lambda x: x
     if src.image_shape != dst.image_shape:
         raise EdgeoptError(
             f"teacher and student take different image shapes ({dst.image_shape} vs {src.image_shape})",
@@ -170,6 +179,16 @@ class Distiller:
 
     def __init__(self, student: EdgeModel, teacher: EdgeModel, config: DistillConfig | None = None) -> None:
         self.cfg = config or DistillConfig()
+        if teacher.meta.task != student.meta.task:
+            raise EdgeoptError(
+                f"teacher is a {teacher.meta.task} model, student a {student.meta.task} model",
+                "distil between models of the same task",
+            )
+        self.task = student.meta.task
+        if self.task != "classification":  # regression / reconstruction: match the teacher's outputs
+            from edgeopt.train.tasks import loss_function
+
+            self.task_loss = loss_function(self.task)
         if teacher.meta.num_classes != student.meta.num_classes:
             raise EdgeoptError(
                 f"teacher has {teacher.meta.num_classes} classes, student {student.meta.num_classes}",
@@ -205,8 +224,13 @@ class Distiller:
         self._follow(x.device)
         with torch.no_grad():
             teacher_out = as_logits(self.teacher(self.convert(x)))
-        loss = kd_loss(as_logits(logits), teacher_out, labels, self.cfg.temperature, self.cfg.alpha,
-                       self.cfg.label_smoothing)  # fmt: skip
+        if self.task == "classification":
+            loss = kd_loss(as_logits(logits), teacher_out, labels, self.cfg.temperature, self.cfg.alpha,
+                           self.cfg.label_smoothing)  # fmt: skip
+        else:  # alpha weighs matching the teacher's outputs (MSE) against the task's own loss
+            out = as_logits(logits)
+            match = F.mse_loss(out.reshape(teacher_out.shape), teacher_out)
+            loss = self.cfg.alpha * match + (1 - self.cfg.alpha) * self.task_loss(out, labels, x)
         if self.pairs and self.cfg.hint_weight > 0:
             hint = sum(attention_loss(self._feats["s:" + s], self._feats["t:" + t]) for s, t in self.pairs)
             loss = loss + self.cfg.hint_weight * hint / len(self.pairs)
