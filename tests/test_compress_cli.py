@@ -80,8 +80,11 @@ def test_prune_distill_compress_commands(tmp_path: Path, capfd) -> None:
     rc, out, err = run_cli(capfd, "compress", rec["model"], "--data", "digits", *flags)
     assert rc == 0, err
     c = json.loads(out)
-    assert c["file_bytes"] == Path(c["model"]).stat().st_size and 0 <= c["restored_test_accuracy"] <= 1
-    rc, out, err = run_cli(capfd, "eval", c["model"], "--data", "digits", "--json")  # the .eoz file itself
+    dense_fp32 = 4 * sum(p.numel() for p in pruned.module.parameters())
+    assert c["file_bytes"] < 0.5 * dense_fp32  # half the weights are zeros, the rest 4-bit cluster indices
+    # (accuracy after compression on a trained model: tests/test_compression_quality.py)
+    # the .eoz file, loaded from disk, is the model compress scored in memory
+    rc, out, err = run_cli(capfd, "eval", c["model"], "--data", "digits", "--json")
     assert rc == 0, err
     assert json.loads(out)["accuracy"] == pytest.approx(c["restored_test_accuracy"], abs=1e-9)
     rc, _, err = run_cli(capfd, "compress", tmp_path / "missing.edgeopt", "--data", "digits", "--out", tmp_path / "x")
