@@ -1,0 +1,142 @@
+"""The training loops: the same batches and plain SGD, inside ExecuTorch's training runtime or in PyTorch eager.
+
+:func:`make_batches` fixes the data order (seeded shuffles, static batch, last partial batch dropped) so
+that every runtime sees the same steps. :class:`ExecuTorchTrainer` loads a training program
+(:mod:`edgeopt.ondevice.program`), runs ``forward_backward`` and ExecuTorch's own SGD, measures accuracy
+with the program's prediction output, and reads the trained weights back. :func:`torch_train` is the eager
+reference (same initial weights, same batches, same SGD).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeopt.data import ImageDataset
+from edgeopt.model import InputSpec
+from edgeopt.progress import ProgressBar
+from edgeopt.runtimes.base import quiet_output
+
+
+def make_batches(
+    data: ImageDataset, spec: InputSpec, batch_size: int, steps: int, seed: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``steps`` batches of ``batch_size`` (model input, int64 labels), reshuffled every epoch with ``seed``."""
+    rng = np.random.default_rng(seed)
+    per_epoch = max(1, len(data) // batch_size)
+    order = rng.permutation(len(data))
+    done = 0
+    while done < steps:
+        slot = done % per_epoch
+        if slot == 0 and done:
+            order = rng.permutation(len(data))
+        idx = np.sort(order[slot * batch_size : (slot + 1) * batch_size])
+        x = torch.from_numpy(spec.to_model_input(data.images[idx]))
+        yield x, torch.from_numpy(data.labels[idx])
+        done += 1
+
+
+@dataclass
+class LoopResult:
+    """Per-step losses and median step time of one training run."""
+
+    losses: list[float] = field(default_factory=list)
+    step_ms: float = 0.0
+    seconds: float = 0.0
+
+
+def _progress(description: str, steps: int) -> ProgressBar:
+    return ProgressBar(description, steps)
+
+
+class ExecuTorchTrainer:
+    """A loaded ExecuTorch training program: train with its SGD, predict with its forward, read weights back."""
+
+    def __init__(self, buffer: bytes, lr: float, momentum: float = 0.0) -> None:
+        with quiet_output():
+            from executorch.extension.training import _load_for_executorch_for_training_from_buffer
+
+            self.module = _load_for_executorch_for_training_from_buffer(buffer)
+        self.lr = lr
+        self.momentum = momentum
+        self.optimizer = None
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, update: bool = True) -> tuple[float, torch.Tensor]:
+        """One forward-backward (and SGD update unless ``update`` is False): the loss and predicted classes."""
+        loss, pred = self.module.forward_backward("forward", (x, y))[:2]
+        if self.optimizer is None:
+            from executorch.extension.training import get_sgd_optimizer
+
+            self.optimizer = get_sgd_optimizer(self.module.named_parameters(), self.lr, self.momentum, 0, 0, False)
+        if update:
+            self.optimizer.step(self.module.named_gradients())
+        return float(loss), pred
+
+    def train(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> LoopResult:
+        """Train over ``batches``; losses per step and median step time."""
+        res = LoopResult()
+        times = []
+        bar = _progress("training in ExecuTorch", len(batches))
+        start = time.perf_counter()
+        try:
+            for x, y in batches:
+                t0 = time.perf_counter()
+                loss, _ = self.step(x, y)
+                times.append(time.perf_counter() - t0)
+                res.losses.append(loss)
+                bar.advance(status=f"loss {loss:.4f}")
+        finally:
+            bar.close()
+        res.seconds = time.perf_counter() - start
+        res.step_ms = float(np.median(times) * 1e3) if times else 0.0
+        return res
+
+    def accuracy(self, data: ImageDataset, spec: InputSpec, batch_size: int) -> float:
+        """Top-1 accuracy measured with the program's own prediction output (no update; last batch padded)."""
+        correct = 0
+        for s in range(0, len(data), batch_size):
+            idx = np.arange(s, min(s + batch_size, len(data)))
+            n = len(idx)
+            idx = np.concatenate([idx, np.full(batch_size - n, idx[-1])]) if n < batch_size else idx
+            x = torch.from_numpy(spec.to_model_input(data.images[idx]))
+            y = torch.from_numpy(data.labels[idx])
+            _, pred = self.step(x, y, update=False)
+            correct += int((pred[:n].numpy() == data.labels[idx[:n]]).sum())
+        return correct / len(data)
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        """The trained parameters as the runtime holds them (names without the program's ``net.`` prefix)."""
+        return {k.removeprefix("net."): v.clone() for k, v in self.module.named_parameters().items()}
+
+
+def torch_train(
+    work: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float, momentum: float = 0.0
+) -> LoopResult:
+    """The eager reference: SGD on ``work``'s trainable parameters (batch norm in eval mode), in place."""
+    params = [p for p in work.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
+    work.eval()
+    res = LoopResult()
+    times = []
+    bar = _progress("training in PyTorch", len(batches))
+    start = time.perf_counter()
+    try:
+        for x, y in batches:
+            t0 = time.perf_counter()
+            loss = nn.functional.cross_entropy(work(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t0)
+            res.losses.append(float(loss))
+            bar.advance(status=f"loss {float(loss):.4f}")
+    finally:
+        bar.close()
+    res.seconds = time.perf_counter() - start
+    res.step_ms = float(np.median(times) * 1e3) if times else 0.0
+    return res
