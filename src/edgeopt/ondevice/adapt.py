@@ -131,7 +131,8 @@ def memory_figures(
         program = build_training_program(work, trainable, x, y, cfg.frozen, [x], cfg.delegate)
     figs = MemoryFigures(parts["total"], planned_memory(program.buffer), None, parts)
     if measure:
-        figs.measured_bytes = measured_memory(program.buffer, tuple(x.shape), model.meta.num_classes, lr=cfg.lr)["bytes"]
+        rec = measured_memory(program.buffer, tuple(x.shape), model.meta.num_classes, lr=cfg.lr)
+        figs.measured_bytes = rec["bytes"]
     return figs, program
 
 

@@ -183,7 +183,8 @@ def litert_adapt(model: EdgeModel, scope: Scope, batches: list, test: Any, cfg: 
     parts = analytic_memory(work, batches[0][0], batches[0][1])
     return AdaptResult(out, before, after, "litert", scope.name, len(batches), time.perf_counter() - start,
                        MemoryFigures(parts["total"], None, None, parts), losses,
-                       float(np.median(times) * 1e3), size, {"accuracy_measured_in": "litert infer signature"})  # fmt: skip
+                       float(np.median(times) * 1e3), size,
+                       {"accuracy_measured_in": "litert infer signature"})  # fmt: skip
 
 
 def litert_accuracy(runner: LiteRTHead, data: Any, model: EdgeModel) -> float:

@@ -15,9 +15,10 @@
   program and trains ``steps`` steps; the figure is its peak resident memory (VmHWM) minus its resident
   memory just before loading (freed heap pages are first handed back with ``malloc_trim``, so that reused
   heap shows as new pages; the high-water mark is reset there), minus the file-backed pages (the runtime
-  libraries' code) first touched meanwhile: they are shared, read-only and not the program's. Counts everything the process touched
-  for the program: the program data, planned buffers, delegate workspaces and packed weights, the
-  optimizer, thread pools, allocator slack. Leaves out: the interpreter and libraries (the baseline).
+  libraries' code) first touched meanwhile: they are shared, read-only and not the program's. Counts
+  everything the process touched for the program: the program data, planned buffers, delegate workspaces
+  and packed weights, the optimizer, thread pools, allocator slack. Leaves out: the interpreter and
+  libraries (the baseline).
   This is the figure a memory budget is checked against.
 """
 
@@ -117,7 +118,8 @@ def status(field):
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return None
-path, shape, classes, steps, lr, threads = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+path, shape, classes = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+steps, lr, threads = int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
 import torch
 torch.set_num_threads(threads)
 from executorch.extension.training import _load_for_executorch_for_training, get_sgd_optimizer
