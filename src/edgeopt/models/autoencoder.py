@@ -24,7 +24,8 @@ class FCAutoencoder(nn.Module):
 
     def __init__(self, input_shape: tuple[int, ...] = (640,), hidden: int = 128, bottleneck: int = 8, depth: int = 4):
         super().__init__()
-        self.input_shape = tuple(input_shape)
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.flat = len(self.input_shape) == 1
         n = math.prod(self.input_shape)
         enc = [_dense(n, hidden)] + [_dense(hidden, hidden) for _ in range(depth - 1)] + [_dense(hidden, bottleneck)]
         dec = [_dense(bottleneck, hidden)] + [_dense(hidden, hidden) for _ in range(depth - 1)]
@@ -33,10 +34,10 @@ class FCAutoencoder(nn.Module):
         self.out = nn.Linear(hidden, n)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 2:  # flat features: no reshapes in the exported graph
+        if self.flat:  # flat features: no reshapes in the traced / exported graph
             return self.out(self.decoder(self.encoder(x)))
         y = self.out(self.decoder(self.encoder(torch.flatten(x, 1))))
-        return y.reshape(x.shape)
+        return y.view(-1, *self.input_shape)
 
 
 @register_model(

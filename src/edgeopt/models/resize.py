@@ -16,8 +16,9 @@ from edgeopt.errors import EdgeoptError
 
 def layer_sizes(layer: nn.Module) -> dict[str, Any]:
     """The size fields of a Conv2d / Linear / BatchNorm layer, as JSON data."""
-    if isinstance(layer, nn.Conv2d):
-        return {"type": "conv2d", "in_channels": layer.in_channels, "out_channels": layer.out_channels,
+    if isinstance(layer, nn.Conv1d | nn.Conv2d):
+        kind = "conv1d" if isinstance(layer, nn.Conv1d) else "conv2d"
+        return {"type": kind, "in_channels": layer.in_channels, "out_channels": layer.out_channels,
                 "groups": layer.groups}  # fmt: skip
     if isinstance(layer, nn.Linear):
         return {"type": "linear", "in_features": layer.in_features, "out_features": layer.out_features}
@@ -40,8 +41,8 @@ def resized_layer(layer: nn.Module, sizes: dict[str, Any]) -> nn.Module:
         assert isinstance(layer, nn.Conv2d)
         first = nn.Conv2d(cin, r, 1, layer.stride, layer.padding, bias=False)
         return nn.Sequential(first, nn.Conv2d(r, cout, 1, bias=bias))
-    if isinstance(layer, nn.Conv2d):
-        return nn.Conv2d(
+    if isinstance(layer, nn.Conv1d | nn.Conv2d):
+        return type(layer)(
             int(sizes["in_channels"]), int(sizes["out_channels"]), layer.kernel_size, layer.stride, layer.padding,
             layer.dilation, int(sizes["groups"]), layer.bias is not None, layer.padding_mode,
         )  # fmt: skip

@@ -178,8 +178,8 @@ def mac_model(module: nn.Module, dep: DepGraph) -> MacModel:
     for path, (_x, out) in dep.layer_io.items():
         layer = module.get_submodule(path)
         oshape = dep.shapes[out]
-        if isinstance(layer, nn.Conv2d):
-            k = layer.kernel_size[0] * layer.kernel_size[1] * oshape[2] * oshape[3]
+        if isinstance(layer, nn.Conv1d | nn.Conv2d):  # kernel positions x output positions
+            k = int(np.prod(layer.kernel_size)) * int(np.prod(oshape[2:]))
             if layer.groups == 1:
                 layers.append((path, "conv", {"out": layer.out_channels, "in": layer.in_channels, "k": k}))
             elif (path, "dw") in dep.slots:
@@ -397,8 +397,8 @@ def apply_channel_plan(module: nn.Module, dep: DepGraph, removed: set[int]) -> t
     for path in dep.layer_io:
         layer = module.get_submodule(path)
         with torch.no_grad():
-            if isinstance(layer, nn.Conv2d | nn.Linear):
-                conv = isinstance(layer, nn.Conv2d)
+            if isinstance(layer, nn.Conv1d | nn.Conv2d | nn.Linear):
+                conv = isinstance(layer, nn.Conv1d | nn.Conv2d)
                 n_out, n_in = layer.weight.shape[0], layer.weight.shape[1] * getattr(layer, "groups", 1)
                 dw = (path, "dw") in dep.slots
                 ko = keep((path, "dw" if dw else "out"), n_out)
@@ -442,8 +442,8 @@ def apply_channel_plan(module: nn.Module, dep: DepGraph, removed: set[int]) -> t
     return new, sizes
 
 
-def _cut_conv(layer: nn.Conv2d, ko: torch.Tensor, ki: torch.Tensor, depthwise: bool) -> nn.Conv2d:
-    nl = nn.Conv2d(len(ki), len(ko), layer.kernel_size, layer.stride, layer.padding, layer.dilation,
+def _cut_conv(layer: nn.Conv1d | nn.Conv2d, ko: torch.Tensor, ki: torch.Tensor, depthwise: bool) -> nn.Module:
+    nl = type(layer)(len(ki), len(ko), layer.kernel_size, layer.stride, layer.padding, layer.dilation,
                    len(ko) if depthwise else layer.groups, layer.bias is not None, layer.padding_mode)  # fmt: skip
     w = layer.weight[ko]
     nl.weight.copy_(w if depthwise else w[:, ki])
@@ -463,7 +463,8 @@ def _cut_linear(layer: nn.Linear, ko: torch.Tensor, ki: torch.Tensor) -> nn.Line
 def _constant_output(layer: nn.Module, ko: torch.Tensor) -> torch.Tensor:
     """What a Conv2d / Linear left with no input channel outputs: its bias (kept rows), broadcastable."""
     b = layer.bias[ko] if layer.bias is not None else torch.zeros(len(ko))
-    return b.detach().reshape([1, -1] + [1] * (2 if isinstance(layer, nn.Conv2d) else 0)).clone()
+    spatial = layer.weight.dim() - 2 if isinstance(layer, nn.Conv1d | nn.Conv2d) else 0
+    return b.detach().reshape([1, -1] + [1] * spatial).clone()
 
 
 def _rebuild_graph(

@@ -71,7 +71,8 @@ _ELTWISE = {operator.add, operator.sub, operator.mul, operator.truediv, torch.ad
 _ELTWISE_METHODS = {"add", "sub", "mul", "div", "add_", "mul_"}
 _RESHAPE_FUNCS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
 _RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
-LAYER_TYPES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)
+CONV_TYPES = (nn.Conv1d, nn.Conv2d)  # 1-D convs (sequences) prune like 2-D ones: channels on axis 1
+LAYER_TYPES = (*CONV_TYPES, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)
 
 
 def _trace_fx(module: nn.Module, example: torch.Tensor) -> tuple[list[Op], dict[str, tuple[int, ...]], list[str]]:
@@ -345,13 +346,13 @@ def build_dependency_graph(module: nn.Module, example: torch.Tensor) -> DepGraph
                 # the tracked axis is not this layer's channel axis (e.g. right after an NHWC input):
                 # its input stays whole; a conv or linear still starts fresh, prunable channels
                 freeze(x)
-                if isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d) and layer.groups == 1):
+                if isinstance(layer, nn.Linear) or (isinstance(layer, CONV_TYPES) and layer.groups == 1):
                     fresh(out, ax=len(oshape) - 1 if isinstance(layer, nn.Linear) else 1)
                     add_slot((op.module, "out"), elems[out])
                 else:
                     fresh(out, fix=True)
                 continue
-            if isinstance(layer, nn.Conv2d):
+            if isinstance(layer, CONV_TYPES):
                 if layer.groups == 1:
                     add_slot((op.module, "in"), elems[x])
                     fresh(out)

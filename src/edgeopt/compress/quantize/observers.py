@@ -39,7 +39,7 @@ from edgeopt.compress.quantize import calibration as cal
 _Q_KEY = "quantization_annotation"
 _PAD_OPS = (torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default)
 _POOL_OPS = (torch.ops.aten.avg_pool2d.default,)
-_WEIGHTED_OPS = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
+_WEIGHTED_OPS = (torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
 # ops that only move values around: their output shares their input's quantization parameters
 SHAPE_OPS = (
     torch.ops.aten.permute.default, torch.ops.aten.reshape.default, torch.ops.aten.view.default,

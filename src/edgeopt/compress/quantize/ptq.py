@@ -394,7 +394,7 @@ def correct_biases(qm: QuantizedModule, x: torch.Tensor, max_samples: int = 1000
     links = conv_links(qm.float_module, x[:1]) if has_bn else []  # (an export: skipped when there is no BN)
     after = {lk.first: layers[lk.bn] for lk in links if lk.bn in layers}
     carrier = {n: after.get(n, layers.get(n)) for n in nodes}
-    names = [n for n in nodes if isinstance(layers.get(n), nn.Conv2d | nn.Linear)
+    names = [n for n in nodes if isinstance(layers.get(n), nn.Conv1d | nn.Conv2d | nn.Linear)
              and getattr(carrier[n], "bias", None) is not None]  # fmt: skip
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = dict.fromkeys(names, 0)
@@ -457,7 +457,7 @@ def weight_observer_names(prepared: torch.fx.GraphModule) -> dict[str, str]:
 def layer_bits(module: nn.Module, recipe: QuantRecipe) -> dict[str, int]:
     """Weight bits of every conv/linear layer of ``module`` under ``recipe`` (0: kept float)."""
     return {n: recipe.layer_bits.get(n, recipe.weight_bits)
-            for n, m in module.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)}  # fmt: skip
+            for n, m in module.named_modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Linear)}  # fmt: skip
 
 
 def quantize_ptq(
