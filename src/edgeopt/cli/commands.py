@@ -232,13 +232,28 @@ def export(
     format: Annotated[str, typer.Option("--format", help="onnx, pte or tflite")],
     out: Annotated[Path, typer.Option("--out", help="artifact path")],
     input_range: RangeOpt = None,
+    trainable: Annotated[
+        str | None, typer.Option("--trainable", help="pte: write the training program for this scope (ondevice)")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Export MODEL to a runtime artifact and check parity with PyTorch inside that runtime."""
+    """Export MODEL to a runtime artifact and check parity with PyTorch inside that runtime.
+
+    With --trainable SCOPE (--format pte) it writes the ExecuTorch training program an app ships for
+    on-device learning instead (see docs/ondevice.md).
+    """
     quiet(as_json)
     from edgeopt.interop.export import export_model
     from edgeopt.model import load_model
 
+    if trainable is not None:
+        if format != "pte":
+            raise EdgeoptError("--trainable writes an ExecuTorch training program", "use it with --format pte")
+        from edgeopt.ondevice.adapt import export_training_program
+
+        m = load_model(model, input_range=parse_range(input_range))
+        emit(export_training_program(m, trainable, out), as_json, "export")
+        return
     result = export_model(load_model(model, input_range=parse_range(input_range)), format, out)
     emit(
         {

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -281,3 +282,35 @@ def _load_trained(work: torch.nn.Module, trained: dict[str, torch.Tensor], train
             if not torch.isfinite(value).all():
                 raise EdgeoptError(f"training diverged: parameter '{name}' holds NaN or Inf", "lower --lr")
             own[name].copy_(value)
+
+
+def export_training_program(
+    model: EdgeModel, scope: str, out: str | Path, batch_size: int = 32, frozen: str = "float"
+) -> dict[str, Any]:
+    """Write the ExecuTorch training program an app would ship for ``scope`` (static ``batch_size``).
+
+    ``scope`` must be concrete (not ``auto``). The program's method ``forward`` takes ``(images, int64 labels)``
+    and returns the loss, the predicted classes, the gradients and the parameters (ExecuTorch's training
+    module and SGD consume them). Cost: one export (seconds).
+    """
+    from edgeopt.fileio import write_bytes_atomic
+
+    parsed = parse_scope(scope)
+    if parsed.kind == "auto":
+        raise EdgeoptError("--trainable auto needs a budget", "name a scope (head, bias, lastk:2, ...)")
+    work, trainable = prepare_scope(model.module, parsed)
+    x = model.example_input(batch_size)
+    y = torch.zeros(batch_size, dtype=torch.int64)
+    program = build_training_program(work, trainable, x, y, frozen, [x])
+    path = write_bytes_atomic(Path(out), program.buffer)
+    return {
+        "artifact": str(path),
+        "format": "pte",
+        "trainable": parsed.name,
+        "trainable_parameters": len(trainable),
+        "frozen": frozen,
+        "delegated_parameters": len(program.delegated),
+        "batch_size": batch_size,
+        "size_bytes": program.size_bytes,
+        "planned_bytes": planned_memory(program.buffer),
+    }

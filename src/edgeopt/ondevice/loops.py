@@ -68,7 +68,11 @@ class ExecuTorchTrainer:
 
     def step(self, x: torch.Tensor, y: torch.Tensor, update: bool = True) -> tuple[float, torch.Tensor]:
         """One forward-backward (and SGD update unless ``update`` is False): the loss and predicted classes."""
-        loss, pred = self.module.forward_backward("forward", (x, y))[:2]
+        if self.optimizer is None:  # the first call initialises the runtime's kernels, which log to stderr
+            with quiet_output():
+                loss, pred = self.module.forward_backward("forward", (x, y))[:2]
+        else:
+            loss, pred = self.module.forward_backward("forward", (x, y))[:2]
         if self.optimizer is None:
             from executorch.extension.training import get_sgd_optimizer
 
