@@ -62,6 +62,7 @@ class TrainingProgram:
     delegated: list[str]
     batch_size: int
     detail: dict[str, Any] = field(default_factory=dict)
+    lowered: Any = field(default=None, repr=False)  # the lowered edge program (for inspection)
 
     @property
     def size_bytes(self) -> int:
@@ -114,7 +115,8 @@ def build_training_program(
     delegated = check_delegates(edge.exported_program(), trainable)
     with quiet_output():
         buffer = edge.to_executorch().buffer
-    return TrainingProgram(bytes(buffer), list(trainable), frozen, delegated, int(x.shape[0]), detail)
+    return TrainingProgram(bytes(buffer), list(trainable), frozen, delegated, int(x.shape[0]), detail,
+                           edge.exported_program())
 
 
 def check_delegates(program: Any, trainable: list[str]) -> list[str]:

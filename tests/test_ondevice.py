@@ -1,0 +1,208 @@
+"""On-device learning (edgeopt.ondevice): scopes, ExecuTorch parity, delegate refusal, memory, LiteRT head, CLI.
+
+Tiny models on digits; one ExecuTorch training program is built per module and shared.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from edgeopt.errors import EdgeoptError
+from edgeopt.model import load_model
+from edgeopt.ondevice import AdaptConfig, parse_scope, prepare_scope
+from edgeopt.ondevice.adapt import candidate_scopes, choose_scope
+from edgeopt.ondevice.loops import ExecuTorchTrainer, make_batches, torch_train
+from edgeopt.ondevice.memory import MemoryFigures, analytic_memory, measured_memory, planned_memory
+from edgeopt.ondevice.program import build_training_program
+from edgeopt.ondevice.scopes import finish_scope, trainable_names
+
+STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return load_model("zoo:mlp", input_shape=(1, 8, 8), num_classes=10, seed=0)
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return load_model("zoo:resnet8", input_shape=(1, 8, 8), num_classes=10, seed=0)
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    return load_model("zoo:lenet5", input_shape=(1, 8, 8), num_classes=10, seed=0)
+
+
+@pytest.fixture(scope="module")
+def head_program(lenet, digits):
+    """LeNet-5's last-two-layer training program, its frozen convs in XNNPACK, and the batches it trains on."""
+    batches = list(make_batches(digits[0], lenet.meta.input, 16, STEPS, seed=0))
+    work, trainable = prepare_scope(lenet.module, parse_scope("lastk:2"))
+    program = build_training_program(work, trainable, *batches[0], frozen="float")
+    return work, trainable, program, batches
+
+
+def test_scopes_pick_the_right_parameters(resnet, mlp):
+    m = resnet.module
+    assert trainable_names(m, parse_scope("head")) == ["fc.weight", "fc.bias"]
+    bias = trainable_names(m, parse_scope("bias"))
+    assert "fc.weight" in bias and all(n.endswith(".bias") or n.startswith("fc.") for n in bias)
+    bn = trainable_names(m, parse_scope("bn"))
+    assert "stack1.bn1.weight" in bn and "stack1.conv1.weight" not in bn and "fc.bias" in bn
+    assert {n.split(".")[0] for n in trainable_names(m, parse_scope("lastk:2"))} == {"stack3", "fc"}
+    assert len(trainable_names(m, parse_scope("all"))) == len(list(m.parameters()))
+    with pytest.raises(EdgeoptError, match="more blocks"):
+        trainable_names(mlp.module, parse_scope("lastk:9"))
+    with pytest.raises(EdgeoptError, match="batch norm"):
+        trainable_names(mlp.module, parse_scope("bn"))
+    for bad in ("lastk:0", "lora:x", "everything"):
+        with pytest.raises(EdgeoptError):
+            parse_scope(bad)
+    work, names = prepare_scope(m, parse_scope("head"))
+    assert [n for n, p in work.named_parameters() if p.requires_grad] == names
+    assert all(p.requires_grad for p in m.parameters())  # the original is untouched
+
+
+def test_lora_adapters_merge_exactly(resnet):
+    work, names = prepare_scope(resnet.module, parse_scope("lora:2"))
+    assert any("lora_up" in n for n in names) and "fc.weight" in names
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for n, p in work.named_parameters():
+            if "lora_up" in n:
+                p.normal_(0, 0.1)  # as if trained: the adapters now change the output
+    x = resnet.example_input(4)
+    target = load_model("zoo:resnet8", input_shape=(1, 8, 8), num_classes=10, seed=0)
+    before = target.module(x)
+    finish_scope(work, target.module)
+    merged = target.module(x)
+    assert not torch.allclose(before, merged, atol=1e-3)
+    torch.testing.assert_close(merged, work(x), atol=1e-4, rtol=1e-4)
+
+
+def test_executorch_loss_matches_pytorch_every_step(head_program, lenet):
+    work, trainable, program, batches = head_program
+    assert program.delegated and not set(program.delegated) & set(trainable)  # frozen body in XNNPACK, head outside
+    trainer = ExecuTorchTrainer(program.buffer, lr=0.1)
+    et = trainer.train(batches)
+    ref_work, _ = prepare_scope(lenet.module, parse_scope("lastk:2"))
+    ref = torch_train(ref_work, batches, lr=0.1)
+    assert len(et.losses) == STEPS
+    np.testing.assert_allclose(et.losses, ref.losses, atol=1e-4, rtol=0)
+    trained = trainer.parameters()
+    assert not torch.allclose(trained["classifier.4.weight"], lenet.module.classifier[4].weight)  # it learned
+    own = dict(ref_work.named_parameters())
+    for name in trainable:
+        torch.testing.assert_close(trained[name], own[name].detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_trainable_parameter_inside_a_delegate_is_refused(mlp, head_program):
+    from edgeopt.ondevice.program import check_delegates
+
+    _, trainable, program, batches = head_program
+    assert check_delegates(program.lowered, trainable) == program.delegated
+    inside = program.delegated[0]  # a program whose delegate holds a parameter that should train: refused
+    with pytest.raises(EdgeoptError, match=f"trainable parameter '{inside}' would sit inside an XNNPACK delegate"):
+        check_delegates(program.lowered, [*trainable, inside])
+    work, trainable = prepare_scope(mlp.module, parse_scope("bias"))  # trains the first layer's bias
+    with pytest.raises(EdgeoptError, match="int8 backbone must be frozen"):
+        build_training_program(work, trainable, *batches[0], frozen="int8")
+
+
+def test_memory_figures(head_program, lenet):
+    work, trainable, program, batches = head_program
+    x, y = batches[0]
+    parts = analytic_memory(work, x, y)
+    weights = sum(p.numel() * 4 for n, p in work.named_parameters() if n in trainable)
+    assert parts["trainable_weights"] == parts["gradients"] == weights
+    assert parts["batch"] == x.numel() * 4 + y.numel() * 8
+    assert parts["optimizer_state"] == 0 and analytic_memory(work, x, y, momentum=0.9)["optimizer_state"] == weights
+    assert parts["total"] == sum(v for k, v in parts.items() if k != "total")
+    # a frozen model saves nothing for backward; a fully trainable one saves every layer's input
+    all_work, _ = prepare_scope(lenet.module, parse_scope("all"))
+    assert analytic_memory(all_work, x, y)["saved_tensors"] > parts["saved_tensors"] > 0
+    planned = planned_memory(program.buffer)
+    assert planned > 0
+    rec = measured_memory(program.buffer, tuple(x.shape), 10, steps=2)
+    assert rec["method"].startswith("vmhwm") and rec["peak"] >= rec["baseline"]
+    assert 0 < rec["bytes"] <= rec["rise_bytes"]
+    assert np.isfinite(rec["loss"])
+    figs = MemoryFigures(parts["total"], planned, rec["bytes"], parts).to_json()
+    assert set(figs["counts"]) == {"analytic", "planned", "measured"}
+
+
+def test_auto_scope_takes_the_best_expected_gain_that_fits(mlp, monkeypatch):
+    order = [s.name for s in candidate_scopes(mlp.module)]
+    assert order[0] == "all" and order[-1] == "head"  # expected gain: trainable parameters, largest first
+    measured = {"all": 900_000, "lora:4": 500_000, "lastk:2": 300_000, "bias": 200_000, "head": 100_000}
+    calls = []
+
+    def fake(model, scope, x, y, cfg, program=None, measure=True):
+        calls.append(scope.name)
+        return MemoryFigures(1, 1, measured[scope.name] if measure else None), SimpleNamespace(buffer=b"")
+
+    def fake_measure(buffer, shape, classes, lr=0.01):
+        return {"bytes": measured[calls[-1]]}
+
+    adapt_mod = importlib.import_module("edgeopt.ondevice.adapt")
+
+    monkeypatch.setattr(adapt_mod, "memory_figures", fake)
+    monkeypatch.setattr(adapt_mod, "measured_memory", fake_measure)
+    x, y = mlp.example_input(4), torch.zeros(4, dtype=torch.int64)
+    cfg = AdaptConfig(scope="auto")
+    scope, figs, _, tried = choose_scope(mlp, x, y, cfg, budget_kb=350_000 / 1024)
+    assert scope.name == "lastk:2" and figs.measured_bytes == 300_000
+    assert [t["scope"] for t in tried] == order[: order.index("lastk:2") + 1]
+    with pytest.raises(EdgeoptError, match=r"no trainable scope fits 50 KB \(smallest: head measured 98 KB\)"):
+        choose_scope(mlp, x, y, cfg, budget_kb=50)
+
+
+def test_litert_head_gradients_match_pytorch(mlp, digits, tmp_path):
+    from edgeopt.ondevice.litert import LiteRTHead, check_litert_scope, export_trainable_head
+
+    with pytest.raises(EdgeoptError, match="convolution_backward"):
+        check_litert_scope(mlp, parse_scope("bias"))
+    path = export_trainable_head(mlp, 16, tmp_path / "head.tflite")
+    head = mlp.module.head
+    runner = LiteRTHead(path, head.weight.detach().numpy(), head.bias.detach().numpy())
+    work, _ = prepare_scope(mlp.module, parse_scope("head"))
+    opt = torch.optim.SGD([p for p in work.parameters() if p.requires_grad], lr=0.1)
+    for x, y in make_batches(digits[0], mlp.meta.input, 16, 5, seed=3):
+        out = runner.step(x.numpy(), y.numpy(), 0.1)
+        loss = torch.nn.functional.cross_entropy(work(x), y)
+        opt.zero_grad()
+        loss.backward()
+        np.testing.assert_allclose(out["dw"], work.head.weight.grad.numpy(), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(out["db"], work.head.bias.grad.numpy(), atol=1e-5, rtol=0)
+        assert abs(out["loss"] - float(loss)) < 1e-5
+        opt.step()
+    np.testing.assert_allclose(runner.w, work.head.weight.detach().numpy(), atol=1e-5, rtol=0)
+
+
+def test_cli_adapt_json(tmp_path, capfd):
+    from edgeopt.cli import main
+
+    out = tmp_path / "adapted.edgeopt"  # torch runtime here: the ExecuTorch path and its memory are tested above
+    rc = main(["adapt", "zoo:mlp", "--data", "digits", "--scope", "head", "--runtime", "torch", "--steps", "30",
+               "--lr", "0.05", "--batch-size", "16", "--out", str(out), "--json"])  # fmt: skip
+    captured = capfd.readouterr()
+    assert rc == 0, captured.err
+    rec = json.loads(captured.out.strip().splitlines()[-1])
+    assert set(rec) == {"accuracy_before", "accuracy_after", "runtime", "scope", "steps", "seconds", "memory"}
+    assert set(rec["memory"]) == {"analytic_bytes", "planned_bytes", "measured_bytes"}
+    assert rec["memory"]["analytic_bytes"] > 0 and rec["memory"]["measured_bytes"] is None  # not taken in torch
+    assert rec["runtime"] == "torch" and rec["scope"] == "head" and rec["steps"] == 30
+    assert rec["accuracy_after"] != rec["accuracy_before"]
+    adapted = load_model(out)
+    assert adapted.meta.lineage[-1]["pass"] == "adapt"
+    assert not torch.equal(adapted.module.head.weight, load_model("zoo:mlp", (1, 8, 8), 10, seed=0).module.head.weight)
+    rc = main(["adapt", "zoo:mlp", "--scope", "bias", "--runtime", "litert", "--out", str(tmp_path / "x.edgeopt")])
+    assert rc == 2 and "convolution_backward" in capfd.readouterr().err
+    assert not (tmp_path / "x.edgeopt").exists()
