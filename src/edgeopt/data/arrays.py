@@ -47,8 +47,10 @@ def _npz_member_memmap(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -
         start = info.header_offset + 30 + name_len + extra_len
         f.seek(start)
         try:
-            version = np.lib.format.read_magic(f)
-            shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # noqa: SLF001
+            fmt = np.lib.format
+            version = fmt.read_magic(f)
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
         except ValueError:
             return None
         if dtype.hasobject:
