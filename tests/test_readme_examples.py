@@ -45,6 +45,13 @@ SKIP = {
     "train fast.edgeopt": "a latency budget asks this machine's calibrated profile (`edgeopt hw calibrate`)",
     "search run/": "architecture search trains 40 candidate networks (many minutes); tests/test_nas.py covers search",
     "search w1/": "README elides this worker's flags ('...'): it is not a runnable line",
+    "train ae.edgeopt": "array data (anomaly:), not digits, which this test substitutes for --data; "
+    "tests/test_tasks.py trains fc_autoencoder on anomaly windows",
+    "eval ae.edgeopt": "needs ae.edgeopt (skipped above); tests/test_tasks.py evaluates anomaly models",
+    "train seq.edgeopt": "MNIST-1D sequences, not digits; tests/test_tasks.py and benchmarks/breadth_tasks.py "
+    "cover cnn1d",
+    "train price.edgeopt": "needs the user's houses.csv; tests/test_tasks.py trains a regression MLP from a CSV",
+    "import dense.edgeopt": "needs the user's dense.onnx; tests/test_tasks.py imports a [None, 640] ONNX model",
 }
 
 

@@ -67,6 +67,11 @@ def test_mlp_regression_on_tabular_rows(one_thread) -> None:
     assert after.task == "regression" and "train_accuracy" not in hist.epochs[-1]
     assert after.metrics["r2"] > 0.9 > before["r2"] and after.metrics["mse"] < before["mse"] / 10
     assert after.to_json()["task"] == "regression" and "accuracy" not in after.to_json()
+    # quantization's accuracy-aware mode scores the task's own metric (R² here)
+    from edgeopt.compress.quantize.mixed import accuracy_of
+
+    x_test = torch.from_numpy(np.asarray(test.images))
+    assert accuracy_of(m, x_test, test.labels) == pytest.approx(after.metrics["r2"], abs=1e-5)
 
 
 def test_autoencoder_learns_normality_and_ignores_abnormal_training_windows(one_thread, tmp_path: Path) -> None:
@@ -87,6 +92,10 @@ def test_autoencoder_learns_normality_and_ignores_abnormal_training_windows(one_
     back = load_model(path)
     assert back.meta.task == "anomaly" and back.meta.input.layout == "NC"
     assert evaluate(back, test).score == pytest.approx(r.score)
+    from edgeopt.compress.quantize.api import quantize
+
+    with pytest.raises(EdgeoptError, match="normal windows only"):
+        quantize(m, load_dataset("anomaly:400", "train"), max_drop=1.0)
 
 
 def test_cnn1d_prunes_to_half_its_macs_and_reloads(one_thread, tmp_path: Path) -> None:

@@ -90,6 +90,13 @@ def quantize(
     if needs_val:
         from edgeopt.compress.quantize.mixed import layer_sensitivity, validation_split
 
+        if model.meta.task == "anomaly" and len(set(data.labels.tolist())) < 2:
+            raise EdgeoptError(
+                "accuracy-aware and mixed quantization of an anomaly model score ROC AUC on held-out training"
+                " windows, but the training data holds normal windows only",
+                "give training data with labelled anomalies, or quantize without --max-drop / mixed",
+            )
+
         x_val, y_val = validation_split(model, data, val_samples, calibration_indices(len(data), calib_samples, seed))
         sens = layer_sensitivity(model, x_val, y_val, 4)
         report["sensitivity_int4"] = sens

@@ -31,6 +31,7 @@ from edgeopt.compress.quantize import calibration as cal
 from edgeopt.data import ImageDataset
 from edgeopt.errors import EdgeoptError
 from edgeopt.model import EdgeModel
+from edgeopt.train.tasks import task_score
 
 
 def quant_layers(module: nn.Module) -> dict[str, int]:
@@ -81,7 +82,8 @@ def layer_sensitivity(model: EdgeModel, x_val: torch.Tensor, y_val: np.ndarray, 
     """
     module = copy.deepcopy(model.module).eval()
     ref = _logits(module, x_val)
-    base = float((ref.argmax(1).numpy() == y_val).mean())
+    task, xv = model.meta.task, x_val.numpy()
+    base = task_score(task, ref.numpy(), xv, y_val)  # accuracy, R² or ROC AUC (edgeopt.train.tasks)
     out: dict[str, Any] = {}
     mods = dict(module.named_modules())
     for name, n in quant_layers(module).items():
@@ -93,7 +95,7 @@ def layer_sensitivity(model: EdgeModel, x_val: torch.Tensor, y_val: np.ndarray, 
         y = _logits(module, x_val)
         with torch.no_grad():
             layer.weight.copy_(w)
-        a = float((y.argmax(1).numpy() == y_val).mean())
+        a = task_score(task, y.numpy(), xv, y_val)
         out[name] = {"numel": n, "accuracy": a, "drop_points": 100 * (base - a),
                      "sqnr_db": cal.sqnr_db(ref.numpy(), y.numpy())}  # fmt: skip
     return {"float_accuracy": base, "bits": bits, "layers": out}
@@ -114,7 +116,8 @@ def validation_split(model: EdgeModel, data: ImageDataset, n: int, exclude: np.n
 
 
 def accuracy_of(model: EdgeModel, x: torch.Tensor, y: np.ndarray) -> float:
-    return float((_logits(model.module, x).argmax(1).numpy() == y).mean())
+    """The model's task's score on (x, y): top-1 accuracy, R² (regression) or ROC AUC (anomaly)."""
+    return task_score(model.meta.task, _logits(model.module, x).numpy(), x.numpy(), y)
 
 
 def accuracy_aware(
