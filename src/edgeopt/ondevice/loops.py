@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from edgeopt.data import ImageDataset
+from edgeopt.errors import EdgeoptError
 from edgeopt.model import InputSpec
 from edgeopt.progress import ProgressBar
 from edgeopt.runtimes.base import quiet_output
@@ -69,8 +70,18 @@ class ExecuTorchTrainer:
     def step(self, x: torch.Tensor, y: torch.Tensor, update: bool = True) -> tuple[float, torch.Tensor]:
         """One forward-backward (and SGD update unless ``update`` is False): the loss and predicted classes."""
         if self.optimizer is None:  # the first call initialises the runtime's kernels, which log to stderr
-            with quiet_output():
-                loss, pred = self.module.forward_backward("forward", (x, y))[:2]
+            failed: RuntimeError | None = None
+            with quiet_output() as said:
+                try:
+                    loss, pred = self.module.forward_backward("forward", (x, y))[:2]
+                except RuntimeError as e:
+                    failed = e
+            if failed is not None:
+                missing = [ln.split("kernel ", 1)[1].split(" not found")[0] for ln in said.text.splitlines()
+                           if "not found" in ln and "kernel " in ln]  # fmt: skip
+                why = f"it lacks the kernel {missing[0]}" if missing else str(failed).strip().splitlines()[0]
+                raise EdgeoptError(f"ExecuTorch cannot run this training program: {why}",
+                                   "choose a scope that does not train through that op (e.g. head)") from failed
         else:
             loss, pred = self.module.forward_backward("forward", (x, y))[:2]
         if self.optimizer is None:

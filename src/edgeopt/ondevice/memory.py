@@ -11,7 +11,8 @@
   every activation, saved tensor and gradient the program holds, as laid out by ExecuTorch's planner.
   Leaves out: the weights (constant and mutable), XNNPACK's own workspace and packed weights, the
   program file itself.
-* **measured** (:func:`measured_memory`): a fresh Python process imports the runtime, then loads only the
+* **measured** (:func:`measured_memory`): a fresh Python process imports the runtime (torch and ExecuTorch's
+  runtime bindings, not its exporter), then loads only the
   program and trains ``steps`` steps; the figure is its peak resident memory (VmHWM) minus its resident
   memory just before loading (freed heap pages are first handed back with ``malloc_trim``, so that reused
   heap shows as new pages; the high-water mark is reset there), minus the file-backed pages (the runtime
@@ -120,8 +121,15 @@ def status(field):
     return None
 path, shape, classes = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
 steps, lr, threads = int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+import types
 import torch
 torch.set_num_threads(threads)
+import executorch
+# the runtime only: a placeholder for the exporter package (executorch.exir), whose __init__ pulls in the
+# whole compiler stack (about 10 s of imports) while the runtime bindings need only its _warnings module
+exir = types.ModuleType("executorch.exir")
+exir.__path__ = [os.path.join(executorch.__path__[0], "exir")]
+sys.modules.setdefault("executorch.exir", exir)
 from executorch.extension.training import _load_for_executorch_for_training, get_sgd_optimizer
 g = torch.Generator().manual_seed(0)
 batches = [(torch.randn(*shape, generator=g), torch.randint(0, classes, (shape[0],), generator=g)) for _ in range(2)]

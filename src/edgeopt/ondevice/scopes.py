@@ -8,7 +8,8 @@ A scope is named by a string:
 * ``bn`` — every batch-norm affine pair (weight and bias), plus the head. Batch norm stays in eval mode:
   the running statistics are frozen, only the affine parameters learn.
 * ``lastk:K`` — the last K blocks (``lastk:1`` is the head). Blocks are the model's top-level children,
-  with ``nn.Sequential`` children opened up into their own items; only blocks with parameters count.
+  with ``nn.Sequential`` (and ModuleDict/ModuleList) children opened up into their own items; only blocks
+  with parameters count.
 * ``lora:R`` — rank-R low-rank adapters beside every frozen conv and linear layer except the head, plus the
   trainable head (see :mod:`edgeopt.ondevice.lora`); merged back into the weights after training.
 * ``auto`` — chosen for a memory budget by :func:`edgeopt.ondevice.adapt.choose_scope`.
@@ -66,7 +67,7 @@ def blocks(module: nn.Module) -> list[tuple[str, nn.Module]]:
     def walk(prefix: str, m: nn.Module) -> None:
         for name, child in m.named_children():
             full = f"{prefix}{name}"
-            if isinstance(child, nn.Sequential):
+            if isinstance(child, (nn.Sequential, nn.ModuleDict, nn.ModuleList)):
                 walk(f"{full}.", child)
             elif any(True for _ in child.parameters()):
                 out.append((full, child))
