@@ -47,15 +47,22 @@ def fill_input_shape(path: Path, stated: list[int | None], given: tuple[int, ...
     return [int(s) for s in shape]
 
 
-def import_model(path: str | Path, input_shape: tuple[int, ...] | None = None) -> EdgeModel:
+def import_model(
+    path: str | Path, dequantize: bool = False, input_shape: tuple[int, ...] | None = None
+) -> EdgeModel:
     """Import a ``.tflite`` or ``.onnx`` model; the module takes input in the file's own layout.
 
     Inputs may be flat vectors, sequences or images with a dynamic batch; ``input_shape`` (no batch)
     fills free dimensions (:func:`fill_input_shape`).
 
-    The input range comes from normalisation ops at the graph's start where it has them (the
-    lineage's ``input_range`` says ``graph``), else 0..1 is assumed (``assumed``); class names
-    from the file where it carries them (:mod:`edgeopt.interop.labels`).
+    A quantized .tflite (full-integer int8, or hybrid int8-weight ops) keeps its quantization as
+    LiteRT runs it (:mod:`edgeopt.interop.tflite_int8`) unless ``dequantize`` (a plain float model);
+    the lineage's ``quantization`` says what was kept or dropped. The module always takes and returns
+    real values. The input interface (layout, range, classes) is the one edgeopt embedded in its own
+    artifacts (:mod:`edgeopt.interop.embedded`) when the file has it; else the range comes from an
+    int8 input's quantization parameters or from normalisation ops at the graph's start (the
+    lineage's ``input_range`` says ``graph``), else 0..1 is assumed (``assumed``); class names from
+    the file where it carries them (:mod:`edgeopt.interop.labels`).
     """
     from edgeopt.interop.graph import GraphModule
 
@@ -64,7 +71,7 @@ def import_model(path: str | Path, input_shape: tuple[int, ...] | None = None) -
     if suffix == ".tflite":
         from edgeopt.interop.tflite_import import read_tflite
 
-        graph, fmt = read_tflite(path), "tflite"
+        graph, fmt = read_tflite(path, dequantize=dequantize), "tflite"
     elif suffix == ".onnx":
         from edgeopt.interop.onnx_import import read_onnx
 
@@ -94,17 +101,51 @@ def import_model(path: str | Path, input_shape: tuple[int, ...] | None = None) -
     if isinstance(out, tuple):
         out = out[0]
     rank_layout = graph.layout if len(shape) == 3 else layout_for_rank(len(shape), graph.layout == "NCHW")
-    from edgeopt.interop.input_range import range_from_graph
+    from edgeopt.interop.input_range import range_from_graph, range_from_quantization
     from edgeopt.interop.labels import class_names_from_file
 
-    stated = range_from_graph(graph.ir, graph.weights)
+    q = graph.quant
+    if q.input_quant is not None:
+        stated = range_from_quantization(*q.input_quant, "int8")
+    else:
+        stated = range_from_graph(graph.ir, graph.weights)
     num_classes = int(out.shape[-1])
+    layout, class_names = rank_layout, class_names_from_file(path, num_classes)
+    embedded = _embedded_input(path, tuple(shape), num_classes)
+    if embedded is not None:  # edgeopt's own artifact: its record says how it is fed
+        layout, stated = embedded.input.layout, embedded.input.value_range
+        class_names = embedded.class_names or class_names
+    step = {"pass": "import", "source": str(path), "format": fmt,
+            "input_range": "embedded" if embedded else "graph" if stated else "assumed"}  # fmt: skip
+    if q.kind != "float":
+        from edgeopt.interop.tflite_int8 import describe
+
+        step["quantization"] = {**q.to_json(), "note": describe(q)}
     meta = ModelMeta(
-        input=InputSpec(shape=tuple(shape), layout=rank_layout, value_range=stated or DEFAULT_RANGE),
+        input=InputSpec(shape=tuple(shape), layout=layout, value_range=stated or DEFAULT_RANGE),
         num_classes=num_classes,
         arch={"kind": "graph", "ir": graph.ir},
-        class_names=class_names_from_file(path, num_classes),
-        lineage=[{"pass": "import", "source": str(path), "format": fmt,
-                  "input_range": "graph" if stated else "assumed"}],  # fmt: skip
+        class_names=class_names,
+        lineage=[step],
     )
+    if embedded is not None and embedded.input.mean is not None:
+        meta.input.mean, meta.input.std = embedded.input.mean, embedded.input.std
     return EdgeModel(module, meta)
+
+
+def _embedded_input(path: Path, shape: tuple[int, ...], num_classes: int) -> ModelMeta | None:
+    """The metadata edgeopt embedded in its own artifact, when it describes this graph's input; else None.
+
+    Why: litert-torch keeps PyTorch's NCHW input, and for one channel it feeds the input through a
+    RESHAPE rather than a TRANSPOSE, so the graph alone cannot tell a 1x8x8 image from an 8x8x1 one.
+    """
+    from edgeopt.interop.embedded import read_embedded
+
+    try:
+        record = read_embedded(path)
+        meta = ModelMeta.from_json(record) if record else None
+    except EdgeoptError:
+        return None  # a foreign or damaged record: the graph's own facts still hold
+    if meta is None or tuple(meta.input.shape) != shape or meta.num_classes != num_classes:
+        return None
+    return meta

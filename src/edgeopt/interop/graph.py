@@ -47,7 +47,7 @@ IR_VERSION = 1
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DTYPES = {"float32": torch.float32, "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}
 
-__all__ = ["GraphBuilder", "GraphModule", "ImportedGraph", "same_padding", "validate_ir"]
+__all__ = ["GraphBuilder", "GraphModule", "ImportedGraph", "QuantInfo", "same_padding", "validate_ir"]
 
 Attrs = dict[str, Any]
 Tensors = list[torch.Tensor]
@@ -81,7 +81,32 @@ def _batchnorm_layer(a: Attrs) -> nn.Module:
 
 
 def _call_layer(gm: GraphModule, name: str, a: Attrs, xs: Tensors) -> torch.Tensor:
-    return gm.mods[name](xs[0])
+    wq = a.get("weight_quant")
+    if wq is None:
+        return gm.mods[name](xs[0])
+    from edgeopt.interop.quant_ops import quantized_weight
+
+    layer = gm.mods[name]
+    if wq.get("dynamic"):  # a hybrid op: int8 weights, activations quantized on the fly
+        from edgeopt.interop.quant_ops import hybrid_layer
+
+        return hybrid_layer(gm, name, layer, xs[0], wq)
+    w = quantized_weight(gm, name, layer.weight, wq)
+    if isinstance(layer, nn.Conv2d):
+        return F.conv2d(xs[0], w, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+    return F.linear(xs[0], w, layer.bias)
+
+
+def _quant(gm: GraphModule, name: str, a: Attrs, xs: Tensors) -> torch.Tensor:
+    from edgeopt.interop.quant_ops import fake_quant
+
+    return fake_quant(xs[0], a, gm.qdq_mode)
+
+
+def _dynamic_quant(gm: GraphModule, name: str, a: Attrs, xs: Tensors) -> torch.Tensor:
+    from edgeopt.interop.quant_ops import dynamic_fake_quant
+
+    return dynamic_fake_quant(xs[0], a)
 
 
 def _const(gm: GraphModule, name: str, a: Attrs, xs: Tensors) -> torch.Tensor:
@@ -195,6 +220,9 @@ OPS: dict[str, OpDef] = {
     "concat": OpDef(lambda gm, n, a, xs: torch.cat(xs, dim=a["dim"]), ("dim",), arity=-1),
     "pad": OpDef(lambda gm, n, a, xs: F.pad(xs[0], list(a["pads"]), value=a.get("value", 0.0)), ("pads",)),
     "softmax": OpDef(_softmax, ("dim",)),
+    # quantized graphs (interop.quant_ops): static per-tensor int8 and LiteRT's dynamic (hybrid) quantization
+    "quant": OpDef(_quant, ("scale", "zero_point", "qmin", "qmax")),
+    "dynamic_quant": OpDef(_dynamic_quant, ("scheme",)),
 }
 
 
@@ -247,8 +275,26 @@ def validate_ir(ir: dict[str, Any]) -> None:
         raise bad(f"graph outputs {undefined or '[]'} are not produced")
 
 
+def is_quantized_ir(ir: Any) -> bool:
+    """True when ``ir`` holds static int8 quantization (``quant`` nodes): an integer program. Pure."""
+    return isinstance(ir, dict) and any(n.get("op") == "quant" for n in ir.get("nodes", []) if isinstance(n, dict))
+
+
 class GraphModule(nn.Module):
-    """Runs a graph IR; weights are its state_dict (load them with ``load_state_dict``)."""
+    """Runs a graph IR; weights are its state_dict (load them with ``load_state_dict``).
+
+    A graph with ``quant`` nodes (an imported full-integer .tflite) is built as
+    ``interop.quant_ops.QuantGraphModule``: same IR and weights, plus integer export.
+    """
+
+    qdq_mode = "sim"  # how quant nodes run: "sim" (simulation, trainable) or "qdq"/"fold" (export)
+
+    def __new__(cls, ir: dict[str, Any] | None = None, *args: Any, **kwargs: Any) -> GraphModule:
+        if cls is GraphModule and is_quantized_ir(ir):
+            from edgeopt.interop.quant_ops import QuantGraphModule
+
+            cls = QuantGraphModule
+        return super().__new__(cls)
 
     def __init__(self, ir: dict[str, Any]) -> None:
         super().__init__()
@@ -326,12 +372,29 @@ ACTIVATIONS: dict[str, tuple[str, Attrs]] = {
 
 
 @dataclass
+class QuantInfo:
+    """What quantization an imported file held and what the import kept of it (``tflite_int8``)."""
+
+    kind: str = "float"  # float | int8 (full-integer) | hybrid (int8 weights, float activations)
+    activation_tensors: int = 0  # int8 activation tensors in the file
+    weight_tensors: int = 0  # int8 weight tensors in the file
+    hybrid_ops: int = 0  # conv / fully-connected ops with int8 weights and float activations
+    dequantized: bool = False  # True: all of it dropped (a plain float model)
+    input_quant: tuple[float, int] | None = None  # (scale, zero point) of an int8 input
+    hybrid_scheme: str | None = None  # asymmetric (XNNPACK) or symmetric
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, 0) or k in ("kind", "dequantized")}
+
+
+@dataclass
 class ImportedGraph:
     """What an importer returns: the IR, its weights, and the layout of the model's input."""
 
     ir: dict[str, Any]
     weights: dict[str, torch.Tensor]
     layout: str  # "NHWC" or "NCHW": the interface layout of the (single, image) input
+    quant: QuantInfo = field(default_factory=QuantInfo)
 
 
 @dataclass

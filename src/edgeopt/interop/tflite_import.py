@@ -35,6 +35,7 @@ from edgeopt.errors import EdgeoptError, UnsupportedOpError
 from edgeopt.interop.graph import (
     GraphBuilder,
     ImportedGraph,
+    QuantInfo,
     identity_perm,
     invert_perm,
     same_padding,
@@ -56,6 +57,9 @@ _NP_TYPES: dict[int, Any] = {
     10: np.float64,
 }
 _QUANTIZED_TYPES = {3, 7, 9}  # UINT8, INT16, INT8 activations mean a full-integer model
+_INT8, _INT32 = 9, 2
+_WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+MODES = ("auto", "dequantize")  # auto: keep int8 / hybrid quantization as LiteRT runs it
 # Fused activation codes -> activation. LiteRT's kernels turn the fused activation into a clamp
 # range (CalculateActivationRange), which exists only for RELU, RELU_N1_TO_1 and RELU6: a fused
 # TANH is never applied (conv, depthwise, add, mul, sub, pools ignore it; FC and concat reject it),
@@ -63,8 +67,7 @@ _QUANTIZED_TYPES = {3, 7, 9}  # UINT8, INT16, INT8 activations mean a full-integ
 _FUSED_ACTIVATIONS = {0: "none", 1: "relu", 2: "relu_n1_to_1", 3: "relu6", 4: "none"}
 _CUSTOM = 32
 
-_QUANT_PROBLEM = "quantized .tflite import not supported yet; import the float model"
-_QUANT_FIX = "import the float32 .tflite and quantize it with edgeopt"
+_TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8", 10: "float64"}
 
 
 @dataclass
@@ -198,9 +201,17 @@ class _Importer:
     """Walks the TFLite ops in order, emitting IR nodes; holds each tensor's value and layout."""
 
     def __init__(
-        self, path: Path, tensors: list[_Tensor], ops: list[_Op], inputs: list[int], outputs: list[int]
+        self,
+        path: Path,
+        tensors: list[_Tensor],
+        ops: list[_Op],
+        inputs: list[int],
+        outputs: list[int],
+        dequantize: bool = False,
     ) -> None:
         self.path, self.tensors, self.ops = path, tensors, ops
+        self.dequantize = dequantize
+        self.quant = QuantInfo()
         self.graph_inputs, self.graph_outputs = inputs, outputs
         self.b = GraphBuilder()
         self.values: dict[int, tuple[str, tuple[int, ...]]] = {}  # tensor -> (IR value, perm)
@@ -229,7 +240,7 @@ class _Importer:
         if arr is None or t in self.folded:
             return arr
         info = self.tensors[t]
-        if info.type in _QUANTIZED_TYPES and info.scale is not None:
+        if (info.type in _QUANTIZED_TYPES or info.type == _INT32) and info.scale is not None:  # int32: biases
             bshape = [1] * arr.ndim
             if info.scale.size > 1:
                 bshape[info.quantized_dim] = -1
@@ -281,24 +292,31 @@ class _Importer:
 
     # -- the walk
     def run(self) -> ImportedGraph:
+        from edgeopt.interop.tflite_int8 import after_op, quantize_input
+
         for t in self.graph_inputs:
             info = self.tensors[t]
-            if info.type in _QUANTIZED_TYPES:
-                raise EdgeoptError(_QUANT_PROBLEM, _QUANT_FIX)
-            if info.type != 0:
-                raise EdgeoptError(f"model input '{info.name}' is not float32", "import a float32 model")
+            if info.type not in (0, _INT8) and not (info.type in _QUANTIZED_TYPES and self.dequantize):
+                raise EdgeoptError(
+                    f"model input '{info.name}' is {_TYPE_NAMES.get(info.type, info.type)}",
+                    "edgeopt imports float32 and int8 models",
+                )
+            if info.type in _QUANTIZED_TYPES and info.scale is None:
+                raise _corrupt(self.path, f"integer input '{info.name}' has no quantization parameters")
             shape = [None if i == 0 and info.batch_dynamic else s for i, s in enumerate(info.shape)]
-            self.set(t, self.b.input(shape, info.name), identity_perm(len(info.shape)))
+            value = self.b.input(shape, info.name)
+            self.set(t, quantize_input(self, t, value), identity_perm(len(info.shape)))
         for op in self.ops:
-            for t in op.outputs:
-                if self.tensors[t].type in _QUANTIZED_TYPES:
-                    raise EdgeoptError(_QUANT_PROBLEM, _QUANT_FIX)
             translate = TRANSLATORS.get(op.code)
             if translate is None:
                 raise UnsupportedOpError(op.code, op.node, "TFLite")
+            before = len(self.b.nodes)
             translate(self, op)
+            after_op(self, op, before)
         outputs = [self.get(t, identity_perm(self.rank(t))) for t in self.graph_outputs]
-        return ImportedGraph(self.b.finish(outputs), self.b.weights, self.input_layout())
+        graph = ImportedGraph(self.b.finish(outputs), self.b.weights, self.input_layout())
+        graph.quant = self.quant
+        return graph
 
     def input_layout(self) -> str:
         """NCHW when the 4-D input only feeds TRANSPOSE-to-NHWC ops (litert-torch output), else NHWC."""
@@ -306,14 +324,19 @@ class _Importer:
         if self.rank(t) != 4:
             return "NHWC"
         users = [op for op in self.ops if t in op.inputs]
-        nchw = users and all(
-            op.code == "TRANSPOSE"
-            and op.inputs[0] == t
-            and self.const(op.inputs[1]) is not None
-            and tuple(int(v) for v in self.const(op.inputs[1])) == (0, 2, 3, 1)
-            for op in users
-        )
-        return "NCHW" if nchw else "NHWC"
+        shape = self.shape(t)
+
+        def to_nhwc(op: _Op) -> bool:
+            if op.inputs[0] != t:
+                return False
+            if op.code == "TRANSPOSE":
+                perm = self.const(op.inputs[1])
+                return perm is not None and tuple(int(v) for v in perm) == (0, 2, 3, 1)
+            # one channel: litert-torch moves NCHW -> NHWC with a RESHAPE (same element order)
+            out = self.shape(op.outputs[0])
+            return op.code == "RESHAPE" and shape[1] == 1 and len(out) == 4 and tuple(out[1:]) == (*shape[2:], 1)
+
+        return "NCHW" if users and all(to_nhwc(op) for op in users) else "NHWC"
 
     # -- shared pieces of translators
     def pads_2d(
@@ -543,9 +566,17 @@ def _transpose(imp: _Importer, op: _Op) -> None:
 
 def _dequantize(imp: _Importer, op: _Op) -> None:
     c = imp.float_const(op.inputs[0])
-    if c is None:
-        raise EdgeoptError(_QUANT_PROBLEM, _QUANT_FIX)
+    if c is None:  # a run-time int8 tensor: its value is already the real one (see tflite_int8)
+        value, perm = imp.get_any(op.inputs[0])
+        imp.set(op.outputs[0], value, perm)
+        return
     imp.folded[op.outputs[0]] = c
+
+
+def _quantize(imp: _Importer, op: _Op) -> None:
+    """QUANTIZE (float -> int8, or int8 -> int8 requantization): the output's quant node does it."""
+    value, perm = imp.get_any(op.inputs[0])
+    imp.set(op.outputs[0], value, perm)
 
 
 TRANSLATORS: dict[str, Callable[[_Importer, _Op], None]] = {
@@ -574,11 +605,17 @@ TRANSLATORS: dict[str, Callable[[_Importer, _Op], None]] = {
     "SOFTMAX": _softmax,
     "TRANSPOSE": _transpose,
     "DEQUANTIZE": _dequantize,
+    "QUANTIZE": _quantize,
 }
 
 
-def read_tflite(path: str | Path) -> ImportedGraph:
-    """Parse a float .tflite file into graph IR, weights (state_dict entries) and input layout."""
+def read_tflite(path: str | Path, dequantize: bool = False) -> ImportedGraph:
+    """Parse a .tflite file into graph IR, weights (state_dict entries) and input layout.
+
+    Float, full-integer int8 and hybrid (int8 weights, float activations) models are read as
+    LiteRT runs them (``tflite_int8``); ``dequantize=True`` drops every quantization (a float model).
+    ``graph.quant`` says what the file held. Cost: milliseconds for edge models.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -588,4 +625,4 @@ def read_tflite(path: str | Path) -> ImportedGraph:
         parsed = _parse(path, data)
     except (IndexError, struct.error, ValueError, TypeError, UnicodeDecodeError) as e:
         raise _corrupt(path, f"{type(e).__name__}: {e}") from e
-    return _Importer(path, *parsed).run()
+    return _Importer(path, *parsed, dequantize=dequantize).run()

@@ -1,0 +1,281 @@
+"""Quantized graph IR: the ``quant`` and ``dynamic_quant`` ops, quantized weights, integer export.
+
+An imported full-integer ``.tflite`` (``tflite_import``) becomes an ordinary graph IR (float layers
+holding the file's dequantized weights) in which:
+
+- every int8 activation tensor of the file is a ``quant`` node carrying that tensor's scale and zero
+  point (``{"scale", "zero_point", "qmin", "qmax", "rounding"}``): the value flowing on is the real
+  value ``(q - z) * s`` of LiteRT's integer ``q``;
+- every conv/linear with int8 weights carries ``attrs["weight_quant"]`` (per-output-channel scales,
+  symmetric, ``[-127, 127]``): the layer computes with ``round(w / s) * s``, so the stored float
+  weights may be fine-tuned (quantization-aware, straight-through gradients) and stay on the file's grid;
+- a *hybrid* op (int8 weights, float activations: LiteRT's dynamic-range quantization) gets a
+  ``dynamic_quant`` node on its input: the activations are quantized per batch element with
+  parameters computed from that element's own range, as LiteRT's XNNPACK delegate does (asymmetric
+  int8, zero point nudged to an integer: XNNPACK's ``qd8`` convert), or symmetrically
+  (``scheme="symmetric"``: TFLite's builtin hybrid kernels).
+
+How ``quant`` runs depends on ``GraphModule.qdq_mode``: ``"sim"`` (default) computes
+``clamp(round(x / s) + z) - z) * s`` in PyTorch with a straight-through gradient; ``"qdq"`` and
+``"fold"`` emit PT2E's ``quantized_decomposed`` quantize/dequantize ops (``"fold"``: int8 weight
+constants), i.e. the same program ``convert_pt2e`` produces, so ``compress.quantize.deploy`` turns it
+into XNNPACK int8 (.pte), int8 LiteRT (.tflite) and QDQ ONNX artifacts (``QuantGraphModule.export_artifact``).
+
+Cost: ``sim`` adds a few elementwise ops per quantized tensor (an imported int8 ResNet-8 runs at
+roughly the float graph's speed); ``program`` is one ``torch.export`` (~1 s).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+Attrs = dict[str, Any]
+QMIN, QMAX = -128, 127
+WEIGHT_QMAX = 127  # TFLite int8 weights are symmetric in [-127, 127]
+
+
+def _away(v: torch.Tensor) -> torch.Tensor:
+    return torch.sign(v) * torch.floor(torch.abs(v) + 0.5)
+
+
+def _codes(x: torch.Tensor, s: float, z: int, rounding: str) -> torch.Tensor:
+    """Unclamped integer codes of ``x``: ``even`` rounds ``x/s`` half to even then adds ``z`` (XNNPACK's
+    float requantization, lrintf); ``away`` rounds ``x/s`` half away from zero (TFLite's QUANTIZE,
+    std::round); ``pool`` rounds the code ``x/s + z`` half away from zero (TFLite's integer average
+    pool divides the sum of codes)."""
+    v = x / s
+    if rounding == "pool":
+        return _away(v + z)
+    return (_away(v) if rounding == "away" else torch.round(v)) + z
+
+
+def _ste(x: torch.Tensor, y: torch.Tensor, lo: torch.Tensor | float, hi: torch.Tensor | float) -> torch.Tensor:
+    """``y`` forward; gradient of ``x`` passed straight through inside [lo, hi] (clipped values get none)."""
+    xc = torch.minimum(torch.maximum(x, torch.as_tensor(lo, dtype=x.dtype)), torch.as_tensor(hi, dtype=x.dtype))
+    return xc + (y - xc).detach()
+
+
+def fake_quant(x: torch.Tensor, a: Attrs, mode: str = "sim") -> torch.Tensor:
+    """Per-tensor affine quantize-dequantize of ``x`` with ``a``'s scale/zero point (see module doc)."""
+    s, z = float(a["scale"]), int(a["zero_point"])
+    qmin, qmax = int(a["qmin"]), int(a["qmax"])
+    if mode != "sim":
+        qd = torch.ops.quantized_decomposed
+        q = qd.quantize_per_tensor.default(x, s, z, qmin, qmax, torch.int8)
+        return qd.dequantize_per_tensor.default(q, s, z, qmin, qmax, torch.int8)
+    rounding = a.get("rounding", "even")
+    if not (x.requires_grad and torch.is_grad_enabled()):  # inference: in place, few passes over memory
+        v = torch.div(x, s)
+        if rounding == "even":
+            v.round_().add_(z)
+        else:
+            v = _codes(x, s, z, rounding)
+        return v.clamp_(qmin, qmax).sub_(z).mul_(s)
+    q = torch.clamp(_codes(x, s, z, rounding), qmin, qmax)
+    return _ste(x, (q - z) * s, (qmin - z) * s, (qmax - z) * s)
+
+
+def dynamic_params(x: torch.Tensor, scheme: str = "asymmetric") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-batch-element int8 (scale, zero point) of ``x`` (shape ``[N, ...]``), as LiteRT computes them. Pure.
+
+    ``asymmetric`` (LiteRT's hybrid conv and fully-connected kernels, ``AsymmetricQuantizeFloats``):
+    range ``[min(0, lo), max(0, hi)]`` over 255 steps in float64, the zero point taken from the end
+    with the smaller error and rounded half away from zero; ``symmetric``: ``max|x| / 127``, zero point 0.
+    The scale is returned as float32, as the kernels store it.
+    """
+    flat = x.detach().reshape(x.shape[0], -1).double()
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    if scheme == "symmetric":
+        scale = flat.abs().amax(1) / WEIGHT_QMAX
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        return scale.float().reshape(shape), torch.zeros(shape, dtype=x.dtype)
+    rmin = torch.clamp(flat.amin(1), max=0.0)
+    rmax = torch.clamp(flat.amax(1), min=0.0)
+    same = rmax == rmin
+    scale = torch.where(same, torch.ones_like(rmax), (rmax - rmin) / (QMAX - QMIN))
+    lo, hi = rmin / scale, rmax / scale
+    from_min = (abs(QMIN) + lo.abs()) < (abs(QMAX) + hi.abs())
+    zp = torch.where(from_min, QMIN - lo, QMAX - hi)
+    zp = torch.where(zp <= QMIN, QMIN, torch.where(zp >= QMAX, QMAX, _away(zp)))
+    zp = torch.where(same, torch.zeros_like(zp), zp)
+    return scale.float().reshape(shape), zp.to(x.dtype).reshape(shape)
+
+
+def dynamic_fake_quant(x: torch.Tensor, a: Attrs) -> torch.Tensor:
+    """Quantize-dequantize ``x`` with parameters from its own range, per batch element (hybrid ops).
+
+    Bit for bit as LiteRT: ``q = round_half_away(z + x * (1/s))`` in float32, clamped to int8.
+    """
+    scale, zp = dynamic_params(x, a.get("scheme", "asymmetric"))
+    inv = torch.reciprocal(scale)
+    q = torch.clamp(_away(zp + x * inv), QMIN, QMAX)
+    return _ste(x, (q - zp) * scale, (QMIN - zp) * scale, (QMAX - zp) * scale)
+
+
+def hybrid_layer(gm: nn.Module, name: str, layer: nn.Module, x: torch.Tensor, wq: Attrs) -> torch.Tensor:
+    """A conv/linear with int8 weights on float input, computed as LiteRT's hybrid kernels compute it.
+
+    The input is quantized per batch element (``dynamic_params``); the integer accumulator
+    ``sum((q - z) * w_q)`` is exact (float64), then ``acc * (s_x * s_w) + bias`` in float32, in that
+    order. Bit for bit, so that a code flipped by float noise does not cascade into later layers'
+    dynamic quantization. While training (gradients on), the same values through straight-through fake
+    quantization. Cost: the layer in float64 (~2-3x its float32 time).
+    """
+    import torch.nn.functional as F
+
+    if x.requires_grad and torch.is_grad_enabled() or getattr(gm, "qdq_mode", "sim") != "sim":
+        w = quantized_weight(gm, name, layer.weight, wq)
+        xq = dynamic_fake_quant(x, {"scheme": wq["dynamic"]})
+        if isinstance(layer, nn.Conv2d):
+            return F.conv2d(xq, w, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+        return F.linear(xq, w, layer.bias)
+    scale, zp = dynamic_params(x, wq["dynamic"])
+    q = torch.clamp(_away(zp + x * torch.reciprocal(scale)), QMIN, QMAX)
+    codes = (q - zp).double()
+    w_int = int_weights(gm, name, layer.weight, wq).double()
+    if isinstance(layer, nn.Conv2d):
+        acc = F.conv2d(codes, w_int, None, layer.stride, layer.padding, layer.dilation, layer.groups)
+        cshape: tuple[int, ...] = (1, -1, 1, 1)
+    else:
+        acc = F.linear(codes, w_int)
+        cshape = (1,) * (acc.ndim - 1) + (-1,)
+    s = (scale.reshape((-1,) + (1,) * (acc.ndim - 1)) * _scales(gm, name, wq, layer.weight).reshape(cshape)).float()
+    out = acc.float() * s
+    if layer.bias is not None:
+        out = out + layer.bias.detach().reshape(cshape)
+    return out
+
+
+def _scales(gm: nn.Module, name: str, wq: Attrs, w: torch.Tensor) -> torch.Tensor:
+    buf = getattr(getattr(gm, "wscales", None), name, None)
+    if buf is not None:
+        return buf
+    return torch.as_tensor(wq["scale"], dtype=torch.float32).expand(w.shape[0]).contiguous()
+
+
+def quantized_weight(gm: nn.Module, name: str, w: torch.Tensor, wq: Attrs) -> torch.Tensor:
+    """The layer's weight on its int8 grid: ``round(w / s) * s`` per output channel (see module doc)."""
+    scale = _scales(gm, name, wq, w)
+    qmax = int(wq.get("qmax", WEIGHT_QMAX))
+    mode = getattr(gm, "qdq_mode", "sim")
+    qd = torch.ops.quantized_decomposed if mode != "sim" else None
+    if mode in ("fold", "qdq"):
+        zeros = getattr(gm.wzeros, name)
+    if mode == "fold":
+        return qd.dequantize_per_channel.default(getattr(gm.qweights, name), scale, zeros, 0, -qmax, qmax, torch.int8)
+    if mode == "qdq":
+        q = qd.quantize_per_channel.default(w, scale, zeros, 0, -qmax, qmax, torch.int8)
+        return qd.dequantize_per_channel.default(q, scale, zeros, 0, -qmax, qmax, torch.int8)
+    s = scale.reshape((-1,) + (1,) * (w.ndim - 1))
+    q = torch.clamp(torch.round(w / s), -qmax, qmax)
+    return _ste(w, q * s, -qmax * s, qmax * s)
+
+
+def int_weights(gm: nn.Module, name: str, w: torch.Tensor, wq: Attrs) -> torch.Tensor:
+    """The layer's int8 weight codes (what an integer artifact stores). Pure."""
+    s = _scales(gm, name, wq, w).reshape((-1,) + (1,) * (w.ndim - 1))
+    qmax = int(wq.get("qmax", WEIGHT_QMAX))
+    return torch.clamp(torch.round(w.detach() / s), -qmax, qmax).to(torch.int8)
+
+
+def dequantize_ir(ir: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
+    """A copy of ``ir`` with every quantization removed (float activations and weights), and counts. Pure.
+
+    ``quant`` and ``dynamic_quant`` nodes become pass-through (their users read the input directly);
+    ``weight_quant`` is dropped (the stored weights already hold the dequantized values).
+    """
+    ir = copy.deepcopy(ir)
+    alias: dict[str, str] = {}
+    kept = []
+    counts = {"activation_quant": 0, "dynamic_quant": 0, "weight_quant": 0}
+    for node in ir["nodes"]:
+        node["inputs"] = [alias.get(v, v) for v in node["inputs"]]
+        if node["op"] in ("quant", "dynamic_quant"):
+            counts["activation_quant" if node["op"] == "quant" else "dynamic_quant"] += 1
+            alias[node["outputs"][0]] = node["inputs"][0]
+            continue
+        if node.get("attrs", {}).pop("weight_quant", None) is not None:
+            counts["weight_quant"] += 1
+        kept.append(node)
+    ir["nodes"] = kept
+    ir["outputs"] = [alias.get(v, v) for v in ir["outputs"]]
+    return ir, counts
+
+
+def _graph_base() -> type:
+    from edgeopt.interop.graph import GraphModule
+
+    return GraphModule
+
+
+class QuantGraphModule(_graph_base()):  # type: ignore[misc]
+    """A graph IR with static int8 quantization: runs as PyTorch simulation, exports integer artifacts.
+
+    ``quantized`` is True, so edgeopt's export uses ``export_artifact`` and the quantized parity gate.
+    The per-channel weight scales are non-persistent buffers (``wscales``) rebuilt from the IR.
+    """
+
+    quantized = True
+
+    def __init__(self, ir: dict[str, Any]) -> None:
+        super().__init__(ir)
+        self.wscales, self.wzeros = nn.Module(), nn.Module()
+        for node in self.ir["nodes"]:
+            wq = node.get("attrs", {}).get("weight_quant")
+            if wq is not None:
+                layer = self.mods[node["name"]]
+                s = torch.as_tensor(wq["scale"], dtype=torch.float32).expand(layer.weight.shape[0]).contiguous()
+                self.wscales.register_buffer(node["name"], s, persistent=False)
+                self.wzeros.register_buffer(node["name"], torch.zeros(len(s), dtype=torch.int64), persistent=False)
+
+    def qdq_module(self, fold: bool = True) -> QuantGraphModule:
+        """A copy that runs PT2E's quantize/dequantize ops (``fold``: int8 weight constants), for export."""
+        import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  (registers the quantized_decomposed ops)
+
+        m = copy.deepcopy(self).eval()
+        m.qdq_mode = "fold" if fold else "qdq"
+        if fold:
+            m.qweights = nn.Module()
+            for node in m.ir["nodes"]:
+                wq = node.get("attrs", {}).get("weight_quant")
+                if wq is not None:
+                    w = m.mods[node["name"]].weight
+                    m.qweights.register_buffer(node["name"], int_weights(m, node["name"], w, wq))
+        return m
+
+    def program(self, fold: bool = True, x: torch.Tensor | None = None) -> torch.fx.GraphModule:
+        """The integer program as PT2E writes it (``torch.export`` of quantize/dequantize ops).
+
+        ``fold=True``: int8 weight constants + per-channel dequantize (ExecuTorch, ONNX);
+        ``fold=False``: float weights + quantize/dequantize (what litert-torch wants).
+        """
+        if x is None:
+            shape = [1 if s is None else int(s) for s in self.ir["inputs"][0]["shape"]]
+            x = torch.zeros(shape)
+        from torchao.quantization.pt2e.quantizer.duplicate_dq_pass import DuplicateDQPass
+
+        with torch.no_grad():
+            gm = torch.export.export(self.qdq_module(fold), (x,)).module()
+        gm.graph.eliminate_dead_code()
+        DuplicateDQPass()(gm)  # one dequantize per consumer, as convert_pt2e leaves it (XNNPACK's partitioner needs it)
+        gm.recompile()
+        return gm
+
+    def export_artifact(self, fmt: str, x: torch.Tensor) -> bytes:
+        """Integer artifact bytes for ``fmt`` (pte, tflite, onnx), through ``compress.quantize.deploy``."""
+        from edgeopt.compress.quantize import deploy
+        from edgeopt.errors import EdgeoptError
+
+        if fmt == "pte":
+            program = self.program(True, x)
+            deploy.float_pads(program)  # XNNPACK's lowering fails on an int8 pad feeding a strided conv
+            return deploy.export_pte(program, x)
+        if fmt == "tflite":
+            return deploy.export_tflite(self.program(False, x), x)
+        if fmt == "onnx":
+            return deploy.export_onnx(self.program(True, x), x)
+        raise EdgeoptError(f"no integer export for format '{fmt}'", "use pte, tflite or onnx")
