@@ -206,3 +206,15 @@ def test_cli_adapt_json(tmp_path, capfd):
     rc = main(["adapt", "zoo:mlp", "--scope", "bias", "--runtime", "litert", "--out", str(tmp_path / "x.edgeopt")])
     assert rc == 2 and "convolution_backward" in capfd.readouterr().err
     assert not (tmp_path / "x.edgeopt").exists()
+
+
+def test_adapt_recipe_pass(mlp, tmp_path):
+    from edgeopt.pipeline.passes import PassContext, available_passes
+
+    cls = available_passes()["adapt"]
+    ctx = PassContext("digits", tmp_path)
+    out = cls(scope="head", runtime="torch", steps=10, lr=0.05, batch_size=16).apply(mlp, ctx)
+    rec = ctx.metrics["adapt"]
+    assert rec["scope"] == "head" and rec["steps"] == 10 and rec["memory"]["analytic_bytes"] > 0
+    assert out.meta.lineage[-1]["pass"] == "adapt" and out is not mlp
+    assert not torch.equal(out.module.head.weight, mlp.module.head.weight)

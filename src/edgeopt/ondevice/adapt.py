@@ -138,20 +138,25 @@ def memory_figures(
 
 
 def choose_scope(
-    model: EdgeModel, x: torch.Tensor, y: torch.Tensor, cfg: AdaptConfig, budget_kb: float
-) -> tuple[Scope, MemoryFigures, TrainingProgram, list[dict[str, Any]]]:
+    model: EdgeModel, x: torch.Tensor, y: torch.Tensor, cfg: AdaptConfig, budget_kb: float,
+    cache: dict[str, tuple[MemoryFigures, TrainingProgram]] | None = None,
+) -> tuple[Scope, MemoryFigures, TrainingProgram, list[dict[str, Any]]]:  # fmt: skip
     """The scope with the best expected gain whose measured memory fits ``budget_kb``, and the candidates tried.
 
     A candidate whose planned buffers alone exceed the budget is skipped without measuring (the runtime
-    allocates them in full). Nothing fits: ``EdgeoptError`` naming the smallest measured figure. Cost: one
-    program export and measurement per candidate tried.
+    allocates them in full). Nothing fits: ``EdgeoptError`` naming the smallest measured figure. ``cache`` (scope
+    name -> figures and program, same model, batch and settings) reuses figures already taken and keeps new
+    ones. Cost: one program export and measurement per candidate tried and not cached.
     """
     budget = budget_kb * 1024
     tried: list[dict[str, Any]] = []
     with phase("choosing a scope"):
         for scope in candidate_scopes(model.module):
             try:
-                figs, program = memory_figures(model, scope, x, y, cfg, measure=False)
+                if cache is not None and scope.name in cache:
+                    figs, program = cache[scope.name]
+                else:
+                    figs, program = memory_figures(model, scope, x, y, cfg, measure=False)
             except EdgeoptError as e:  # e.g. an int8 backbone under a scope that trains the first block
                 tried.append({"scope": scope.name, "refused": e.problem})
                 continue
@@ -160,8 +165,11 @@ def choose_scope(
             if figs.planned_bytes is not None and figs.planned_bytes > budget:
                 row["fits"] = False
                 continue
-            figs.measured_bytes = measured_memory(program.buffer, tuple(x.shape), model.meta.num_classes,
-                                                  lr=cfg.lr)["bytes"]  # fmt: skip
+            if figs.measured_bytes is None:
+                figs.measured_bytes = measured_memory(program.buffer, tuple(x.shape), model.meta.num_classes,
+                                                      lr=cfg.lr)["bytes"]  # fmt: skip
+            if cache is not None:
+                cache[scope.name] = (figs, program)
             row["measured_bytes"] = figs.measured_bytes
             row["fits"] = figs.measured_bytes <= budget
             if row["fits"]:

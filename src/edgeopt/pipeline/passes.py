@@ -50,6 +50,7 @@ PASS_MODULES: list[str] = [
     "edgeopt.compress.quantize.passes",
     "edgeopt.hwtrain.passes",
     "edgeopt.nas.passes",
+    "edgeopt.ondevice.passes",
 ]
 
 
