@@ -52,6 +52,10 @@ SKIP = {
     "cover cnn1d",
     "train price.edgeopt": "needs the user's houses.csv; tests/test_tasks.py trains a regression MLP from a CSV",
     "import dense.edgeopt": "needs the user's dense.onnx; tests/test_tasks.py imports a [None, 640] ONNX model",
+    "adapt adapted.edgeopt": "--scope auto exports and measures a training program per candidate scope (a minute "
+    "or more); tests/test_ondevice.py covers adapt, the scope choice and the --json keys",
+    "export train.pte": "exports a ResNet-8 training program (tens of seconds); tests/test_ondevice.py builds "
+    "training programs",
 }
 
 
