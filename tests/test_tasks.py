@@ -178,6 +178,8 @@ def test_cli_regression_and_bad_input(tmp_path: Path, capfd, one_thread) -> None
     res = json.loads(out)
     assert res["task"] == "regression" and {"test_mse", "test_mae", "test_r2"} <= res.keys()
     model = tmp_path / "reg.edgeopt"
+    lo, hi = load_model(model).meta.input.value_range  # the record states the range of the data it learned
+    assert x.min() - 1e-3 <= lo < hi <= x.max() + 1e-3 and hi - lo > 0.8 * (x.max() - x.min())
     rc, _, err = _run(capfd, "eval", model, "--data", f"csv:{tmp_path / 'r.csv'}", "--label", "price",
                       "--task", "classification")  # fmt: skip
     _one_line(rc, err, "is a regression model; --task classification does not fit it")

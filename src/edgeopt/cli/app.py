@@ -149,6 +149,9 @@ def model_for_data(
             task = "regression" if train.task == "regression" and not entry.reconstructs else entry.default_task
         train = train.for_task(task)
         model = load_model(source, input_shape=train.sample_shape, num_classes=train.num_outputs, seed=seed, task=task)
+        if not train.is_image:  # arrays pass as they are: the record states the range they span
+            lo, hi = train.value_range()
+            model.meta.input.value_range = (lo, hi if hi > lo else lo + 1.0)
         return model, train
     from edgeopt.train.tasks import article
 

@@ -135,6 +135,16 @@ class ImageDataset:
         idx = np.arange(n) if seed is None else np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
         return self.subset(idx)
 
+    def value_range(self, max_rows: int = 10000) -> tuple[float, float]:
+        """(min, max) of the samples (arrays; images: 0..255), over up to ``max_rows`` rows drawn with seed 0.
+
+        What an array model's input spec records as its value range. Cost: reading ``max_rows`` rows.
+        """
+        if self.is_image:
+            return 0.0, 255.0
+        rows = np.asarray(self.take(max_rows, seed=0).images, np.float32)
+        return float(rows.min()), float(rows.max())
+
     def for_task(self, task: str) -> ImageDataset:
         """This data for a model of ``task``: class labels become regression targets when asked;
         other mismatches are left for the task check (:func:`edgeopt.train.tasks.check_model_data`)."""

@@ -101,12 +101,17 @@ def _attr_owner(node: torch.fx.Node | None) -> str | None:
     return None
 
 
+# layers a link may start from: 2-D and 1-D convs, and dense layers (a Linear + BatchNorm1d chain); the
+# consumers check the module types they handle (BN folding and CLE take Conv2d pairs only)
+_LINKED_FIRST = ("aten.conv2d.default", "aten.conv1d.default", "aten.linear.default")
+
+
 def conv_links(module: nn.Module, x: torch.Tensor) -> list[ConvLink]:
     """Every conv in ``module``'s exported graph with the single-use chain that follows it. Cost: one export."""
     graph = _export_graph(module, x)
     out = []
     for n in graph.nodes:
-        if n.op != "call_function" or str(n.target) != "aten.conv2d.default":
+        if n.op != "call_function" or str(n.target) not in _LINKED_FIRST:
             continue
         first = _attr_owner(n.args[1])
         if first is None:
