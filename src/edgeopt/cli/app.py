@@ -73,9 +73,22 @@ def warn(obj: dict[str, Any]) -> None:
             print(f"{key}: {obj[key]}", file=sys.stderr)
 
 
-def warn_at_chance(out: dict[str, Any], num_classes: int, **accuracies: float | None) -> None:
-    """Add a ``warning`` to ``out`` (and stderr) for each named accuracy at or below chance."""
+def warn_at_chance(out: dict[str, Any], num_classes: Any, **accuracies: float | None) -> None:
+    """Add a ``warning`` to ``out`` (and stderr) for each named accuracy at or below chance.
+
+    ``num_classes`` is a class count, or a model's metadata: for a regression or anomaly model the
+    "accuracy" fields hold the task's score, so ``out`` says which (``task``, ``score_metric``) and no
+    chance warning applies.
+    """
     from edgeopt.train.diagnose import chance_note
+
+    task = getattr(num_classes, "task", "classification")
+    if task != "classification":
+        from edgeopt.train.tasks import SCORE_NAMES
+
+        out.update(task=task, score_metric=SCORE_NAMES[task])
+        return
+    num_classes = getattr(num_classes, "num_classes", num_classes)
 
     for key, acc in accuracies.items():
         note = None if acc is None else chance_note(acc, num_classes)

@@ -163,7 +163,7 @@ def prune(
         summary["warning"] = f"{drop}; recover with more --epochs (now {epochs}) or distillation: {_KD_FLAG} MODEL"
         if not as_json:
             _say(f"warning: {summary['warning']}")
-    warn_at_chance(summary, res.model.meta.num_classes, test_accuracy_before=summary["test_accuracy_before"],
+    warn_at_chance(summary, res.model.meta, test_accuracy_before=summary["test_accuracy_before"],
                    test_accuracy=summary["test_accuracy"])  # fmt: skip
     emit(summary if as_json else _before_after(summary, channels), as_json, "prune")
 
@@ -233,7 +233,7 @@ def distill(
     path = save_model(s, out)
     result = {"model": str(path), "test_accuracy": _test_accuracy(s, data), "teacher_accuracy": _test_accuracy(t, data),
               "seconds": round(hist.seconds, 1)}  # fmt: skip
-    warn_at_chance(result, s.meta.num_classes, test_accuracy=result["test_accuracy"],
+    warn_at_chance(result, s.meta, test_accuracy=result["test_accuracy"],
                    teacher_accuracy=result["teacher_accuracy"])  # fmt: skip
     emit(result, as_json, "distill")
 
@@ -286,5 +286,5 @@ def compress(
     result = {"model": res.metrics["file"], "file_bytes": res.metrics["file_bytes"],
               "sparsity": res.metrics["sparsity"], "bits": bits, "lowrank_layers": lowrank,
               "restored_test_accuracy": _test_accuracy(res.model, data)}  # fmt: skip
-    warn_at_chance(result, res.model.meta.num_classes, restored_test_accuracy=result["restored_test_accuracy"])
+    warn_at_chance(result, res.model.meta, restored_test_accuracy=result["restored_test_accuracy"])
     emit(result, as_json, "compress")

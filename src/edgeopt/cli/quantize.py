@@ -113,6 +113,6 @@ def quantize(
         result["quantized_test_accuracy"] = evaluate(q, test).accuracy
     if "warning" in report:
         result["warning"] = report["warning"]
-    warn_at_chance(result, q.meta.num_classes, float_test_accuracy=result.get("float_test_accuracy"),
+    warn_at_chance(result, q.meta, float_test_accuracy=result.get("float_test_accuracy"),
                    quantized_test_accuracy=result.get("quantized_test_accuracy"))  # fmt: skip
     emit(result, as_json, "quantize")

@@ -123,7 +123,8 @@ def _initial_model(recipe: Recipe) -> EdgeModel:
 
         data = load_dataset(recipe.data, "train")
         shape = tuple(recipe.input_shape) if recipe.input_shape else data.sample_shape
-        return load_model(recipe.model, input_shape=shape, num_classes=data.num_outputs)
+        task = "regression" if data.task == "regression" else None  # else the zoo entry's own
+        return load_model(recipe.model, input_shape=shape, num_classes=data.num_outputs, task=task)
     return load_model(recipe.model)
 
 
