@@ -195,7 +195,7 @@ def eval_(
 
     meta = opened.meta
     if task is not None and task != meta.task:
-        if opened.meta_source != "inferred":  # a bare artifact edgeopt knows nothing about takes --task
+        if opened.meta_source not in ("inferred", "graph"):  # a foreign artifact (no edgeopt record) takes --task
             raise EdgeoptError(f"{model} is {article(meta.task)} {meta.task} model; --task {task} does not fit it",
                                f"drop --task, or give --task {meta.task}")  # fmt: skip
         from dataclasses import replace

@@ -68,7 +68,12 @@ def shape_layout(shape: tuple[int, ...]) -> str | None:
 
 
 def guess_layout(shape: tuple[int, ...], suffix: str) -> str:
-    """NCHW or NHWC for a one-sample image ``shape`` of an artifact with ``suffix``. Pure."""
+    """NCHW or NHWC for a one-sample image ``shape`` of an artifact with ``suffix`` (NC / NCL for a
+    flat or sequence input: PyTorch's layouts, which every converter edgeopt uses keeps). Pure."""
+    if len(shape) != 3:
+        from edgeopt.model import layout_for_rank
+
+        return layout_for_rank(len(shape))
     return shape_layout(shape) or _FORMAT_LAYOUT.get(suffix.lower(), "NCHW")
 
 
@@ -145,7 +150,8 @@ def artifact_interface(path: str | Path, runner: Runner) -> tuple[ModelMeta, str
         else:
             # the importer reads TFLite's layout from TRANSPOSE ops at the input; a one-channel NCHW
             # input has a RESHAPE there instead, so a shape that reads one way only has the last word
-            layout = shape_layout(tuple(meta.input.shape)) or meta.input.layout
+            shape = tuple(meta.input.shape)
+            layout = (shape_layout(shape) if len(shape) == 3 else None) or meta.input.layout
             return replace(meta, input=replace(meta.input, layout=layout)), SOURCE_GRAPH
     return inferred_meta(runner), SOURCE_INFERRED
 
@@ -156,11 +162,11 @@ def inferred_meta(runner: Runner) -> ModelMeta:
 
     shape = tuple(int(s) for s in runner.input_shape)
     where = runner.path.name if runner.path is not None else runner.name
-    if len(shape) != 3 or any(s < 1 for s in shape):
+    if not 1 <= len(shape) <= 3 or any(s < 1 for s in shape):
         shown = "x".join("?" if s < 1 else str(s) for s in shape)
         raise EdgeoptError(
-            f"{where} takes N x {shown} inputs, not a fixed image shape",
-            "export it with a static C,H,W (or H,W,C) input",
+            f"{where} takes N x {shown} inputs: not a fixed vector, sequence or image shape",
+            "export it with static sizes besides the batch (F; C,L; or C,H,W / H,W,C)",
         )
     quant = getattr(runner, "input_quant", None)
     dtype = getattr(runner, "input_dtype", None)
