@@ -129,12 +129,16 @@ def import_(
         str | None,
         typer.Option("--input-shape", help="the input's shape without the batch, e.g. 640 or 1,40: fills free dims"),
     ] = None,
+    dequantize: Annotated[
+        bool, typer.Option("--dequantize", help="quantized .tflite: import as a plain float model")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Import a .tflite or .onnx model into a trainable PyTorch model.
 
     The input range is read from the file where it says (normalisation ops at the graph's start);
     otherwise 0..1 is assumed and a note says so: give --input-range for models trained on other values.
+    A quantized .tflite (int8, or hybrid int8-weight ops) keeps its quantization as LiteRT runs it.
     """
     quiet(as_json)
     from edgeopt.model import load_model, save_model
@@ -142,7 +146,14 @@ def import_(
     if file.suffix.lower() not in (".tflite", ".onnx"):
         raise EdgeoptError(f"cannot import '{file.suffix or file.name}' files", "give a .tflite or .onnx file")
     given = parse_range(input_range)
-    m = load_model(file, input_range=given, input_shape=parse_shape(input_shape))
+    if dequantize and file.is_file():
+        from edgeopt.interop import import_model
+
+        m = import_model(file, dequantize=True, input_shape=parse_shape(input_shape))
+        if given is not None:
+            m.meta.input.value_range = given
+    else:
+        m = load_model(file, input_range=given, input_shape=parse_shape(input_shape))
     path = save_model(m, out)
     spec = m.meta.input
     source = "given" if given else m.meta.lineage[0].get("input_range", "assumed")
@@ -155,6 +166,9 @@ def import_(
         "num_classes": m.meta.num_classes,
         "class_names": m.meta.class_names,
     }
+    quant = m.meta.lineage[0].get("quantization") if m.meta.lineage else None
+    if quant:
+        result["quantization"] = quant["note"]
     if source == "assumed":
         result["note"] = (
             f"{file.name} does not state its input range: 0..1 assumed; if the model takes raw pixels"

@@ -313,10 +313,13 @@ def export_model(
             runner.close()
         parity = compare_outputs(ref, got)
         if not parity.ok(rtol, min_top1):
+            from edgeopt.interop.debug import divergence_hint
+
+            hint = divergence_hint(model, tmp, inputs, fmt)  # the op-by-op table's first divergent op
             raise EdgeoptError(
                 f"parity check failed for {name} exported to {fmt} ({runtime}): max |Δ| {parity.max_abs_diff:.3g}"
                 f" > {rtol:g} × max |ref| {parity.max_abs_ref:.3g} (top-1 agreement {parity.top1_agreement:.0%}"
-                f" over {parity.samples} inputs)",
+                f" over {parity.samples} inputs){hint}",
                 "the runtime computes something different from PyTorch; try another format, or raise rtol "
                 "for a quantized model",
             )
