@@ -13,7 +13,8 @@ import traceback
 
 import click
 
-from edgeopt.cli import adapt, commands, compress, debug, federate, hardware, quantize, search  # noqa: F401  (each registers its commands)
+from edgeopt.cli import adapt, commands, compress, federate, hardware, quantize, search  # noqa: F401  (each registers its commands)
+from edgeopt.cli import debug as debug_command  # noqa: F401  (registers `edgeopt debug`)
 from edgeopt.cli.app import STDOUT_FD, app
 from edgeopt.cli.quiet import silence_library_noise
 from edgeopt.errors import EdgeoptError
