@@ -120,5 +120,6 @@ def check_model_data(model_task: str, data_task: str, where: str = "") -> None:
         return
     raise EdgeoptError(
         f"the model is {article(model_task)} {model_task} model but the data{where} is {data_task} data",
-        "give data for the model's task, or train a model with --task " + data_task,
+        f"give data for the model's task, or a model for {data_task} (--task {data_task} on train, or on eval of"
+        " an artifact that records no task)",
     )
