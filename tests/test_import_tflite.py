@@ -434,13 +434,13 @@ def test_corrupt_file_is_one_clear_error(nhwc_path: Path, tmp_path: Path, damage
         load_model(path)
 
 
-def test_quantized_activations_rejected(tmp_path: Path) -> None:
+def test_int8_activation_without_parameters_rejected(tmp_path: Path) -> None:
     w = TFLiteWriter()
     x = w.tensor([1, 4, 4, 3])
     y = w.op("QUANTIZE", [x], [1, 4, 4, 3], out_dtype="int8")
     path = tmp_path / "q.tflite"
     path.write_bytes(w.build([x], [y]))
-    with pytest.raises(EdgeoptError, match="quantized .tflite import not supported yet; import the float model"):
+    with pytest.raises(EdgeoptError, match="without one per-tensor scale"):  # int8 import: test_import_tflite_int8
         import_model(path)
 
 
@@ -475,6 +475,6 @@ def test_mlperf_resnet8_agrees_on_cifar() -> None:
 
 
 @pytest.mark.skipif(not RESNET8_INT8.is_file(), reason="needs ../shared/data/mlperf-tiny")
-def test_mlperf_int8_rejected_clearly() -> None:
-    with pytest.raises(EdgeoptError, match="quantized .tflite import not supported yet"):
-        import_model(RESNET8_INT8)
+def test_mlperf_int8_imports_as_int8() -> None:
+    m = import_model(RESNET8_INT8)
+    assert m.meta.lineage[0]["quantization"]["kind"] == "int8" and getattr(m.module, "quantized", False)
