@@ -35,6 +35,9 @@ ROUNDS = 30
 CALIB_SAMPLES = 64
 
 SKIP = {
+    "import mlperf8.edgeopt": "needs ../shared's int8 ResNet-8; tests/test_import_tflite_int8.py imports generated "
+    "int8 and hybrid files",
+    "debug r8.edgeopt": "needs r8.tflite (this test's chain exports .pte/.onnx); tests/test_debug.py runs debug",
     "demo runs/demo": "the demo recipe trains, distills, prunes, quantizes and exports (~3 min of CPU); "
     "tests/test_cli_messages.py and tests/test_pipeline.py cover its parts",
     "prune fast.edgeopt": "NetAdapt exports and times every candidate each iteration (minutes here); "
