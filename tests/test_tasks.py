@@ -205,3 +205,19 @@ def test_bias_correction_sees_the_batch_norm_after_dense_and_1d_conv_layers() ->
     seq = create_model("cnn1d", input_shape=(1, 16), num_classes=3, seed=0).module.eval()
     links = {lk.first: lk.bn for lk in conv_links(seq, torch.zeros(1, 1, 16))}
     assert links["features.0.0"] == "features.0.1"
+
+
+def test_spectrogram_arrays_feed_an_image_shaped_model(tmp_path: Path, one_thread) -> None:
+    """Float (N, C, F, T) arrays (spectrograms) train a conv model in NCHW without the image mapping."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images[:, None] / 16.0 * 4.0 - 2.0).astype(np.float32)  # "log energies" in -2..2, not pixels
+    np.savez(tmp_path / "spec.npz", x=x, y=d.target)
+    spec = f"npz:{tmp_path / 'spec.npz'}"
+    train, test = load_dataset(spec, "train"), load_dataset(spec, "test")
+    assert not train.is_image and train.sample_shape == (1, 8, 8)
+    m = create_model("lenet5", input_shape=train.sample_shape, num_classes=10, seed=0)
+    np.testing.assert_array_equal(m.meta.input.to_model_input(np.asarray(test.images[:2])), np.asarray(test.images[:2]))
+    m, _ = fit(m, train.take(600, seed=0), FitConfig(epochs=2, optimizer="adam", lr=3e-3, batch_size=32))
+    assert evaluate(m, test).accuracy > 0.5  # chance is 0.1
