@@ -182,6 +182,23 @@ def int_weights(gm: nn.Module, name: str, w: torch.Tensor, wq: Attrs) -> torch.T
     return torch.clamp(torch.round(w.detach() / s), -qmax, qmax).to(torch.int8)
 
 
+def duplicate_dequantize(gm: torch.fx.GraphModule) -> int:
+    """Give each consumer of a per-tensor dequantize its own copy, in place, as ``convert_pt2e`` leaves
+    its programs (XNNPACK's partitioner pairs each dequantize with one op). Returns the copies made."""
+    target = torch.ops.quantized_decomposed.dequantize_per_tensor.default
+    made = 0
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target != target or len(n.users) < 2:
+            continue
+        for user in list(n.users)[1:]:
+            with gm.graph.inserting_before(user):
+                copy_ = gm.graph.call_function(target, n.args, dict(n.kwargs))
+            copy_.meta.update(n.meta)
+            user.replace_input_with(n, copy_)
+            made += 1
+    return made
+
+
 def dequantize_ir(ir: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
     """A copy of ``ir`` with every quantization removed (float activations and weights), and counts. Pure.
 
@@ -256,12 +273,10 @@ class QuantGraphModule(_graph_base()):  # type: ignore[misc]
         if x is None:
             shape = [1 if s is None else int(s) for s in self.ir["inputs"][0]["shape"]]
             x = torch.zeros(shape)
-        from torchao.quantization.pt2e.quantizer.duplicate_dq_pass import DuplicateDQPass
-
         with torch.no_grad():
             gm = torch.export.export(self.qdq_module(fold), (x,)).module()
         gm.graph.eliminate_dead_code()
-        DuplicateDQPass()(gm)  # one dequantize per consumer, as convert_pt2e leaves it (XNNPACK's partitioner needs it)
+        duplicate_dequantize(gm)
         gm.recompile()
         return gm
 
