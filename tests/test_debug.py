@@ -50,3 +50,14 @@ def test_debug_cli_json_and_executorch_not_available(tmp_path: Path, capfd: pyte
     assert not report.available and "ETDump" in report.note
     with pytest.raises(EdgeoptError):
         debug_artifact(import_model(good), tmp_path / "missing.tflite")
+
+
+def test_parity_failure_hint_names_the_op(tmp_path: Path) -> None:
+    from edgeopt.interop.debug import divergence_hint
+
+    good = int8_model(tmp_path / "m.tflite")
+    model = import_model(good)
+    broken = with_scale(good, tmp_path / "broken.bin", "short/out", 0.25)  # any name: the format is given
+    x = model.example_input(2).numpy()
+    assert "short/out" in divergence_hint(model, broken, x, "tflite")
+    assert divergence_hint(model, tmp_path / "absent.tflite", x, "tflite") == ""  # never raises
