@@ -9,7 +9,8 @@ trainable parameter, then the parameters themselves: ExecuTorch's training modul
 Delegation (``frozen``):
 
 * ``float`` (default) — the *frozen prefix* is lowered to XNNPACK: every op none of whose inputs depends
-  on a trainable parameter or on the labels. The rest (the trainable layers, the loss, the backward)
+  on a trainable parameter or on the labels (when at least the first block is wholly frozen; otherwise the
+  partitioner's cost would buy at most a lone op). The rest (the trainable layers, the loss, the backward)
   runs in ExecuTorch's portable kernels.
 * ``int8`` — the frozen blocks before the first trainable one are quantized (PT2E, XNNPACKQuantizer,
   symmetric per-channel, calibrated on the given batches) and delegated; the trainable part stays float.
@@ -110,7 +111,9 @@ def build_training_program(
                            "keep batch norm in eval mode and use standard layers") from e  # fmt: skip
     with quiet_output():
         edge = to_edge(ep, compile_config=EdgeCompileConfig(_check_ir_validity=False))
-        if frozen != "none":
+        # XNNPACK's partitioner walks the whole joint graph (tens of seconds for a ResNet-8): skip it when no
+        # block at the front is wholly frozen, as then at most a lone frozen op would be delegated
+        if frozen != "none" and (delegate == "all" or frozen_prefix_blocks(work, trainable)):
             edge = edge.to_backend(_partitioner({f"net.{n}" for n in trainable}, whole=delegate == "all"))
     delegated = check_delegates(edge.exported_program(), trainable)
     with quiet_output():
