@@ -139,19 +139,20 @@ def memory_figures(
 
 def choose_scope(
     model: EdgeModel, x: torch.Tensor, y: torch.Tensor, cfg: AdaptConfig, budget_kb: float,
-    cache: dict[str, tuple[MemoryFigures, TrainingProgram]] | None = None,
+    cache: dict[str, tuple[MemoryFigures, TrainingProgram]] | None = None, candidates: list[Scope] | None = None,
 ) -> tuple[Scope, MemoryFigures, TrainingProgram, list[dict[str, Any]]]:  # fmt: skip
     """The scope with the best expected gain whose measured memory fits ``budget_kb``, and the candidates tried.
 
     A candidate whose planned buffers alone exceed the budget is skipped without measuring (the runtime
     allocates them in full). Nothing fits: ``EdgeoptError`` naming the smallest measured figure. ``cache`` (scope
     name -> figures and program, same model, batch and settings) reuses figures already taken and keeps new
-    ones. Cost: one program export and measurement per candidate tried and not cached.
+    ones; ``candidates`` replaces :func:`candidate_scopes` (kept in the order given). Cost: one program export
+    and measurement per candidate tried and not cached.
     """
     budget = budget_kb * 1024
     tried: list[dict[str, Any]] = []
     with phase("choosing a scope"):
-        for scope in candidate_scopes(model.module):
+        for scope in candidates if candidates is not None else candidate_scopes(model.module):
             try:
                 if cache is not None and scope.name in cache:
                     figs, program = cache[scope.name]
