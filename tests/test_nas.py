@@ -306,12 +306,12 @@ def test_search_cli_exports_the_front_and_the_chosen_model(tmp_path) -> None:
     (tmp_path / "tiny.yaml").write_text(TINY_YAML)
     out = tmp_path / "run"
     cmd = [*CLI, "search", "--data", "digits", "--space", str(tmp_path / "tiny.yaml"), "--runtime", "onnxruntime",
-           "--max-params", "40000", "--trials", "4", "--epochs", "2", "--front", "2",
+           "--max-params", "40000", "--trials", "3", "--epochs", "1", "--front", "2",
            "--out", str(out), "--json"]  # fmt: skip
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
-    assert result["trials"] == 4 and len(json.loads((out / "trials.json").read_text())) == 4
+    assert result["trials"] == 3 and len(json.loads((out / "trials.json").read_text())) == 3
     model = load_model(result["model"])
     assert model.meta.arch["name"] == "nas_resnet"
     for point in result["pareto"]:

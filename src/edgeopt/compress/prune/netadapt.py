@@ -156,7 +156,8 @@ def _single_runtime_latency(runtime: str, threads: int, rounds: int, runs: int) 
             sources: list[Any] = list(models)
             if runtime != "torch":
                 fmt = RUNTIME_FORMAT[runtime]
-                sources = [export_model(m, fmt, Path(tmp) / f"c{i}{FORMATS[fmt]}").path for i, m in enumerate(models)]
+                sources = [export_model(m, fmt, Path(tmp) / f"c{i}{FORMATS[fmt]}", optimize=False).path
+                           for i, m in enumerate(models)]  # fmt: skip
             x = [m.example_input(1).numpy() for m in models]
             p50s: list[list[float]] = [[] for _ in models]
             for _ in range(rounds):
