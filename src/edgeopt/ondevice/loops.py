@@ -148,8 +148,8 @@ def torch_train(
             loss.backward()
             opt.step()
             times.append(time.perf_counter() - t0)
-            res.losses.append(float(loss))
-            bar.advance(status=f"loss {float(loss):.4f}")
+            res.losses.append(float(loss.detach()))
+            bar.advance(status=f"loss {res.losses[-1]:.4f}")
     finally:
         bar.close()
     res.seconds = time.perf_counter() - start
