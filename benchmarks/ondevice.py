@@ -19,8 +19,10 @@ Accuracy after training is taken in PyTorch on the weights read back from the ru
 prediction output for the int8 backbone, which PyTorch cannot represent). Federated personalization is not
 measured here (not built yet).
 
-    flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/ondevice.py            # ~10 min on 2 cores
-    flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/ondevice.py --steps 200 --device-train 5000
+    flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/ondevice.py    # 684 s on a loaded 2-core machine
+    flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/ondevice.py --steps 200 --scopes all,head,bias,bn,lora:4
+
+The base model is cached in the temp folder after the first run (most of the first run's time).
 """
 
 from __future__ import annotations
