@@ -184,7 +184,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
             cmd = adapt(argv)
             if cmd[0] == "import" and not Path("r8.onnx").exists():
                 cli_json("export", "r8.edgeopt", "--format", "onnx", "--out", "r8.onnx")
-            if cmd[1] == "mlp.edgeopt" and not Path("mlp.edgeopt").exists():
+            if cmd[1:2] == ["mlp.edgeopt"] and not Path("mlp.edgeopt").exists():
                 cli_json("train", "zoo:mlp", "--data", "digits", "--epochs", "6", "--lr", "0.3", "--out", "mlp.edgeopt")
             res: dict = {"cmd": cmd}
             results[k] = res
