@@ -277,8 +277,8 @@ def export_model(
                 custom = getattr(module, "export_artifact", None)
                 if callable(custom):
                     data = custom(fmt, x)
-                elif fmt == "onnx":
-                    data = _export_onnx(module, x, optimize)
+                elif fmt == "onnx" and not optimize:
+                    data = _EXPORTERS["onnx"](module, x, optimize=False)
                 else:
                     data = _EXPORTERS[fmt](module, x)
             except EdgeoptError:
