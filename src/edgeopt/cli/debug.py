@@ -27,22 +27,17 @@ def debug(
     Names the first op whose relative error exceeds --tol (1e-3 for float models, 0.05 for int8).
     """
     quiet(as_json)
-    import numpy as np
 
-    from edgeopt.errors import EdgeoptError
     from edgeopt.interop.debug import debug_artifact
     from edgeopt.model import load_model
+    from edgeopt.runtimes.resolve import load_inputs
 
+    edge = load_model(model)
     x = None
     if inputs is not None:
-        if not inputs.is_file():
-            raise EdgeoptError(f"inputs file not found: {inputs}", "give a .npy array")
-        try:
-            x = np.load(inputs, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise EdgeoptError(f"{inputs} is not a readable .npy array ({e})", "save it with numpy.save") from e
-        x = x[None] if x.ndim == len(load_model(model).meta.input.shape) else x
-    report = debug_artifact(load_model(model), artifact, x, tol)
+        x = load_inputs(inputs)
+        x = x[None] if x.ndim == len(edge.meta.input.shape) else x
+    report = debug_artifact(edge, artifact, x, tol)
     if as_json:
         emit(report.to_json(), True)
         return

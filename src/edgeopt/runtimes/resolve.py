@@ -101,14 +101,19 @@ def artifact_example(
         opened.runner.close()
 
 
-def run_raw(opened: OpenedModel, inputs: Path, out: Path) -> np.ndarray:
-    """Run the model on a raw ``.npy`` batch and write its raw outputs to ``out`` (atomically)."""
+def load_inputs(inputs: Path) -> np.ndarray:
+    """A ``.npy`` array of raw inputs, read without unpickling; one clear error if missing or unreadable."""
     if not inputs.is_file():
         raise EdgeoptError(f"inputs file not found: {inputs}", "give a .npy array")
     try:
-        x = np.load(inputs, allow_pickle=False)
+        return np.load(inputs, allow_pickle=False)
     except (ValueError, OSError) as e:
         raise EdgeoptError(f"{inputs} is not a readable .npy array ({e})", "save it with numpy.save") from e
+
+
+def run_raw(opened: OpenedModel, inputs: Path, out: Path) -> np.ndarray:
+    """Run the model on a raw ``.npy`` batch and write its raw outputs to ``out`` (atomically)."""
+    x = load_inputs(inputs)
     want = tuple(opened.meta.input.shape)
     if x.ndim == len(want):
         x = x[None]
