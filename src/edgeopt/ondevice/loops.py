@@ -10,7 +10,7 @@ reference (same initial weights, same batches, same SGD).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,22 +94,7 @@ class ExecuTorchTrainer:
 
     def train(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> LoopResult:
         """Train over ``batches``; losses per step and median step time."""
-        res = LoopResult()
-        times = []
-        bar = _progress("training in ExecuTorch", len(batches))
-        start = time.perf_counter()
-        try:
-            for x, y in batches:
-                t0 = time.perf_counter()
-                loss, _ = self.step(x, y)
-                times.append(time.perf_counter() - t0)
-                res.losses.append(loss)
-                bar.advance(status=f"loss {loss:.4f}")
-        finally:
-            bar.close()
-        res.seconds = time.perf_counter() - start
-        res.step_ms = float(np.median(times) * 1e3) if times else 0.0
-        return res
+        return _timed_steps("training in ExecuTorch", batches, lambda x, y: self.step(x, y)[0])
 
     def accuracy(self, data: ImageDataset, spec: InputSpec, batch_size: int) -> float:
         """Top-1 accuracy measured with the program's own prediction output (no update; last batch padded)."""
@@ -136,19 +121,30 @@ def torch_train(
     params = [p for p in work.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
     work.eval()
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> float:
+        loss = nn.functional.cross_entropy(work(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    return _timed_steps("training in PyTorch", batches, step)
+
+
+def _timed_steps(
+    label: str, batches: list[tuple[torch.Tensor, torch.Tensor]], step: Callable[[torch.Tensor, torch.Tensor], float]
+) -> LoopResult:
+    """Run ``step`` (returning the loss) on each batch under a progress bar; losses and median step time."""
     res = LoopResult()
     times = []
-    bar = _progress("training in PyTorch", len(batches))
+    bar = _progress(label, len(batches))
     start = time.perf_counter()
     try:
         for x, y in batches:
             t0 = time.perf_counter()
-            loss = nn.functional.cross_entropy(work(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            res.losses.append(step(x, y))
             times.append(time.perf_counter() - t0)
-            res.losses.append(float(loss.detach()))
             bar.advance(status=f"loss {res.losses[-1]:.4f}")
     finally:
         bar.close()
