@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import shared_path, write_result  # noqa: E402
 
 from edgeopt.interop import import_model  # noqa: E402
-from edgeopt.interop.export import compare_outputs, export_model  # noqa: E402
+from edgeopt.interop.export import FORMAT_RUNTIME, compare_outputs, export_model  # noqa: E402
+from edgeopt.runtimes import open_runner  # noqa: E402
 from edgeopt.runtimes.litert_runner import LiteRTRunner  # noqa: E402
 
 INT8 = "mlperf-tiny/resnet8_int8.tflite"
@@ -42,18 +43,6 @@ LITERT_REFERENCE = 0.7542  # LiteRT's own figure for the int8 model on cifar10-j
 def _torch(module: torch.nn.Module, x: np.ndarray, batch: int = 500) -> np.ndarray:
     with torch.no_grad():
         return torch.cat([module(torch.from_numpy(x[i : i + batch])) for i in range(0, len(x), batch)]).numpy()
-
-
-def _runner(fmt: str, path: Path) -> Any:
-    if fmt == "onnx":
-        from edgeopt.runtimes.onnxruntime_runner import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(path, threads=1)
-    if fmt == "pte":
-        from edgeopt.runtimes.executorch_runner import ExecuTorchRunner
-
-        return ExecuTorchRunner(path, threads=1)
-    return LiteRTRunner(path, threads=1)
 
 
 def int8_import(x: np.ndarray, y: np.ndarray, work: Path) -> dict[str, Any]:
@@ -84,7 +73,7 @@ def int8_import(x: np.ndarray, y: np.ndarray, work: Path) -> dict[str, Any]:
         t = time.perf_counter()
         try:
             result = export_model(model, fmt, work / f"resnet8_int8_reexport.{fmt}")
-            got = _runner(fmt, result.path).run(x)
+            got = open_runner(FORMAT_RUNTIME[fmt], result.path, threads=1).run(x)
             out["reexports"][fmt] = {
                 "size_bytes": result.size_bytes,
                 "accuracy": float((got.argmax(1) == y).mean()),
