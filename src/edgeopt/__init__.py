@@ -10,7 +10,9 @@ The Python API is the product; the CLI is a thin layer over it::
 from edgeopt.errors import EdgeoptError
 from edgeopt.model import EdgeModel, InputSpec, ModelMeta, load_model, save_model
 
-__all__ = ["EdgeModel", "EdgeoptError", "InputSpec", "ModelMeta", "load_model", "save_model", "load_dataset"]
+__all__ = [
+    "EdgeModel", "EdgeoptError", "InputSpec", "ModelMeta", "load_model", "save_model", "load_dataset", "optimize",
+]
 __version__ = "0.1.0"
 
 
@@ -19,4 +21,8 @@ def __getattr__(name: str):  # lazy: keep `import edgeopt` light
         from edgeopt.data import load_dataset
 
         return load_dataset
+    if name == "optimize":
+        import importlib
+
+        return importlib.import_module("edgeopt.optimize")  # a callable package: edgeopt.optimize(model, ...)
     raise AttributeError(name)

@@ -13,7 +13,7 @@ import traceback
 
 import click
 
-from edgeopt.cli import adapt, commands, compress, federate, hardware, quantize, search  # noqa: F401  (each registers its commands)
+from edgeopt.cli import adapt, commands, compress, federate, hardware, optimize, quantize, search  # noqa: F401  (each registers its commands)
 from edgeopt.cli import debug as debug_command  # noqa: F401  (registers `edgeopt debug`)
 from edgeopt.cli.app import STDOUT_FD, app
 from edgeopt.cli.quiet import silence_library_noise
@@ -109,7 +109,7 @@ def interrupted_message(args: list[str]) -> str:
     text = "interrupted: files are written only when complete, so none was left half-written"
     if name in ("recipe", "federate"):
         text += "; rerun the same command with --resume to continue where it stopped"
-    elif name in ("demo", "hw calibrate", "search"):
+    elif name in ("demo", "hw calibrate", "search", "optimize"):
         text += "; rerun the same command to continue where it stopped"
     return text
 

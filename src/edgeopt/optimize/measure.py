@@ -1,0 +1,48 @@
+"""What an exported artifact costs in its runtime: latency, flash, arena and an energy estimate.
+
+``artifact_figures`` times the artifact (batch-1 p50, ``threads``) in a fresh session of its runtime
+through ``edgeopt.runtimes.benchmark`` — the same call ``edgeopt bench`` makes — and reads its memory
+plan: flash is the file's size in bytes, arena the runtime's planned activation bytes (ExecuTorch:
+plus XNNPACK's workspace estimate, as ``hw predict`` counts it). Energy is an *estimate* (Horowitz's
+45 nm per-operation energies, ``hardware.energy``) from the MACs, arena and flash bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgeopt.model import EdgeModel
+
+
+def arena_bytes(plan: Any) -> tuple[int, str]:
+    """The arena a runtime needs from its memory plan, and the plan's source (workspace estimate added). Pure."""
+    arena = int(plan.detail.get("arena_plus_workspace_bytes_estimate", plan.arena_bytes))
+    return arena, plan.source + ("+xnnpack_workspace_estimate" if arena != plan.arena_bytes else "")
+
+
+def artifact_figures(
+    artifact: str | Path, runtime: str, model: EdgeModel, threads: int = 1, runs: int = 200
+) -> dict[str, Any]:
+    """Latency (ms, p50), flash and arena bytes, energy estimate (mJ) of ``artifact`` run in ``runtime``."""
+    from edgeopt.hardware.energy import energy_estimate
+    from edgeopt.profile import profile_model
+    from edgeopt.runtimes import benchmark
+
+    artifact = Path(artifact)
+    stats = benchmark(runtime, artifact, threads=threads, warmup=20, runs=runs)
+    arena, source = arena_bytes(stats.memory_plan)
+    flash = artifact.stat().st_size
+    quantized = bool(getattr(model.module, "quantized", False))
+    macs = profile_model(model).macs
+    energy = energy_estimate(macs, arena, flash, "int8" if quantized else "float32")
+    return {
+        "latency_ms": float(stats.p50_ms),
+        "latency_p90_ms": float(stats.p90_ms),
+        "flash_bytes": int(flash),
+        "arena_bytes": arena,
+        "arena_source": source,
+        "energy_mj": float(energy["energy_mj_estimate"]),
+        "energy_source": "estimate: Horowitz 45 nm per-operation energies (hardware.energy)",
+        "macs": int(macs),
+    }

@@ -1,0 +1,400 @@
+"""``edgeopt.optimize``: from a trained model and a device budget to the best artifact that meets it.
+
+1. **Baseline.** The input model is exported to the runtime and measured there (test split): its
+   accuracy is what ``max_drop`` counts from.
+2. **Screening** (about half of ``minutes``). Optuna (TPE, define-by-run, two objectives: validation
+   accuracy up, latency down; the budget as constraints) samples recipes from ``space``; each is
+   screened on a subset of the training data and costed in the runtime (``screen``).
+3. **Confirmation** (the rest). Finalists — within the cost limits when screened, most accurate first —
+   are run as full recipes and measured in the runtime (``confirm``) while the time left allows.
+4. **Choice.** The most accurate confirmed candidate that meets every limit *as measured*; its recipe
+   is ``RUN/best.yaml``, its artifact ``RUN/model.<ext>`` (``outputs``). When none does, an
+   :class:`OptimizeFailed` names the closest candidates and the limits each one misses.
+
+Time: every step is started only when its estimated duration fits what is left of ``minutes`` (a
+confirmation's estimate: its screening time scaled to the full training split, corrected by the
+confirmations seen so far), so the whole run ends within about 10% of it. Resumable: the study lives in
+``storage`` (default ``sqlite:///RUN/study.db``) and confirmations in ``RUN/confirmed.jsonl``; rerunning
+the same command continues with the trials and confirmations already made, and ``minutes`` more.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from edgeopt.errors import EdgeoptError
+from edgeopt.optimize.target import Budget, parse_target
+
+STUDY_NAME = "edgeopt-optimize"
+SCREEN_SHARE = 0.5  # of the budget, at most, for screening
+COST_SLACK = 0.1  # screened cost may be this far over a limit and still go to confirmation
+EPOCH_CHOICES = (1, 2, 3)
+
+
+class OptimizeFailed(EdgeoptError):
+    """No candidate met every limit as measured; ``closest`` lists the nearest with the limits they miss."""
+
+    def __init__(self, problem: str, fix: str, closest: list[dict[str, Any]]) -> None:
+        super().__init__(problem, fix)
+        self.closest = closest
+
+
+def optimize(
+    model: str | Path,
+    data: str = "digits",
+    runtime: str = "onnxruntime",
+    target: str | Budget = "",
+    max_drop: float = 1.0,
+    minutes: float = 10.0,
+    storage: str | None = None,
+    out: str | Path = "runs/optimize",
+    threads: int = 1,
+    seed: int = 0,
+    screen_images: int = 2000,
+    val_images: int = 1000,
+    eval_limit: int | None = None,
+) -> dict[str, Any]:
+    """Search recipes for ``model`` (a trained model file) under the budget; see the module doc.
+
+    ``target``: ``"latency_ms=X[,arena_kb=A][,flash_kb=F][,energy_mj=E]"`` (or a :class:`Budget`);
+    ``max_drop``: accuracy points allowed below the input model's, both measured in ``runtime`` on the
+    test split (``eval_limit`` samples of it). Returns ``artifact``, ``recipe`` (``best.yaml``) and
+    ``measured`` (``accuracy``, ``latency_ms``, ``flash_bytes``, ``arena_bytes``) with the run's details;
+    raises :class:`OptimizeFailed` (an ``EdgeoptError``) when no candidate meets every limit.
+    """
+    from edgeopt.optimize.outputs import write_outputs
+
+    budget = target if isinstance(target, Budget) else parse_target(target, max_drop)
+    run = _Run(model, data, runtime, budget, minutes, storage, Path(out), threads, seed, eval_limit)
+    run.setup(screen_images, val_images)
+    while run.left() > 0:  # screen, confirm the finalists, and screen again while time is left
+        screened = run.screen()
+        confirmed = run.confirm_finalists()
+        if not screened and not confirmed:
+            break
+    return write_outputs(run.summary())
+
+
+class _Run:
+    """One optimize invocation: its settings, deadline, study and what it has measured."""
+
+    def __init__(
+        self,
+        model: str | Path,
+        data: str,
+        runtime: str,
+        budget: Budget,
+        minutes: float,
+        storage: str | None,
+        out: Path,
+        threads: int,
+        seed: int,
+        eval_limit: int | None,
+    ) -> None:
+        from edgeopt.runtimes import RUNTIME_FORMAT
+
+        if runtime not in RUNTIME_FORMAT:
+            raise EdgeoptError(f"optimize deploys to a runtime, not '{runtime}'", f"use {', '.join(RUNTIME_FORMAT)}")
+        if not (isinstance(minutes, int | float) and math.isfinite(minutes) and minutes > 0):
+            raise EdgeoptError(f"--minutes must be positive, not {minutes}")
+        if str(model).startswith("zoo:"):
+            raise EdgeoptError(
+                "optimize starts from a trained model, not an untrained zoo entry",
+                f"train one first: edgeopt train {model} --data {data} --out model.edgeopt",
+            )
+        self.model_path = str(Path(model).resolve())
+        if not Path(self.model_path).is_file():
+            raise EdgeoptError(f"model not found: {model}", "give a trained .edgeopt, .pt2, .onnx or .tflite file")
+        self.data, self.runtime, self.budget, self.threads, self.seed = data, runtime, budget, threads, seed
+        self.eval_limit = eval_limit
+        self.out = out
+        self.budget_s = minutes * 60.0
+        self.start = time.monotonic()
+        self.storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+        self.trial_seconds: list[float] = []
+        self.corrections: list[float] = []
+        self.confirmed: dict[str, dict[str, Any]] = {}
+        self.bar: Any = None
+
+    # -- time ---------------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def left(self) -> float:
+        return self.budget_s - self.elapsed()
+
+    def tick(self, description: str) -> None:
+        if self.bar is not None:
+            self.bar.update(min(self.elapsed(), self.budget_s), description=description, status=self.best_text())
+
+    def best_text(self) -> str:
+        ok = [c for c in self.confirmed.values() if "measured" in c and not c["misses"]]
+        if not ok:
+            return "best: none confirmed yet"
+        b = max(ok, key=lambda c: c["measured"]["accuracy"])
+        return f"best {b['measured']['accuracy']:.2%} at {b['measured']['latency_ms']:.4g} ms"
+
+    # -- 1. baseline ---------------------------------------------------------------------------------
+    def setup(self, screen_images: int, val_images: int) -> None:
+        from edgeopt.data import load_dataset
+        from edgeopt.model import load_model
+        from edgeopt.nas.search import quiet_progress, split_train_val
+        from edgeopt.optimize.confirm import candidate_recipe, confirm, read_confirmed
+        from edgeopt.optimize.screen import ScreenData
+        from edgeopt.progress import ProgressBar
+        from edgeopt.runtimes import RUNTIME_FORMAT
+        from edgeopt.train import evaluate
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.model = load_model(self.model_path)
+        train = load_dataset(self.data, "train").for_task(self.model.meta.task)
+        if self.model.meta.task != "classification":
+            raise EdgeoptError(f"optimize searches classifiers; this model is for {self.model.meta.task}")
+        self.bar = ProgressBar("optimize", total=int(self.budget_s), transient=False)
+        self.tick("baseline")
+        base_recipe = candidate_recipe(
+            self.model_path,
+            self.data,
+            [{"export": {"formats": [RUNTIME_FORMAT[self.runtime]]}}],
+            self.threads,
+            self.eval_limit,
+        )
+        self.base = confirm(base_recipe, self.out / "baseline", self.runtime)
+        self.base_accuracy = self.base["accuracy"]
+        fraction = min(0.5, max(1, val_images) / len(train))
+        pool, self.val = split_train_val(train, fraction, self.seed)
+        self.screen_data = ScreenData(self.data, pool.take(min(screen_images, len(pool)), seed=self.seed), self.val)
+        self.train_images = len(train)
+        with quiet_progress():
+            self.base_val_accuracy = float(evaluate(self.model, self.val).accuracy)
+        self.confirmed = read_confirmed(self.out)
+        for row in self.confirmed.values():  # judged against this run's budget (an earlier one may differ)
+            if "measured" in row:
+                row["misses"] = self.budget.misses(row["measured"], self.base_accuracy)
+        self.study = self._open_study()
+        from edgeopt.nas.cost import resolve_profiles
+
+        # latency allocation asks the runtime's calibrated profile; timing its per-unit table instead costs
+        # minutes per candidate, so without a profile it is left out of the space
+        self.profiled = self.runtime in resolve_profiles([self.runtime], None, self.threads).profiles
+
+    def _open_study(self) -> Any:
+        import optuna
+
+        from edgeopt.nas.search import SearchSettings, _storage, make_sampler
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # ask/tell with a heartbeat storage: Optuna warns that its heartbeat thread runs only in optimize()
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        settings = SearchSettings(storage=self.storage, study_name=STUDY_NAME, minutes=self.budget_s / 60)
+        study = optuna.create_study(
+            storage=_storage(settings),
+            sampler=make_sampler("tpe", self.seed),
+            study_name=STUDY_NAME,
+            directions=["maximize", "minimize"],
+            load_if_exists=True,
+        )
+        mine = {
+            "model": self.model_path,
+            "data": self.data,
+            "runtime": self.runtime,
+            "budget": self.budget.to_json(),
+            "eval_limit": self.eval_limit,
+        }
+        for key, value in mine.items():
+            theirs = study.user_attrs.get(key)
+            if theirs is None:
+                study.set_user_attr(key, value)
+            elif theirs != value:
+                raise EdgeoptError(
+                    f"the study in {self.storage} was started with another {key} ({theirs})",
+                    "rerun with the same model, data, runtime and budget, or another --out/--storage",
+                )
+        return study
+
+    # -- 2. screening --------------------------------------------------------------------------------
+    def screen(self) -> int:
+        """Screen trials for about ``SCREEN_SHARE`` of the time left; returns how many were screened."""
+        import optuna
+
+        from edgeopt.nas.search import quiet_progress
+        from edgeopt.optimize.screen import screen_candidate
+        from edgeopt.optimize.space import sample_passes
+
+        screen_until = self.elapsed() + max(0.0, self.left()) * SCREEN_SHARE
+        limits = self.budget.limits(self.base_accuracy)
+        seen = {
+            json.dumps(t.user_attrs.get("passes"), sort_keys=True): (
+                t.values,
+                t.user_attrs.get("constraints", {}),
+                t.user_attrs.get("screen", {}),
+            )
+            for t in self._done_trials()
+        }
+        count = 0
+        while True:
+            typical = statistics.median(self.trial_seconds) if self.trial_seconds else 0.0
+            if self.elapsed() + typical > screen_until or self.left() < typical:
+                return count
+            count += 1
+            trial = self.study.ask()
+            passes = sample_passes(trial, self.runtime, EPOCH_CHOICES, self.profiled)
+            key = json.dumps(passes, sort_keys=True)
+            self.tick(f"screening trial {trial.number}")
+            t0 = time.perf_counter()
+            if key in seen:  # TPE asked for a recipe already screened: its answer is known
+                values, cons, res = seen[key]
+                for name, v in cons.items():
+                    trial.set_constraint(name, v)
+                trial.set_user_attr("constraints", cons)
+                self._tell(trial, passes, res, values)
+                continue
+            try:
+                with quiet_progress():
+                    res = screen_candidate(
+                        self.model, passes, self.screen_data, self.runtime, self.threads, limits.get("flash_bytes")
+                    )
+            except EdgeoptError as e:
+                trial.set_user_attr("passes", passes)
+                trial.set_user_attr("error", str(e))
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                continue
+            res["seconds"]["trial"] = round(time.perf_counter() - t0, 2)
+            self.trial_seconds.append(res["seconds"]["trial"])
+            figures = {**res.get("cost", {}), "accuracy": res.get("accuracy_val")}
+            if "rejected" in res:
+                figures = {"flash_bytes": res["weight_bytes_bound"]}
+            cons = self.budget.violations(figures, self.base_val_accuracy)
+            for name, v in cons.items():
+                trial.set_constraint(name, v)
+            trial.set_user_attr("constraints", cons)
+            values = [res.get("accuracy_val", 0.0), res.get("cost", {}).get("latency_ms", 1e9)]
+            self._tell(trial, passes, res, values)
+            seen[key] = (values, cons, res)
+
+    def _tell(self, trial: Any, passes: list[dict[str, Any]], res: dict[str, Any], values: list[float]) -> None:
+        trial.set_user_attr("passes", passes)
+        trial.set_user_attr("screen", res)
+        self.study.tell(trial, values)
+
+    def _done_trials(self) -> list[Any]:
+        import optuna
+
+        return [t for t in self.study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+
+    # -- 3. confirmation -----------------------------------------------------------------------------
+    def finalists(self) -> list[Any]:
+        """Screened trials within the cost limits (``COST_SLACK`` over at most), most accurate first; one per recipe."""
+        best: dict[str, Any] = {}
+        for t in self._done_trials():
+            screen = t.user_attrs.get("screen", {})
+            cons = t.user_attrs.get("constraints", {})
+            if "rejected" in screen or "accuracy_val" not in screen:
+                continue
+            if any(v > COST_SLACK for k, v in cons.items() if k != "accuracy"):
+                continue
+            key = json.dumps(t.user_attrs["passes"], sort_keys=True)
+            if key not in best or screen["accuracy_val"] > best[key].user_attrs["screen"]["accuracy_val"]:
+                best[key] = t
+        return sorted(best.values(), key=lambda t: -t.user_attrs["screen"]["accuracy_val"])
+
+    def estimate(self, trial: Any) -> float:
+        """Seconds a full run of ``trial``'s recipe should take (screening time scaled to the full split)."""
+        from edgeopt.optimize.space import training_epochs
+
+        seconds = trial.user_attrs["screen"]["seconds"]
+        scale = self.train_images / max(1, len(self.screen_data.train))
+        training = seconds.get("training", 0.0) if training_epochs(trial.user_attrs["passes"]) else 0.0
+        raw = self.base["seconds"] + seconds["passes"] + training * (scale - 1) + seconds.get("cost", 0.0)
+        return raw * (statistics.median(self.corrections) if self.corrections else 1.0)
+
+    def confirm_finalists(self) -> int:
+        """Confirm finalists not yet confirmed whose estimate fits the time left; returns how many ran."""
+        from edgeopt.optimize.confirm import candidate_recipe, confirm, fingerprint, record_confirmed
+
+        count = 0
+        for trial in self.finalists():
+            recipe = candidate_recipe(
+                self.model_path, self.data, trial.user_attrs["passes"], self.threads, self.eval_limit
+            )
+            fp = fingerprint(recipe)
+            if fp in self.confirmed:
+                continue
+            est = self.estimate(trial)
+            if est > self.left() + 0.05 * self.budget_s:
+                continue  # a cheaper finalist may still fit
+            self.tick(f"confirming trial {trial.number}")
+            count += 1
+            try:
+                measured = confirm(recipe, self.out / "candidates" / f"trial-{trial.number:04d}", self.runtime)
+            except EdgeoptError as e:
+                row = {"fingerprint": fp, "trial": trial.number, "recipe": recipe, "error": str(e)}
+                record_confirmed(self.out, row)
+                continue
+            self.corrections.append(measured["seconds"] / max(est, 1e-3))
+            row = {
+                "fingerprint": fp,
+                "trial": trial.number,
+                "recipe": recipe,
+                "screen": trial.user_attrs["screen"],
+                "measured": measured,
+                "estimated_seconds": round(est, 1),
+                "misses": self.budget.misses(measured, self.base_accuracy),
+            }
+            record_confirmed(self.out, row)
+            self.confirmed[fp] = row
+            self.tick("confirmed")
+        return count
+
+    # -- 4. summary ----------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """Everything ``outputs`` writes: settings, baseline, screened trials, confirmations."""
+        from edgeopt.optimize.space import describe
+
+        if self.bar is not None:
+            self.bar.close()
+        screened = []
+        for t in self.study.get_trials(deepcopy=False):
+            passes = t.user_attrs.get("passes")
+            if passes is None:
+                continue
+            screen = t.user_attrs.get("screen", {})
+            screened.append(
+                {
+                    "trial": t.number,
+                    "state": t.state.name,
+                    "passes": passes,
+                    "describe": describe(passes),
+                    "accuracy_val": screen.get("accuracy_val"),
+                    "accuracy_after_prune": screen.get("accuracy_after_prune"),
+                    "cost": screen.get("cost"),
+                    "rejected": screen.get("rejected"),
+                    "error": t.user_attrs.get("error"),
+                    "constraints": t.user_attrs.get("constraints"),
+                    "seconds": screen.get("seconds"),
+                }
+            )
+        return {
+            "out": str(self.out),
+            "model": self.model_path,
+            "data": self.data,
+            "runtime": self.runtime,
+            "threads": self.threads,
+            "eval_limit": self.eval_limit,
+            "budget": self.budget.to_json(),
+            "limits": self.budget.limits(self.base_accuracy),
+            "minutes": self.budget_s / 60,
+            "seconds": round(self.elapsed(), 1),
+            "storage": self.storage,
+            "baseline": {**self.base, "accuracy_val": self.base_val_accuracy},
+            "screen_images": len(self.screen_data.train),
+            "val_images": len(self.val),
+            "screened": screened,
+            "confirmed": list(self.confirmed.values()),
+        }

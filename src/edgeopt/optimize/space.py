@@ -1,0 +1,89 @@
+"""The recipes ``edgeopt optimize`` searches: ordered passes and their parameters, sampled define-by-run.
+
+A candidate is ``[prune?] -> [quantize?] -> export``, written as the passes of an ordinary recipe
+(``edgeopt.pipeline.recipe``), so the chosen one is a ``best.yaml`` that ``edgeopt recipe`` runs:
+
+- **prune** (channel pruning, or not): ratio of MACs removed, allocation (``uniform``, ``global``, and
+  ``latency`` — from the runtime's calibrated profile, only when one exists), channel rounding, recovery epochs, and
+  whether the recovery distills from the input model (knowledge distillation) or learns from labels.
+- **quantize** (or stay float): int8 PTQ with a calibration method and sample count, or QAT.
+
+int4 and mixed int4/int8 weights are not searched: none of the three runtimes executes a static-int8
+convolution with 4-bit weights (docs/quantization.md), so their artifacts store int8 bytes and only
+lose accuracy. Architecture search (``edgeopt search``) is not part of the space yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+CALIBRATIONS = ("minmax", "percentile", "entropy", "mse")
+
+
+def sample_passes(
+    trial: Any, runtime: str, epochs: tuple[int, ...] = (1, 2, 3), profiled: bool = False
+) -> list[dict[str, Any]]:
+    """One candidate recipe's passes (``[{name: params}, ...]``), each choice a parameter of ``trial``.
+
+    ``epochs``: the recovery lengths searched (pruning recovery and QAT alike). ``profiled``: the runtime
+    has a calibrated latency profile, so ``latency`` allocation (which asks it) is searched too.
+    """
+    from edgeopt.runtimes import RUNTIME_FORMAT
+
+    cat: Callable[..., Any] = trial.suggest_categorical
+    passes: list[dict[str, Any]] = []
+    if cat("prune", [True, False]):
+        epochs_n = cat("prune_epochs", list(epochs))
+        prune = {
+            "method": "channel",
+            "ratio": trial.suggest_float("prune_ratio", 0.2, 0.8, step=0.05),
+            "allocation": (
+                cat("allocation_profiled", ["uniform", "global", "latency"])
+                if profiled
+                else cat("allocation", ["uniform", "global"])
+            ),
+            "round_to": cat("round_to", [4, 8, 16]),
+            "min_keep": 4,
+            "epochs": epochs_n,
+            "distill": cat("distill", [True, False]),
+        }
+        if prune["allocation"] == "latency":
+            prune["runtime"] = runtime
+        passes.append({"prune": prune})
+    quant = cat("quantize", ["ptq", "qat", "none"])
+    if quant != "none":
+        q: dict[str, Any] = {"method": quant, "calib": cat("calib", list(CALIBRATIONS))}
+        if quant == "ptq":
+            q["calib_samples"] = cat("calib_samples", [128, 256, 512])
+        else:
+            q["qat_epochs"] = cat("qat_epochs", list(epochs))
+        passes.append({"quantize": q})
+    passes.append({"export": {"formats": [RUNTIME_FORMAT[runtime]]}})
+    return passes
+
+
+def training_epochs(passes: list[dict[str, Any]]) -> int:
+    """Epochs over the training data the passes spend (pruning recovery, QAT). Pure."""
+    total = 0
+    for p in passes:
+        ((name, params),) = p.items()
+        if name == "prune":
+            total += int(params.get("epochs", 0))
+        elif name == "quantize" and params.get("method") == "qat":
+            total += int(params.get("qat_epochs", 2))
+    return total
+
+
+def describe(passes: list[dict[str, Any]]) -> str:
+    """``prune 0.5 global e2 KD → int8 PTQ entropy/256``: a candidate in one short line. Pure."""
+    words = []
+    for p in passes:
+        ((name, q),) = p.items()
+        if name == "prune":
+            kd = " KD" if q.get("distill") else ""
+            words.append(f"prune {q['ratio']:.2f} {q['allocation']}/{q['round_to']} e{q['epochs']}{kd}")
+        elif name == "quantize":
+            extra = f"/{q['calib_samples']}" if q["method"] == "ptq" else f" e{q['qat_epochs']}"
+            words.append(f"int8 {q['method'].upper()} {q['calib']}{extra}")
+    return " → ".join(words) or "float, unchanged"
