@@ -49,21 +49,22 @@ def closest(summary: dict[str, Any], n: int = 3) -> list[dict[str, Any]]:
     confirmed = {c["trial"] for c in summary["confirmed"]}
     for s in summary["screened"]:
         cons = s.get("constraints") or {}
-        if s["trial"] in confirmed or not cons or all(v <= 0 for v in cons.values()):
+        if s["trial"] in confirmed or not cons:
             continue
         cost = s.get("cost") or {}
         misses = [{"limit": k, "over": round(v, 4)} for k, v in sorted(cons.items(), key=lambda kv: -kv[1]) if v > 0]
-        rows.append(
-            {
-                "trial": s["trial"],
-                "recipe": s["describe"],
-                "figures": "screened",
-                "misses": misses,
-                "accuracy": s.get("accuracy_val"),
-                **{k: cost.get(k) for k in MEASURED_KEYS[1:]},
-            }
-        )
-    rows.sort(key=lambda r: (r["figures"] != "measured", max(m["over"] for m in r["misses"])))
+        row = {
+            "trial": s["trial"],
+            "recipe": s["describe"],
+            "figures": "screened",
+            "misses": misses,
+            "accuracy": s.get("accuracy_val"),
+            **{k: cost.get(k) for k in MEASURED_KEYS[1:]},
+        }
+        if not misses:
+            row["note"] = "within the limits when screened; not confirmed in the time given"
+        rows.append(row)
+    rows.sort(key=lambda r: (r["figures"] != "measured", max((m["over"] for m in r["misses"]), default=0.0)))
     return rows[:n]
 
 
@@ -72,7 +73,7 @@ def miss_text(row: dict[str, Any]) -> str:
     parts = [
         describe_miss(m) if "value" in m else f"{m['limit']} over by {m['over']:.0%} (screened)" for m in row["misses"]
     ]
-    return f"trial {row['trial']} ({row['recipe']}): {'; '.join(parts)}"
+    return f"trial {row['trial']} ({row['recipe']}): {'; '.join(parts) or row.get('note', '')}"
 
 
 def pareto_front(points: list[tuple[float, float, Any]]) -> list[Any]:
@@ -159,10 +160,11 @@ def write_outputs(summary: dict[str, Any]) -> dict[str, Any]:
         near = closest(summary)
         lines = [miss_text(r) for r in near]
         tried = f"{len(measured_rows(summary))} confirmed of {len(summary['screened'])} screened"
+        fix = "relax the limit named most often, give more --minutes, or see report.html"
+        if not measured_rows(summary) and any("note" in r for r in near):
+            fix = f"give more --minutes than {summary['minutes']:g}: candidates within the limits were screened"
         raise OptimizeFailed(
-            f"no candidate meets the budget ({tried}); closest: " + (" | ".join(lines) or "none screened"),
-            "relax the limit named most often, give more --minutes, or see report.html",
-            near,
+            f"no candidate meets the budget ({tried}); closest: " + (" | ".join(lines) or "none screened"), fix, near
         )
     src = Path(chosen["measured"]["artifact"])
     artifact = out / f"model{src.suffix}"

@@ -8,6 +8,11 @@ entropy calibration), exports the integer model to the same runtimes with parity
 measures accuracy and latency inside each, and writes ``report.html`` with every stage.
 ``run_and_report`` returns (and prints) the headline: per runtime, baseline -> final latency
 and accuracy.
+
+Then the demo hands the trained model to ``edgeopt.optimize`` with a device budget for ONNX Runtime
+(``DEMO_BUDGET``: no slower than the float model, at most half its flash, within 2 points) and a few
+minutes: the search over pruning and quantization recipes the hand recipe above fixed by hand, measured
+in the runtime; its ``best.yaml`` and ``report.html`` land in ``OUT/optimize``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ DEMO_RECIPE: dict[str, Any] = {
 }
 
 
+# the optimize step: limits relative to the trained float model as measured in ONNX Runtime by the recipe
+DEMO_BUDGET = {"latency_ratio": 1.0, "flash_ratio": 0.5, "max_drop": 2.0, "minutes": 2.0, "runtime": "onnxruntime"}
+
+
 def run_demo(out: str | Path, verbose: bool = True) -> dict[str, Any]:
     """The demo recipe in ``out``. Stages an earlier demo finished there are reused, and it says so
     (``reused_stages`` in the summary; a line on stderr when ``verbose``)."""
@@ -47,7 +56,48 @@ def run_demo(out: str | Path, verbose: bool = True) -> dict[str, Any]:
         print(f"demo: reusing {min(done, total)} of {total} stages already run in {out} "
               "(delete it, or give another --out, to start fresh)", file=sys.stderr)  # fmt: skip
     summary = run_and_report(recipe_from_dict(DEMO_RECIPE), out, resume=True, verbose=verbose)
-    return {**summary, "reused_stages": done}
+    summary = {**summary, "reused_stages": done}
+    optimized = optimize_trained(Path(out), verbose)
+    return {**summary, "optimize": optimized} if optimized is not None else summary
+
+
+def optimize_trained(out: Path, verbose: bool = True) -> dict[str, Any] | None:
+    """``edgeopt.optimize`` on the demo's trained model under ``DEMO_BUDGET``, in ``out/optimize``.
+
+    The limits are set from the float model's latency and artifact size in the first export stage.
+    Returns optimize's result, or ``{"failed": ...}`` with the closest candidates when nothing meets
+    the budget; ``None`` when the ledger holds no trained model to start from.
+    """
+    from edgeopt.optimize import OptimizeFailed, optimize
+    from edgeopt.pipeline.ledger import read_ledger
+
+    ledger = read_ledger(out / "ledger.jsonl")
+    rt = DEMO_BUDGET["runtime"]
+    trained = next((r for r in ledger if r.get("name") == "train"), None)
+    export = next((r for r in ledger if r.get("name") == "export" and rt in r["metrics"].get("latency_ms", {})), None)
+    if trained is None or export is None:
+        return None
+    latency = DEMO_BUDGET["latency_ratio"] * export["metrics"]["latency_ms"][rt]
+    flash_kb = DEMO_BUDGET["flash_ratio"] * export["metrics"]["artifact_bytes"][rt] / 1024
+    target = f"latency_ms={latency:.4g},flash_kb={flash_kb:.4g}"
+    if verbose:
+        print(f"optimize: the trained model for {rt}, --target {target} --max-drop {DEMO_BUDGET['max_drop']} "
+              f"--minutes {DEMO_BUDGET['minutes']}", file=sys.stderr)  # fmt: skip
+    try:
+        result = optimize(out / trained["checkpoint"], data="digits", runtime=rt, target=target,
+                          max_drop=DEMO_BUDGET["max_drop"], minutes=DEMO_BUDGET["minutes"],
+                          out=out / "optimize")  # fmt: skip
+    except OptimizeFailed as e:
+        if verbose:
+            print(f"optimize: {e}", file=sys.stderr)
+        return {"failed": str(e), "closest": e.closest, "target": target}
+    if verbose:
+        m = result["measured"]
+        print(f"optimize: {result['chosen_recipe']} — {m['accuracy']:.1%}, {m['latency_ms']:.4g} ms, "
+              f"flash {m['flash_bytes'] / 1024:.1f} KB, arena {m['arena_bytes'] / 1024:.1f} KB "
+              f"({result['confirmed']} confirmed of {result['screened']} screened); {result['report']}",
+              file=sys.stderr)  # fmt: skip
+    return {**result, "target": target}
 
 
 def run_and_report(recipe: Recipe, out: str | Path, resume: bool = False, verbose: bool = True) -> dict[str, Any]:

@@ -1,0 +1,114 @@
+"""edgeopt optimize on digits with a small time budget: a candidate within the limits, best.yaml reproduces it,
+the infeasible budget fails naming the limits missed, and the --json forms."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edgeopt.cli import main
+from edgeopt.errors import EdgeoptError
+from edgeopt.optimize import Budget, parse_target
+
+RUNTIME = "onnxruntime"
+LIMITS = "latency_ms=2.0,flash_kb=60"  # the float MLP's artifact is ~76 KB: int8 or pruning is needed
+MAX_DROP = 5.0
+
+
+def cli_json(args: list[str], tmp: Path) -> tuple[int, Any]:
+    """Run the CLI with the real stdout on a file (main() writes JSON there); returns (rc, parsed stdout)."""
+    path = tmp / "stdout.json"
+    saved = os.dup(1)
+    try:
+        with open(path, "w") as f:
+            os.dup2(f.fileno(), 1)
+            rc = main(args)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    text = path.read_text().strip()
+    return rc, (json.loads(text) if text else None)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgeopt.data import load_dataset
+    from edgeopt.model import load_model, save_model
+    from edgeopt.train import FitConfig, fit
+
+    train = load_dataset("digits", "train")
+    model = load_model("zoo:mlp", input_shape=train.sample_shape, num_classes=10, seed=0)
+    model, _ = fit(model, train, FitConfig(epochs=8, optimizer="adam", seed=0, threads=1))
+    return save_model(model, tmp_path_factory.mktemp("opt") / "mlp.edgeopt")
+
+
+@pytest.fixture(scope="module")
+def run(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("opt") / "run"
+    args = ["optimize", str(trained), "--data", "digits", "--runtime", RUNTIME, "--target", LIMITS,
+            "--max-drop", str(MAX_DROP), "--minutes", "2.0", "--out", str(out), "--json"]  # fmt: skip
+    rc, result = cli_json(args, out.parent)
+    assert rc == 0, result
+    return out, result
+
+
+def test_optimize_returns_a_candidate_within_every_limit(run: tuple[Path, dict[str, Any]]) -> None:
+    out, result = run
+    assert set(result["measured"]) >= {"accuracy", "latency_ms", "flash_bytes", "arena_bytes"}
+    assert Path(result["artifact"]).is_file() and Path(result["artifact"]).suffix == ".onnx"
+    assert Path(result["recipe"]) == out / "best.yaml"
+    m, base = result["measured"], result["baseline"]
+    assert m["latency_ms"] <= 2.0 and m["flash_bytes"] <= 60 * 1024
+    assert m["accuracy"] >= base["accuracy"] - MAX_DROP / 100
+    assert m["flash_bytes"] == Path(result["artifact"]).stat().st_size
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert pareto["chosen"]["trial"] == result["chosen_trial"] and pareto["candidates"]
+    html = (out / "report.html").read_text()
+    assert "<svg" in html and "Chosen: trial" in html and "met" in html
+
+
+def test_best_yaml_reproduces_the_choice(run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    from edgeopt.optimize.confirm import final_artifact
+    from edgeopt.pipeline import load_recipe, run_recipe
+
+    out, result = run
+    recipe = yaml.safe_load((out / "best.yaml").read_text())
+    assert recipe["passes"][-1] == {"export": {"formats": ["onnx"]}}
+    ledger = run_recipe(load_recipe(out / "best.yaml"), tmp_path / "again")
+    acc = ledger[-1]["metrics"]["accuracy_by_runtime"][RUNTIME]
+    size = final_artifact(ledger, tmp_path / "again", RUNTIME).stat().st_size
+    assert abs(acc - result["measured"]["accuracy"]) <= 0.02
+    assert abs(size - result["measured"]["flash_bytes"]) <= 0.02 * result["measured"]["flash_bytes"]
+
+
+def test_infeasible_budget_exits_nonzero_naming_the_missed_limits(
+    trained: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    args = ["optimize", str(trained), "--runtime", RUNTIME, "--target", "latency_ms=2.0,flash_kb=1",
+            "--max-drop", "0.5", "--minutes", "0.6", "--out", str(tmp_path / "inf"), "--json"]  # fmt: skip
+    rc, payload = cli_json(args, tmp_path)
+    err = capfd.readouterr().err
+    assert rc == 2
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "no candidate meets the budget" in errors[0] and "flash" in errors[0]
+    assert payload["closest"] and all(m["limit"] == "flash_bytes" for c in payload["closest"] for m in c["misses"])
+    assert (tmp_path / "inf" / "pareto.json").is_file() and not (tmp_path / "inf" / "best.yaml").exists()
+
+
+def test_target_parsing_and_misses() -> None:
+    b = parse_target("latency_ms=0.5, flash_kb=40,arena_kb=8", 1.0)
+    assert b == Budget(latency_ms=0.5, max_drop=1.0, arena_kb=8.0, flash_kb=40.0)
+    figures = {"accuracy": 0.74, "latency_ms": 0.4, "flash_bytes": 50 * 1024, "arena_bytes": 4096}
+    assert [m["limit"] for m in b.misses(figures, 0.7548)] == ["accuracy", "flash_bytes"]  # worst first
+    assert b.misses({**figures, "flash_bytes": 1000, "accuracy": 0.75}, 0.7548) == []
+    for bad, fragment in [("flash_kb=40", "needs latency_ms"), ("latency_ms=x", "not a number"),
+                          ("latency_ms=1,speed=2", "KEY=VALUE"), ("latency_ms=-1", "positive")]:  # fmt: skip
+        with pytest.raises(EdgeoptError, match=fragment):
+            parse_target(bad, 1.0)
+    with pytest.raises(EdgeoptError, match="max-drop"):
+        parse_target("latency_ms=1", -1.0)
