@@ -47,6 +47,7 @@ SKIP = {
     "hw transfer litert.json": "needs a profile from `edgeopt hw calibrate`",
     "train fast.edgeopt": "a latency budget asks this machine's calibrated profile (`edgeopt hw calibrate`)",
     "search run/": "architecture search trains 40 candidate networks (many minutes); tests/test_nas.py covers search",
+    "optimize opt/": "a search of --minutes (10 here); tests/test_optimize.py runs optimize on digits in 2 minutes",
     "search w1/": "README elides this worker's flags ('...'): it is not a runnable line",
     "train ae.edgeopt": "array data (anomaly:), not digits, which this test substitutes for --data; "
     "tests/test_tasks.py trains fc_autoencoder on anomaly windows",
