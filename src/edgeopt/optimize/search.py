@@ -260,9 +260,9 @@ class _Run:
                     res = screen_candidate(
                         self.model, passes, self.screen_data, self.runtime, self.threads, limits.get("flash_bytes")
                     )
-            except EdgeoptError as e:
+            except Exception as e:  # one candidate's failure (a pass refusing its parameters, an export) ends only it
                 trial.set_user_attr("passes", passes)
-                trial.set_user_attr("error", str(e))
+                trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:500])
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
             res["seconds"]["trial"] = round(time.perf_counter() - t0, 2)
@@ -335,8 +335,13 @@ class _Run:
             count += 1
             try:
                 measured = confirm(recipe, self.out / "candidates" / f"trial-{trial.number:04d}", self.runtime)
-            except EdgeoptError as e:
-                row = {"fingerprint": fp, "trial": trial.number, "recipe": recipe, "error": str(e)}
+            except Exception as e:  # as in screening: recorded, and the next finalist is tried
+                row = {
+                    "fingerprint": fp,
+                    "trial": trial.number,
+                    "recipe": recipe,
+                    "error": f"{type(e).__name__}: {e}"[:500],
+                }
                 record_confirmed(self.out, row)
                 continue
             self.corrections.append(measured["seconds"] / max(est, 1e-3))
