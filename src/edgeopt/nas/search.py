@@ -226,16 +226,19 @@ def open_study(space: SearchSpace, budget: Budget, settings: SearchSettings) -> 
         load_if_exists=True,
     )
     mine = {"space": space.to_json(), "budget": budget.to_json(), "runtimes": settings.runtimes}
+    claim_study(study, mine, f"study '{settings.study_name}'",
+                "use the same --space, budget flags and --runtime, or another --study-name")  # fmt: skip
+    return study
+
+
+def claim_study(study: Any, mine: dict[str, Any], name: str, fix: str) -> None:
+    """Record ``mine`` in a new study's user attributes; a joined study must hold the same values."""
     for key, value in mine.items():
         theirs = study.user_attrs.get(key)
         if theirs is None:
             study.set_user_attr(key, value)
         elif theirs != value:
-            raise EdgeoptError(
-                f"study '{settings.study_name}' was started with another {key} ({theirs})",
-                "use the same --space, budget flags and --runtime, or another --study-name",
-            )
-    return study
+            raise EdgeoptError(f"{name} was started with another {key} ({theirs})", fix)
 
 
 def make_objective(

@@ -187,7 +187,7 @@ class _Run:
     def _open_study(self) -> Any:
         import optuna
 
-        from edgeopt.nas.search import SearchSettings, _storage, make_sampler
+        from edgeopt.nas.search import SearchSettings, _storage, claim_study, make_sampler
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         # ask/tell with a heartbeat storage: Optuna warns that its heartbeat thread runs only in optimize()
@@ -207,15 +207,8 @@ class _Run:
             "budget": self.budget.to_json(),
             "eval_limit": self.eval_limit,
         }
-        for key, value in mine.items():
-            theirs = study.user_attrs.get(key)
-            if theirs is None:
-                study.set_user_attr(key, value)
-            elif theirs != value:
-                raise EdgeoptError(
-                    f"the study in {self.storage} was started with another {key} ({theirs})",
-                    "rerun with the same model, data, runtime and budget, or another --out/--storage",
-                )
+        fix = "rerun with the same model, data, runtime and budget, or another --out/--storage"
+        claim_study(study, mine, f"the study in {self.storage}", fix)
         return study
 
     # -- 2. screening --------------------------------------------------------------------------------
