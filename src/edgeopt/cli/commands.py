@@ -391,8 +391,8 @@ def demo(
 ) -> None:
     """The main job on built-in digits: train ResNet-8 → distill into a half-width student → prune half
     its MACs → quantize to int8 → export to ONNX Runtime, ExecuTorch and LiteRT, measured in each.
-    Then `edgeopt optimize` searches such recipes for the trained model under a device budget in ONNX
-    Runtime (about 2 minutes).
+    Then `edgeopt optimize` searches such recipes for the trained model under a device budget in LiteRT
+    (3 minutes).
 
     Writes report.html in --out (and OUT/optimize: best.yaml, report.html). An earlier demo in --out is
     continued, not redone (it says so).

@@ -34,7 +34,23 @@ from edgeopt.optimize.target import Budget, parse_target
 STUDY_NAME = "edgeopt-optimize"
 SCREEN_SHARE = 0.5  # of the budget, at most, for screening
 COST_SLACK = 0.1  # screened cost may be this far over a limit and still go to confirmation
+ACCURACY_SLACK = 1.0  # screened (subset) accuracy may be this many allowed drops below the floor
 EPOCH_CHOICES = (1, 2, 3)
+# first trials of a fresh study: int8 PTQ alone, and half the MACs pruned (KD recovery) then int8 PTQ
+WARM_START = (
+    {"prune": False, "quantize": "ptq", "calib": "entropy", "calib_samples": 256},
+    {
+        "prune": True,
+        "prune_epochs": 2,
+        "prune_ratio": 0.5,
+        "allocation": "global",
+        "round_to": 16,
+        "distill": True,
+        "quantize": "ptq",
+        "calib": "percentile",
+        "calib_samples": 256,
+    },
+)
 
 
 class OptimizeFailed(EdgeoptError):
@@ -209,6 +225,9 @@ class _Run:
         }
         fix = "rerun with the same model, data, runtime and budget, or another --out/--storage"
         claim_study(study, mine, f"the study in {self.storage}", fix)
+        if not study.trials:  # a fresh study starts from the two recipes the docs recommend by hand
+            for params in WARM_START:
+                study.enqueue_trial(params)
         return study
 
     # -- 2. screening --------------------------------------------------------------------------------
@@ -291,6 +310,8 @@ class _Run:
             if "rejected" in screen or "accuracy_val" not in screen:
                 continue
             if any(v > COST_SLACK for k, v in cons.items() if k != "accuracy"):
+                continue
+            if cons.get("accuracy", 0.0) > ACCURACY_SLACK:  # far below the floor even for a subset's proxy
                 continue
             key = json.dumps(t.user_attrs["passes"], sort_keys=True)
             if key not in best or screen["accuracy_val"] > best[key].user_attrs["screen"]["accuracy_val"]:
