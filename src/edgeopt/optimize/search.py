@@ -341,8 +341,8 @@ class _Run:
             if fp in self.confirmed:
                 continue
             est = self.estimate(trial)
-            # the first confirmation may use the 10% the budget allows; later ones keep half of it in reserve
-            slack = 0.05 if any("measured" in c for c in self.confirmed.values()) else 0.1
+            # the first confirmation may use the 10% the budget allows; later ones must fit in what is left
+            slack = 0.0 if any("measured" in c for c in self.confirmed.values()) else 0.1
             if est > self.left() + slack * self.budget_s:
                 continue  # a cheaper finalist may still fit
             self.tick(f"confirming trial {trial.number}")
