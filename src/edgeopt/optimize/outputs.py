@@ -157,6 +157,7 @@ def write_outputs(summary: dict[str, Any]) -> dict[str, Any]:
     write_json_atomic(out / "pareto.json", pareto)
     write_bytes_atomic(out / "report.html", render_report(pareto).encode("utf-8"))
     if chosen is None:
+        _remove_stale_choice(out)
         near = closest(summary)
         lines = [miss_text(r) for r in near]
         tried = f"{len(measured_rows(summary))} confirmed of {len(summary['screened'])} screened"
@@ -189,3 +190,13 @@ def write_outputs(summary: dict[str, Any]) -> dict[str, Any]:
         "pareto": str(out / "pareto.json"),
         "report": str(out / "report.html"),
     }
+
+
+def _remove_stale_choice(out: Path) -> None:
+    """An earlier run's ``best.yaml`` and artifact in RUN (another budget) must not read as this run's choice."""
+    from edgeopt.interop.export import sidecar_path
+
+    for path in [out / "best.yaml", *out.glob("model.*")]:
+        if path.suffix in (".yaml", ".onnx", ".pte", ".tflite"):
+            sidecar_path(path).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
