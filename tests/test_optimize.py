@@ -86,20 +86,6 @@ def test_best_yaml_reproduces_the_choice(run: tuple[Path, dict[str, Any]], tmp_p
     assert abs(size - result["measured"]["flash_bytes"]) <= 0.02 * result["measured"]["flash_bytes"]
 
 
-def test_infeasible_budget_exits_nonzero_naming_the_missed_limits(
-    trained: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
-) -> None:
-    args = ["optimize", str(trained), "--runtime", RUNTIME, "--target", "latency_ms=2.0,flash_kb=1",
-            "--max-drop", "0.5", "--minutes", "0.6", "--out", str(tmp_path / "inf"), "--json"]  # fmt: skip
-    rc, payload = cli_json(args, tmp_path)
-    err = capfd.readouterr().err
-    assert rc == 2
-    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and "no candidate meets the budget" in errors[0] and "flash" in errors[0]
-    assert payload["closest"] and all(m["limit"] == "flash_bytes" for c in payload["closest"] for m in c["misses"])
-    assert (tmp_path / "inf" / "pareto.json").is_file() and not (tmp_path / "inf" / "best.yaml").exists()
-
-
 def test_target_parsing_and_misses() -> None:
     b = parse_target("latency_ms=0.5, flash_kb=40,arena_kb=8", 1.0)
     assert b == Budget(latency_ms=0.5, max_drop=1.0, arena_kb=8.0, flash_kb=40.0)
@@ -112,3 +98,22 @@ def test_target_parsing_and_misses() -> None:
             parse_target(bad, 1.0)
     with pytest.raises(EdgeoptError, match="max-drop"):
         parse_target("latency_ms=1", -1.0)
+
+
+def test_infeasible_budget_exits_nonzero_naming_the_missed_limits(
+    run: tuple[Path, dict[str, Any]], trained: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """In the same RUN with a new study: the baseline and confirmations are reused, judged by the new budget."""
+    out, _ = run
+    args = ["optimize", str(trained), "--runtime", RUNTIME, "--target", "latency_ms=2.0,flash_kb=1",
+            "--max-drop", "0.5", "--minutes", "0.5", "--out", str(out), "--storage",
+            f"sqlite:///{tmp_path / 'inf.db'}", "--json"]  # fmt: skip
+    rc, payload = cli_json(args, tmp_path)
+    err = capfd.readouterr().err
+    assert rc == 2
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "no candidate meets the budget" in errors[0] and "flash" in errors[0]
+    closest = payload["closest"]
+    assert closest and all(any(m["limit"] == "flash_bytes" for m in c["misses"]) for c in closest)
+    assert closest[0]["figures"] == "measured" and closest[0]["flash_bytes"] > 1024
+    assert (out / "pareto.json").is_file() and not (out / "best.yaml").exists()  # this run chose nothing
