@@ -24,6 +24,7 @@ Writes benchmarks/results/quantization.json.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import tempfile
 import time
@@ -161,6 +162,163 @@ def latency_check(calib_samples: int, rounds: int) -> dict[str, Any]:
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}  # fmt: skip
 
 
+def onnx_clip_only(qdq_onnx: Path, out: Path) -> Path:
+    """The float control of a QDQ model: each per-tensor activation QuantizeLinear->DequantizeLinear pair
+    replaced by ``Clip`` to its quantization range, weights dequantized as they are (no activation
+    rounding). For NNCF's model: what its activation ranges alone do to the float model."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.load(str(qdq_onnx))
+    g = m.graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    removed, clips = [], []
+    for n in g.node:
+        if n.op_type != "QuantizeLinear" or n.input[0] in inits or inits.get(n.input[1], np.zeros(2)).size != 1:
+            continue
+        scale, zp = float(inits[n.input[1]]), inits[n.input[2]]
+        info = np.iinfo(zp.dtype)
+        lo, hi = scale * (info.min - int(zp)), scale * (info.max - int(zp))
+        g.initializer.extend([numpy_helper.from_array(np.array(lo, np.float32), n.output[0] + "_lo"),
+                              numpy_helper.from_array(np.array(hi, np.float32), n.output[0] + "_hi")])  # fmt: skip
+        for dq in consumers.get(n.output[0], []):
+            clips.append(
+                helper.make_node("Clip", [n.input[0], n.output[0] + "_lo", n.output[0] + "_hi"], [dq.output[0]])
+            )
+            removed.append(dq)
+        removed.append(n)
+    for n in removed:
+        g.node.remove(n)
+    known = {i.name for i in g.input} | set(inits) | {n.output[0] + s for n in removed for s in ("_lo", "_hi")}
+    todo, ordered = list(g.node) + clips, []
+    while todo:  # topological order again (a Clip replaces a DequantizeLinear in place)
+        ready = [n for n in todo if all(not i or i in known for i in n.input)]
+        if not ready:
+            raise RuntimeError("clip-only graph has a cycle or an unknown input")
+        for n in ready:
+            ordered.append(n)
+            todo.remove(n)
+            known.update(n.output)
+    del g.node[:]
+    g.node.extend(ordered)
+    onnx.save(m, str(out))
+    return out
+
+
+# the recipes of the issue-16 study: name -> QuantRecipe fields (entropy ranges, bias correction on)
+ISSUE16_VARIANTS = {
+    "edgeopt int8 (default)": {},
+    "edgeopt int8 meanmax": {"calib": "meanmax"},
+    "edgeopt int8 AdaRound": {"weight_rounding": "adaround"},
+    "edgeopt int8 meanmax + AdaRound": {"calib": "meanmax", "weight_rounding": "adaround"},
+}
+# ONNX Runtime only: the same recipes with the residual adds and the logits left float (as NNCF does)
+ISSUE16_ORT_FLOAT = {
+    "edgeopt int8 + float add/logits": {"float_ops": ["add", "logits"]},
+    "edgeopt int8 meanmax + float add/logits": {"calib": "meanmax", "float_ops": ["add", "logits"]},
+}
+
+
+def accuracy_study(calib_samples: int, rounds: int, limit: int | None) -> dict[str, Any]:
+    """Issue 16 (``--only accuracy``): the new PTQ options side by side with NNCF and TFLite's int8, one run.
+
+    Rows (accuracy on the test images inside each runtime, p50 at batch 1, 1 thread, interleaved):
+    float in each runtime, TFLite's int8, NNCF PTQ (ORT), and each ``ISSUE16_VARIANTS`` recipe in
+    ExecuTorch, LiteRT and ONNX Runtime (full integer), plus ``ISSUE16_ORT_FLOAT`` in ONNX Runtime.
+    Controls, to split a gain into domain adaptation and quantization: per recipe the float model with
+    that recipe's activation clipping and no rounding (``controls.clipped_float``, PyTorch) and with
+    its bias-corrected weights; NNCF's activation ranges given to the float ONNX model
+    (``onnx_clip_only``, in ORT). AdaBN alignment needs batch norms, which the imported ResNet-8 has
+    folded away: recorded as not applicable, with the error it gives.
+    """
+    from edgeopt.compress.quantize.align import adabn
+    from edgeopt.compress.quantize.controls import clipped_float
+    from edgeopt.errors import EdgeoptError
+
+    tflite_f = shared_path("mlperf-tiny/resnet8_float32.tflite")
+    tflite_q = shared_path("mlperf-tiny/resnet8_int8.tflite")
+    spec = f"imagefolder:{shared_path('cifar10-jpg.zip')}"
+    train = load_dataset(spec, "train")
+    test = load_dataset(spec, "test").take(limit, seed=0)
+    model = load_model(tflite_f, input_range=(0, 255))
+    work = Path(tempfile.mkdtemp(prefix="edgeopt-q16-"))
+    acc: dict[str, float] = {}
+    runners: dict[str, Any] = {}
+    out: dict[str, Any] = {"variants": {}, "float_ops": {}}
+
+    def run_eval(key: str, runner: Any) -> None:
+        acc[key] = evaluate(model.meta, test, predict=runner.run).accuracy
+        runners[key] = runner
+        print(f"  {key:<48} {100 * acc[key]:6.2f}%", flush=True)
+
+    run_eval("float tflite (LiteRT)", open_runner("litert", tflite_f, threads=1))
+    run_eval("TFLite int8 reference (LiteRT)", open_runner("litert", tflite_q, threads=1))
+    float_paths = {}
+    for fmt in ("pte", "tflite", "onnx"):
+        r = export_model(model, fmt, work / f"float.{fmt}")
+        float_paths[fmt] = r.path
+        run_eval(f"float {r.runtime}", open_runner(r.runtime, r.path, threads=1))
+    float_sim = evaluate(model, test).accuracy
+    try:
+        adabn(copy.deepcopy(model.module), calibration_batch(model, train, 8, 0))
+        out["adabn"] = "applicable"
+    except EdgeoptError as e:
+        out["adabn"] = f"not applicable: {e}"
+    for name, fields in {**ISSUE16_VARIANTS, **ISSUE16_ORT_FLOAT}.items():
+        t0 = time.perf_counter()
+        q = quantize_ptq(model, train, QuantRecipe(calib_samples=calib_samples, **fields))
+        secs = time.perf_counter() - t0
+        sim = evaluate(q, test).accuracy
+        clip = evaluate(EdgeModel(clipped_float(q.module), model.meta), test).accuracy
+        bcw = evaluate(float_model(q), test).accuracy
+        row = {"recipe": fields, "ptq_seconds": round(secs, 2), "sim_accuracy": sim,
+               "control_float_clipped": clip, "control_float_corrected_biases": bcw,
+               "domain_gain_points": 100 * (clip - float_sim), "quantization_gain_points": 100 * (sim - clip),
+               "float_ops_program": q.meta.lineage[-1]["metrics"].get("float_ops", [])}  # fmt: skip
+        out["variants"][name] = row
+        print(f"  {name}: sim {100 * sim:.2f}%  float+clip {100 * clip:.2f}%  float+bc {100 * bcw:.2f}%  "
+              f"PTQ {secs:.1f} s  float ops {row['float_ops_program']}", flush=True)  # fmt: skip
+        fmts = ("onnx",) if name in ISSUE16_ORT_FLOAT else ("pte", "tflite", "onnx")
+        for fmt in fmts:
+            r = export_model(q, fmt, work / f"{len(out['variants'])}.{fmt}")
+            run_eval(f"{name} {r.runtime}", open_runner(r.runtime, r.path, threads=1))
+            if fmt == "tflite":
+                out["float_ops"][f"{name} {r.runtime}"] = tflite_ops(r.path)
+            if fmt == "onnx":
+                out["float_ops"][f"{name} {r.runtime}"] = ort_optimized_ops(r.path, work)
+    xn = calibration_batch(model, train, calib_samples, 0).numpy()
+    try:
+        t0 = time.perf_counter()
+        p = nncf_onnx(float_paths["onnx"], work / "nncf.onnx", xn)
+        out["nncf_ptq_seconds"] = round(time.perf_counter() - t0, 2)
+        run_eval("NNCF PTQ (ORT)", open_runner("onnxruntime", p, threads=1))
+        out["float_ops"]["NNCF PTQ (ORT)"] = ort_optimized_ops(p, work)
+        c = onnx_clip_only(p, work / "nncf_clip_only.onnx")
+        with open_runner("onnxruntime", c, threads=1) as run:
+            out["control_float_with_nncf_ranges_ort"] = evaluate(model.meta, test, predict=run.run).accuracy
+        print(f"  float with NNCF's activation ranges (ORT): {100 * out['control_float_with_nncf_ranges_ort']:.2f}%")
+    except ImportError:
+        print("  NNCF not installed (pip install -e .[bench]): skipped")
+    x = model.example_input(1).numpy()
+    print(f"latency (1 thread, {rounds} interleaved rounds, {len(runners)} artifacts)", flush=True)
+    lat = interleaved_p50(runners, {k: x for k in runners}, rounds=rounds)
+    for r in runners.values():
+        r.close()
+    out["rows"] = {k: {"accuracy": acc[k], "p50_ms": v["p50_ms"], "p90_ms": v["p90_ms"],
+                       "p50_ms_per_round": v["p50_ms_per_round"]} for k, v in lat.items()}  # fmt: skip
+    out["float_sim_accuracy"] = float_sim
+    out["samples"] = len(test)
+    out["calib_samples"] = calib_samples
+    out["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    for k, v in out["rows"].items():
+        print(f"  {k:<48} {100 * v['accuracy']:6.2f}%  {1000 * v['p50_ms']:7.1f} µs")
+    return out
+
+
 def zoo_study(epochs: int = 6) -> dict[str, Any]:
     """Zoo models on digits (offline, minutes): PTQ vs QAT at int4, CLE on MobileNetV2, DS-CNN int8.
 
@@ -229,9 +387,11 @@ def main() -> None:
     ap.add_argument("--no-peers", action="store_true", help="skip ORT/PT2E/NNCF peers")
     ap.add_argument("--mixed", action="store_true", help="also run the int4 mixed-precision study")
     ap.add_argument("--zoo", action="store_true", help="also run the digits zoo study (QAT int4, CLE, DS-CNN)")
-    ap.add_argument("--only", choices=["mixed", "zoo", "latency"],
+    ap.add_argument("--only", choices=["mixed", "zoo", "latency", "accuracy"],
                     help="run just that study (merged into the results file); latency: the int8 latency "
-                         "check alone (reference vs edgeopt in each runtime, and their fp32), no accuracy")  # fmt: skip
+                         "check alone (reference vs edgeopt in each runtime, and their fp32), no accuracy; "
+                         "accuracy: issue 16's rows alone (new PTQ options, their float controls, NNCF, "
+                         "float, TFLite int8)")  # fmt: skip
     args = ap.parse_args()
 
     t_start = time.perf_counter()
@@ -374,7 +534,7 @@ def main() -> None:
         import json
 
         old = json.loads(previous.read_text()).get("figures", {})
-        for key in ("mixed_precision", "zoo"):
+        for key in ("mixed_precision", "zoo", "latency_check", "accuracy_issue16"):
             if key not in figures and key in old:
                 figures[key] = old[key]
     figures["total_seconds"] = round(time.perf_counter() - t_start, 1)
@@ -398,6 +558,8 @@ def _only(args: argparse.Namespace) -> None:
         fig = zoo_study()
     elif args.only == "latency":
         fig = latency_check(args.calib_samples, args.rounds)
+    elif args.only == "accuracy":
+        fig = accuracy_study(args.calib_samples, args.rounds, args.limit)
     else:
         from edgeopt.compress.quantize.mixed import mixed_precision_study
 
@@ -407,7 +569,7 @@ def _only(args: argparse.Namespace) -> None:
         fig = mixed_precision_study(model, load_dataset(spec, "train"), test, tempfile.mkdtemp(), args.calib_samples)
     fig["seconds"] = round(time.perf_counter() - t0, 1)
     fig["load_average"] = list(os.getloadavg())
-    key = {"zoo": "zoo", "latency": "latency_check"}.get(args.only, "mixed_precision")
+    key = {"zoo": "zoo", "latency": "latency_check", "accuracy": "accuracy_issue16"}.get(args.only, "mixed_precision")
     # read just before writing: another study may have finished meanwhile
     payload = json.loads(path.read_text()) if path.is_file() else {"benchmark": "quantization", "figures": {}}
     payload["figures"][key] = fig

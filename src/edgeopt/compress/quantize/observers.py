@@ -52,7 +52,7 @@ SOFTMAX_SCALE, SOFTMAX_ZERO_POINT = 1.0 / 256.0, -128
 
 
 class CalibrationObserver(UniformQuantizationObserverBase):
-    """Observer using ``method`` (minmax, percentile, entropy, mse) to choose its quantization range.
+    """Observer using ``method`` (minmax, percentile, entropy, mse, meanmax) to choose its quantization range.
 
     Per-tensor affine for activations (histogram of ``bins`` bins; cost: one ``histc``-sized pass
     per batch); symmetric for weights (``weight_method`` minmax or mse), per channel or, with
@@ -82,6 +82,7 @@ class CalibrationObserver(UniformQuantizationObserverBase):
         self.bins = int(bins)
         self.ch_axis = int(ch_axis)
         self.hist: cal.Histogram | None = None
+        self.extremes: cal.SampleExtremes | None = None  # meanmax: per-sample min/max sums
         self.weight: np.ndarray | None = None
         self.fixed: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -104,6 +105,9 @@ class CalibrationObserver(UniformQuantizationObserverBase):
                 self.weight = x.detach().float().cpu().numpy()
             else:
                 self.hist = _merge_torch(self.hist, x.detach().float(), self.bins)
+                if self.method == "meanmax" and x.ndim > 0:
+                    self.extremes = self.extremes or cal.SampleExtremes({})
+                    self.extremes.add(x.detach().float().cpu().numpy())
         return x
 
     def fix_qparams(self, scale: torch.Tensor | list[float], zero_point: torch.Tensor | list[int]) -> None:
@@ -117,6 +121,8 @@ class CalibrationObserver(UniformQuantizationObserverBase):
         """The (lo, hi) this observer's method picked, per-tensor only (None before calibration)."""
         if self.hist is None:
             return None
+        if self.method == "meanmax" and self.extremes is not None:
+            return cal.meanmax_range(self.extremes)
         return cal.choose_range(self.hist, self.method, self.percentile, self.quant_min, self.quant_max)
 
     @torch.jit.export

@@ -38,14 +38,16 @@ import torch
 from torch import nn
 
 from edgeopt.compress.quantize import calibration as cal
-from edgeopt.compress.quantize.targets import check_target_options, require_integer, target_spec
+from edgeopt.compress.quantize.targets import check_target_options, float_op_names, require_integer, target_spec
 from edgeopt.data import ImageDataset
 from edgeopt.errors import EdgeoptError
 from edgeopt.model import EdgeModel, build_module, check_finite, register_kind
 
 ARCH_KIND = "quantized"
 WEIGHT_CHOICES = ("int8", "int4", "mixed")
-ROUNDINGS = ("nearest", "gptq")
+ROUNDINGS = ("nearest", "gptq", "adaround")
+FLOAT_OPS = ("add", "logits")  # ops a runtime that mixes may keep float (``QuantRecipe.float_ops``)
+_ADD_OPS = (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
 
 
 @dataclass
@@ -72,6 +74,8 @@ class QuantRecipe:
     lean_graph: bool = True  # shape ops share qparams, int8 softmax (see observers.EdgeQuantizer)
     weight_rounding: str = "nearest"  # nearest | gptq (error-compensating rounding of the 4-bit layers)
     target: str = "xnnpack"  # xnnpack | npu-int8 | mcu-int8 (see targets; records without it are xnnpack)
+    align: str = "none"  # none | adabn: batch-norm statistics re-estimated on the calibration data (``align``)
+    float_ops: list[str] = field(default_factory=list)  # add (residual adds) / logits (last linear) kept float
 
     def validate(self) -> QuantRecipe:
         if self.calib not in cal.RANGE_METHODS:
@@ -84,14 +88,24 @@ class QuantRecipe:
             raise EdgeoptError(f"unknown weight method '{self.weight_method}'", "use minmax or mse")
         if self.weight_rounding not in ROUNDINGS:
             raise EdgeoptError(f"unknown weight rounding '{self.weight_rounding}'", f"use {', '.join(ROUNDINGS)}")
+        if self.weight_rounding == "adaround" and not target_spec(self.target).all_per_channel:
+            raise EdgeoptError(f"AdaRound pins per-channel weight scales; target {self.target} has per-tensor weights",
+                               "use --rounding nearest with this target")  # fmt: skip
         bad = {k: v for k, v in self.layer_bits.items() if v not in (0, 4, 8)}
         if bad:
             raise EdgeoptError(f"layer bits must be 0 (float), 4 or 8: {bad}")
         if not 50 < self.percentile <= 100:
             raise EdgeoptError(f"percentile must be in (50, 100], not {self.percentile}")
+        from edgeopt.compress.quantize.align import ALIGN_CHOICES
+
+        if self.align not in ALIGN_CHOICES:
+            raise EdgeoptError(f"unknown alignment '{self.align}'", f"use {', '.join(ALIGN_CHOICES)}")
+        bad_ops = sorted(set(self.float_ops) - set(FLOAT_OPS))
+        if bad_ops:
+            raise EdgeoptError(f"unknown float ops {bad_ops}", f"choose among {', '.join(FLOAT_OPS)}")
         bits = {self.weight_bits, *self.layer_bits.values()}
         weights = "int8" if bits - {0} <= {8} else "int4" if bits - {0} == {4} else "mixed"
-        check_target_options(self.target, weights, self.method, float_layers=0 in bits)
+        check_target_options(self.target, weights, self.method, float_layers=0 in bits or bool(self.float_ops))
         return self
 
     @classmethod
@@ -143,9 +157,12 @@ def make_quantizer(recipe: QuantRecipe) -> Any:
         if bits in (4, 8) and bits != recipe.weight_bits:
             method = "mse" if bits == 4 else recipe.weight_method
             q.weight_specs[name] = quantization_config(recipe.calib, bits, method, recipe.percentile).weight
-    if floats:
+    float_adds = "add" in recipe.float_ops
+    if floats or float_adds:
 
         def keep(n: torch.fx.Node) -> bool:
+            if float_adds and n.target in _ADD_OPS:
+                return False
             stack = n.meta.get("nn_module_stack") or {}
             return not any(path in floats for path, _ in stack.values())
 
@@ -460,6 +477,12 @@ def layer_bits(module: nn.Module, recipe: QuantRecipe) -> dict[str, int]:
             for n, m in module.named_modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Linear)}  # fmt: skip
 
 
+def logits_layer(module: nn.Module) -> str | None:
+    """Path of the last linear layer of ``module`` (module order): the classifier giving the logits."""
+    last = [n for n, m in module.named_modules() if isinstance(m, nn.Linear)]
+    return last[-1] if last else None
+
+
 def quantize_ptq(
     model: EdgeModel,
     data: ImageDataset,
@@ -473,6 +496,10 @@ def quantize_ptq(
     last lineage step.
     """
     recipe = (recipe or QuantRecipe()).validate()
+    if "logits" in recipe.float_ops:  # kept float through the float-layer machinery (layer_bits 0)
+        last = logits_layer(model.module)
+        if last is not None:
+            recipe = QuantRecipe.from_json({**asdict(recipe), "layer_bits": {**recipe.layer_bits, last: 0}})
     start = time.perf_counter()
     if getattr(model.module, "quantized", False):
         raise EdgeoptError("the model is already quantized", "quantize its float original instead")
@@ -481,6 +508,10 @@ def quantize_ptq(
     x_calib = calibration_batch(model, data, recipe.calib_samples, recipe.seed)
     example = x_calib[:1]
     info: dict[str, Any] = {}
+    if recipe.align != "none":
+        from edgeopt.compress.quantize.align import adabn
+
+        info["align"] = {recipe.align: adabn(float_module, x_calib)}  # before BN folding: AdaBN needs the BNs
     if recipe.fold_bn:
         from edgeopt.compress.quantize.transforms import fold_batchnorm
 
@@ -497,8 +528,17 @@ def quantize_ptq(
         steps = apply_gptq(float_module, low, x_calib, "mse")
         info["gptq_layers"] = sorted(steps)
         weight_steps = {**steps, **(weight_steps or {})}
+    elif recipe.weight_rounding == "adaround":
+        from edgeopt.compress.quantize.adaround import apply_adaround
+
+        pinned = weight_steps or {}
+        todo = {n: b for n, b in layer_bits(float_module, recipe).items() if b in (4, 8) and n not in pinned}
+        steps = apply_adaround(float_module, todo, x_calib, recipe.weight_method, seed=recipe.seed)
+        info["adaround_layers"] = sorted(steps)
+        weight_steps = {**steps, **pinned}
     prepared = prepare(float_module, example, recipe)
     require_integer(prepared, recipe.target)  # integer-only targets: refuse an op that would stay float
+    info["float_ops"] = float_op_names(prepared)
     for o in output_observers(prepared).values():
         o.method = "minmax"  # clipping the logits would tie the top classes: the output keeps its full range
     if weight_steps:

@@ -155,6 +155,16 @@ def op_label(node: Any) -> str:
     return name[: -len(".default")] if name.endswith(".default") else name
 
 
+def float_op_names(prepared: Any) -> list[str]:
+    """``op (layer)`` of each compute op of a prepared PT2E graph that stays float (``float_nodes``), in
+    graph order: what a quantized model's report lists as left in float (empty: full integer)."""
+    out = []
+    for n in float_nodes(prepared):
+        stack = list((n.meta.get("nn_module_stack") or {}).values())
+        out.append(f"{op_label(n)} ({stack[-1][0]})" if stack and stack[-1][0] else op_label(n))
+    return out
+
+
 def require_integer(gm: Any, target: str) -> None:
     """Raise (one line, naming the op and its layer) when ``target`` has no float fallback and ``gm``
     (a prepared PT2E graph) has a compute op that would stay float (``float_nodes``)."""

@@ -1,0 +1,177 @@
+"""Issue 16: AdaRound, statistics alignment (AdaBN), meanmax ranges, float controls, per-runtime float ops.
+
+Toy layers for the rounding math; the zoo ResNet-8 on 8x8 digits (batch norms, residual adds,
+classifier), trained one epoch, for the PTQ flow. Offline and fast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import edgeopt
+from edgeopt.compress.quantize import calibration as cal
+from edgeopt.compress.quantize.adaround import adaround_weights, nearest, reconstruction_error
+from edgeopt.compress.quantize.align import adabn, align_to, layer_statistics
+from edgeopt.compress.quantize.controls import clipped_float
+from edgeopt.compress.quantize.ptq import QuantRecipe, calibration_batch, quantize_ptq, weight_observer_names
+from edgeopt.data import load_dataset
+from edgeopt.errors import EdgeoptError
+from edgeopt.train import FitConfig, fit
+
+# --- AdaRound on a toy layer ------------------------------------------------------------------------
+
+
+def _toy(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(8, 24, generator=g)
+    x = torch.randn(2048, 24, generator=g) @ torch.randn(24, 24, generator=g)  # correlated inputs
+    scales = w.abs().amax(1) / 7  # 4 bits: rounding matters
+    return w, x, scales
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_adaround_lands_on_the_integer_grid_next_to_nearest(bits: int) -> None:
+    w, x, scales = _toy()
+    if bits == 8:
+        scales = w.abs().amax(1) / 127
+    q = adaround_weights(w, scales, x, bits=bits, iters=200)
+    qmax = 2 ** (bits - 1) - 1
+    assert torch.equal(q, torch.round(q))
+    assert q.abs().max() <= qmax
+    # each weight rounds down or up from its own value: never further than one step from w / s
+    assert ((q - w / scales.reshape(-1, 1)).abs() < 1.0 + 1e-5).all()
+
+
+def test_adaround_reconstruction_error_at_most_round_to_nearest() -> None:
+    w, x, scales = _toy(1)
+    q_rtn = nearest(w, scales, 4)
+    q_ada = adaround_weights(w, scales, x, bits=4, iters=400)
+    s = scales.reshape(-1, 1)
+    e_rtn = reconstruction_error(w, q_rtn * s, x)
+    e_ada = reconstruction_error(w, q_ada * s, x)
+    assert e_ada <= e_rtn
+    assert e_ada < 0.9 * e_rtn  # and clearly below it on correlated inputs
+    assert not torch.equal(q_ada, q_rtn)
+
+
+# --- alignment ----------------------------------------------------------------------------------------
+
+
+def _conv_bn() -> nn.Module:
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 4, 3), nn.BatchNorm2d(4))
+    for bn in (m[1], m[4]):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.5, 0.5)
+    return m.eval()
+
+
+def test_adabn_gives_each_bn_output_its_affine_statistics_on_the_data() -> None:
+    m = _conv_bn()
+    x = torch.randn(64, 3, 10, 10) * 2 + 0.5  # a shifted domain
+    adabn(m, x)
+    outs = {}
+    hooks = [m[i].register_forward_hook(lambda _m, _i, o, i=i: outs.__setitem__(i, o)) for i in (1, 4)]
+    with torch.no_grad():
+        m(x)
+    for h in hooks:
+        h.remove()
+    for i in (1, 4):
+        o = outs[i].double()
+        mean, var = o.mean((0, 2, 3)), o.var((0, 2, 3), unbiased=False)
+        bn = m[i]
+        torch.testing.assert_close(mean, bn.bias.double(), atol=1e-4, rtol=0)
+        torch.testing.assert_close(var, bn.weight.double() ** 2, atol=1e-3, rtol=1e-3)
+    assert not m.training
+
+
+def test_adabn_refuses_a_model_without_batch_norms() -> None:
+    with pytest.raises(EdgeoptError, match="has none"):
+        adabn(nn.Sequential(nn.Conv2d(3, 4, 3)), torch.randn(4, 3, 8, 8))
+
+
+def test_align_to_matches_the_target_and_is_the_identity_on_matching_data() -> None:
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Conv2d(6, 4, 3), nn.Flatten(), nn.Linear(4 * 36, 5)).eval()
+    x_ref = torch.randn(128, 3, 10, 10)
+    target = layer_statistics(m, x_ref)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    align_to(m, x_ref, target)  # the data already has the target statistics: nothing moves
+    for k, v in m.state_dict().items():
+        torch.testing.assert_close(v, before[k], atol=1e-5, rtol=1e-5)
+    x_new = torch.randn(128, 3, 10, 10) * 0.5 + 0.3
+    align_to(m, x_new, target)
+    got = layer_statistics(m, x_new)
+    for name, (t_mean, t_var) in target.items():
+        torch.testing.assert_close(got[name][0], t_mean, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(got[name][1], t_var, atol=1e-4, rtol=1e-3)
+
+
+def test_meanmax_range_is_the_mean_of_each_samples_extremes() -> None:
+    ex = cal.SampleExtremes({})
+    ex.add(np.array([[1.0, 4.0], [2.0, 8.0]]))
+    ex.add(np.array([[0.5, 3.0]]))
+    assert cal.meanmax_range(ex) == (0.0, 5.0)  # min mean 3.5/3 > 0 is widened to hold 0
+    ex.add(np.array([[-6.0, 0.0, 1.0]]))  # another shape (a shared observer): its own means
+    assert cal.meanmax_range(ex) == (-6.0, 5.0)
+
+
+# --- PTQ on the digits ResNet-8 ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained():
+    train = load_dataset("digits", "train")
+    model = edgeopt.load_model("zoo:resnet8", input_shape=(1, 8, 8), num_classes=10)
+    model, _ = fit(model, train, FitConfig(epochs=1, batch_size=64, seed=0))
+    return model, train
+
+
+def test_adaround_ptq_pins_its_integers_in_the_program(trained) -> None:
+    model, train = trained
+    q = quantize_ptq(model, train, QuantRecipe(calib_samples=64, weight_rounding="adaround"))
+    qm = q.module
+    assert q.meta.lineage[-1]["metrics"]["adaround_layers"]
+    from edgeopt.compress.quantize.ptq import observers, pin_qparams, prepare
+
+    prepared = prepare(qm.float_module, qm.example_input(), qm.recipe)
+    pin_qparams(prepared, qm.spec["qparams"])
+    obs = observers(prepared)
+    mods = dict(qm.float_module.named_modules())
+    for layer, name in weight_observer_names(prepared).items():
+        s = obs[name].calculate_qparams()[0].reshape(-1, *([1] * (mods[layer].weight.ndim - 1)))
+        ratio = mods[layer].weight.detach() / s
+        assert torch.allclose(ratio, torch.round(ratio), atol=1e-3), layer  # the float weights are q * s
+
+
+def test_per_runtime_float_ops_are_listed(trained) -> None:
+    model, train = trained
+    full = quantize_ptq(model, train, QuantRecipe(calib_samples=64))
+    assert full.meta.lineage[-1]["metrics"]["float_ops"] == []
+    mixed = quantize_ptq(model, train, QuantRecipe(calib_samples=64, float_ops=["add", "logits"]))
+    ops = mixed.meta.lineage[-1]["metrics"]["float_ops"]
+    assert any(o.startswith("aten.add") for o in ops)
+    assert any(o.startswith("aten.linear") for o in ops)
+    assert not any(o.startswith("aten.conv2d") for o in ops)
+    for target in ("npu-int8", "mcu-int8"):  # integer-only presets refuse float ops
+        with pytest.raises(EdgeoptError, match="no float fallback"):
+            QuantRecipe(target=target, float_ops=["add"]).validate()
+    with pytest.raises(EdgeoptError, match="unknown float ops"):
+        QuantRecipe(float_ops=["softmax"]).validate()
+
+
+def test_clipped_float_control_and_adabn_recipe(trained) -> None:
+    model, train = trained
+    q = quantize_ptq(model, train, QuantRecipe(calib="meanmax", calib_samples=64, align="adabn"))
+    assert "align" in q.meta.lineage[-1]["metrics"]
+    x = calibration_batch(model, train, 64)
+    with torch.no_grad():
+        clip, flt, quant = clipped_float(q.module)(x), q.module.float_module(x), q.module(x)
+    # the control is the quantized model without rounding: closer to it than the float model is
+    assert (clip - quant).abs().mean() < (flt - quant).abs().mean()
+    assert not torch.equal(clip, flt)  # meanmax clips
