@@ -175,3 +175,20 @@ def test_clipped_float_control_and_adabn_recipe(trained) -> None:
     # the control is the quantized model without rounding: closer to it than the float model is
     assert (clip - quant).abs().mean() < (flt - quant).abs().mean()
     assert not torch.equal(clip, flt)  # meanmax clips
+
+
+def test_cli_passes_rounding_float_ops_and_align(tmp_path, capfd) -> None:
+    import json
+
+    from edgeopt.cli import main
+
+    out = tmp_path / "q.edgeopt"
+    args = ["quantize", "zoo:mlp", "--data", "digits", "--out", str(out), "--calib-samples", "32", "--no-eval",
+            "--rounding", "adaround", "--float-ops", "logits", "--calib", "meanmax", "--json"]  # fmt: skip
+    assert main(args) == 0
+    result = json.loads(capfd.readouterr().out)
+    assert result["calib"] == "meanmax"
+    assert result["float_ops"] and all(o.startswith("aten.linear") for o in result["float_ops"])
+    assert main([*args[:-1], "--align", "adabn"]) == 2  # an MLP without batch norms: a one-line refusal
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "has none" in err

@@ -33,7 +33,9 @@ def quantize(
     out: Annotated[Path, typer.Option("--out", help="where to write the quantized .edgeopt model")],
     data: DataOpt = "digits",
     method: Annotated[str, typer.Option(help="ptq or qat")] = "ptq",
-    calib: Annotated[str, typer.Option(help="activation ranges: minmax, percentile, entropy or mse")] = "entropy",
+    calib: Annotated[
+        str, typer.Option(help="activation ranges: minmax, percentile, entropy, mse or meanmax")
+    ] = "entropy",
     weights: Annotated[str, typer.Option(help="int8, int4 or mixed (int4 where layers tolerate it)")] = "int8",
     target: Annotated[
         str, typer.Option(help="xnnpack (default), npu-int8 (per-tensor, integer only) or mcu-int8 (CMSIS-NN)")
@@ -56,7 +58,13 @@ def quantize(
     cle: Annotated[bool, typer.Option("--cle/--no-cle", help="cross-layer equalization first")] = False,
     qat_epochs: Annotated[int, typer.Option("--qat-epochs", min=1, help="QAT fine-tuning epochs")] = 2,
     rounding: Annotated[
-        str | None, typer.Option(help="4-bit weight rounding: gptq (default for int4/mixed) or nearest")
+        str | None, typer.Option(help="weight rounding: gptq (default for int4/mixed), nearest (int8) or adaround")
+    ] = None,
+    align: Annotated[
+        str, typer.Option(help="none, or adabn: batch norms re-estimated on the calibration data (domain adaptation)")
+    ] = "none",
+    float_ops: Annotated[
+        str | None, typer.Option("--float-ops", help="ops left float for ONNX Runtime/ExecuTorch: add,logits")
     ] = None,
     seed: int = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="QAT fine-tuning batch size")] = 128,
@@ -83,11 +91,13 @@ def quantize(
         q, report = run_quantize(
             m, train, method=method, calib=calib, weights=weights, max_drop=max_drop, calib_samples=calib_samples,
             budget=budget, cle=cle, qat_epochs=qat_epochs, seed=seed, rounding=rounding, target=target,
-            mix_runtime=mix_runtime, latency_budget_ms=latency_budget_ms, batch_size=batch_size,
+            mix_runtime=mix_runtime, latency_budget_ms=latency_budget_ms, batch_size=batch_size, align=align,
+            float_ops=[o.strip() for o in float_ops.split(",") if o.strip()] if float_ops else None,
         )  # fmt: skip
     path = save_model(q, out)
     result = {"model": str(path), "method": method, "calib": calib, "weights": weights, "target": target,
-              "seconds": report["lineage"].get("metrics", {}).get("seconds")}  # fmt: skip
+              "seconds": report["lineage"].get("metrics", {}).get("seconds"),
+              "float_ops": report["lineage"].get("metrics", {}).get("float_ops", [])}  # fmt: skip
     if "bits" in report:
         result["layer_bits"] = report["bits"]
         result["packed_weight_bytes"] = report["packed_weight_bytes"]

@@ -48,11 +48,17 @@ def quantize(
     mix_runtime: str | None = None,
     latency_budget_ms: float | None = None,
     batch_size: int = 128,
+    align: str = "none",
+    float_ops: list[str] | None = None,
 ) -> tuple[EdgeModel, dict[str, Any]]:
     """Quantize ``model`` with training split ``data``; returns the quantized model and a report dict.
 
-    ``rounding``: how 4-bit weights are rounded, ``gptq`` (default for int4/mixed: error-compensating,
-    see ``gptq``) or ``nearest``; 8-bit weights are always rounded to nearest. ``batch_size``: QAT's.
+    ``rounding``: ``gptq`` (default for int4/mixed: error-compensating, see ``gptq``), ``nearest``
+    (default for int8) or ``adaround`` (learned rounding of every quantized layer, ``adaround``).
+    ``align``: ``adabn`` re-estimates the batch norms on the calibration data first (``align``;
+    domain adaptation, which the float model gets too). ``float_ops``: ``add`` / ``logits`` left
+    float (runtimes that mix: ONNX Runtime, ExecuTorch; integer-only targets refuse them); the
+    report's ``lineage.metrics.float_ops`` lists every op left float. ``batch_size``: QAT's.
     """
     if method not in METHODS:
         raise EdgeoptError(f"unknown quantization method '{method}'", "use ptq or qat")
@@ -71,7 +77,7 @@ def quantize(
         rounding = "nearest" if weights == "int8" else "gptq"
     recipe = QuantRecipe(
         calib=calib, calib_samples=calib_samples, seed=seed, cle=cle, bias_correction=bias_correction, method=method,
-        weight_rounding=rounding, target=target,
+        weight_rounding=rounding, target=target, align=align, float_ops=list(float_ops or []),
     ).validate()  # fmt: skip
     report: dict[str, Any] = {"method": method, "calib": calib, "weights": weights, "target": target}
     if mix_runtime is not None:
