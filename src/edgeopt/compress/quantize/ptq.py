@@ -74,6 +74,7 @@ class QuantRecipe:
     lean_graph: bool = True  # shape ops share qparams, int8 softmax (see observers.EdgeQuantizer)
     weight_rounding: str = "nearest"  # nearest | gptq (error-compensating rounding of the 4-bit layers)
     target: str = "xnnpack"  # xnnpack | npu-int8 | mcu-int8 (see targets; records without it are xnnpack)
+    rounding_seconds: float = 45.0  # time budget of weight_rounding="adaround" (all layers together)
     align: str = "none"  # none | adabn: batch-norm statistics re-estimated on the calibration data (``align``)
     float_ops: list[str] = field(default_factory=list)  # add (residual adds) / logits (last linear) kept float
 
@@ -533,7 +534,8 @@ def quantize_ptq(
 
         pinned = weight_steps or {}
         todo = {n: b for n, b in layer_bits(float_module, recipe).items() if b in (4, 8) and n not in pinned}
-        steps = apply_adaround(float_module, todo, x_calib, recipe.weight_method, seed=recipe.seed)
+        steps = apply_adaround(float_module, todo, x_calib, recipe.weight_method,
+                               time_budget_s=recipe.rounding_seconds, seed=recipe.seed)  # fmt: skip
         info["adaround_layers"] = sorted(steps)
         weight_steps = {**steps, **pinned}
     prepared = prepare(float_module, example, recipe)
