@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RANGE_METHODS = ("minmax", "percentile", "entropy", "mse", "meanmax")
+RANGE_METHODS = ("minmax", "percentile", "entropy", "mse")  # ranges chosen from a histogram (choose_range)
+CALIBRATION_METHODS = (*RANGE_METHODS, "meanmax")  # + per-sample extremes (SampleExtremes, meanmax_range)
 DEFAULT_BINS = 2048
 ACT_EPS = 2.0**-12  # smallest activation scale (XNNPACK's quantizer uses the same floor)
 
@@ -262,8 +263,6 @@ def choose_range(h: Histogram, method: str, percentile: float = 99.99, qmin: int
         return entropy_range(h, levels=qmax - qmin + 1)
     if method == "mse":
         return mse_range(h, qmin, qmax)
-    if method == "meanmax":  # needs per-sample extremes, which a histogram has lost: see ``meanmax_range``
-        raise ValueError("meanmax ranges come from per-sample extremes (SampleExtremes), not a histogram")
     raise ValueError(f"unknown calibration method '{method}' (choose one of {', '.join(RANGE_METHODS)})")
 
 

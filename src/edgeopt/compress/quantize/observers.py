@@ -121,8 +121,8 @@ class CalibrationObserver(UniformQuantizationObserverBase):
         """The (lo, hi) this observer's method picked, per-tensor only (None before calibration)."""
         if self.hist is None:
             return None
-        if self.method == "meanmax" and self.extremes is not None:
-            return cal.meanmax_range(self.extremes)
+        if self.method == "meanmax":  # per-sample extremes (a 0-d tensor has none: its min and max)
+            return cal.meanmax_range(self.extremes) if self.extremes is not None else cal.minmax_range(self.hist)
         return cal.choose_range(self.hist, self.method, self.percentile, self.quant_min, self.quant_max)
 
     @torch.jit.export
@@ -193,7 +193,7 @@ def quantization_config(
     """XNNPACK-style config: int8 per-tensor affine activations observed with ``calib``, symmetric
     weights of ``weight_bits`` bits (4-bit values are carried in int8 storage), per channel unless
     ``per_channel=False``."""
-    if calib not in cal.RANGE_METHODS:
+    if calib not in cal.CALIBRATION_METHODS:
         raise ValueError(f"unknown calibration method '{calib}'")
     act = QuantizationSpec(
         dtype=torch.int8,

@@ -79,8 +79,9 @@ class QuantRecipe:
     float_ops: list[str] = field(default_factory=list)  # add (residual adds) / logits (last linear) kept float
 
     def validate(self) -> QuantRecipe:
-        if self.calib not in cal.RANGE_METHODS:
-            raise EdgeoptError(f"unknown calibration method '{self.calib}'", f"use {', '.join(cal.RANGE_METHODS)}")
+        if self.calib not in cal.CALIBRATION_METHODS:
+            choices = ", ".join(cal.CALIBRATION_METHODS)
+            raise EdgeoptError(f"unknown calibration method '{self.calib}'", f"use {choices}")
         if self.calib_samples < 1:
             raise EdgeoptError(f"calibration needs at least 1 sample, not {self.calib_samples}")
         if self.weight_bits not in (4, 8):
