@@ -286,7 +286,8 @@ class SampleExtremes:
 
 
 def meanmax_range(ex: SampleExtremes) -> tuple[float, float]:
-    """Mean over samples of each sample's min and max (NNCF's ``MEAN_MINMAX``), widened to hold 0. Pure.
+    """Mean over samples of each sample's min and max (NNCF's ``MEAN_MINMAX``), widened to hold 0 and,
+    when it is signed, made symmetric (NNCF's signed activations are symmetric). Pure.
 
     Clips the rare large values more than ``minmax`` or a histogram method: on the MLPerf ResNet-8 with
     JPEG calibration images this clipping alone, given to the float model, moves its accuracy (see
@@ -294,7 +295,10 @@ def meanmax_range(ex: SampleExtremes) -> tuple[float, float]:
     """
     lo = min((s[0] / s[2] for s in ex.sums.values() if s[2]), default=0.0)
     hi = max((s[1] / s[2] for s in ex.sums.values() if s[2]), default=0.0)
-    return min(lo, 0.0), max(hi, 0.0)
+    if lo < 0:  # a signed tensor gets a symmetric range, as NNCF gives it (its per-sample min is rarely -max)
+        m = max(-lo, hi)
+        return -m, m
+    return 0.0, max(hi, 0.0)
 
 
 def weight_scales(w: np.ndarray, bits: int = 8, method: str = "minmax", steps: int = 50, axis: int = 0) -> np.ndarray:
