@@ -97,6 +97,19 @@ def optimize(
     return write_outputs(run.summary())
 
 
+def epoch_seconds(model: Any, train: Any, sample: int = 512) -> float:
+    """Seconds one training epoch over ``train`` should take: one epoch on ``sample`` images, timed, scaled."""
+    import copy
+
+    from edgeopt.model import EdgeModel
+    from edgeopt.train import FitConfig, fit
+
+    part = train.take(min(sample, len(train)), seed=0)
+    start = time.perf_counter()
+    fit(EdgeModel(copy.deepcopy(model.module), model.meta), part, FitConfig(epochs=1, threads=1))
+    return (time.perf_counter() - start) * len(train) / len(part)
+
+
 class _Run:
     """One optimize invocation: its settings, deadline, study and what it has measured."""
 
@@ -189,6 +202,7 @@ class _Run:
         self.train_images = len(train)
         with quiet_progress():
             self.base_val_accuracy = float(evaluate(self.model, self.val).accuracy)
+            self.epoch_seconds = epoch_seconds(self.model, train)
         self.confirmed = read_confirmed(self.out)
         for row in self.confirmed.values():  # judged against this run's budget (an earlier one may differ)
             if "measured" in row:
@@ -237,7 +251,7 @@ class _Run:
 
         from edgeopt.nas.search import quiet_progress
         from edgeopt.optimize.screen import screen_candidate
-        from edgeopt.optimize.space import sample_passes
+        from edgeopt.optimize.space import sample_passes, training_epochs
 
         screen_until = self.elapsed() + max(0.0, self.left()) * SCREEN_SHARE
         limits = self.budget.limits(self.base_accuracy)
@@ -280,6 +294,8 @@ class _Run:
             res["seconds"]["trial"] = round(time.perf_counter() - t0, 2)
             self.trial_seconds.append(res["seconds"]["trial"])
             figures = {**res.get("cost", {}), "accuracy": res.get("accuracy_val")}
+            if training_epochs(passes):  # a proxy before recovery: not comparable with the accuracy floor
+                figures.pop("accuracy")
             if "rejected" in res:
                 figures = {"flash_bytes": res["weight_bytes_bound"]}
             cons = self.budget.violations(figures, self.base_val_accuracy)
@@ -323,9 +339,8 @@ class _Run:
         from edgeopt.optimize.space import training_epochs
 
         seconds = trial.user_attrs["screen"]["seconds"]
-        scale = self.train_images / max(1, len(self.screen_data.train))
-        training = seconds.get("training", 0.0) if training_epochs(trial.user_attrs["passes"]) else 0.0
-        raw = self.base["seconds"] + seconds["passes"] + training * (scale - 1) + seconds.get("cost", 0.0)
+        training = training_epochs(trial.user_attrs["passes"]) * self.epoch_seconds
+        raw = self.base["seconds"] + seconds["passes"] + training + seconds.get("cost", 0.0)
         return raw * (statistics.median(self.corrections) if self.corrections else 1.0)
 
     def confirm_finalists(self) -> int:
