@@ -178,8 +178,13 @@ def main() -> None:
     path = RESULTS / "optimize.json"
     figures = json.loads(path.read_text())["figures"] if path.is_file() else {"runtimes": {}}
     for runtime in [r.strip() for r in args.runtimes.split(",") if r.strip()]:
+        previous = figures["runtimes"].get(runtime, {})
         figures["runtimes"][runtime] = run_runtime(runtime, model, data, args.minutes, args.hand_epochs,
                                                    args.skip_hand)  # fmt: skip
+        if args.skip_hand and "hand_recipe" in previous:  # kept from the earlier run, and said so
+            figures["runtimes"][runtime]["hand_recipe"] = {**previous["hand_recipe"], "from_previous_run": True,
+                                                           "previous_target": previous.get("target")}  # fmt: skip
+            figures["runtimes"][runtime]["previous_optimize"] = previous.get("optimize")
         figures["olive"] = olive_check()
         if args.smoke:
             log(json.dumps(figures["runtimes"][runtime], default=str)[:4000])

@@ -265,7 +265,8 @@ class _Run:
         }
         count = 0
         while True:
-            typical = statistics.median(self.trial_seconds) if self.trial_seconds else 0.0
+            # the longest of the recent trials: a trial cannot be interrupted, so plan for a slow one
+            typical = max(self.trial_seconds[-8:], default=0.0)
             if self.elapsed() + typical > screen_until or self.left() < typical:
                 return count
             count += 1
