@@ -237,6 +237,7 @@ def accuracy_study(calib_samples: int, rounds: int, limit: int | None) -> dict[s
     """
     from edgeopt.compress.quantize.align import adabn
     from edgeopt.compress.quantize.controls import clipped_float
+    from edgeopt.compress.quantize.targets import tflite_report
     from edgeopt.errors import EdgeoptError
 
     tflite_f = shared_path("mlperf-tiny/resnet8_float32.tflite")
@@ -269,27 +270,31 @@ def accuracy_study(calib_samples: int, rounds: int, limit: int | None) -> dict[s
     except EdgeoptError as e:
         out["adabn"] = f"not applicable: {e}"
     for name, fields in {**ISSUE16_VARIANTS, **ISSUE16_ORT_FLOAT}.items():
-        t0 = time.perf_counter()
-        q = quantize_ptq(model, train, QuantRecipe(calib_samples=calib_samples, **fields))
-        secs = time.perf_counter() - t0
-        sim = evaluate(q, test).accuracy
-        clip = evaluate(EdgeModel(clipped_float(q.module), model.meta), test).accuracy
-        bcw = evaluate(float_model(q), test).accuracy
-        row = {"recipe": fields, "ptq_seconds": round(secs, 2), "sim_accuracy": sim,
-               "control_float_clipped": clip, "control_float_corrected_biases": bcw,
-               "domain_gain_points": 100 * (clip - float_sim), "quantization_gain_points": 100 * (sim - clip),
-               "float_ops_program": q.meta.lineage[-1]["metrics"].get("float_ops", [])}  # fmt: skip
-        out["variants"][name] = row
-        print(f"  {name}: sim {100 * sim:.2f}%  float+clip {100 * clip:.2f}%  float+bc {100 * bcw:.2f}%  "
-              f"PTQ {secs:.1f} s  float ops {row['float_ops_program']}", flush=True)  # fmt: skip
-        fmts = ("onnx",) if name in ISSUE16_ORT_FLOAT else ("pte", "tflite", "onnx")
-        for fmt in fmts:
-            r = export_model(q, fmt, work / f"{len(out['variants'])}.{fmt}")
-            run_eval(f"{name} {r.runtime}", open_runner(r.runtime, r.path, threads=1))
-            if fmt == "tflite":
-                out["float_ops"][f"{name} {r.runtime}"] = tflite_ops(r.path)
-            if fmt == "onnx":
-                out["float_ops"][f"{name} {r.runtime}"] = ort_optimized_ops(r.path, work)
+        try:
+            t0 = time.perf_counter()
+            q = quantize_ptq(model, train, QuantRecipe(calib_samples=calib_samples, **fields))
+            secs = time.perf_counter() - t0
+            sim = evaluate(q, test).accuracy
+            clip = evaluate(EdgeModel(clipped_float(q.module), model.meta), test).accuracy
+            bcw = evaluate(float_model(q), test).accuracy
+            row = {"recipe": fields, "ptq_seconds": round(secs, 2), "sim_accuracy": sim,
+                   "control_float_clipped": clip, "control_float_corrected_biases": bcw,
+                   "domain_gain_points": 100 * (clip - float_sim), "quantization_gain_points": 100 * (sim - clip),
+                   "float_ops_program": q.meta.lineage[-1]["metrics"].get("float_ops", [])}  # fmt: skip
+            out["variants"][name] = row
+            print(f"  {name}: sim {100 * sim:.2f}%  float+clip {100 * clip:.2f}%  float+bc {100 * bcw:.2f}%  "
+                  f"PTQ {secs:.1f} s  float ops {row['float_ops_program']}", flush=True)  # fmt: skip
+            fmts = ("onnx",) if name in ISSUE16_ORT_FLOAT else ("pte", "tflite", "onnx")
+            for fmt in fmts:
+                r = export_model(q, fmt, work / f"{len(out['variants'])}.{fmt}")
+                run_eval(f"{name} {r.runtime}", open_runner(r.runtime, r.path, threads=1))
+                if fmt == "tflite":
+                    out["float_ops"][f"{name} {r.runtime}"] = tflite_report(r.path)["float_ops"]
+                if fmt == "onnx":
+                    out["float_ops"][f"{name} {r.runtime}"] = ort_optimized_ops(r.path, work)
+        except Exception as e:  # one broken recipe must not lose the other rows of the run
+            out["variants"][name] = {"recipe": fields, "error": f"{type(e).__name__}: {e}"}
+            print(f"  {name}: FAILED {type(e).__name__}: {e}", flush=True)
     xn = calibration_batch(model, train, calib_samples, 0).numpy()
     try:
         t0 = time.perf_counter()
