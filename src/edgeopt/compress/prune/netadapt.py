@@ -156,7 +156,7 @@ def _single_runtime_latency(runtime: str, threads: int, rounds: int, runs: int) 
             sources: list[Any] = list(models)
             if runtime != "torch":
                 fmt = RUNTIME_FORMAT[runtime]
-                sources = [export_model(m, fmt, Path(tmp) / f"c{i}{FORMATS[fmt]}", optimize=False).path
+                sources = [export_model(m, fmt, Path(tmp) / f"c{i}{FORMATS[fmt]}", for_timing=True).path
                            for i, m in enumerate(models)]  # fmt: skip
             x = [m.example_input(1).numpy() for m in models]
             p50s: list[list[float]] = [[] for _ in models]
