@@ -37,11 +37,12 @@ def _wait_until(pred, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-CFG = FederatedConfig(clients=3, per_round=3, rounds=3, partition="iid", lr=0.1, batch_size=16, min_completion=0.5)
+# two rounds: the event (a kill) falls between them, so the second round shows how the run lived through it
+CFG = FederatedConfig(clients=3, per_round=3, rounds=2, partition="iid", lr=0.1, batch_size=16, min_completion=0.5)
 
 
 def test_deployment_survives_a_supernode_killed_in_round_2(digits, tmp_path) -> None:
-    """Real SuperLink + 3 SuperNodes; SuperNode 1 is SIGKILLed as round 2 starts; all 3 rounds finish."""
+    """Real SuperLink + 3 SuperNodes; SuperNode 1 is SIGKILLed as round 2 starts; both rounds finish."""
     train, test = digits
     model = _model()
     write_setup(tmp_path, model, CFG, "digits", resume=False, threads=1, round_timeout=45.0, min_nodes=3)
@@ -49,18 +50,18 @@ def test_deployment_survives_a_supernode_killed_in_round_2(digits, tmp_path) -> 
         fed.submit()
         _wait_until(lambda: checkpoint_round(tmp_path) >= 1, 180, "round 1")
         fed.kill_supernode(1)
-        wait_for_rounds(tmp_path, 3, 240, fed=fed)
+        wait_for_rounds(tmp_path, 2, 240, fed=fed)
     _, ck = load_checkpoint(tmp_path / "checkpoint.npz")
     rounds = {h["round"]: h for h in ck.history}
-    assert sorted(rounds) == [1, 2, 3]
+    assert sorted(rounds) == [1, 2]
     assert rounds[1]["completed"] == 3 and not rounds[1]["lost"] and rounds[1]["nodes"] == 3
-    for h in (rounds[2], rounds[3]):
-        # either the SuperLink still lists the dead node (its client's reply is lost: 2 of 3 complete) or it
-        # has dropped it already (3 clients on the 2 live nodes); both are survival, and the round counts
-        assert not h["skipped"] and h["completed"] + len(h["lost"]) == 3
-        assert bool(h["lost"]) == (h["nodes"] == 3), h
-    assert any(h["lost"] or h["nodes"] == 2 for h in (rounds[2], rounds[3]))  # the kill was felt
-    assert rounds[3]["test_accuracy"] > rounds[1]["test_accuracy"]
+    # either the SuperLink still lists the dead node (its client's reply is lost: 2 of 3 complete) or it has
+    # dropped it already (3 clients on the 2 live nodes); both are survival, and the round counts
+    h = rounds[2]
+    assert not h["skipped"] and h["completed"] + len(h["lost"]) == 3
+    assert bool(h["lost"]) == (h["nodes"] == 3), h
+    assert h["lost"] or h["nodes"] == 2  # the kill was felt
+    assert rounds[2]["test_accuracy"] > rounds[1]["test_accuracy"]
     # the same model as the in-process engine would reach with the same clients missing is not
     # expected (a lost reply is a real event), but the weights must have moved every round
     assert not np.array_equal(ck.state.params, get_flat(model.module))
@@ -83,12 +84,12 @@ def test_deployment_server_killed_and_resumed(digits, tmp_path) -> None:
         _wait_until(lambda: checkpoint_round(tmp_path) >= 1, 180, "round 1")
         fed.kill_superlink()
         at_kill = checkpoint_round(tmp_path)
-        assert at_kill < 3
+        assert at_kill < 2
         fed.start_superlink()
         fed.submit()
-        wait_for_rounds(tmp_path, 3, 240, fed=fed)
+        wait_for_rounds(tmp_path, 2, 240, fed=fed)
     _, ck = load_checkpoint(tmp_path / "checkpoint.npz")
-    assert [h["round"] for h in ck.history] == [1, 2, 3]
+    assert [h["round"] for h in ck.history] == [1, 2]
     # every round saw both clients, so the resumed run ends where the uninterrupted one does
     assert all(h["completed"] == 2 for h in ck.history)
     np.testing.assert_allclose(ck.state.params, get_flat(full.model.module), atol=1e-5)

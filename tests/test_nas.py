@@ -284,7 +284,8 @@ def test_two_workers_share_one_sqlite_study_then_a_killed_worker_is_retried_and_
     deadline = time.time() + 600
     while running is None and time.time() < deadline:
         time.sleep(0.3)
-        live = [t for t in _trials(db) if t.state.name == "RUNNING"]
+        # in training, i.e. past define-by-run sampling (every knob of the space sampled)
+        live = [t for t in _trials(db) if t.state.name == "RUNNING" and t.params.keys() == complete[0].params.keys()]
         running = live[0].number if live else None
     assert running is not None, "the worker never started a trial"
     victim.send_signal(signal.SIGKILL)
@@ -302,15 +303,19 @@ def test_two_workers_share_one_sqlite_study_then_a_killed_worker_is_retried_and_
     assert sum(s == "COMPLETE" for s in states.values()) == before + 2  # the restarted worker ran its 2 trials
 
 
-def test_search_cli_exports_the_front_and_the_chosen_model(tmp_path) -> None:
+def test_search_cli_exports_the_front_and_the_chosen_model(tmp_path, capfd) -> None:
+    # in this process (the CLI's own entry point): a subprocess would import the three exporters again
+    from edgeopt.cli import main
+
     (tmp_path / "tiny.yaml").write_text(TINY_YAML)
     out = tmp_path / "run"
-    cmd = [*CLI, "search", "--data", "digits", "--space", str(tmp_path / "tiny.yaml"), "--runtime", "onnxruntime",
+    cmd = ["search", "--data", "digits", "--space", str(tmp_path / "tiny.yaml"), "--runtime", "onnxruntime",
            "--max-params", "40000", "--trials", "3", "--epochs", "1", "--front", "2",
            "--out", str(out), "--json"]  # fmt: skip
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout)
+    rc = main(cmd)
+    stdout, stderr = capfd.readouterr()
+    assert rc == 0, stderr[-3000:]
+    result = json.loads(stdout.strip().splitlines()[-1])
     assert result["trials"] == 3 and len(json.loads((out / "trials.json").read_text())) == 3
     model = load_model(result["model"])
     assert model.meta.arch["name"] == "nas_resnet"
@@ -323,9 +328,8 @@ def test_search_cli_exports_the_front_and_the_chosen_model(tmp_path) -> None:
     assert len({round(m["accuracy"], 3) for m in measured.values()}) == 1  # the same model in every runtime
     assert "<svg" in (out / "report.html").read_text()
     # over budget everywhere: one line, non-zero exit, no model written
-    cmd2 = [*cmd[:-5], "--max-params", "10", "--out", str(tmp_path / "none")]
-    bad = subprocess.run(cmd2, env=_env(), capture_output=True, text=True, timeout=900)
-    assert bad.returncode == 2 and "met the budget" in bad.stderr and not (tmp_path / "none" / "model.edgeopt").exists()
+    rc = main([*cmd[:-5], "--max-params", "10", "--out", str(tmp_path / "none")])
+    assert rc == 2 and "met the budget" in capfd.readouterr().err and not (tmp_path / "none" / "model.edgeopt").exists()
 
 
 def test_supernet_subnetwork_equals_the_standalone_network_with_inherited_weights(digits) -> None:
