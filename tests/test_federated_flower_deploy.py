@@ -45,7 +45,9 @@ def test_deployment_survives_a_supernode_killed_in_round_2(digits, tmp_path) -> 
     """Real SuperLink + 3 SuperNodes; SuperNode 1 is SIGKILLed as round 2 starts; both rounds finish."""
     train, test = digits
     model = _model()
-    write_setup(tmp_path, model, CFG, "digits", resume=False, threads=1, round_timeout=45.0, min_nodes=3)
+    # a generous timeout costs nothing: the dead node's round ends a grace period after the quorum's replies
+    # (collect_replies); at load 8, three ClientApps took over 45 s to reply in round 1
+    write_setup(tmp_path, model, CFG, "digits", resume=False, threads=1, round_timeout=90.0, min_nodes=3)
     with LocalFederation(tmp_path, nodes=3) as fed:
         fed.submit()
         _wait_until(lambda: checkpoint_round(tmp_path) >= 1, 180, "round 1")
