@@ -113,6 +113,31 @@ def test_onnx_artifact_is_valid_single_output(exported: dict[str, ExportResult])
     assert not list(exported["onnx"].path.parent.glob("*.data"))  # no external-data file
 
 
+def test_timing_export_runs_like_the_dynamo_export_and_falls_back_to_it(
+    exported: dict[str, ExportResult], tiny: EdgeModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A latency table's throw-away ONNX file (TorchScript exporter) computes what the shipped one does."""
+    import onnx
+
+    fast = export_model(tiny, "onnx", tmp_path / "fast.onnx", for_timing=True)
+    shipped = exported["onnx"]
+    assert fast.path.read_bytes() != shipped.path.read_bytes()  # another exporter wrote it
+    x = tiny.example_input(5, seed=3).numpy()
+    with open_runner("onnxruntime", fast.path, threads=1) as a, open_runner("onnxruntime", shipped.path) as b:
+        np.testing.assert_allclose(a.run(x), b.run(x), rtol=1e-5, atol=1e-6)
+    real_export = torch.onnx.export
+
+    def torchscript_fails(*args, **kwargs):
+        if not kwargs.get("dynamo", True):
+            raise RuntimeError("unsupported by the TorchScript exporter")
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", torchscript_fails)
+    fallback = export_model(tiny, "onnx", tmp_path / "fallback.onnx", for_timing=True)
+    ops = [[n.op_type for n in onnx.load(str(r.path)).graph.node] for r in (fallback, shipped)]
+    assert ops[0] == ops[1]  # the dynamo export's graph
+
+
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_runner_batch_matches_torch(exported: dict[str, ExportResult], tiny: EdgeModel, fmt: str) -> None:
     x = tiny.example_input(3, seed=11).numpy()
