@@ -50,21 +50,31 @@ def digits():
     return load_dataset("digits", "train"), load_dataset("digits", "test")
 
 
-# Longest files first: `pytest -n 2 --dist loadfile` hands whole files to the two workers in collection order,
-# so starting the long ones (measured with --durations) keeps one worker from finishing a slow file alone at the end.
+# Longest files first: `pytest -n 2 --dist loadfile --no-loadscope-reorder` hands whole files to the two workers in
+# collection order, so starting the long ones (CPU seconds measured per test, 2026-12-02) keeps one worker from
+# finishing a slow file alone at the end. (Without --no-loadscope-reorder, xdist orders files by their number of
+# tests, and the README chain and the Flower deployment, few tests but minutes each, started last.)
 SLOW_FILES_FIRST = (
-    "test_federated_flower_deploy.py",
-    "test_compression_quality.py",
     "test_readme_examples.py",
-    "test_quant_targets.py",
-    "test_export_runtimes.py",
+    "test_federated_flower_deploy.py",
     "test_nas.py",
-    "test_hardware.py",
-    "test_quantize_deploy.py",
-    "test_standalone_artifacts.py",
-    "test_import_tflite.py",
+    "test_optimize.py",
+    "test_cli_success.py",
     "test_federated_flower.py",
+    "test_quantize_deploy.py",
+    "test_export_runtimes.py",
+    "test_quant_targets.py",
+    "test_ondevice.py",
+    "test_hardware.py",
+    "test_standalone_artifacts.py",
     "test_hwtrain.py",
+    "test_compression_quality.py",
+    "test_compress_cli.py",
+    "test_prune_channel.py",
+    "test_cli_messages.py",
+    "test_quant_accuracy.py",
+    "test_report_presentation.py",
+    "test_import_tflite.py",
 )
 
 
