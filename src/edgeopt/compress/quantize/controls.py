@@ -36,7 +36,7 @@ class _Clamp(nn.Module):
         return f"lo={self.lo:.4g}, hi={self.hi:.4g}"
 
 
-def clipped_float(qm: nn.Module) -> torch.fx.GraphModule:
+def clipped_float(qm: nn.Module) -> nn.Module:
     """The float program of ``qm`` (a ``QuantizedModule``) with every per-tensor activation quantizer
     replaced by a clamp to its range ``[s (qmin - z), s (qmax - z)]`` and every other observer (weights,
     fixed-parameter softmax output) by the identity: the quantized model's clipping without its
@@ -56,7 +56,16 @@ def clipped_float(qm: nn.Module) -> torch.fx.GraphModule:
         if "FixedQParams" in type(m).__name__ or "Observer" in type(m).__name__:
             setattr(prepared, name, nn.Identity())
     prepared.recompile()
-    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    return _Program(prepared)
 
-    allow_exported_model_train_eval(prepared)  # evaluate() may call .eval() on it
-    return prepared
+
+class _Program(nn.Module):
+    """An exported program behind a module that ``.eval()``/``.train()`` leave alone (an exported
+    GraphModule refuses them; it is held outside the submodules so they do not recurse into it)."""
+
+    def __init__(self, program: torch.fx.GraphModule) -> None:
+        super().__init__()
+        object.__setattr__(self, "program", program)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program(x)
