@@ -51,7 +51,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     out = tmp_path_factory.mktemp("opt") / "run"
     args = ["optimize", str(trained), "--data", "digits", "--runtime", RUNTIME, "--target", LIMITS,
-            "--max-drop", str(MAX_DROP), "--minutes", "3.0", "--out", str(out), "--json"]  # fmt: skip
+            "--max-drop", str(MAX_DROP), "--minutes", "1.0", "--out", str(out), "--json"]  # fmt: skip
     rc, result = cli_json(args, out.parent)
     assert rc == 0, result
     return out, result
