@@ -111,6 +111,8 @@ def test_onnx_artifact_is_valid_single_output(exported: dict[str, ExportResult])
     assert len(proto.graph.output) == 1
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
     assert not list(exported["onnx"].path.parent.glob("*.data"))  # no external-data file
+    assert not any(n.metadata_props or n.doc_string for n in proto.graph.node)  # no exporter debug records
+    assert "edgeopt" in {p.key for p in proto.metadata_props}  # the model's own record stays
 
 
 def test_timing_export_runs_like_the_dynamo_export_and_falls_back_to_it(

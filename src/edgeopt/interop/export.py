@@ -144,9 +144,20 @@ def check_format(fmt: str) -> str:
 # --- exporters: module + example input -> artifact bytes -----------------------------------------
 
 
+def strip_exporter_metadata(proto: Any) -> Any:
+    """Drop the dynamo exporter's per-node debug records (stack traces, FX node names, module paths), in
+    place; returns ``proto``. They are a third of an int8 ResNet-8's file (161 -> 110 KB) and nothing
+    reads them at run time. The model's own ``metadata_props`` (edgeopt's record, labels) are kept."""
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    return proto
+
+
 def _checked_onnx(proto: Any) -> bytes:
     import onnx
 
+    strip_exporter_metadata(proto)
     if len(proto.graph.output) != 1:
         raise EdgeoptError(f"the ONNX graph has {len(proto.graph.output)} outputs", "export a single-output model")
     onnx.checker.check_model(proto, full_check=True)

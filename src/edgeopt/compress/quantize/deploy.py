@@ -134,7 +134,7 @@ def export_tflite(program: torch.fx.GraphModule, x: torch.Tensor) -> bytes:
 def export_onnx(program: torch.nn.Module, x: torch.Tensor) -> bytes:
     import onnx
 
-    from edgeopt.interop.export import ONNX_OPSET
+    from edgeopt.interop.export import ONNX_OPSET, strip_exporter_metadata
 
     onnx_program = torch.onnx.export(
         program, (x,), dynamo=True, opset_version=ONNX_OPSET, input_names=["input"], output_names=["output"],
@@ -145,6 +145,7 @@ def export_onnx(program: torch.nn.Module, x: torch.Tensor) -> bytes:
     drop_clamping_relus(proto)
     fold_pads_into_convs(proto)
     activations_to_uint8(proto)
+    strip_exporter_metadata(proto)
     onnx.checker.check_model(proto, full_check=True)
     return proto.SerializeToString()
 
