@@ -62,8 +62,9 @@ def adaround_weights(
     """AdaRound integers for ``w`` ``[rows, cols]`` with per-row ``scales`` on inputs ``x`` ``[n, cols]``. Pure.
 
     Returns the integer weights ``q`` (float tensor of whole numbers in ``[-qmax, qmax]``); the
-    rounded weights are ``q * scales[:, None]``. ``deadline`` (``time.perf_counter()`` value): the
-    steps stop there and the rounding is read off ``h(V)`` as it is (each ``h`` already >= 0.5 or not).
+    rounded weights are ``q * scales[:, None]``. ``deadline`` (``time.perf_counter()`` value): after 5 steps
+    the step count is cut to what fits before it, and the warm-up and annealing are scaled to that count
+    (a schedule stopped half-way reads its rounding off an un-annealed ``h(V)``: worse than nearest).
     """
     qmax = 2 ** (bits - 1) - 1
     w = w.detach().float()
@@ -74,8 +75,13 @@ def adaround_weights(
     opt = torch.optim.Adam([v], lr=lr)
     gram = (x.double().T @ x.double() / max(x.shape[0], 1)).float()  # |D x|² averaged over x = tr(D G Dᵀ)
     warm = int(0.2 * iters)
+    t0 = time.perf_counter()
     for step in range(iters):
-        if deadline is not None and time.perf_counter() > deadline:
+        if deadline is not None and step == 5:  # fit the whole schedule (warm-up + annealing) in the time left
+            per_step = (time.perf_counter() - t0) / 5
+            iters = max(step + 1, min(iters, int((deadline - t0) / max(per_step, 1e-9))))
+            warm = int(0.2 * iters)
+        if step >= iters:
             break
         soft = s * torch.clamp(base + rectified_sigmoid(v), -qmax, qmax)
         d = w - soft
