@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import RESULTS, interleaved_p50, shared_path, write_result
+from common import RESULTS, interleaved_p50, machine_info, shared_path, write_result
 
 from edgeopt.compress.quantize.ptq import QuantRecipe, calibration_batch, float_model, quantize_ptq
 from edgeopt.data import load_dataset
@@ -319,6 +319,7 @@ def accuracy_study(calib_samples: int, rounds: int, limit: int | None) -> dict[s
     out["samples"] = len(test)
     out["calib_samples"] = calib_samples
     out["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    out["machine"] = machine_info()  # this study's own machine (the file's top-level one is the main table's)
     for k, v in out["rows"].items():
         print(f"  {k:<48} {100 * v['accuracy']:6.2f}%  {1000 * v['p50_ms']:7.1f} µs")
     return out
