@@ -131,7 +131,10 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path: Path) -> None:
            "--out", str(out)]  # fmt: skip
     env = {**os.environ, "EDGEOPT_PROGRESS": "lines"}  # one stderr line per finished step
     env.pop("EDGEOPT_QUIET", None)  # set by any earlier in-process --json call
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # a terminal's Ctrl-C: SIGINT handled by default even when this test runs under a background job (whose
+    # children inherit SIGINT ignored, and Python then never raises KeyboardInterrupt)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     started: list[str] = []
     deadline = time.monotonic() + 300  # imports on a loaded 2-core machine
     while time.monotonic() < deadline and proc.poll() is None:

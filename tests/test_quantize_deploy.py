@@ -243,8 +243,10 @@ def test_cli_max_drop_keeps_the_measured_drop_within_budget(tmp_path: Path, capf
                         "--out", tmp_path / "q.edgeopt", "--json")  # fmt: skip
     assert rc == 0, err
     d = json.loads(out)
+    # usually some layers go back to int8; when all-int4 happens to lose nothing on the validation images, none
+    # need to (which thread count and test order decide): the re-measured drop below holds either way
     kept = [k.split("->") for k in d["kept_higher_precision"]]
-    assert kept and "warning" not in d
+    assert "warning" not in d
     q = load_model(d["model"])
     bits = q.meta.arch["recipe"]["layer_bits"]
     final = dict(kept)  # a layer raised to int8 may later go on to float: its last step counts
