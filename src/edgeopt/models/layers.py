@@ -1,8 +1,9 @@
-"""Small building blocks shared by zoo models."""
+"""Small building blocks shared by zoo models, and a layer-output capture the techniques share."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from torch import nn
 
@@ -40,3 +41,26 @@ def he_init(module: nn.Module) -> None:
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def capture_layers(module: nn.Module, paths: list[str], x: Any, what: str = "out") -> dict[str, Any]:
+    """The input (``what="in"``) or output of each submodule in ``paths`` on ``x``, from one forward pass
+    without gradients (forward hooks, removed afterwards). Used by pruning's reconstruction and by
+    quantization's statistics alignment."""
+    import torch
+
+    box: dict[str, Any] = {}
+    hooks = []
+    for path in paths:
+
+        def hook(_m: nn.Module, inp: tuple[Any, ...], out: Any, path: str = path) -> None:
+            box[path] = inp[0] if what == "in" else out
+
+        hooks.append(module.get_submodule(path).register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            module(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return box

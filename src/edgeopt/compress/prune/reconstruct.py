@@ -21,26 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeopt.compress.prune.depgraph import DepGraph
+from edgeopt.models.layers import capture_layers
 from edgeopt.models.resize import layer_sizes
-
-
-def _capture(module: nn.Module, paths: list[str], x: torch.Tensor, what: str) -> dict[str, torch.Tensor]:
-    """The input (``what="in"``) or output of each layer in ``paths`` on ``x``, from one forward pass."""
-    box: dict[str, torch.Tensor] = {}
-    hooks = []
-    for path in paths:
-
-        def hook(_m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor, path: str = path) -> None:
-            box[path] = inp[0] if what == "in" else out
-
-        hooks.append(module.get_submodule(path).register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            module(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return box
 
 
 def _patches(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -78,12 +60,12 @@ def reconstruct(
     pruned.eval()
     try:
         fitted = _layers_to_fit(original, pruned, dep)
-        targets = _capture(original, fitted, x, "out")
+        targets = capture_layers(original, fitted, x, "out")
         for path in fitted:
             layer = pruned.get_submodule(path)
             keep = dep.kept((path, "out"), removed, layer.weight.shape[0])
             y = _targets(layer, targets.pop(path))[:, torch.from_numpy(keep)]
-            a = _patches(layer, _capture(pruned, [path], x, "in")[path])
+            a = _patches(layer, capture_layers(pruned, [path], x, "in")[path])
             if len(a) > max_rows:
                 rows = torch.from_numpy(rng.choice(len(a), max_rows, replace=False))
                 a, y = a[rows], y[rows]

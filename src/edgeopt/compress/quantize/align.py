@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from edgeopt.errors import EdgeoptError
+from edgeopt.models.layers import capture_layers
 
 ALIGN_CHOICES = ("none", "adabn")
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -50,16 +51,11 @@ def layer_statistics(module: nn.Module, x: torch.Tensor, layers: list[str] | Non
     """Per-channel output mean and variance of each conv/linear layer of ``module`` over ``x`` (one pass)."""
     mods = dict(module.named_modules())
     names = layers if layers is not None else [n for n, m in mods.items() if isinstance(m, _LAYERS)]
-    outs: dict[str, torch.Tensor] = {}
-    hooks = [mods[n].register_forward_hook(lambda _m, _i, o, n=n: outs.__setitem__(n, o.detach())) for n in names]
     was = module.training
     module.eval()
     try:
-        with torch.no_grad():
-            module(x)
+        outs = capture_layers(module, names, x)
     finally:
-        for h in hooks:
-            h.remove()
         module.train(was)
     return {n: _channel_stats(outs[n]) for n in names if n in outs}
 
