@@ -154,7 +154,8 @@ def strip_exporter_metadata(proto: Any) -> Any:
     return proto
 
 
-def _checked_onnx(proto: Any) -> bytes:
+def finished_onnx(proto: Any) -> bytes:
+    """``proto`` as the bytes edgeopt ships: debug records stripped, one output, checked by ONNX's checker."""
     import onnx
 
     strip_exporter_metadata(proto)
@@ -175,7 +176,7 @@ def _export_onnx(module: nn.Module, x: torch.Tensor) -> bytes:
         external_data=False,
         verbose=False,
     )
-    return _checked_onnx(program.model_proto)
+    return finished_onnx(program.model_proto)
 
 
 def _export_onnx_for_timing(module: nn.Module, x: torch.Tensor) -> bytes:
@@ -196,7 +197,7 @@ def _export_onnx_for_timing(module: nn.Module, x: torch.Tensor) -> bytes:
             warnings.simplefilter("ignore")
             torch.onnx.export(module, (x,), buf, dynamo=False, opset_version=ONNX_OPSET, input_names=["input"],
                               output_names=["output"])  # fmt: skip
-        return _checked_onnx(onnx.load_from_string(buf.getvalue()))
+        return finished_onnx(onnx.load_from_string(buf.getvalue()))
     except Exception:  # the TorchScript exporter rejects some graphs that dynamo exports
         return _export_onnx(module, x)
 

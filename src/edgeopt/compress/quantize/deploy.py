@@ -132,9 +132,7 @@ def export_tflite(program: torch.fx.GraphModule, x: torch.Tensor) -> bytes:
 
 
 def export_onnx(program: torch.nn.Module, x: torch.Tensor) -> bytes:
-    import onnx
-
-    from edgeopt.interop.export import ONNX_OPSET, strip_exporter_metadata
+    from edgeopt.interop.export import ONNX_OPSET, finished_onnx
 
     onnx_program = torch.onnx.export(
         program, (x,), dynamo=True, opset_version=ONNX_OPSET, input_names=["input"], output_names=["output"],
@@ -145,9 +143,7 @@ def export_onnx(program: torch.nn.Module, x: torch.Tensor) -> bytes:
     drop_clamping_relus(proto)
     fold_pads_into_convs(proto)
     activations_to_uint8(proto)
-    strip_exporter_metadata(proto)
-    onnx.checker.check_model(proto, full_check=True)
-    return proto.SerializeToString()
+    return finished_onnx(proto)
 
 
 def quantize_onnx_biases(proto: Any) -> int:
