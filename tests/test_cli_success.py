@@ -128,7 +128,10 @@ def test_netadapt_meets_a_latency_target_timed_in_onnxruntime(tmp_path: Path, ca
                    "onnxruntime", "--epochs", "0", "--out", tmp_path / "fast.edgeopt")  # fmt: skip
     assert res["latency_source"]["latency"] == "measured"
     assert res["target_latency_ms"] == pytest.approx(target, rel=1e-3)
-    assert res["latency_ms"] <= target * 1.1 < res["start_latency_ms"]  # the search's own final measurement
+    assert res["latency_ms"] <= target * 1.1  # the search's own final measurement
+    # faster than where the search started, by its own side-by-side timings (CI once timed the start at
+    # 0.64x this test's base_ms: another worker's load moves single timings, so base_ms is only the target)
+    assert res["latency_ms"] < res["start_latency_ms"]
     fast = load_model(res["model"])
     assert profile_model(fast).macs < profile_model(wide).macs  # channels really cut (counted here)
     # a side-by-side re-timing (runtime_latency([wide, fast])) is not asserted: at load ~20 this VM's single

@@ -233,9 +233,14 @@ def _trials(db: Path) -> list:
         return []
     from sqlalchemy.exc import OperationalError
 
+    from edgeopt.nas.search import SearchSettings, _storage
+
     for _ in range(20):
         try:
-            study = optuna.load_study(study_name="edgeopt-search", storage=f"sqlite:///{db}")
+            # through the product's opener: a worker may be creating this fresh file's tables right now
+            # (CI lost that race here: "UNIQUE constraint failed: alembic_version")
+            storage = _storage(SearchSettings(storage=f"sqlite:///{db}", shared=True))
+            study = optuna.load_study(study_name="edgeopt-search", storage=storage)
             return study.get_trials(deepcopy=False)
         except KeyError:  # the file exists but the first worker has not created the study yet
             return []
