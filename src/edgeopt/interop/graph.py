@@ -71,6 +71,39 @@ def _conv2d_layer(a: Attrs) -> nn.Module:
     )
 
 
+def _conv1d_layer(a: Attrs) -> nn.Module:
+    return nn.Conv1d(
+        a["in_channels"],
+        a["out_channels"],
+        a["kernel_size"][0],
+        stride=a["stride"][0],
+        padding=a["padding"][0],
+        dilation=a["dilation"][0],
+        groups=a["groups"],
+        bias=a["bias"],
+    )
+
+
+def _conv_transpose_layer(a: Attrs) -> nn.Module:
+    cls = nn.ConvTranspose1d if len(a["kernel_size"]) == 1 else nn.ConvTranspose2d
+    return cls(
+        a["in_channels"],
+        a["out_channels"],
+        tuple(a["kernel_size"]),
+        stride=tuple(a["stride"]),
+        padding=tuple(a["padding"]),
+        output_padding=tuple(a["output_padding"]),
+        groups=a["groups"],
+        bias=a["bias"],
+        dilation=tuple(a["dilation"]),
+    )
+
+
+def _rnn_layer(a: Attrs) -> nn.Module:
+    cls = nn.LSTM if a["cell"] == "lstm" else nn.GRU
+    return cls(a["input_size"], a["hidden_size"], batch_first=a["batch_first"], bidirectional=a["directions"] == 2)
+
+
 def _linear_layer(a: Attrs) -> nn.Module:
     return nn.Linear(a["in_features"], a["out_features"], bias=a["bias"])
 
@@ -154,6 +187,62 @@ def _avg_pool2d(gm: GraphModule, name: str, a: Attrs, xs: Tensors) -> torch.Tens
     return y / F.avg_pool2d(ones, k, s, 0, ceil, True)
 
 
+def _pool1d(pool2d: Callable[[GraphModule, str, Attrs, Tensors], torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """A 1-D pool (``kernel_size`` [k], ``stride`` [s], ``pads`` [left, right]) run as its 2-D op over (N, C, 1, L)."""
+
+    def run(gm: GraphModule, name: str, a: Attrs, xs: Tensors) -> torch.Tensor:
+        left, right = a["pads"]
+        a2 = {
+            **a,
+            "kernel_size": [1, a["kernel_size"][0]],
+            "stride": [1, a["stride"][0]],
+            "pads": [left, right, 0, 0],
+            "dilation": [1, a.get("dilation", [1])[0]],
+        }
+        return pool2d(gm, name, a2, [xs[0].unsqueeze(2)]).squeeze(2)
+
+    return run
+
+
+def _rnn(gm: GraphModule, name: str, a: Attrs, xs: Tensors) -> torch.Tensor:
+    """ONNX LSTM/GRU: ``Y`` as ONNX lays it out, [seq, dirs, batch, hidden] (``batch_first``: [batch, seq, dirs,
+    hidden]); ``reverse`` runs one direction backwards in time (nn.LSTM has no reverse-only mode)."""
+    x = xs[0]
+    seq_dim = 1 if a["batch_first"] else 0
+    if a.get("reverse"):
+        x = x.flip(seq_dim)
+    y, _ = gm.mods[name](x)
+    if a.get("reverse"):
+        y = y.flip(seq_dim)
+    y = y.unflatten(2, (a["directions"], a["hidden_size"]))  # [seq, batch, dirs, hidden] or [batch, seq, ...]
+    return y if a["batch_first"] else y.transpose(1, 2)
+
+
+def _slice(gm: GraphModule, name: str, a: Attrs, xs: Tensors) -> torch.Tensor:
+    index = [slice(None)] * a["dim"] + [slice(a["start"], a["end"], a.get("step", 1))]
+    return xs[0][tuple(index)]
+
+
+def _gather(gm: GraphModule, name: str, a: Attrs, xs: Tensors) -> torch.Tensor:
+    """ONNX Gather with constant, non-negative ``indices`` (second input) along ``axis``."""
+    x, idx, axis = xs[0], xs[1], a["axis"]
+    picked = torch.index_select(x, axis, idx.reshape(-1))
+    return picked.reshape(*x.shape[:axis], *idx.shape, *x.shape[axis + 1 :])
+
+
+def _resize(gm: GraphModule, name: str, a: Attrs, xs: Tensors) -> torch.Tensor:
+    size = a.get("size")
+    scale = a.get("scale_factor")
+    align = a.get("align_corners")
+    return F.interpolate(
+        xs[0],
+        size=tuple(size) if size else None,
+        scale_factor=tuple(scale) if scale else None,
+        mode=a["mode"],
+        align_corners=align,
+    )
+
+
 def _max_pool2d(gm: GraphModule, name: str, a: Attrs, xs: Tensors) -> torch.Tensor:
     x = xs[0]
     k, s, d, ceil = tuple(a["kernel_size"]), tuple(a["stride"]), tuple(a.get("dilation", (1, 1))), a["ceil_mode"]
@@ -187,19 +276,24 @@ class OpDef:
     arity: int = 1  # number of inputs; -1 for variadic (concat)
 
 
+_CONV_ATTRS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias")
+
 OPS: dict[str, OpDef] = {
     "const": OpDef(_const, ("shape", "dtype"), arity=0),
-    "conv2d": OpDef(
-        _call_layer,
-        ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias"),
-        _conv2d_layer,
-    ),
+    "conv2d": OpDef(_call_layer, _CONV_ATTRS, _conv2d_layer),
+    "conv1d": OpDef(_call_layer, _CONV_ATTRS, _conv1d_layer),
+    "conv_transpose": OpDef(_call_layer, (*_CONV_ATTRS, "output_padding"), _conv_transpose_layer),
+    "rnn": OpDef(_rnn, ("cell", "input_size", "hidden_size", "directions", "batch_first"), _rnn_layer),
     "linear": OpDef(_call_layer, ("in_features", "out_features", "bias"), _linear_layer),
     "batchnorm": OpDef(_call_layer, ("num_features", "eps", "momentum"), _batchnorm_layer),
     "add": OpDef(_binary(torch.add), arity=2),
     "sub": OpDef(_binary(torch.sub), arity=2),
     "mul": OpDef(_binary(torch.mul), arity=2),
     "div": OpDef(_binary(torch.div), arity=2),
+    "matmul": OpDef(_binary(torch.matmul), arity=2),
+    "gather": OpDef(_gather, ("axis",), arity=2),
+    "slice": OpDef(_slice, ("dim", "start", "end")),
+    "resize": OpDef(_resize, ("mode",)),
     "identity": OpDef(_unary(lambda x: x)),
     "relu": OpDef(_unary(F.relu)),
     "relu6": OpDef(_unary(F.relu6)),
@@ -211,6 +305,10 @@ OPS: dict[str, OpDef] = {
     "hardsigmoid": OpDef(lambda gm, n, a, xs: torch.clamp(xs[0] * a["alpha"] + a["beta"], 0.0, 1.0), ("alpha", "beta")),
     "avg_pool2d": OpDef(_avg_pool2d, ("kernel_size", "stride", "pads", "ceil_mode", "count_include_pad")),
     "max_pool2d": OpDef(_max_pool2d, ("kernel_size", "stride", "pads", "ceil_mode")),
+    "avg_pool1d": OpDef(_pool1d(_avg_pool2d), ("kernel_size", "stride", "pads", "ceil_mode", "count_include_pad")),
+    "max_pool1d": OpDef(_pool1d(_max_pool2d), ("kernel_size", "stride", "pads", "ceil_mode")),
+    "sum": OpDef(lambda gm, n, a, xs: xs[0].sum(dim=list(a["dims"]), keepdim=a["keepdim"]), ("dims", "keepdim")),
+    "amax": OpDef(lambda gm, n, a, xs: xs[0].amax(dim=list(a["dims"]), keepdim=a["keepdim"]), ("dims", "keepdim")),
     "mean": OpDef(lambda gm, n, a, xs: xs[0].mean(dim=list(a["dims"]), keepdim=a["keepdim"]), ("dims", "keepdim")),
     "permute": OpDef(lambda gm, n, a, xs: xs[0].permute(list(a["dims"])), ("dims",)),
     "reshape": OpDef(_reshape, ("shape",)),
@@ -477,9 +575,6 @@ class GraphBuilder:
             x = self.add("pad", [x], {"pads": [left, right, top, bottom], "value": 0.0}, source)
             padding = (0, 0)
         out_c, in_per_group, kh, kw = weight.shape
-        w = {"weight": torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32))}
-        if bias is not None:
-            w["bias"] = torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32).reshape(-1))
         attrs = {
             "in_channels": in_per_group * groups,
             "out_channels": out_c,
@@ -490,17 +585,43 @@ class GraphBuilder:
             "groups": groups,
             "bias": bias is not None,
         }
-        return self.add("conv2d", [x], attrs, source, w)
+        return self.add("conv2d", [x], attrs, source, layer_weights(weight, bias))
+
+    def conv1d(
+        self,
+        x: str,
+        weight: np.ndarray,
+        bias: np.ndarray | None,
+        stride: int,
+        pads: Sequence[int],
+        dilation: int = 1,
+        groups: int = 1,
+        source: str = "",
+    ) -> str:
+        """nn.Conv1d with OIL ``weight``; ``pads`` = (left, right), may be asymmetric."""
+        left, right = (int(p) for p in pads)
+        padding = left
+        if left != right:  # nn.Conv1d pads symmetrically: pad explicitly first
+            x = self.add("pad", [x], {"pads": [left, right], "value": 0.0}, source)
+            padding = 0
+        out_c, in_per_group, k = weight.shape
+        attrs = {
+            "in_channels": in_per_group * groups,
+            "out_channels": out_c,
+            "kernel_size": [k],
+            "stride": [int(stride)],
+            "padding": [padding],
+            "dilation": [int(dilation)],
+            "groups": groups,
+            "bias": bias is not None,
+        }
+        return self.add("conv1d", [x], attrs, source, layer_weights(weight, bias))
 
     def linear(self, x: str, weight: np.ndarray, bias: np.ndarray | None, source: str = "") -> str:
         """nn.Linear with ``weight`` [out, in]."""
         out_f, in_f = weight.shape
-        w = {"weight": torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32))}
-        if bias is not None:
-            w["bias"] = torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32).reshape(-1))
-        return self.add(
-            "linear", [x], {"in_features": in_f, "out_features": out_f, "bias": bias is not None}, source, w
-        )
+        attrs = {"in_features": in_f, "out_features": out_f, "bias": bias is not None}
+        return self.add("linear", [x], attrs, source, layer_weights(weight, bias))
 
     def activation(self, x: str, kind: str, source: str = "") -> str:
         """Apply a named activation (see ACTIVATIONS); 'none' returns ``x`` unchanged."""
@@ -550,6 +671,14 @@ class GraphBuilder:
             "outputs": list(outputs),
             "nodes": kept,
         }
+
+
+def layer_weights(weight: np.ndarray, bias: np.ndarray | None) -> dict[str, torch.Tensor]:
+    """A layer's ``weight`` (and ``bias``, flattened) as float32 state-dict tensors."""
+    w = {"weight": torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32))}
+    if bias is not None:
+        w["bias"] = torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32).reshape(-1))
+    return w
 
 
 def _jsonable(obj: Any) -> Any:

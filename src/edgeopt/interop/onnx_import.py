@@ -26,7 +26,7 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from edgeopt.errors import EdgeoptError, UnsupportedOpError
-from edgeopt.interop.graph import GraphBuilder, ImportedGraph, same_padding, torch_pad_list
+from edgeopt.interop.graph import GraphBuilder, ImportedGraph, layer_weights, same_padding, torch_pad_list
 
 
 @dataclass
@@ -124,25 +124,25 @@ class _Importer:
             raise UnsupportedOpError(f"{node.op} on a tensor of unknown rank", node.name, "ONNX")
         return len(shape)
 
-    def spatial_pads(
-        self, node: _Node, kernel: tuple[int, int], strides: list[int], dilations: list[int]
-    ) -> tuple[int, int, int, int]:
-        """(left, right, top, bottom) from ``pads`` [top, left, bottom, right] or ``auto_pad``."""
+    def pads(self, node: _Node, kernel: list[int], strides: list[int], dilations: list[int]) -> list[tuple[int, int]]:
+        """(begin, end) padding per spatial dim from ``pads`` [begins..., ends...] or ``auto_pad``."""
+        n = len(kernel)
         auto = node.attrs.get("auto_pad", b"NOTSET")
         auto = auto.decode() if isinstance(auto, bytes) else auto
         if auto in ("SAME_UPPER", "SAME_LOWER"):
             shape = self.shapes.get(node.inputs[0])
-            if shape is None or len(shape) != 4 or None in shape[2:]:
+            if shape is None or len(shape) != n + 2 or None in shape[2:]:
                 raise UnsupportedOpError(f"{node.op} auto_pad={auto} on unknown spatial size", node.name, "ONNX")
-            top, bottom = same_padding(shape[2], kernel[0], strides[0], dilations[0])
-            left, right = same_padding(shape[3], kernel[1], strides[1], dilations[1])
-            if auto == "SAME_LOWER":
-                top, bottom, left, right = bottom, top, right, left
-            return left, right, top, bottom
+            pairs = [same_padding(shape[2 + i], kernel[i], strides[i], dilations[i]) for i in range(n)]
+            return [(e, b) for b, e in pairs] if auto == "SAME_LOWER" else pairs
         if auto == "VALID":
-            return 0, 0, 0, 0
-        top, left, bottom, right = node.attrs.get("pads", [0, 0, 0, 0])
-        return left, right, top, bottom
+            return [(0, 0)] * n
+        pads = list(node.attrs.get("pads", [0] * (2 * n)))
+        return [(int(pads[i]), int(pads[i + n])) for i in range(n)]
+
+    def used(self, name: str) -> bool:
+        """Whether ONNX tensor ``name`` feeds a node or is a graph output."""
+        return bool(name) and (bool(self.users.get(name)) or name in {o.name for o in self.graph.output})
 
     def alias(self, out: str, src: str) -> None:
         if src in self.values:
@@ -201,15 +201,53 @@ class _Importer:
 
 def _conv(imp: _Importer, node: _Node) -> None:
     w = imp.weight(node.inputs[1], node)
-    if w.ndim != 4:
+    if w.ndim not in (3, 4):
         raise UnsupportedOpError(f"Conv{w.ndim - 2}D", node.name, "ONNX")
+    n = w.ndim - 2
     bias = imp.weight(node.input(2), node) if node.input(2) else None
-    strides = list(node.attrs.get("strides", [1, 1]))
-    dilations = list(node.attrs.get("dilations", [1, 1]))
-    pads = imp.spatial_pads(node, (w.shape[2], w.shape[3]), strides, dilations)
-    imp.values[node.outputs[0]] = imp.b.conv2d(
-        imp.value(node.inputs[0]), w, bias, strides, pads, dilations, int(node.attrs.get("group", 1)), node.name
-    )
+    strides = list(node.attrs.get("strides", [1] * n))
+    dilations = list(node.attrs.get("dilations", [1] * n))
+    group = int(node.attrs.get("group", 1))
+    x = imp.value(node.inputs[0])
+    pairs = imp.pads(node, list(w.shape[2:]), strides, dilations)
+    if n == 1:
+        y = imp.b.conv1d(x, w, bias, strides[0], pairs[0], dilations[0], group, node.name)
+    else:
+        (top, bottom), (left, right) = pairs
+        y = imp.b.conv2d(x, w, bias, strides, (left, right, top, bottom), dilations, group, node.name)
+    imp.values[node.outputs[0]] = y
+
+
+def _conv_transpose(imp: _Importer, node: _Node) -> None:
+    """ConvTranspose (1-D or 2-D) as nn.ConvTranspose*d; asymmetric pads crop the output with ``slice``."""
+    w = imp.weight(node.inputs[1], node)  # [C_in, C_out / group, k...], PyTorch's layout too
+    n = w.ndim - 2
+    if n not in (1, 2):
+        raise UnsupportedOpError(f"ConvTranspose{n}D", node.name, "ONNX")
+    a = node.attrs
+    if "output_shape" in a or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise UnsupportedOpError("ConvTranspose with output_shape or auto_pad (give pads)", node.name, "ONNX")
+    group = int(a.get("group", 1))
+    bias = imp.weight(node.input(2), node) if node.input(2) else None
+    pads = list(a.get("pads", [0] * (2 * n)))
+    begins, ends = pads[:n], pads[n:]
+    common = [min(b, e) for b, e in zip(begins, ends, strict=True)]
+    attrs = {
+        "in_channels": int(w.shape[0]),
+        "out_channels": int(w.shape[1]) * group,
+        "kernel_size": list(w.shape[2:]),
+        "stride": list(a.get("strides", [1] * n)),
+        "padding": common,
+        "output_padding": list(a.get("output_padding", [0] * n)),
+        "dilation": list(a.get("dilations", [1] * n)),
+        "groups": group,
+        "bias": bias is not None,
+    }
+    y = imp.b.add("conv_transpose", [imp.value(node.inputs[0])], attrs, node.name, layer_weights(w, bias))
+    for i, (b, e, c) in enumerate(zip(begins, ends, common, strict=True)):
+        if b != e:  # nn.ConvTranspose crops symmetrically: crop the rest here
+            y = imp.b.add("slice", [y], {"dim": 2 + i, "start": b - c, "end": -(e - c) or None}, node.name)
+    imp.values[node.outputs[0]] = y
 
 
 def _bias_vector(c: np.ndarray, out: int) -> np.ndarray | None:
@@ -238,8 +276,9 @@ def _gemm(imp: _Importer, node: _Node) -> None:
 
 def _matmul(imp: _Importer, node: _Node) -> None:
     w = imp.const(node.inputs[1])
-    if w is None or w.ndim != 2 or imp.const(node.inputs[0]) is not None:
-        raise UnsupportedOpError("MatMul without a constant 2-D right operand", node.name, "ONNX")
+    if w is None or w.ndim != 2 or imp.const(node.inputs[0]) is not None:  # activations on both sides (attention)
+        imp.emit(node, "matmul", node.inputs[:2])
+        return
     weight = w.T.astype(np.float32)
     out = node.outputs[0]
     bias = None
@@ -299,44 +338,58 @@ def _leaky_relu(imp: _Importer, node: _Node) -> None:
     imp.emit(node, "leaky_relu", [node.inputs[0]], {"slope": float(node.attrs.get("alpha", 0.01))})
 
 
-def _pool(ir_op: str) -> Callable[[_Importer, _Node], None]:
+def _pool(kind: str) -> Callable[[_Importer, _Node], None]:
+    """AveragePool / MaxPool over 1 or 2 spatial dims (``kind`` avg or max)."""
+
     def translate(imp: _Importer, node: _Node) -> None:
         k = list(node.attrs["kernel_shape"])
-        if len(k) != 2:
-            raise UnsupportedOpError(f"{node.op} over {len(k)}-D", node.name, "ONNX")
-        if len(node.outputs) > 1 and node.outputs[1] and imp.users.get(node.outputs[1]):
+        n = len(k)
+        if n not in (1, 2):
+            raise UnsupportedOpError(f"{node.op} over {n}-D", node.name, "ONNX")
+        if len(node.outputs) > 1 and imp.used(node.outputs[1]):
             raise UnsupportedOpError(f"{node.op} with indices output", node.name, "ONNX")
-        strides = list(node.attrs.get("strides", [1, 1]))
-        dilations = list(node.attrs.get("dilations", [1, 1]))
+        strides = list(node.attrs.get("strides", [1] * n))
+        dilations = list(node.attrs.get("dilations", [1] * n))
+        pairs = imp.pads(node, k, strides, dilations)
         attrs: dict[str, Any] = {
             "kernel_size": k,
             "stride": strides,
-            "pads": imp.spatial_pads(node, (k[0], k[1]), strides, dilations),
+            "pads": [p for pair in reversed(pairs) for p in pair],  # (left, right[, top, bottom])
             "ceil_mode": bool(node.attrs.get("ceil_mode", 0)),
         }
-        if ir_op == "avg_pool2d":
+        if kind == "avg":
             attrs["count_include_pad"] = bool(node.attrs.get("count_include_pad", 0))
         else:
             attrs["dilation"] = dilations
-        imp.emit(node, ir_op, [node.inputs[0]], attrs)
+        imp.emit(node, f"{kind}_pool{n}d", [node.inputs[0]], attrs)
 
     return translate
 
 
-def _global_average_pool(imp: _Importer, node: _Node) -> None:
-    shape = imp.shapes.get(node.inputs[0])
-    rank = len(shape) if shape else 4
-    imp.emit(node, "mean", [node.inputs[0]], {"dims": list(range(2, rank)), "keepdim": True})
+def _global_pool(ir_op: str) -> Callable[[_Importer, _Node], None]:
+    """GlobalAveragePool / GlobalMaxPool: a reduction over every dim after N, C."""
+
+    def translate(imp: _Importer, node: _Node) -> None:
+        shape = imp.shapes.get(node.inputs[0])
+        rank = len(shape) if shape else 4
+        imp.emit(node, ir_op, [node.inputs[0]], {"dims": list(range(2, rank)), "keepdim": True})
+
+    return translate
 
 
-def _reduce_mean(imp: _Importer, node: _Node) -> None:
-    axes = imp.ints(node, "axes", 1)
-    if not axes:
-        if node.attrs.get("noop_with_empty_axes", 0):
-            imp.alias(node.outputs[0], node.inputs[0])
-            return
-        axes = list(range(imp.rank(node.inputs[0], node)))
-    imp.emit(node, "mean", [node.inputs[0]], {"dims": axes, "keepdim": bool(node.attrs.get("keepdims", 1))})
+def _reduce(ir_op: str) -> Callable[[_Importer, _Node], None]:
+    """ReduceMean / ReduceSum / ReduceMax: axes as attribute (older opsets) or input."""
+
+    def translate(imp: _Importer, node: _Node) -> None:
+        axes = imp.ints(node, "axes", 1)
+        if not axes:
+            if node.attrs.get("noop_with_empty_axes", 0):
+                imp.alias(node.outputs[0], node.inputs[0])
+                return
+            axes = list(range(imp.rank(node.inputs[0], node)))
+        imp.emit(node, ir_op, [node.inputs[0]], {"dims": axes, "keepdim": bool(node.attrs.get("keepdims", 1))})
+
+    return translate
 
 
 def _reshape(imp: _Importer, node: _Node) -> None:
@@ -443,6 +496,169 @@ def _unsqueeze(imp: _Importer, node: _Node) -> None:
     imp.emit(node, "unsqueeze", [node.inputs[0]], {"dims": sorted(axes)})
 
 
+def _gather(imp: _Importer, node: _Node) -> None:
+    idx = imp.const(node.inputs[1])
+    if idx is None:
+        raise UnsupportedOpError("Gather with run-time indices", node.name, "ONNX")
+    rank = imp.rank(node.inputs[0], node)
+    axis = int(node.attrs.get("axis", 0)) % rank
+    if (idx < 0).any():  # negative indices count from the end: needs the axis' size
+        size = imp.shapes[node.inputs[0]][axis]
+        if size is None:
+            raise UnsupportedOpError("Gather with negative indices on a dynamic axis", node.name, "ONNX")
+        idx = np.where(idx < 0, idx + size, idx)
+    x = imp.value(node.inputs[0])
+    if idx.ndim == 0:  # a scalar index drops the axis
+        y = imp.b.add("slice", [x], {"dim": axis, "start": int(idx), "end": int(idx) + 1}, node.name)
+        imp.values[node.outputs[0]] = imp.b.add("squeeze", [y], {"dims": [axis]}, node.name)
+        return
+    indices = imp.b.const(idx.astype(np.int64), node.input(1))
+    imp.values[node.outputs[0]] = imp.b.add("gather", [x, indices], {"axis": axis}, node.name)
+
+
+def _slice(imp: _Importer, node: _Node) -> None:
+    if imp.opset < 10:
+        starts, ends = node.attrs["starts"], node.attrs["ends"]
+        axes, steps = node.attrs.get("axes"), None
+    else:
+        starts, ends = imp.ints(node, "starts", 1), imp.ints(node, "ends", 2)
+        axes, steps = imp.ints(node, "axes", 3), imp.ints(node, "steps", 4)
+    if starts is None or ends is None:
+        raise UnsupportedOpError("Slice without starts/ends", node.name, "ONNX")
+    axes = list(axes) if axes is not None else list(range(len(starts)))
+    steps = list(steps) if steps is not None else [1] * len(starts)
+    if any(st < 1 for st in steps):
+        raise UnsupportedOpError("Slice with a negative step", node.name, "ONNX")
+    rank = imp.rank(node.inputs[0], node)
+    y = imp.value(node.inputs[0])
+    big = 2**62  # ONNX writes "to the end" as INT64_MAX; Python's slicing clamps the same way
+    for ax, start, end, step in zip(axes, starts, ends, steps, strict=True):
+        attrs = {"dim": int(ax) % rank, "start": int(start), "end": None if end >= big else int(end), "step": int(step)}
+        y = imp.b.add("slice", [y], attrs, node.name)
+    imp.values[node.outputs[0]] = y
+
+
+def _split(imp: _Importer, node: _Node) -> None:
+    """Split: one ``slice`` node per output (the IR's nodes have one output each)."""
+    shape = imp.shapes.get(node.inputs[0])
+    rank = imp.rank(node.inputs[0], node)
+    axis = int(node.attrs.get("axis", 0)) % rank
+    sizes = imp.ints(node, "split", 1)
+    if sizes is None:
+        total = shape[axis] if shape else None
+        if total is None:
+            raise UnsupportedOpError("Split into equal parts of a dynamic axis", node.name, "ONNX")
+        parts = int(node.attrs.get("num_outputs", len(node.outputs)))
+        step = -(-total // parts)  # ceil: the last part may be smaller (opset 18)
+        sizes = [min(step, total - i * step) for i in range(parts)]
+    x = imp.value(node.inputs[0])
+    start = 0
+    for out, size in zip(node.outputs, sizes, strict=True):
+        if out:
+            imp.values[out] = imp.b.add("slice", [x], {"dim": axis, "start": start, "end": start + size}, node.name)
+        start += size
+
+
+def _resize(imp: _Importer, node: _Node) -> None:
+    """Resize of the spatial dims as F.interpolate: nearest and (bi)linear, in the transforms PyTorch has."""
+    a = {k: v.decode() if isinstance(v, bytes) else v for k, v in node.attrs.items()}
+    mode = a.get("mode", "nearest")
+    transform = a.get("coordinate_transformation_mode", "half_pixel")
+    rank = imp.rank(node.inputs[0], node)
+    if a.get("antialias") or a.get("axes") or a.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise UnsupportedOpError("Resize with antialias, axes or an aspect-ratio policy", node.name, "ONNX")
+    scales = imp.const(node.input(2)) if imp.opset >= 11 else imp.const(node.input(1))
+    sizes = imp.const(node.input(3)) if imp.opset >= 11 else None
+    attrs: dict[str, Any] = {}
+    if sizes is not None and sizes.size:
+        attrs["size"] = [int(v) for v in sizes.reshape(-1)[2:]]
+    elif scales is not None and scales.size:
+        if list(scales.reshape(-1)[:2]) != [1.0, 1.0]:
+            raise UnsupportedOpError("Resize of the batch or channel dims", node.name, "ONNX")
+        attrs["scale_factor"] = [float(v) for v in scales.reshape(-1)[2:]]
+    else:
+        raise UnsupportedOpError("Resize with run-time scales or sizes", node.name, "ONNX")
+    integer_up = "scale_factor" in attrs and all(float(v).is_integer() and v >= 1 for v in attrs["scale_factor"])
+    if mode == "nearest":
+        rounding = a.get("nearest_mode", "round_prefer_floor")
+        if (transform, rounding) == ("asymmetric", "floor") or (transform == "half_pixel" and integer_up):
+            attrs["mode"] = "nearest"  # the same source pixels (no ties at integer up-scales)
+        elif transform in ("half_pixel", "pytorch_half_pixel") and rounding == "round_prefer_ceil":
+            attrs["mode"] = "nearest-exact"
+        else:
+            raise UnsupportedOpError(f"Resize(nearest, {transform}, {rounding})", node.name, "ONNX")
+    elif mode == "linear" and transform in ("half_pixel", "pytorch_half_pixel", "align_corners"):
+        attrs["mode"] = {3: "linear", 4: "bilinear", 5: "trilinear"}.get(rank, "")
+        attrs["align_corners"] = transform == "align_corners"
+        if not attrs["mode"]:
+            raise UnsupportedOpError(f"Resize(linear) of a rank-{rank} tensor", node.name, "ONNX")
+    else:
+        raise UnsupportedOpError(f"Resize({mode}, {transform})", node.name, "ONNX")
+    imp.emit(node, "resize", [node.inputs[0]], attrs)
+
+
+# ONNX gate order -> PyTorch's: LSTM i,o,f,c -> i,f,c(g),o; GRU z,r,h -> r,z,n
+_GATES = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2]}
+
+
+def _rnn(imp: _Importer, node: _Node) -> None:
+    """LSTM / GRU as nn.LSTM / nn.GRU (zero initial state, default activations, full sequences).
+
+    ``Y`` is the layer's output; ``Y_h`` (the last step of each direction) is sliced from it; ``Y_c`` and
+    ``sequence_lens`` are refused."""
+    a = {k: v.decode() if isinstance(v, bytes) else v for k, v in node.attrs.items()}
+    op = node.op
+    for attr in ("activations", "clip", "activation_alpha", "activation_beta"):
+        if attr in a:
+            raise UnsupportedOpError(f"{op} with {attr}", node.name, "ONNX")
+    if a.get("input_forget"):
+        raise UnsupportedOpError(f"{op}(input_forget=1)", node.name, "ONNX")
+    if op == "GRU" and not a.get("linear_before_reset", 0):
+        raise UnsupportedOpError("GRU(linear_before_reset=0) (PyTorch's GRU resets after)", node.name, "ONNX")
+    if node.input(4):
+        raise UnsupportedOpError(f"{op} with sequence_lens", node.name, "ONNX")
+    for i in (5, 6):  # initial_h, initial_c: only zeros (PyTorch's default state)
+        init = imp.const(node.input(i)) if node.input(i) else np.zeros(1)
+        if init is None or np.any(init):
+            raise UnsupportedOpError(f"{op} with a non-zero initial state", node.name, "ONNX")
+    if len(node.outputs) > 2 and imp.used(node.outputs[2]):
+        raise UnsupportedOpError(f"{op} whose cell state Y_c is used", node.name, "ONNX")
+    w, r = imp.weight(node.inputs[1], node), imp.weight(node.inputs[2], node)
+    dirs, gates_h, input_size = w.shape
+    hidden = int(a.get("hidden_size", r.shape[-1]))
+    gates = len(_GATES[op])
+    b = imp.weight(node.input(3), node) if node.input(3) else np.zeros((dirs, 2 * gates * hidden), np.float32)
+    direction = a.get("direction", "forward")
+    batch_first = bool(a.get("layout", 0))
+
+    def torch_order(m: np.ndarray) -> np.ndarray:
+        return np.concatenate([m[g * hidden : (g + 1) * hidden] for g in _GATES[op]])
+
+    weights = {}
+    for d in range(dirs):
+        suffix = "_reverse" if d == 1 else ""
+        weights[f"weight_ih_l0{suffix}"] = torch_order(w[d])
+        weights[f"weight_hh_l0{suffix}"] = torch_order(r[d])
+        weights[f"bias_ih_l0{suffix}"] = torch_order(b[d, : gates * hidden])
+        weights[f"bias_hh_l0{suffix}"] = torch_order(b[d, gates * hidden :])
+    attrs = {"cell": op.lower(), "input_size": int(input_size), "hidden_size": hidden, "directions": int(dirs),
+             "batch_first": batch_first, "reverse": direction == "reverse"}  # fmt: skip
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}
+    y = imp.b.add("rnn", [imp.value(node.inputs[0])], attrs, node.name, tensors)
+    if node.outputs[0]:
+        imp.values[node.outputs[0]] = y
+    if len(node.outputs) > 1 and node.outputs[1]:  # Y_h: each direction's last step, Y without its seq dim
+        seq = 1 if batch_first else 0
+        lasts = []
+        for d in range(dirs):
+            backwards = direction == "reverse" or d == 1
+            step = {"dim": seq, "start": 0, "end": 1} if backwards else {"dim": seq, "start": -1, "end": None}
+            one = imp.b.add("slice", [y], step, node.name)
+            lasts.append(imp.b.add("slice", [one], {"dim": seq + 1, "start": d, "end": d + 1}, node.name))
+        h = lasts[0] if dirs == 1 else imp.b.add("concat", lasts, {"dim": seq + 1}, node.name)
+        imp.values[node.outputs[1]] = imp.b.add("squeeze", [h], {"dims": [seq]}, node.name)
+
+
 def _constant(imp: _Importer, node: _Node) -> None:
     a = node.attrs
     if "value" in a:
@@ -478,10 +694,13 @@ TRANSLATORS: dict[str, Callable[[_Importer, _Node], None]] = {
     "HardSigmoid": _hardsigmoid,
     "LeakyRelu": _leaky_relu,
     "Clip": _clip,
-    "AveragePool": _pool("avg_pool2d"),
-    "MaxPool": _pool("max_pool2d"),
-    "GlobalAveragePool": _global_average_pool,
-    "ReduceMean": _reduce_mean,
+    "AveragePool": _pool("avg"),
+    "MaxPool": _pool("max"),
+    "GlobalAveragePool": _global_pool("mean"),
+    "GlobalMaxPool": _global_pool("amax"),
+    "ReduceMean": _reduce("mean"),
+    "ReduceSum": _reduce("sum"),
+    "ReduceMax": _reduce("amax"),
     "Reshape": _reshape,
     "Flatten": _flatten,
     "Concat": _concat,
@@ -495,6 +714,13 @@ TRANSLATORS: dict[str, Callable[[_Importer, _Node], None]] = {
     "Unsqueeze": _unsqueeze,
     "Constant": _constant,
     "Shape": _shape,
+    "Gather": _gather,
+    "Slice": _slice,
+    "Split": _split,
+    "Resize": _resize,
+    "ConvTranspose": _conv_transpose,
+    "LSTM": _rnn,
+    "GRU": _rnn,
 }
 
 
