@@ -143,3 +143,18 @@ def test_reverse_lstm_and_refusals(tmp_path: Path) -> None:
     bad = g.save(tmp_path / "cell.onnx", [6, 2, 3], y_c, [1, 2, 4], opset=18)
     with pytest.raises(UnsupportedOpError, match="LSTM whose cell state Y_c is used"):
         import_model(bad)
+
+
+def test_embedded_record_keeps_the_task(tmp_path: Path) -> None:
+    """An edgeopt ONNX artifact of an autoencoder imports as an anomaly model, not a 640-class classifier."""
+    from edgeopt.interop.embedded import embed_metadata
+    from edgeopt.interop.export import embedded_record
+
+    ae = create_model("fc_autoencoder", input_shape=(640,), seed=0, hidden=16, bottleneck=4)
+    ae.meta.input.value_range = (-3.0, 5.0)
+    path = ts_export(ae.module, torch.randn(2, 640), tmp_path / "ae.onnx")
+    path.write_bytes(embed_metadata("onnx", path.read_bytes(), embedded_record(ae.meta, {"format": "onnx"})))
+    em = import_model(path)
+    assert (em.meta.task, em.meta.num_classes, em.meta.input.layout) == ("anomaly", 640, "NC")
+    assert em.meta.input.value_range == (-3.0, 5.0)
+    assert_parity(path, (3, 640))

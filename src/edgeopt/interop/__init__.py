@@ -127,6 +127,7 @@ def import_model(
         arch={"kind": "graph", "ir": graph.ir},
         class_names=class_names,
         lineage=[step],
+        task=embedded.task if embedded is not None else "classification",  # an autoencoder stays one
     )
     if embedded is not None and embedded.input.mean is not None:
         meta.input.mean, meta.input.std = embedded.input.mean, embedded.input.std
