@@ -11,6 +11,10 @@ to half its MACs and fine-tuned (latency before/after measured in each runtime),
 three runtimes (target: within 1 pt of the pruned float model's accuracy); the unpruned and pruned float
 models are timed side by side with the int8 one.
 
+Every float ``.onnx`` and every ``.tflite`` artifact (int8 too) is imported back (``import_model``) and
+scored in PyTorch: the round trip of item 4's importers (ONNX Conv1d and dense chains, LiteRT's int8) and of
+the embedded record (the task).
+
 Runs offline (no ../shared data needed); torch on one thread (two fight on a shared 2-core machine). Writes
 ``benchmarks/results/breadth_tasks.json``. ``--quick`` shrinks data and epochs for a smoke run
 (figures not comparable).
@@ -33,6 +37,7 @@ from common import interleaved_p50, write_result  # noqa: E402
 from edgeopt.compress.quantize.api import quantize  # noqa: E402
 from edgeopt.compress.workflows import TuneSettings, prune_model  # noqa: E402
 from edgeopt.data import load_dataset  # noqa: E402
+from edgeopt.interop import import_model  # noqa: E402
 from edgeopt.interop.export import export_model  # noqa: E402
 from edgeopt.model import EdgeModel  # noqa: E402
 from edgeopt.models import create_model  # noqa: E402
@@ -63,6 +68,8 @@ def in_runtimes(models: dict[str, EdgeModel], test: Any, tmp: Path, rounds: int)
                 "export_and_eval_s": round(time.perf_counter() - t0, 1),
             }  # fmt: skip
             log(f"  {name:12s} {rt:12s} score {r.score:.4f}  ({res.size_bytes} B)")
+            if fmt == "tflite" or not getattr(m.module, "quantized", False):  # the artifact imports back (item 4)
+                out[name][rt]["reimported"] = reimport(res.path, test)
             runners[f"{name}|{rt}"] = runner
             inputs[f"{name}|{rt}"] = m.example_input(1).numpy()
     try:
@@ -75,6 +82,24 @@ def in_runtimes(models: dict[str, EdgeModel], test: Any, tmp: Path, rounds: int)
         out[name][rt]["latency_p50_ms"] = v["p50_ms"]
         out[name][rt]["latency_p90_ms"] = v["p90_ms"]
     return out
+
+
+def reimport(path: Path, test: Any) -> dict[str, Any]:
+    """``path`` imported back into edgeopt and scored in PyTorch (a QDQ .onnx is not importable: skipped)."""
+    try:
+        back = import_model(path)
+    except Exception as e:  # a figure, not a crash: the benchmark records what did not import
+        log(f"  {path.name} does not import: {e}")
+        return {"error": f"{type(e).__name__}: {e}"}
+    again = evaluate(back, test).score
+    log(f"  {path.name} re-imported: {back.meta.task}, PyTorch score {again:.4f}")
+    return {"task": back.meta.task, "torch_score": again, "quantized": bool(getattr(back.module, "quantized", False))}
+
+
+def reimport_summary(rt: dict[str, Any]) -> dict[str, Any]:
+    """Per artifact (``model.format``): its score in its runtime beside the re-imported model's in PyTorch."""
+    return {f"{k}.{RUNTIMES[r]}": {"runtime_score": rt[k][r]["score"], **rt[k][r]["reimported"]}
+            for k in rt for r in RUNTIMES if "reimported" in rt[k][r]}  # fmt: skip
 
 
 def anomaly_section(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -103,6 +128,7 @@ def anomaly_section(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "float_torch": float_eval.metrics, "int8_torch": int8_eval.metrics, "quantize_seconds": round(quant_s, 1),
         "runtimes": rt,
         "auc_gap_int8_vs_float": gaps,
+        "reimport": reimport_summary(rt),
         "acceptance": {"target": "int8 ROC AUC within 0.01 of float in each runtime",
                        "met": all(g <= 0.01 for g in gaps.values())},
     }  # fmt: skip
@@ -145,6 +171,7 @@ def conv1d_section(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "int8_torch_accuracy": q_eval.score,
         "runtimes": rt,
         "int8_drop_points_vs_pruned_float": drops,
+        "reimport": reimport_summary(rt),
         "acceptance": {"target": "MACs halved (ratio <= 0.5); int8 within 1 pt of float in each runtime",
                        "met": macs_after <= 0.5 * macs_before and all(d <= 1.0 for d in drops.values())},
     }  # fmt: skip
