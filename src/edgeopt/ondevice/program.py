@@ -25,6 +25,7 @@ which is what that check exists to catch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -208,10 +209,11 @@ def _quantize_frozen_prefix(
         )
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = XNNPACKQuantizer()
-    config = get_symmetric_quantization_config(is_per_channel=True)
-    for name in prefix:
-        quantizer.set_module_name(name, config)
+    # set_module_name would match nothing: the exported module's weight nodes (get_attr) carry no
+    # nn_module_stack, so every conv pattern failed its name filter and only activations were quantized
+    # (float weights, a program no smaller than the float one). This filter names weights by their target.
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantizer.set_filter_function(_in_modules(_frozen_prefix_modules(work, trainable)))
     with quiet_output():
         gm = torch.export.export(work.eval(), (x,)).module()
         gm = prepare_pt2e(gm, quantizer)
@@ -220,3 +222,42 @@ def _quantize_frozen_prefix(
                 gm(batch)
         gm = convert_pt2e(gm)
     return gm, prefix
+
+
+def _frozen_prefix_modules(work: nn.Module, trainable: list[str]) -> list[str]:
+    """Every leaf module (parameter-less ones too: ReLU, pooling) before the first one with a trainable parameter,
+    in the order :func:`edgeopt.ondevice.scopes.blocks` walks them."""
+    keep = set(trainable)
+    out: list[str] = []
+
+    def walk(prefix: str, m: nn.Module) -> bool:
+        for name, child in m.named_children():
+            full = f"{prefix}{name}"
+            if isinstance(child, (nn.Sequential, nn.ModuleDict, nn.ModuleList)):
+                if not walk(f"{full}.", child):
+                    return False
+                continue
+            if any(f"{full}.{n}" in keep for n, _ in child.named_parameters()):
+                return False
+            out.append(full)
+        return True
+
+    walk("", work)
+    return out
+
+
+def _in_modules(names: list[str]) -> Callable[[Any], bool]:
+    """A PT2E node filter: does the node come from one of the modules ``names`` (by nn_module_stack; a weight
+    node by its attribute path)? ``names`` are a prefix of the model, so the model input belongs too."""
+    wanted = set(names)
+    prefixes = tuple(f"{n}." for n in names)
+
+    def inside(node: Any) -> bool:
+        if node.op == "placeholder":
+            return True
+        if node.op == "get_attr":
+            return str(node.target).startswith(prefixes)
+        stack = node.meta.get("nn_module_stack") or {}
+        return any(path.removeprefix("L['self'].") in wanted for path, _ in stack.values())
+
+    return inside
