@@ -58,45 +58,24 @@ Tensors = list[torch.Tensor]
 # forward function (module, node name, attrs, input tensors) -> output tensor.
 
 
-def _conv2d_layer(a: Attrs) -> nn.Module:
-    return nn.Conv2d(
-        a["in_channels"],
-        a["out_channels"],
-        tuple(a["kernel_size"]),
-        stride=tuple(a["stride"]),
-        padding=tuple(a["padding"]),
-        dilation=tuple(a["dilation"]),
-        groups=a["groups"],
-        bias=a["bias"],
-    )
+def _conv_layer(classes: Sequence[type[nn.Module]]) -> Callable[[Attrs], nn.Module]:
+    """Layer factory for a convolution whose class is ``classes[spatial dims - 1]`` (1-D or 2-D)."""
 
+    def build(a: Attrs) -> nn.Module:
+        extra = {"output_padding": tuple(a["output_padding"])} if "output_padding" in a else {}
+        return classes[len(a["kernel_size"]) - 1](
+            a["in_channels"],
+            a["out_channels"],
+            tuple(a["kernel_size"]),
+            stride=tuple(a["stride"]),
+            padding=tuple(a["padding"]),
+            dilation=tuple(a["dilation"]),
+            groups=a["groups"],
+            bias=a["bias"],
+            **extra,
+        )
 
-def _conv1d_layer(a: Attrs) -> nn.Module:
-    return nn.Conv1d(
-        a["in_channels"],
-        a["out_channels"],
-        a["kernel_size"][0],
-        stride=a["stride"][0],
-        padding=a["padding"][0],
-        dilation=a["dilation"][0],
-        groups=a["groups"],
-        bias=a["bias"],
-    )
-
-
-def _conv_transpose_layer(a: Attrs) -> nn.Module:
-    cls = nn.ConvTranspose1d if len(a["kernel_size"]) == 1 else nn.ConvTranspose2d
-    return cls(
-        a["in_channels"],
-        a["out_channels"],
-        tuple(a["kernel_size"]),
-        stride=tuple(a["stride"]),
-        padding=tuple(a["padding"]),
-        output_padding=tuple(a["output_padding"]),
-        groups=a["groups"],
-        bias=a["bias"],
-        dilation=tuple(a["dilation"]),
-    )
+    return build
 
 
 def _rnn_layer(a: Attrs) -> nn.Module:
@@ -280,9 +259,11 @@ _CONV_ATTRS = ("in_channels", "out_channels", "kernel_size", "stride", "padding"
 
 OPS: dict[str, OpDef] = {
     "const": OpDef(_const, ("shape", "dtype"), arity=0),
-    "conv2d": OpDef(_call_layer, _CONV_ATTRS, _conv2d_layer),
-    "conv1d": OpDef(_call_layer, _CONV_ATTRS, _conv1d_layer),
-    "conv_transpose": OpDef(_call_layer, (*_CONV_ATTRS, "output_padding"), _conv_transpose_layer),
+    "conv2d": OpDef(_call_layer, _CONV_ATTRS, _conv_layer([nn.Conv1d, nn.Conv2d])),
+    "conv1d": OpDef(_call_layer, _CONV_ATTRS, _conv_layer([nn.Conv1d, nn.Conv2d])),
+    "conv_transpose": OpDef(
+        _call_layer, (*_CONV_ATTRS, "output_padding"), _conv_layer([nn.ConvTranspose1d, nn.ConvTranspose2d])
+    ),
     "rnn": OpDef(_rnn, ("cell", "input_size", "hidden_size", "directions", "batch_first"), _rnn_layer),
     "linear": OpDef(_call_layer, ("in_features", "out_features", "bias"), _linear_layer),
     "batchnorm": OpDef(_call_layer, ("num_features", "eps", "momentum"), _batchnorm_layer),
