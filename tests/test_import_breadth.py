@@ -94,6 +94,9 @@ def image_decoder_net(path: Path) -> Path:
 
 def test_decoder_ops_match_onnxruntime(tmp_path: Path) -> None:
     assert_parity(image_decoder_net(tmp_path / "dec.onnx"), (1, 4, 5, 5))
+    g = GraphWriter(6)  # opset 10's Resize: scales as input 1, asymmetric coordinates, nearest rounds down
+    up = g.node("Resize", ["x", g.init([1, 1, 1.5, 1.5], np.float32)], mode="nearest")
+    assert_parity(g.save(tmp_path / "up10.onnx", [1, 2, 5, 5], up, [1, 2, 7, 7], opset=10), (1, 2, 5, 5))
 
 
 class Recurrent(nn.Module):

@@ -563,12 +563,13 @@ def _resize(imp: _Importer, node: _Node) -> None:
     """Resize of the spatial dims as F.interpolate: nearest and (bi)linear, in the transforms PyTorch has."""
     a = {k: v.decode() if isinstance(v, bytes) else v for k, v in node.attrs.items()}
     mode = a.get("mode", "nearest")
-    transform = a.get("coordinate_transformation_mode", "half_pixel")
+    old = imp.opset < 11  # opset 10's Resize maps coordinates like Upsample: asymmetric, nearest rounds down
+    transform = a.get("coordinate_transformation_mode", "asymmetric" if old else "half_pixel")
     rank = imp.rank(node.inputs[0], node)
     if a.get("antialias") or a.get("axes") or a.get("keep_aspect_ratio_policy", "stretch") != "stretch":
         raise UnsupportedOpError("Resize with antialias, axes or an aspect-ratio policy", node.name, "ONNX")
-    scales = imp.const(node.input(2)) if imp.opset >= 11 else imp.const(node.input(1))
-    sizes = imp.const(node.input(3)) if imp.opset >= 11 else None
+    scales = imp.const(node.input(1)) if old else imp.const(node.input(2))
+    sizes = None if old else imp.const(node.input(3))
     attrs: dict[str, Any] = {}
     if sizes is not None and sizes.size:
         attrs["size"] = [int(v) for v in sizes.reshape(-1)[2:]]
@@ -578,9 +579,11 @@ def _resize(imp: _Importer, node: _Node) -> None:
         attrs["scale_factor"] = [float(v) for v in scales.reshape(-1)[2:]]
     else:
         raise UnsupportedOpError("Resize with run-time scales or sizes", node.name, "ONNX")
+    if old and min(attrs["scale_factor"]) < 1:  # ONNX Runtime rounds opset 10's down-scaling its own way
+        raise UnsupportedOpError(f"Resize (opset {imp.opset}) down-scaling", node.name, "ONNX")
     integer_up = "scale_factor" in attrs and all(float(v).is_integer() and v >= 1 for v in attrs["scale_factor"])
     if mode == "nearest":
-        rounding = a.get("nearest_mode", "round_prefer_floor")
+        rounding = a.get("nearest_mode", "floor" if old else "round_prefer_floor")
         if (transform, rounding) == ("asymmetric", "floor") or (transform == "half_pixel" and integer_up):
             attrs["mode"] = "nearest"  # the same source pixels (no ties at integer up-scales)
         elif transform in ("half_pixel", "pytorch_half_pixel") and rounding == "round_prefer_ceil":
@@ -615,8 +618,8 @@ def _rnn(imp: _Importer, node: _Node) -> None:
         raise UnsupportedOpError(f"{op}(input_forget=1)", node.name, "ONNX")
     if op == "GRU" and not a.get("linear_before_reset", 0):
         raise UnsupportedOpError("GRU(linear_before_reset=0) (PyTorch's GRU resets after)", node.name, "ONNX")
-    if node.input(4):
-        raise UnsupportedOpError(f"{op} with sequence_lens", node.name, "ONNX")
+    if node.input(4) or node.input(7):
+        raise UnsupportedOpError(f"{op} with sequence_lens or peepholes", node.name, "ONNX")
     for i in (5, 6):  # initial_h, initial_c: only zeros (PyTorch's default state)
         init = imp.const(node.input(i)) if node.input(i) else np.zeros(1)
         if init is None or np.any(init):
