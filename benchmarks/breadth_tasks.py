@@ -68,7 +68,7 @@ def in_runtimes(models: dict[str, EdgeModel], test: Any, tmp: Path, rounds: int)
                 "export_and_eval_s": round(time.perf_counter() - t0, 1),
             }  # fmt: skip
             log(f"  {name:12s} {rt:12s} score {r.score:.4f}  ({res.size_bytes} B)")
-            if fmt == "tflite" or not getattr(m.module, "quantized", False):  # the artifact imports back (item 4)
+            if fmt == "tflite" or (fmt == "onnx" and not getattr(m.module, "quantized", False)):  # imports back
                 out[name][rt]["reimported"] = reimport(res.path, test)
             runners[f"{name}|{rt}"] = runner
             inputs[f"{name}|{rt}"] = m.example_input(1).numpy()
