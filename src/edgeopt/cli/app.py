@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from edgeopt.errors import EdgeoptError
 
+T = TypeVar("T")
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Make neural networks fit mobile and edge devices.")
 
 # Library chatter (exporters, runtimes) goes to stderr; our own output goes to the real stdout.
@@ -48,6 +49,30 @@ LayoutOpt = Annotated[
 ClassesOpt = Annotated[
     str | None, typer.Option("--classes", help="the model's classes: a count (10) or names (cat,dog,...)")
 ]
+# Two thread pools, two names: --threads is always a deployment runtime's threads (running, timing the
+# model, as `bench` reports them); --train-threads is always torch's threads while training or calibrating.
+TrainThreadsOpt = Annotated[
+    int | None, typer.Option("--train-threads", min=1, help="torch threads while training (default: torch's)")
+]
+OldThreadsOpt = Annotated[
+    int | None, typer.Option("--threads", min=1, hidden=True, help="deprecated here: --train-threads")
+]
+
+
+def renamed(new: str, new_value: T | None, old: str, old_value: T | None, why: str = "") -> T | None:
+    """The value of an option that has a deprecated second name; the old name still works, with a warning."""
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise EdgeoptError(f"{old} is the old name of {new}", f"give only {new}")
+    print(f"warning: {old} is deprecated{why}; use {new}", file=sys.stderr)
+    return old_value
+
+
+def torch_threads(new_value: int | None, old_value: int | None) -> int | None:
+    """``--train-threads``, or the deprecated ``--threads`` a training command took for torch's threads."""
+    why = " for torch's threads (--threads is a runtime's)"
+    return renamed("--train-threads", new_value, "--threads", old_value, why)
 
 
 def emit(obj: dict[str, Any], as_json: bool, title: str = "") -> None:
@@ -73,12 +98,23 @@ def warn(obj: dict[str, Any]) -> None:
             print(f"{key}: {obj[key]}", file=sys.stderr)
 
 
-def warn_at_chance(out: dict[str, Any], num_classes: Any, **accuracies: float | None) -> None:
+EVAL_ADVICE = "`edgeopt eval` on the model names the likely cause (input range, layout, classes)"
+
+
+def warn_at_chance(
+    out: dict[str, Any],
+    num_classes: Any,
+    *,
+    majority: float | None = None,
+    advice: str = EVAL_ADVICE,
+    **accuracies: float | None,
+) -> None:
     """Add a ``warning`` to ``out`` (and stderr) for each named accuracy at or below chance.
 
     ``num_classes`` is a class count, or a model's metadata: for a regression or anomaly model the
     "accuracy" fields hold the task's score, so ``out`` says which (``task``, ``score_metric``) and no
-    chance warning applies.
+    chance warning applies. ``majority`` is the most common label's share where known (chance is then
+    the higher of it and 1/classes); ``advice`` ends the warning.
     """
     from edgeopt.train.diagnose import chance_note
 
@@ -91,9 +127,9 @@ def warn_at_chance(out: dict[str, Any], num_classes: Any, **accuracies: float | 
     num_classes = getattr(num_classes, "num_classes", num_classes)
 
     for key, acc in accuracies.items():
-        note = None if acc is None else chance_note(acc, num_classes)
+        note = None if acc is None else chance_note(acc, num_classes, majority)
         if note is not None:
-            text = f"{key}: {note}; `edgeopt eval` on the model names the likely cause (input range, layout, classes)"
+            text = f"{key}: {note}; {advice}"
             out["warning"] = f"{out['warning']}; {text}" if out.get("warning") else text
             print(f"warning: {text}", file=sys.stderr)
 

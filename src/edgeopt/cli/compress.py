@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 
@@ -13,34 +13,30 @@ from edgeopt.cli.app import (
     DeviceOpt,
     JsonOpt,
     ModelArg,
+    OldThreadsOpt,
     RangeOpt,
+    TrainThreadsOpt,
     app,
     emit,
     model_for_data,
     parse_range,
     quiet,
+    renamed,
+    torch_threads,
     warn_at_chance,
 )
 from edgeopt.errors import EdgeoptError
 
-T = TypeVar("T")
 EpochsOpt = Annotated[int, typer.Option("--epochs", min=0, help="fine-tuning epochs after compressing")]
-LrOpt = Annotated[float | None, typer.Option("--lr", help="peak learning rate (default 0.05 sgd, 2e-3 adam)")]
+LrOpt = Annotated[
+    float | None,
+    typer.Option("--lr", help="peak learning rate (default 0.05 sgd, 2e-3 adam; zoo:mlp x6, zoo:dscnn x3)"),
+]
 OptOpt = Annotated[str, typer.Option("--optimizer", help="sgd or adam")]
 TeacherOpt = Annotated[str | None, typer.Option("--teacher", help="teacher model for KD in fine-tuning")]
 OldTeacherOpt = Annotated[str | None, typer.Option("--distill-from", hidden=True, help="deprecated: --teacher")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="seed for data order and initialisation")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="fine-tuning batch size")]
-
-
-def _renamed(new: str, new_value: T | None, old: str, old_value: T | None) -> T | None:
-    """The value of an option that has a deprecated second name; the old name still works, with a warning."""
-    if old_value is None:
-        return new_value
-    if new_value is not None:
-        raise EdgeoptError(f"{old} is the old name of {new}", f"give only {new}")
-    print(f"warning: {old} is deprecated; use {new}", file=sys.stderr)
-    return old_value
 
 
 def _parse_nm(text: str) -> tuple[int, int]:
@@ -89,7 +85,9 @@ def prune(
     runtime: Annotated[
         str, typer.Option(help="runtime timed for --target-latency-ms or --allocation latency (a,b: several)")
     ] = "onnxruntime",
-    threads: Annotated[int, typer.Option(min=1, help="runtime threads for latency targets")] = 1,
+    threads: Annotated[
+        int, typer.Option(min=1, help="runtime threads for latency targets (torch's while training: --train-threads)")
+    ] = 1,
     criterion: Annotated[str, typer.Option(help="channel importance: l1, l2, bn or taylor")] = "l2",
     allocation: Annotated[
         str, typer.Option(help="uniform, global, or latency (time and accuracy of each cut measured in --runtime)")
@@ -105,7 +103,7 @@ def prune(
     distill_from: OldTeacherOpt = None,
     epochs: Annotated[
         int, typer.Option("--epochs", min=0, help="recovery epochs after pruning (0: none; expect a large drop)")
-    ] = 3,
+    ] = 3,  # compress.workflows.RECOVERY_EPOCHS (not imported: the CLI loads torch lazily)
     widths: Annotated[
         str | None,
         typer.Option("--widths", help="channels each group keeps, comma-separated; 0 removes a residual branch whole"),
@@ -117,6 +115,7 @@ def prune(
     optimizer: OptOpt = "sgd",
     batch_size: BatchOpt = 128,
     seed: SeedOpt = 0,
+    train_threads: TrainThreadsOpt = None,
     device: DeviceOpt = "cpu",
     input_range: RangeOpt = None,
     profile: Annotated[
@@ -138,8 +137,9 @@ def prune(
     if nm is not None and method != "nm":
         raise EdgeoptError(f"--nm applies only to --method nm (this is --method {method})", "add --method nm")
     nm_pair = _parse_nm(nm or "2:4")
-    settings = TuneSettings(epochs, lr, optimizer, batch_size=batch_size, seed=seed, device=device)
-    teacher = _renamed("--teacher", teacher, "--distill-from", distill_from)
+    settings = TuneSettings(epochs, lr, optimizer, batch_size=batch_size, seed=seed, device=device,
+                            threads=train_threads)  # fmt: skip
+    teacher = renamed("--teacher", teacher, "--distill-from", distill_from)
     m, train = model_for_data(model, data, parse_range(input_range))
     res = prune_model(
         m, train, method, ratio, target_macs, target_latency_ms, runtime, criterion, allocation, round_to, scope,
@@ -207,7 +207,8 @@ def distill(
     optimizer: OptOpt = "sgd",
     batch_size: BatchOpt = 128,
     seed: SeedOpt = 0,
-    threads: Annotated[int | None, typer.Option(min=1, help="torch threads while training (default: torch's)")] = None,
+    train_threads: TrainThreadsOpt = None,
+    threads: OldThreadsOpt = None,
     device: DeviceOpt = "cpu",
     input_range: RangeOpt = None,
     as_json: JsonOpt = False,
@@ -227,6 +228,7 @@ def distill(
                          task=t.meta.task, **kwargs)  # fmt: skip
     else:
         s = load_model(student)
+    threads = torch_threads(train_threads, threads)
     settings = TuneSettings(epochs, lr, optimizer, batch_size=batch_size, seed=seed, device=device, threads=threads)
     cfg = DistillConfig(temperature, alpha, hint_weight=hint_weight)
     s, hist = run_distill(s, t, train, settings.fit_config(), cfg)
@@ -261,7 +263,8 @@ def compress(
     ] = "adam",
     batch_size: BatchOpt = 128,
     seed: SeedOpt = 0,
-    threads: Annotated[int | None, typer.Option(min=1, help="torch threads while training (default: torch's)")] = None,
+    train_threads: TrainThreadsOpt = None,
+    threads: OldThreadsOpt = None,
     device: DeviceOpt = "cpu",
     input_range: RangeOpt = None,
     as_json: JsonOpt = False,
@@ -270,9 +273,10 @@ def compress(
     quiet(as_json)
     from edgeopt.compress.workflows import TuneSettings, deep_compress
 
-    sparsity = _renamed("--ratio", ratio, "--sparsity", sparsity)
+    sparsity = renamed("--ratio", ratio, "--sparsity", sparsity)
     sparsity = 0.75 if sparsity is None else sparsity
-    teacher = _renamed("--teacher", teacher, "--distill-from", distill_from)
+    teacher = renamed("--teacher", teacher, "--distill-from", distill_from)
+    threads = torch_threads(train_threads, threads)
     settings = TuneSettings(0, lr, optimizer, batch_size=batch_size, seed=seed, device=device, threads=threads)
     m, train = model_for_data(model, data, parse_range(input_range))
     lowrank = None

@@ -7,7 +7,19 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeopt.cli.app import DataOpt, JsonOpt, ModelArg, app, emit, model_for_data, quiet
+from edgeopt.cli.app import (
+    DataOpt,
+    JsonOpt,
+    ModelArg,
+    OldThreadsOpt,
+    TrainThreadsOpt,
+    app,
+    emit,
+    model_for_data,
+    quiet,
+    torch_threads,
+    warn_at_chance,
+)
 from edgeopt.errors import EdgeoptError
 
 
@@ -57,7 +69,8 @@ def federate(
     engine: Annotated[str, typer.Option(help="inprocess, flower-sim or flower")] = "inprocess",
     resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint")] = False,
     seed: int = 0,
-    threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default: torch's)")] = None,
+    train_threads: TrainThreadsOpt = None,
+    threads: OldThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Federated training of MODEL on DATA split across K clients; writes curves and a report to --out."""
@@ -65,7 +78,7 @@ def federate(
     from edgeopt.data import load_dataset
     from edgeopt.federated import run_federated
     from edgeopt.federated.config import ENGINES, FederatedConfig
-    from edgeopt.federated.report import build_curves, write_outputs
+    from edgeopt.federated.report import AT_CHANCE_ADVICE, build_curves, write_outputs
     from edgeopt.model import save_model
     from edgeopt.report.environment import machine_info, now_iso, versions
     from edgeopt.train import seed_everything
@@ -86,7 +99,7 @@ def federate(
     bar = _RoundBar(rounds, 0)
     try:
         res = run_federated(m, train, test, cfg, engine=engine, out_dir=out, resume=resume, on_round=bar,
-                            threads=threads, data_spec=data)  # fmt: skip
+                            threads=torch_threads(train_threads, threads), data_spec=data)  # fmt: skip
     finally:
         bar.close()
     settings = {"model": model, "data": data, "engine": engine, **cfg.to_json()}
@@ -103,21 +116,22 @@ def federate(
             from edgeopt.federated.client_model import runtime_accuracy
 
             extra["int8_artifact"] = runtime_accuracy(res.model, test.take(cfg.eval_limit, seed=0), out)
-    emit(
-        {
-            "final_accuracy": s["final_accuracy"],
-            "rounds": s["rounds"],
-            "upload_bytes_total": s["upload_bytes_total"],
-            "upload_compression": s["upload_compression"],
-            "epsilon": s["epsilon"],
-            "rejected_updates": s["rejected_updates"],
-            "resumed_from": res.resumed_from,
-            "seconds": round(res.seconds, 2),
-            "curves": str(curves_path),
-            "report": str(html_path),
-            "model": str(model_path),
-            **extra,
-        },
-        as_json,
-        "federate",
+    result = {
+        "final_accuracy": s["final_accuracy"],
+        "rounds": s["rounds"],
+        "upload_bytes_total": s["upload_bytes_total"],
+        "upload_compression": s["upload_compression"],
+        "epsilon": s["epsilon"],
+        "rejected_updates": s["rejected_updates"],
+        "resumed_from": res.resumed_from,
+        "seconds": round(res.seconds, 2),
+        "curves": str(curves_path),
+        "report": str(html_path),
+        "model": str(model_path),
+        **extra,
+    }
+    advice = f"{AT_CHANCE_ADVICE}; see {html_path}"
+    warn_at_chance(
+        result, res.model.meta, majority=s["chance_accuracy"], advice=advice, best_accuracy=s["best_accuracy"]
     )
+    emit(result, as_json, "federate")

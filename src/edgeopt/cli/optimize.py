@@ -26,6 +26,8 @@ def optimize(
     storage: Annotated[
         str | None, typer.Option("--storage", help="Optuna study: sqlite:///PATH or postgresql://... (default RUN)")
     ] = None,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="runtime threads when measuring")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="seed for the sampler and the data split")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Search recipes (pruning with or without distillation, int8 PTQ or QAT) for the most accurate
@@ -50,6 +52,8 @@ def optimize(
             minutes=minutes,
             storage=storage,
             out=out,
+            threads=threads,
+            seed=seed,
         )
     except OptimizeFailed as e:
         if as_json:

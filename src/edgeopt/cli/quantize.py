@@ -17,12 +17,14 @@ from edgeopt.cli.app import (
     DataOpt,
     JsonOpt,
     ModelArg,
+    OldThreadsOpt,
     RangeOpt,
     app,
     emit,
     model_for_data,
     parse_range,
     quiet,
+    torch_threads,
     warn_at_chance,
 )
 
@@ -68,9 +70,11 @@ def quantize(
     ] = None,
     seed: int = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="QAT fine-tuning batch size")] = 128,
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="torch threads while calibrating and training (default: torch's)")
+    train_threads: Annotated[
+        int | None,
+        typer.Option("--train-threads", min=1, help="torch threads while calibrating and training (default: torch's)"),
     ] = None,
+    threads: OldThreadsOpt = None,
     eval_test: Annotated[
         bool, typer.Option("--eval/--no-eval", help="measure float and quantized test accuracy")
     ] = True,
@@ -87,7 +91,7 @@ def quantize(
     from edgeopt.train.fit import deterministic_cpu
 
     m, train = model_for_data(model, data, parse_range(input_range))
-    with deterministic_cpu(threads, enabled=False):  # holds the thread count only
+    with deterministic_cpu(torch_threads(train_threads, threads), enabled=False):  # holds the thread count only
         q, report = run_quantize(
             m, train, method=method, calib=calib, weights=weights, max_drop=max_drop, calib_samples=calib_samples,
             budget=budget, cle=cle, qat_epochs=qat_epochs, seed=seed, rounding=rounding, target=target,

@@ -45,6 +45,7 @@ def search(
     ] = "proxy",
     supernet_epochs: Annotated[int, typer.Option("--supernet-epochs", help="supernet training (mode supernet)")] = 5,
     epochs: Annotated[int, typer.Option("--epochs", help="proxy training epochs per candidate")] = 2,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="proxy training batch size")] = 32,
     final_epochs: Annotated[
         int | None, typer.Option("--final-epochs", help="training of the front's models (default: --epochs)")
     ] = None,
@@ -78,6 +79,7 @@ def search(
         study_name=study_name,
         sampler=sampler,
         epochs=epochs,
+        batch_size=batch_size,
         seed=seed,
         threads=threads,
         heartbeat_s=heartbeat,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from edgeopt.compress.workflows import TuneSettings, deep_compress, prune_model
+from edgeopt.compress.workflows import RECOVERY_EPOCHS, TuneSettings, deep_compress, prune_model
 from edgeopt.model import EdgeModel
 from edgeopt.pipeline.passes import PassContext, register_pass
 
@@ -58,7 +58,7 @@ class PrunePass:
     min_keep: int = 1
     reconstruct: bool = True
     nm: list[int] = field(default_factory=lambda: [2, 4])
-    epochs: int = 0
+    epochs: int = RECOVERY_EPOCHS  # was 0 (no recovery): a recipe without epochs now fine-tunes (new fingerprint)
     steps: int = 1  # channel pruning in this many steps, one epoch of fine-tuning between
     widths: list[int] | None = None  # channels each group keeps (instead of a ratio / MAC target)
     lr: float | None = None

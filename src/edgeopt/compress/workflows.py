@@ -27,6 +27,7 @@ from edgeopt.model import EdgeModel
 from edgeopt.progress import phase
 
 METHODS = ("channel", "magnitude", "nm")
+RECOVERY_EPOCHS = 3  # fine-tuning after pruning unless told otherwise (`prune --epochs`, the recipe's prune pass)
 
 
 @dataclass

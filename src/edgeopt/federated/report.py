@@ -3,9 +3,9 @@
 ``build_curves`` (pure) turns the round history into the JSON content; ``render_report``
 draws it as one self-contained HTML page (inline CSS, inline SVG plots drawn with
 ``edgeopt.report.plots.figure_to_svg``, every string escaped); ``write_outputs`` writes both
-atomically. A run whose best test accuracy stayed within ``CHANCE_MARGIN`` of chance (always
-answering the most common training label) is flagged in the summary and at the top of the
-page. Numbers are written by ``edgeopt.report.numbers``. Cost: ~50 ms per plot plus
+atomically. A run whose best test accuracy stayed at chance (``train.diagnose.is_at_chance``, the
+test every evaluation uses, against always answering the most common training label) is flagged
+in the summary and at the top of the page. Numbers are written by ``edgeopt.report.numbers``. Cost: ~50 ms per plot plus
 matplotlib's import.
 """
 
@@ -24,24 +24,31 @@ from edgeopt.report.html import field_label
 from edgeopt.report.numbers import MISSING, fmt_any, fmt_bytes, fmt_count, fmt_field, fmt_pct, fmt_ratio, number
 
 CURVES_SCHEMA = "edgeopt-federated-curves/1"
-# A run "learned" once its best accuracy is this fraction of the way from chance to 100 %.
-CHANCE_MARGIN = 0.1
+# What the page and `edgeopt federate` say about a run that stayed at chance.
+AT_CHANCE_ADVICE = (
+    "the model did not learn; check the learning rate (--lr), local epochs (--local-epochs), the algorithm "
+    "and the partition (a very non-IID split needs more rounds)"
+)
 
 
 def chance_accuracy(histogram: Any) -> float | None:
-    """Accuracy of always answering the most common label (from the clients' label histogram)."""
+    """Accuracy of guessing: always the most common label (from the clients' label histogram), at least 1/classes."""
+    from edgeopt.train.diagnose import chance_level
+
     h = np.asarray(histogram, dtype=float)
     if h.ndim != 2 or h.size == 0 or h.sum() <= 0:
         return None
     per_class = h.sum(0)
-    return float(max(per_class.max() / per_class.sum(), 1 / len(per_class)))
+    return chance_level(len(per_class), float(per_class.max() / per_class.sum()))
 
 
 def stayed_at_chance(best_accuracy: float | None, chance: float | None) -> bool | None:
-    """Whether the best accuracy never got ``CHANCE_MARGIN`` of the way from chance to 100 % (None: unknown)."""
+    """Whether the best accuracy stayed at the guessing level ``chance`` (None: unknown)."""
+    from edgeopt.train.diagnose import is_at_chance
+
     if best_accuracy is None or chance is None:
         return None
-    return bool(best_accuracy < chance + CHANCE_MARGIN * (1 - chance))
+    return is_at_chance(best_accuracy, chance)
 
 
 def build_curves(
@@ -145,8 +152,7 @@ def chance_warning(summary: Mapping[str, Any]) -> str:
     return (
         f'<p class="warn" id="at-chance"><b>This run stayed at chance.</b> Best test accuracy '
         f"{fmt_pct(summary.get('best_accuracy'))} against {fmt_pct(summary.get('chance_accuracy'))} for always "
-        "answering the most common label: the model did not learn. Check the learning rate (--lr), local epochs "
-        "(--local-epochs), the algorithm and the partition (a very non-IID split needs more rounds).</p>"
+        f"answering the most common label: {escape(AT_CHANCE_ADVICE)}.</p>"
     )
 
 

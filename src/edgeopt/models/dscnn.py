@@ -39,6 +39,7 @@ class DSCNN(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-@register_model("dscnn", (1, 49, 10), 12, "MLPerf Tiny keyword-spotting DS-CNN (depthwise-separable)")
+# lr_scale 3: 10 default epochs on digits gave 85-90% (SGD 0.05) / 77-84% (Adam 2e-3); x3: 95-96% / 94-95% (3 seeds)
+@register_model("dscnn", (1, 49, 10), 12, "MLPerf Tiny keyword-spotting DS-CNN (depthwise-separable)", lr_scale=3.0)
 def dscnn(input_shape: tuple[int, int, int] = (1, 49, 10), num_classes: int = 12, width: int = 64) -> nn.Module:
     return DSCNN(input_shape, num_classes, width)

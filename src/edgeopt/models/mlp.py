@@ -28,6 +28,7 @@ class MLP(nn.Module):
         return self.head(self.body(torch.flatten(x, 1)))
 
 
-@register_model("mlp", (1, 8, 8), 10, "multilayer perceptron (flatten, ReLU hidden layers)")
+# lr_scale 6: 10 default epochs on digits gave 86-91% (SGD 0.05) / 86-89% (Adam 2e-3); x6: 94-96% / 93-94% (3 seeds)
+@register_model("mlp", (1, 8, 8), 10, "multilayer perceptron (flatten, ReLU hidden layers)", lr_scale=6.0)
 def mlp(input_shape: tuple[int, int, int] = (1, 8, 8), num_classes: int = 10, hidden: tuple[int, ...] = (128, 64)):
     return MLP(input_shape, num_classes, tuple(hidden))

@@ -142,6 +142,8 @@ def run_summary(
         print(f"{summary['final_stage']} against {summary['baseline_stage']}:", file=sys.stderr)
         for line in summary["headline"]:
             print(f"  {line}", file=sys.stderr)
+        if summary.get("warning"):
+            print(f"warning: {summary['warning']}", file=sys.stderr)
     last = ledger[-1]["metrics"]
     speedup = {rt: e["latency_ms"]["speedup"] for rt, e in summary["by_runtime"].items() if not e["simulated"]}
     return {
@@ -156,4 +158,5 @@ def run_summary(
         "run_dir": str(Path(json_path).parent),
         "report_html": str(html_path),
         "report_json": str(json_path),
+        **({"warning": summary["warning"]} if summary.get("warning") else {}),
     }

@@ -32,10 +32,12 @@ CHECKPOINT = "model.edgeopt"
 
 
 def stage_metrics(model: EdgeModel, ctx: PassContext) -> dict[str, Any]:
-    """What every stage records: profile figures plus PyTorch accuracy and latency."""
+    """What every stage records: profile figures plus PyTorch accuracy and latency (and a classifier's class count)."""
     from edgeopt.profile import profile_model
 
     metrics = profile_model(model).to_json()
+    if model.meta.task == "classification":
+        metrics["num_classes"] = model.meta.num_classes  # what the report's chance check compares against
     from edgeopt.runtimes import open_runner
 
     with open_runner("torch", model, threads=ctx.threads) as runner:

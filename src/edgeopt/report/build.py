@@ -13,7 +13,9 @@ The summary's baseline is the float model the recipe compresses: the last of the
 recipe that trains, exports, then compresses compares against the trained float model in
 every runtime), else the first finished stage. Its ``by_runtime`` entries give accuracy and
 latency per runtime; PyTorch's figures of a quantized model are marked ``simulated`` (fake-quant
-float ops, not a deployment figure). Cost: linear in the ledger, microseconds.
+float ops, not a deployment figure). A final stage whose accuracy in any runtime is at chance
+(``train.diagnose``'s test, against the ``num_classes`` the stage records) gets a ``warning``.
+Cost: linear in the ledger, microseconds.
 """
 
 from __future__ import annotations
@@ -177,7 +179,30 @@ def summarize(stages: list[Mapping[str, Any]], runtimes: list[str]) -> dict[str,
         "by_runtime": by_runtime,
     }
     summary["headline"] = headline(summary)
+    warning = chance_warning(last, runtimes)
+    if warning:
+        summary["warning"] = warning
     return summary
+
+
+def chance_warning(stage: Mapping[str, Any], runtimes: list[str]) -> str | None:
+    """``the final model is at chance (...)`` when the stage's accuracy in some runtime is, else None."""
+    from edgeopt.train.diagnose import chance_note
+
+    n = number(stage_metrics(stage).get("num_classes"))
+    if not n:
+        return None
+    notes = []
+    for rt in runtimes or ["torch"]:
+        acc = runtime_accuracy(stage, rt)
+        note = None if acc is None else chance_note(acc, int(n))
+        if note:
+            notes.append(f"{runtime_name(rt)}: {note}")
+    if not notes:
+        return None
+    return (f"the final model is at chance ({'; '.join(notes)}): it did not learn, or is fed wrongly; "
+            "check the training stages' epochs and learning rate, and `edgeopt eval` the final checkpoint "
+            "(it names input range, layout or class mismatches)")  # fmt: skip
 
 
 def headline(summary: Mapping[str, Any]) -> list[str]:

@@ -67,6 +67,7 @@ FIELD_LABELS = {
     "artifact_bytes": "Artifact size",
     "latency_ms": "Latency (p50)",
     "checkpoint": "Checkpoint",
+    "num_classes": "Classes",
 }
 _WORDS = {"macs": "MACs", "mac": "MAC", "kd": "KD", "sqnr": "SQNR", "db": "dB", "bn": "BN", "ms": "ms", "id": "ID",
           "qat": "QAT", "ptq": "PTQ", "lr": "learning rate", "kib": "KiB", "int8": "int8", "int4": "int4"}  # fmt: skip
@@ -276,6 +277,8 @@ def _summary_section(report: Mapping[str, Any]) -> str:
     s = report.get("summary") or {}
     stages = report.get("stages") or []
     parts = ['<section id="summary"><h2>Summary</h2>']
+    if s.get("warning"):
+        parts.append(f'<p class="warn" id="at-chance"><b>Warning:</b> {esc(s["warning"])}</p>')
     by_runtime = s.get("by_runtime") or {}
     if s.get("baseline_stage") is not None:
         lines = "".join(f"<li>{escape(t)}</li>" for t in s.get("headline") or [])
@@ -502,6 +505,7 @@ code{font:12.5px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background
 .badge.ok{background:#dcfae6;color:#067647}.badge.bad{background:#fee4e2;color:#b42318}
 .badge.dim{background:#f2f4f7;color:#98a2b3}
 .err{color:#b42318;background:#fef3f2;padding:6px 10px;border-radius:4px}
+.warn{color:#b42318;background:#fef3f2;border-left:4px solid #b42318;padding:8px 12px;border-radius:4px}
 .note{background:#f5f8ff;padding:6px 10px;border-radius:4px}
 article.stage{border-top:1px solid var(--line);padding-top:4px}
 figure.plot{margin:16px 0;padding:8px 12px;border:1px solid var(--line);border-radius:6px}

@@ -17,7 +17,7 @@ import numpy as np
 from edgeopt.data import ImageDataset
 from edgeopt.model import ModelMeta
 
-CHANCE_MARGIN = 0.05  # absolute accuracy above 1/num_classes still counted as chance
+CHANCE_MARGIN = 0.05  # absolute accuracy above the guessing level (1/num_classes) still counted as chance
 PROBE_SAMPLES = 256
 PROBE_RANGES: tuple[tuple[float, float], ...] = ((0.0, 1.0), (0.0, 255.0), (-1.0, 1.0), (-128.0, 127.0))
 PROBE_GAIN = 0.15  # a range must beat the current one by this much on the sample to be named
@@ -25,16 +25,31 @@ PROBE_GAIN = 0.15  # a range must beat the current one by this much on the sampl
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
+def chance_level(num_classes: int, majority: float | None = None) -> float:
+    """The accuracy of guessing: 1/``num_classes``, or ``majority`` (the most common label's share) when higher."""
+    return max(1.0 / max(1, num_classes), majority or 0.0)
+
+
+def is_at_chance(accuracy: float, level: float) -> bool:
+    """Whether ``accuracy`` is within ``CHANCE_MARGIN`` of the guessing ``level``: the one test of "at chance"."""
+    return accuracy <= level + CHANCE_MARGIN
+
+
 def chance_threshold(num_classes: int) -> float:
     """The accuracy at or below which a ``num_classes``-way classifier counts as guessing."""
-    return 1.0 / max(1, num_classes) + CHANCE_MARGIN
+    return chance_level(num_classes) + CHANCE_MARGIN
 
 
-def chance_note(accuracy: float, num_classes: int) -> str | None:
-    """``accuracy X is at or below chance (1/n for n classes)`` when it is, else None. Pure."""
-    if accuracy > chance_threshold(num_classes):
+def chance_note(accuracy: float, num_classes: int, majority: float | None = None) -> str | None:
+    """``accuracy X is at or below chance (1/n for n classes)`` when it is, else None. Pure.
+
+    ``majority``: the most common label's share in the data, when known (chance is then the higher of the two).
+    """
+    level = chance_level(num_classes, majority)
+    if not is_at_chance(accuracy, level):
         return None
-    return f"accuracy {accuracy:.4f} is at or below chance ({1 / max(1, num_classes):.3g} for {num_classes} classes)"
+    basis = f"{num_classes} classes" if level == 1.0 / max(1, num_classes) else "always the most common label"
+    return f"accuracy {accuracy:.4f} is at or below chance ({level:.3g} for {basis})"
 
 
 def _range_text(r: tuple[float, float]) -> str:

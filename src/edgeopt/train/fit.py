@@ -42,7 +42,7 @@ class FitConfig:
     epochs: int = 10
     batch_size: int = 128
     optimizer: str = "sgd"  # sgd | adam
-    lr: float | None = None  # default: 0.05 for SGD, 2e-3 for Adam
+    lr: float | None = None  # default: 0.05 for SGD, 2e-3 for Adam, times the zoo model's lr_scale (``default_lr``)
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     augment: bool = True
@@ -86,6 +86,20 @@ def deterministic_cpu(threads: int | None, enabled: bool = True) -> Iterator[Non
     finally:
         torch.use_deterministic_algorithms(det_before, warn_only=warn_before)
         torch.set_num_threads(threads_before)
+
+
+DEFAULT_LR = {"sgd": 0.05, "adam": 2e-3}  # peak learning rates without --lr, before the model's lr_scale
+
+
+def default_lr(model: EdgeModel, optimizer: str) -> float:
+    """The peak learning rate without ``--lr``: the optimizer's default, times the zoo model's ``lr_scale``
+    for a classifier (the scales were measured on classification; a regression MLP diverges with SGD at 0.3)."""
+    if optimizer not in DEFAULT_LR:
+        raise EdgeoptError(f"unknown optimizer '{optimizer}'", "use sgd or adam")
+    from edgeopt.models.registry import lr_scale_of
+
+    scale = lr_scale_of(model.meta.arch) if model.meta.task == "classification" else 1.0
+    return DEFAULT_LR[optimizer] * scale
 
 
 def _uses_conv(module: nn.Module) -> bool:
@@ -156,14 +170,13 @@ def fit(
         pad = 4 if h >= 24 else 1
         flip = c == 3  # mirroring digits or letters changes their meaning; natural images survive it
     params = [p for p in module.parameters() if p.requires_grad]
+    lr = cfg.lr or default_lr(model, cfg.optimizer)
     if cfg.optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(
-            params, lr=cfg.lr or 0.05, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay
+            params, lr=lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay
         )
-    elif cfg.optimizer == "adam":
-        opt = torch.optim.AdamW(params, lr=cfg.lr or 2e-3, weight_decay=cfg.weight_decay)
     else:
-        raise EdgeoptError(f"unknown optimizer '{cfg.optimizer}'", "use sgd or adam")
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(data) / cfg.batch_size))
     total = cfg.epochs * steps_per_epoch
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
