@@ -118,10 +118,11 @@ class Recurrent(nn.Module):
 def test_recurrent_layers_match_onnxruntime(
     tmp_path: Path, cell: type[nn.Module], bidirectional: bool, batch_first: bool
 ) -> None:
-    """torch's exporter writes ONNX LSTM/GRU nodes (gates in ONNX order, one bias row); Y and Y_h both used."""
+    """torch's exporter writes ONNX LSTM/GRU nodes (gates in ONNX order, one bias row); Y and Y_h both used. With a
+    dynamic batch the zero initial state is ConstantOfShape(Shape(x)): read as the layer's default state."""
     net = Recurrent(cell, bidirectional, batch_first)
     x = torch.randn(2, 7, 6)
-    path = ts_export(net, x, tmp_path / "rnn.onnx", batch_axis=False)
+    path = ts_export(net, x, tmp_path / "rnn.onnx", batch_axis=batch_first)
     em = import_model(path)
     assert any(isinstance(m, cell) for m in em.module.mods.values())
     with torch.no_grad():
@@ -146,6 +147,18 @@ def test_reverse_lstm_and_refusals(tmp_path: Path) -> None:
     bad = g.save(tmp_path / "cell.onnx", [6, 2, 3], y_c, [1, 2, 4], opset=18)
     with pytest.raises(UnsupportedOpError, match="LSTM whose cell state Y_c is used"):
         import_model(bad)
+
+
+class Flatten(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.size(0), -1) * 2
+
+
+def test_dynamic_shape_arithmetic_is_refused_where_an_activation_uses_it(tmp_path: Path) -> None:
+    """A reshape to the run-time batch size (Shape -> Gather -> Concat -> Reshape) is still one clear error."""
+    path = ts_export(Flatten(), torch.randn(2, 3, 4), tmp_path / "flat.onnx")
+    with pytest.raises(UnsupportedOpError, match="Shape of a dynamic tensor"):
+        import_model(path)
 
 
 def test_embedded_record_keeps_the_task(tmp_path: Path) -> None:

@@ -86,6 +86,9 @@ class _Importer:
             for v in n.inputs:
                 self.users.setdefault(v, []).append(n)
         self.done: set[int] = set()  # nodes already absorbed by an earlier one (MatMul + Add)
+        # values computed from a dynamic size (Shape of a dynamic-batch tensor): the error their use raises, and
+        # whether the value is known to be all zeros (TorchScript's initial state of an RNN: ConstantOfShape(0))
+        self.pending: dict[str, tuple[UnsupportedOpError, bool]] = {}
 
     # -- values
     def const(self, name: str) -> np.ndarray | None:
@@ -182,7 +185,7 @@ class _Importer:
             self.values[inp.name] = self.b.input(shape, inp.name)
             self.shapes.setdefault(inp.name, shape)
         for node in self.nodes:
-            if node.index in self.done or (node.op != "Constant" and self.try_fold(node)):
+            if node.index in self.done or (node.op != "Constant" and self.try_fold(node)) or self.defer(node):
                 continue
             translate = TRANSLATORS.get(node.op) if node.proto.domain in ("", "ai.onnx") else None
             if translate is None:
@@ -191,6 +194,23 @@ class _Importer:
             translate(self, node)
         outputs = [self.value(o.name) for o in self.graph.output]
         return ImportedGraph(self.b.finish(outputs), self.b.weights, "NCHW")
+
+    def defer(self, node: _Node) -> bool:
+        """Shape arithmetic on a dynamic size waits for its consumer (True: ``node`` deferred).
+
+        Its result is usable only as an RNN's zero initial state; any other consumer raises the deferred error.
+        """
+        waiting = [v for v in node.inputs if v in self.pending]
+        if not waiting or node.op in ("LSTM", "GRU"):
+            return False
+        error = self.pending[waiting[0]][0]
+        if any(v and v not in self.pending and v not in self.consts for v in node.inputs):
+            raise error  # an activation meets a dynamic size (a Reshape to the batch, ...)
+        value = node.attrs.get("value")
+        zero = node.op == "ConstantOfShape" and (value is None or not numpy_helper.to_array(value).any())
+        for out in node.outputs:
+            self.pending[out] = (error, zero)
+        return True
 
     def emit(self, node: _Node, op: str, inputs: list[str], attrs: dict[str, Any] | None = None) -> None:
         self.values[node.outputs[0]] = self.b.add(op, [self.value(v) for v in inputs], attrs, node.name)
@@ -621,6 +641,11 @@ def _rnn(imp: _Importer, node: _Node) -> None:
     if node.input(4) or node.input(7):
         raise UnsupportedOpError(f"{op} with sequence_lens or peepholes", node.name, "ONNX")
     for i in (5, 6):  # initial_h, initial_c: only zeros (PyTorch's default state)
+        if node.input(i) in imp.pending:  # zeros of the batch's size, or a dynamic-shape error
+            error, zero = imp.pending[node.input(i)]
+            if not zero:
+                raise error
+            continue
         init = imp.const(node.input(i)) if node.input(i) else np.zeros(1)
         if init is None or np.any(init):
             raise UnsupportedOpError(f"{op} with a non-zero initial state", node.name, "ONNX")
@@ -678,7 +703,8 @@ def _constant(imp: _Importer, node: _Node) -> None:
 def _shape(imp: _Importer, node: _Node) -> None:
     shape = imp.shapes.get(node.inputs[0])
     if shape is None or None in shape or node.attrs.get("start") is not None or node.attrs.get("end") is not None:
-        raise UnsupportedOpError("Shape of a dynamic tensor", node.name, "ONNX")
+        imp.pending[node.outputs[0]] = (UnsupportedOpError("Shape of a dynamic tensor", node.name, "ONNX"), False)
+        return
     imp.consts[node.outputs[0]] = np.asarray(shape, np.int64)
 
 
