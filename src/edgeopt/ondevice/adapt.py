@@ -24,7 +24,7 @@ from edgeopt.data import ImageDataset
 from edgeopt.data.classes import match_classes
 from edgeopt.errors import EdgeoptError
 from edgeopt.model import EdgeModel
-from edgeopt.ondevice.loops import ExecuTorchTrainer, LoopResult, make_batches, torch_train
+from edgeopt.ondevice.loops import DEFAULT_CLIP_NORM, ExecuTorchTrainer, LoopResult, make_batches, torch_train
 from edgeopt.ondevice.memory import MemoryFigures, analytic_memory, measured_memory, planned_memory
 from edgeopt.ondevice.program import TrainingProgram, build_training_program
 from edgeopt.ondevice.scopes import Scope, blocks, finish_scope, parse_scope, prepare_scope
@@ -39,7 +39,9 @@ class AdaptConfig:
 
     ``steps`` wins over ``epochs`` (default: 100 steps); ``frozen`` is how ExecuTorch runs the frozen part
     (float, int8 or none: see :mod:`edgeopt.ondevice.program`); ``memory_budget_kb`` is checked against the
-    measured figure; ``measure`` takes the measured figure even without a budget (a subprocess, seconds).
+    measured figure; ``measure`` takes the measured figure even without a budget (a subprocess, seconds);
+    ``clip_norm`` caps the gradients' global L2 norm before each update (ExecuTorch and torch; ``None``: off;
+    see :mod:`edgeopt.ondevice.loops`). LiteRT's train signature updates inside the .tflite, unclipped.
     """
 
     scope: str = "head"
@@ -49,6 +51,7 @@ class AdaptConfig:
     lr: float = 0.01
     batch_size: int = 32
     momentum: float = 0.0
+    clip_norm: float | None = DEFAULT_CLIP_NORM
     frozen: str = "float"
     delegate: str = "frozen"
     memory_budget_kb: float | None = None
@@ -249,7 +252,7 @@ def adapt(model: EdgeModel, train: ImageDataset, test: ImageDataset | None, cfg:
     out = EdgeModel(_copy_module(model.module), model.meta)
     if cfg.runtime == "executorch":
         assert program is not None
-        trainer = ExecuTorchTrainer(program.buffer, cfg.lr, cfg.momentum)
+        trainer = ExecuTorchTrainer(program.buffer, cfg.lr, cfg.momentum, cfg.clip_norm)
         before = trainer.accuracy(test, model.meta.input, batch) if test is not None else None
         loop = trainer.train(data)
         after = trainer.accuracy(test, model.meta.input, batch) if test is not None else None
@@ -259,7 +262,7 @@ def adapt(model: EdgeModel, train: ImageDataset, test: ImageDataset | None, cfg:
         detail.update(program.detail)
     else:
         before = _accuracy_torch(model, test) if test is not None else None
-        loop: LoopResult = torch_train(work, data, cfg.lr, cfg.momentum)  # type: ignore[no-redef]
+        loop: LoopResult = torch_train(work, data, cfg.lr, cfg.momentum, cfg.clip_norm)  # type: ignore[no-redef]
         after = None
     finish_scope(work, out.module)
     out = out.with_lineage({"pass": "adapt", "scope": scope.name, "runtime": cfg.runtime, "steps": steps,
