@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import click
 import numpy as np
@@ -65,7 +66,12 @@ def test_federate_warns_when_the_run_stayed_at_chance(noise_labels: str, tmp_pat
     assert 'id="at-chance"' in (tmp_path / "fl" / "report.html").read_text()
 
 
-def test_recipe_report_flags_a_final_model_at_chance(noise_labels: str, tmp_path: Path, capfd) -> None:
+def test_recipe_report_flags_a_final_model_at_chance(noise_labels: str, tmp_path: Path, capfd, monkeypatch) -> None:
+    # the stage's profile (a torch.export: seconds of CPU, first import) is not under test here
+    def cheap_profile(model):
+        return SimpleNamespace(to_json=lambda: {"params": sum(p.numel() for p in model.module.parameters())})
+
+    monkeypatch.setattr("edgeopt.profile.profile_model", cheap_profile)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"model: zoo:mlp\ndata: '{noise_labels}'\npasses: []\n")
     got, err = cli_json(capfd, "recipe", recipe, "--out", tmp_path / "run")
