@@ -494,7 +494,7 @@ def _rebuild_graph(
             a["shape"] = list(cut_consts[f"consts.{node['name']}"].shape)
         if path in sizes:
             s = sizes[path]
-            if s["type"] == "conv2d":
+            if s["type"] in ("conv2d", "conv1d"):
                 a.update(in_channels=s["in_channels"], out_channels=s["out_channels"], groups=s["groups"])
             elif s["type"] == "linear":
                 a.update(in_features=s["in_features"], out_features=s["out_features"])

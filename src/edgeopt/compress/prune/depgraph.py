@@ -179,7 +179,7 @@ def _trace_ir(gm: GraphModule, example: torch.Tensor) -> tuple[list[Op], dict[st
     for node in gm.ir["nodes"]:
         op, a, out = node["op"], node.get("attrs", {}), node["outputs"][0]
         ins = list(node["inputs"])
-        if op in ("conv2d", "linear", "batchnorm"):
+        if op in ("conv2d", "conv1d", "linear", "batchnorm"):
             ops.append(Op(node["name"], "layer", ins, out, f"mods.{node['name']}"))
         elif op == "const":
             ops.append(Op(node["name"], "input", [], out, attrs={"const": f"consts.{node['name']}"}))
