@@ -45,6 +45,15 @@ def test_zoo_cnn1d_round_trips(tmp_path: Path) -> None:
     with torch.no_grad():
         assert torch.equal(back.module(x), em.module(x))
 
+    from edgeopt.compress.prune import prune_channels
+
+    pruned, report = prune_channels(em, ratio=0.5)  # the imported Conv1d layers are in the dependency graph
+    widths = [m.out_channels for m in pruned.module.mods.values() if isinstance(m, nn.Conv1d)]
+    assert report.mac_ratio <= 0.55 and sum(widths) < 0.8 * (32 + 64 + 64)
+    save_model(pruned, tmp_path / "p.edgeopt")
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / "p.edgeopt").module(x), pruned.module(x))
+
 
 def sequence_net(path: Path) -> Path:
     """1-D ops on (N, 4, 16): Conv1d (asymmetric pads, SAME_UPPER, groups, dilation), BN, 1-D pools, ConvTranspose
