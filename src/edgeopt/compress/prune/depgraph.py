@@ -163,7 +163,7 @@ def _trace_fx(module: nn.Module, example: torch.Tensor) -> tuple[list[Op], dict[
 
 _IR_PASS = {
     "relu", "relu6", "clamp", "leaky_relu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "identity",
-    "avg_pool2d", "max_pool2d",
+    "avg_pool2d", "max_pool2d", "avg_pool1d", "max_pool1d",
 }  # fmt: skip
 
 
