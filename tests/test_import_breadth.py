@@ -183,3 +183,15 @@ def test_embedded_record_keeps_the_task(tmp_path: Path) -> None:
     assert (em.meta.task, em.meta.num_classes, em.meta.input.layout) == ("anomaly", 640, "NC")
     assert em.meta.input.value_range == (-3.0, 5.0)
     assert_parity(path, (3, 640))
+
+
+def test_imported_1d_pools_let_pruning_through(tmp_path: Path) -> None:
+    from edgeopt.compress.prune import prune_channels
+
+    net = nn.Sequential(nn.Conv1d(2, 16, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2), nn.Conv1d(16, 16, 3),
+                        nn.AvgPool1d(2), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 7, 4))  # fmt: skip
+    em = import_model(ts_export(net, torch.randn(1, 2, 32), tmp_path / "pools.onnx"))
+    pruned, report = prune_channels(em, ratio=0.5)
+    widths = [m.out_channels for m in pruned.module.mods.values() if isinstance(m, nn.Conv1d)]
+    assert report.mac_ratio <= 0.55 and max(widths) < 16
+    assert pruned.module(torch.randn(3, 2, 32)).shape == (3, 4)
