@@ -17,7 +17,7 @@ from edgeopt.errors import EdgeoptError
 from edgeopt.model import load_model
 from edgeopt.ondevice import AdaptConfig, parse_scope, prepare_scope
 from edgeopt.ondevice.adapt import candidate_scopes, choose_scope
-from edgeopt.ondevice.loops import ExecuTorchTrainer, make_batches, torch_train
+from edgeopt.ondevice.loops import ExecuTorchTrainer, clip_gradients, make_batches, torch_train
 from edgeopt.ondevice.memory import MemoryFigures, analytic_memory, measured_memory, planned_memory
 from edgeopt.ondevice.program import build_training_program
 from edgeopt.ondevice.scopes import finish_scope, trainable_names
@@ -90,7 +90,10 @@ def test_lora_adapters_merge_exactly(resnet):
 def test_executorch_loss_matches_pytorch_every_step(head_program, lenet):
     work, trainable, program, batches = head_program
     assert program.delegated and not set(program.delegated) & set(trainable)  # frozen body in XNNPACK, head outside
-    trainer = ExecuTorchTrainer(program.buffer, lr=0.1)
+    grads = [torch.full((3,), 10.0), torch.full((2, 2), -10.0)]
+    assert clip_gradients(grads, 1.0) == pytest.approx(700**0.5)  # the norm before
+    assert float(torch.nn.utils.get_total_norm(grads)) == pytest.approx(1.0, abs=1e-5)  # clipped in place
+    trainer = ExecuTorchTrainer(program.buffer, lr=0.1)  # both clip the gradient norm at 1.0 by default
     et = trainer.train(batches)
     ref_work, _ = prepare_scope(lenet.module, parse_scope("lastk:2"))
     ref = torch_train(ref_work, batches, lr=0.1)
@@ -114,6 +117,16 @@ def test_trainable_parameter_inside_a_delegate_is_refused(mlp, head_program):
     work, trainable = prepare_scope(mlp.module, parse_scope("bias"))  # trains the first layer's bias
     with pytest.raises(EdgeoptError, match="int8 backbone must be frozen"):
         build_training_program(work, trainable, *batches[0], frozen="int8")
+    # the int8 backbone: every frozen conv and linear layer gets int8 per-channel weights, not only int8 activations
+    from edgeopt.ondevice.program import _quantize_frozen_prefix
+
+    work, trainable, _, _ = head_program
+    gm, prefix = _quantize_frozen_prefix(work, trainable, batches[0][0], [batches[0][0]])
+    layers = (torch.nn.Conv2d, torch.nn.Linear)
+    convs = [m for name in prefix for m in work.get_submodule(name).modules() if isinstance(m, layers)]
+    dq = torch.ops.quantized_decomposed.dequantize_per_channel.default
+    per_channel = [n for n in gm.graph.nodes if n.target == dq]
+    assert convs and len(per_channel) == len(convs)
 
 
 def test_memory_figures(head_program, lenet):
