@@ -195,3 +195,41 @@ def test_imported_1d_pools_let_pruning_through(tmp_path: Path) -> None:
     widths = [m.out_channels for m in pruned.module.mods.values() if isinstance(m, nn.Conv1d)]
     assert report.mac_ratio <= 0.55 and max(widths) < 16
     assert pruned.module(torch.randn(3, 2, 32)).shape == (3, 4)
+
+
+def qdq_net(path: Path, act_type: type = np.uint8) -> Path:
+    """A QDQ graph as ONNX Runtime's quantizer and edgeopt's int8 export write it: per-channel int8 weights behind
+    DequantizeLinear, per-tensor activations behind QuantizeLinear -> DequantizeLinear pairs."""
+    g = GraphWriter(7)
+    zero = 128 if act_type == np.uint8 else 0
+
+    def qdq(t: str, scale: float) -> str:
+        s, z = g.init(scale), g.init(zero, act_type)
+        return g.node("DequantizeLinear", [g.node("QuantizeLinear", [t, s, z]), s, z])
+
+    def weight(*shape: int) -> str:
+        codes = g.init(g.rng.integers(-127, 128, shape), np.int8)
+        scales = g.init(g.rng.uniform(0.002, 0.01, shape[0]))
+        return g.node("DequantizeLinear", [codes, scales, g.init(np.zeros(shape[0]), np.int8)], axis=0)
+
+    # scales with no common factor: an average of codes on one grid seldom lands on a rounding tie of the next
+    t = qdq("x", 0.021)
+    t = qdq(g.node("Relu", [g.node("Conv", [t, weight(8, 2, 3), g.rand(8, scale=0.1)], pads=[1, 1])]), 0.019)
+    t = qdq(g.node("Flatten", [g.node("GlobalAveragePool", [t])]), 0.0137)
+    out = qdq(g.node("Gemm", [t, weight(4, 8), g.rand(4, scale=0.1)], transB=1), 0.0053)
+    return g.save(path, ["N", 2, 12], out, ["N", 4], opset=18)
+
+
+@pytest.mark.parametrize("act_type", [np.uint8, np.int8])
+def test_qdq_onnx_imports_as_an_int8_model(tmp_path: Path, act_type: type) -> None:
+    """QuantizeLinear becomes a `quant` node (uint8 as the same grid in int8), weights keep their int8 grid."""
+    path = qdq_net(tmp_path / "qdq.onnx", act_type)
+    em = import_model(path)
+    assert em.module.quantized and em.meta.lineage[0]["quantization"]["kind"] == "int8"
+    layers = [n for n in em.meta.arch["ir"]["nodes"] if n["op"] in ("conv1d", "linear")]
+    assert len(layers) == 2 and all("weight_quant" in n["attrs"] for n in layers)
+    x = np.random.default_rng(2).uniform(-1, 2, (16, 2, 12)).astype(np.float32)
+    with torch.no_grad():
+        got = em.module(torch.from_numpy(x)).numpy()
+    codes = np.abs(got - ort_run(path, x)) / 0.0053
+    assert codes.max() <= 1.0 + 1e-3 and (codes < 0.5).mean() >= 0.99  # a rounding tie may fall apart

@@ -104,8 +104,8 @@ def _call_layer(gm: GraphModule, name: str, a: Attrs, xs: Tensors) -> torch.Tens
 
         return hybrid_layer(gm, name, layer, xs[0], wq)
     w = quantized_weight(gm, name, layer.weight, wq)
-    if isinstance(layer, nn.Conv2d):
-        return F.conv2d(xs[0], w, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+    if isinstance(layer, nn.Conv1d | nn.Conv2d):
+        return layer._conv_forward(xs[0], w, layer.bias)
     return F.linear(xs[0], w, layer.bias)
 
 

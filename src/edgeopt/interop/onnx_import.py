@@ -26,7 +26,7 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from edgeopt.errors import EdgeoptError, UnsupportedOpError
-from edgeopt.interop.graph import GraphBuilder, ImportedGraph, layer_weights, same_padding, torch_pad_list
+from edgeopt.interop.graph import GraphBuilder, ImportedGraph, QuantInfo, layer_weights, same_padding, torch_pad_list
 
 
 @dataclass
@@ -89,6 +89,11 @@ class _Importer:
         # values computed from a dynamic size (Shape of a dynamic-batch tensor): the error their use raises, and
         # whether the value is known to be all zeros (TorchScript's initial state of an RNN: ConstantOfShape(0))
         self.pending: dict[str, tuple[UnsupportedOpError, bool]] = {}
+        # QDQ graphs: per-channel scales of int8 weights folded from DequantizeLinear (symmetric, zero point 0),
+        # and the (scale, int8 zero point) of each activation a QuantizeLinear produced
+        self.weight_grids: dict[str, tuple[np.ndarray, int]] = {}
+        self.qparams: dict[str, tuple[float, int]] = {}
+        self.quant = QuantInfo()
 
     # -- values
     def const(self, name: str) -> np.ndarray | None:
@@ -170,7 +175,26 @@ class _Importer:
         for name, arr in zip(node.outputs, outs, strict=False):
             if name:
                 self.consts[name] = np.asarray(arr)
+        if node.op == "DequantizeLinear":
+            self.note_weight_grid(node)
         return True
+
+    def note_weight_grid(self, node: _Node) -> None:
+        """Remember the int8 grid of a weight a folded DequantizeLinear produced (symmetric int8 only)."""
+        q, zero = self.consts[node.inputs[0]], self.const(node.input(2))
+        if q.dtype != np.int8 or (zero is not None and np.any(zero)) or q.ndim < 2:
+            return
+        scale = self.consts[node.inputs[1]].astype(np.float32).reshape(-1)
+        axis = int(node.attrs.get("axis", 1)) % q.ndim if scale.size > 1 else 0
+        self.weight_grids[node.outputs[0]] = (np.broadcast_to(scale, (q.shape[axis],)).copy(), axis)
+        self.quant.weight_tensors += 1
+
+    def grid_layer(self, weight: str, out_axis: int) -> None:
+        """Put the file's int8 grid on the layer just emitted when ``weight`` came from int8 codes along
+        ``out_axis`` (its output channels): the layer then computes with ``round(w / s) * s``."""
+        grid = self.weight_grids.get(weight)
+        if grid is not None and grid[1] == out_axis:
+            self.b.nodes[-1]["attrs"]["weight_quant"] = {"scale": [float(v) for v in grid[0]], "qmax": 127}
 
     def run(self) -> ImportedGraph:
         for inp in self.graph.input:
@@ -193,7 +217,7 @@ class _Importer:
                 raise UnsupportedOpError(op, node.name, "ONNX")
             translate(self, node)
         outputs = [self.value(o.name) for o in self.graph.output]
-        return ImportedGraph(self.b.finish(outputs), self.b.weights, "NCHW")
+        return ImportedGraph(self.b.finish(outputs), self.b.weights, "NCHW", self.quant)
 
     def defer(self, node: _Node) -> bool:
         """Shape arithmetic on a dynamic size waits for its consumer (True: ``node`` deferred).
@@ -235,6 +259,7 @@ def _conv(imp: _Importer, node: _Node) -> None:
     else:
         (top, bottom), (left, right) = pairs
         y = imp.b.conv2d(x, w, bias, strides, (left, right, top, bottom), dilations, group, node.name)
+    imp.grid_layer(node.inputs[1], 0)
     imp.values[node.outputs[0]] = y
 
 
@@ -292,6 +317,7 @@ def _gemm(imp: _Importer, node: _Node) -> None:
         if bias is None:
             raise UnsupportedOpError("Gemm with a per-row C", node.name, "ONNX")
     imp.values[node.outputs[0]] = imp.b.linear(x, w, bias, node.name)
+    imp.grid_layer(node.inputs[1], 0 if a.get("transB", 0) else 1)
 
 
 def _matmul(imp: _Importer, node: _Node) -> None:
@@ -312,6 +338,7 @@ def _matmul(imp: _Importer, node: _Node) -> None:
             imp.done.add(add.index)
             out = add.outputs[0]
     imp.values[out] = imp.b.linear(imp.value(node.inputs[0]), weight, bias, node.name)
+    imp.grid_layer(node.inputs[1], 1)
 
 
 def _binary(ir_op: str) -> Callable[[_Importer, _Node], None]:
@@ -687,6 +714,38 @@ def _rnn(imp: _Importer, node: _Node) -> None:
         imp.values[node.outputs[1]] = imp.b.add("squeeze", [h], {"dims": [seq]}, node.name)
 
 
+def _quantize_linear(imp: _Importer, node: _Node) -> None:
+    """QuantizeLinear on an activation: a ``quant`` node (the value flowing on is the real value of its int8
+    code); uint8 becomes the same grid in int8 (codes and zero point shifted by 128: exact)."""
+    scale, zero = imp.const(node.inputs[1]), imp.const(node.input(2))
+    if scale is None or scale.size != 1 or (zero is not None and zero.size != 1):
+        raise UnsupportedOpError("QuantizeLinear with run-time or per-channel activation parameters", node.name, "ONNX")
+    dtype = np.dtype(np.uint8) if zero is None else zero.dtype
+    if dtype not in (np.int8, np.uint8):
+        raise UnsupportedOpError(f"QuantizeLinear to {dtype} (int8 and uint8 import)", node.name, "ONNX")
+    z = (0 if zero is None else int(zero.reshape(-1)[0])) - (128 if dtype == np.uint8 else 0)
+    params = (float(scale.reshape(-1)[0]), z)
+    attrs = {"scale": params[0], "zero_point": z, "qmin": -128, "qmax": 127}
+    imp.emit(node, "quant", [node.inputs[0]], attrs)
+    imp.qparams[node.outputs[0]] = params
+    imp.quant.kind = "int8"
+    imp.quant.activation_tensors += 1
+    if node.inputs[0] in {i.name for i in imp.graph.input}:
+        imp.quant.input_quant = params
+
+
+def _dequantize_linear(imp: _Importer, node: _Node) -> None:
+    """DequantizeLinear of a QuantizeLinear's output: the real value is already flowing (an alias)."""
+    params = imp.qparams.get(node.inputs[0])
+    scale, zero = imp.const(node.inputs[1]), imp.const(node.input(2))
+    if params is None or scale is None:
+        raise UnsupportedOpError("DequantizeLinear of a run-time tensor no QuantizeLinear produced", node.name, "ONNX")
+    z = 0 if zero is None else int(zero.reshape(-1)[0]) - (128 if zero.dtype == np.uint8 else 0)
+    if scale.size != 1 or (float(scale.reshape(-1)[0]), z) != params:
+        raise UnsupportedOpError("DequantizeLinear with other parameters than its QuantizeLinear", node.name, "ONNX")
+    imp.alias(node.outputs[0], node.inputs[0])
+
+
 def _constant(imp: _Importer, node: _Node) -> None:
     a = node.attrs
     if "value" in a:
@@ -748,6 +807,8 @@ TRANSLATORS: dict[str, Callable[[_Importer, _Node], None]] = {
     "Split": _split,
     "Resize": _resize,
     "ConvTranspose": _conv_transpose,
+    "QuantizeLinear": _quantize_linear,
+    "DequantizeLinear": _dequantize_linear,
     "LSTM": _rnn,
     "GRU": _rnn,
 }
