@@ -82,6 +82,21 @@ def test_recipe_report_flags_a_final_model_at_chance(noise_labels: str, tmp_path
     assert page.index('id="at-chance"') < page.index('class="headline"')
 
 
+def test_search_warns_when_the_chosen_model_is_at_chance(tmp_path: Path, capfd, monkeypatch) -> None:
+    """The CLI's wiring only (a real search trains for minutes: tests/test_nas.py runs one)."""
+    from edgeopt.model import save_model
+    from edgeopt.models import create_model
+
+    model = save_model(create_model("mlp", input_shape=(1, 8, 8), num_classes=10), tmp_path / "chosen.edgeopt")
+    measured = {"onnxruntime": {"accuracy": 0.12, "latency_ms": 0.1}, "litert": {"accuracy": 0.9, "latency_ms": 0.1}}
+    result = {"model": str(model), "trials": 1, "trials_this_worker": 1, "feasible_trials": 1, "latency_source": {},
+              "pareto": [], "chosen": {"config": {}, "measured": measured}, "report": None}  # fmt: skip
+    monkeypatch.setattr("edgeopt.nas.search", lambda *a, **k: dict(result))
+    got, err = cli_json(capfd, "search", "--out", tmp_path / "run")
+    assert got["warning"].startswith("onnxruntime_accuracy: accuracy 0.1200 is at or below chance"), got
+    assert "litert" not in got["warning"] and "warning: onnxruntime_accuracy" in err
+
+
 def test_recipe_report_is_quiet_for_a_model_that_learned() -> None:
     from edgeopt.report import build_report
     from edgeopt.report.html import render_html

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edgeopt.cli.app import DataOpt, JsonOpt, app, emit, quiet
+from edgeopt.cli.app import DataOpt, JsonOpt, app, emit, quiet, warn_at_chance
 
 
 @app.command()
@@ -92,10 +92,15 @@ def search(
         load_space(space), data, budget, settings, out, profile=profile, final=not worker,
         final_epochs=final_epochs, front_limit=front,
     )  # fmt: skip
+    chosen = result.get("chosen") or {}
+    if result.get("model"):  # the chosen model at chance: too few epochs, or the data is fed wrongly
+        from edgeopt.model import load_model
+
+        accuracies = {f"{r}_accuracy": m.get("accuracy") for r, m in chosen.get("measured", {}).items()}
+        warn_at_chance(result, load_model(result["model"]).meta, **accuracies)
     if as_json:
         emit(result, True)
         return
-    chosen = result.get("chosen") or {}
     emit(
         {
             "model": result["model"],
@@ -109,6 +114,7 @@ def search(
                 r: f"acc {m['accuracy']:.4f}, {m['latency_ms']:.4f} ms" for r, m in chosen.get("measured", {}).items()
             },  # fmt: skip
             "report": result.get("report"),
+            **({"warning": result["warning"]} if result.get("warning") else {}),
         },
         False,
         "search",
