@@ -58,3 +58,35 @@ def test_flower_secagg_refuses_scaffold(digits) -> None:
     cfg = dataclasses.replace(SECURE, algo="scaffold")
     with pytest.raises(EdgeoptError, match="SCAFFOLD"):
         run_federated(_model(), train, test, cfg, engine="flower-sim", data_spec="digits")
+
+
+def test_simulation_retries_only_when_rays_node_did_not_start(digits, tmp_path, monkeypatch) -> None:
+    """Ray's node has a fixed 30 s to start (a full suite at load 8 missed it): the simulation starts again,
+    at most RAY_START_ATTEMPTS times; any other failure is raised at once."""
+    import flwr.simulation
+
+    from edgeopt.federated import flower_engine
+
+    train, test = digits
+    calls = []
+
+    def fails_with(cause: str):
+        def fake(*args, **kwargs):
+            calls.append(cause)
+            try:
+                raise Exception(cause)
+            except Exception as e:
+                raise RuntimeError("An error was encountered. Ending simulation.") from e
+
+        return fake
+
+    cfg = FederatedConfig(clients=2, per_round=2, rounds=1, lr=0.1)
+    monkeypatch.setattr(flwr.simulation, "run_simulation", fails_with("The current node timed out during startup."))
+    with pytest.raises(RuntimeError, match="Ending simulation"):
+        flower_engine.run_flower_simulation(_model(), train, test, cfg, "digits", out_dir=tmp_path / "a")
+    assert len(calls) == flower_engine.RAY_START_ATTEMPTS == 3
+    calls.clear()
+    monkeypatch.setattr(flwr.simulation, "run_simulation", fails_with("a ClientApp raised"))
+    with pytest.raises(RuntimeError, match="Ending simulation"):
+        flower_engine.run_flower_simulation(_model(), train, test, cfg, "digits", out_dir=tmp_path / "b")
+    assert calls == ["a ClientApp raised"]

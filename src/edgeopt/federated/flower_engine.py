@@ -534,12 +534,20 @@ def run_flower_simulation(
         "init_args": {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False, "log_to_driver": False},
     }
     try:
-        run_simulation(
-            make_server_app(setup, on_round, results),
-            make_client_app(),
-            num_supernodes=min(cfg.clients, max_nodes),
-            backend_config=backend,
-        )
+        for attempt in range(RAY_START_ATTEMPTS):
+            try:
+                run_simulation(
+                    make_server_app(setup, on_round, results),
+                    make_client_app(),
+                    num_supernodes=min(cfg.clients, max_nodes),
+                    backend_config=backend,
+                )
+                break
+            except RuntimeError as e:
+                if results or attempt + 1 == RAY_START_ATTEMPTS or not _ray_did_not_start(e):
+                    raise
+                logging.getLogger(__name__).warning("Ray's node did not start in its 30 s (a busy machine?): retrying")
+                _shutdown_ray()
     finally:
         if tmp is not None:
             results_copy = list(results)
@@ -548,6 +556,27 @@ def run_flower_simulation(
     if not results:
         raise EdgeoptError("the Flower simulation ended without a result", "rerun with --debug and read Flower's log")
     return results[0]
+
+
+# Ray gives its node a fixed 30 s to register with its GCS (ray._private.node, not configurable); on an
+# overloaded machine it misses that before any round has run, and starting again is all there is to do
+RAY_START_ATTEMPTS = 3
+
+
+def _ray_did_not_start(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or an exception it was raised from is Ray's node start-up timeout."""
+    while exc is not None:
+        if "timed out during startup" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def run_flower_deployment(
