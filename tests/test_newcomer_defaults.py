@@ -97,6 +97,30 @@ def test_search_warns_when_the_chosen_model_is_at_chance(tmp_path: Path, capfd, 
     assert "litert" not in got["warning"] and "warning: onnxruntime_accuracy" in err
 
 
+def test_optimize_and_adapt_warn_when_their_model_is_at_chance(tmp_path: Path, capfd, monkeypatch) -> None:
+    """The CLIs' wiring only (a real optimize or adapt takes minutes: tests/test_optimize.py and
+    tests/test_ondevice.py run them)."""
+    from types import SimpleNamespace
+
+    from edgeopt.model import load_model, save_model
+    from edgeopt.models import create_model
+
+    model = save_model(create_model("mlp", input_shape=(1, 8, 8), num_classes=10), tmp_path / "m.edgeopt")
+    result = {"baseline": {"accuracy": 0.91}, "measured": {"accuracy": 0.09}, "artifact": "a.onnx"}
+    monkeypatch.setattr("edgeopt.optimize.optimize", lambda *a, **k: dict(result))
+    got, err = cli_json(capfd, "optimize", model, "--runtime", "onnxruntime", "--target", "latency_ms=1",
+                        "--max-drop", "1", "--out", tmp_path / "o")  # fmt: skip
+    assert got["warning"].startswith("accuracy: accuracy 0.0900 is at or below chance"), got
+    assert "baseline" not in got["warning"] and "warning: accuracy:" in err
+
+    adapted = SimpleNamespace(model=load_model(model), step_ms=1.0, to_json=lambda: {
+        "accuracy_before": 0.1, "accuracy_after": 0.8, "memory": {}})  # fmt: skip
+    monkeypatch.setattr("edgeopt.ondevice.adapt", lambda *a, **k: adapted)
+    got, err = cli_json(capfd, "adapt", model, "--out", tmp_path / "a.edgeopt")
+    assert got["warning"].startswith("accuracy_before: accuracy 0.1000 is at or below chance"), got
+    assert "accuracy_after" not in got["warning"]
+
+
 def test_recipe_report_is_quiet_for_a_model_that_learned() -> None:
     from edgeopt.report import build_report
     from edgeopt.report.html import render_html

@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from edgeopt.cli.app import DataOpt, JsonOpt, ModelArg, RangeOpt, app, emit, model_for_data, parse_range, quiet
+from edgeopt.cli.app import (
+    DataOpt,
+    JsonOpt,
+    ModelArg,
+    RangeOpt,
+    app,
+    emit,
+    model_for_data,
+    parse_range,
+    quiet,
+    warn_at_chance,
+)
 
 
 @app.command()
@@ -56,6 +67,8 @@ def adapt(
     result = run_adapt(m, train, load_dataset(data, "test"), cfg)
     path = save_model(result.model, out)
     record = result.to_json()
+    warn_at_chance(record, result.model.meta, accuracy_before=record["accuracy_before"],
+                   accuracy_after=record["accuracy_after"])  # fmt: skip
     if as_json:
         emit(record, True)
         return

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edgeopt.cli.app import DataOpt, JsonOpt, ModelArg, app, emit, quiet
+from edgeopt.cli.app import DataOpt, JsonOpt, ModelArg, app, emit, quiet, warn_at_chance
 
 
 @app.command()
@@ -59,6 +59,10 @@ def optimize(
         if as_json:
             emit({"error": e.problem, "fix": e.fix, "closest": e.closest}, True)
         raise
+    from edgeopt.model import load_model
+
+    warn_at_chance(result, load_model(model).meta, baseline_accuracy=result["baseline"]["accuracy"],
+                   accuracy=result["measured"]["accuracy"])  # fmt: skip
     if as_json:
         emit(result, True)
         return
@@ -75,7 +79,9 @@ def optimize(
                 "confirmed",
                 "seconds",
                 "report",
+                "warning",
             )
+            if k in result
         },
         False,
         "optimize",
