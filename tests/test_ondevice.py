@@ -104,6 +104,13 @@ def test_executorch_loss_matches_pytorch_every_step(head_program, lenet):
     own = dict(ref_work.named_parameters())
     for name in trainable:
         torch.testing.assert_close(trained[name], own[name].detach(), atol=1e-5, rtol=1e-5)
+    # --threads: the program loads on a pool of that size (the delegated frozen part runs on it)
+    from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count
+
+    two = ExecuTorchTrainer(program.buffer, lr=0.1, threads=2)
+    assert _threadpool_get_thread_count() == 2 and np.isfinite(two.step(*batches[0])[0])
+    ExecuTorchTrainer(program.buffer, lr=0.1, threads=1)
+    assert _threadpool_get_thread_count() == 1
 
 
 def test_trainable_parameter_inside_a_delegate_is_refused(mlp, head_program):
@@ -161,7 +168,7 @@ def test_auto_scope_takes_the_best_expected_gain_that_fits(mlp, monkeypatch):
         calls.append(scope.name)
         return MemoryFigures(1, 1, measured[scope.name] if measure else None), SimpleNamespace(buffer=b"")
 
-    def fake_measure(buffer, shape, classes, lr=0.01):
+    def fake_measure(buffer, shape, classes, lr=0.01, threads=1):
         return {"bytes": measured[calls[-1]]}
 
     adapt_mod = importlib.import_module("edgeopt.ondevice.adapt")
@@ -208,7 +215,9 @@ def test_cli_adapt_json(tmp_path, capfd):
     captured = capfd.readouterr()
     assert rc == 0, captured.err
     rec = json.loads(captured.out.strip().splitlines()[-1])
-    assert set(rec) == {"accuracy_before", "accuracy_after", "runtime", "scope", "steps", "seconds", "memory"}
+    keys = {"accuracy_before", "accuracy_after", "runtime", "scope", "steps", "seconds", "memory", "warning"}
+    assert set(rec) == keys
+    assert rec["warning"].startswith("accuracy_before:")  # an untrained zoo:mlp starts at chance, and is told so
     assert set(rec["memory"]) == {"analytic_bytes", "planned_bytes", "measured_bytes"}
     assert rec["memory"]["analytic_bytes"] > 0 and rec["memory"]["measured_bytes"] is None  # not taken in torch
     assert rec["runtime"] == "torch" and rec["scope"] == "head" and rec["steps"] == 30

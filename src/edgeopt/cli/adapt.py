@@ -41,6 +41,7 @@ def adapt(
         str, typer.Option("--frozen", help="ExecuTorch frozen part: float or int8 (XNNPACK), or none")
     ] = "float",
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="the runtime's threads (trains and measures)")] = 1,
     input_range: RangeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -63,7 +64,8 @@ def adapt(
         raise EdgeoptError("give --steps or --epochs, not both")
     m, train = model_for_data(model, data, parse_range(input_range), seed=seed)
     cfg = AdaptConfig(scope=scope, runtime=runtime.strip().lower(), steps=steps, epochs=epochs, lr=lr,
-                      batch_size=batch_size, frozen=frozen, memory_budget_kb=memory_budget_kb, seed=seed)  # fmt: skip
+                      batch_size=batch_size, frozen=frozen, memory_budget_kb=memory_budget_kb, seed=seed,
+                      threads=threads)  # fmt: skip
     result = run_adapt(m, train, load_dataset(data, "test"), cfg)
     path = save_model(result.model, out)
     record = result.to_json()

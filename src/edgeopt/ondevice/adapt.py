@@ -57,6 +57,7 @@ class AdaptConfig:
     memory_budget_kb: float | None = None
     measure: bool = True
     seed: int = 0
+    threads: int = 1  # the runtime's threads (ExecuTorch's pool, LiteRT's interpreter)
 
     def num_steps(self, samples: int) -> int:
         """Steps to run on ``samples`` training samples."""
@@ -135,7 +136,7 @@ def memory_figures(
         program = build_training_program(work, trainable, x, y, cfg.frozen, [x], cfg.delegate)
     figs = MemoryFigures(parts["total"], planned_memory(program.buffer), None, parts)
     if measure:
-        rec = measured_memory(program.buffer, tuple(x.shape), model.meta.num_classes, lr=cfg.lr)
+        rec = measured_memory(program.buffer, tuple(x.shape), model.meta.num_classes, lr=cfg.lr, threads=cfg.threads)
         figs.measured_bytes = rec["bytes"]
     return figs, program
 
@@ -171,7 +172,7 @@ def choose_scope(
                 continue
             if figs.measured_bytes is None:
                 figs.measured_bytes = measured_memory(program.buffer, tuple(x.shape), model.meta.num_classes,
-                                                      lr=cfg.lr)["bytes"]  # fmt: skip
+                                                      lr=cfg.lr, threads=cfg.threads)["bytes"]  # fmt: skip
             if cache is not None:
                 cache[scope.name] = (figs, program)
             row["measured_bytes"] = figs.measured_bytes
@@ -252,7 +253,7 @@ def adapt(model: EdgeModel, train: ImageDataset, test: ImageDataset | None, cfg:
     out = EdgeModel(_copy_module(model.module), model.meta)
     if cfg.runtime == "executorch":
         assert program is not None
-        trainer = ExecuTorchTrainer(program.buffer, cfg.lr, cfg.momentum, cfg.clip_norm)
+        trainer = ExecuTorchTrainer(program.buffer, cfg.lr, cfg.momentum, cfg.clip_norm, cfg.threads)
         before = trainer.accuracy(test, model.meta.input, batch) if test is not None else None
         loop = trainer.train(data)
         after = trainer.accuracy(test, model.meta.input, batch) if test is not None else None

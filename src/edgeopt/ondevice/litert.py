@@ -164,7 +164,7 @@ def litert_adapt(model: EdgeModel, scope: Scope, batches: list, test: Any, cfg: 
     with tempfile.TemporaryDirectory() as tmp:
         path = export_trainable_head(model, batch, Path(tmp) / "head.tflite")
         size = path.stat().st_size
-        runner = LiteRTHead(path, head.weight.detach().numpy(), head.bias.detach().numpy())
+        runner = LiteRTHead(path, head.weight.detach().numpy(), head.bias.detach().numpy(), cfg.threads)
         before = litert_accuracy(runner, test, model) if test is not None else None
         losses, times = [], []
         for x, y in batches:

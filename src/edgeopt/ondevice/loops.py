@@ -77,14 +77,25 @@ def _progress(description: str, steps: int) -> ProgressBar:
 
 
 class ExecuTorchTrainer:
-    """A loaded ExecuTorch training program: train with its SGD, predict with its forward, read weights back."""
+    """A loaded ExecuTorch training program: train with its SGD, predict with its forward, read weights back.
+
+    ``threads`` sizes ExecuTorch's process-wide threadpool before the program loads (the delegated frozen
+    part runs on it; the portable kernels run on the calling thread)."""
 
     def __init__(
-        self, buffer: bytes, lr: float, momentum: float = 0.0, clip_norm: float | None = DEFAULT_CLIP_NORM
+        self,
+        buffer: bytes,
+        lr: float,
+        momentum: float = 0.0,
+        clip_norm: float | None = DEFAULT_CLIP_NORM,
+        threads: int = 1,
     ) -> None:
+        from edgeopt.runtimes.executorch_runner import size_threadpool
+
         with quiet_output():
             from executorch.extension.training import _load_for_executorch_for_training_from_buffer
 
+            size_threadpool(threads)  # before the load: XNNPACK's frozen part runs on this pool
             self.module = _load_for_executorch_for_training_from_buffer(buffer)
         self.lr = lr
         self.momentum = momentum

@@ -33,6 +33,23 @@ _FLOAT32 = 6  # executorch ScalarType::Float
 _POOL = {"generation": 0}  # bumped on every threadpool resize done here
 
 
+def size_threadpool(threads: int) -> bool:
+    """Size ExecuTorch's process-wide threadpool to ``threads`` (see module notes); False where this
+    executorch has no pool functions (the runtime's default pool stays). Every program or training
+    module must be loaded *after* this call: a reset destroys the pool that earlier loads point to."""
+    from executorch.extension.pybindings import portable_lib
+
+    reset = getattr(portable_lib, "_unsafe_reset_threadpool", None)
+    count = getattr(portable_lib, "_threadpool_get_thread_count", None)
+    if reset is None or count is None:
+        return False
+    if count() != threads:
+        with quiet_output():  # the runtime logs every reset
+            reset(threads)
+        _POOL["generation"] += 1
+    return True
+
+
 class ExecuTorchRunner(Runner):
     """Runs the ``forward`` method of a single-input float ``.pte`` program."""
 
@@ -45,9 +62,8 @@ class ExecuTorchRunner(Runner):
                 from executorch.extension.pybindings import portable_lib
                 from executorch.runtime import Runtime
 
-                self._reset = getattr(portable_lib, "_unsafe_reset_threadpool", None)
                 self._count = getattr(portable_lib, "_threadpool_get_thread_count", None)
-                self.threads_applied = self._reset is not None and self._count is not None
+                self.threads_applied = size_threadpool(self.threads)
                 self._runtime = Runtime.get()
                 self._load_method()
             except EdgeoptError:
@@ -73,10 +89,8 @@ class ExecuTorchRunner(Runner):
         would keep the old pool.
         """
         self.method = self._program = None  # drop the old method before its pool goes away
-        if self.threads_applied and self._count() != self.threads:
-            with quiet_output():  # the runtime logs every reset
-                self._reset(self.threads)
-            _POOL["generation"] += 1
+        if self.threads_applied:
+            size_threadpool(self.threads)
         program = self._runtime.load_program(self.path)
         if "forward" not in program.method_names:
             raise EdgeoptError(f"{self.path} has no 'forward' method", "export the model's forward")
