@@ -546,7 +546,7 @@ def run_flower_simulation(
             except RuntimeError as e:
                 if results or attempt + 1 == RAY_START_ATTEMPTS or not _ray_did_not_start(e):
                     raise
-                logging.getLogger(__name__).warning("Ray's node did not start in its 30 s (a busy machine?): retrying")
+                log.warning("Ray's node did not start in its 30 s (a busy machine?): retrying")
                 _shutdown_ray()
     finally:
         if tmp is not None:
