@@ -60,6 +60,14 @@ def federate(
     client_model: Annotated[
         str, typer.Option("--client-model", help="what clients train: float, qat-int8 or pruned:R (R of MACs cut)")
     ] = "float",
+    personalize: Annotated[
+        str,
+        typer.Option(help="none, head (FedPer: head kept on clients), bn (FedBN) or finetune (head tuned locally)"),
+    ] = "none",
+    holdout: Annotated[
+        float | None, typer.Option(help="fraction of each client's data held out for its accuracy (0.2 personalizing)")
+    ] = None,
+    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", min=1, help="local epochs of finetune")] = 5,
     dp_clip: Annotated[float | None, typer.Option("--dp-clip", help="DP-FedAvg L2 clip norm")] = None,
     dp_noise: Annotated[float, typer.Option("--dp-noise", help="DP-FedAvg noise multiplier σ")] = 0.0,
     secagg: Annotated[bool, typer.Option("--secagg", help="secure aggregation with pairwise masks")] = False,
@@ -92,6 +100,7 @@ def federate(
         local_epochs=local_epochs, batch_size=batch_size, lr=lr, momentum=momentum, mu=mu, server_lr=server_lr,
         aggregator=aggregator, compress=compress, dp_clip=dp_clip, dp_noise=dp_noise, secagg=secagg,
         dropout=dropout, deadline=deadline, min_completion=min_completion, client_model=client_model, seed=seed,
+        personalize=personalize, holdout=holdout, finetune_epochs=finetune_epochs,
     )  # fmt: skip
     seed_everything(seed)
     m, train = model_for_data(model, data)
@@ -105,6 +114,8 @@ def federate(
     settings = {"model": model, "data": data, "engine": engine, **cfg.to_json()}
     info = {"machine": machine_info(), "versions": versions(["flwr", "opacus"]), "date": now_iso()}
     curves = build_curves(res.history, settings, res.histogram, res.client_sizes, info)
+    if "personalization" in res.extra:
+        curves["personalization"] = res.extra["personalization"]
     curves_path, html_path = write_outputs(out, curves)
     model_path = save_model(res.model, Path(out) / "model")
     s = curves["summary"]
@@ -130,8 +141,9 @@ def federate(
         "model": str(model_path),
         **extra,
     }
+    if "personalization" in res.extra:
+        result["personalization"] = res.extra["personalization"]
     advice = f"{AT_CHANCE_ADVICE}; see {html_path}"
-    warn_at_chance(
-        result, res.model.meta, majority=s["chance_accuracy"], advice=advice, best_accuracy=s["best_accuracy"]
-    )
+    best = s["best_personal_accuracy"] if s.get("best_personal_accuracy") is not None else s["best_accuracy"]
+    warn_at_chance(result, res.model.meta, majority=s["chance_accuracy"], advice=advice, best_accuracy=best)
     emit(result, as_json, "federate")

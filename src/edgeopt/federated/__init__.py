@@ -53,14 +53,51 @@ def run_federated(
         raise EdgeoptError("the Flower engines need the dataset spec", "pass data_spec='digits' (or the --data value)")
     if engine == "flower" and out_dir is None:
         raise EdgeoptError("the flower engine needs an output directory", "pass --out DIR")
+    if engine != "inprocess" and (cfg.personalize != "none" or cfg.holdout_fraction > 0):
+        raise EdgeoptError("--personalize and per-client held-out splits run on the in-process engine only",
+                           "use --engine inprocess")  # fmt: skip
     train, test = _match_classes(model, train, test)
     model, prepared = _prepare_client_model(model, train, cfg)
     res = _run_engine(model, train, test, cfg, engine, out_dir, resume, on_round, threads, data_spec, engine_options)
+    if cfg.personalize != "none":
+        res.extra["personalization"] = _personalization(model, train, test, cfg, out_dir, resume, threads, res)
     if prepared is not None:
         res.extra["client_model"] = prepared
         if prepared["client_model"] == "qat-int8":
             _finish_qat(res, train, test, cfg)
     return res
+
+
+def _personalization(
+    model: EdgeModel, train: ImageDataset, test: ImageDataset, cfg: FederatedConfig, out_dir: str | Path | None,
+    resume: bool, threads: int | None, res: FederatedResult,
+) -> dict[str, Any]:  # fmt: skip
+    """Per-client accuracy before (the global model) and after personalization, mean gain, worst client.
+
+    ``head``/``bn`` runs have no trained global model of their own (the kept parts never reach the
+    server), so "before" is a plain run with the same settings and splits (in ``out_dir/reference``,
+    resumable like the main run). ``finetune`` compares its own global model before and after.
+    """
+    from dataclasses import replace
+
+    from edgeopt.federated.engine import run_inprocess
+    from edgeopt.federated.personalize import summarize
+
+    pc = res.extra["per_client"]
+    if cfg.personalize in ("head", "bn"):
+        ref_cfg = replace(cfg, personalize="none", holdout=cfg.holdout_fraction)
+        ref_dir = Path(out_dir) / "reference" if out_dir is not None else None
+        ref = run_inprocess(model, train, test, ref_cfg, ref_dir, resume, threads=threads)
+        before, global_test = ref.extra["per_client"]["global"], ref.history[-1]["test_accuracy"]
+        reference = "a run without personalization, same settings and splits"
+    else:
+        before, global_test = pc["global"], res.history[-1]["test_accuracy"]
+        reference = "this run's global model"
+    out = summarize(cfg.personalize, before, pc["personal"], pc["holdout_sizes"])
+    for row in out["per_client"]:
+        row["trained_locally"] = pc["trained_locally"][row["client"]]
+    out.update(reference=reference, global_test_accuracy=global_test, holdout=cfg.holdout_fraction)
+    return out
 
 
 def _match_classes(model: EdgeModel, train: ImageDataset, test: ImageDataset) -> tuple[ImageDataset, ImageDataset]:

@@ -28,6 +28,10 @@ class FederatedConfig:
     ``client_model`` is what clients train: ``float``, ``qat-int8`` (fake-quantized, int8-deployable
     global model) or ``pruned:R`` (R of the MACs channel-pruned once before round 1); see
     :mod:`edgeopt.federated.client_model`.
+    ``personalize`` keeps part of the model on each client: ``head`` (FedPer), ``bn`` (FedBN), or
+    ``finetune`` (the head fine-tuned locally for ``finetune_epochs`` after the last round); see
+    :mod:`edgeopt.federated.personalize`. ``holdout`` is the fraction of each client's data held out
+    for its own accuracy (None: 0.2 when personalizing, else 0).
     """
 
     clients: int = 10
@@ -58,6 +62,9 @@ class FederatedConfig:
     min_completion: float = 0.5
     reject_norm_ratio: float = 100.0
     client_model: str = "float"
+    personalize: str = "none"
+    holdout: float | None = None
+    finetune_epochs: int = 5
     eval_limit: int | None = None
     seed: int = 0
 
@@ -80,6 +87,14 @@ class FederatedConfig:
             problems.append(("--dp-noise needs --dp-clip", "add --dp-clip C"))
         if self.secagg and self.aggregator != "mean":
             problems.append(("secure aggregation hides single updates", "use --aggregator mean with --secagg"))
+        if self.holdout is not None and not 0 <= self.holdout < 1:
+            problems.append((f"holdout must be in [0, 1) (got {self.holdout})", "e.g. 0.2"))
+        if self.personalize in ("head", "bn") and self.algo == "scaffold":
+            problems.append(("SCAFFOLD's control variates assume one shared model", "use --personalize with fedavg"))
+        if self.personalize != "none" and self.client_model.startswith("qat"):
+            problems.append(("--personalize with --client-model qat-int8 is not supported", "use float or pruned:R"))
+        if self.finetune_epochs < 1:
+            problems.append(("finetune_epochs must be >= 1", "raise it"))
         if self.secagg and self.compress.startswith("topk"):
             problems.append(("top-k payloads from different clients do not add up under masks", "use int8 or none"))
         try:
@@ -87,11 +102,13 @@ class FederatedConfig:
             from edgeopt.federated.algorithms.server import parse_aggregator
             from edgeopt.federated.client_model import parse_client_model
             from edgeopt.federated.partition import parse_partition
+            from edgeopt.federated.personalize import parse_personalize
 
             parse_partition(self.partition)
             parse_compression(self.compress)
             parse_aggregator(self.aggregator)
             parse_client_model(self.client_model)
+            parse_personalize(self.personalize)
         except ValueError as e:
             problems.append((str(e), "see edgeopt federate --help"))
         if problems:
@@ -101,6 +118,15 @@ class FederatedConfig:
     def server_optimizer(self) -> str:
         """``sgd``, ``adam`` or ``yogi``, from ``algo``."""
         return {"fedadam": "adam", "fedyogi": "yogi"}.get(self.algo, "sgd")
+
+    @property
+    def holdout_fraction(self) -> float:
+        """The fraction of each client's data held out for per-client accuracy."""
+        if self.holdout is not None:
+            return self.holdout
+        from edgeopt.federated.personalize import DEFAULT_HOLDOUT
+
+        return DEFAULT_HOLDOUT if self.personalize != "none" else 0.0
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

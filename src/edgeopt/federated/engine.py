@@ -16,7 +16,7 @@ import copy
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,15 @@ from edgeopt.federated.algorithms import LocalTrainer, ServerState, dp_epsilon, 
 from edgeopt.federated.algorithms import secagg as sa
 from edgeopt.federated.config import FederatedConfig
 from edgeopt.federated.partition import label_histogram, partition
+from edgeopt.federated.personal_eval import client_accuracies, finetune_heads
+from edgeopt.federated.personalize import local_names, name_mask, split_holdout, with_local
 from edgeopt.federated.rounds import (
     ClientFailure,
     ClientState,
     RoundPlan,
     aggregate_round,
+    client_config,
+    client_seed,
     client_work,
     log,
     plan_round,
@@ -104,6 +108,8 @@ def save_checkpoint(path: Path, cfg: FederatedConfig, ck: _Checkpoint) -> None:
             arrays[f"client{c}_control"] = st.control
         if st.residual is not None:
             arrays[f"client{c}_residual"] = st.residual
+        if st.local is not None:
+            arrays[f"client{c}_local"] = st.local
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
@@ -163,10 +169,19 @@ class RunContext:
             self.parts = partition(train.labels, cfg.clients, cfg.partition, cfg.seed)
         except ValueError as e:
             raise EdgeoptError(str(e), "use fewer clients or another --partition") from e
+        self.parts, self.holdout_parts = split_holdout(self.parts, cfg.holdout_fraction, cfg.seed)
         self.sizes = [len(p) for p in self.parts]
         self.histogram = label_histogram(train.labels, self.parts, train.num_classes)
         self.module = copy.deepcopy(model.module)
         self.trainer = LocalTrainer(self.module)
+        try:
+            self.local_names = local_names(self.module, cfg.personalize, self.trainer.layout)
+        except ValueError as e:
+            raise EdgeoptError(str(e), "use --personalize head, or a model with batch norm") from e
+        mask = name_mask(self.trainer.layout, self.local_names)
+        self.local_mask = mask if cfg.personalize in ("head", "bn") else None  # kept on clients during rounds
+        self.head_mask = mask if cfg.personalize == "finetune" else None  # adapted after the last round
+        self.holdouts = client_tensors(model, train, self.holdout_parts)
         test = test.take(cfg.eval_limit, seed=0)
         self.x_test = torch.from_numpy(model.meta.input.to_model_input(test.images))
         self.y_test = torch.from_numpy(test.labels)
@@ -199,20 +214,62 @@ class RunContext:
         record.update(
             test_accuracy=acc, test_loss=loss, seconds=seconds, epsilon=epsilon_after(self.cfg, record["round"])
         )
+        if self.local_mask is not None:  # what clients run: their own part in the shared model
+            accs = self.personal_accuracies(params)
+            sizes = [len(p) for p, a in zip(self.holdout_parts, accs, strict=True) if a is not None]
+            record["personal_accuracy"] = float(np.average([a for a in accs if a is not None], weights=sizes))
         return record
+
+    def client_params(self, params: np.ndarray) -> list[np.ndarray]:
+        """Each client's model: ``params`` with its kept part (the server's where it has none yet)."""
+        assert self.local_mask is not None
+        states = self.ck.client_states
+        return [with_local(params, self.local_mask, states[c].local if c in states else None)
+                for c in range(self.cfg.clients)]  # fmt: skip
+
+    def personal_accuracies(self, params: np.ndarray) -> list[float | None]:
+        """Each client's personalized model's accuracy on its held-out split."""
+        return client_accuracies(self.trainer, self.client_params(params), self.holdouts)
+
+    def per_client(self, tensors: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
+        """Per-client accuracies on the held-out splits: the global model's, and the personalized models'."""
+        params = self.ck.state.params
+        out: dict[str, Any] = {
+            "holdout_sizes": [len(p) for p in self.holdout_parts],
+            "global": client_accuracies(self.trainer, [params] * self.cfg.clients, self.holdouts),
+            "trained_locally": [c in self.ck.client_states for c in range(self.cfg.clients)],
+        }
+        if self.local_mask is not None:
+            out["personal"] = self.personal_accuracies(params)
+        elif self.head_mask is not None:
+            cc = replace(client_config(self.cfg), epochs=self.cfg.finetune_epochs)
+            seeds = [client_seed(self.cfg, self.cfg.rounds + 1, c) for c in range(self.cfg.clients)]
+            tuned = finetune_heads(self.module, params, self.head_mask, self.local_names, tensors, cc, seeds)
+            out["personal"] = client_accuracies(self.trainer, tuned, self.holdouts)
+            out["trained_locally"] = [True] * self.cfg.clients
+        return out
 
     def checkpoint(self) -> None:
         """Write the checkpoint (when the run has a directory)."""
         if self.ckpt_path is not None:
             save_checkpoint(self.ckpt_path, self.cfg, self.ck)
 
-    def result(self, seconds: float) -> FederatedResult:
-        """The run's outcome: a copy of the model with the final weights, history, histogram."""
+    def result(self, seconds: float, tensors: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> FederatedResult:
+        """The run's outcome: a copy of the model with the final weights, history, histogram.
+
+        With held-out splits, ``extra["per_client"]`` holds :meth:`per_client` (``tensors``: the clients'
+        training tensors, needed by ``finetune``).
+        """
+        extra: dict[str, Any] = {}
+        if any(len(p) for p in self.holdout_parts):
+            extra["per_client"] = self.per_client(tensors or [])
         self.trainer.load(self.ck.state.params)
         final = copy.deepcopy(self.module).eval()
         step = {"pass": "federate", "algo": self.cfg.algo, "rounds": self.ck.state.round, "clients": self.cfg.clients}
+        if self.cfg.personalize != "none":
+            step["personalize"] = self.cfg.personalize
         return FederatedResult(self.model.with_lineage(step, final), self.ck.history, self.histogram, self.sizes,
-                               seconds, self.resumed_from)  # fmt: skip
+                               seconds, self.resumed_from, extra)  # fmt: skip
 
 
 OnRound = Callable[[dict[str, Any]], None]
@@ -295,6 +352,7 @@ def _run_inprocess(
                     y,
                     keys,
                     corrupt=None if faulty is None else (lambda d, c=c, r=r: faulty(r, c, d)),
+                    local_mask=ctx.local_mask,
                 )
             except ClientFailure as e:
                 log.warning("round %d: %s", r, e)
@@ -304,18 +362,22 @@ def _run_inprocess(
             new_states[c] = new_st
         survivors = [rp.client for rp in replies]
         revealed = _reveal(cfg, plan, keys, survivors) if cfg.secagg else None
+        old_params = ctx.ck.state.params
         result = aggregate_round(cfg, plan, ctx.ck.state, replies, revealed)
         rejected = {d["client"] for d in result.record["rejected"]}
         if not result.record["skipped"]:
             ctx.ck.client_states.update({c: s for c, s in new_states.items() if c not in rejected})
         ctx.ck.state = result.state
+        if ctx.local_mask is not None:  # the server's copy of the kept part never moves (DP noise included)
+            ctx.ck.state = replace(result.state, params=with_local(result.state.params, ctx.local_mask,
+                                                                   old_params[ctx.local_mask]))  # fmt: skip
         record = ctx.finish_record(result.record, result.state.params, time.perf_counter() - t0)
         ctx.ck.history.append(record)
         ctx.checkpoint()
         if on_round:
             on_round(record)
         done += 1
-    return ctx.result(time.perf_counter() - start)
+    return ctx.result(time.perf_counter() - start, tensors)
 
 
 def _reveal(

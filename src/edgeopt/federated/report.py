@@ -64,6 +64,9 @@ def build_curves(
     last = history[-1] if history else {}
     accs = [a for a in (number(h.get("test_accuracy")) for h in history) if a is not None]
     best = max(accs) if accs else None
+    # personalized runs (head/bn): clients run their own part, so the chance test is on their accuracy
+    personal = [a for a in (number(h.get("personal_accuracy")) for h in history) if a is not None]
+    best_personal = max(personal) if personal else None
     chance = chance_accuracy(histogram)
     return jsonable(
         {
@@ -73,6 +76,7 @@ def build_curves(
             "rounds": [h["round"] for h in history],
             "test_accuracy": [h.get("test_accuracy") for h in history],
             "test_loss": [h.get("test_loss") for h in history],
+            "personal_accuracy": [h.get("personal_accuracy") for h in history],
             "train_loss": [h.get("train_loss") for h in history],
             "upload_bytes": ups,
             "upload_bytes_cumulative": np.cumsum(ups).tolist() if ups else [],
@@ -81,8 +85,9 @@ def build_curves(
                 "rounds": len(history),
                 "final_accuracy": last.get("test_accuracy"),
                 "best_accuracy": best,
+                "best_personal_accuracy": best_personal,
                 "chance_accuracy": chance,
-                "stayed_at_chance": stayed_at_chance(best, chance),
+                "stayed_at_chance": stayed_at_chance(best if best_personal is None else best_personal, chance),
                 "upload_bytes_total": sum(ups),
                 "upload_compression": (sum(dense) / sum(ups)) if sum(ups) else None,
                 "epsilon": last.get("epsilon"),
@@ -156,17 +161,51 @@ def chance_warning(summary: Mapping[str, Any]) -> str:
     )
 
 
+def personalization_section(p: Mapping[str, Any] | None) -> str:
+    """Per-client accuracy before (global model) and after personalization, as a table ('' without it)."""
+    if not p:
+        return ""
+    worst = p.get("worst_client") or {}
+    summary = _kv(
+        [
+            ("Mode", str(p.get("mode"))),
+            ("Before (reference)", str(p.get("reference"))),
+            ("Mean per-client accuracy before / after",
+             f"{fmt_pct(p.get('mean_before'))} / {fmt_pct(p.get('mean_after'))}"),
+            ("Mean per-client gain", fmt_pct(p.get("mean_gain"))),
+            ("Worst client (lowest after)",
+             f"client {worst.get('client')}: {fmt_pct(worst.get('before'))} -> {fmt_pct(worst.get('after'))}"),
+            ("Held-out fraction of each client", fmt_any(p.get("holdout"))),
+        ]
+    )  # fmt: skip
+    rows = "".join(
+        f"<tr><th>{r['client']}</th><td class='num'>{fmt_count(r['holdout'])}</td>"
+        f"<td class='num'>{fmt_pct(r['before'])}</td><td class='num'>{fmt_pct(r['after'])}</td>"
+        f"<td class='num'>{fmt_pct(r['gain'])}</td></tr>"
+        for r in p.get("per_client") or []
+    )
+    table = (
+        '<div class="table-wrap"><table><tr><th>client</th><th>held out</th><th>before</th><th>after</th>'
+        f"<th>gain</th></tr>{rows}</table></div>"
+    )
+    return f"<h2>Personalization (accuracy on each client's held-out split)</h2>{summary}{table}"
+
+
 def render_report(curves: Mapping[str, Any]) -> str:
     """``curves.json`` content as a self-contained HTML page."""
     s = curves.get("summary") or {}
     settings = curves.get("settings") or {}
     xs = list(curves.get("rounds") or [])
     acc = [None if a is None else 100 * a for a in curves.get("test_accuracy") or []]
+    series = {"test accuracy": acc}
+    personal = [None if a is None else 100 * a for a in curves.get("personal_accuracy") or []]
+    if any(a is not None for a in personal):
+        series["clients' own models, held-out splits"] = personal
     chance = number(s.get("chance_accuracy"))
     plots = [
         _line_svg(
             xs,
-            {"test accuracy": acc},
+            series,
             "accuracy (%)",
             "Test accuracy per round",
             "fedacc",
@@ -223,6 +262,7 @@ def render_report(curves: Mapping[str, Any]) -> str:
         summary,
         "<h2>Curves</h2>",
         *(f"<figure>{p}</figure>" for p in plots if p),
+        personalization_section(curves.get("personalization")),
         "<h2>Settings</h2>",
         _kv([(field_label(str(k)), fmt_field(str(k), v) if v is not None else MISSING) for k, v in settings.items()]),
         "<h2>Label histogram (client × class)</h2>",

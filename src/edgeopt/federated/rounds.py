@@ -43,6 +43,7 @@ from edgeopt.federated.algorithms import (
 )
 from edgeopt.federated.algorithms import secagg as sa
 from edgeopt.federated.config import FederatedConfig
+from edgeopt.federated.personalize import with_local
 
 log = logging.getLogger("edgeopt.federated")
 
@@ -65,10 +66,11 @@ class RoundPlan:
 
 @dataclass
 class ClientState:
-    """What a client keeps between rounds: SCAFFOLD control and the top-k error-feedback residual."""
+    """What a client keeps between rounds: SCAFFOLD control, top-k residual, personalized (never uploaded) part."""
 
     control: np.ndarray | None = None
     residual: np.ndarray | None = None
+    local: np.ndarray | None = None  # the entries under the personalization mask, in flat order
 
 
 @dataclass
@@ -167,12 +169,18 @@ def client_work(
     y: torch.Tensor,
     public_keys: dict[int, bytes] | None = None,
     corrupt: Callable[[np.ndarray], np.ndarray] | None = None,
+    local_mask: np.ndarray | None = None,
 ) -> tuple[ClientReply, ClientState]:
     """Run one client's round: local update, DP clip, compression, secure-aggregation mask.
 
     ``corrupt`` (tests, benchmarks) replaces the trained delta, as a broken or malicious client would.
-    Raises :class:`ClientFailure` when the client withholds its update.
+    ``local_mask`` (personalization) marks the entries the client keeps: it trains from its own copy
+    of them (``state.local``, the global entries on its first round), keeps the result and uploads a
+    zero change there. Raises :class:`ClientFailure` when the client withholds its update.
     """
+    local = None
+    if local_mask is not None:
+        global_params = with_local(global_params, local_mask, state.local)
     ccfg = plan.client_config
     control = None
     if ccfg.scaffold:
@@ -180,12 +188,16 @@ def client_work(
         control = (global_control if global_control is not None else np.zeros_like(global_params), c_i)
     res = client_update(trainer, global_params, x, y, ccfg, client_seed(cfg, plan.round, client), control)
     delta = res.delta if corrupt is None else np.asarray(corrupt(res.delta), np.float32)
+    if local_mask is not None:
+        local = (global_params + res.delta)[local_mask]
+        delta = np.where(local_mask, np.float32(0), delta).astype(np.float32)
     if cfg.dp_clip is not None and np.isfinite(delta).all():
         delta, _ = clip_by_norm(delta, cfg.dp_clip)
     payload, residual = compress(delta, cfg.compress, state.residual)
     new_state = ClientState(
         control=(control[1] + res.control_delta) if control is not None and res.control_delta is not None else None,
         residual=residual,
+        local=local,
     )
     masked = None
     if cfg.secagg:
