@@ -34,7 +34,10 @@ IMAGE_LAYOUTS = ("NCHW", "NHWC")
 # layout -> rank of one sample (batch excluded); "NCL"/"NLC" are sequences (channels, length),
 # "NC" a flat feature vector; "NCHW"/"NHWC" also describe spectrograms (channels, freq, time)
 LAYOUT_RANKS = {"NCHW": 3, "NHWC": 3, "NCL": 2, "NLC": 2, "NC": 1}
-TASKS = ("classification", "regression", "anomaly")
+TASKS = ("classification", "regression", "anomaly", "multi")
+HEAD_TASKS = ("classification", "regression")  # what one output of a multi-output model may be
+# what a multi-output model goes through; every other command refuses it (``refuse_multi_output``)
+MULTI_OUTPUT_COMMANDS = ("train", "eval", "export", "run", "bench", "import", "quantize (int8 PTQ)")
 
 
 def layout_for_rank(rank: int, channels_first: bool = True) -> str:
@@ -169,6 +172,45 @@ class InputSpec:
 
 
 @dataclass
+class OutputSpec:
+    """One output (head) of a multi-output model: its name, task, width and weight in the training loss.
+
+    ``task`` is ``classification`` (``width`` class scores; ``class_names`` optional) or ``regression``
+    (``width`` real targets). ``weight`` multiplies the head's task loss in the training loss and its
+    score in the model's combined score (``edgeopt.train.multi``).
+    """
+
+    name: str
+    task: str
+    width: int
+    weight: float = 1.0
+    class_names: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.width, self.weight = int(self.width), float(self.weight)
+        if self.task not in HEAD_TASKS:
+            raise EdgeoptError(
+                f"output '{self.name}' has task '{self.task}'", f"an output is one of {', '.join(HEAD_TASKS)}"
+            )
+        if self.width < 1 or not self.weight > 0:
+            raise EdgeoptError(f"output '{self.name}' needs width >= 1 and weight > 0, not {self.width}, {self.weight}")
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> OutputSpec:
+        names = d.get("class_names")
+        return cls(str(d["name"]), str(d["task"]), int(d["width"]), float(d.get("weight", 1.0)),
+                   list(names) if names is not None else None)  # fmt: skip
+
+
+def check_outputs(outputs: list[OutputSpec]) -> list[OutputSpec]:
+    """A multi-output record's heads: at least two, distinct names. Pure."""
+    names = [o.name for o in outputs]
+    if len(outputs) < 2 or len(set(names)) != len(names):
+        raise EdgeoptError(f"a multi-output model needs two or more distinctly named outputs, got {names}")
+    return outputs
+
+
+@dataclass
 class ModelMeta:
     """Everything about a model except its weights."""
 
@@ -177,14 +219,27 @@ class ModelMeta:
     arch: dict[str, Any]
     class_names: list[str] | None = None
     lineage: list[dict[str, Any]] = field(default_factory=list)
-    task: str = "classification"  # classification | regression | anomaly (see edgeopt.train.tasks)
+    task: str = "classification"  # classification | regression | anomaly | multi (see edgeopt.train.tasks)
+    outputs: list[OutputSpec] | None = None  # task "multi": one record per output, in the module's order
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise EdgeoptError(f"unknown task '{self.task}'", f"use one of {', '.join(TASKS)}")
+        if (self.task == "multi") != (self.outputs is not None):
+            raise EdgeoptError("a multi-output model's record needs task 'multi' and its outputs, both or neither")
+        if self.outputs is not None:
+            check_outputs(self.outputs)
+
+    @property
+    def is_multi_output(self) -> bool:
+        """True for a model with several outputs (``outputs`` describes each)."""
+        return self.outputs is not None
 
     def to_json(self) -> dict[str, Any]:
-        return {"format_version": FORMAT_VERSION, **asdict(self)}
+        d = {"format_version": FORMAT_VERSION, **asdict(self)}
+        if self.outputs is None:
+            del d["outputs"]  # single-output records stay as they were
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelMeta:
@@ -203,6 +258,7 @@ class ModelMeta:
                 class_names=d.get("class_names"),
                 lineage=list(d.get("lineage", [])),
                 task=str(d.get("task", "classification")),
+                outputs=[OutputSpec.from_json(o) for o in d["outputs"]] if d.get("outputs") is not None else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise EdgeoptError(f"model metadata is malformed ({e})", "re-save the model with edgeopt") from e
@@ -224,6 +280,17 @@ class EdgeModel:
         meta = ModelMeta.from_json(self.meta.to_json())
         meta.lineage.append(step)
         return EdgeModel(module if module is not None else self.module, meta)
+
+
+def refuse_multi_output(model: EdgeModel | ModelMeta, command: str) -> None:
+    """One clear line when ``command`` (prune, distill, ...) is given a multi-output model."""
+    meta = model.meta if isinstance(model, EdgeModel) else model
+    if meta.outputs is not None:
+        heads = ", ".join(o.name for o in meta.outputs)
+        raise EdgeoptError(
+            f"{command} does not support multi-output models (this one has outputs {heads})",
+            f"multi-output models go through {', '.join(MULTI_OUTPUT_COMMANDS)}",
+        )
 
 
 def check_finite(module: nn.Module) -> None:

@@ -194,10 +194,19 @@ def model_for_data(
         from edgeopt.models.registry import get_entry
 
         entry = get_entry(source[4:])
-        if task is None:
+        if train.task == "multi":  # one output per label array (edgeopt.models.heads)
+            from edgeopt.models import create_model
+
+            if task not in (None, "multi"):
+                raise EdgeoptError(f"the data has one label array per output ({', '.join(train.class_names)})"
+                                   f"; --task {task} does not fit it", "drop --task")  # fmt: skip
+            model = create_model(source[4:], input_shape=train.sample_shape, seed=seed, outputs=train.outputs)
+        elif task is None:
             task = "regression" if train.task == "regression" and not entry.reconstructs else entry.default_task
-        train = train.for_task(task)
-        model = load_model(source, input_shape=train.sample_shape, num_classes=train.num_outputs, seed=seed, task=task)
+        if train.task != "multi":
+            train = train.for_task(task)
+            model = load_model(source, input_shape=train.sample_shape, num_classes=train.num_outputs, seed=seed,
+                               task=task)  # fmt: skip
         if not train.is_image:  # arrays pass as they are: the record states the range they span
             lo, hi = train.value_range()
             model.meta.input.value_range = (lo, hi if hi > lo else lo + 1.0)

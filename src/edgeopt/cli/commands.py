@@ -244,7 +244,9 @@ def run(
 
     opened = open_model(model, runtime, threads=threads)
     y = run_raw(opened, inputs, out)
-    emit({"out": str(out), "output_shape": list(y.shape), "runtime": opened.runtime}, as_json, "run")
+    shape: Any = {h.name: list(a.shape) for h, a in zip(opened.meta.outputs, y, strict=True)} if isinstance(
+        y, tuple) and opened.meta.outputs else list(y.shape)  # fmt: skip
+    emit({"out": str(out), "output_shape": shape, "runtime": opened.runtime}, as_json, "run")
 
 
 @app.command()

@@ -1,5 +1,6 @@
 """Dataset specs: images (``digits``, ``imagefolder:PATH``, ``cifar10:DIR``, ``mnist:DIR``) and
-arrays (``npz:PATH``, ``csv:PATH[#LABEL]``, ``mnist1d:[N]``, ``anomaly:[N]``).
+arrays (``npz:PATH``, ``csv:PATH[#LABEL]``, ``mnist1d:[N]``, ``anomaly:[N]``), and ``digits-multi``
+(digits with a class and a regression output, :mod:`edgeopt.data.heads`).
 
 ``load_dataset(spec, split)`` returns an :class:`ImageDataset`: uint8 images, or float arrays
 of any sample shape (see :mod:`edgeopt.data.dataset`) with the task their labels are for.
@@ -17,8 +18,10 @@ from edgeopt.errors import EdgeoptError
 __all__ = ["ImageDataset", "load_dataset", "SPLITS"]
 
 SPLITS = ("train", "test")
-KINDS = ("digits", "imagefolder", "cifar10", "mnist", "npz", "csv", "mnist1d", "anomaly")
-SPEC_HELP = "use digits, imagefolder:PATH, cifar10:DIR, mnist:DIR, npz:PATH, csv:PATH, mnist1d: or anomaly:"
+KINDS = ("digits", "imagefolder", "cifar10", "mnist", "npz", "csv", "mnist1d", "anomaly", "digits-multi")
+SPEC_HELP = (
+    "use digits, imagefolder:PATH, cifar10:DIR, mnist:DIR, npz:PATH, csv:PATH, mnist1d:, anomaly: or digits-multi"
+)
 
 
 def with_label(spec: str, label: str | None) -> str:
@@ -52,6 +55,10 @@ def load_dataset(spec: str, split: str = "train", label: str | None = None) -> I
         from edgeopt.data.digits import load_digits_split
 
         return load_digits_split(split)
+    if kind == "digits-multi" and not arg:
+        from edgeopt.data.heads import load_digits_multi
+
+        return load_digits_multi(split)
     if kind == "mnist1d":
         from edgeopt.data.cache import cached
         from edgeopt.data.mnist1d import DEFAULT_SAMPLES, load_mnist1d
@@ -62,7 +69,7 @@ def load_dataset(spec: str, split: str = "train", label: str | None = None) -> I
         from edgeopt.data.anomaly import DEFAULT_TRAIN, load_anomaly
 
         return load_anomaly(split, _count(kind, arg, DEFAULT_TRAIN))
-    if kind not in KINDS[1:] or not arg:
+    if kind not in ("imagefolder", "cifar10", "mnist", "npz", "csv") or not arg:
         raise EdgeoptError(f"unknown dataset spec '{spec}'", SPEC_HELP)
     from edgeopt.data.cache import cached
 

@@ -14,6 +14,11 @@ of a memory map is a lazy :class:`~edgeopt.data.dataset.RowView`. A compressed `
 The task the labels are for is read from them: integer labels are classes (names from
 ``class_names`` in the npz when present, else ``0..K-1``), float labels are regression
 targets; an ``anomaly`` array (or ``task`` naming it) marks anomaly flags (1 = abnormal).
+
+Multi-output data has one label array per output instead of ``y``: ``y_train_<head>`` and
+``y_test_<head>`` (or ``y_<head>`` beside ``x``), heads in the file's order (or as a ``heads``
+array names them), loss weights from an optional ``head_weights`` array, class names from
+``class_names_<head>`` (:mod:`edgeopt.data.heads`).
 """
 
 from __future__ import annotations
@@ -126,9 +131,66 @@ def make_dataset(
     return ImageDataset(x, y, class_names if task != "regression" else names, split_name, task)
 
 
+def _npz_heads(path: Path, arrays: dict[str, Any]) -> tuple[list[str], str] | None:
+    """The heads of multi-output npz arrays and their label prefix (``y_train_``/``y_``), or None."""
+    split_form = "x_train" in arrays
+    prefix = "y_train_" if split_form else "y_"
+    found = [k[len(prefix) :] for k in arrays if k.startswith(prefix) and k not in ("y_train", "y_test")]
+    if not found:
+        return None
+    if "y" in arrays or "y_train" in arrays:
+        raise EdgeoptError(f"{path} has both a single label array and per-output ones ({prefix}{found[0]})",
+                           "keep one form: y_train/y_test, or y_train_<head>/y_test_<head> per output")  # fmt: skip
+    heads = [str(h) for h in np.asarray(arrays["heads"]).tolist()] if "heads" in arrays else found
+    want = [f"{prefix}{h}" for h in heads] + ([f"y_test_{h}" for h in heads] if split_form else [])
+    missing = [k for k in want if k not in arrays]
+    extra = [h for h in found if h not in heads]
+    if missing or extra:
+        what = f"no {', '.join(missing)}" if missing else f"{', '.join(prefix + h for h in extra)} not in 'heads'"
+        fix = f"give {prefix}<head>" + (" and y_test_<head>" if split_form else "") + " for every output"
+        raise EdgeoptError(f"{path}: outputs {heads} and label arrays do not match ({what})", fix)
+    return heads, prefix
+
+
+def _load_npz_multi(path: Path, split: str, arrays: dict[str, Any], heads: list[str], seed: int) -> ImageDataset:
+    from edgeopt.data.heads import multi_dataset
+
+    if "x_train" in arrays:
+        if "x_test" not in arrays:
+            raise EdgeoptError(f"{path} has x_train but no x_test", "save x_test and y_test_<head> too")
+        x = arrays[f"x_{split}"]
+        ys = {h: np.asarray(arrays[f"y_{split}_{h}"]) for h in heads}
+        every = {h: [np.asarray(arrays[f"y_train_{h}"]), np.asarray(arrays[f"y_test_{h}"])] for h in heads}
+    else:
+        if "x" not in arrays:
+            raise EdgeoptError(f"{path} has per-output labels but no x (or x_train, x_test)", "save the samples as x")
+        base = arrays["x"]
+        idx = split_indices(len(base), split, seed)
+        x = RowView(base, idx) if isinstance(base, np.memmap) else base[idx]
+        ys, every = {}, {}
+        for h in heads:
+            full = np.asarray(arrays[f"y_{h}"])
+            if len(full) != len(base):
+                raise EdgeoptError(f"{path}: x has {len(base)} samples but y_{h} has {len(full)}", "one per sample")
+            ys[h], every[h] = full[idx], [full]
+    for h, y in ys.items():
+        if len(y) != len(x):
+            raise EdgeoptError(f"{path}: x_{split} has {len(x)} samples but y_{split}_{h} has {len(y)}")
+    widths = {h: max(int(v.max()) + 1 for v in every[h] if len(v)) for h in heads if ys[h].dtype.kind in "iub"}
+    names = {h: [str(c) for c in np.asarray(arrays[f"class_names_{h}"]).tolist()]
+             for h in heads if f"class_names_{h}" in arrays}  # fmt: skip
+    weights = np.asarray(arrays["head_weights"], np.float64).tolist() if "head_weights" in arrays else None
+    if isinstance(x, np.ndarray) and not isinstance(x, np.memmap) and x.dtype == np.uint8 and x.ndim == 3:
+        x = x[..., None]
+    return multi_dataset(x, ys, f"npz:{path.name}:{split}", widths=widths, weights=weights, class_names=names)
+
+
 def load_npz(path: Path, split: str, seed: int = SPLIT_SEED) -> ImageDataset:
     """One split of ``npz:PATH`` (see the module notes)."""
     arrays = read_arrays(path)
+    multi = _npz_heads(path, arrays)
+    if multi is not None:
+        return _load_npz_multi(path, split, arrays, multi[0], seed)
     stated = None
     if "task" in arrays:
         stated = str(np.asarray(arrays["task"]).reshape(-1)[0])

@@ -4,19 +4,24 @@ Samples are uint8 images (N, H, W, C), or float arrays (N, *shape) in the model'
 (sequences (N, C, L), spectrograms (N, C, F, T), feature vectors (N, F)); arrays may be
 memory-mapped (``np.memmap``, or a :class:`RowView` of one) and are read batch by batch.
 Labels are int64 class indices (classification), float32 targets (regression, (N,) or
-(N, K)) or int64 0/1 flags (anomaly: 1 = abnormal).
+(N, K)) or int64 0/1 flags (anomaly: 1 = abnormal). Data for a multi-output model (task
+``multi``) holds one label array per output as the fields of one structured array, named and
+described by ``outputs`` (:class:`edgeopt.model.OutputSpec`: task and width of each head).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeopt.errors import EdgeoptError
 
-TASKS = ("classification", "regression", "anomaly")
+if TYPE_CHECKING:
+    from edgeopt.model import OutputSpec
+
+TASKS = ("classification", "regression", "anomaly", "multi")
 
 
 class RowView:
@@ -69,11 +74,14 @@ class ImageDataset:
     labels: np.ndarray  # int64 (N,) classes or anomaly flags; float32 (N,) or (N, K) regression targets
     class_names: list[str]  # classification: classes; regression: target names; anomaly: normal, anomaly
     name: str = ""
-    task: str = "classification"  # the task the labels are for: classification | regression | anomaly
+    task: str = "classification"  # the task the labels are for: classification | regression | anomaly | multi
+    outputs: list[OutputSpec] | None = None  # task multi: the heads, one structured-label field each
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise EdgeoptError(f"dataset '{self.name}' has unknown task '{self.task}'")
+        if (self.task == "multi") != (self.outputs is not None):
+            raise EdgeoptError(f"dataset '{self.name}': multi-output labels need task 'multi' and their outputs")
         if self.is_image:
             pass
         elif self.images.ndim < 2 or self.images.dtype.kind not in "fiu":
@@ -85,7 +93,11 @@ class ImageDataset:
             raise EdgeoptError(f"dataset '{self.name}' has {len(self.images)} samples but {len(self.labels)} labels")
         if len(self.images) == 0:
             raise EdgeoptError(f"dataset '{self.name}' is empty", "check the path and the split")
-        if self.task == "regression":
+        if self.task == "multi":
+            names = np.asarray(self.labels).dtype.names or ()
+            if list(names) != [o.name for o in self.outputs or []]:
+                raise EdgeoptError(f"dataset '{self.name}': label fields {list(names)} do not match its outputs")
+        elif self.task == "regression":
             self.labels = np.asarray(self.labels, np.float32)
         else:
             self.labels = np.asarray(self.labels).astype(np.int64, copy=False)
@@ -110,6 +122,8 @@ class ImageDataset:
             return self.num_classes
         if self.task == "regression":
             return 1 if self.labels.ndim == 1 else int(self.labels.shape[1])
+        if self.task == "multi":
+            return sum(o.width for o in self.outputs or [])
         return int(np.prod(self.sample_shape))
 
     def __len__(self) -> int:
@@ -162,7 +176,7 @@ class ImageDataset:
             images = RowView(images, idx)
         else:
             images = images[idx]
-        return ImageDataset(images, self.labels[idx], self.class_names, self.name, self.task)
+        return ImageDataset(images, self.labels[idx], self.class_names, self.name, self.task, self.outputs)
 
 
 Dataset = ImageDataset  # the general name: it holds images or arrays

@@ -7,12 +7,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 
 from edgeopt.errors import EdgeoptError
-from edgeopt.model import EdgeModel, InputSpec, ModelMeta, layout_for_rank
+from edgeopt.model import EdgeModel, InputSpec, ModelMeta, OutputSpec, layout_for_rank
 
 __all__ = ["DEFAULT_RANGE", "import_model"]
 
@@ -98,8 +99,7 @@ def import_model(
             f"{path}: the imported graph does not run ({first})",
             "the model uses a construct edgeopt mis-translates; please report it",
         ) from e
-    if isinstance(out, tuple):
-        out = out[0]
+    widths = [int(math.prod(o.shape[1:])) for o in out] if isinstance(out, tuple) else None
     rank_layout = graph.layout if len(shape) == 3 else layout_for_rank(len(shape), graph.layout == "NCHW")
     from edgeopt.interop.input_range import range_from_graph, range_from_quantization
     from edgeopt.interop.labels import class_names_from_file
@@ -109,9 +109,14 @@ def import_model(
         stated = range_from_quantization(*q.input_quant, "int8")
     else:
         stated = range_from_graph(graph.ir, graph.weights)
-    num_classes = int(out.shape[-1])
-    layout, class_names = rank_layout, class_names_from_file(path, num_classes)
+    num_classes = sum(widths) if widths is not None else int(out.shape[-1])
+    layout = rank_layout
+    class_names = class_names_from_file(path, num_classes) if widths is None else None
     embedded = _embedded_input(path, tuple(shape), num_classes)
+    outputs = None
+    if widths is not None:  # a multi-output graph: one record per output (its own, when edgeopt embedded it)
+        outputs = graph_outputs(path, widths, embedded)
+        embedded = embedded if embedded is not None and embedded.outputs == outputs else None
     if embedded is not None:  # edgeopt's own artifact: its record says how it is fed
         layout, stated = embedded.input.layout, embedded.input.value_range
         class_names = embedded.class_names or class_names
@@ -127,11 +132,32 @@ def import_model(
         arch={"kind": "graph", "ir": graph.ir},
         class_names=class_names,
         lineage=[step],
-        task=embedded.task if embedded is not None else "classification",  # an autoencoder stays one
+        task="multi" if outputs is not None else embedded.task if embedded is not None else "classification",
+        outputs=outputs,  # an autoencoder stays one, a multi-output model keeps each output's task
     )
     if embedded is not None and embedded.input.mean is not None:
         meta.input.mean, meta.input.std = embedded.input.mean, embedded.input.std
     return EdgeModel(module, meta)
+
+
+def graph_outputs(path: Path, widths: list[int], embedded: ModelMeta | None) -> list[OutputSpec]:
+    """The records of a multi-output graph's outputs (``widths`` values per sample each, in the graph's order).
+
+    An edgeopt artifact's embedded record gives each output's name, task and weight when its widths are
+    these; a graph from elsewhere gets one classification record per output, named as the ``.onnx`` file
+    names its outputs (``output_<i>`` for a ``.tflite``): ``eval`` then scores each by accuracy unless
+    the record is edited (an output's task is not in the graph).
+    """
+    if embedded is not None and embedded.outputs is not None and [o.width for o in embedded.outputs] == widths:
+        return embedded.outputs
+    names = [f"output_{i}" for i in range(len(widths))]
+    if path.suffix.lower() == ".onnx":
+        import onnx
+
+        graph_names = [o.name for o in onnx.load(str(path), load_external_data=False).graph.output]
+        if len(graph_names) == len(widths) and len(set(graph_names)) == len(widths):
+            names = graph_names
+    return [OutputSpec(n, "classification", w) for n, w in zip(names, widths, strict=True)]
 
 
 def _embedded_input(path: Path, shape: tuple[int, ...], num_classes: int) -> ModelMeta | None:

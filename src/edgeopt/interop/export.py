@@ -47,13 +47,19 @@ _EXPORTER_PACKAGE = {"onnx": "onnxscript", "pte": "executorch", "tflite": "liter
 
 @dataclass
 class Parity:
-    """How closely a runtime's outputs match PyTorch's over ``samples`` inputs."""
+    """How closely a runtime's outputs match PyTorch's over ``samples`` inputs.
+
+    A multi-output model's parity holds each output's own in ``outputs`` (in the model's order); its
+    top-level figures are the worst output's (largest ``rel_diff``, lowest top-1 agreement), so it is
+    ``ok`` exactly when every output is (:func:`compare_output_sets`).
+    """
 
     max_abs_diff: float
     max_abs_ref: float
     rel_diff: float
     top1_agreement: float
     samples: int
+    outputs: list[Parity] | None = None
 
     def ok(self, rtol: float, min_top1: float = 0.0) -> bool:
         """True when ``max|Δ| <= rtol * max|ref|`` and top-1 agreement >= ``min_top1`` (NaN fails)."""
@@ -73,6 +79,24 @@ class ExportResult:
         d = asdict(self)
         d["path"], d["sidecar"] = str(self.path), str(self.sidecar)
         return d
+
+
+def compare_output_sets(ref: Any, got: Any) -> Parity:
+    """:func:`compare_outputs` for one output, or output by output for a multi-output model's tuples. Pure.
+
+    The result's ``outputs`` holds each output's parity; its own figures are the worst output's
+    (``max_abs_diff``/``max_abs_ref`` of the largest ``rel_diff``, the lowest top-1 agreement), so that
+    ``ok`` holds exactly when it holds for every output.
+    """
+    if not isinstance(ref, tuple) and not isinstance(got, tuple):
+        return compare_outputs(ref, got)
+    refs, gots = (ref if isinstance(ref, tuple) else (ref,)), (got if isinstance(got, tuple) else (got,))
+    if len(refs) != len(gots):
+        raise EdgeoptError(f"the runtime returns {len(gots)} output(s) but PyTorch {len(refs)}")
+    each = [compare_outputs(r, g) for r, g in zip(refs, gots, strict=True)]
+    worst = max(each, key=lambda p: p.rel_diff)
+    top1 = min(p.top1_agreement for p in each)
+    return Parity(worst.max_abs_diff, worst.max_abs_ref, worst.rel_diff, top1, worst.samples, each)
 
 
 def compare_outputs(ref: np.ndarray, got: np.ndarray) -> Parity:
@@ -154,32 +178,37 @@ def strip_exporter_metadata(proto: Any) -> Any:
     return proto
 
 
-def finished_onnx(proto: Any) -> bytes:
-    """``proto`` as the bytes edgeopt ships: debug records stripped, one output, checked by ONNX's checker."""
+def finished_onnx(proto: Any, outputs: int = 1) -> bytes:
+    """``proto`` as the bytes edgeopt ships: debug records stripped, ``outputs`` outputs (the model's), checked by
+    ONNX's checker."""
     import onnx
 
     strip_exporter_metadata(proto)
-    if len(proto.graph.output) != 1:
-        raise EdgeoptError(f"the ONNX graph has {len(proto.graph.output)} outputs", "export a single-output model")
+    if len(proto.graph.output) != outputs:
+        raise EdgeoptError(
+            f"the ONNX graph has {len(proto.graph.output)} outputs but the model {outputs}",
+            "export a model whose record describes each of its outputs",
+        )
     onnx.checker.check_model(proto, full_check=True)
     return proto.SerializeToString()
 
 
-def _export_onnx(module: nn.Module, x: torch.Tensor) -> bytes:
+def _export_onnx(module: nn.Module, x: torch.Tensor, output_names: list[str] | None = None) -> bytes:
+    names = output_names or ["output"]
     program = torch.onnx.export(
         module,
         (x,),
         dynamo=True,
         opset_version=ONNX_OPSET,
         input_names=["input"],
-        output_names=["output"],
+        output_names=names,
         external_data=False,
         verbose=False,
     )
-    return finished_onnx(program.model_proto)
+    return finished_onnx(program.model_proto, len(names))
 
 
-def _export_onnx_for_timing(module: nn.Module, x: torch.Tensor) -> bytes:
+def _export_onnx_for_timing(module: nn.Module, x: torch.Tensor, output_names: list[str] | None = None) -> bytes:
     """A float ONNX file that is only timed, through PyTorch's TorchScript exporter: 0.1-0.3 s where the
     dynamo exporter takes 3-10 s, at the same ONNX Runtime latency (2026-12-02, 1 thread, interleaved p50:
     ResNet-8 0.669 vs 0.683 ms, MobileNetV2 6.57 vs 7.22, DS-CNN 0.498 vs 0.488, the imported MLPerf
@@ -193,16 +222,17 @@ def _export_onnx_for_timing(module: nn.Module, x: torch.Tensor) -> bytes:
 
     try:
         buf = io.BytesIO()
+        names = output_names or ["output"]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(module, (x,), buf, dynamo=False, opset_version=ONNX_OPSET, input_names=["input"],
-                              output_names=["output"])  # fmt: skip
-        return finished_onnx(onnx.load_from_string(buf.getvalue()))
+                              output_names=names)  # fmt: skip
+        return finished_onnx(onnx.load_from_string(buf.getvalue()), len(names))
     except Exception:  # the TorchScript exporter rejects some graphs that dynamo exports
-        return _export_onnx(module, x)
+        return _export_onnx(module, x, output_names)
 
 
-def _export_pte(module: nn.Module, x: torch.Tensor) -> bytes:
+def _export_pte(module: nn.Module, x: torch.Tensor, output_names: list[str] | None = None) -> bytes:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
@@ -211,7 +241,7 @@ def _export_pte(module: nn.Module, x: torch.Tensor) -> bytes:
     return bytes(lowered.to_executorch().buffer)
 
 
-def _export_tflite(module: nn.Module, x: torch.Tensor) -> bytes:
+def _export_tflite(module: nn.Module, x: torch.Tensor, output_names: list[str] | None = None) -> bytes:
     import litert_torch
 
     return bytes(litert_torch.convert(module, (x,)).model_content())
@@ -246,15 +276,16 @@ def parity_inputs(model: EdgeModel, samples: int) -> np.ndarray:
     return np.concatenate([model.example_input(1, seed=i).numpy() for i in range(samples)])
 
 
-def reference_outputs(module: nn.Module, x: np.ndarray) -> np.ndarray:
-    """PyTorch's outputs for ``x``, one sample at a time (as the artifact sees them)."""
+def reference_outputs(module: nn.Module, x: np.ndarray) -> Any:
+    """PyTorch's outputs for ``x``, one sample at a time (as the artifact sees them); a tuple of arrays for a
+    module that returns several outputs."""
     outs = []
     with torch.inference_mode():
         for i in range(x.shape[0]):
             y = module(torch.from_numpy(x[i : i + 1]))
-            if not isinstance(y, torch.Tensor):
-                raise EdgeoptError("the model returns more than one output", "export a single-output model")
-            outs.append(y.float().numpy())
+            outs.append(tuple(t.float().numpy() for t in y) if isinstance(y, tuple | list) else y.float().numpy())
+    if isinstance(outs[0], tuple):
+        return tuple(np.concatenate(parts) for parts in zip(*outs, strict=True))
     return np.concatenate(outs)
 
 
@@ -311,10 +342,13 @@ def export_model(
             try:
                 # a module that knows its own artifact (a quantized model: integer programs) exports itself
                 custom = getattr(module, "export_artifact", None)
+                heads = [o.name for o in model.meta.outputs] if model.meta.outputs is not None else None
                 if callable(custom):
                     data = custom(fmt, x)
                 elif fmt == "onnx" and for_timing:
-                    data = _export_onnx_for_timing(module, x)
+                    data = _export_onnx_for_timing(module, x, heads)
+                elif heads is not None:  # the outputs' names (ONNX graph outputs)
+                    data = _EXPORTERS[fmt](module, x, heads)
                 else:
                     data = _EXPORTERS[fmt](module, x)
             except EdgeoptError:
@@ -362,7 +396,7 @@ def export_model(
             shape = (runner.fixed_batch or 1, *runner.input_shape)
         finally:
             runner.close()
-        parity = compare_outputs(ref, got)
+        parity = compare_output_sets(ref, got)
         if not parity.ok(rtol, min_top1):
             from edgeopt.interop.debug import divergence_hint
 

@@ -105,6 +105,10 @@ class Runner(ABC):
     - ``_execute(xr)``: hand it to the runtime, invoke, read the raw output back (this is timed)
     - ``_from_runtime(y)``: raw output -> float32 numpy (dequantized where needed)
 
+    A multi-output artifact's ``_execute`` returns a tuple of raw outputs, in the model's order;
+    ``_outputs_from_runtime`` converts each, and ``run`` returns a tuple of arrays (one per output,
+    ``output_names`` names them).
+
     ``_active(batch)`` (a context manager, optional) holds per-call settings around a run.
     """
 
@@ -115,6 +119,7 @@ class Runner(ABC):
     path: Path | None = None
     meta: ModelMeta | None = None
     meta_source: str | None = None  # where ``meta`` came from (``runtimes.interface``: embedded, sidecar, ...)
+    output_names: tuple[str, ...] = ()  # the artifact's outputs, in the order ``run`` returns them
 
     def _set_artifact(self, path: str | Path, threads: int, meta: ModelMeta | None) -> None:
         """What every artifact runner does first: record its settings and check the file exists."""
@@ -133,19 +138,26 @@ class Runner(ABC):
     def _from_runtime(self, y: Any) -> np.ndarray:
         return np.asarray(y, dtype=np.float32)
 
+    def _outputs_from_runtime(self, y: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        """``_from_runtime`` of one raw output, or of each of a multi-output artifact's (a tuple)."""
+        if isinstance(y, tuple):
+            return tuple(self._from_runtime(t) for t in y)
+        return self._from_runtime(y)
+
     @contextlib.contextmanager
     def _active(self, batch: int) -> Iterator[None]:
         """Hold the runtime ready for calls of ``batch`` rows: threads, resizing; restored on exit."""
         yield
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Run a float32 batch ``(N, *input_shape)``; returns the model's output ``(N, ...)`` as float32."""
+    def run(self, x: np.ndarray) -> Any:
+        """Run a float32 batch ``(N, *input_shape)``; returns the model's output ``(N, ...)`` as float32,
+        or a tuple of them (one per output, in ``output_names`` order) for a multi-output artifact."""
         x = self.check_input(x)
         n = x.shape[0]
         b = self.fixed_batch
         if b is None or n == b:
             with self._active(n):
-                return self._from_runtime(self._execute(self._to_runtime(x)))
+                return self._outputs_from_runtime(self._execute(self._to_runtime(x)))
         outs = []
         with self._active(b):
             for i in range(0, n, b):
@@ -153,7 +165,10 @@ class Runner(ABC):
                 k = chunk.shape[0]
                 if k < b:  # pad the last chunk to the artifact's batch; padded rows are dropped below
                     chunk = np.concatenate([chunk, np.zeros((b - k, *chunk.shape[1:]), np.float32)])
-                outs.append(self._from_runtime(self._execute(self._to_runtime(chunk)))[:k])
+                y = self._outputs_from_runtime(self._execute(self._to_runtime(chunk)))
+                outs.append(tuple(t[:k] for t in y) if isinstance(y, tuple) else y[:k])
+        if isinstance(outs[0], tuple):
+            return tuple(np.concatenate(parts) for parts in zip(*outs, strict=True))
         return np.concatenate(outs)
 
     def check_input(self, x: np.ndarray) -> np.ndarray:

@@ -51,7 +51,7 @@ def size_threadpool(threads: int) -> bool:
 
 
 class ExecuTorchRunner(Runner):
-    """Runs the ``forward`` method of a single-input float ``.pte`` program."""
+    """Runs the ``forward`` method of a single-input float ``.pte`` program; every output is returned."""
 
     name = "executorch"
 
@@ -81,6 +81,7 @@ class ExecuTorchRunner(Runner):
         sizes = tuple(int(s) for s in tm.sizes())
         self.fixed_batch = sizes[0]
         self.input_shape = sizes[1:]
+        self.output_names = tuple(f"output_{i}" for i in range(md.num_outputs()))
 
     def _load_method(self) -> None:
         """(Re)load the program and ``forward`` on a pool of ``threads`` threads (see module notes).
@@ -109,7 +110,8 @@ class ExecuTorchRunner(Runner):
         return [torch.from_numpy(x)]
 
     def _execute(self, xr: list[torch.Tensor]) -> Any:
-        return self.method.execute(xr)[0]
+        outs = self.method.execute(xr)
+        return outs[0] if len(outs) == 1 else tuple(outs)
 
     def _from_runtime(self, y: torch.Tensor) -> np.ndarray:
         return y.detach().float().numpy().copy()  # the output buffer is reused by the next call

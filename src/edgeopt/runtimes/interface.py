@@ -175,9 +175,19 @@ def inferred_meta(runner: Runner) -> ModelMeta:
     spec = InputSpec(shape=shape, layout=guess_layout(shape, suffix), value_range=value_range)
     y = runner.run(np.zeros((1, *shape), dtype=np.float32))
     stated = "assumed" if quant is None else "quantization"
+    outputs = None
+    if isinstance(y, tuple):  # several outputs: one (classification) record each, named as the runtime names them
+        from edgeopt.model import OutputSpec
+
+        names = list(runner.output_names) if len(set(runner.output_names)) == len(y) else []
+        names = names or [f"output_{i}" for i in range(len(y))]
+        widths = [int(t.reshape(1, -1).shape[1]) for t in y]
+        outputs = [OutputSpec(n, "classification", w) for n, w in zip(names, widths, strict=True)]
     return ModelMeta(
         input=spec,
-        num_classes=int(y.reshape(1, -1).shape[1]),
+        num_classes=sum(o.width for o in outputs) if outputs else int(y.reshape(1, -1).shape[1]),
         arch={"kind": "artifact", "file": where},
         lineage=[{"pass": "interface", "source": SOURCE_INFERRED, "input_range": stated}],
+        task="multi" if outputs else "classification",
+        outputs=outputs,
     )

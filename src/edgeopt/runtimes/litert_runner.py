@@ -13,6 +13,7 @@ XNNPACK delegate takes milliseconds for edge models.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,9 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 
 
 class LiteRTRunner(Runner):
-    """Runs a single-input ``.tflite`` model (float or integer interface); uses its first output."""
+    """Runs a single-input ``.tflite`` model (float or integer interface); returns every output (a
+    tuple when there are several, in the order of the model's signature: litert-torch names them
+    ``output_0``, ``output_1``, ... in PyTorch's order)."""
 
     name = "litert"
 
@@ -60,12 +63,16 @@ class LiteRTRunner(Runner):
         ins = self.interpreter.get_input_details()
         if len(ins) != 1:
             raise EdgeoptError(f"{self.path} takes {len(ins)} inputs", "edgeopt runs single-input models")
-        inp, out = ins[0], self.interpreter.get_output_details()[0]
+        inp, outs = ins[0], self._ordered_outputs()
+        out = outs[0]
         self._in_index, self._out_index = int(inp["index"]), int(out["index"])
+        self._out_indices = [int(o["index"]) for o in outs]
+        self.output_names = tuple(str(o["name"]) for o in outs)
         self.input_dtype = np.dtype(inp["dtype"])
         self.output_dtype = np.dtype(out["dtype"])
         self.input_quant = self._quant_params(inp, "input")
         self.output_quant = self._quant_params(out, "output")
+        self._output_quants = [self._quant_params(o, "output") for o in outs]
         if self.input_dtype.kind != "f" and self.input_quant is None:
             raise EdgeoptError(f"{self.path} takes {self.input_dtype} input without quantization parameters")
         shape = [int(s) for s in inp["shape"]]
@@ -73,6 +80,27 @@ class LiteRTRunner(Runner):
         self._batch = shape[0]
         self.fixed_batch = None if signature[0] == -1 else shape[0]
         self.input_shape = tuple(shape[1:])
+
+    def _ordered_outputs(self) -> list[dict[str, Any]]:
+        """The output tensors' details, in the signature's order when there are several (see the class)."""
+        details = self.interpreter.get_output_details()
+        if len(details) < 2:
+            return details
+        try:
+            signatures = self.interpreter._get_full_signature_list()
+        except AttributeError:
+            return details
+        if len(signatures) != 1:
+            return details
+        named = next(iter(signatures.values())).get("outputs", {})
+        by_index = {int(d["index"]): d for d in details}
+        if sorted(int(i) for i in named.values()) != sorted(by_index):
+            return details
+
+        def natural(name: str) -> tuple[Any, ...]:
+            return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
+
+        return [by_index[int(named[k])] for k in sorted(named, key=natural)]
 
     def _quant_params(self, detail: dict[str, Any], which: str) -> tuple[float, int] | None:
         if np.dtype(detail["dtype"]).kind not in "iu":
@@ -101,12 +129,20 @@ class LiteRTRunner(Runner):
         it = self.interpreter
         it.set_tensor(self._in_index, xr)
         it.invoke()
+        if len(self._out_indices) > 1:
+            return tuple(it.get_tensor(i) for i in self._out_indices)
         return it.get_tensor(self._out_index)
 
-    def _from_runtime(self, y: np.ndarray) -> np.ndarray:
-        if self.output_quant is not None:
-            return dequantize(y, *self.output_quant)
+    def _from_runtime(self, y: np.ndarray, quant: tuple[float, int] | None | str = "first") -> np.ndarray:
+        quant = self.output_quant if quant == "first" else quant
+        if quant is not None:
+            return dequantize(y, *quant)  # type: ignore[misc]
         return np.asarray(y, dtype=np.float32)
+
+    def _outputs_from_runtime(self, y: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        if isinstance(y, tuple):  # each output with its own quantization parameters
+            return tuple(self._from_runtime(t, q) for t, q in zip(y, self._output_quants, strict=True))
+        return self._from_runtime(y)
 
     def close(self) -> None:
         self.interpreter = None

@@ -17,7 +17,8 @@ from edgeopt.runtimes.base import Runner
 
 
 class OnnxRuntimeRunner(Runner):
-    """Runs a single-input ``.onnx`` model; uses its first output. Batch fixed when the graph says so."""
+    """Runs a single-input ``.onnx`` model; returns every output (a tuple when there are several).
+    Batch fixed when the graph says so."""
 
     name = "onnxruntime"
 
@@ -44,7 +45,7 @@ class OnnxRuntimeRunner(Runner):
                 f"{self.path} takes {inputs[0].type} input, not float", "export with a float input interface"
             )
         self.input_name = inputs[0].name
-        self.output_name = self.session.get_outputs()[0].name
+        self.output_names = tuple(o.name for o in self.session.get_outputs())
         dims = list(inputs[0].shape)
         self.fixed_batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
         self.input_shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in dims[1:])
@@ -53,7 +54,8 @@ class OnnxRuntimeRunner(Runner):
         return {self.input_name: x}
 
     def _execute(self, xr: dict[str, np.ndarray]) -> Any:
-        return self.session.run([self.output_name], xr)[0]
+        outs = self.session.run(self.output_names, xr)
+        return outs[0] if len(outs) == 1 else tuple(outs)
 
     def close(self) -> None:
         self.session = None

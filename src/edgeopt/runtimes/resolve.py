@@ -111,8 +111,9 @@ def load_inputs(inputs: Path) -> np.ndarray:
         raise EdgeoptError(f"{inputs} is not a readable .npy array ({e})", "save it with numpy.save") from e
 
 
-def run_raw(opened: OpenedModel, inputs: Path, out: Path) -> np.ndarray:
-    """Run the model on a raw ``.npy`` batch and write its raw outputs to ``out`` (atomically)."""
+def run_raw(opened: OpenedModel, inputs: Path, out: Path) -> np.ndarray | tuple[np.ndarray, ...]:
+    """Run the model on a raw ``.npy`` batch and write its raw outputs to ``out`` (atomically): a ``.npy``
+    array, or for a multi-output model a ``.npz`` with one array per output, named as its record names them."""
     x = load_inputs(inputs)
     want = tuple(opened.meta.input.shape)
     if x.ndim == len(want):
@@ -122,7 +123,18 @@ def run_raw(opened: OpenedModel, inputs: Path, out: Path) -> np.ndarray:
             f"inputs have shape {tuple(x.shape)} but the model takes N x {'x'.join(map(str, want))}",
             f"give inputs in the model's {opened.meta.input.layout} layout",
         )
+    heads = opened.meta.outputs
+    if heads is not None and out.suffix.lower() != ".npz":
+        raise EdgeoptError(
+            f"the model has outputs {', '.join(h.name for h in heads)}: one .npz holds them, not {out.name}",
+            f"give --out {out.with_suffix('.npz').name}",
+        )
     y = opened.runner.run(x.astype(np.float32))
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
-        np.save(f, y)
+        if heads is not None:
+            from edgeopt.train.multi import as_outputs
+
+            np.savez(f, **{h.name: a for h, a in zip(heads, as_outputs(heads, y), strict=True)})
+        else:
+            np.save(f, y)
     return y

@@ -97,9 +97,7 @@ class TorchRunner(Runner):
     def _execute(self, xr: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             y = self.module(xr)
-        if not isinstance(y, torch.Tensor):
-            raise EdgeoptError("the model returns more than one output", "edgeopt runs single-output models")
-        return y
+        return tuple(y) if isinstance(y, tuple | list) else y  # a multi-output model: one tensor per output
 
     def _from_runtime(self, y: torch.Tensor) -> np.ndarray:
         return y.detach().float().numpy()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,13 +17,15 @@ import torch
 from edgeopt.data import ImageDataset
 from edgeopt.data.classes import match_classes
 from edgeopt.errors import EdgeoptError
-from edgeopt.model import EdgeModel, InputSpec, ModelMeta
+from edgeopt.model import EdgeModel, InputSpec, ModelMeta, OutputSpec
 from edgeopt.progress import progress_iter
+from edgeopt.train import multi
 from edgeopt.train.diagnose import chance_warning
 from edgeopt.train.tasks import SCORE_NAMES, check_model_data, sample_stats
 from edgeopt.train.tasks import metrics as task_metrics
 
-Predict = Callable[[np.ndarray], np.ndarray]
+Predict = Callable[[np.ndarray], Any]  # a batch -> the output array (a tuple of them for a multi-output model)
+SCORE_NOTE = "mean of the outputs' scores (accuracy for classification, r2 for regression)"
 
 
 @dataclass
@@ -38,13 +41,17 @@ class EvalResult:
     warning: str | None = None  # the accuracy is at chance, and the likely cause
     task: str = "classification"
     metrics: dict[str, float] = field(default_factory=dict)
+    heads: dict[str, dict[str, float]] | None = None  # a multi-output model: each output's own metrics
 
     @property
     def score(self) -> float:
         """The task's score (an alias of ``accuracy``, which holds it for every task)."""
         return self.accuracy
 
-    def to_json(self) -> dict[str, float | int | str]:
+    def to_json(self) -> dict[str, Any]:
+        if self.heads is not None:  # one key per head, and the combined score (train.multi)
+            return {"task": self.task, "score": self.accuracy, "score_metric": SCORE_NOTE, "heads": self.heads,
+                    "samples": self.samples}  # fmt: skip
         if self.task != "classification":
             return {"task": self.task, **self.metrics, "samples": self.samples}
         out: dict[str, float | int | str] = {"accuracy": self.accuracy, "samples": self.samples}
@@ -58,9 +65,12 @@ class EvalResult:
 def torch_predict(model: EdgeModel) -> Predict:
     module = model.module.eval()
 
-    def predict(x: np.ndarray) -> np.ndarray:
+    def predict(x: np.ndarray) -> Any:
         with torch.inference_mode():
-            return module(torch.from_numpy(x)).float().numpy()
+            y = module(torch.from_numpy(x))
+        if isinstance(y, tuple | list):  # a multi-output model
+            return tuple(t.float().numpy() for t in y)
+        return y.float().numpy()
 
     return predict
 
@@ -71,14 +81,23 @@ def predict_classes(predict: Predict, spec: InputSpec, data: ImageDataset, batch
 
 
 def predict_stats(
-    predict: Predict, spec: InputSpec, data: ImageDataset, task: str, batch_size: int = 256
+    predict: Predict,
+    spec: InputSpec,
+    data: ImageDataset,
+    task: str,
+    batch_size: int = 256,
+    heads: list[OutputSpec] | None = None,
 ) -> np.ndarray:
-    """The task's per-sample statistic for every sample (:func:`edgeopt.train.tasks.sample_stats`)."""
+    """The task's per-sample statistic for every sample (:func:`edgeopt.train.tasks.sample_stats`); for a
+    multi-output model (``heads``) one structured record per sample, a field per head."""
     out = []
     starts = range(0, len(data), batch_size)
     for s in progress_iter(starts, "evaluating"):
         x = spec.to_model_input(data.images[s : s + batch_size])
-        out.append(sample_stats(task, predict(x), x))
+        if heads is not None:
+            out.append(multi.sample_stats_multi(heads, predict(x), x))
+        else:
+            out.append(sample_stats(task, predict(x), x))
     return np.concatenate(out)
 
 
@@ -107,6 +126,13 @@ def evaluate(
             raise EdgeoptError("evaluate() needs predict= when given only metadata")
         predict = torch_predict(model)
     check_model_data(meta.task, data.task)
+    if meta.outputs is not None:
+        multi.check_heads(meta.outputs, data.outputs)
+        data = data.take(limit, seed=0)
+        stats = predict_stats(predict, meta.input, data, meta.task, heads=meta.outputs)
+        per_head = multi.head_metrics(meta.outputs, stats, data.labels)
+        flat = multi.flat_metrics(meta.outputs, per_head)
+        return EvalResult(flat[multi.COMBINED], len(data), stats, task="multi", metrics=flat, heads=per_head)
     if meta.task != "classification":
         data = data.take(limit, seed=0)
         stats = predict_stats(predict, meta.input, data, meta.task)

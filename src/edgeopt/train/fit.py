@@ -31,6 +31,7 @@ from edgeopt.data.classes import check_trainable, match_classes
 from edgeopt.errors import EdgeoptError
 from edgeopt.model import EdgeModel, check_finite
 from edgeopt.progress import ProgressBar, epoch_label
+from edgeopt.train import multi
 from edgeopt.train.augment import random_crop_flip
 from edgeopt.train.tasks import batch_targets, check_model_data, loss_function
 
@@ -134,7 +135,9 @@ def fit(
 
     The loss is the model's task's (:mod:`edgeopt.train.tasks`): cross-entropy for classifiers,
     MSE to the targets for regression, MSE to the input for an autoencoder, which trains on the
-    data's normal samples only (anomaly labels 0). Crop/flip augmentation applies to images only.
+    data's normal samples only (anomaly labels 0); a multi-output model's is the weighted sum of its
+    heads' losses (:mod:`edgeopt.train.multi`), on data with one label array per head. Crop/flip
+    augmentation applies to images only.
     Classification labels follow class names (see :func:`edgeopt.data.classes.match_classes`); a model without
     names records the data's. Data with fewer than two classes is refused.
 
@@ -143,7 +146,11 @@ def fit(
     """
     cfg = config or FitConfig()
     task = model.meta.task
-    if task == "classification":
+    heads = model.meta.outputs  # a multi-output model: the weighted sum of its heads' losses (train.multi)
+    if heads is not None:
+        check_model_data(task, data.task)
+        multi.check_heads(heads, data.outputs)
+    elif task == "classification":
         check_model_data(task, data.task)
         check_trainable(data)
         data, _ = match_classes(model.meta.class_names, model.meta.num_classes, data)  # labels in the model's order
@@ -187,6 +194,8 @@ def fit(
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    if loss_fn is None and heads is not None:
+        loss_fn = multi.loss(heads, cfg.label_smoothing)
     loss_fn = loss_fn or loss_function(task, cfg.label_smoothing)
     classify = task == "classification"
     history = FitHistory()
@@ -205,7 +214,10 @@ def fit(
                 if augment:
                     imgs = random_crop_flip(imgs, rng, pad, flip)
                 x = _to_tensor(model, imgs, channels_last, device)
-                y = batch_targets(task, data.labels[idx]).to(device)
+                if heads is not None:
+                    y = multi.batch_targets(heads, data.labels[idx], device)
+                else:
+                    y = batch_targets(task, data.labels[idx]).to(device)
                 logits = module(x)
                 loss = loss_fn(logits, y, x)
                 if not torch.isfinite(loss):

@@ -118,6 +118,13 @@ def check_model_data(model_task: str, data_task: str, where: str = "") -> None:
     """
     if model_task == data_task or (model_task == "regression" and data_task == "classification"):
         return
+    if "multi" in (model_task, data_task):
+        raise EdgeoptError(
+            f"the model has {'several outputs' if model_task == 'multi' else 'one output'} but the data{where} has"
+            f" {'one label array per output' if data_task == 'multi' else 'one label array'}",
+            "give a multi-output model data with a label array per output (and a single-output model one array);"
+            " a zoo: model trained on multi-output data gets one output per label array",
+        )
     raise EdgeoptError(
         f"the model is {article(model_task)} {model_task} model but the data{where} is {data_task} data",
         f"give data for the model's task, or a model for {data_task} (--task {data_task} on train, or on eval of"
