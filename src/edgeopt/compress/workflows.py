@@ -23,7 +23,7 @@ from edgeopt.compress.batchnorm import canonical_batchnorm, fold_batchnorm, need
 from edgeopt.compress.common import strip_output_softmax
 from edgeopt.data import ImageDataset
 from edgeopt.errors import EdgeoptError
-from edgeopt.model import EdgeModel
+from edgeopt.model import EdgeModel, refuse_multi_output
 from edgeopt.progress import phase
 
 METHODS = ("channel", "magnitude", "nm")
@@ -174,6 +174,7 @@ def prune_model(
     side in each runtime of ``runtime`` (:func:`time_before_after`); ``macs_before`` / ``macs_after``
     always. Cost of ``timed``: two exports and timings per runtime.
     """
+    refuse_multi_output(model, "prune")
     from edgeopt.compress.prune import (
         GradualPruner,
         apply_masks,
@@ -353,6 +354,7 @@ def deep_compress(
     """Prune to ``sparsity`` (gradually over ``prune_epochs``), cluster to ``2**bits`` values per layer
     (centroids fine-tuned ``cluster_epochs``), write the entropy-coded ``out`` (.eoz) and return
     the model restored from it. KD from ``teacher`` in both fine-tunings when given."""
+    refuse_multi_output(model, "compress")
     from edgeopt.compress.cluster import ClusteredTraining, cluster_model
     from edgeopt.compress.prune import GradualPruner, apply_masks, magnitude_masks, sparsity_of
     from edgeopt.compress.storage import entropy_report, load_packed, packed_path, save_packed

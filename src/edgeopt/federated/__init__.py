@@ -46,6 +46,9 @@ def run_federated(
     Cost: ``rounds * per_round`` client updates plus one test pass per round.
     """
     from edgeopt.errors import EdgeoptError
+    from edgeopt.model import refuse_multi_output
+
+    refuse_multi_output(model, "federate")
 
     if engine not in ENGINES:
         raise EdgeoptError(f"unknown engine '{engine}'", f"use one of {', '.join(ENGINES)}")

@@ -38,7 +38,7 @@ from edgeopt.compress.prune.channel import channel_scores, pruned_model
 from edgeopt.compress.prune.depgraph import DepGraph, build_dependency_graph
 from edgeopt.data import ImageDataset
 from edgeopt.errors import EdgeoptError
-from edgeopt.model import EdgeModel
+from edgeopt.model import EdgeModel, refuse_multi_output
 from edgeopt.train import FitConfig, fit
 
 LatencyFn = Callable[[list[EdgeModel]], list[float]]
@@ -341,6 +341,7 @@ def train_for_device(
     gates, the rest fine-tune. The returned metrics hold the chosen widths, the predicted and the
     measured latency (``latency_check``), and the arena of the cut model when an arena budget was set.
     """
+    refuse_multi_output(model, "hardware-aware training")
     from edgeopt.compress.prune.netadapt import latency_source
     from edgeopt.compress.workflows import confirm_latency
 

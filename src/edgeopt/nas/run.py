@@ -171,6 +171,14 @@ def search(
     if unknown or not settings.runtimes:
         raise EdgeoptError(f"cannot search for runtime '{(unknown or [''])[0]}'", f"use {', '.join(ALL_RUNTIMES)}")
     train_all = load_dataset(data, "train")
+    if train_all.outputs is not None:
+        from edgeopt.model import MULTI_OUTPUT_COMMANDS
+
+        raise EdgeoptError(
+            f"search builds single-output classifiers, but {data} has one label array per output"
+            f" ({', '.join(o.name for o in train_all.outputs)})",
+            f"multi-output models go through {', '.join(MULTI_OUTPUT_COMMANDS)}",
+        )
     train, val = split_train_val(train_all, settings.val_fraction, settings.seed)
     source = resolve_profiles(settings.runtimes, profile, settings.threads)
     if budget.latency_ms is not None and len(source.profiles) < len(settings.runtimes):

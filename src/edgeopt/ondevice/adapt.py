@@ -23,7 +23,7 @@ import torch
 from edgeopt.data import ImageDataset
 from edgeopt.data.classes import match_classes
 from edgeopt.errors import EdgeoptError
-from edgeopt.model import EdgeModel
+from edgeopt.model import EdgeModel, refuse_multi_output
 from edgeopt.ondevice.loops import DEFAULT_CLIP_NORM, ExecuTorchTrainer, LoopResult, make_batches, torch_train
 from edgeopt.ondevice.memory import MemoryFigures, analytic_memory, measured_memory, planned_memory
 from edgeopt.ondevice.program import TrainingProgram, build_training_program
@@ -207,6 +207,7 @@ def adapt(model: EdgeModel, train: ImageDataset, test: ImageDataset | None, cfg:
     weights and one more lineage step. Cost: the export (seconds), ``steps`` training steps, one pass over
     ``test`` twice, and for ExecuTorch the measuring subprocess (seconds).
     """
+    refuse_multi_output(model, "adapt (on-device learning)")
     if cfg.runtime not in RUNTIMES:
         raise EdgeoptError(f"unknown training runtime '{cfg.runtime}'", "use executorch, litert or torch")
     if cfg.batch_size < 1:
@@ -306,6 +307,7 @@ def export_training_program(
     and returns the loss, the predicted classes, the gradients and the parameters (ExecuTorch's training
     module and SGD consume them). Cost: one export (seconds).
     """
+    refuse_multi_output(model, "export --trainable (on-device learning)")
     from edgeopt.fileio import write_bytes_atomic
 
     parsed = parse_scope(scope)

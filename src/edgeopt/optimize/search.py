@@ -172,7 +172,7 @@ class _Run:
     # -- 1. baseline ---------------------------------------------------------------------------------
     def setup(self, screen_images: int, val_images: int) -> None:
         from edgeopt.data import load_dataset
-        from edgeopt.model import load_model
+        from edgeopt.model import load_model, refuse_multi_output
         from edgeopt.nas.search import quiet_progress, split_train_val
         from edgeopt.optimize.confirm import candidate_recipe, confirm, read_confirmed
         from edgeopt.optimize.screen import ScreenData
@@ -182,6 +182,7 @@ class _Run:
 
         self.out.mkdir(parents=True, exist_ok=True)
         self.model = load_model(self.model_path)
+        refuse_multi_output(self.model, "optimize")
         train = load_dataset(self.data, "train").for_task(self.model.meta.task)
         if self.model.meta.task != "classification":
             raise EdgeoptError(f"optimize searches classifiers; this model is for {self.model.meta.task}")

@@ -172,6 +172,8 @@ def fit(
     if channels_last:
         module.to(memory_format=torch.channels_last)
     augment = cfg.augment and data.is_image  # crop and flip are image augmentations
+    if heads is not None and any(h.task != "classification" for h in heads):
+        augment = False  # a shift changes what a regression target measures of the image (a multi-output model's)
     if augment:
         h, _, c = data.image_shape
         pad = 4 if h >= 24 else 1

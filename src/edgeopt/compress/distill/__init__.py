@@ -30,7 +30,7 @@ from edgeopt.compress.common import as_logits
 from edgeopt.data import ImageDataset
 from edgeopt.data.classes import show_names
 from edgeopt.errors import EdgeoptError
-from edgeopt.model import EdgeModel, InputSpec
+from edgeopt.model import EdgeModel, InputSpec, refuse_multi_output
 
 __all__ = [
     "DistillConfig", "Distiller", "attention_loss", "attention_map", "auto_hint_pairs", "distill",
@@ -271,6 +271,8 @@ def distill(
     Returns the student (trained in place, lineage extended) and the fit history.
     Cost: ``fit``'s cost plus one teacher forward per step.
     """
+    for m in (student, teacher):
+        refuse_multi_output(m, "distill")
     from edgeopt.train import FitConfig, fit
 
     cfg = config or DistillConfig()

@@ -19,7 +19,7 @@ from torch import nn
 
 from edgeopt.errors import EdgeoptError
 from edgeopt.interop.graph import GraphModule
-from edgeopt.model import EdgeModel, build_module
+from edgeopt.model import EdgeModel, build_module, refuse_multi_output
 from edgeopt.models.resize import set_submodule
 
 __all__ = ["LowRankReport", "choose_rank", "factorize_layer", "lowrank_model"]
@@ -77,6 +77,7 @@ def lowrank_model(
     model: EdgeModel, energy: float | None = 0.9, rank_ratio: float | None = None, min_params: int = 256
 ) -> tuple[EdgeModel, LowRankReport]:
     """Factorise every Linear / 1x1 Conv2d where the chosen rank saves parameters."""
+    refuse_multi_output(model, "low-rank factorisation")
     module = model.module
     plan: dict[str, int] = {}
     for name, layer in module.named_modules():

@@ -23,7 +23,7 @@ from edgeopt.compress.quantize.ptq import WEIGHT_CHOICES, QuantRecipe, calibrati
 from edgeopt.compress.quantize.targets import check_target_options
 from edgeopt.data import ImageDataset
 from edgeopt.errors import EdgeoptError
-from edgeopt.model import EdgeModel
+from edgeopt.model import EdgeModel, refuse_multi_output
 
 METHODS = ("ptq", "qat")
 
@@ -70,6 +70,9 @@ def quantize(
         raise EdgeoptError(f"budget must be in (0, 1] of the int8 weight bytes, not {budget}")
     if len(data) < 2:
         raise EdgeoptError("the training split has fewer than 2 images", "give a dataset with training images")
+    plain_ptq = (method, weights, max_drop, mix_runtime, align) == ("ptq", "int8", None, None, "none")
+    if model.meta.outputs is not None and not plain_ptq:  # the rest scores or trains through one output's task
+        refuse_multi_output(model, "quantization other than int8 PTQ (QAT, int4/mixed, --max-drop, --mix-runtime)")
     check_target_options(target, weights, method, float_layers=max_drop is not None or mix_runtime is not None)
     if latency_budget_ms is not None and mix_runtime is None:
         raise EdgeoptError("--latency-budget-ms needs --mix-runtime (the runtime whose latency it bounds)")

@@ -134,8 +134,12 @@ def export_tflite(program: torch.fx.GraphModule, x: torch.Tensor) -> bytes:
 def export_onnx(program: torch.nn.Module, x: torch.Tensor) -> bytes:
     from edgeopt.interop.export import ONNX_OPSET, finished_onnx
 
+    with torch.no_grad():
+        out = program(x)
+    outputs = len(out) if isinstance(out, tuple | list) else 1  # a multi-output model: one graph output each
+    names = ["output"] if outputs == 1 else [f"output_{i}" for i in range(outputs)]
     onnx_program = torch.onnx.export(
-        program, (x,), dynamo=True, opset_version=ONNX_OPSET, input_names=["input"], output_names=["output"],
+        program, (x,), dynamo=True, opset_version=ONNX_OPSET, input_names=["input"], output_names=names,
         external_data=False, optimize=True, verbose=False,
     )  # fmt: skip
     proto = onnx_program.model_proto
@@ -143,7 +147,7 @@ def export_onnx(program: torch.nn.Module, x: torch.Tensor) -> bytes:
     drop_clamping_relus(proto)
     fold_pads_into_convs(proto)
     activations_to_uint8(proto)
-    return finished_onnx(proto)
+    return finished_onnx(proto, outputs)
 
 
 def quantize_onnx_biases(proto: Any) -> int:

@@ -339,6 +339,8 @@ def run_batches(fn: nn.Module, x: torch.Tensor, size: int = 128) -> torch.Tensor
                 outs.append(fn(c))
         except Exception:  # a batch-1 program (export could not keep the batch dynamic)
             outs = [fn(x[i : i + 1]) for i in range(x.shape[0])]
+    if isinstance(outs[0], tuple | list):  # a multi-output model: the first output (calibration ignores them)
+        return torch.cat([o[0] for o in outs])
     return torch.cat(outs)
 
 
