@@ -26,9 +26,16 @@ upload compression, and DP accuracy vs ε — side by side in one run.
     against the in-process engine's own secure aggregation with the same dropout. (Moved here from
     the test suite for its ~3.5 minutes; tests/test_federated_flower.py runs the same ServerApp and
     SecAgg+ workflow in Flower's simulation.)
+(h) Federated personalization (issue 12 item 5), Dirichlet(0.3), 10 clients, all every round,
+    20 % of each client's data held out for its own accuracy: plain FedAvg's global model vs
+    --personalize head (FedPer) vs bn (FedBN, ResNet-8 only: the MLP and LeNet-5 have no batch norm)
+    vs finetune (FedAvg, then each client fine-tunes the head); per-client accuracy before (the FedAvg
+    global model) and after, the mean per-client gain and the worst client. digits: MLP and a small
+    ResNet-8 (width 8); cifar10-jpg (a stratified subset, few rounds): LeNet-5 and ResNet-8 (width 8).
 
 Run: .venv/bin/python benchmarks/federated.py   (about 10 minutes on 2 shared cores)
-     --cifar-train N / --cifar-rounds R / --cifar-epochs E for longer (a); --only a,b,... to pick parts.
+     --cifar-train N / --cifar-rounds R / --cifar-epochs E for longer (a); --only a,b,... to pick parts
+     (--only h: personalization alone, ~8 minutes).
 Writes benchmarks/results/federated.json.
 """
 
@@ -333,11 +340,76 @@ def part_g(args: argparse.Namespace) -> dict:
     return out
 
 
+def _personalize_runs(
+    data: str, train: ImageDataset, test: ImageDataset, model: str, kw: dict, modes: tuple[str, ...], base: dict
+) -> dict[str, Any]:
+    """One model on one dataset: each personalization mode next to the plain FedAvg global model."""
+    rows: dict[str, Any] = {}
+    for mode in modes:
+        cfg = FederatedConfig(**base, personalize=mode)
+        t0 = time.perf_counter()
+        res = run_federated(_model(model, train, **kw), train, test, cfg, threads=1)
+        p = dict(res.extra["personalization"])
+        p["seconds"] = time.perf_counter() - t0
+        p["final_personal_accuracy"] = res.history[-1].get("personal_accuracy")
+        rows[mode] = p
+        w = p["worst_client"]
+        print(f"(h) {data:11s} {model:8s} {mode:8s} per-client mean {100 * p['mean_before']:.1f} -> "
+              f"{100 * p['mean_after']:.1f} % (gain {100 * p['mean_gain']:+.1f} pt), worst client {w['client']} "
+              f"({w['holdout']} held out) {100 * w['before']:.1f} -> {100 * w['after']:.1f} %, min gain "
+              f"{100 * p['min_gain']:+.1f} pt; {p['seconds']:.0f} s", flush=True)  # fmt: skip
+    first = rows[modes[0]]
+    rows["fedavg_global"] = {
+        "per_client": [{k: r[k] for k in ("client", "before", "holdout")} for r in first["per_client"]],
+        "mean_accuracy": first["mean_before"],
+        "worst_client": min(first["per_client"], key=lambda r: r["before"]),
+        "test_accuracy": first["global_test_accuracy"],
+    }
+    # every mode's "before" is the same plain FedAvg model (finetune's own, head/bn's reference run)
+    rows["same_reference"] = all(
+        [r["before"] for r in rows[m]["per_client"]] == [r["before"] for r in first["per_client"]] for m in modes
+    )
+    return rows
+
+
+def part_h(args: argparse.Namespace) -> dict:
+    common = {"clients": 10, "per_round": 10, "partition": "dirichlet:0.3", "local_epochs": 1, "holdout": 0.2,
+              "finetune_epochs": 5, "seed": 0}  # fmt: skip
+    digits = {**common, "rounds": args.h_rounds, "batch_size": 16, "lr": args.h_lr}
+    out: dict[str, Any] = {"settings": {
+        "common": common, "digits": digits,
+        "before": "plain FedAvg global model (same settings and splits) on each client's held-out split",
+        "worst_client": "the client with the lowest accuracy after personalization",
+        "bn": "ResNet-8 only (the MLP and LeNet-5 have no batch norm)",
+    }}  # fmt: skip
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    out["digits"] = {
+        "mlp": _personalize_runs("digits", train, test, "mlp", {"hidden": (64,)}, ("finetune", "head"), digits),
+        "resnet8": _personalize_runs(
+            "digits", train, test, "resnet8", {"width": 8}, ("finetune", "head", "bn"), digits
+        ),  # fmt: skip
+    }
+    if args.h_cifar_train > 0:
+        spec = f"imagefolder:{shared_path('cifar10-jpg.zip')}"
+        train = _stratified(load_dataset(spec, "train"), args.h_cifar_train, 0)
+        test = load_dataset(spec, "test")
+        cifar = {**common, "rounds": args.h_cifar_rounds, "batch_size": 64, "lr": 0.01, "momentum": 0.9,
+                 "eval_limit": 1000}  # fmt: skip
+        out["settings"]["cifar10-jpg"] = {**cifar, "train_images": len(train), "global_test_images_per_round": 1000}
+        out["cifar10-jpg"] = {
+            "lenet5": _personalize_runs("cifar10-jpg", train, test, "lenet5", {}, ("finetune", "head"), cifar),
+            "resnet8": _personalize_runs(
+                "cifar10-jpg", train, test, "resnet8", {"width": 8}, ("finetune", "bn"), cifar
+            ),  # fmt: skip
+        }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--only",
-        default="a,b,c,d,e,f,g",
+        default="a,b,c,d,e,f,g,h",
         help="comma-separated parts to run (the others' figures already in the results file are kept)",
     )
     ap.add_argument("--cifar-train", type=int, default=10_000, help="(a) training images (stratified subset)")
@@ -352,9 +424,13 @@ def main() -> None:
     ap.add_argument("--d-rounds", type=int, default=150, help="(d) rounds")
     ap.add_argument("--e-rounds", type=int, default=60, help="(e) rounds")
     ap.add_argument("--f-rounds", type=int, default=150, help="(f) rounds")
+    ap.add_argument("--h-rounds", type=int, default=40, help="(h) rounds")
+    ap.add_argument("--h-lr", type=float, default=0.05, help="(h) client learning rate (digits)")
+    ap.add_argument("--h-cifar-train", type=int, default=10_000, help="(h) cifar10-jpg training images (0: skip)")
+    ap.add_argument("--h-cifar-rounds", type=int, default=15, help="(h) cifar10-jpg rounds")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    parts = {"a": part_a, "b": part_b, "c": part_c, "d": part_d, "e": part_e, "f": part_f, "g": part_g}
+    parts = {"a": part_a, "b": part_b, "c": part_c, "d": part_d, "e": part_e, "f": part_f, "g": part_g, "h": part_h}
     run_now = args.only.split(",")
     figures: dict = _previous_figures(run_now) if set(parts) - set(run_now) else {}
     start = time.perf_counter()
