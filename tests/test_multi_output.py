@@ -163,9 +163,10 @@ def test_export_onnx_and_litert_every_output_and_import(trained: EdgeModel, dm, 
     with np.load(tmp_path / "y.npz") as z:
         assert z.files == ["digit", "ink"] and z["ink"].shape == (2, 1)
 
-    imported = load_model(tmp_path / "m.onnx")  # edgeopt's own artifact: every output's record comes back
-    assert imported.meta.task == "multi" and imported.meta.outputs == trained.meta.outputs
-    assert evaluate(imported, test).heads["digit"] == ref.heads["digit"]
+    for fmt in ("onnx", "tflite"):  # edgeopt's own artifacts: every output's record comes back (TFLite: SLICE ops)
+        imported = load_model(tmp_path / f"m.{fmt}")
+        assert imported.meta.task == "multi" and imported.meta.outputs == trained.meta.outputs
+        assert evaluate(imported, test).heads["digit"] == ref.heads["digit"]
     proto = onnx.load(str(tmp_path / "m.onnx"))
     del proto.metadata_props[:]  # a multi-output graph from elsewhere: outputs named as the graph names them
     onnx.save(proto, str(tmp_path / "foreign.onnx"))

@@ -544,6 +544,19 @@ def _pad(imp: _Importer, op: _Op) -> None:
     imp.set(op.outputs[0], imp.b.add("pad", [held], {"pads": pads, "value": value}, op.source), perm)
 
 
+def _slice(imp: _Importer, op: _Op) -> None:
+    """SLICE with constant begin/size (a size of -1 runs to the end): one ``slice`` node per cut dimension."""
+    x = op.inputs[0]
+    shape = imp.shape(x)
+    begin, size = imp.int_list(op.inputs[1], op), imp.int_list(op.inputs[2], op)
+    value, perm = imp.get_any(x)
+    for d, (b, s) in enumerate(zip(begin, size, strict=True)):
+        end = None if s == -1 or b + s == shape[d] else int(b + s)
+        if b != 0 or end is not None:
+            value = imp.b.add("slice", [value], {"dim": perm.index(d), "start": int(b), "end": end}, op.source)
+    imp.set(op.outputs[0], value, perm)
+
+
 def _softmax(imp: _Importer, op: _Op) -> None:
     value, perm = imp.get_any(op.inputs[0])
     beta = float(op.options("SoftmaxOptions").Beta())
@@ -603,6 +616,7 @@ TRANSLATORS: dict[str, Callable[[_Importer, _Op], None]] = {
     "PAD": _pad,
     "PADV2": _pad,
     "SOFTMAX": _softmax,
+    "SLICE": _slice,
     "TRANSPOSE": _transpose,
     "DEQUANTIZE": _dequantize,
     "QUANTIZE": _quantize,
