@@ -26,7 +26,8 @@ DataOpt = Annotated[
     str,
     typer.Option(
         "--data",
-        help="dataset: digits, imagefolder:PATH, cifar10:DIR, mnist:DIR, npz:PATH, csv:PATH, mnist1d:, anomaly:",
+        help="dataset: digits, imagefolder:PATH, cifar10:DIR, mnist:DIR, npz:PATH, csv:PATH, mnist1d:, anomaly:,"
+        " digits-multi",
     ),
 ]
 TaskOpt = Annotated[

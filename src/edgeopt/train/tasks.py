@@ -22,7 +22,8 @@ from torch import nn
 from edgeopt.errors import EdgeoptError
 
 TASKS = ("classification", "regression", "anomaly")
-SCORE_NAMES = {"classification": "accuracy", "regression": "r2", "anomaly": "roc_auc"}
+# the metric each task's score is; a multi-output model's is ``score``, the mean of its outputs' (train.multi)
+SCORE_NAMES = {"classification": "accuracy", "regression": "r2", "anomaly": "roc_auc", "multi": "score"}
 
 
 def check_task(task: str) -> str:
