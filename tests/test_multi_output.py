@@ -73,6 +73,13 @@ def test_npz_heads_both_forms_and_mismatches(tmp_path: Path) -> None:
     rows = [int(np.flatnonzero((x == r).all(1))[0]) for r in np.asarray(te.images)]
     np.testing.assert_array_equal(te.labels["kind"], cls[rows])
 
+    from edgeopt.cli.app import model_for_data  # a zoo model is sized to the data: one output per label array
+
+    m, _ = model_for_data("zoo:mlp", f"npz:{p}", seed=0)
+    assert m.meta.outputs == d.outputs and [t.shape for t in m.module(torch.zeros(2, 6))] == [(2, 3), (2, 2)]
+    with pytest.raises(EdgeoptError, match="one label array per output .*--task regression does not fit it"):
+        model_for_data("zoo:mlp", f"npz:{p}", task="regression")
+
     bad = tmp_path / "bad.npz"
     np.savez(bad, x_train=x, x_test=x, y_train_kind=cls, y_test_kind=cls, y_train_size=reg)
     with pytest.raises(EdgeoptError, match=r"\['kind', 'size'\] and label arrays do not match \(no y_test_size\)"):
