@@ -39,8 +39,11 @@ def _wait_until(pred, timeout: float, what: str) -> None:
 
 # two rounds on two SuperNodes, two events between them: the server is killed after round 1 and resumed, and a
 # SuperNode is killed as the resumed run's round 2 starts. One federation for both: every SuperNode starts a
-# ClientApp process per round (each imports torch), so nodes, rounds and restarts are what this test costs
-CFG = FederatedConfig(clients=2, per_round=2, rounds=2, partition="iid", lr=0.1, batch_size=16, min_completion=0.5)
+# ClientApp process per round (each imports torch), so nodes, rounds and restarts are what this test costs.
+# SCAFFOLD with top-k uploads: the server's control variate and the clients' own must survive the kills, and
+# Flower's messages must carry both (this replaced a separate simulation run of the same check)
+CFG = FederatedConfig(clients=2, per_round=2, rounds=2, partition="iid", lr=0.1, batch_size=16, min_completion=0.5,
+                      algo="scaffold", compress="topk:0.1")  # fmt: skip
 
 
 def test_deployment_resumes_a_killed_server_and_survives_a_killed_supernode(digits, tmp_path) -> None:
@@ -71,6 +74,7 @@ def test_deployment_resumes_a_killed_server_and_survives_a_killed_supernode(digi
     rounds = {h["round"]: h for h in ck.history}
     assert [h["round"] for h in ck.history] == [1, 2]  # resumed after round 1, nothing redone or lost
     assert ck.history[0] == at_kill.history[0]
+    assert rounds[1]["upload_bytes"] == one_round.history[0]["upload_bytes"]  # top-k through Flower's messages
     assert rounds[1]["completed"] == 2 and not rounds[1]["lost"] and rounds[1]["nodes"] == 2
     # either the SuperLink still lists the dead node (its client's reply is lost: 1 of 2 complete, the quorum)
     # or it has dropped it already (both clients on the live node); both are survival, and the round counts
