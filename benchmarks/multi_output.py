@@ -41,20 +41,22 @@ def heads_of(metrics: dict[str, float]) -> dict[str, float]:
     return {k: metrics[k] for k in ("digit_accuracy", "ink_mae", "ink_r2", "score")}
 
 
+def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """``fn(*args, **kwargs)`` and the seconds it took."""
+    t0 = time.perf_counter()
+    return fn(*args, **kwargs), time.perf_counter() - t0
+
+
 def model_section(name: str, args: argparse.Namespace, train: Any, test: Any, tmp: Path) -> dict[str, Any]:
     m = create_model(name, input_shape=train.sample_shape, outputs=train.outputs, seed=0)
-    t0 = time.perf_counter()
     cfg = FitConfig(epochs=args.epochs, optimizer="adam", lr=args.lr, batch_size=32, threads=1)
-    m, hist = fit(m, train, cfg)
-    train_s = time.perf_counter() - t0
-    float_eval = evaluate(m, test)
-    log(f"{name}: float torch {heads_of(float_eval.metrics)} (trained {train_s:.0f} s)")
-    t0 = time.perf_counter()
-    q, _ = quantize(m, train, calib_samples=500)
-    quant_s = time.perf_counter() - t0
-    int8_eval = evaluate(q, test)
-    log(f"{name}: int8 torch {heads_of(int8_eval.metrics)} (quantized {quant_s:.0f} s)")
-    rt = in_runtimes({"float": m, "int8": q}, test, tmp / name, args.rounds)
+    (m, hist), train_s = timed(fit, m, train, cfg)
+    (q, _), quant_s = timed(quantize, m, train, calib_samples=500)
+    models = {"float": m, "int8": q}
+    in_torch = {k: evaluate(v, test) for k, v in models.items()}
+    log(f"{name}: trained {train_s:.0f} s, quantized {quant_s:.0f} s; torch float {heads_of(in_torch['float'].metrics)}"
+        f", int8 {heads_of(in_torch['int8'].metrics)}")  # fmt: skip
+    rt = in_runtimes(models, test, tmp / name, args.rounds)
     prof = profile_model(m)
     return {
         "model": f"zoo:{name}",
@@ -62,7 +64,8 @@ def model_section(name: str, args: argparse.Namespace, train: Any, test: Any, tm
         "params": prof.params,
         "macs": prof.macs,
         "train": {"epochs": args.epochs, "lr": args.lr, "final_loss": hist.epochs[-1]["loss"], "s": round(train_s, 1)},
-        "torch": {"float": float_eval.to_json(), "int8": int8_eval.to_json()},
+        "quantize_s": round(quant_s, 1),
+        "torch": {k: v.to_json() for k, v in in_torch.items()},
         "runtimes": rt,
         "reimport": reimport_summary(rt),
         "int8_vs_float_in_runtime": {
