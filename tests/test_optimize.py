@@ -106,7 +106,7 @@ def test_infeasible_budget_exits_nonzero_naming_the_missed_limits(
     """In the same RUN with a new study: the baseline and confirmations are reused, judged by the new budget."""
     out, _ = run
     args = ["optimize", str(trained), "--runtime", RUNTIME, "--target", "latency_ms=2.0,flash_kb=1",
-            "--max-drop", "0.5", "--minutes", "0.5", "--out", str(out), "--storage",
+            "--max-drop", "0.5", "--minutes", "0.2", "--out", str(out), "--storage",
             f"sqlite:///{tmp_path / 'inf.db'}", "--json"]  # fmt: skip
     rc, payload = cli_json(args, tmp_path)
     err = capfd.readouterr().err
