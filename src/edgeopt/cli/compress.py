@@ -218,10 +218,11 @@ def distill(
     from edgeopt.compress.distill import DistillConfig
     from edgeopt.compress.distill import distill as run_distill
     from edgeopt.compress.workflows import TuneSettings
-    from edgeopt.model import load_model, save_model
+    from edgeopt.model import load_model, refuse_multi_output, save_model
     from edgeopt.models import create_model
 
     t, train = model_for_data(teacher, data, parse_range(input_range))
+    refuse_multi_output(t, "distill")  # before a zoo student is built for the teacher's task
     if student.startswith("zoo:"):
         kwargs = {"width": width} if width else {}
         s = create_model(student[4:], input_shape=train.sample_shape, num_classes=t.meta.num_classes,

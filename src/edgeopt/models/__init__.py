@@ -78,6 +78,8 @@ def create_model(
             raise EdgeoptError(f"zoo:{name} cannot be a multi-output {task or 'anomaly'} model",
                                "drop --task; a multi-output model's task is in its outputs")  # fmt: skip
         task, num_classes = "multi", sum(o.width for o in outputs)
+    elif task == "multi":
+        raise EdgeoptError(f"a multi-output zoo:{name} needs its outputs", "train it on multi-output data")
     task = task or entry.default_task
     if entry.reconstructs and task != "anomaly":
         raise EdgeoptError(f"zoo:{name} is an autoencoder (task anomaly), not a {task} model", "drop --task")
