@@ -359,10 +359,11 @@ def _personalize_runs(
               f"({w['holdout']} held out) {100 * w['before']:.1f} -> {100 * w['after']:.1f} %, min gain "
               f"{100 * p['min_gain']:+.1f} pt; {p['seconds']:.0f} s", flush=True)  # fmt: skip
     first = rows[modes[0]]
+    glob = [{k: r[k] for k in ("client", "before", "holdout")} for r in first["per_client"]]
     rows["fedavg_global"] = {
-        "per_client": [{k: r[k] for k in ("client", "before", "holdout")} for r in first["per_client"]],
+        "per_client": glob,
         "mean_accuracy": first["mean_before"],
-        "worst_client": min(first["per_client"], key=lambda r: r["before"]),
+        "worst_client": min(glob, key=lambda r: r["before"]),
         "test_accuracy": first["global_test_accuracy"],
     }
     # every mode's "before" is the same plain FedAvg model (finetune's own, head/bn's reference run)

@@ -128,6 +128,7 @@ def test_bad_inputs_are_one_line_errors(digits, tmp_path, capfd) -> None:
     assert main(args) == 0
     got = json.loads(capfd.readouterr().out.strip())["personalization"]
     assert got["mode"] == "finetune" and len(got["per_client"]) == 4 and "worst_client" in got
+    assert got["mean_after"] == pytest.approx(np.mean([r["after"] for r in got["per_client"]]))
     assert "Personalization" in (out / "report.html").read_text()
     assert main([*args[:-3], "--engine", "flower", "--out", str(tmp_path / "f")]) == 2
     assert "in-process engine only" in capfd.readouterr().err

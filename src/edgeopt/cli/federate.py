@@ -141,7 +141,8 @@ def federate(
         "model": str(model_path),
         **extra,
     }
-    if "personalization" in res.extra:
+    if "personalization" in res.extra:  # head/bn: final_accuracy is the server's model (initial kept part)
+        result["final_personal_accuracy"] = s["final_personal_accuracy"]
         result["personalization"] = res.extra["personalization"]
     advice = f"{AT_CHANCE_ADVICE}; see {html_path}"
     best = s["best_personal_accuracy"] if s.get("best_personal_accuracy") is not None else s["best_accuracy"]

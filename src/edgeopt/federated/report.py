@@ -86,6 +86,7 @@ def build_curves(
                 "final_accuracy": last.get("test_accuracy"),
                 "best_accuracy": best,
                 "best_personal_accuracy": best_personal,
+                "final_personal_accuracy": last.get("personal_accuracy"),
                 "chance_accuracy": chance,
                 "stayed_at_chance": stayed_at_chance(best if best_personal is None else best_personal, chance),
                 "upload_bytes_total": sum(ups),
