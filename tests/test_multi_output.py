@@ -201,3 +201,22 @@ def test_other_commands_refuse_in_one_line(trained: EdgeModel, dm) -> None:
     with pytest.raises(EdgeoptError, match="quantization other than int8 PTQ") as refused:
         quantize(trained, train, method="qat")
     assert "multi-output models go through train, eval, export, run" in str(refused.value.fix)
+
+
+def test_cli_eval_json_per_head_and_one_line_refusal(trained: EdgeModel, tmp_path: Path, capfd, one_thread) -> None:
+    import json
+
+    from edgeopt.cli import main
+
+    path = save_model(trained, tmp_path / "m")
+    rc = main(["eval", str(path), "--data", "digits-multi", "--limit", "100", "--json"])
+    out, err = capfd.readouterr()
+    got = json.loads(out)
+    assert rc == 0 and got["task"] == "multi" and got["samples"] == 100, err
+    assert set(got["heads"]) == {"digit", "ink"} and set(got["heads"]["ink"]) == {"mse", "mae", "r2"}
+    assert got["score"] == pytest.approx((got["heads"]["digit"]["accuracy"] + got["heads"]["ink"]["r2"]) / 2)
+    rc = main(["prune", str(path), "--data", "digits-multi", "--ratio", "0.5", "--out", str(tmp_path / "p")])
+    _, err = capfd.readouterr()
+    errors = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
+    assert rc == 2 and len(errors) == 1 and "prune does not support multi-output models" in errors[0], err
+    assert "Traceback" not in err and not (tmp_path / "p.edgeopt").exists()
