@@ -191,7 +191,7 @@ def _one_line(rc: int, err: str, fragment: str) -> None:
         (["--weights", "int2"], "unknown weight precision 'int2'"),
         (["--method", "awq"], "unknown quantization method 'awq'"),
         (["--max-drop", "-1"], "--max-drop must be >= 0"),
-        (["--weights", "int4", "--rounding", "brecq"], "unknown weight rounding 'brecq'"),
+        (["--weights", "int4", "--rounding", "qdrop"], "unknown weight rounding 'qdrop'"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path: Path, capfd, args: list[str], fragment: str) -> None:
