@@ -16,7 +16,7 @@ from edgeopt.compress.quantize import calibration as cal
 from edgeopt.compress.quantize.adaround import adaround_weights, nearest, reconstruction_error
 from edgeopt.compress.quantize.align import adabn, align_to, layer_statistics
 from edgeopt.compress.quantize.controls import clipped_float
-from edgeopt.compress.quantize.ptq import QuantRecipe, calibration_batch, quantize_ptq, weight_observer_names
+from edgeopt.compress.quantize.ptq import QuantRecipe, calibration_batch, quantize_ptq, weight_grid
 from edgeopt.data import load_dataset
 from edgeopt.errors import EdgeoptError
 from edgeopt.train import FitConfig, fit
@@ -132,21 +132,19 @@ def trained():
     return model, train
 
 
-def test_adaround_ptq_pins_its_integers_in_the_program(trained) -> None:
+@pytest.mark.parametrize("rounding", ["adaround", "brecq"])
+def test_learned_rounding_ptq_pins_its_integers_in_the_program(trained, rounding: str) -> None:
     model, train = trained
-    q = quantize_ptq(model, train, QuantRecipe(calib_samples=64, weight_rounding="adaround", rounding_seconds=3.0))
-    qm = q.module
-    assert q.meta.lineage[-1]["metrics"]["adaround_layers"]
-    from edgeopt.compress.quantize.ptq import observers, pin_qparams, prepare
-
-    prepared = prepare(qm.float_module, qm.example_input(), qm.recipe)
-    pin_qparams(prepared, qm.spec["qparams"])
-    obs = observers(prepared)
-    mods = dict(qm.float_module.named_modules())
-    for layer, name in weight_observer_names(prepared).items():
-        s = obs[name].calculate_qparams()[0].reshape(-1, *([1] * (mods[layer].weight.ndim - 1)))
-        ratio = mods[layer].weight.detach() / s
-        assert torch.allclose(ratio, torch.round(ratio), atol=1e-3), layer  # the float weights are q * s
+    mix = {"stack2.conv2": 4} if rounding == "brecq" else {}  # a mix: only the 4-bit layers are learned
+    recipe = QuantRecipe(calib_samples=64, weight_rounding=rounding, rounding_seconds=2.0, layer_bits=mix)
+    q = quantize_ptq(model, train, recipe)
+    learned = q.meta.lineage[-1]["metrics"][f"{rounding}_layers"]
+    assert learned == (sorted(mix) if mix else learned) and learned
+    grid = weight_grid(q.module)
+    for layer in learned:
+        assert torch.allclose(grid[layer], torch.round(grid[layer]), atol=1e-3), layer  # the float weights are q * s
+    if mix:
+        assert grid["stack2.conv2"].round().abs().max() <= 7
 
 
 def test_per_runtime_float_ops_are_listed(trained) -> None:
@@ -192,3 +190,41 @@ def test_cli_passes_rounding_float_ops_and_align(tmp_path, capfd) -> None:
     assert main([*args[:-1], "--align", "adabn"]) == 2  # an MLP without batch norms: a one-line refusal
     err = capfd.readouterr().err
     assert "Traceback" not in err and "has none" in err
+
+
+# --- BRECQ / QDrop block reconstruction on a toy residual block -------------------------------------------
+
+
+class _ToyResidual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv1 = nn.Conv2d(8, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        x = torch.relu(x + self.conv2(torch.relu(self.conv1(x))))
+        return self.head(x.mean((2, 3)))
+
+
+def test_brecq_finds_the_residual_block_and_lowers_its_output_error() -> None:
+    from edgeopt.compress.quantize.blockrecon import apply_brecq, find_blocks, trace
+
+    torch.manual_seed(0)
+    model = _ToyResidual().eval()
+    blocks = find_blocks(trace(model))
+    assert [b.layers for b in blocks] == [["stem"], ["conv1", "conv2"], ["head"]]  # shortcut + add + ReLU in one
+    x = torch.randn(128, 3, 6, 6)
+    bits = {"stem": 8, "conv1": 4, "conv2": 4, "head": 8}
+    w_before = {n: getattr(model, n).weight.detach().clone() for n in ("conv1", "conv2")}
+    steps, report = apply_brecq(model, bits, ["conv1", "conv2"], x, iters=300, batch=64, time_budget_s=30.0)
+    (blk,) = report
+    assert blk["learned"] == ["conv1", "conv2"]
+    assert blk["error_after"] <= blk["error_nearest"]  # the block's output error, hard rounding, no dropping
+    for n, s in steps.items():  # the learned weights are q * s, each q one of the two grid points around w / s
+        s = torch.tensor(s).reshape(-1, 1, 1, 1)
+        q = getattr(model, n).weight.detach() / s
+        assert torch.allclose(q, q.round(), atol=1e-4) and q.round().abs().max() <= 7
+        assert ((q - w_before[n] / s).abs() < 1 + 1e-4).all()

@@ -60,7 +60,11 @@ def quantize(
     cle: Annotated[bool, typer.Option("--cle/--no-cle", help="cross-layer equalization first")] = False,
     qat_epochs: Annotated[int, typer.Option("--qat-epochs", min=1, help="QAT fine-tuning epochs")] = 2,
     rounding: Annotated[
-        str | None, typer.Option(help="weight rounding: gptq (default for int4/mixed), nearest (int8) or adaround")
+        str | None,
+        typer.Option(
+            help="weight rounding: gptq (default for int4/mixed), nearest (int8), adaround or brecq "
+            "(block reconstruction, QDrop)"
+        ),
     ] = None,
     align: Annotated[
         str, typer.Option(help="none, or adabn: batch norms re-estimated on the calibration data (domain adaptation)")

@@ -163,7 +163,7 @@ def apply_adaround(
             layer = mods[name]
             bits = layer_bits[name]
             w = layer.weight.detach().reshape(layer.weight.shape[0], -1)
-            scales = cal.weight_scales(w.numpy(), bits, weight_method)
+            scales = cal.weight_scales(w.numpy(), bits, "mse" if bits == 4 else weight_method)  # 4 bits: as the mix
             s = torch.from_numpy(np.asarray(scales, np.float32))
             left = time_budget_s - (time.perf_counter() - start)
             deadline = time.perf_counter() + max(left, 0.0) / (len(names) - i)

@@ -45,7 +45,7 @@ from edgeopt.model import EdgeModel, build_module, check_finite, register_kind
 
 ARCH_KIND = "quantized"
 WEIGHT_CHOICES = ("int8", "int4", "mixed")
-ROUNDINGS = ("nearest", "gptq", "adaround")
+ROUNDINGS = ("nearest", "gptq", "adaround", "brecq")
 FLOAT_OPS = ("add", "logits")  # ops a runtime that mixes may keep float (``QuantRecipe.float_ops``)
 _ADD_OPS = (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
 
@@ -72,9 +72,9 @@ class QuantRecipe:
     bias_correction: bool = True
     method: str = "ptq"
     lean_graph: bool = True  # shape ops share qparams, int8 softmax (see observers.EdgeQuantizer)
-    weight_rounding: str = "nearest"  # nearest | gptq (error-compensating rounding of the 4-bit layers)
+    weight_rounding: str = "nearest"  # nearest | gptq | adaround | brecq (learned rounding; see each module)
     target: str = "xnnpack"  # xnnpack | npu-int8 | mcu-int8 (see targets; records without it are xnnpack)
-    rounding_seconds: float = 45.0  # time budget of weight_rounding="adaround" (all layers together)
+    rounding_seconds: float = 45.0  # time budget of weight_rounding="adaround"/"brecq" (all layers together)
     align: str = "none"  # none | adabn: batch-norm statistics re-estimated on the calibration data (``align``)
     float_ops: list[str] = field(default_factory=list)  # add (residual adds) / logits (last linear) kept float
 
@@ -90,8 +90,9 @@ class QuantRecipe:
             raise EdgeoptError(f"unknown weight method '{self.weight_method}'", "use minmax or mse")
         if self.weight_rounding not in ROUNDINGS:
             raise EdgeoptError(f"unknown weight rounding '{self.weight_rounding}'", f"use {', '.join(ROUNDINGS)}")
-        if self.weight_rounding == "adaround" and not target_spec(self.target).all_per_channel:
-            raise EdgeoptError(f"AdaRound pins per-channel weight scales; target {self.target} has per-tensor weights",
+        if self.weight_rounding in ("adaround", "brecq") and not target_spec(self.target).all_per_channel:
+            raise EdgeoptError(f"{self.weight_rounding} pins per-channel weight scales; "
+                               f"target {self.target} has per-tensor weights",
                                "use --rounding nearest with this target")  # fmt: skip
         bad = {k: v for k, v in self.layer_bits.items() if v not in (0, 4, 8)}
         if bad:
@@ -475,6 +476,20 @@ def weight_observer_names(prepared: torch.fx.GraphModule) -> dict[str, str]:
     return out
 
 
+def weight_grid(qm: QuantizedModule) -> dict[str, torch.Tensor]:
+    """Layer path -> its float weights divided by its pinned per-channel scales (whole numbers when the
+    program holds exactly those weights, as after GPTQ / AdaRound / BRECQ). Cost: one prepare."""
+    prepared = prepare(qm.float_module, qm.example_input(), qm.recipe)
+    pin_qparams(prepared, qm.spec["qparams"])
+    obs = observers(prepared)
+    mods = dict(qm.float_module.named_modules())
+    out = {}
+    for layer, name in weight_observer_names(prepared).items():
+        s = obs[name].calculate_qparams()[0].reshape(-1, *([1] * (mods[layer].weight.ndim - 1)))
+        out[layer] = mods[layer].weight.detach() / s
+    return out
+
+
 def layer_bits(module: nn.Module, recipe: QuantRecipe) -> dict[str, int]:
     """Weight bits of every conv/linear layer of ``module`` under ``recipe`` (0: kept float)."""
     return {n: recipe.layer_bits.get(n, recipe.weight_bits)
@@ -532,14 +547,24 @@ def quantize_ptq(
         steps = apply_gptq(float_module, low, x_calib, "mse")
         info["gptq_layers"] = sorted(steps)
         weight_steps = {**steps, **(weight_steps or {})}
-    elif recipe.weight_rounding == "adaround":
-        from edgeopt.compress.quantize.adaround import apply_adaround
-
+    elif recipe.weight_rounding in ("adaround", "brecq"):
         pinned = weight_steps or {}
-        todo = {n: b for n, b in layer_bits(float_module, recipe).items() if b in (4, 8) and n not in pinned}
-        steps = apply_adaround(float_module, todo, x_calib, recipe.weight_method,
-                               time_budget_s=recipe.rounding_seconds, seed=recipe.seed)  # fmt: skip
-        info["adaround_layers"] = sorted(steps)
+        bits = layer_bits(float_module, recipe)
+        todo = {n: b for n, b in bits.items() if b in (4, 8) and n not in pinned}
+        if any(b == 4 for b in todo.values()):  # a mix: learn the 4-bit layers' rounding, int8 stays nearest
+            todo = {n: b for n, b in todo.items() if b == 4}
+        if recipe.weight_rounding == "adaround":
+            from edgeopt.compress.quantize.adaround import apply_adaround
+
+            steps = apply_adaround(float_module, todo, x_calib, recipe.weight_method,
+                                   time_budget_s=recipe.rounding_seconds, seed=recipe.seed)  # fmt: skip
+        else:
+            from edgeopt.compress.quantize.blockrecon import apply_brecq
+
+            steps, info["brecq_blocks"] = apply_brecq(float_module, bits, sorted(todo), x_calib, recipe.weight_method,
+                                                      recipe.calib, time_budget_s=recipe.rounding_seconds,
+                                                      seed=recipe.seed)  # fmt: skip
+        info[f"{recipe.weight_rounding}_layers"] = sorted(steps)
         weight_steps = {**steps, **pinned}
     prepared = prepare(float_module, example, recipe)
     require_integer(prepared, recipe.target)  # integer-only targets: refuse an op that would stay float
