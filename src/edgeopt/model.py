@@ -38,6 +38,8 @@ TASKS = ("classification", "regression", "anomaly", "multi")
 HEAD_TASKS = ("classification", "regression")  # what one output of a multi-output model may be
 # what a multi-output model goes through; every other command refuses it (``refuse_multi_output``)
 MULTI_OUTPUT_COMMANDS = ("train", "eval", "export", "run", "bench", "import", "quantize (int8 PTQ)")
+# what a multi-input model goes through; every other command refuses it (``refuse_multi_output`` too)
+MULTI_INPUT_COMMANDS = ("train", "eval", "export", "run", "bench", "import")
 
 
 def layout_for_rank(rank: int, channels_first: bool = True) -> str:
@@ -121,6 +123,11 @@ class InputSpec:
         if images.dtype == np.uint8 and images.ndim == 4 and self.is_image:
             return self._images_to_input(images)
         x = np.asarray(images)
+        if x.dtype.names:
+            raise EdgeoptError(
+                f"the data has inputs {list(x.dtype.names)} but the model takes one input ({self.describe()})",
+                "give the model one array (x_train/x_test, or x)",
+            )
         got = tuple(int(s) for s in x.shape[1:])
         if got != self.shape:
             squeeze = tuple(s for s in got if s != 1) == tuple(s for s in self.shape if s != 1)
@@ -172,6 +179,107 @@ class InputSpec:
 
 
 @dataclass
+class InputSet:
+    """The inputs of a multi-input model: one named :class:`InputSpec` each, in the module's argument order.
+
+    A batch for such a model is one numpy *structured* array of N records with a field per input (the
+    field holds that input's (N, *shape) values), so batches slice, concatenate and split like a plain
+    array; :func:`model_args` turns one into the module's positional arguments. It stands where a
+    single-input model's :class:`InputSpec` stands (``ModelMeta.input``) for what every input shares
+    (``to_model_input``, ``example_batch``, ``describe``); asking it for *the* shape, layout or value
+    range (what single-input commands read) is one line naming the commands that take several inputs.
+    """
+
+    names: list[str]
+    specs: list[InputSpec]
+    is_image = False  # never takes uint8 images as one batch (each field goes through its own spec)
+
+    def __post_init__(self) -> None:
+        self.names = [str(n) for n in self.names]
+        if len(self.names) < 2 or len(set(self.names)) != len(self.names) or len(self.specs) != len(self.names):
+            raise EdgeoptError(f"a multi-input model needs two or more distinctly named inputs, got {self.names}")
+
+    def _single(self, what: str) -> EdgeoptError:
+        return EdgeoptError(
+            f"this model has {len(self.names)} inputs ({', '.join(self.names)}); {what} is a single-input model's",
+            f"multi-input models go through {', '.join(MULTI_INPUT_COMMANDS)}",
+        )
+
+    @property
+    def layout(self) -> str:
+        return "multi"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        raise self._single("the input shape")
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        raise self._single("an image shape")
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        raise self._single("one value range")
+
+    @property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Each input's sample shape (no batch), in order."""
+        return tuple(tuple(s.shape) for s in self.specs)
+
+    def describe(self) -> str:
+        """Each input's name and shape, e.g. ``a: 16, b: 1x8x8``."""
+        return ", ".join(f"{n}: {s.describe()}" for n, s in zip(self.names, self.specs, strict=True))
+
+    def dtype(self) -> np.dtype:
+        """The structured dtype of a model-input batch: one float32 field per input."""
+        return np.dtype([(n, np.float32, s.shape) for n, s in zip(self.names, self.specs, strict=True)])
+
+    def pack(self, arrays: list[np.ndarray]) -> np.ndarray:
+        """Per-input (N, *shape) arrays -> one structured batch. Pure."""
+        out = np.empty(len(arrays[0]), self.dtype())
+        for name, a in zip(self.names, arrays, strict=True):
+            out[name] = a
+        return out
+
+    def to_model_input(self, samples: np.ndarray) -> np.ndarray:
+        """Structured samples (a field per input, named as the inputs) -> a structured float32 batch, each
+        field through its input's :meth:`InputSpec.to_model_input`. Other data is one line."""
+        samples = np.asarray(samples)
+        got = list(samples.dtype.names or ())
+        if got != self.names:
+            has = f"inputs {got}" if got else f"one input array of shape {'x'.join(map(str, samples.shape[1:]))}"
+            raise EdgeoptError(
+                f"the model takes inputs {self.names} but the data has {has}",
+                "give one array per input (npz: x_train_<input>/x_test_<input>, or x_<input>)",
+            )
+        return self.pack([s.to_model_input(samples[n]) for n, s in zip(self.names, self.specs, strict=True)])
+
+    def example_batch(self, batch: int = 1, seed: int = 0) -> np.ndarray:
+        """Deterministic inputs: input ``i`` is its spec's example batch of seed ``seed * 1009 + i``. Pure."""
+        return self.pack([s.example_batch(batch, seed * 1009 + i) for i, s in enumerate(self.specs)])
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [{"name": n, **asdict(s)} for n, s in zip(self.names, self.specs, strict=True)]
+
+
+def split_inputs(x: np.ndarray) -> list[np.ndarray]:
+    """A batch -> one C-contiguous array per input (a structured batch's fields; else ``[x]``). Pure."""
+    names = x.dtype.names
+    if not names:
+        return [x]
+    return [np.array(x[n], dtype=np.float32, order="C", copy=True) for n in names]
+
+
+def model_args(x: np.ndarray | torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The module's positional arguments for a batch: one tensor, or one per input of a structured batch."""
+    if isinstance(x, torch.Tensor):
+        return (x,)
+    if isinstance(x, tuple):
+        return x
+    return tuple(torch.from_numpy(a) for a in split_inputs(np.asarray(x)))
+
+
+@dataclass
 class OutputSpec:
     """One output (head) of a multi-output model: its name, task, width and weight in the training loss.
 
@@ -214,7 +322,7 @@ def check_outputs(outputs: list[OutputSpec]) -> list[OutputSpec]:
 class ModelMeta:
     """Everything about a model except its weights."""
 
-    input: InputSpec
+    input: InputSpec | InputSet  # InputSet: a multi-input model (one named spec per input)
     num_classes: int  # classification: classes; regression: targets; anomaly: reconstructed features
     arch: dict[str, Any]
     class_names: list[str] | None = None
@@ -229,6 +337,14 @@ class ModelMeta:
             raise EdgeoptError("a multi-output model's record needs task 'multi' and its outputs, both or neither")
         if self.outputs is not None:
             check_outputs(self.outputs)
+        if self.task == "anomaly" and isinstance(self.input, InputSet):
+            raise EdgeoptError("an anomaly model reconstructs one input; this record has several",
+                               "give the model task classification or regression")  # fmt: skip
+
+    @property
+    def is_multi_input(self) -> bool:
+        """True for a model with several inputs (``input`` is an :class:`InputSet`)."""
+        return isinstance(self.input, InputSet)
 
     @property
     def is_multi_output(self) -> bool:
@@ -239,20 +355,27 @@ class ModelMeta:
         d = {"format_version": FORMAT_VERSION, **asdict(self)}
         if self.outputs is None:
             del d["outputs"]  # single-output records stay as they were
+        if isinstance(self.input, InputSet):  # no "input": an edgeopt that reads one input refuses the record
+            d = {k: v for k, v in d.items() if k != "input"}
+            d = {"format_version": d.pop("format_version"), "inputs": self.input.to_json(), **d}
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelMeta:
+        def spec(inp: dict[str, Any]) -> InputSpec:
+            return InputSpec(
+                shape=tuple(inp["shape"]),
+                layout=inp.get("layout", "NCHW"),
+                value_range=tuple(inp.get("value_range", (0.0, 1.0))),
+                mean=tuple(inp["mean"]) if inp.get("mean") is not None else None,
+                std=tuple(inp["std"]) if inp.get("std") is not None else None,
+            )
+
         try:
-            inp = d["input"]
+            many = d.get("inputs")
+            inp = InputSet([str(i["name"]) for i in many], [spec(i) for i in many]) if many else spec(d["input"])
             return cls(
-                input=InputSpec(
-                    shape=tuple(inp["shape"]),
-                    layout=inp.get("layout", "NCHW"),
-                    value_range=tuple(inp.get("value_range", (0.0, 1.0))),
-                    mean=tuple(inp["mean"]) if inp.get("mean") is not None else None,
-                    std=tuple(inp["std"]) if inp.get("std") is not None else None,
-                ),
+                input=inp,
                 num_classes=int(d["num_classes"]),
                 arch=dict(d["arch"]),
                 class_names=d.get("class_names"),
@@ -272,8 +395,15 @@ class EdgeModel:
     meta: ModelMeta
 
     def example_input(self, batch: int = 1, seed: int = 0) -> torch.Tensor:
-        """A deterministic input batch in the model's own interface (for tracing and parity)."""
+        """A deterministic input batch in the model's own interface (for tracing and parity); a multi-input
+        model's is :meth:`example_args` (this is one line naming the commands that take it)."""
+        if isinstance(self.meta.input, InputSet):
+            raise self.meta.input._single("one example input tensor")
         return torch.from_numpy(self.meta.input.example_batch(batch, seed))
+
+    def example_args(self, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, ...]:
+        """The module's positional arguments for a deterministic batch: one tensor per input."""
+        return model_args(self.meta.input.example_batch(batch, seed))
 
     def with_lineage(self, step: dict[str, Any], module: nn.Module | None = None) -> EdgeModel:
         """A copy that records one more applied pass (and optionally a new module)."""
@@ -282,9 +412,21 @@ class EdgeModel:
         return EdgeModel(module if module is not None else self.module, meta)
 
 
-def refuse_multi_output(model: EdgeModel | ModelMeta, command: str) -> None:
-    """One clear line when ``command`` (prune, distill, ...) is given a multi-output model."""
+def refuse_multi_input(model: EdgeModel | ModelMeta, command: str) -> None:
+    """One clear line when ``command`` is given a multi-input model."""
     meta = model.meta if isinstance(model, EdgeModel) else model
+    if isinstance(meta.input, InputSet):
+        raise EdgeoptError(
+            f"{command} does not support multi-input models (this one has inputs {', '.join(meta.input.names)})",
+            f"multi-input models go through {', '.join(MULTI_INPUT_COMMANDS)}",
+        )
+
+
+def refuse_multi_output(model: EdgeModel | ModelMeta, command: str) -> None:
+    """One clear line when ``command`` (prune, distill, ...) is given a multi-output or a multi-input model
+    (every command that refuses several outputs also refuses several inputs)."""
+    meta = model.meta if isinstance(model, EdgeModel) else model
+    refuse_multi_input(meta, command)
     if meta.outputs is not None:
         heads = ", ".join(o.name for o in meta.outputs)
         raise EdgeoptError(
@@ -426,6 +568,7 @@ def load_model(
 
             model = import_model(path, input_shape=input_shape)
     if input_range is not None:
+        refuse_multi_input(model, "--input-range (one value range)")
         model.meta.input.value_range = (float(input_range[0]), float(input_range[1]))
     check_finite(model.module)
     return model

@@ -192,7 +192,10 @@ def model_for_data(
 
     train = load_dataset(data_spec, "train", label=label)
     if source.startswith("zoo:"):
+        from edgeopt.data.dataset import refuse_multi_input_data
         from edgeopt.models.registry import get_entry
+
+        refuse_multi_input_data(train, f"a zoo model ({source})")
 
         entry = get_entry(source[4:])
         if train.task == "multi":  # one output per label array (edgeopt.models.heads)

@@ -148,7 +148,7 @@ def import_(
     A quantized .tflite (int8, or hybrid int8-weight ops) keeps its quantization as LiteRT runs it.
     """
     quiet(as_json)
-    from edgeopt.model import load_model, save_model
+    from edgeopt.model import InputSet, load_model, save_model
 
     if file.suffix.lower() not in (".tflite", ".onnx"):
         raise EdgeoptError(f"cannot import '{file.suffix or file.name}' files", "give a .tflite or .onnx file")
@@ -164,11 +164,12 @@ def import_(
     path = save_model(m, out)
     spec = m.meta.input
     source = "given" if given else m.meta.lineage[0].get("input_range", "assumed")
+    shown: dict[str, Any] = {"input_shape": list(spec.shape), "layout": spec.layout,
+                             "input_range": list(spec.value_range)} if not isinstance(spec, InputSet) else {
+        "inputs": spec.to_json()}  # fmt: skip
     result: dict[str, Any] = {
         "model": str(path),
-        "input_shape": list(spec.shape),
-        "layout": spec.layout,
-        "input_range": list(spec.value_range),
+        **shown,
         "input_range_source": source,
         "num_classes": m.meta.num_classes,
         "class_names": m.meta.class_names,
@@ -176,7 +177,9 @@ def import_(
     quant = m.meta.lineage[0].get("quantization") if m.meta.lineage else None
     if quant:
         result["quantization"] = quant["note"]
-    if source == "assumed":
+    if source == "assumed" and isinstance(spec, InputSet):
+        result["note"] = f"{file.name} does not state its inputs' ranges: 0..1 assumed for each (parity inputs)"
+    elif source == "assumed":
         result["note"] = (
             f"{file.name} does not state its input range: 0..1 assumed; if the model takes raw pixels"
             " (the MLPerf Tiny models do), import again with --input-range 0,255"

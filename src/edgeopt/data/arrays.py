@@ -19,6 +19,11 @@ Multi-output data has one label array per output instead of ``y``: ``y_train_<he
 ``y_test_<head>`` (or ``y_<head>`` beside ``x``), heads in the file's order (or as a ``heads``
 array names them), loss weights from an optional ``head_weights`` array, class names from
 ``class_names_<head>`` (:mod:`edgeopt.data.heads`).
+
+Multi-input data has one sample array per input instead of ``x``: ``x_train_<input>`` and
+``x_test_<input>`` (or ``x_<input>`` beside ``y``), inputs in the file's order (or as an ``inputs``
+array names them); they are joined into one structured sample array, a field per input
+(:class:`edgeopt.model.InputSet`), read into memory.
 """
 
 from __future__ import annotations
@@ -185,9 +190,44 @@ def _load_npz_multi(path: Path, split: str, arrays: dict[str, Any], heads: list[
     return multi_dataset(x, ys, f"npz:{path.name}:{split}", widths=widths, weights=weights, class_names=names)
 
 
+def _npz_inputs(path: Path, arrays: dict[str, Any]) -> dict[str, Any]:
+    """``arrays`` with a multi-input file's per-input samples joined into one structured ``x_train``/``x_test``
+    (or ``x``): a field per input, in the file's order or as an ``inputs`` array names them. Unchanged for a
+    single-input file. Per-input arrays are read into memory (the structured copy). One line on a mismatch."""
+    split_form = any(k.startswith("x_train_") for k in arrays)
+    prefix = "x_train_" if split_form else "x_"
+    found = [k[len(prefix) :] for k in arrays if k.startswith(prefix) and k not in ("x_train", "x_test")]
+    if not found:
+        return arrays
+    if "x" in arrays or "x_train" in arrays:
+        raise EdgeoptError(f"{path} has both a single sample array and per-input ones ({prefix}{found[0]})",
+                           "keep one form: x_train/x_test, or x_train_<input>/x_test_<input> per input")  # fmt: skip
+    names = [str(n) for n in np.asarray(arrays["inputs"]).tolist()] if "inputs" in arrays else found
+    want = [f"{prefix}{n}" for n in names] + ([f"x_test_{n}" for n in names] if split_form else [])
+    missing = [k for k in want if k not in arrays]
+    extra = [n for n in found if n not in names]
+    if missing or extra or len(names) < 2:
+        what = (f"no {', '.join(missing)}" if missing else f"{', '.join(prefix + n for n in extra)} not in 'inputs'"
+                if extra else "only one")  # fmt: skip
+        fix = f"give {prefix}<input>" + (" and x_test_<input>" if split_form else "") + " for two or more inputs"
+        raise EdgeoptError(f"{path}: inputs {names} and sample arrays do not match ({what})", fix)
+    out = {k: v for k, v in arrays.items() if not any(k == p + n for n in names for p in (prefix, "x_test_"))}
+    for split in ("train", "test") if split_form else ("",):
+        key = f"x_{split}" if split else "x"
+        parts = [np.asarray(arrays[f"{key}_{n}"]) for n in names]
+        if len({len(a) for a in parts}) != 1:
+            sizes = ", ".join(f"{key}_{n}: {len(a)}" for n, a in zip(names, parts, strict=True))
+            raise EdgeoptError(f"{path}: the inputs differ in sample count ({sizes})", "one row per sample in each")
+        joined = np.empty(len(parts[0]), [(n, a.dtype, a.shape[1:]) for n, a in zip(names, parts, strict=True)])
+        for n, a in zip(names, parts, strict=True):
+            joined[n] = a
+        out[key] = joined
+    return out
+
+
 def load_npz(path: Path, split: str, seed: int = SPLIT_SEED) -> ImageDataset:
     """One split of ``npz:PATH`` (see the module notes)."""
-    arrays = read_arrays(path)
+    arrays = _npz_inputs(path, read_arrays(path))
     multi = _npz_heads(path, arrays)
     if multi is not None:
         return _load_npz_multi(path, split, arrays, multi[0], seed)

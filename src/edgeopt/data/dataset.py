@@ -82,7 +82,7 @@ class ImageDataset:
             raise EdgeoptError(f"dataset '{self.name}' has unknown task '{self.task}'")
         if (self.task == "multi") != (self.outputs is not None):
             raise EdgeoptError(f"dataset '{self.name}': multi-output labels need task 'multi' and their outputs")
-        if self.is_image:
+        if self.is_image or self.is_multi_input:
             pass
         elif self.images.ndim < 2 or self.images.dtype.kind not in "fiu":
             raise EdgeoptError(
@@ -106,6 +106,11 @@ class ImageDataset:
     def is_image(self) -> bool:
         """uint8 (N, H, W, C) images (else float arrays in the model's layout)."""
         return self.images.dtype == np.uint8 and self.images.ndim == 4
+
+    @property
+    def is_multi_input(self) -> bool:
+        """Samples of a multi-input model: a structured array, one field (an input's array) per input."""
+        return bool(self.images.dtype.names)
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -177,6 +182,17 @@ class ImageDataset:
         else:
             images = images[idx]
         return ImageDataset(images, self.labels[idx], self.class_names, self.name, self.task, self.outputs)
+
+
+def refuse_multi_input_data(data: ImageDataset, command: str) -> None:
+    """One clear line when ``command`` (a zoo model, NAS search) is given samples with several inputs."""
+    if data.is_multi_input:
+        from edgeopt.model import MULTI_INPUT_COMMANDS
+
+        raise EdgeoptError(
+            f"{command} takes one input, but {data.name or 'the data'} has inputs {list(data.images.dtype.names)}",
+            f"import a multi-input .onnx/.tflite graph (multi-input models: {', '.join(MULTI_INPUT_COMMANDS)})",
+        )
 
 
 Dataset = ImageDataset  # the general name: it holds images or arrays

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from edgeopt.errors import EdgeoptError
-from edgeopt.model import EdgeModel, InputSpec, ModelMeta, OutputSpec, layout_for_rank
+from edgeopt.model import EdgeModel, InputSet, InputSpec, ModelMeta, OutputSpec, layout_for_rank
 
 __all__ = ["DEFAULT_RANGE", "import_model"]
 
@@ -81,18 +81,24 @@ def import_model(
         raise EdgeoptError(f"cannot import '{path.suffix or path.name}' files", "give a .tflite or .onnx file")
 
     inputs = graph.ir["inputs"]
-    if len(inputs) != 1:
+    if len(inputs) > 1 and input_shape is not None:
         raise EdgeoptError(
-            f"{path} has {len(inputs)} inputs; edgeopt imports single-input models",
-            "export the model with one image input",
+            f"{path} has {len(inputs)} inputs; --input-shape fills a single-input model's shape",
+            "export the graph with fixed sizes besides the batch",
         )
-    shape = fill_input_shape(path, inputs[0]["shape"], input_shape)
+    if len(inputs) > 1 and graph.quant.kind != "float":
+        raise EdgeoptError(
+            f"{path} is a quantized model with {len(inputs)} inputs; edgeopt imports multi-input float graphs",
+            "import the float model, or one with a single input",
+        )
+    shapes = [fill_input_shape(path, i["shape"], input_shape) for i in inputs]
+    shape = shapes[0]
     module = GraphModule(graph.ir)
     module.load_state_dict(graph.weights, strict=True)
     module.eval()
     try:  # one dry run: proves the graph executes and gives the output width
         with torch.no_grad():
-            out = module(torch.zeros(1, *shape))
+            out = module(*(torch.zeros(1, *s) for s in shapes))
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise EdgeoptError(
@@ -107,18 +113,28 @@ def import_model(
     q = graph.quant
     if q.input_quant is not None:
         stated = range_from_quantization(*q.input_quant, "int8")
-    else:
+    elif len(inputs) == 1:
         stated = range_from_graph(graph.ir, graph.weights)
+    else:  # a graph's normalisation prefix is read for a single input only
+        stated = None
     num_classes = sum(widths) if widths is not None else int(out.shape[-1])
     layout = rank_layout
     class_names = class_names_from_file(path, num_classes) if widths is None else None
-    embedded = _embedded_input(path, tuple(shape), num_classes)
+    embedded = _embedded_input(path, [tuple(s) for s in shapes], num_classes)
     outputs = None
     if widths is not None:  # a multi-output graph: one record per output (its own, when edgeopt embedded it)
         outputs = graph_outputs(path, widths, embedded)
         embedded = embedded if embedded is not None and embedded.outputs == outputs else None
+    names = [str(i.get("source") or i["name"]) for i in inputs]
+    if len(inputs) > 1:  # a multi-input graph: one spec per input, named as the file names its inputs
+        spec: InputSpec | InputSet = InputSet(names, [InputSpec(tuple(s), graph.layout if len(s) == 3 else
+                                                                layout_for_rank(len(s), graph.layout == "NCHW"),
+                                                                DEFAULT_RANGE) for s in shapes])  # fmt: skip
     if embedded is not None:  # edgeopt's own artifact: its record says how it is fed
-        layout, stated = embedded.input.layout, embedded.input.value_range
+        if len(inputs) > 1:
+            spec = embedded.input
+        else:
+            layout, stated = embedded.input.layout, embedded.input.value_range
         class_names = embedded.class_names or class_names
     step = {"pass": "import", "source": str(path), "format": fmt,
             "input_range": "embedded" if embedded else "graph" if stated else "assumed"}  # fmt: skip
@@ -126,8 +142,10 @@ def import_model(
         from edgeopt.interop.tflite_int8 import describe
 
         step["quantization"] = {**q.to_json(), "note": describe(q)}
+    if len(inputs) == 1:
+        spec = InputSpec(shape=tuple(shape), layout=layout, value_range=stated or DEFAULT_RANGE)
     meta = ModelMeta(
-        input=InputSpec(shape=tuple(shape), layout=layout, value_range=stated or DEFAULT_RANGE),
+        input=spec,
         num_classes=num_classes,
         arch={"kind": "graph", "ir": graph.ir},
         class_names=class_names,
@@ -135,7 +153,7 @@ def import_model(
         task="multi" if outputs is not None else embedded.task if embedded is not None else "classification",
         outputs=outputs,  # an autoencoder stays one, a multi-output model keeps each output's task
     )
-    if embedded is not None and embedded.input.mean is not None:
+    if embedded is not None and len(inputs) == 1 and embedded.input.mean is not None:
         meta.input.mean, meta.input.std = embedded.input.mean, embedded.input.std
     return EdgeModel(module, meta)
 
@@ -160,7 +178,14 @@ def graph_outputs(path: Path, widths: list[int], embedded: ModelMeta | None) -> 
     return [OutputSpec(n, "classification", w) for n, w in zip(names, widths, strict=True)]
 
 
-def _embedded_input(path: Path, shape: tuple[int, ...], num_classes: int) -> ModelMeta | None:
+def input_shapes(meta: ModelMeta) -> list[tuple[int, ...]]:
+    """Each input's sample shape (one for a single-input model). Pure."""
+    if isinstance(meta.input, InputSet):
+        return list(meta.input.shapes)
+    return [tuple(meta.input.shape)]
+
+
+def _embedded_input(path: Path, shapes: list[tuple[int, ...]], num_classes: int) -> ModelMeta | None:
     """The metadata edgeopt embedded in its own artifact, when it describes this graph's input; else None.
 
     Why: litert-torch keeps PyTorch's NCHW input, and for one channel it feeds the input through a
@@ -173,6 +198,6 @@ def _embedded_input(path: Path, shape: tuple[int, ...], num_classes: int) -> Mod
         meta = ModelMeta.from_json(record) if record else None
     except EdgeoptError:
         return None  # a foreign or damaged record: the graph's own facts still hold
-    if meta is None or tuple(meta.input.shape) != shape or meta.num_classes != num_classes:
+    if meta is None or input_shapes(meta) != shapes or meta.num_classes != num_classes:
         return None
     return meta

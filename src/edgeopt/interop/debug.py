@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from edgeopt.errors import EdgeoptError
-from edgeopt.model import EdgeModel
+from edgeopt.model import EdgeModel, refuse_multi_input
 
 FLOAT_TOL = 1e-3  # a float artifact agrees with PyTorch to float rounding
 QUANT_TOL = 0.05  # an int8 artifact: a few quantization steps of the tensor's range
@@ -274,6 +274,7 @@ def debug_artifact(
     ``tol`` defaults to ``FLOAT_TOL`` (``QUANT_TOL`` for a quantized model); ``fmt`` (tflite, onnx,
     pte) overrides the artifact's suffix. See the module doc.
     """
+    refuse_multi_input(model, "debug")
     path = Path(artifact)
     if not path.is_file():
         raise EdgeoptError(f"artifact not found: {path}", "check the path")

@@ -17,6 +17,7 @@ console chatter is captured (``quiet_output``) and shown only when they fail.
 
 from __future__ import annotations
 
+import itertools
 import platform
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -30,7 +31,7 @@ from torch import nn
 from edgeopt.errors import EdgeoptError
 from edgeopt.fileio import atomic_path, write_json_atomic
 from edgeopt.interop.embedded import embed_metadata
-from edgeopt.model import EdgeModel, ModelMeta, check_finite
+from edgeopt.model import EdgeModel, InputSet, ModelMeta, check_finite, model_args
 from edgeopt.runtimes.base import Runner, quiet_output
 
 FORMATS = {"onnx": ".onnx", "pte": ".pte", "tflite": ".tflite"}
@@ -193,14 +194,25 @@ def finished_onnx(proto: Any, outputs: int = 1) -> bytes:
     return proto.SerializeToString()
 
 
-def _export_onnx(module: nn.Module, x: torch.Tensor, output_names: list[str] | None = None) -> bytes:
+def _args(x: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return x if isinstance(x, tuple) else (x,)
+
+
+def _input_names(x: torch.Tensor | tuple[torch.Tensor, ...], input_names: list[str] | None) -> list[str]:
+    return input_names or (["input"] if not isinstance(x, tuple) else [f"input_{i}" for i in range(len(x))])
+
+
+def _export_onnx(
+    module: nn.Module, x: torch.Tensor | tuple[torch.Tensor, ...], output_names: list[str] | None = None,
+    input_names: list[str] | None = None,
+) -> bytes:
     names = output_names or ["output"]
     program = torch.onnx.export(
         module,
-        (x,),
+        _args(x),
         dynamo=True,
         opset_version=ONNX_OPSET,
-        input_names=["input"],
+        input_names=_input_names(x, input_names),
         output_names=names,
         external_data=False,
         verbose=False,
@@ -208,7 +220,10 @@ def _export_onnx(module: nn.Module, x: torch.Tensor, output_names: list[str] | N
     return finished_onnx(program.model_proto, len(names))
 
 
-def _export_onnx_for_timing(module: nn.Module, x: torch.Tensor, output_names: list[str] | None = None) -> bytes:
+def _export_onnx_for_timing(
+    module: nn.Module, x: torch.Tensor | tuple[torch.Tensor, ...], output_names: list[str] | None = None,
+    input_names: list[str] | None = None,
+) -> bytes:
     """A float ONNX file that is only timed, through PyTorch's TorchScript exporter: 0.1-0.3 s where the
     dynamo exporter takes 3-10 s, at the same ONNX Runtime latency (2026-12-02, 1 thread, interleaved p50:
     ResNet-8 0.669 vs 0.683 ms, MobileNetV2 6.57 vs 7.22, DS-CNN 0.498 vs 0.488, the imported MLPerf
@@ -225,26 +240,32 @@ def _export_onnx_for_timing(module: nn.Module, x: torch.Tensor, output_names: li
         names = output_names or ["output"]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, (x,), buf, dynamo=False, opset_version=ONNX_OPSET, input_names=["input"],
-                              output_names=names)  # fmt: skip
+            torch.onnx.export(module, _args(x), buf, dynamo=False, opset_version=ONNX_OPSET,
+                              input_names=_input_names(x, input_names), output_names=names)  # fmt: skip
         return finished_onnx(onnx.load_from_string(buf.getvalue()), len(names))
     except Exception:  # the TorchScript exporter rejects some graphs that dynamo exports
-        return _export_onnx(module, x, output_names)
+        return _export_onnx(module, x, output_names, input_names)
 
 
-def _export_pte(module: nn.Module, x: torch.Tensor, output_names: list[str] | None = None) -> bytes:
+def _export_pte(
+    module: nn.Module, x: torch.Tensor | tuple[torch.Tensor, ...], output_names: list[str] | None = None,
+    input_names: list[str] | None = None,
+) -> bytes:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    program = torch.export.export(module, (x,))
+    program = torch.export.export(module, _args(x))
     lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     return bytes(lowered.to_executorch().buffer)
 
 
-def _export_tflite(module: nn.Module, x: torch.Tensor, output_names: list[str] | None = None) -> bytes:
+def _export_tflite(
+    module: nn.Module, x: torch.Tensor | tuple[torch.Tensor, ...], output_names: list[str] | None = None,
+    input_names: list[str] | None = None,
+) -> bytes:
     import litert_torch
 
-    return bytes(litert_torch.convert(module, (x,)).model_content())
+    return bytes(litert_torch.convert(module, _args(x)).model_content())
 
 
 _EXPORTERS = {"onnx": _export_onnx, "pte": _export_pte, "tflite": _export_tflite}
@@ -271,18 +292,35 @@ def _version(package: str) -> str | None:
         return None
 
 
+MAX_COMBINATIONS = 64  # a multi-input model's parity inputs: at most this many combinations
+
+
 def parity_inputs(model: EdgeModel, samples: int) -> np.ndarray:
-    """``samples`` deterministic batch-1 inputs (seeds 0..samples-1) stacked into one batch."""
-    return np.concatenate([model.example_input(1, seed=i).numpy() for i in range(samples)])
+    """``samples`` deterministic batch-1 inputs (seeds 0..samples-1) stacked into one batch.
+
+    A multi-input model gets every combination of its inputs' deterministic examples (a structured
+    batch): ``k`` examples per input, ``k`` the largest with ``k ** inputs <= max(samples, 64)`` and at
+    most ``samples`` (8 samples, two inputs: 64 combinations; three: 4 ** 3 = 64).
+    """
+    spec = model.meta.input
+    if not isinstance(spec, InputSet):
+        return np.concatenate([model.example_input(1, seed=i).numpy() for i in range(samples)])
+    n = len(spec.specs)
+    k = max(1, min(samples, int(round(max(samples, MAX_COMBINATIONS) ** (1 / n)))))
+    while k > 1 and k**n > max(samples, MAX_COMBINATIONS):
+        k -= 1
+    examples = [[s.example_batch(1, seed=j * 1009 + i) for j in range(k)] for i, s in enumerate(spec.specs)]
+    combos = list(itertools.product(*examples))
+    return spec.pack([np.concatenate([c[i] for c in combos]) for i in range(n)])
 
 
 def reference_outputs(module: nn.Module, x: np.ndarray) -> Any:
     """PyTorch's outputs for ``x``, one sample at a time (as the artifact sees them); a tuple of arrays for a
-    module that returns several outputs."""
+    module that returns several outputs. ``x`` is structured for a multi-input module (a field per input)."""
     outs = []
     with torch.inference_mode():
         for i in range(x.shape[0]):
-            y = module(torch.from_numpy(x[i : i + 1]))
+            y = module(*model_args(x[i : i + 1]))
             outs.append(tuple(t.float().numpy() for t in y) if isinstance(y, tuple | list) else y.float().numpy())
     if isinstance(outs[0], tuple):
         return tuple(np.concatenate(parts) for parts in zip(*outs, strict=True))
@@ -337,7 +375,12 @@ def export_model(
     module.eval()
     try:
         # canonical strides: a size-1 channel with stride 1 would be traced as channels-last
-        x = model.example_input(1, seed=0).clone(memory_format=torch.contiguous_format)
+        in_names = model.meta.input.names if isinstance(model.meta.input, InputSet) else None
+        x: torch.Tensor | tuple[torch.Tensor, ...]
+        if in_names is not None:  # several inputs: one tensor each, traced as the module's arguments
+            x = model.example_args(1, seed=0)
+        else:
+            x = model.example_input(1, seed=0).clone(memory_format=torch.contiguous_format)
         with quiet_output() as log:
             try:
                 # a module that knows its own artifact (a quantized model: integer programs) exports itself
@@ -346,9 +389,9 @@ def export_model(
                 if callable(custom):
                     data = custom(fmt, x)
                 elif fmt == "onnx" and for_timing:
-                    data = _export_onnx_for_timing(module, x, heads)
-                elif heads is not None:  # the outputs' names (ONNX graph outputs)
-                    data = _EXPORTERS[fmt](module, x, heads)
+                    data = _export_onnx_for_timing(module, x, heads, in_names)
+                elif heads is not None or in_names is not None:  # the outputs' and inputs' names (ONNX graph)
+                    data = _EXPORTERS[fmt](module, x, heads, in_names)
                 else:
                     data = _EXPORTERS[fmt](module, x)
             except EdgeoptError:
@@ -367,7 +410,7 @@ def export_model(
     info = {
         "format": fmt,
         "runtime": runtime,
-        "input_shape": list(x.shape),
+        "input_shape": [list(t.shape) for t in x] if isinstance(x, tuple) else list(x.shape),
         "quantized": quantized,
         "opset": ONNX_OPSET if fmt == "onnx" else None,
         "versions": {
@@ -393,7 +436,9 @@ def export_model(
         runner = _open_for_parity(fmt, tmp)
         try:
             got = runner.run(inputs)
-            shape = (runner.fixed_batch or 1, *runner.input_shape)
+            shape: Any = (runner.fixed_batch or 1, *runner.input_shape)
+            if runner.input_shapes:
+                shape = [[runner.fixed_batch or 1, *s] for s in runner.input_shapes]
         finally:
             runner.close()
         parity = compare_output_sets(ref, got)

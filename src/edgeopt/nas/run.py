@@ -171,6 +171,9 @@ def search(
     if unknown or not settings.runtimes:
         raise EdgeoptError(f"cannot search for runtime '{(unknown or [''])[0]}'", f"use {', '.join(ALL_RUNTIMES)}")
     train_all = load_dataset(data, "train")
+    from edgeopt.data.dataset import refuse_multi_input_data
+
+    refuse_multi_input_data(train_all, "search (its spaces build single-input networks)")
     if train_all.outputs is not None:
         from edgeopt.model import MULTI_OUTPUT_COMMANDS
 

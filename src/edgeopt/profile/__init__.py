@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from edgeopt.errors import EdgeoptError
-from edgeopt.model import EdgeModel
+from edgeopt.model import EdgeModel, refuse_multi_input
 from edgeopt.profile.counts import (
     conv_macs,
     count_macs,
@@ -94,7 +94,7 @@ def export_for_profile(model: EdgeModel) -> torch.export.ExportedProgram:
     was_training = module.training
     _set_mode(module, False)
     try:
-        return torch.export.export(module, (model.example_input(1),))
+        return torch.export.export(module, model.example_args(1))  # one tensor per input
     except Exception as e:  # torch raises many types (Unsupported, UserError, RuntimeError...)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise EdgeoptError(
@@ -119,6 +119,7 @@ def profile_model(model: EdgeModel) -> Profile:
 
     Quantized models are counted on their integer program (see the module doc). Cost: one export.
     """
+    refuse_multi_input(model, "profile")
     ep = export_for_profile(model)
     stored = stored_module(model)
     quantized = stored is not model.module

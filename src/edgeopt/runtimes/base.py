@@ -105,6 +105,8 @@ class Runner(ABC):
     - ``_execute(xr)``: hand it to the runtime, invoke, read the raw output back (this is timed)
     - ``_from_runtime(y)``: raw output -> float32 numpy (dequantized where needed)
 
+    A multi-input artifact (``input_shapes``, one shape per input) takes a structured batch, a field per
+    input in the model's order (:class:`edgeopt.model.InputSet`); ``_to_runtime`` gets it whole.
     A multi-output artifact's ``_execute`` returns a tuple of raw outputs, in the model's order;
     ``_outputs_from_runtime`` converts each, and ``run`` returns a tuple of arrays (one per output,
     ``output_names`` names them).
@@ -120,6 +122,7 @@ class Runner(ABC):
     meta: ModelMeta | None = None
     meta_source: str | None = None  # where ``meta`` came from (``runtimes.interface``: embedded, sidecar, ...)
     output_names: tuple[str, ...] = ()  # the artifact's outputs, in the order ``run`` returns them
+    input_shapes: tuple[tuple[int, ...], ...] = ()  # a multi-input artifact: each input's ``input_shape``
 
     def _set_artifact(self, path: str | Path, threads: int, meta: ModelMeta | None) -> None:
         """What every artifact runner does first: record its settings and check the file exists."""
@@ -164,7 +167,7 @@ class Runner(ABC):
                 chunk = x[i : i + b]
                 k = chunk.shape[0]
                 if k < b:  # pad the last chunk to the artifact's batch; padded rows are dropped below
-                    chunk = np.concatenate([chunk, np.zeros((b - k, *chunk.shape[1:]), np.float32)])
+                    chunk = np.concatenate([chunk, np.zeros((b - k, *chunk.shape[1:]), chunk.dtype)])
                 y = self._outputs_from_runtime(self._execute(self._to_runtime(chunk)))
                 outs.append(tuple(t[:k] for t in y) if isinstance(y, tuple) else y[:k])
         if isinstance(outs[0], tuple):
@@ -174,6 +177,8 @@ class Runner(ABC):
     def check_input(self, x: np.ndarray) -> np.ndarray:
         """A C-contiguous float32 copy-or-view of ``x``; a clear error when its shape does not fit."""
         x = np.asarray(x)
+        if self.input_shapes or x.dtype.names:
+            return self._check_inputs(x)
         want = self.input_shape
         fits = x.ndim == len(want) + 1 and all(w in (-1, g) for w, g in zip(want, x.shape[1:], strict=True))
         if not fits or x.shape[0] < 1:
@@ -184,9 +189,32 @@ class Runner(ABC):
             )
         return canonical_array(x)
 
+    def _check_inputs(self, x: np.ndarray) -> np.ndarray:
+        """``check_input`` of a multi-input batch: a field per input, each of its input's shape."""
+        want = self.input_shapes
+        names = x.dtype.names or ()
+        got = [tuple(x.dtype[n].shape) for n in names]
+        fits = len(got) == len(want) and all(
+            len(w) == len(g) and all(a in (-1, b) for a, b in zip(w, g, strict=True))
+            for w, g in zip(want, got, strict=True)
+        )
+        if not fits or x.ndim != 1 or x.shape[0] < 1:
+            shown = ", ".join("x".join("?" if d == -1 else str(d) for d in w) for w in want) or "one array"
+            has = ", ".join("x".join(map(str, g)) for g in got) if names else f"one array {tuple(x.shape)}"
+            raise EdgeoptError(
+                f"{self.name} model takes {len(want) or 1} input(s) ({shown}) but got {has}",
+                "feed one array per input, in the model's order (see its input spec)",
+            )
+        return x
+
     def example_input(self, batch: int = 1, seed: int = 0) -> np.ndarray:
         """A deterministic input batch: through the model's input spec when known, else uniform 0..1."""
         rng = np.random.default_rng(seed)
+        if self.input_shapes:
+            if self.meta is None or not self.meta.is_multi_input or self.meta.input.shapes != self.input_shapes:
+                raise EdgeoptError(f"{self.name} model takes {len(self.input_shapes)} inputs and states no spec",
+                                   "give its inputs explicitly")  # fmt: skip
+            return self.meta.input.example_batch(batch, seed)
         if self.meta is not None and tuple(self.meta.input.shape) == self.input_shape:
             if not self.meta.input.is_image:
                 return self.meta.input.example_batch(batch, seed)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from edgeopt.errors import EdgeoptError
-from edgeopt.model import ModelMeta
+from edgeopt.model import ModelMeta, split_inputs
 from edgeopt.runtimes.base import Runner, quiet_output
 
 _FLOAT32 = 6  # executorch ScalarType::Float
@@ -51,7 +51,8 @@ def size_threadpool(threads: int) -> bool:
 
 
 class ExecuTorchRunner(Runner):
-    """Runs the ``forward`` method of a single-input float ``.pte`` program; every output is returned."""
+    """Runs the ``forward`` method of a float ``.pte`` program: every input (a structured batch when there
+    are several, in the program's argument order) and every output."""
 
     name = "executorch"
 
@@ -73,14 +74,13 @@ class ExecuTorchRunner(Runner):
                     f"ExecuTorch cannot load {self.path}: {str(e).strip() or log.tail(1)}", "re-export the model"
                 ) from e
         md = self.method.metadata
-        if md.num_inputs() != 1:
-            raise EdgeoptError(f"{self.path} takes {md.num_inputs()} inputs", "edgeopt runs single-input models")
-        tm = md.input_tensor_meta(0)
-        if int(tm.dtype()) != _FLOAT32:
-            raise EdgeoptError(f"{self.path} does not take a float32 input", "export with a float input interface")
-        sizes = tuple(int(s) for s in tm.sizes())
-        self.fixed_batch = sizes[0]
-        self.input_shape = sizes[1:]
+        metas = [md.input_tensor_meta(i) for i in range(md.num_inputs())]
+        if not metas or any(int(tm.dtype()) != _FLOAT32 for tm in metas):
+            raise EdgeoptError(f"{self.path} does not take float32 inputs", "export with a float input interface")
+        sizes = [tuple(int(s) for s in tm.sizes()) for tm in metas]
+        self.fixed_batch = sizes[0][0]
+        self.input_shape = sizes[0][1:]
+        self.input_shapes = tuple(s[1:] for s in sizes) if len(sizes) > 1 else ()
         self.output_names = tuple(f"output_{i}" for i in range(md.num_outputs()))
 
     def _load_method(self) -> None:
@@ -107,7 +107,7 @@ class ExecuTorchRunner(Runner):
         yield
 
     def _to_runtime(self, x: np.ndarray) -> list[torch.Tensor]:
-        return [torch.from_numpy(x)]
+        return [torch.from_numpy(a) for a in split_inputs(x)]
 
     def _execute(self, xr: list[torch.Tensor]) -> Any:
         outs = self.method.execute(xr)

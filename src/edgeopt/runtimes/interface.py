@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgeopt.errors import EdgeoptError
-from edgeopt.model import InputSpec, ModelMeta
+from edgeopt.model import InputSpec, ModelMeta, refuse_multi_input
 
 if TYPE_CHECKING:
     from edgeopt.runtimes.base import Runner
@@ -99,6 +99,8 @@ def apply_flags(meta: ModelMeta, flags: InterfaceFlags) -> ModelMeta:
     the model's own class names (labels are then matched to them by name).
     """
     spec = meta.input
+    if flags.layout is not None or flags.input_range is not None:
+        refuse_multi_input(meta, "--layout/--input-range (one input's interface)")
     if flags.layout is not None:
         layout = flags.layout.strip().upper()
         if layout not in ("NCHW", "NHWC"):
@@ -148,6 +150,8 @@ def artifact_interface(path: str | Path, runner: Runner) -> tuple[ModelMeta, str
         except EdgeoptError:
             pass  # an op or construct the importer does not translate: the runtime still runs it
         else:
+            if meta.is_multi_input:  # each input's spec as the importer read it
+                return meta, SOURCE_GRAPH
             # the importer reads TFLite's layout from TRANSPOSE ops at the input; a one-channel NCHW
             # input has a RESHAPE there instead, so a shape that reads one way only has the last word
             shape = tuple(meta.input.shape)
@@ -162,6 +166,11 @@ def inferred_meta(runner: Runner) -> ModelMeta:
 
     shape = tuple(int(s) for s in runner.input_shape)
     where = runner.path.name if runner.path is not None else runner.name
+    if runner.input_shapes:
+        raise EdgeoptError(
+            f"{where} takes {len(runner.input_shapes)} inputs and carries no edgeopt record of them",
+            "import the .onnx/.tflite it came from (edgeopt import), or export it with edgeopt",
+        )
     if not 1 <= len(shape) <= 3 or any(s < 1 for s in shape):
         shown = "x".join("?" if s < 1 else str(s) for s in shape)
         raise EdgeoptError(

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.errors import EdgeoptError
-from edgeopt.model import ModelMeta
+from edgeopt.model import ModelMeta, split_inputs
 from edgeopt.runtimes.base import Runner, quiet_output
 
 
@@ -42,9 +42,9 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 
 
 class LiteRTRunner(Runner):
-    """Runs a single-input ``.tflite`` model (float or integer interface); returns every output (a
-    tuple when there are several, in the order of the model's signature: litert-torch names them
-    ``output_0``, ``output_1``, ... in PyTorch's order)."""
+    """Runs a ``.tflite`` model (float or integer interface; several inputs: float, a structured batch);
+    returns every output (a tuple when there are several). Inputs and outputs follow the model's signature
+    (litert-torch names them ``args_0``, ... and ``output_0``, ... in PyTorch's order)."""
 
     name = "litert"
 
@@ -60,10 +60,11 @@ class LiteRTRunner(Runner):
                 raise EdgeoptError(
                     f"LiteRT cannot load {self.path}: {str(e).strip() or log.tail(1)}", "re-export the model"
                 ) from e
-        ins = self.interpreter.get_input_details()
-        if len(ins) != 1:
-            raise EdgeoptError(f"{self.path} takes {len(ins)} inputs", "edgeopt runs single-input models")
-        inp, outs = ins[0], self._ordered_outputs()
+        ins = self._ordered("inputs", self.interpreter.get_input_details())
+        if len(ins) > 1 and any(np.dtype(i["dtype"]).kind != "f" for i in ins):
+            raise EdgeoptError(f"{self.path} takes {len(ins)} inputs, not all float",
+                               "edgeopt runs float multi-input models")  # fmt: skip
+        inp, outs = ins[0], self._ordered("outputs", self.interpreter.get_output_details())
         out = outs[0]
         self._in_index, self._out_index = int(inp["index"]), int(out["index"])
         self._out_indices = [int(o["index"]) for o in outs]
@@ -80,10 +81,12 @@ class LiteRTRunner(Runner):
         self._batch = shape[0]
         self.fixed_batch = None if signature[0] == -1 else shape[0]
         self.input_shape = tuple(shape[1:])
+        self._in_indices = [int(i["index"]) for i in ins]
+        self.input_shapes = tuple(tuple(int(d) for d in i["shape"][1:]) for i in ins) if len(ins) > 1 else ()
 
-    def _ordered_outputs(self) -> list[dict[str, Any]]:
-        """The output tensors' details, in the signature's order when there are several (see the class)."""
-        details = self.interpreter.get_output_details()
+    def _ordered(self, kind: str, details: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Input or output (``kind``) tensors' details, in the signature's order when there are several
+        (litert-torch names them ``args_0``, ``args_1``, ... and ``output_0``, ... in PyTorch's order)."""
         if len(details) < 2:
             return details
         try:
@@ -92,7 +95,7 @@ class LiteRTRunner(Runner):
             return details
         if len(signatures) != 1:
             return details
-        named = next(iter(signatures.values())).get("outputs", {})
+        named = next(iter(signatures.values())).get(kind, {})
         by_index = {int(d["index"]): d for d in details}
         if sorted(int(i) for i in named.values()) != sorted(by_index):
             return details
@@ -115,19 +118,23 @@ class LiteRTRunner(Runner):
     @contextlib.contextmanager
     def _active(self, batch: int) -> Iterator[None]:
         if self.fixed_batch is None and batch != self._batch:
-            self.interpreter.resize_tensor_input(self._in_index, [batch, *self.input_shape])
+            for index, shape in zip(self._in_indices, self.input_shapes or (self.input_shape,), strict=True):
+                self.interpreter.resize_tensor_input(index, [batch, *shape])
             self.interpreter.allocate_tensors()
             self._batch = batch
         yield
 
-    def _to_runtime(self, x: np.ndarray) -> np.ndarray:
+    def _to_runtime(self, x: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        if self.input_shapes:  # several float inputs (see __init__)
+            return split_inputs(x)
         if self.input_quant is None:
             return x.astype(self.input_dtype, copy=False)
         return quantize(x, *self.input_quant, self.input_dtype)
 
-    def _execute(self, xr: np.ndarray) -> np.ndarray:
+    def _execute(self, xr: np.ndarray | list[np.ndarray]) -> np.ndarray:
         it = self.interpreter
-        it.set_tensor(self._in_index, xr)
+        for index, a in zip(self._in_indices, xr if isinstance(xr, list) else [xr], strict=True):
+            it.set_tensor(index, a)
         it.invoke()
         if len(self._out_indices) > 1:
             return tuple(it.get_tensor(i) for i in self._out_indices)

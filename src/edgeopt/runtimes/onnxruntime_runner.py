@@ -12,13 +12,14 @@ from typing import Any
 import numpy as np
 
 from edgeopt.errors import EdgeoptError
-from edgeopt.model import ModelMeta
+from edgeopt.model import ModelMeta, split_inputs
 from edgeopt.runtimes.base import Runner
 
 
 class OnnxRuntimeRunner(Runner):
-    """Runs a single-input ``.onnx`` model; returns every output (a tuple when there are several).
-    Batch fixed when the graph says so."""
+    """Runs an ``.onnx`` model; takes every input (a structured batch when there are several, fed by the
+    graph's input order) and returns every output (a tuple when there are several). Batch fixed when the
+    graph says so (by the first input's)."""
 
     name = "onnxruntime"
 
@@ -38,19 +39,23 @@ class OnnxRuntimeRunner(Runner):
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise EdgeoptError(f"ONNX Runtime cannot load {self.path}: {first}", "re-export the model") from e
         inputs = self.session.get_inputs()
-        if len(inputs) != 1:
-            raise EdgeoptError(f"{self.path} takes {len(inputs)} inputs", "edgeopt runs single-input models")
-        if inputs[0].type != "tensor(float)":
+        odd = [i for i in inputs if i.type != "tensor(float)"]
+        if odd:
             raise EdgeoptError(
-                f"{self.path} takes {inputs[0].type} input, not float", "export with a float input interface"
+                f"{self.path} takes {odd[0].type} input, not float", "export with a float input interface"
             )
+        self.input_names = tuple(i.name for i in inputs)
         self.input_name = inputs[0].name
         self.output_names = tuple(o.name for o in self.session.get_outputs())
         dims = list(inputs[0].shape)
         self.fixed_batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
-        self.input_shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in dims[1:])
+        shapes = tuple(tuple(d if isinstance(d, int) and d > 0 else -1 for d in i.shape[1:]) for i in inputs)
+        self.input_shape = shapes[0]
+        self.input_shapes = shapes if len(shapes) > 1 else ()
 
     def _to_runtime(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        if self.input_shapes:
+            return dict(zip(self.input_names, split_inputs(x), strict=True))
         return {self.input_name: x}
 
     def _execute(self, xr: dict[str, np.ndarray]) -> Any:

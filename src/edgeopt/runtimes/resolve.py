@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeopt.errors import EdgeoptError
 from edgeopt.fileio import atomic_path
-from edgeopt.model import EdgeModel, ModelMeta, load_model
+from edgeopt.model import EdgeModel, InputSet, InputSpec, ModelMeta, load_model
 from edgeopt.runtimes import Runner, check_runtime, open_runner, runtime_for_path
 from edgeopt.runtimes.interface import InterfaceFlags, apply_flags, artifact_interface
 
@@ -114,22 +114,15 @@ def load_inputs(inputs: Path) -> np.ndarray:
 def run_raw(opened: OpenedModel, inputs: Path, out: Path) -> np.ndarray | tuple[np.ndarray, ...]:
     """Run the model on a raw ``.npy`` batch and write its raw outputs to ``out`` (atomically): a ``.npy``
     array, or for a multi-output model a ``.npz`` with one array per output, named as its record names them."""
-    x = load_inputs(inputs)
-    want = tuple(opened.meta.input.shape)
-    if x.ndim == len(want):
-        x = x[None]
-    if tuple(x.shape[1:]) != want:
-        raise EdgeoptError(
-            f"inputs have shape {tuple(x.shape)} but the model takes N x {'x'.join(map(str, want))}",
-            f"give inputs in the model's {opened.meta.input.layout} layout",
-        )
+    spec = opened.meta.input
+    x = load_named_inputs(inputs, spec) if isinstance(spec, InputSet) else load_inputs(inputs)
     heads = opened.meta.outputs
     if heads is not None and out.suffix.lower() != ".npz":
         raise EdgeoptError(
             f"the model has outputs {', '.join(h.name for h in heads)}: one .npz holds them, not {out.name}",
             f"give --out {out.with_suffix('.npz').name}",
         )
-    y = opened.runner.run(x.astype(np.float32))
+    y = opened.runner.run(x if isinstance(spec, InputSet) else check_raw(x, spec))
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         if heads is not None:
             from edgeopt.train.multi import as_outputs
@@ -138,3 +131,37 @@ def run_raw(opened: OpenedModel, inputs: Path, out: Path) -> np.ndarray | tuple[
         else:
             np.save(f, y)
     return y
+
+
+def load_named_inputs(inputs: Path, spec: InputSet) -> np.ndarray:
+    """A multi-input model's raw inputs: a ``.npz`` with one array per input, named as the inputs, each
+    (N, *shape) or one sample; one structured batch (:class:`edgeopt.model.InputSet`). One line on a mismatch."""
+    if inputs.suffix.lower() != ".npz":
+        raise EdgeoptError(f"the model has inputs {', '.join(spec.names)}: give them in one .npz, not {inputs.name}",
+                           f"np.savez('x.npz', {', '.join(f'{n}=...' for n in spec.names)})")  # fmt: skip
+    if not inputs.is_file():
+        raise EdgeoptError(f"inputs file not found: {inputs}", "give a .npz file")
+    from edgeopt.data.arrays import read_arrays
+
+    arrays = read_arrays(inputs, mmap=False)
+    if sorted(arrays) != sorted(spec.names):
+        raise EdgeoptError(f"{inputs.name} has arrays {sorted(arrays)} but the model takes inputs {spec.names}",
+                           "name one array after each input")  # fmt: skip
+    xs = [check_raw(np.asarray(arrays[n]), s, n) for n, s in zip(spec.names, spec.specs, strict=True)]
+    if len({len(a) for a in xs}) != 1:
+        raise EdgeoptError(f"{inputs.name}: the inputs' batches differ ({', '.join(str(len(a)) for a in xs)} rows)")
+    return spec.pack(xs)
+
+
+def check_raw(x: np.ndarray, spec: InputSpec, name: str = "") -> np.ndarray:
+    """A raw batch (or one sample) of ``spec``'s shape as float32 (N, *shape); one line if it does not fit."""
+    want = tuple(spec.shape)
+    if x.ndim == len(want):
+        x = x[None]
+    if tuple(x.shape[1:]) != want:
+        raise EdgeoptError(
+            f"{'input ' + name + ' has' if name else 'inputs have'} shape {tuple(x.shape)} but the model takes N x"
+            f" {'x'.join(map(str, want))}",
+            f"give inputs in the model's {spec.layout} layout",
+        )
+    return x.astype(np.float32)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from edgeopt.errors import EdgeoptError
-from edgeopt.model import EdgeModel, ModelMeta
+from edgeopt.model import EdgeModel, InputSet, ModelMeta, model_args
 from edgeopt.runtimes.base import Runner
 
 
@@ -47,7 +47,12 @@ class TorchRunner(Runner):
 
     @classmethod
     def from_model(cls, model: EdgeModel, threads: int = 1) -> TorchRunner:
-        return cls(model.module, tuple(model.meta.input.shape), threads=threads, meta=model.meta)
+        spec = model.meta.input
+        if isinstance(spec, InputSet):  # several inputs: a structured batch, one field each
+            runner = cls(model.module, spec.shapes[0], threads=threads, meta=model.meta)
+            runner.input_shapes = spec.shapes
+            return runner
+        return cls(model.module, tuple(spec.shape), threads=threads, meta=model.meta)
 
     @classmethod
     def from_path(cls, path: str | Path, threads: int = 1) -> TorchRunner:
@@ -91,12 +96,12 @@ class TorchRunner(Runner):
             if torch.get_num_threads() != before:
                 torch.set_num_threads(before)
 
-    def _to_runtime(self, x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(x)
+    def _to_runtime(self, x: np.ndarray) -> tuple[torch.Tensor, ...]:
+        return model_args(x)
 
-    def _execute(self, xr: torch.Tensor) -> torch.Tensor:
+    def _execute(self, xr: tuple[torch.Tensor, ...]) -> torch.Tensor:
         with torch.inference_mode():
-            y = self.module(xr)
+            y = self.module(*xr)
         return tuple(y) if isinstance(y, tuple | list) else y  # a multi-output model: one tensor per output
 
     def _from_runtime(self, y: torch.Tensor) -> np.ndarray:

@@ -84,6 +84,8 @@ def chance_warning(
     if head is None:
         return None
     spec = meta.input
+    if meta.is_multi_input:  # no range probe: each input has its own
+        return f"{head}: check each input's data (the model takes {spec.describe()}) and the class names"
     if predict is not None and predict_classes is not None:
         scores = probe_ranges(predict, meta, data, predict_classes)
         own = scores[spec.value_range]

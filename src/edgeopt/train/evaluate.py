@@ -17,7 +17,7 @@ import torch
 from edgeopt.data import ImageDataset
 from edgeopt.data.classes import match_classes
 from edgeopt.errors import EdgeoptError
-from edgeopt.model import EdgeModel, InputSpec, ModelMeta, OutputSpec
+from edgeopt.model import EdgeModel, InputSpec, ModelMeta, OutputSpec, model_args
 from edgeopt.progress import progress_iter
 from edgeopt.train import multi
 from edgeopt.train.diagnose import chance_warning
@@ -67,7 +67,7 @@ def torch_predict(model: EdgeModel) -> Predict:
 
     def predict(x: np.ndarray) -> Any:
         with torch.inference_mode():
-            y = module(torch.from_numpy(x))
+            y = module(*model_args(x))  # one tensor, or one per input of a multi-input model
         if isinstance(y, tuple | list):  # a multi-output model
             return tuple(t.float().numpy() for t in y)
         return y.float().numpy()

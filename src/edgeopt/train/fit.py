@@ -29,7 +29,7 @@ from edgeopt.checks import check_numbers
 from edgeopt.data import ImageDataset
 from edgeopt.data.classes import check_trainable, match_classes
 from edgeopt.errors import EdgeoptError
-from edgeopt.model import EdgeModel, check_finite
+from edgeopt.model import EdgeModel, check_finite, model_args
 from edgeopt.progress import ProgressBar, epoch_label
 from edgeopt.train import multi
 from edgeopt.train.augment import random_crop_flip
@@ -121,6 +121,11 @@ def training_device(name: str) -> torch.device:
 def _to_tensor(model: EdgeModel, images: np.ndarray, channels_last: bool, device: torch.device) -> torch.Tensor:
     x = torch.from_numpy(model.meta.input.to_model_input(images)).to(device)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _to_args(model: EdgeModel, samples: np.ndarray, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """A multi-input model's batch: one tensor per input (:class:`edgeopt.model.InputSet`)."""
+    return tuple(t.to(device) for t in model_args(model.meta.input.to_model_input(samples)))
 
 
 def fit(
@@ -215,12 +220,17 @@ def fit(
                 imgs = data.images[idx]
                 if augment:
                     imgs = random_crop_flip(imgs, rng, pad, flip)
-                x = _to_tensor(model, imgs, channels_last, device)
+                if model.meta.is_multi_input:  # one tensor per input; no layout change (inputs differ)
+                    args = _to_args(model, imgs, device)
+                    x = args[0]
+                else:
+                    x = _to_tensor(model, imgs, channels_last, device)
+                    args = (x,)
                 if heads is not None:
                     y = multi.batch_targets(heads, data.labels[idx], device)
                 else:
                     y = batch_targets(task, data.labels[idx]).to(device)
-                logits = module(x)
+                logits = module(*args)
                 loss = loss_fn(logits, y, x)
                 if not torch.isfinite(loss):
                     raise EdgeoptError(f"training diverged (loss is {loss.item()}) in epoch {epoch + 1}", "lower --lr")

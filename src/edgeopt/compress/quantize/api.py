@@ -23,7 +23,7 @@ from edgeopt.compress.quantize.ptq import WEIGHT_CHOICES, QuantRecipe, calibrati
 from edgeopt.compress.quantize.targets import check_target_options
 from edgeopt.data import ImageDataset
 from edgeopt.errors import EdgeoptError
-from edgeopt.model import EdgeModel, refuse_multi_output
+from edgeopt.model import EdgeModel, refuse_multi_input, refuse_multi_output
 
 METHODS = ("ptq", "qat")
 
@@ -60,6 +60,7 @@ def quantize(
     float (runtimes that mix: ONNX Runtime, ExecuTorch; integer-only targets refuse them); the
     report's ``lineage.metrics.float_ops`` lists every op left float. ``batch_size``: QAT's.
     """
+    refuse_multi_input(model, "quantize")  # calibration and the PT2E graph take one input
     if method not in METHODS:
         raise EdgeoptError(f"unknown quantization method '{method}'", "use ptq or qat")
     if weights not in WEIGHT_CHOICES:
