@@ -325,6 +325,77 @@ def accuracy_study(calib_samples: int, rounds: int, limit: int | None) -> dict[s
     return out
 
 
+INT4_MIX = {"mods.conv2d_4": 4, "mods.conv2d_6": 4, "mods.conv2d_7": 4}  # the 2026-11-25 --mixed allocation
+INT4_ROUNDINGS = ("nearest", "gptq", "adaround", "brecq")
+
+
+def int4_study(calib_samples: int, limit: int | None, rounding_seconds: float, long_seconds: float = 0.0,
+               seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Issue 16 (``--only int4``): the 4-bit weight mix under each rounding, side by side in one run.
+
+    The mix is the one the ``--mixed`` study allocated at a 60% budget (``INT4_MIX``: conv2d_4/6/7 at
+    4 bits, 58.3% of the int8 weight bytes packed); entropy ranges, bias correction, ``calib_samples``
+    images. Rows: float, int8, and the mix with round-to-nearest, GPTQ (the 2026-11-25 figure),
+    AdaRound and BRECQ/QDrop block reconstruction on its 4-bit layers (``rounding_seconds`` each;
+    ``long_seconds`` > 0 adds a BRECQ row with that longer budget, to see what more steps buy; ``seed``
+    draws other calibration images and minibatches, to replicate);
+    accuracy in PyTorch simulation and in ONNX Runtime, PTQ wall time, and whether the 4-bit layers'
+    weights are on their integer grid. No latencies (int4 convs run as int8 everywhere).
+    """
+    from edgeopt.compress.quantize.mixed import quant_layers, weight_bytes
+    from edgeopt.compress.quantize.ptq import weight_grid
+
+    spec = f"imagefolder:{shared_path('cifar10-jpg.zip')}"
+    model = load_model(shared_path("mlperf-tiny/resnet8_float32.tflite"), input_range=(0, 255))
+    train = load_dataset(spec, "train")
+    test = load_dataset(spec, "test").take(limit, seed=0)
+    work = Path(tempfile.mkdtemp(prefix="edgeopt-int4-"))
+    numels = quant_layers(model.module)
+    packed = {"int8": weight_bytes(numels), "mix": weight_bytes(numels, INT4_MIX)}
+    out: dict[str, Any] = {"mix": INT4_MIX, "packed_weight_bytes": packed,
+                           "mix_fraction_of_int8": packed["mix"] / packed["int8"], "rows": {}}  # fmt: skip
+    out["float_sim_accuracy"] = f = evaluate(model, test).accuracy
+    print(f"  float {100 * f:.2f}%  mix {packed['mix']} / {packed['int8']} B", flush=True)
+    recipes = {"int8": QuantRecipe(calib_samples=calib_samples, seed=seed)}
+    for r in INT4_ROUNDINGS:
+        recipes[f"mix {r}"] = QuantRecipe(calib_samples=calib_samples, layer_bits=dict(INT4_MIX), weight_rounding=r,
+                                          rounding_seconds=rounding_seconds, seed=seed)  # fmt: skip
+    if long_seconds > 0:
+        recipes["mix brecq long"] = QuantRecipe(calib_samples=calib_samples, layer_bits=dict(INT4_MIX),
+                                                weight_rounding="brecq", rounding_seconds=long_seconds,
+                                                seed=seed)  # fmt: skip
+    for name, recipe in recipes.items():
+        t0 = time.perf_counter()
+        q = quantize_ptq(model, train, recipe)
+        secs = time.perf_counter() - t0
+        sim = evaluate(q, test).accuracy
+        r = export_model(q, "onnx", work / f"{name.replace(' ', '_')}.onnx")
+        with open_runner(r.runtime, r.path, threads=1) as run:
+            ort = evaluate(model.meta, test, predict=run.run).accuracy
+        grid = weight_grid(q.module)
+        low = [k for k in INT4_MIX if recipe.weight_rounding != "nearest"]  # nearest rounds in convert: no grid here
+        off = max((float((grid[k] - grid[k].round()).abs().max()) for k in low), default=None)
+        top = max((float(grid[k].round().abs().max()) for k in low), default=None)
+        metrics = q.meta.lineage[-1]["metrics"]
+        out["rows"][name] = {"rounding": recipe.weight_rounding, "ptq_seconds": round(secs, 2), "sim_accuracy": sim,
+                             "drop_points_sim": 100 * (f - sim), "ort_accuracy": ort,
+                             "drop_points_ort": 100 * (f - ort),
+                             "int4_max_off_grid": off, "int4_max_abs_integer": top,
+                             "brecq_blocks": metrics.get("brecq_blocks")}  # fmt: skip
+        print(f"  {name:<14} sim {100 * sim:6.2f}% ({100 * (sim - f):+.2f})  ORT {100 * ort:6.2f}%  "
+              f"PTQ {secs:6.1f} s  off-grid {off}  |q|max {top}", flush=True)  # fmt: skip
+    out["samples"] = len(test)
+    out["standard_error_points"] = 100 * float(np.sqrt(0.75 * 0.25 / len(test)))
+    out["calib_samples"] = calib_samples
+    out["rounding_seconds"] = rounding_seconds
+    out["long_seconds"] = long_seconds
+    out["seed"] = seed
+    out["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    out["machine"] = machine_info()
+    out["timing_note"] = "PTQ wall times on a shared 2-core machine under load from other jobs (load_average)"
+    return out
+
+
 def zoo_study(epochs: int = 6) -> dict[str, Any]:
     """Zoo models on digits (offline, minutes): PTQ vs QAT at int4, CLE on MobileNetV2, DS-CNN int8.
 
@@ -393,11 +464,15 @@ def main() -> None:
     ap.add_argument("--no-peers", action="store_true", help="skip ORT/PT2E/NNCF peers")
     ap.add_argument("--mixed", action="store_true", help="also run the int4 mixed-precision study")
     ap.add_argument("--zoo", action="store_true", help="also run the digits zoo study (QAT int4, CLE, DS-CNN)")
-    ap.add_argument("--only", choices=["mixed", "zoo", "latency", "accuracy"],
+    ap.add_argument("--rounding-seconds", type=float, default=45.0, help="AdaRound/BRECQ time budget (--only int4)")
+    ap.add_argument("--long-seconds", type=float, default=0.0, help="also a BRECQ row with this budget (--only int4)")
+    ap.add_argument("--seed", type=int, default=0, help="calibration draw (--only int4; not 0: stored apart)")
+    ap.add_argument("--only", choices=["mixed", "zoo", "latency", "accuracy", "int4"],
                     help="run just that study (merged into the results file); latency: the int8 latency "
                          "check alone (reference vs edgeopt in each runtime, and their fp32), no accuracy; "
                          "accuracy: issue 16's rows alone (new PTQ options, their float controls, NNCF, "
-                         "float, TFLite int8)")  # fmt: skip
+                         "float, TFLite int8); int4: the 4-bit mix under nearest / GPTQ / AdaRound / BRECQ "
+                         "rounding (accuracy only)")  # fmt: skip
     args = ap.parse_args()
 
     t_start = time.perf_counter()
@@ -540,7 +615,7 @@ def main() -> None:
         import json
 
         old = json.loads(previous.read_text()).get("figures", {})
-        for key in ("mixed_precision", "zoo", "latency_check", "accuracy_issue16"):
+        for key in ("mixed_precision", "zoo", "latency_check", "accuracy_issue16", "int4_reconstruction"):
             if key not in figures and key in old:
                 figures[key] = old[key]
     figures["total_seconds"] = round(time.perf_counter() - t_start, 1)
@@ -566,6 +641,8 @@ def _only(args: argparse.Namespace) -> None:
         fig = latency_check(args.calib_samples, args.rounds)
     elif args.only == "accuracy":
         fig = accuracy_study(args.calib_samples, args.rounds, args.limit)
+    elif args.only == "int4":
+        fig = int4_study(args.calib_samples, args.limit, args.rounding_seconds, args.long_seconds, args.seed)
     else:
         from edgeopt.compress.quantize.mixed import mixed_precision_study
 
@@ -575,7 +652,10 @@ def _only(args: argparse.Namespace) -> None:
         fig = mixed_precision_study(model, load_dataset(spec, "train"), test, tempfile.mkdtemp(), args.calib_samples)
     fig["seconds"] = round(time.perf_counter() - t0, 1)
     fig["load_average"] = list(os.getloadavg())
-    key = {"zoo": "zoo", "latency": "latency_check", "accuracy": "accuracy_issue16"}.get(args.only, "mixed_precision")
+    keys = {"zoo": "zoo", "latency": "latency_check", "accuracy": "accuracy_issue16", "int4": "int4_reconstruction"}
+    key = keys.get(args.only, "mixed_precision")
+    if args.only == "int4" and args.seed:
+        key += f"_seed{args.seed}"
     # read just before writing: another study may have finished meanwhile
     payload = json.loads(path.read_text()) if path.is_file() else {"benchmark": "quantization", "figures": {}}
     payload["figures"][key] = fig
