@@ -71,7 +71,7 @@ def in_runtimes(models: dict[str, EdgeModel], test: Any, tmp: Path, rounds: int)
             if fmt == "tflite" or (fmt == "onnx" and not getattr(m.module, "quantized", False)):  # imports back
                 out[name][rt]["reimported"] = reimport(res.path, test)
             runners[f"{name}|{rt}"] = runner
-            inputs[f"{name}|{rt}"] = m.example_input(1).numpy()
+            inputs[f"{name}|{rt}"] = m.meta.input.example_batch(1)  # a structured batch for a multi-input model
     try:
         lat = interleaved_p50(runners, inputs, rounds=rounds, runs=200)
     finally:

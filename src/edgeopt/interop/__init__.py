@@ -125,7 +125,8 @@ def import_model(
     if widths is not None:  # a multi-output graph: one record per output (its own, when edgeopt embedded it)
         outputs = graph_outputs(path, widths, embedded)
         embedded = embedded if embedded is not None and embedded.outputs == outputs else None
-    names = [str(i.get("source") or i["name"]) for i in inputs]
+    # named as the file names them (TFLite's signature prefix dropped: litert-torch's "args_0", "args_1", ...)
+    names = [str(i.get("source") or i["name"]).removeprefix("serving_default_") for i in inputs]
     if len(inputs) > 1:  # a multi-input graph: one spec per input, named as the file names its inputs
         spec: InputSpec | InputSet = InputSet(names, [InputSpec(tuple(s), graph.layout if len(s) == 3 else
                                                                 layout_for_rank(len(s), graph.layout == "NCHW"),
