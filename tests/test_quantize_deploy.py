@@ -259,8 +259,6 @@ def test_cli_max_drop_keeps_the_measured_drop_within_budget(tmp_path: Path, capf
     assert 100 * (f_acc - q_acc) <= 1e-9
 
 
-@pytest.mark.xfail(reason="known defect (docs/NOTES.md): QAT from a 2-epoch ResNet-8 (94.7%) can fall to 50% after "
-                   "1 epoch (70.8% after 2), depending on the start and thread count", strict=False)
 def test_cli_qat_keeps_accuracy(tmp_path: Path, capfd, trained) -> None:
     model, _, test = trained
     src = save_model(model, tmp_path / "f.edgeopt")

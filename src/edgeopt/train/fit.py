@@ -51,6 +51,9 @@ class FitConfig:
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | auto (cuda when present); the model comes back on the CPU
     threads: int | None = None  # intra-op threads while training (None: torch's current count, held fixed)
+    # batch norms keep their running statistics (eval mode) while the rest trains: for BNs that are no longer
+    # normalizers, e.g. folded into their convs (then identity-scale biases) before quantization-aware training
+    freeze_bn: bool = False
 
     def __post_init__(self) -> None:
         check_numbers(self.__dict__)  # lr > 0, epochs >= 0, batch_size >= 1, ... (one-line errors)
@@ -172,6 +175,10 @@ def fit(
     rng = np.random.default_rng(cfg.seed)
     device = training_device(cfg.device)
     module = model.module.train().to(device)
+    if cfg.freeze_bn:
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
     layout_4d = model.meta.input.layout == "NCHW"
     channels_last = layout_4d and _uses_conv(module)
     if channels_last:
