@@ -7,6 +7,7 @@ deselect with ``-m "not flower"``).
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -16,9 +17,12 @@ pytest.importorskip("flwr")
 from test_federated_engine import _model  # noqa: E402
 from test_federated_flower_deploy import SECURE  # noqa: E402
 
+from edgeopt.cli import main  # noqa: E402
 from edgeopt.federated import run_federated  # noqa: E402
 from edgeopt.federated.algorithms import get_flat  # noqa: E402
 from edgeopt.federated.config import FederatedConfig  # noqa: E402
+from edgeopt.federated.engine import load_checkpoint  # noqa: E402
+from edgeopt.model import load_model, save_model  # noqa: E402
 
 pytestmark = pytest.mark.flower
 
@@ -28,8 +32,9 @@ pytestmark = pytest.mark.flower
 # starts Ray (~40 s), so the simulation runtime is run once, with SecAgg+.
 
 
-def test_flower_simulation_secagg_plus_with_dp_and_int8_matches_inprocess(digits) -> None:
-    """SecAgg+ on Flower's simulation runtime, with DP-FedAvg (weight 1 per client) and int8 deltas.
+def test_flower_simulation_secagg_plus_with_dp_and_int8_matches_inprocess(digits, tmp_path, capfd) -> None:
+    """SecAgg+ on Flower's simulation runtime, with DP-FedAvg (weight 1 per client) and int8 deltas, run
+    through the CLI (`edgeopt federate --engine flower-sim`) against the in-process engine's API.
 
     SecAgg+'s stochastic 22-bit quantization moves the weights by ~1e-6 per round; the next
     round's int8 round trip can turn that into one int8 step (max|delta chunk| / 127, ~2e-4) on a
@@ -38,10 +43,19 @@ def test_flower_simulation_secagg_plus_with_dp_and_int8_matches_inprocess(digits
     train, test = digits
     cfg = dataclasses.replace(SECURE, dp_clip=1.0, dp_noise=0.3, compress="int8")
     a = run_federated(_model(), train, test, cfg, engine="inprocess", threads=1)
-    b = run_federated(_model(), train, test, cfg, engine="flower-sim", data_spec="digits", threads=1, max_nodes=3)
+    start = save_model(_model(), tmp_path / "start.edgeopt")
+    out = tmp_path / "run"
+    rc = main(["federate", str(start), "--data", "digits", "--engine", "flower-sim", "--clients", "3", "--per-round",
+               "3", "--rounds", "2", "--partition", "iid", "--lr", "0.1", "--batch-size", "16", "--min-completion",
+               "0.5", "--secagg", "--dropout", "0.25", "--seed", "23", "--dp-clip", "1.0", "--dp-noise", "0.3",
+               "--compress", "int8", "--train-threads", "1", "--out", str(out), "--json"])  # fmt: skip
+    assert rc == 0, capfd.readouterr().err[-3000:]
+    result = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    assert result["rounds"] == 2 and result["epsilon"] == a.history[-1]["epsilon"]
+    _, b = load_checkpoint(out / "checkpoint.npz")
     assert [h["completed"] for h in b.history] == [h["completed"] for h in a.history]
     assert [h["epsilon"] for h in b.history] == [h["epsilon"] for h in a.history]
-    diff = np.abs(get_flat(b.model.module) - get_flat(a.model.module))
+    diff = np.abs(get_flat(load_model(out / "model.edgeopt").module) - get_flat(a.model.module))
     assert diff.max() < 1e-3 and np.mean(diff > 1e-4) < 0.01 and np.median(diff) < 1e-5
 
 
