@@ -136,25 +136,40 @@ def make_dataset(
     return ImageDataset(x, y, class_names if task != "regression" else names, split_name, task)
 
 
-def _npz_heads(path: Path, arrays: dict[str, Any]) -> tuple[list[str], str] | None:
-    """The heads of multi-output npz arrays and their label prefix (``y_train_``/``y_``), or None."""
-    split_form = "x_train" in arrays
-    prefix = "y_train_" if split_form else "y_"
-    found = [k[len(prefix) :] for k in arrays if k.startswith(prefix) and k not in ("y_train", "y_test")]
+def _per_name_arrays(
+    path: Path, arrays: dict[str, Any], stem: str, order_key: str, minimum: int
+) -> tuple[list[str], str] | None:
+    """The names of per-name arrays ``<stem>_train_<name>``/``<stem>_test_<name>`` (or ``<stem>_<name>``) and that
+    prefix, in the file's order or as ``arrays[order_key]`` lists them; None when there are none. One line when
+    they clash with a single ``<stem>``/``<stem>_train`` array, do not pair up, or are fewer than ``minimum``.
+    Per-output labels (``y``, ``heads``) and per-input samples (``x``, ``inputs``) share this."""
+    split_form = "x_train" in arrays if stem == "y" else any(k.startswith("x_train_") for k in arrays)
+    prefix = f"{stem}_train_" if split_form else f"{stem}_"
+    found = [k[len(prefix) :] for k in arrays if k.startswith(prefix) and k not in (f"{stem}_train", f"{stem}_test")]
     if not found:
         return None
-    if "y" in arrays or "y_train" in arrays:
-        raise EdgeoptError(f"{path} has both a single label array and per-output ones ({prefix}{found[0]})",
-                           "keep one form: y_train/y_test, or y_train_<head>/y_test_<head> per output")  # fmt: skip
-    heads = [str(h) for h in np.asarray(arrays["heads"]).tolist()] if "heads" in arrays else found
-    want = [f"{prefix}{h}" for h in heads] + ([f"y_test_{h}" for h in heads] if split_form else [])
+    per, side, kind = ("input", "input", "sample") if stem == "x" else ("head", "output", "label")
+    if stem in arrays or f"{stem}_train" in arrays:
+        raise EdgeoptError(
+            f"{path} has both a single {kind} array and per-{side} ones ({prefix}{found[0]})",
+            f"keep one form: {stem}_train/{stem}_test, or {stem}_train_<{per}>/{stem}_test_<{per}> per {side}",
+        )
+    names = [str(n) for n in np.asarray(arrays[order_key]).tolist()] if order_key in arrays else found
+    want = [f"{prefix}{n}" for n in names] + ([f"{stem}_test_{n}" for n in names] if split_form else [])
     missing = [k for k in want if k not in arrays]
-    extra = [h for h in found if h not in heads]
-    if missing or extra:
-        what = f"no {', '.join(missing)}" if missing else f"{', '.join(prefix + h for h in extra)} not in 'heads'"
-        fix = f"give {prefix}<head>" + (" and y_test_<head>" if split_form else "") + " for every output"
-        raise EdgeoptError(f"{path}: outputs {heads} and label arrays do not match ({what})", fix)
-    return heads, prefix
+    extra = [n for n in found if n not in names]
+    if missing or extra or len(names) < minimum:
+        what = (f"no {', '.join(missing)}" if missing else f"{', '.join(prefix + n for n in extra)} not in "
+                f"'{order_key}'" if extra else "only one")  # fmt: skip
+        fix = f"give {prefix}<{per}>" + (f" and {stem}_test_<{per}>" if split_form else "")
+        fix += " for every output" if stem == "y" else " for two or more inputs"
+        raise EdgeoptError(f"{path}: {side}s {names} and {kind} arrays do not match ({what})", fix)
+    return names, prefix
+
+
+def _npz_heads(path: Path, arrays: dict[str, Any]) -> tuple[list[str], str] | None:
+    """The heads of multi-output npz arrays and their label prefix (``y_train_``/``y_``), or None."""
+    return _per_name_arrays(path, arrays, "y", "heads", 1)
 
 
 def _load_npz_multi(path: Path, split: str, arrays: dict[str, Any], heads: list[str], seed: int) -> ImageDataset:
@@ -194,23 +209,11 @@ def _npz_inputs(path: Path, arrays: dict[str, Any]) -> dict[str, Any]:
     """``arrays`` with a multi-input file's per-input samples joined into one structured ``x_train``/``x_test``
     (or ``x``): a field per input, in the file's order or as an ``inputs`` array names them. Unchanged for a
     single-input file. Per-input arrays are read into memory (the structured copy). One line on a mismatch."""
-    split_form = any(k.startswith("x_train_") for k in arrays)
-    prefix = "x_train_" if split_form else "x_"
-    found = [k[len(prefix) :] for k in arrays if k.startswith(prefix) and k not in ("x_train", "x_test")]
-    if not found:
+    found = _per_name_arrays(path, arrays, "x", "inputs", 2)
+    if found is None:
         return arrays
-    if "x" in arrays or "x_train" in arrays:
-        raise EdgeoptError(f"{path} has both a single sample array and per-input ones ({prefix}{found[0]})",
-                           "keep one form: x_train/x_test, or x_train_<input>/x_test_<input> per input")  # fmt: skip
-    names = [str(n) for n in np.asarray(arrays["inputs"]).tolist()] if "inputs" in arrays else found
-    want = [f"{prefix}{n}" for n in names] + ([f"x_test_{n}" for n in names] if split_form else [])
-    missing = [k for k in want if k not in arrays]
-    extra = [n for n in found if n not in names]
-    if missing or extra or len(names) < 2:
-        what = (f"no {', '.join(missing)}" if missing else f"{', '.join(prefix + n for n in extra)} not in 'inputs'"
-                if extra else "only one")  # fmt: skip
-        fix = f"give {prefix}<input>" + (" and x_test_<input>" if split_form else "") + " for two or more inputs"
-        raise EdgeoptError(f"{path}: inputs {names} and sample arrays do not match ({what})", fix)
+    names, prefix = found
+    split_form = prefix == "x_train_"
     out = {k: v for k, v in arrays.items() if not any(k == p + n for n in names for p in (prefix, "x_test_"))}
     for split in ("train", "test") if split_form else ("",):
         key = f"x_{split}" if split else "x"
