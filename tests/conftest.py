@@ -59,6 +59,7 @@ SLOW_FILES_FIRST = (
     "test_federated_flower_deploy.py",
     "test_nas.py",
     "test_optimize.py",
+    "test_demo.py",
     "test_cli_success.py",
     "test_federated_flower.py",
     "test_quantize_deploy.py",

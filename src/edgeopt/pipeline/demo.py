@@ -44,25 +44,31 @@ DEMO_RECIPE: dict[str, Any] = {
 DEMO_BUDGET = {"latency_ratio": 0.5, "flash_ratio": 0.5, "max_drop": 2.0, "minutes": 3.0, "runtime": "litert"}
 
 
-def run_demo(out: str | Path, verbose: bool = True) -> dict[str, Any]:
-    """The demo recipe in ``out``. Stages an earlier demo finished there are reused, and it says so
-    (``reused_stages`` in the summary; a line on stderr when ``verbose``)."""
+def run_demo(
+    out: str | Path,
+    verbose: bool = True,
+    recipe: dict[str, Any] = DEMO_RECIPE,
+    budget: dict[str, Any] = DEMO_BUDGET,
+) -> dict[str, Any]:
+    """The demo recipe in ``out``, then ``optimize`` under ``budget``. Stages an earlier demo finished there are
+    reused, and it says so (``reused_stages`` in the summary; a line on stderr when ``verbose``). ``recipe`` and
+    ``budget`` default to the demo's own (a smaller pair runs the same steps in a test)."""
     from edgeopt.pipeline.ledger import read_ledger
     from edgeopt.pipeline.recipe import recipe_from_dict
 
     done = len(read_ledger(Path(out) / "ledger.jsonl"))
     if done and verbose:
-        total = len(DEMO_RECIPE["passes"]) + 1
+        total = len(recipe["passes"]) + 1
         print(f"demo: reusing {min(done, total)} of {total} stages already run in {out} "
               "(delete it, or give another --out, to start fresh)", file=sys.stderr)  # fmt: skip
-    summary = run_and_report(recipe_from_dict(DEMO_RECIPE), out, resume=True, verbose=verbose)
+    summary = run_and_report(recipe_from_dict(recipe), out, resume=True, verbose=verbose)
     summary = {**summary, "reused_stages": done}
-    optimized = optimize_trained(Path(out), verbose)
+    optimized = optimize_trained(Path(out), verbose, budget)
     return {**summary, "optimize": optimized} if optimized is not None else summary
 
 
-def optimize_trained(out: Path, verbose: bool = True) -> dict[str, Any] | None:
-    """``edgeopt.optimize`` on the demo's trained model under ``DEMO_BUDGET``, in ``out/optimize``.
+def optimize_trained(out: Path, verbose: bool = True, budget: dict[str, Any] = DEMO_BUDGET) -> dict[str, Any] | None:
+    """``edgeopt.optimize`` on the demo's trained model under ``budget``, in ``out/optimize``.
 
     The limits are set from the float model's latency and artifact size in the first export stage.
     Returns optimize's result, or ``{"failed": ...}`` with the closest candidates when nothing meets
@@ -72,20 +78,20 @@ def optimize_trained(out: Path, verbose: bool = True) -> dict[str, Any] | None:
     from edgeopt.pipeline.ledger import read_ledger
 
     ledger = read_ledger(out / "ledger.jsonl")
-    rt = DEMO_BUDGET["runtime"]
+    rt = budget["runtime"]
     trained = next((r for r in ledger if r.get("name") == "train"), None)
     export = next((r for r in ledger if r.get("name") == "export" and rt in r["metrics"].get("latency_ms", {})), None)
     if trained is None or export is None:
         return None
-    latency = DEMO_BUDGET["latency_ratio"] * export["metrics"]["latency_ms"][rt]
-    flash_kb = DEMO_BUDGET["flash_ratio"] * export["metrics"]["artifact_bytes"][rt] / 1024
+    latency = budget["latency_ratio"] * export["metrics"]["latency_ms"][rt]
+    flash_kb = budget["flash_ratio"] * export["metrics"]["artifact_bytes"][rt] / 1024
     target = f"latency_ms={latency:.4g},flash_kb={flash_kb:.4g}"
     if verbose:
-        print(f"optimize: the trained model for {rt}, --target {target} --max-drop {DEMO_BUDGET['max_drop']} "
-              f"--minutes {DEMO_BUDGET['minutes']}", file=sys.stderr)  # fmt: skip
+        print(f"optimize: the trained model for {rt}, --target {target} --max-drop {budget['max_drop']} "
+              f"--minutes {budget['minutes']}", file=sys.stderr)  # fmt: skip
     try:
         result = optimize(out / trained["checkpoint"], data="digits", runtime=rt, target=target,
-                          max_drop=DEMO_BUDGET["max_drop"], minutes=DEMO_BUDGET["minutes"],
+                          max_drop=budget["max_drop"], minutes=budget["minutes"],
                           out=out / "optimize")  # fmt: skip
     except OptimizeFailed as e:
         if verbose:
