@@ -182,10 +182,13 @@ def test_cli_passes_rounding_float_ops_and_align(tmp_path, capfd) -> None:
 
     out = tmp_path / "q.edgeopt"
     args = ["quantize", "zoo:mlp", "--data", "digits", "--out", str(out), "--calib-samples", "32", "--no-eval",
-            "--rounding", "adaround", "--float-ops", "logits", "--calib", "meanmax", "--json"]  # fmt: skip
+            "--rounding", "adaround", "--rounding-seconds", "1.5", "--float-ops", "logits", "--calib", "meanmax",
+            "--json"]  # fmt: skip
     assert main(args) == 0
     result = json.loads(capfd.readouterr().out)
     assert result["calib"] == "meanmax"
+    recipe = edgeopt.load_model(out).meta.arch["recipe"]
+    assert recipe["weight_rounding"] == "adaround" and recipe["rounding_seconds"] == 1.5
     assert result["float_ops"] and all(o.startswith("aten.linear") for o in result["float_ops"])
     assert main([*args[:-1], "--align", "adabn"]) == 2  # an MLP without batch norms: a one-line refusal
     err = capfd.readouterr().err

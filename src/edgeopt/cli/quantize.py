@@ -66,6 +66,9 @@ def quantize(
             "(block reconstruction, QDrop)"
         ),
     ] = None,
+    rounding_seconds: Annotated[
+        float, typer.Option("--rounding-seconds", min=0.0, help="time budget of adaround/brecq (all layers together)")
+    ] = 45.0,
     align: Annotated[
         str, typer.Option(help="none, or adabn: batch norms re-estimated on the calibration data (domain adaptation)")
     ] = "none",
@@ -98,8 +101,9 @@ def quantize(
     with deterministic_cpu(torch_threads(train_threads, threads), enabled=False):  # holds the thread count only
         q, report = run_quantize(
             m, train, method=method, calib=calib, weights=weights, max_drop=max_drop, calib_samples=calib_samples,
-            budget=budget, cle=cle, qat_epochs=qat_epochs, seed=seed, rounding=rounding, target=target,
-            mix_runtime=mix_runtime, latency_budget_ms=latency_budget_ms, batch_size=batch_size, align=align,
+            budget=budget, cle=cle, qat_epochs=qat_epochs, seed=seed, rounding=rounding,
+            rounding_seconds=rounding_seconds, target=target, mix_runtime=mix_runtime,
+            latency_budget_ms=latency_budget_ms, batch_size=batch_size, align=align,
             float_ops=[o.strip() for o in float_ops.split(",") if o.strip()] if float_ops else None,
         )  # fmt: skip
     path = save_model(q, out)

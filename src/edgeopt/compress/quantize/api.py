@@ -44,6 +44,7 @@ def quantize(
     qat_epochs: int = 2,
     distill: bool = True,
     rounding: str | None = None,
+    rounding_seconds: float = 45.0,
     target: str = "xnnpack",
     mix_runtime: str | None = None,
     latency_budget_ms: float | None = None,
@@ -54,7 +55,10 @@ def quantize(
     """Quantize ``model`` with training split ``data``; returns the quantized model and a report dict.
 
     ``rounding``: ``gptq`` (default for int4/mixed: error-compensating, see ``gptq``), ``nearest``
-    (default for int8) or ``adaround`` (learned rounding of every quantized layer, ``adaround``).
+    (default for int8), ``adaround`` (learned rounding per layer, ``adaround``) or ``brecq`` (block
+    reconstruction with QDrop, ``blockrecon``); the learned ones round every layer of an all-int8 model and
+    only the 4-bit layers of a mix, within ``rounding_seconds`` in all (at 4 bits BRECQ needed ~2,000 steps
+    a block, 100-150 s on ResNet-8, to beat GPTQ: docs/quantization.md).
     ``align``: ``adabn`` re-estimates the batch norms on the calibration data first (``align``;
     domain adaptation, which the float model gets too). ``float_ops``: ``add`` / ``logits`` left
     float (runtimes that mix: ONNX Runtime, ExecuTorch; integer-only targets refuse them); the
@@ -81,7 +85,8 @@ def quantize(
         rounding = "nearest" if weights == "int8" else "gptq"
     recipe = QuantRecipe(
         calib=calib, calib_samples=calib_samples, seed=seed, cle=cle, bias_correction=bias_correction, method=method,
-        weight_rounding=rounding, target=target, align=align, float_ops=list(float_ops or []),
+        weight_rounding=rounding, rounding_seconds=rounding_seconds, target=target, align=align,
+        float_ops=list(float_ops or []),
     ).validate()  # fmt: skip
     report: dict[str, Any] = {"method": method, "calib": calib, "weights": weights, "target": target}
     if mix_runtime is not None:
