@@ -68,7 +68,9 @@ def test_save_load_round_trip_without_pickles(tmp_path: Path, trained, quantized
 def test_integer_export_agrees_with_simulation(tmp_path: Path, trained, quantized, fmt: str) -> None:
     _, _, test = trained
     res = export_model(quantized, fmt, tmp_path / f"q.{fmt}")
-    assert res.parity.top1_agreement >= 0.9
+    # the parity inputs are random (near-tied logits): one top-1 flip of 8 is noise (it failed a run at 7/8 with
+    # 1.6% relative error); the output error bounds them, and top-1 is checked on real digits below
+    assert res.parity.rel_diff <= 0.05, res.parity
     sim = evaluate(quantized, test)
     with open_runner(res.runtime, res.path, threads=1) as runner:
         got = evaluate(quantized.meta, test, predict=runner.run)
