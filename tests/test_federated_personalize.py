@@ -13,7 +13,7 @@ from edgeopt.federated import run_federated
 from edgeopt.federated.algorithms import LocalTrainer, get_flat
 from edgeopt.federated.config import FederatedConfig
 from edgeopt.federated.engine import load_checkpoint, run_inprocess
-from edgeopt.federated.personalize import local_names, name_mask, split_holdout
+from edgeopt.federated.personalize import local_names, split_holdout
 from edgeopt.models import create_model
 
 
@@ -29,7 +29,7 @@ def _cfg(**kw) -> FederatedConfig:
 
 def _mask(model, mode: str) -> np.ndarray:
     layout = LocalTrainer(model.module).layout
-    return name_mask(layout, local_names(model.module, mode, layout))
+    return layout.mask(local_names(model.module, mode, layout))
 
 
 def test_head_stays_on_clients_and_the_body_is_the_plain_mean(digits, tmp_path) -> None:

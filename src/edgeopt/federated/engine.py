@@ -31,7 +31,7 @@ from edgeopt.federated.algorithms import secagg as sa
 from edgeopt.federated.config import FederatedConfig
 from edgeopt.federated.partition import label_histogram, partition
 from edgeopt.federated.personal_eval import client_accuracies, finetune_heads
-from edgeopt.federated.personalize import local_names, name_mask, split_holdout, with_local
+from edgeopt.federated.personalize import local_names, split_holdout, with_local
 from edgeopt.federated.rounds import (
     ClientFailure,
     ClientState,
@@ -178,7 +178,7 @@ class RunContext:
             self.local_names = local_names(self.module, cfg.personalize, self.trainer.layout)
         except ValueError as e:
             raise EdgeoptError(str(e), "use --personalize head, or a model with batch norm") from e
-        mask = name_mask(self.trainer.layout, self.local_names)
+        mask = self.trainer.layout.mask(self.local_names)
         self.local_mask = mask if cfg.personalize in ("head", "bn") else None  # kept on clients during rounds
         self.head_mask = mask if cfg.personalize == "finetune" else None  # adapted after the last round
         self.holdouts = client_tensors(model, train, self.holdout_parts)

@@ -55,14 +55,6 @@ def local_names(module: nn.Module, mode: str, layout: ParamLayout) -> tuple[str,
     return tuple(n for n in layout.names if n.startswith(prefixes))
 
 
-def name_mask(layout: ParamLayout, names: tuple[str, ...]) -> np.ndarray:
-    """Boolean mask over the flat vector: True on the entries of ``names``."""
-    keep = set(names)
-    if not layout.names:
-        return np.zeros(0, bool)
-    return np.concatenate([np.full(s, n in keep, bool) for n, s in zip(layout.names, layout.sizes, strict=True)])
-
-
 def with_local(params: np.ndarray, mask: np.ndarray, local: np.ndarray | None) -> np.ndarray:
     """``params`` with the masked entries replaced by a client's ``local`` part (a copy; as is when None)."""
     out = np.array(params, np.float32, copy=True)

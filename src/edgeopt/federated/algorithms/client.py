@@ -62,9 +62,7 @@ class LocalTrainer:
         self.module = module
         self.layout: ParamLayout = layout_of(module)
         trainable = {n for n, p in module.named_parameters() if p.requires_grad}
-        self.param_mask = np.concatenate(
-            [np.full(s, n in trainable, bool) for n, s in zip(self.layout.names, self.layout.sizes, strict=True)]
-        ) if self.layout.names else np.zeros(0, bool)  # fmt: skip
+        self.param_mask = self.layout.mask(trainable)
         state_names = list(self.layout.names)
         offsets = np.cumsum([0, *self.layout.sizes])
         self._slices = {n: slice(int(offsets[i]), int(offsets[i + 1])) for i, n in enumerate(state_names)}

@@ -30,6 +30,13 @@ class ParamLayout:
     def total(self) -> int:
         return int(sum(self.sizes))
 
+    def mask(self, names: set[str] | tuple[str, ...]) -> np.ndarray:
+        """Boolean mask over the flat vector: True on the entries of the tensors named in ``names``."""
+        keep = set(names)
+        if not self.names:
+            return np.zeros(0, bool)
+        return np.concatenate([np.full(s, n in keep, bool) for n, s in zip(self.names, self.sizes, strict=True)])
+
     def split(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         """The flat vector cut back into named arrays (views, no copy)."""
         out: dict[str, np.ndarray] = {}
