@@ -43,6 +43,16 @@ def rectified_sigmoid(v: torch.Tensor) -> torch.Tensor:
     return torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
 
 
+def rounding_regulariser(v: torch.Tensor, beta: float) -> torch.Tensor:
+    """AdaRound's ``Σ 1 - |2 h(V) - 1|^β``: pushes every ``h(V)`` to 0 or 1 as ``β`` anneals. Pure."""
+    return (1 - (2 * rectified_sigmoid(v) - 1).abs().pow(beta)).sum()
+
+
+def annealed_beta(step: int, warm: int, iters: int) -> float:
+    """``β`` at ``step``: from 20 after the warm-up down to 2 at ``iters`` (AdaRound's schedule). Pure."""
+    return 2 + (20 - 2) * (1 - (step - warm) / max(iters - warm, 1))
+
+
 def _init_v(frac: torch.Tensor) -> torch.Tensor:
     """``V`` with ``rectified_sigmoid(V) == frac`` (frac in [0, 1))."""
     p = ((frac - GAMMA) / (ZETA - GAMMA)).clamp(1e-4, 1 - 1e-4)
@@ -88,9 +98,7 @@ def adaround_weights(
         rec = ((d @ gram) * d).sum()
         loss = rec
         if step >= warm:
-            beta = 2 + (20 - 2) * (1 - (step - warm) / max(iters - warm, 1))
-            h = rectified_sigmoid(v)
-            loss = rec + lam * (1 - (2 * h - 1).abs().pow(beta)).sum()
+            loss = rec + lam * rounding_regulariser(v, annealed_beta(step, warm, iters))
         opt.zero_grad()
         loss.backward()
         opt.step()

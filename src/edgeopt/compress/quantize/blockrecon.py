@@ -40,7 +40,7 @@ from torch import nn
 from torch.fx import GraphModule, Node
 
 from edgeopt.compress.quantize import calibration as cal
-from edgeopt.compress.quantize.adaround import _init_v, rectified_sigmoid
+from edgeopt.compress.quantize.adaround import _init_v, annealed_beta, rectified_sigmoid, rounding_regulariser
 from edgeopt.errors import EdgeoptError
 
 _ACT_FUNCS = (F.relu, torch.relu, F.relu6, F.hardtanh, torch.nn.functional.leaky_relu)
@@ -249,7 +249,7 @@ class _SoftRounding:
         return out
 
     def regulariser(self, beta: float) -> torch.Tensor:
-        return sum((1 - (2 * rectified_sigmoid(v) - 1).abs().pow(beta)).sum() for v in self.v.values())
+        return sum(rounding_regulariser(v, beta) for v in self.v.values())
 
 
 def block_error(seg: GraphModule, weights: dict[str, torch.Tensor], x_in: torch.Tensor, target: torch.Tensor) -> float:
@@ -330,8 +330,7 @@ def apply_brecq(
                 out = torch.func.functional_call(seg, _params(seg, r.weights(current, False)), (in_act(x_pre[idx]),))
                 loss = ((out - target[idx]) ** 2).flatten(1).sum(1).mean()
                 if step >= warm:
-                    beta = 2 + (20 - 2) * (1 - (step - warm) / max(n_it - warm, 1))
-                    loss = loss + lam * r.regulariser(beta)
+                    loss = loss + lam * r.regulariser(annealed_beta(step, warm, n_it))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
