@@ -25,6 +25,7 @@ import torch
 from edgeopt.errors import EdgeoptError
 from edgeopt.model import OutputSpec
 from edgeopt.train.tasks import SCORE_NAMES, loss_function, sample_stats
+from edgeopt.train.tasks import batch_targets as task_targets
 from edgeopt.train.tasks import metrics as task_metrics
 
 COMBINED = "score"  # the combined score's key in metrics and JSON
@@ -82,13 +83,9 @@ def loss(heads: Sequence[OutputSpec], label_smoothing: float = 0.0) -> Callable[
 def batch_targets(
     heads: Sequence[OutputSpec], labels: np.ndarray, device: torch.device | str = "cpu"
 ) -> list[torch.Tensor]:
-    """One batch of structured labels as each head's loss wants them (int64 classes, float32 targets)."""
-    out = []
-    for h in heads:
-        y = np.asarray(labels[h.name])
-        dtype = np.int64 if h.task == "classification" else np.float32
-        out.append(torch.from_numpy(np.ascontiguousarray(y, dtype=dtype)).to(device))
-    return out
+    """One batch of structured labels as each head's loss wants them (:func:`tasks.batch_targets` per head; a field
+    of a structured array is a strided view, copied contiguous first)."""
+    return [task_targets(h.task, np.ascontiguousarray(labels[h.name])).to(device) for h in heads]
 
 
 def sample_stats_multi(heads: Sequence[OutputSpec], outputs: Any, inputs: np.ndarray) -> np.ndarray:
