@@ -111,9 +111,9 @@ def split_indices(n: int, split: str, seed: int = SPLIT_SEED, test_fraction: flo
 
 
 def _labels_task(y: np.ndarray, stated: str | None) -> str:
-    if stated is not None:
-        return stated
-    return "classification" if y.dtype.kind in "iub" else "regression"
+    from edgeopt.data.heads import head_task
+
+    return stated if stated is not None else head_task(y)
 
 
 def _class_names(y_all: list[np.ndarray], given: Any) -> list[str]:
@@ -173,7 +173,7 @@ def _npz_heads(path: Path, arrays: dict[str, Any]) -> tuple[list[str], str] | No
 
 
 def _load_npz_multi(path: Path, split: str, arrays: dict[str, Any], heads: list[str], seed: int) -> ImageDataset:
-    from edgeopt.data.heads import multi_dataset
+    from edgeopt.data.heads import head_task, multi_dataset
 
     if "x_train" in arrays:
         if "x_test" not in arrays:
@@ -196,7 +196,8 @@ def _load_npz_multi(path: Path, split: str, arrays: dict[str, Any], heads: list[
     for h, y in ys.items():
         if len(y) != len(x):
             raise EdgeoptError(f"{path}: x_{split} has {len(x)} samples but y_{split}_{h} has {len(y)}")
-    widths = {h: max(int(v.max()) + 1 for v in every[h] if len(v)) for h in heads if ys[h].dtype.kind in "iub"}
+    widths = {h: max(int(v.max()) + 1 for v in every[h] if len(v)) for h in heads
+              if head_task(ys[h]) == "classification"}  # fmt: skip
     names = {h: [str(c) for c in np.asarray(arrays[f"class_names_{h}"]).tolist()]
              for h in heads if f"class_names_{h}" in arrays}  # fmt: skip
     weights = np.asarray(arrays["head_weights"], np.float64).tolist() if "head_weights" in arrays else None
