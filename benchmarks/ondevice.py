@@ -30,6 +30,7 @@ The base model is cached in the temp folder after the first run (most of the fir
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -39,7 +40,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import shared_path, write_result  # noqa: E402
+from common import RESULTS, shared_path, write_result  # noqa: E402
 
 from edgeopt.data import ImageDataset, load_dataset  # noqa: E402
 from edgeopt.errors import EdgeoptError  # noqa: E402
@@ -97,8 +98,15 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8, help="ExecuTorch's portable conv backward is slow: keep small")
     ap.add_argument("--lr", type=float, default=0.02)
     ap.add_argument("--clip-norm", type=float, default=DEFAULT_CLIP_NORM, help="global gradient-norm cap; 0: off")
-    ap.add_argument("--scopes", default="all,head,lastk:2,bias", help="more: bn, lastk:3, lora:4 (slow in ExecuTorch)")
+    ap.add_argument("--scopes", default="all,head,lastk:2,bias,bias@1,lastk:2@1",
+                    help="more: bn, lastk:3, lora:4 (slow in ExecuTorch); SCOPE@M: micro-batches of M, gradients "
+                         "accumulated to the same batch and steps")  # fmt: skip
+    ap.add_argument("--memory-only", default="all@1", help="scopes whose memory is measured without training them")
+    ap.add_argument("--name", default="ondevice", help="results file name (benchmarks/results/NAME.json)")
+    ap.add_argument("--sections", default="table,sensitivity,int8,budgets,litert",
+                    help="what to run; results merge into the existing results file's keys")
     args = ap.parse_args()
+    sections = {s.strip() for s in args.sections.split(",") if s.strip()}
     clip = args.clip_norm or None
     torch.set_num_threads(2)
     t_start = time.perf_counter()
@@ -118,81 +126,35 @@ def main() -> None:
 
     batches = list(make_batches(dev_train, model.meta.input, args.batch_size, args.steps, seed=0))
     x0, y0 = batches[0]
-    cfg = AdaptConfig(lr=args.lr, batch_size=args.batch_size, clip_norm=clip)
     parity_steps = min(50, args.steps)
-    rows: dict[str, dict] = {}
+    old = previous_figures(args.name)  # rows and sections not rerun are kept, if they came from the same base model
+    if old.get("base", {}).get("accuracy_camera") != acc_shift:
+        print("the committed results came from another base model: starting afresh", flush=True)
+        old = {}
+    rows: dict[str, dict] = dict(old.get("scopes", {}))
     cache: dict = {}
-    for name in [s.strip() for s in args.scopes.split(",") if s.strip()]:
-        scope = parse_scope(name)
-        t0 = time.perf_counter()
-        try:
-            figs, program = memory_figures(model, scope, x0, y0, cfg)
-        except EdgeoptError as e:
-            rows[name] = {"refused": str(e)}
-            print(f"{name}: refused: {e}", flush=True)
-            continue
-        cache[scope.name] = (figs, program)
-        export_s = time.perf_counter() - t0
-        trainer = ExecuTorchTrainer(program.buffer, args.lr, clip_norm=clip)
-        try:
-            et = trainer.train(batches)
-        except EdgeoptError as e:
-            rows[name] = {"refused": str(e), **figs.to_json()}
-            print(f"{name}: {e}", flush=True)
-            continue
-        work, trainable = prepare_scope(model.module, scope)
-        ref = torch_train(work, batches, args.lr, clip_norm=clip)
-        gaps = np.abs(np.array(et.losses[:parity_steps]) - np.array(ref.losses[:parity_steps]))
-        diff = float(np.max(gaps))
-        over = np.flatnonzero(~(gaps <= 1e-4))  # NaN counts as over
-        # the runtime's weights, back into the model, evaluated on the camera test split
-        back, _ = prepare_scope(model.module, scope)
-        own = dict(back.named_parameters())
-        with torch.no_grad():
-            for k, v in trainer.parameters().items():
-                own[k].copy_(v)
-        adapted = EdgeModel(load_model("zoo:resnet8", input_shape=(3, 32, 32), num_classes=10).module, model.meta)
-        adapted.module.load_state_dict(model.module.state_dict())
-        finish_scope(back, adapted.module)
-        acc = evaluate(adapted, dev_test).accuracy
-        rows[name] = {
-            "trainable_params": sum(own[k].numel() for k in trainable),
-            "accuracy_after": acc, "gain": acc - acc_shift,
-            "analytic_bytes": figs.analytic_bytes, "planned_bytes": figs.planned_bytes,
-            "measured_bytes": figs.measured_bytes, "analytic_parts": figs.analytic_parts,
-            "step_ms_executorch": round(et.step_ms, 3), "step_ms_torch": round(ref.step_ms, 3),
-            "program_bytes": program.size_bytes, "delegated_params": len(program.delegated),
-            "parity_max_abs_loss_diff": diff, "parity_steps": parity_steps, "export_s": round(export_s, 1),
-            "parity_first_step_over_1e-4": int(over[0]) if len(over) else None,
-            "loss_first_last": [round(et.losses[0], 4), round(et.losses[-1], 4)],
-        }  # fmt: skip
-        print(f"{name:8s} gain {acc - acc_shift:+.4f}  analytic {figs.analytic_bytes / 1024:8.0f} KB  planned "
-              f"{figs.planned_bytes / 1024:8.0f} KB  measured {figs.measured_bytes / 1024:8.0f} KB  step "
-              f"{et.step_ms:7.1f} ms  parity {diff:.2e}", flush=True)  # fmt: skip
+    if "table" in sections:
+        for name in split(args.scopes):
+            rows[name] = scope_row(name, model, batches, dev_test, acc_shift, args, clip, cache, parity_steps)
+        for name in split(args.memory_only):
+            rows[name] = scope_row(name, model, batches, dev_test, acc_shift, args, clip, cache, parity_steps,
+                                   train=False)  # fmt: skip
 
-    figures: dict = {"base": {"accuracy_clean": acc_clean, "accuracy_camera": acc_shift,
-                              "drop": acc_clean - acc_shift}, "scopes": rows}  # fmt: skip
+    figures: dict = {**old, "base": {"accuracy_clean": acc_clean, "accuracy_camera": acc_shift,
+                                     "drop": acc_clean - acc_shift}, "scopes": rows}  # fmt: skip
     ok = {k: r for k, r in rows.items() if "gain" in r}
-    if "all" in ok:
-        full = ok["all"]
-        limit = full["measured_bytes"] / 5
-        under = {k: r for k, r in ok.items() if k != "all" and r["measured_bytes"] <= limit}
-        best = max(under, key=lambda k: under[k]["gain"]) if under else None
-        ratio = (under[best]["gain"] / full["gain"]) if best and full["gain"] > 0 else None
-        figures["fifth_of_full"] = {
-            "full_measured_bytes": full["measured_bytes"], "limit_bytes": limit, "best_scope": best,
-            "best_gain": under[best]["gain"] if best else None, "full_gain": full["gain"], "gain_ratio": ratio,
-            "memory_ratio": (full["measured_bytes"] / under[best]["measured_bytes"]) if best else None,
-            "target": ">= 0.80 of full's gain", "met": bool(ratio is not None and ratio >= 0.8),
-        }  # fmt: skip
-        print(f"best under 1/5 of full's measured memory: {best} ({ratio})", flush=True)
+    figures.update(fifth_of_full(rows))
     figures["parity"] = {"max_abs_loss_diff": max((r["parity_max_abs_loss_diff"] for r in ok.values()), default=None),
-                         "steps": parity_steps, "target": "<= 1e-4"}  # fmt: skip
+                         "steps": parity_steps, "target": "<= 1e-4",
+                         "per_scope": {k: r["parity_max_abs_loss_diff"] for k, r in ok.items()}}  # fmt: skip
     figures["parity"]["met"] = figures["parity"]["max_abs_loss_diff"] is not None and \
         figures["parity"]["max_abs_loss_diff"] <= 1e-4
+    if "sensitivity" in sections:
+        figures["parity_sensitivity"] = sensitivity(model, batches, args, clip, parity_steps,
+                                                    [k for k in ok if "@" not in k])  # fmt: skip
 
     # int8 backbone, float head (head scope): program size and gain vs the float backbone
-    if "head" in ok:
+    if "int8" in sections and "head" in ok:
         try:
             int8 = AdaptConfig(lr=args.lr, batch_size=args.batch_size, frozen="int8", clip_norm=clip)
             figs8, prog8 = memory_figures(model, parse_scope("head"), x0, y0, int8)
@@ -200,10 +162,10 @@ def main() -> None:
             before8 = tr8.accuracy(dev_test, model.meta.input, args.batch_size)
             tr8.train(batches)
             after8 = tr8.accuracy(dev_test, model.meta.input, args.batch_size)
-            float_prog = cache["head"][1]
+            float_size = ok["head"]["program_bytes"]
             figures["int8_backbone"] = {
-                "program_bytes_int8": prog8.size_bytes, "program_bytes_float": float_prog.size_bytes,
-                "size_ratio": prog8.size_bytes / float_prog.size_bytes, "accuracy_before": before8,
+                "program_bytes_int8": prog8.size_bytes, "program_bytes_float": float_size,
+                "size_ratio": prog8.size_bytes / float_size, "accuracy_before": before8,
                 "accuracy_after": after8, "gain": after8 - before8, "float_gain": ok["head"]["gain"],
                 "gain_ratio": (after8 - before8) / ok["head"]["gain"] if ok["head"]["gain"] > 0 else None,
                 "measured_bytes": figs8.measured_bytes, "planned_bytes": figs8.planned_bytes,
@@ -214,31 +176,209 @@ def main() -> None:
         except EdgeoptError as e:
             figures["int8_backbone"] = {"refused": str(e)}
 
-    # three budgets through --scope auto (choose_scope), figures reused from the table
-    budgets = []
-    if "all" in ok and "head" in ok:
-        full_m, head_m = ok["all"]["measured_bytes"], ok["head"]["measured_bytes"]
-        # the table's scopes in auto's order (expected gain), so that no new program is exported here
-        ranked = [s for s in candidate_scopes(model.module) if s.name in ok] + \
-            [parse_scope(k) for k in ok if k not in {s.name for s in candidate_scopes(model.module)}]
-        for kb in (full_m * 1.05 / 1024, full_m / 5 / 1024, head_m * 0.5 / 1024):
-            try:
-                chosen, figs, _, tried = choose_scope(model, x0, y0, cfg, kb, cache=cache, candidates=ranked)
-                budgets.append({"budget_kb": round(kb, 1), "scope": chosen.name, "measured_bytes": figs.measured_bytes,
-                                "within": figs.measured_bytes <= kb * 1024, "tried": tried})  # fmt: skip
-            except EdgeoptError as e:
-                budgets.append({"budget_kb": round(kb, 1), "refused": str(e)})
-            print(f"budget {kb:.0f} KB: {budgets[-1].get('scope') or budgets[-1].get('refused')}", flush=True)
-    figures["budgets"] = budgets
+    # three budgets through --scope auto (choose_scope); the figures come from the table (no new export)
+    if "budgets" in sections and "all" in ok and "head" in ok:
+        figures["budgets"] = budgets(model, rows, ok, x0, y0, args, clip)
 
-    # LiteRT trainable head
-    figures["litert_head"] = litert_head(model, batches, dev_test, args, ok.get("head"))
+    if "litert" in sections:
+        figures["litert_head"] = litert_head(model, batches, dev_test, args, ok.get("head"))
     figures["seconds"] = round(time.perf_counter() - t_start, 1)
-    figures["federated_personalization"] = "not measured: --personalize is not built yet"
-    settings = {k: v for k, v in vars(args).items()}
+    figures["federated_personalization"] = "measured in benchmarks/results/federated.json (personalize)"
+    settings = {**(previous_settings(args.name) if old else {}), **vars(args)}
     settings["base_model"] = f"zoo resnet8 trained {args.base_epochs} epochs on {args.base_train} cifar10-jpg train"
-    path = write_result("ondevice", figures, settings)
+    path = write_result(args.name, figures, settings)
     print(f"wrote {path} in {figures['seconds']} s")
+
+
+def split(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def previous_figures(name: str) -> dict:
+    """The committed results' figures (a run of some sections merges into them)."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text())["figures"] if path.exists() else {}
+
+
+def previous_settings(name: str) -> dict:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()).get("settings", {}) if path.exists() else {}
+
+
+def scope_config(name: str, args: argparse.Namespace, clip: float | None) -> tuple[str, AdaptConfig]:
+    """``SCOPE`` or ``SCOPE@M`` (micro-batches of M): the scope's name and its config."""
+    scope, _, micro = name.partition("@")
+    return scope, AdaptConfig(lr=args.lr, batch_size=args.batch_size, clip_norm=clip,
+                              micro_batch_size=int(micro) if micro else None)  # fmt: skip
+
+
+def scope_row(name: str, model: EdgeModel, batches: list, dev_test: ImageDataset, acc_shift: float,
+              args: argparse.Namespace, clip: float | None, cache: dict, parity_steps: int, train: bool = True) -> dict:
+    """One row of the scope table: memory three ways, and (``train``) ExecuTorch training, parity and the gain."""
+    scope_name, cfg = scope_config(name, args, clip)
+    scope = parse_scope(scope_name)
+    x0, y0 = batches[0]
+    t0 = time.perf_counter()
+    try:
+        figs, program = memory_figures(model, scope, x0, y0, cfg)
+    except EdgeoptError as e:
+        print(f"{name}: refused: {e}", flush=True)
+        return {"refused": str(e)}
+    cache[name] = (figs, program)
+    export_s = time.perf_counter() - t0
+    mem = {"micro_batch_size": program.batch_size, "accumulated_micro_batches": args.batch_size // program.batch_size,
+           "analytic_bytes": figs.analytic_bytes, "planned_bytes": figs.planned_bytes,
+           "measured_bytes": figs.measured_bytes, "analytic_parts": figs.analytic_parts,
+           "program_bytes": program.size_bytes, "delegated_params": len(program.delegated),
+           "export_s": round(export_s, 1)}  # fmt: skip
+    if not train:
+        print(f"{name:10s} (memory only) planned {figs.planned_bytes / 1024:8.0f} KB  measured "
+              f"{figs.measured_bytes / 1024:8.0f} KB", flush=True)  # fmt: skip
+        return {**mem, "trained": False}
+    trainer = ExecuTorchTrainer(program.buffer, args.lr, clip_norm=clip, micro_batch=program.batch_size)
+    try:
+        et = trainer.train(batches)
+    except EdgeoptError as e:
+        print(f"{name}: {e}", flush=True)
+        return {"refused": str(e), **figs.to_json()}
+    work, trainable = prepare_scope(model.module, scope)
+    ref = torch_train(work, batches, args.lr, clip_norm=clip)  # the whole batch at once, in PyTorch eager
+    gaps = np.abs(np.array(et.losses[:parity_steps]) - np.array(ref.losses[:parity_steps]))
+    over = np.flatnonzero(~(gaps <= 1e-4))  # NaN counts as over
+    # the runtime's weights, back into the model, evaluated on the camera test split
+    back, _ = prepare_scope(model.module, scope)
+    own = dict(back.named_parameters())
+    with torch.no_grad():
+        for k, v in trainer.parameters().items():
+            own[k].copy_(v)
+    adapted = EdgeModel(load_model("zoo:resnet8", input_shape=(3, 32, 32), num_classes=10).module, model.meta)
+    adapted.module.load_state_dict(model.module.state_dict())
+    finish_scope(back, adapted.module)
+    acc = evaluate(adapted, dev_test).accuracy
+    row = {
+        "trainable_params": sum(own[k].numel() for k in trainable), "accuracy_after": acc, "gain": acc - acc_shift,
+        **mem, "step_ms_executorch": round(et.step_ms, 3), "step_ms_torch": round(ref.step_ms, 3),
+        "parity_max_abs_loss_diff": float(np.max(gaps)), "parity_steps": parity_steps,
+        "parity_first_step_over_1e-4": int(over[0]) if len(over) else None,
+        "loss_first_last": [round(et.losses[0], 4), round(et.losses[-1], 4)],
+    }  # fmt: skip
+    print(f"{name:10s} gain {row['gain']:+.4f}  analytic {figs.analytic_bytes / 1024:8.0f} KB  planned "
+          f"{figs.planned_bytes / 1024:8.0f} KB  measured {figs.measured_bytes / 1024:8.0f} KB  step "
+          f"{et.step_ms:7.1f} ms  parity {row['parity_max_abs_loss_diff']:.2e}", flush=True)  # fmt: skip
+    return row
+
+
+TINYTL = "TinyTL (Cai et al. 2020): up to 6.5x less training memory than full fine-tuning, at little accuracy loss"
+
+
+def fifth_of_full(rows: dict[str, dict]) -> dict:
+    """The acceptance's comparison: the best scope under 1/5 of full fine-tuning's measured memory vs full's gain.
+
+    ``fifth_of_full``: full fine-tuning as the table runs it (the whole batch per call); any scope, at any
+    micro-batch (the same data and optimizer steps). ``fifth_of_full_same_micro_batch``: full fine-tuning
+    measured at the micro-batch M of the scopes it is compared with (rows ``all@M``): the scope's own saving,
+    without the micro-batch's. Full's gain is the trained ``all`` row's in both (``all@M`` takes the same
+    updates; it is measured for memory only)."""
+    out: dict = {}
+    full = rows.get("all")
+    if not full or "gain" not in full:
+        return out
+
+    def best(limit: float, pool: dict[str, dict], ref_bytes: int) -> dict:
+        under = {k: r for k, r in pool.items() if r["measured_bytes"] <= limit}
+        pick = max(under, key=lambda k: under[k]["gain"]) if under else None
+        ratio = under[pick]["gain"] / full["gain"] if pick and full["gain"] > 0 else None
+        return {"full_measured_bytes": ref_bytes, "limit_bytes": limit, "best_scope": pick,
+                "best_gain": under[pick]["gain"] if pick else None, "full_gain": full["gain"], "gain_ratio": ratio,
+                "best_measured_bytes": under[pick]["measured_bytes"] if pick else None,
+                "memory_ratio": ref_bytes / under[pick]["measured_bytes"] if pick else None,
+                "under_limit": sorted(under), "target": ">= 0.80 of full's gain", "tinytl_anchor": TINYTL,
+                "met": bool(ratio is not None and ratio >= 0.8)}  # fmt: skip
+
+    trained = {k: r for k, r in rows.items() if "gain" in r and not k.startswith("all")}
+    out["fifth_of_full"] = best(full["measured_bytes"] / 5, trained, full["measured_bytes"])
+    same: dict = {}
+    for k, r in rows.items():
+        if k.startswith("all@") and r.get("measured_bytes"):
+            micro = k.partition("@")[2]
+            pool = {n: t for n, t in trained.items() if n.partition("@")[2] == micro}
+            same[f"micro_batch_{micro}"] = best(r["measured_bytes"] / 5, pool, r["measured_bytes"])
+    if same:
+        out["fifth_of_full_same_micro_batch"] = same
+    # every scope's memory saving against full fine-tuning at the same micro-batch, beside TinyTL's anchor
+    out["memory_saving_vs_full"] = {
+        k: {"times_less": round(ref["measured_bytes"] / r["measured_bytes"], 2),
+            "gain_ratio": round(r["gain"] / full["gain"], 3) if full["gain"] > 0 else None}
+        for k, r in trained.items()
+        if (ref := rows.get("all" + ("@" + k.partition("@")[2] if "@" in k else ""))) and ref.get("measured_bytes")
+    }  # fmt: skip
+    return out
+
+
+def sensitivity(model: EdgeModel, batches: list, args: argparse.Namespace, clip: float | None, steps: int,
+                scopes: list[str]) -> dict:
+    """How far PyTorch eager drifts from itself over the parity steps: float32 with oneDNN's convolutions (the
+    reference) vs float32 without oneDNN (another summation order) and vs float64, same weights and batches."""
+    out: dict = {"steps": steps, "what": "max |per-step loss difference| between PyTorch eager variants"}
+    for name in scopes:
+        losses = {}
+        for var in ("f32", "f32_no_onednn", "f64"):
+            work, _ = prepare_scope(model.module, parse_scope(name))
+            bs = batches[:steps]
+            if var == "f64":
+                work, bs = work.double(), [(x.double(), y) for x, y in bs]
+            torch.backends.mkldnn.enabled = var != "f32_no_onednn"
+            try:
+                losses[var] = np.array(torch_train(work, bs, args.lr, clip_norm=clip).losses)
+            finally:
+                torch.backends.mkldnn.enabled = True
+        row = {}
+        for var in ("f32_no_onednn", "f64"):
+            gap = np.abs(losses["f32"] - losses[var])
+            over = np.flatnonzero(gap > 1e-4)
+            first = int(over[0]) if len(over) else None
+            row[f"f32_vs_{var}"] = {"max": float(gap.max()), "first_step_over_1e-4": first}
+        out[name] = row
+        print(f"eager drift {name}: {row}", flush=True)
+    return out
+
+
+def budgets(model: EdgeModel, rows: dict, ok: dict, x0: torch.Tensor, y0: torch.Tensor, args: argparse.Namespace,
+            clip: float | None) -> list[dict]:
+    """Three budgets through ``choose_scope`` on the table's programs, in auto's order of expected gain (whole
+    batch first, then the micro-batch rows); the chosen scope's measured peak vs the budget, or the refusal."""
+    from edgeopt.ondevice.memory import MemoryFigures
+    from edgeopt.ondevice.program import TrainingProgram
+
+    full_m, head_m = ok["all"]["measured_bytes"], ok["head"]["measured_bytes"]
+    order = [s.name for s in candidate_scopes(model.module)]
+    names = [k for k in rows if "gain" in rows[k] or rows[k].get("trained") is False]
+    names.sort(key=lambda k: ("@" in k, order.index(k.partition("@")[0]) if k.partition("@")[0] in order else 99))
+    out = []
+    for kb in (full_m * 1.05 / 1024, full_m / 5 / 1024, head_m * 0.5 / 1024):
+        tried: list[dict] = []
+        chosen = None
+        for name in names:
+            scope_name, cfg = scope_config(name, args, clip)
+            r = rows[name]
+            figs = MemoryFigures(r["analytic_bytes"], r["planned_bytes"], r["measured_bytes"])
+            program = TrainingProgram(b"", [], "float", [], r["micro_batch_size"])
+            try:  # the row's figures stand in for the program: choose_scope measures nothing new here
+                scope, f, _, t = choose_scope(model, x0, y0, cfg, kb, cache={scope_name: (figs, program)},
+                                              candidates=[parse_scope(scope_name)])  # fmt: skip
+                tried += [{**e, "scope": name} for e in t]
+                chosen = {"budget_kb": round(kb, 1), "scope": name, "measured_bytes": f.measured_bytes,
+                          "within": f.measured_bytes <= kb * 1024, "tried": tried}  # fmt: skip
+                break
+            except EdgeoptError:
+                tried.append({"scope": name, "measured_bytes": r["measured_bytes"], "fits": False})
+        if chosen is None:
+            smallest = min(tried, key=lambda t: t["measured_bytes"])
+            chosen = {"budget_kb": round(kb, 1), "refused": f"no trainable scope fits {kb:g} KB (smallest: "
+                      f"{smallest['scope']} measured {smallest['measured_bytes'] / 1024:.0f} KB)", "tried": tried}
+        out.append(chosen)
+        print(f"budget {kb:.0f} KB: {chosen.get('scope') or chosen.get('refused')}", flush=True)
+    return out
 
 
 def litert_head(model: EdgeModel, batches: list, test: ImageDataset, args: argparse.Namespace, et_head: dict | None):

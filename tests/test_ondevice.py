@@ -168,7 +168,7 @@ def test_auto_scope_takes_the_best_expected_gain_that_fits(mlp, monkeypatch):
         calls.append(scope.name)
         return MemoryFigures(1, 1, measured[scope.name] if measure else None), SimpleNamespace(buffer=b"")
 
-    def fake_measure(buffer, shape, classes, lr=0.01, threads=1):
+    def fake_measure(buffer, shape, classes, lr=0.01, threads=1, accumulate=1):
         return {"bytes": measured[calls[-1]]}
 
     adapt_mod = importlib.import_module("edgeopt.ondevice.adapt")

@@ -42,6 +42,9 @@ class AdaptConfig:
     measured figure; ``measure`` takes the measured figure even without a budget (a subprocess, seconds);
     ``clip_norm`` caps the gradients' global L2 norm before each update (ExecuTorch and torch; ``None``: off;
     see :mod:`edgeopt.ondevice.loops`). LiteRT's train signature updates inside the .tflite, unclipped.
+    ``micro_batch_size`` (ExecuTorch; ``None``: the whole batch) runs each batch as equal micro-batches through
+    a program of that static batch and averages their gradients before the one update (gradient
+    accumulation): the same data, steps and update, with activation memory sized for the micro-batch.
     """
 
     scope: str = "head"
@@ -58,6 +61,15 @@ class AdaptConfig:
     measure: bool = True
     seed: int = 0
     threads: int = 1  # the runtime's threads (ExecuTorch's pool, LiteRT's interpreter)
+    micro_batch_size: int | None = None
+
+    def micro_batch(self, batch: int) -> int:
+        """The program's static batch for batches of ``batch``: ``micro_batch_size``, which must divide it."""
+        mb = self.micro_batch_size or batch
+        if mb < 1 or batch % mb:
+            raise EdgeoptError(f"--micro-batch-size {mb} does not divide the batch of {batch}",
+                               "choose a divisor of --batch-size")  # fmt: skip
+        return mb
 
     def num_steps(self, samples: int) -> int:
         """Steps to run on ``samples`` training samples."""
@@ -128,17 +140,27 @@ def memory_figures(
 ) -> tuple[MemoryFigures, TrainingProgram]:  # fmt: skip
     """Analytic, planned and (if ``measure``) measured memory of ``scope``'s ExecuTorch training program.
 
-    Builds the program unless given. Cost: one export (seconds) and a measuring subprocess (seconds).
+    ``x``/``y`` are one training batch; under ``cfg.micro_batch_size`` the program takes a micro-batch of it
+    and every figure counts gradient accumulation (:meth:`AdaptConfig.micro_batch`). Builds the program unless
+    given. Cost: one export (seconds) and a measuring subprocess (seconds).
     """
+    mb = cfg.micro_batch(int(x.shape[0]))
+    accumulate = int(x.shape[0]) // mb
+    x, y = x[:mb], y[:mb]
     work, trainable = prepare_scope(model.module, scope)
-    parts = analytic_memory(work, x, y, cfg.momentum)
+    parts = analytic_memory(work, x, y, cfg.momentum, accumulate)
     if program is None:
         program = build_training_program(work, trainable, x, y, cfg.frozen, [x], cfg.delegate)
     figs = MemoryFigures(parts["total"], planned_memory(program.buffer), None, parts)
     if measure:
-        rec = measured_memory(program.buffer, tuple(x.shape), model.meta.num_classes, lr=cfg.lr, threads=cfg.threads)
-        figs.measured_bytes = rec["bytes"]
+        figs.measured_bytes = _measure(program.buffer, tuple(x.shape), model, cfg, accumulate)
     return figs, program
+
+
+def _measure(buffer: bytes, shape: tuple[int, ...], model: EdgeModel, cfg: AdaptConfig, accumulate: int) -> int:
+    """The measured figure of a program whose static batch has ``shape``, ``accumulate`` calls per step."""
+    return int(measured_memory(buffer, shape, model.meta.num_classes, lr=cfg.lr, threads=cfg.threads,
+                               accumulate=accumulate)["bytes"])  # fmt: skip
 
 
 def choose_scope(
@@ -171,8 +193,8 @@ def choose_scope(
                 row["fits"] = False
                 continue
             if figs.measured_bytes is None:
-                figs.measured_bytes = measured_memory(program.buffer, tuple(x.shape), model.meta.num_classes,
-                                                      lr=cfg.lr, threads=cfg.threads)["bytes"]  # fmt: skip
+                mb = cfg.micro_batch(int(x.shape[0]))
+                figs.measured_bytes = _measure(program.buffer, (mb, *x.shape[1:]), model, cfg, int(x.shape[0]) // mb)
             if cache is not None:
                 cache[scope.name] = (figs, program)
             row["measured_bytes"] = figs.measured_bytes
@@ -219,6 +241,7 @@ def adapt(model: EdgeModel, train: ImageDataset, test: ImageDataset | None, cfg:
         test, _ = match_classes(model.meta.class_names, model.meta.num_classes, test)
     batch = min(cfg.batch_size, len(train))
     cfg = AdaptConfig(**{**cfg.__dict__, "batch_size": batch})
+    cfg.micro_batch(batch)  # refuses a micro-batch that does not divide the batch
     steps = cfg.num_steps(len(train))
     start = time.perf_counter()
     data = list(make_batches(train, model.meta.input, batch, steps, cfg.seed))
@@ -254,13 +277,15 @@ def adapt(model: EdgeModel, train: ImageDataset, test: ImageDataset | None, cfg:
     out = EdgeModel(_copy_module(model.module), model.meta)
     if cfg.runtime == "executorch":
         assert program is not None
-        trainer = ExecuTorchTrainer(program.buffer, cfg.lr, cfg.momentum, cfg.clip_norm, cfg.threads)
+        trainer = ExecuTorchTrainer(program.buffer, cfg.lr, cfg.momentum, cfg.clip_norm, cfg.threads,
+                                    micro_batch=program.batch_size)  # fmt: skip
         before = trainer.accuracy(test, model.meta.input, batch) if test is not None else None
         loop = trainer.train(data)
         after = trainer.accuracy(test, model.meta.input, batch) if test is not None else None
         _load_trained(work, trainer.parameters(), trainable)
         detail.update(frozen=program.frozen, delegated_parameters=len(program.delegated),
-                      accuracy_measured_in="executorch training program")  # fmt: skip
+                      accuracy_measured_in="executorch training program",
+                      micro_batch_size=program.batch_size)  # fmt: skip
         detail.update(program.detail)
     else:
         before = _accuracy_torch(model, test) if test is not None else None

@@ -89,6 +89,7 @@ class ExecuTorchTrainer:
         momentum: float = 0.0,
         clip_norm: float | None = DEFAULT_CLIP_NORM,
         threads: int = 1,
+        micro_batch: int | None = None,
     ) -> None:
         from edgeopt.runtimes.executorch_runner import size_threadpool
 
@@ -100,34 +101,66 @@ class ExecuTorchTrainer:
         self.lr = lr
         self.momentum = momentum
         self.clip_norm = clip_norm
+        self.micro_batch = micro_batch
         self.optimizer = None
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, update: bool = True) -> tuple[float, torch.Tensor]:
-        """One forward-backward (and SGD update unless ``update`` is False): the loss and predicted classes."""
-        if self.optimizer is None:  # the first call initialises the runtime's kernels, which log to stderr
-            failed: RuntimeError | None = None
-            with quiet_output() as said:
-                try:
-                    loss, pred = self.module.forward_backward("forward", (x, y))[:2]
-                except RuntimeError as e:
-                    failed = e
-            if failed is not None:
-                missing = [ln.split("kernel ", 1)[1].split(" not found")[0] for ln in said.text.splitlines()
-                           if "not found" in ln and "kernel " in ln]  # fmt: skip
-                why = f"it lacks the kernel {missing[0]}" if missing else str(failed).strip().splitlines()[0]
-                raise EdgeoptError(f"ExecuTorch cannot run this training program: {why}",
-                                   "choose a scope that does not train through that op (e.g. head)") from failed
-        else:
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One call of the program's joint method: the loss and predicted classes (gradients stay in the module)."""
+        if self.optimizer is not None:
             loss, pred = self.module.forward_backward("forward", (x, y))[:2]
-        if self.optimizer is None:
-            from executorch.extension.training import get_sgd_optimizer
+            return loss, pred
+        failed: RuntimeError | None = None  # the first call initialises the runtime's kernels, which log to stderr
+        with quiet_output() as said:
+            try:
+                loss, pred = self.module.forward_backward("forward", (x, y))[:2]
+            except RuntimeError as e:
+                failed = e
+        if failed is not None:
+            missing = [ln.split("kernel ", 1)[1].split(" not found")[0] for ln in said.text.splitlines()
+                       if "not found" in ln and "kernel " in ln]  # fmt: skip
+            why = f"it lacks the kernel {missing[0]}" if missing else str(failed).strip().splitlines()[0]
+            raise EdgeoptError(f"ExecuTorch cannot run this training program: {why}",
+                               "choose a scope that does not train through that op (e.g. head)") from failed
+        from executorch.extension.training import get_sgd_optimizer
 
-            self.optimizer = get_sgd_optimizer(self.module.named_parameters(), self.lr, self.momentum, 0, 0, False)
-        if update:
-            grads = self.module.named_gradients()
-            clip_gradients(list(grads.values()), self.clip_norm)
-            self.optimizer.step(grads)
-        return float(loss), pred
+        self.optimizer = get_sgd_optimizer(self.module.named_parameters(), self.lr, self.momentum, 0, 0, False)
+        return loss, pred
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, update: bool = True) -> tuple[float, torch.Tensor]:
+        """One optimizer step on the batch ``(x, y)`` (none if ``update`` is False): its loss and predicted classes.
+
+        With ``micro_batch`` smaller than the batch, the batch runs as equal micro-batches through the program
+        (whose static batch is ``micro_batch``) and their gradients are averaged on the host before the one
+        clipped SGD update: the same mean loss and gradient as the whole batch at once, with the program's
+        activations sized for a micro-batch (gradient accumulation; one more gradient-sized buffer).
+        """
+        n = int(x.shape[0])
+        mb = self.micro_batch or n
+        if n % mb:
+            raise EdgeoptError(f"a batch of {n} does not split into micro-batches of {mb}",
+                               "make the batch size a multiple of the micro-batch size")  # fmt: skip
+        parts = n // mb
+        total = 0.0
+        preds: list[torch.Tensor] = []
+        acc: dict[str, torch.Tensor] | None = None
+        for i in range(parts):
+            loss, pred = self._forward_backward(x[i * mb : (i + 1) * mb], y[i * mb : (i + 1) * mb])
+            total += float(loss)
+            preds.append(pred)
+            if update:
+                grads = self.module.named_gradients()  # fresh copies every call (TrainingModule clones them)
+                if acc is None:
+                    acc = grads
+                else:
+                    for k, g in grads.items():
+                        acc[k].add_(g)
+        if update and acc is not None:
+            if parts > 1:
+                for g in acc.values():
+                    g.div_(parts)
+            clip_gradients(list(acc.values()), self.clip_norm)
+            self.optimizer.step(acc)  # type: ignore[union-attr]
+        return total / parts, preds[0] if parts == 1 else torch.cat(preds)
 
     def train(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> LoopResult:
         """Train over ``batches``; losses per step and median step time."""

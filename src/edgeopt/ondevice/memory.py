@@ -70,8 +70,13 @@ def _storage_key(t: torch.Tensor) -> tuple[int, int]:
     return s.data_ptr(), s.nbytes()
 
 
-def analytic_memory(work: nn.Module, x: torch.Tensor, y: torch.Tensor, momentum: float = 0.0) -> dict[str, int]:
+def analytic_memory(
+    work: nn.Module, x: torch.Tensor, y: torch.Tensor, momentum: float = 0.0, accumulate: int = 1
+) -> dict[str, int]:
     """The analytic training-memory breakdown (module doc) of ``work`` on one batch; ``total`` sums it.
+
+    ``x``/``y`` are what one program call sees (a micro-batch under gradient accumulation); ``accumulate`` > 1
+    adds the host's gradient accumulator (one more gradient-sized buffer).
 
     Cost: one PyTorch forward and backward.
     """
@@ -96,6 +101,7 @@ def analytic_memory(work: nn.Module, x: torch.Tensor, y: torch.Tensor, momentum:
     parts = {
         "saved_tensors": int(sum(saved.values())),
         "gradients": int(weights),
+        "gradient_accumulator": int(weights if accumulate > 1 else 0),
         "optimizer_state": int(weights if momentum else 0),
         "trainable_weights": int(weights),
         "batch": int(x.numel() * x.element_size() + y.numel() * y.element_size()),
@@ -120,7 +126,7 @@ def status(field):
                 return int(line.split()[1]) * 1024
     return None
 path, shape, classes = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
-steps, lr, threads = int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+steps, lr, threads, accumulate = int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
 import types
 import torch
 torch.set_num_threads(threads)
@@ -149,10 +155,18 @@ base, base_file = status("VmRSS"), status("RssFile")
 m = _load_for_executorch_for_training(path)
 opt = None
 for i in range(steps):
-    out = m.forward_backward("forward", batches[i % 2])
+    acc = None
+    for j in range(accumulate):  # micro-batches: their gradients summed on the host, as the trainer does
+        out = m.forward_backward("forward", batches[(i * accumulate + j) % 2])
+        grads = m.named_gradients()
+        if acc is None:
+            acc = grads
+        else:
+            for k, g in grads.items():
+                acc[k].add_(g)
     if opt is None:
         opt = get_sgd_optimizer(m.named_parameters(), lr, 0, 0, 0, False)
-    opt.step(m.named_gradients())
+    opt.step(acc)
 peak, end_file = status("VmHWM"), status("RssFile")
 print("EDGEOPT_MEMORY " + json.dumps({"baseline": base, "peak": peak, "method": method, "loss": float(out[0]),
                                       "code_pages": max(0, end_file - base_file)}))
@@ -160,10 +174,14 @@ print("EDGEOPT_MEMORY " + json.dumps({"baseline": base, "peak": peak, "method": 
 
 
 def measured_memory(
-    buffer: bytes, batch_shape: tuple[int, ...], num_classes: int, steps: int = 3, lr: float = 0.01, threads: int = 1
-) -> dict[str, Any]:
+    buffer: bytes, batch_shape: tuple[int, ...], num_classes: int, steps: int = 3, lr: float = 0.01, threads: int = 1,
+    accumulate: int = 1,
+) -> dict[str, Any]:  # fmt: skip
     """Run the program in a fresh process (module doc): ``bytes`` (the figure), ``rise_bytes`` (VmHWM rise with
     code pages), ``code_pages``, ``baseline``, ``peak``, ``method``.
+
+    ``batch_shape`` is the program's static batch; ``accumulate`` micro-batches of it make one optimizer step,
+    their gradients summed on the host as :class:`edgeopt.ondevice.loops.ExecuTorchTrainer` does.
 
     Needs Linux's ``/proc`` (VmHWM). Cost: one Python start with torch and ExecuTorch (2-4 s) plus ``steps`` steps.
     """
@@ -175,7 +193,7 @@ def measured_memory(
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         proc = subprocess.run(
             [sys.executable, "-c", _MEASURE_SCRIPT, str(pte), json.dumps(list(batch_shape)), str(num_classes),
-             str(steps), str(lr), str(threads)],
+             str(steps), str(lr), str(threads), str(max(1, accumulate))],
             capture_output=True, text=True, env=env, timeout=600,
         )  # fmt: skip
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("EDGEOPT_MEMORY ")), None)

@@ -1,0 +1,53 @@
+"""On-device learning under a smaller memory: micro-batches with gradient accumulation in ExecuTorch.
+
+A program with a static micro-batch, called for each part of the batch, with the gradients averaged on the
+host before the one clipped SGD update, must train exactly like the whole batch at once in PyTorch eager
+(same data, same steps), and the memory figures must count the accumulation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgeopt.errors import EdgeoptError
+from edgeopt.model import load_model
+from edgeopt.ondevice import AdaptConfig, parse_scope, prepare_scope
+from edgeopt.ondevice.adapt import memory_figures
+from edgeopt.ondevice.loops import ExecuTorchTrainer, make_batches, torch_train
+from edgeopt.ondevice.memory import measured_memory
+from edgeopt.ondevice.program import build_training_program
+
+STEPS, BATCH, MICRO = 8, 16, 4
+
+
+def test_micro_batches_train_like_the_whole_batch(digits):
+    lenet = load_model("zoo:lenet5", input_shape=(1, 8, 8), num_classes=10, seed=0)
+    batches = list(make_batches(digits[0], lenet.meta.input, BATCH, STEPS, seed=0))
+    work, trainable = prepare_scope(lenet.module, parse_scope("lastk:2"))
+    x, y = batches[0]
+    program = build_training_program(work, trainable, x[:MICRO], y[:MICRO], frozen="none")
+    assert program.batch_size == MICRO
+    trainer = ExecuTorchTrainer(program.buffer, lr=0.1, micro_batch=MICRO)
+    et = trainer.train(batches)
+    ref_work, _ = prepare_scope(lenet.module, parse_scope("lastk:2"))
+    ref = torch_train(ref_work, batches, lr=0.1)  # the whole batch of 16 at once
+    np.testing.assert_allclose(et.losses, ref.losses, atol=1e-5, rtol=0)
+    own = dict(ref_work.named_parameters())
+    for name, value in trainer.parameters().items():
+        torch.testing.assert_close(value, own[name].detach(), atol=1e-5, rtol=1e-5)
+    _, pred = trainer.step(x, y, update=False)  # prediction over the whole batch, micro-batch by micro-batch
+    assert pred.shape == (BATCH,)
+    with pytest.raises(EdgeoptError, match="does not split into micro-batches of 4"):
+        trainer.step(x[:6], y[:6])
+    # memory: the program and its measuring process both see micro-batches, the accumulator is counted
+    cfg = AdaptConfig(scope="lastk:2", lr=0.1, batch_size=BATCH, micro_batch_size=MICRO, frozen="none")
+    figs, _ = memory_figures(lenet, parse_scope("lastk:2"), x, y, cfg, program=program, measure=False)
+    grads = sum(p.numel() * 4 for n, p in work.named_parameters() if n in trainable)
+    assert figs.analytic_parts["gradient_accumulator"] == grads
+    assert figs.analytic_parts["batch"] == MICRO * (x[0].numel() * 4 + 8)
+    rec = measured_memory(program.buffer, (MICRO, *x.shape[1:]), 10, steps=2, accumulate=BATCH // MICRO)
+    assert rec["bytes"] > 0 and np.isfinite(rec["loss"])
+    with pytest.raises(EdgeoptError, match="does not divide the batch of 16"):
+        AdaptConfig(micro_batch_size=5).micro_batch(BATCH)
