@@ -162,10 +162,11 @@ def latency_check(calib_samples: int, rounds: int) -> dict[str, Any]:
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}  # fmt: skip
 
 
-def onnx_clip_only(qdq_onnx: Path, out: Path) -> Path:
+def onnx_clip_only(qdq_onnx: Path, out: Path, clip: bool = True) -> Path:
     """The float control of a QDQ model: each per-tensor activation QuantizeLinear->DequantizeLinear pair
-    replaced by ``Clip`` to its quantization range, weights dequantized as they are (no activation
-    rounding). For NNCF's model: what its activation ranges alone do to the float model."""
+    replaced by ``Clip`` to its quantization range, weights dequantized and biases as they are (no
+    activation rounding). ``clip=False``: no activation clipping either (the model's weights and biases
+    alone). For NNCF's model: what its ranges and its corrected biases do to the float model."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -183,6 +184,8 @@ def onnx_clip_only(qdq_onnx: Path, out: Path) -> Path:
         scale, zp = float(inits[n.input[1]]), inits[n.input[2]]
         info = np.iinfo(zp.dtype)
         lo, hi = scale * (info.min - int(zp)), scale * (info.max - int(zp))
+        if not clip:
+            lo, hi = -3.0e38, 3.0e38
         g.initializer.extend([numpy_helper.from_array(np.array(lo, np.float32), n.output[0] + "_lo"),
                               numpy_helper.from_array(np.array(hi, np.float32), n.output[0] + "_hi")])  # fmt: skip
         for dq in consumers.get(n.output[0], []):
@@ -209,17 +212,19 @@ def onnx_clip_only(qdq_onnx: Path, out: Path) -> Path:
     return out
 
 
-# the recipes of the issue-16 study: name -> QuantRecipe fields (entropy ranges, bias correction on)
+# the recipes of the issue-16 study: name -> QuantRecipe fields (entropy ranges, empirical bias correction
+# unless named). meanmax = NNCF's activation ranges; fast = NNCF's fast bias correction (``fastbias``)
 ISSUE16_VARIANTS = {
     "edgeopt int8 (default)": {},
     "edgeopt int8 meanmax": {"calib": "meanmax"},
-    "edgeopt int8 AdaRound": {"weight_rounding": "adaround"},
-    "edgeopt int8 meanmax + AdaRound": {"calib": "meanmax", "weight_rounding": "adaround"},
+    "edgeopt int8 meanmax + fast BC (NNCF's recipe)": {"calib": "meanmax", "bias_method": "fast"},
+    "edgeopt int8 meanmax + fast+empirical BC": {"calib": "meanmax", "bias_method": "fast+empirical"},
+    "edgeopt int8 entropy + fast+empirical BC": {"bias_method": "fast+empirical"},
 }
 # ONNX Runtime only: the same recipes with the residual adds and the logits left float (as NNCF does)
 ISSUE16_ORT_FLOAT = {
-    "edgeopt int8 + float add/logits": {"float_ops": ["add", "logits"]},
-    "edgeopt int8 meanmax + float add/logits": {"calib": "meanmax", "float_ops": ["add", "logits"]},
+    "edgeopt int8 meanmax + fast+empirical BC + float add/logits": {
+        "calib": "meanmax", "bias_method": "fast+empirical", "float_ops": ["add", "logits"]},
 }
 
 
@@ -277,12 +282,22 @@ def accuracy_study(calib_samples: int, rounds: int, limit: int | None) -> dict[s
             sim = evaluate(q, test).accuracy
             clip = evaluate(EdgeModel(clipped_float(q.module), model.meta), test).accuracy
             bcw = evaluate(float_model(q), test).accuracy
+            fast = None
+            if fields.get("bias_method", "empirical").startswith("fast"):
+                # the float control of a fast recipe: the float model with the fast shifts alone (they change
+                # it), and with them and the ranges; the empirical shifts only undo rounding, so not in it
+                qf = quantize_ptq(model, train, QuantRecipe(calib_samples=calib_samples,
+                                                            **{**fields, "bias_method": "fast"}))  # fmt: skip
+                fast = evaluate(float_model(qf), test).accuracy
+                clip = evaluate(EdgeModel(clipped_float(qf.module), model.meta), test).accuracy
             row = {"recipe": fields, "ptq_seconds": round(secs, 2), "sim_accuracy": sim,
                    "control_float_clipped": clip, "control_float_corrected_biases": bcw,
+                   "control_float_fast_biases": fast,
                    "domain_gain_points": 100 * (clip - float_sim), "quantization_gain_points": 100 * (sim - clip),
                    "float_ops_program": q.meta.lineage[-1]["metrics"].get("float_ops", [])}  # fmt: skip
             out["variants"][name] = row
             print(f"  {name}: sim {100 * sim:.2f}%  float+clip {100 * clip:.2f}%  float+bc {100 * bcw:.2f}%  "
+                  f"float+fast bc {'-' if fast is None else f'{100 * fast:.2f}%'}  "
                   f"PTQ {secs:.1f} s  float ops {row['float_ops_program']}", flush=True)  # fmt: skip
             fmts = ("onnx",) if name in ISSUE16_ORT_FLOAT else ("pte", "tflite", "onnx")
             for fmt in fmts:
@@ -305,7 +320,12 @@ def accuracy_study(calib_samples: int, rounds: int, limit: int | None) -> dict[s
         c = onnx_clip_only(p, work / "nncf_clip_only.onnx")
         with open_runner("onnxruntime", c, threads=1) as run:
             out["control_float_with_nncf_ranges_ort"] = evaluate(model.meta, test, predict=run.run).accuracy
-        print(f"  float with NNCF's activation ranges (ORT): {100 * out['control_float_with_nncf_ranges_ort']:.2f}%")
+        print(f"  float with NNCF's ranges and biases (ORT): {100 * out['control_float_with_nncf_ranges_ort']:.2f}%")
+        c = onnx_clip_only(p, work / "nncf_no_clip.onnx", clip=False)
+        with open_runner("onnxruntime", c, threads=1) as run:
+            out["control_float_with_nncf_biases_no_clip_ort"] = evaluate(model.meta, test, predict=run.run).accuracy
+        print(f"  float with NNCF's biases, no clipping (ORT): "
+              f"{100 * out['control_float_with_nncf_biases_no_clip_ort']:.2f}%")  # fmt: skip
     except ImportError:
         print("  NNCF not installed (pip install -e .[bench]): skipped")
     x = model.example_input(1).numpy()

@@ -51,6 +51,7 @@ def quantize(
     batch_size: int = 128,
     align: str = "none",
     float_ops: list[str] | None = None,
+    bias_method: str = "empirical",
 ) -> tuple[EdgeModel, dict[str, Any]]:
     """Quantize ``model`` with training split ``data``; returns the quantized model and a report dict.
 
@@ -63,6 +64,8 @@ def quantize(
     domain adaptation, which the float model gets too). ``float_ops``: ``add`` / ``logits`` left
     float (runtimes that mix: ONNX Runtime, ExecuTorch; integer-only targets refuse them); the
     report's ``lineage.metrics.float_ops`` lists every op left float. ``batch_size``: QAT's.
+    ``bias_method``: ``empirical`` (default), ``fast`` (NNCF's fast bias correction, ``fastbias``: it
+    changes the float model too — see docs/quantization.md) or ``fast+empirical``.
     """
     refuse_multi_input(model, "quantize")  # calibration and the PT2E graph take one input
     if method not in METHODS:
@@ -86,7 +89,7 @@ def quantize(
     recipe = QuantRecipe(
         calib=calib, calib_samples=calib_samples, seed=seed, cle=cle, bias_correction=bias_correction, method=method,
         weight_rounding=rounding, rounding_seconds=rounding_seconds, target=target, align=align,
-        float_ops=list(float_ops or []),
+        float_ops=list(float_ops or []), bias_method=bias_method,
     ).validate()  # fmt: skip
     report: dict[str, Any] = {"method": method, "calib": calib, "weights": weights, "target": target}
     if mix_runtime is not None:

@@ -295,6 +295,11 @@ def apply_brecq(
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     bar = ProgressBar("BRECQ", len(blocks))
+    # the module's own parameters (biases, float layers) are not learned: without this, autograd would
+    # also back-propagate into every earlier layer of a block for their unused bias gradients
+    grads = {p: p.requires_grad for p in module.parameters()}
+    for p in grads:
+        p.requires_grad_(False)
     try:
         for bi, blk in enumerate(blocks):
             upto = nodes[1 : nodes.index(blk.inp) + 1]
@@ -346,6 +351,8 @@ def apply_brecq(
             bar.advance(status=f"{blk.out.name} err {before:.3g}→{after:.3g}")
     finally:
         bar.close()
+        for p, g in grads.items():
+            p.requires_grad_(g)
     with torch.no_grad():
         for n in steps:
             mods[n].weight.copy_(current[n])

@@ -46,6 +46,7 @@ from edgeopt.model import EdgeModel, build_module, check_finite, register_kind
 ARCH_KIND = "quantized"
 WEIGHT_CHOICES = ("int8", "int4", "mixed")
 ROUNDINGS = ("nearest", "gptq", "adaround", "brecq")
+BIAS_METHODS = ("empirical", "fast", "fast+empirical")  # ``QuantRecipe.bias_method``
 FLOAT_OPS = ("add", "logits")  # ops a runtime that mixes may keep float (``QuantRecipe.float_ops``)
 _ADD_OPS = (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
 
@@ -70,6 +71,8 @@ class QuantRecipe:
     cle: bool = False
     cle_through_relu6: bool = False
     bias_correction: bool = True
+    # empirical (``correct_biases``) | fast (NNCF's FastBiasCorrection, ``fastbias``) | fast+empirical (both, in order)
+    bias_method: str = "empirical"
     method: str = "ptq"
     lean_graph: bool = True  # shape ops share qparams, int8 softmax (see observers.EdgeQuantizer)
     weight_rounding: str = "nearest"  # nearest | gptq | adaround | brecq (learned rounding; see each module)
@@ -103,6 +106,8 @@ class QuantRecipe:
 
         if self.align not in ALIGN_CHOICES:
             raise EdgeoptError(f"unknown alignment '{self.align}'", f"use {', '.join(ALIGN_CHOICES)}")
+        if self.bias_method not in BIAS_METHODS:
+            raise EdgeoptError(f"unknown bias correction '{self.bias_method}'", f"use {', '.join(BIAS_METHODS)}")
         bad_ops = sorted(set(self.float_ops) - set(FLOAT_OPS))
         if bad_ops:
             raise EdgeoptError(f"unknown float ops {bad_ops}", f"choose among {', '.join(FLOAT_OPS)}")
@@ -456,6 +461,31 @@ def correct_biases(qm: QuantizedModule, x: torch.Tensor, max_samples: int = 1000
     return {n: shifts[n] for n in names if n in shifts}
 
 
+def fast_correct_biases(qm: QuantizedModule, prepared: torch.fx.GraphModule, x: torch.Tensor,
+                        max_samples: int = 1000) -> dict[str, float]:  # fmt: skip
+    """NNCF's fast bias correction (``fastbias``) of ``qm``'s float module in place, with the weights as
+    ``prepared``'s calibrated weight observers quantize them. Returns |shift| per corrected layer.
+    Cost: one float pass over ``max_samples`` images plus one single-sample pass per layer."""
+    from edgeopt.compress.quantize.fastbias import apply_fast_bias_correction
+    from edgeopt.compress.quantize.transforms import conv_links
+
+    x = x[:max_samples]
+    obs = observers(prepared)
+    layers = dict(qm.float_module.named_modules())
+    wq = {}
+    for layer, name in weight_observer_names(prepared).items():
+        o, w = obs[name], layers[layer].weight.detach()
+        scale = o.calculate_qparams()[0]
+        scale = scale.reshape(-1, *([1] * (w.ndim - 1))) if o.per_channel else scale
+        wq[layer] = torch.clamp(torch.round(w / scale), o.quant_min, o.quant_max) * scale
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in layers.values())
+    links = conv_links(qm.float_module, x[:1]) if has_bn else []
+    carriers = {lk.first: layers[lk.bn] for lk in links if lk.bn in layers}
+    shifts = apply_fast_bias_correction(qm.float_module, x, wq, carriers)
+    qm._programs.clear()  # rebuilt from the corrected float weights on next use
+    return shifts
+
+
 def _is_param(gm: torch.fx.GraphModule, node: torch.fx.Node) -> bool:
     try:
         gm.get_parameter(str(node.args[2].target))
@@ -585,7 +615,9 @@ def quantize_ptq(
     }
     qm = QuantizedModule(float_module, spec)
     qm._programs[True] = convert(prepared, True)
-    if recipe.bias_correction:
+    if recipe.bias_correction and recipe.bias_method.startswith("fast"):
+        info["fast_bias_shift_max"] = fast_correct_biases(qm, prepared, x_calib)
+    if recipe.bias_correction and recipe.bias_method.endswith("empirical"):  # against the float model as it is now
         info["bias_shift_max"] = correct_biases(qm, x_calib)
     qm.eval()
     qm.program(True)
