@@ -37,6 +37,7 @@ from edgeopt.nas.search import (
     quiet_progress,
     split_train_val,
     spread,
+    stratified_subset,
     trial_record,
 )
 from edgeopt.nas.space import SearchSpace
@@ -182,7 +183,8 @@ def search(
             f" ({', '.join(o.name for o in train_all.outputs)})",
             f"multi-output models go through {', '.join(MULTI_OUTPUT_COMMANDS)}",
         )
-    train, val = split_train_val(train_all, settings.val_fraction, settings.seed)
+    proxy_data = stratified_subset(train_all, settings.proxy_images, settings.seed)
+    train, val = split_train_val(proxy_data, settings.val_fraction, settings.seed)
     source = resolve_profiles(settings.runtimes, profile, settings.threads)
     if budget.latency_ms is not None and len(source.profiles) < len(settings.runtimes):
         # a latency budget without a profile: time candidates in the runtime
@@ -192,7 +194,9 @@ def search(
     objective = make_objective(space, budget, settings, train, val, source, supernet)
     bar = _SearchBar(settings)
     started = time.perf_counter()
-    before = {t.number for t in study.get_trials(deepcopy=False)}
+    # queued (WAITING) trials, such as the space's corners or a re-queued stale trial, are run by whichever
+    # worker asks next: they count for that worker
+    before = {t.number for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.WAITING}
     try:
         dropped = _optimize(study, objective, settings, bar)
     finally:

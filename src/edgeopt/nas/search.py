@@ -56,6 +56,8 @@ class SearchSettings:
     heartbeat_s: int = 60  # shared storage: a RUNNING trial silent for 2x this is retried
     shared: bool = False  # several workers share the study: each salts its sampler seed with its pid
     mode: str = "proxy"  # proxy: train each candidate briefly | supernet: inherit from one trained supernet
+    corners: bool = True  # a fresh study first tries the space's cheapest and largest configurations
+    proxy_images: int | None = None  # proxy search on a stratified subset of this many training images
     supernet_epochs: int = 5  # sandwich-rule epochs of the supernet (mode supernet)
 
     def __post_init__(self) -> None:
@@ -73,6 +75,8 @@ class SearchSettings:
             raise EdgeoptError(f"proxy training needs at least 1 epoch, not {self.epochs}")
         if self.mode not in ("proxy", "supernet"):
             raise EdgeoptError(f"unknown search mode '{self.mode}'", "use proxy or supernet")
+        if self.proxy_images is not None and self.proxy_images < 10:
+            raise EdgeoptError(f"the proxy subset needs at least 10 images, not {self.proxy_images}")
 
 
 def split_train_val(data: ImageDataset, fraction: float, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
@@ -91,6 +95,19 @@ def split_train_val(data: ImageDataset, fraction: float, seed: int = 0) -> tuple
         return ImageDataset(data.images[m], data.labels[m], data.class_names, data.name)
 
     return part(~mask), part(mask)
+
+
+def stratified_subset(data: ImageDataset, n: int | None, seed: int = 0) -> ImageDataset:
+    """``n`` images of ``data`` drawn per class in proportion to its labels (all of ``data`` when ``n`` is
+    None or not smaller). Pure; the proxy search's training set when ``proxy_images`` is set."""
+    if n is None or n >= len(data):
+        return data
+    rng = np.random.default_rng(seed)
+    idx: list[int] = []
+    for label in np.unique(data.labels):
+        members = np.flatnonzero(data.labels == label)
+        idx.extend(rng.permutation(members)[: max(1, int(round(len(members) * n / len(data))))])
+    return data.subset(np.sort(np.asarray(idx, int)))
 
 
 def candidate_model(
@@ -208,9 +225,11 @@ def make_sampler(name: str, seed: int | None) -> Any:
 
 
 def _sampler(settings: SearchSettings) -> Any:
+    from edgeopt.nas.sampling import search_sampler
+
     # workers sharing a study must not draw the same startup configurations: their seed adds the pid
     seed = (settings.seed * 1_000_003 + os.getpid()) % 2**31 if settings.shared else settings.seed
-    return make_sampler(settings.sampler, seed)
+    return search_sampler(settings.sampler, seed)
 
 
 def open_study(space: SearchSpace, budget: Budget, settings: SearchSettings) -> Any:
@@ -228,6 +247,11 @@ def open_study(space: SearchSpace, budget: Budget, settings: SearchSettings) -> 
     mine = {"space": space.to_json(), "budget": budget.to_json(), "runtimes": settings.runtimes}
     claim_study(study, mine, f"study '{settings.study_name}'",
                 "use the same --space, budget flags and --runtime, or another --study-name")  # fmt: skip
+    if settings.corners:
+        from edgeopt.nas.sampling import seed_corners
+        from edgeopt.nas.space import corner_params
+
+        seed_corners(study, [corner_params(space, largest=False), corner_params(space, largest=True)])
     return study
 
 

@@ -234,6 +234,32 @@ def sample(space: SearchSpace, choose: Chooser) -> dict[str, Any]:
     return cfg
 
 
+def _cost_rank(name: str, value: Any) -> float:
+    """How much a choice of knob ``name`` adds to a network's cost, for ordering (larger: dearer). Pure."""
+    knob = name.split(".")[0]
+    if knob == "stem_kernel":
+        h, w = (int(p) for p in str(value).split("x"))
+        return float(h * w)
+    if knob == "strides":  # a larger stride shrinks everything after it
+        return -float(value)
+    return float(value)  # widths, depths, kernels, expand, width_mult, blocks, stem; se: False < True
+
+
+def corner_params(space: SearchSpace, largest: bool) -> dict[str, Any]:
+    """The parameters of the space's cheapest (``largest=False``) or largest configuration: every knob
+    at its least or most costly choice (narrowest/widest, fewest/most blocks, smallest/largest kernel,
+    no/with squeeze-excite, largest/smallest stride). Pure."""
+    params: dict[str, Any] = {}
+
+    def choose(name: str, choices: list[Any]) -> Any:
+        pick = (max if largest else min)(choices, key=lambda c: _cost_rank(name, c))
+        params[name] = pick
+        return pick
+
+    sample(space, choose)
+    return params
+
+
 def random_chooser(rng: np.random.Generator) -> Chooser:
     """Uniform random choices: the plain random sampler."""
     return lambda _name, choices: choices[int(rng.integers(len(choices)))]
