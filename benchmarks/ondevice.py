@@ -9,20 +9,29 @@ Side by side, same initial weights, same batches (seeded order), plain SGD with 
 clipped to 1.0 (``--clip-norm``; unclipped, full fine-tuning diverged to NaN at lr 0.02):
 
 * parity: per-step loss in ExecuTorch's training runtime vs PyTorch eager over the first 50 steps, per scope;
+  beside it (``sensitivity``), how far PyTorch eager drifts from itself over the same steps (float32 with and
+  without oneDNN's convolutions, and float64): what float32 training of this model can promise at all;
 * scope table: every scope (``all`` = full fine-tuning in the runtime) with accuracy gain, analytic / planned /
-  measured memory and step time; the best scope under 1/5 of full fine-tuning's measured memory vs full's gain;
+  measured memory and step time. ``SCOPE@M`` rows run each batch of 8 as micro-batches of M through a program
+  of static batch M, gradients averaged before the one update (the same data and optimizer steps; eager
+  parity is against the whole batch). ``--memory-only`` rows are measured, not trained (``all@1``: full
+  fine-tuning at micro-batch 1, the reference for the saving a scope makes on its own);
+* the best scope under 1/5 of full fine-tuning's measured memory vs full's gain, against full as the table runs
+  it and against full at the same micro-batch, beside TinyTL's anchor;
 * int8 backbone with a float head vs float backbone: program size and gain;
-* three budgets through ``choose_scope`` (``--scope auto``): the chosen scope's measured peak vs the budget, or
-  the refusal;
+* three budgets: in auto's order of expected gain (whole batch first, then the micro-batch rows), the first
+  row whose measured peak fits (``choose_scope`` on the table's figures), or the refusal;
 * LiteRT: the trainable-head .tflite's gradients vs PyTorch, and its accuracy after the same steps.
 
 Accuracy after training is taken in PyTorch on the weights read back from the runtime (the program's own
-prediction output for the int8 backbone, which PyTorch cannot represent). Federated personalization is not
-measured here (not built yet). The LiteRT head trains unclipped (its .tflite's train signature updates inside the
-runtime; the head's gradient norm is ~2).
+prediction output for the int8 backbone, which PyTorch cannot represent). Federated personalization is measured
+in benchmarks/federated.py. The LiteRT head trains unclipped (its .tflite's train signature updates inside the
+runtime; the head's gradient norm is ~2). ``--sections`` runs some parts only; the results file keeps the rows
+and sections not rerun when they came from the same base model (same camera-domain accuracy).
 
-    flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/ondevice.py    # 684 s on a loaded 2-core machine
-    flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/ondevice.py --steps 200 --scopes all,head,bias,bn,lora:4
+    flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/ondevice.py    # ~40 min on a loaded 2-core machine
+    flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/ondevice.py --sections table --scopes bias@2 \
+        --memory-only ""
 
 The base model is cached in the temp folder after the first run (most of the first run's time).
 """

@@ -11,6 +11,11 @@ norm frozen in eval mode, a shifted domain gives the convolutions large gradient
 the first step) and full fine-tuning diverged to NaN at lr 0.01-0.02 unclipped. In ExecuTorch the clipping is
 host code between ``forward_backward`` and the runtime's SGD step, as an app would write it (ExecuTorch's
 SGD has no clipping of its own).
+
+Gradient accumulation (``micro_batch``): the program's static batch may be a divisor of the training batch;
+each batch then runs as micro-batches whose gradients are averaged on the host before the one clipped update.
+Same data, same optimizer steps, same update (up to float rounding); the program's activations shrink with
+the micro-batch, at the cost of one gradient-sized accumulator and more calls per step.
 """
 
 from __future__ import annotations
