@@ -36,7 +36,11 @@ def adapt(
     steps: Annotated[int | None, typer.Option("--steps", min=1, help="training steps (default 100)")] = None,
     epochs: Annotated[float | None, typer.Option("--epochs", min=0.01, help="passes over the data instead")] = None,
     lr: Annotated[float, typer.Option("--lr", help="SGD learning rate")] = 0.01,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="static batch of the program")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="examples per SGD step")] = 32,
+    micro_batch_size: Annotated[
+        int | None, typer.Option("--micro-batch-size", min=1, help="ExecuTorch: the program's static batch, a divisor "
+                                 "of --batch-size; gradients accumulate to the batch (less memory, same updates)")
+    ] = None,
     frozen: Annotated[
         str, typer.Option("--frozen", help="ExecuTorch frozen part: float or int8 (XNNPACK), or none")
     ] = "float",
@@ -65,7 +69,7 @@ def adapt(
     m, train = model_for_data(model, data, parse_range(input_range), seed=seed)
     cfg = AdaptConfig(scope=scope, runtime=runtime.strip().lower(), steps=steps, epochs=epochs, lr=lr,
                       batch_size=batch_size, frozen=frozen, memory_budget_kb=memory_budget_kb, seed=seed,
-                      threads=threads)  # fmt: skip
+                      threads=threads, micro_batch_size=micro_batch_size)  # fmt: skip
     result = run_adapt(m, train, load_dataset(data, "test"), cfg)
     path = save_model(result.model, out)
     record = result.to_json()
