@@ -142,15 +142,18 @@ def main() -> None:
         old = {}
     rows: dict[str, dict] = dict(old.get("scopes", {}))
     cache: dict = {}
+    base = {"accuracy_clean": acc_clean, "accuracy_camera": acc_shift, "drop": acc_clean - acc_shift}
     if "table" in sections:
-        for name in split(args.scopes):
-            rows[name] = scope_row(name, model, batches, dev_test, acc_shift, args, clip, cache, parity_steps)
-        for name in split(args.memory_only):
+        todo = [(n, True) for n in split(args.scopes)] + [(n, False) for n in split(args.memory_only)]
+        for name, train in todo:
             rows[name] = scope_row(name, model, batches, dev_test, acc_shift, args, clip, cache, parity_steps,
-                                   train=False)  # fmt: skip
+                                   train=train)  # fmt: skip
+            # each row lands at once: a run stopped part-way keeps the rows it finished (marked unfinished)
+            write_result(args.name, {**old, "base": base, "scopes": rows, "unfinished_run": True},
+                         {**(previous_settings(args.name) if old else {}), **vars(args)})  # fmt: skip
 
-    figures: dict = {**old, "base": {"accuracy_clean": acc_clean, "accuracy_camera": acc_shift,
-                                     "drop": acc_clean - acc_shift}, "scopes": rows}  # fmt: skip
+    figures: dict = {**old, "base": base, "scopes": rows}
+    figures.pop("unfinished_run", None)
     ok = {k: r for k, r in rows.items() if "gain" in r}
     figures.update(fifth_of_full(rows))
     figures["parity"] = {"max_abs_loss_diff": max((r["parity_max_abs_loss_diff"] for r in ok.values()), default=None),
