@@ -216,16 +216,12 @@ def onnx_clip_only(qdq_onnx: Path, out: Path, clip: bool = True) -> Path:
 # unless named). meanmax = NNCF's activation ranges; fast = NNCF's fast bias correction (``fastbias``)
 ISSUE16_VARIANTS = {
     "edgeopt int8 (default)": {},
-    "edgeopt int8 meanmax": {"calib": "meanmax"},
     "edgeopt int8 meanmax + fast BC (NNCF's recipe)": {"calib": "meanmax", "bias_method": "fast"},
     "edgeopt int8 meanmax + fast+empirical BC": {"calib": "meanmax", "bias_method": "fast+empirical"},
     "edgeopt int8 entropy + fast+empirical BC": {"bias_method": "fast+empirical"},
 }
 # ONNX Runtime only: the same recipes with the residual adds and the logits left float (as NNCF does)
-ISSUE16_ORT_FLOAT = {
-    "edgeopt int8 meanmax + fast+empirical BC + float add/logits": {
-        "calib": "meanmax", "bias_method": "fast+empirical", "float_ops": ["add", "logits"]},
-}
+ISSUE16_ORT_FLOAT: dict[str, dict[str, Any]] = {}  # none this run (float add/logits: see docs/quantization.md)
 
 
 def accuracy_study(calib_samples: int, rounds: int, limit: int | None) -> dict[str, Any]:

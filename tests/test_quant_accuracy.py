@@ -231,3 +231,28 @@ def test_brecq_finds_the_residual_block_and_lowers_its_output_error() -> None:
         q = getattr(model, n).weight.detach() / s
         assert torch.allclose(q, q.round(), atol=1e-4) and q.round().abs().max() <= 7
         assert ((q - w_before[n] / s).abs() < 1 + 1e-4).all()
+
+
+def test_brecq_act_quant_masks_and_straight_through_gradient() -> None:
+    from edgeopt.compress.quantize.blockrecon import ActQuant, DropMasks
+
+    gen = torch.Generator().manual_seed(0)
+    masks = DropMasks(0.5, gen, size=1 << 16)
+    x = torch.randn(4, 8, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    m = masks.take(x)
+    assert m.shape == x.shape and m.dtype == torch.bool and m.is_contiguous(memory_format=torch.channels_last)
+    assert 0.4 < float(m.float().mean()) < 0.6
+    assert not torch.equal(masks.take(x), m)  # another window
+    big = torch.zeros(2, 1 << 16)
+    assert masks.take(big).shape == big.shape  # larger than the pool: a fresh draw
+    aq = ActQuant(0.05, 3, drop=0.5, masks=masks)
+    aq.eval()
+    ref = (torch.clamp(torch.round(x / 0.05) + 3, -128, 127) - 3) * 0.05
+    assert torch.equal(aq(x), ref)  # evaluation: plain fake quantization, nothing dropped
+    aq.train()
+    y = aq(x)
+    kept = y == x
+    assert 0.3 < float(kept.float().mean()) < 0.7  # about half the elements left float
+    assert torch.equal(y[~kept], ref[~kept])
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))  # straight through

@@ -15,7 +15,9 @@
    layer's calibration inputs) and their scales pinned, so convert lands on those integers;
 4. (``bias_correction=True``) corrects, layer by layer, the mean shift that quantization puts on
    each conv/linear output (empirical bias correction, Nagel et al. 2019): the float bias absorbs
-   ``mean(float out) - mean(quantized out)`` over the calibration images.
+   ``mean(float out) - mean(quantized out)`` over the calibration images. ``bias_method="fast"`` uses
+   NNCF's fast bias correction instead (``fastbias``: a constant mean input through each layer alone;
+   it changes the float model too), ``"fast+empirical"`` both in that order.
 
 The result is an ``EdgeModel`` whose module is a ``QuantizedModule``: the (transformed) float module
 plus every observer's scale and zero point. ``meta.arch`` is ``{"kind": "quantized", "float": <float
