@@ -137,9 +137,12 @@ def main() -> None:
     x0, y0 = batches[0]
     parity_steps = min(50, args.steps)
     old = previous_figures(args.name)  # rows and sections not rerun are kept, if they came from the same base model
-    if old.get("base", {}).get("accuracy_camera") != acc_shift:
-        print("the committed results came from another base model: starting afresh", flush=True)
-        old = {}
+    if old and old.get("base", {}).get("accuracy_camera") != acc_shift:
+        print("the committed results came from another base model: starting afresh (kept as previous_base_model)",
+              flush=True)  # fmt: skip
+        stale = {k: v for k, v in old.items() if k != "previous_base_model"}
+        old = {"previous_base_model": {"note": "figures of the previous run, whose base model (retrained; not "
+                                               "bit-reproducible) differs from this run's", **stale}}  # fmt: skip
     rows: dict[str, dict] = dict(old.get("scopes", {}))
     cache: dict = {}
     base = {"accuracy_clean": acc_clean, "accuracy_camera": acc_shift, "drop": acc_clean - acc_shift}
