@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import shared_path, write_result  # noqa: E402
+from common import previous_figures, shared_path, write_result  # noqa: E402
 
 from edgeopt.interop import import_model  # noqa: E402
 from edgeopt.interop.export import FORMAT_RUNTIME, compare_outputs, export_model  # noqa: E402
@@ -146,6 +146,7 @@ def debugger(work: Path) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="test images (default: all 10,000)")
+    parser.add_argument("--only", default="int8_import,hybrid_import,debugger", help="comma list of sections")
     args = parser.parse_args()
     torch.set_num_threads(2)
     from edgeopt.data import load_dataset
@@ -154,17 +155,20 @@ def main() -> None:
     images, labels = data.images[: args.limit], np.asarray(data.labels[: args.limit])
     model = import_model(shared_path(INT8))
     x = model.meta.input.to_model_input(images)
-    figures: dict[str, Any] = {}
+    run_now = args.only.split(",")
+    figures: dict[str, Any] = previous_figures("breadth", run_now)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name, run in (("int8_import", lambda: int8_import(x, labels, work)),
-                          ("hybrid_import", lambda: hybrid_import(x[:500], work)),
+                          ("hybrid_import", lambda: hybrid_import(x, work)),
                           ("debugger", lambda: debugger(work))):  # fmt: skip
+            if name not in run_now:
+                continue
             t = time.perf_counter()
             figures[name] = run()
             figures[name]["section_seconds"] = round(time.perf_counter() - t, 1)
             print(name, figures[name], flush=True)
-    path = write_result("breadth", figures, {"limit": args.limit, "threads": 2})
+    path = write_result("breadth", figures, {"limit": args.limit, "threads": 2, "only": args.only})
     print(f"wrote {path}")
 
 

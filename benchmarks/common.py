@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import time
@@ -53,6 +54,15 @@ def interleaved_p50(runners: dict[str, Runner], inputs: dict[str, Any], rounds: 
 
 def _fresh_session(runner: Runner) -> Runner:
     return runner if runner.name == "torch" else open_runner(runner.name, runner.path, threads=runner.threads)
+
+
+def previous_figures(name: str, run_now: list[str]) -> dict[str, Any]:
+    """The figures of ``results/<name>.json`` except the sections run now (a partial run updates the file)."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text()).get("figures", {})
+    return {k: v for k, v in old.items() if k not in run_now}
 
 
 def write_result(name: str, figures: dict[str, Any], settings: dict[str, Any]) -> Path:

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import shared_path, write_result
+from common import previous_figures, shared_path, write_result
 
 from edgeopt.data import ImageDataset, load_dataset
 from edgeopt.federated import run_federated
@@ -433,7 +433,7 @@ def main() -> None:
     torch.set_num_threads(1)
     parts = {"a": part_a, "b": part_b, "c": part_c, "d": part_d, "e": part_e, "f": part_f, "g": part_g, "h": part_h}
     run_now = args.only.split(",")
-    figures: dict = _previous_figures(run_now) if set(parts) - set(run_now) else {}
+    figures: dict = previous_figures("federated", run_now) if set(parts) - set(run_now) else {}
     start = time.perf_counter()
     for key in args.only.split(","):
         t0 = time.perf_counter()
@@ -442,19 +442,6 @@ def main() -> None:
     figures["seconds_total_this_run"] = time.perf_counter() - start
     path = write_result("federated", figures, vars(args))
     print(f"wrote {path} in {figures['seconds_total_this_run']:.0f} s")
-
-
-def _previous_figures(run_now: list[str]) -> dict:
-    """Everything but the parts run now from the existing results file (a partial run updates it)."""
-    import json
-
-    from common import RESULTS
-
-    path = RESULTS / "federated.json"
-    if not path.exists():
-        return {}
-    old = json.loads(path.read_text()).get("figures", {})
-    return {k: v for k, v in old.items() if k not in run_now}
 
 
 if __name__ == "__main__":

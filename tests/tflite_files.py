@@ -120,13 +120,14 @@ def int8_model(path: Path, seed: int = 0, act_scale: float = 0.05) -> Path:
     return b.write(path, [x], [out])
 
 
-def hybrid_model(path: Path, seed: int = 0) -> Path:
-    """Float input 8x8x2 -> CONV_2D (int8 weights, float bias, ReLU) -> RESHAPE -> FULLY_CONNECTED (int8 weights)."""
+def hybrid_model(path: Path, seed: int = 0, kernel: int = 3) -> Path:
+    """Float input 8x8x2 -> CONV_2D (int8 weights, ``kernel`` x ``kernel``, float bias, ReLU) -> RESHAPE ->
+    FULLY_CONNECTED (int8 weights). ``kernel=1``: a pointwise conv, which XNNPACK runs per pixel."""
     rng = np.random.default_rng(seed)
     b = _Builder()
     x = b.tensor("input", [1, 8, 8, 2], FLOAT32)
-    w1, s1 = _weights(rng, (4, 3, 3, 2))
-    wt1 = b.tensor("conv/w", [4, 3, 3, 2], INT8, w1, list(s1), [0] * 4)
+    w1, s1 = _weights(rng, (4, kernel, kernel, 2))
+    wt1 = b.tensor("conv/w", [4, kernel, kernel, 2], INT8, w1, list(s1), [0] * 4)
     bt1 = b.tensor("conv/b", [4], FLOAT32, rng.normal(0, 0.1, 4).astype(np.float32))
     c1 = b.tensor("conv/relu", [1, 8, 8, 4], FLOAT32)
     b.op(CONV, [x, wt1, bt1], [c1], fb.BuiltinOptions.Conv2DOptions, _conv_opts(True))

@@ -79,62 +79,92 @@ def fake_quant(x: torch.Tensor, a: Attrs, mode: str = "sim") -> torch.Tensor:
     return _ste(x, (q - z) * s, (qmin - z) * s, (qmax - z) * s)
 
 
-def dynamic_params(x: torch.Tensor, scheme: str = "asymmetric") -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-batch-element int8 (scale, zero point) of ``x`` (shape ``[N, ...]``), as LiteRT computes them. Pure.
+def dynamic_codes(x: torch.Tensor, scheme: str = "asymmetric") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-batch-element int8 codes of ``x`` (shape ``[N, ...]``) with their dequantization scale and
+    zero point, bit for bit as LiteRT computes them for a hybrid op. Pure.
 
-    ``asymmetric`` (LiteRT's hybrid conv and fully-connected kernels, ``AsymmetricQuantizeFloats``):
-    range ``[min(0, lo), max(0, hi)]`` over 255 steps in float64, the zero point taken from the end
-    with the smaller error and rounded half away from zero; ``symmetric``: ``max|x| / 127``, zero point 0.
-    The scale is returned as float32, as the kernels store it.
+    ``asymmetric``: XNNPACK's dynamic quantization (``qd8``: what LiteRT's default delegate runs for
+    hybrid conv and fully-connected ops): range ``[min(0, lo), max(0, hi)]``, inverse scale
+    ``255 / (hi - lo)`` in float32, zero point taken from the end with the smaller error and rounded
+    half to even, codes ``rint(x * inv) + zp`` clamped to int8, dequantization scale ``1 / inv`` in
+    float32. ``symmetric`` (TFLite's builtin hybrid kernels): scale ``max|x| / 127``, zero point 0,
+    codes rounded half away from zero.
     """
-    flat = x.detach().reshape(x.shape[0], -1).double()
+    flat = x.detach().reshape(x.shape[0], -1)
     shape = (x.shape[0],) + (1,) * (x.ndim - 1)
     if scheme == "symmetric":
-        scale = flat.abs().amax(1) / WEIGHT_QMAX
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        return scale.float().reshape(shape), torch.zeros(shape, dtype=x.dtype)
-    rmin = torch.clamp(flat.amin(1), max=0.0)
-    rmax = torch.clamp(flat.amax(1), min=0.0)
+        scale = (flat.double().abs().amax(1) / WEIGHT_QMAX).float()
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale)).reshape(shape)
+        zp = torch.zeros(shape, dtype=x.dtype)
+        return torch.clamp(_away(x * torch.reciprocal(scale)), QMIN, QMAX), scale, zp
+    # float32 throughout, in XNNPACK's order (xnn_f32_qd8_asymmetric_quantization_params): a code
+    # flipped by a different rounding would cascade through later layers' dynamic ranges
+    rmin = torch.clamp(flat.float().amin(1), max=0.0)
+    rmax = torch.clamp(flat.float().amax(1), min=0.0)
     same = rmax == rmin
-    scale = torch.where(same, torch.ones_like(rmax), (rmax - rmin) / (QMAX - QMIN))
-    lo, hi = rmin / scale, rmax / scale
-    from_min = (abs(QMIN) + lo.abs()) < (abs(QMAX) + hi.abs())
-    zp = torch.where(from_min, QMIN - lo, QMAX - hi)
-    zp = torch.where(zp <= QMIN, QMIN, torch.where(zp >= QMAX, QMAX, _away(zp)))
-    zp = torch.where(same, torch.zeros_like(zp), zp)
-    return scale.float().reshape(shape), zp.to(x.dtype).reshape(shape)
+    inv = torch.where(same, torch.ones_like(rmax), torch.tensor(float(QMAX - QMIN)) / (rmax - rmin))
+    lo, hi = rmin * inv, rmax * inv
+    zp = torch.where((QMIN + lo) + (QMAX + hi) > 0, QMIN - lo, QMAX - hi)
+    zp = torch.round(zp.clamp(QMIN, QMAX)).reshape(shape)
+    inv = inv.reshape(shape)
+    codes = torch.clamp(torch.round(x * inv.to(x.dtype)) + zp.to(x.dtype), QMIN, QMAX)
+    return codes, torch.reciprocal(inv), zp.to(x.dtype)
+
+
+def _fake(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor) -> torch.Tensor:
+    return _ste(x, (q - zp) * scale, (QMIN - zp) * scale, (QMAX - zp) * scale)
 
 
 def dynamic_fake_quant(x: torch.Tensor, a: Attrs) -> torch.Tensor:
-    """Quantize-dequantize ``x`` with parameters from its own range, per batch element (hybrid ops).
+    """Quantize-dequantize ``x`` with parameters from its own range, per batch element (hybrid ops):
+    ``dynamic_codes``' values, with a straight-through gradient."""
+    return _fake(x, *dynamic_codes(x, a.get("scheme", "asymmetric")))
 
-    Bit for bit as LiteRT: ``q = round_half_away(z + x * (1/s))`` in float32, clamped to int8.
-    """
-    scale, zp = dynamic_params(x, a.get("scheme", "asymmetric"))
-    inv = torch.reciprocal(scale)
-    q = torch.clamp(_away(zp + x * inv), QMIN, QMAX)
-    return _ste(x, (q - zp) * scale, (QMIN - zp) * scale, (QMAX - zp) * scale)
+
+def _per_row(layer: nn.Module) -> bool:
+    """Whether XNNPACK runs the layer as a fully-connected op over rows (each quantized on its own): a
+    linear layer's rows are all its leading dimensions, a 1x1 stride-1 unpadded conv's are its pixels."""
+    if isinstance(layer, nn.Linear):
+        return True
+    pointwise = (layer.kernel_size, layer.stride, layer.groups) == ((1, 1), (1, 1), 1)
+    return pointwise and layer.padding in ((0, 0), 0, "valid")
+
+
+def _input_codes(layer: nn.Module, x: torch.Tensor, scheme: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``dynamic_codes`` of a hybrid layer's input at the granularity LiteRT's XNNPACK delegate uses:
+    per row for fully-connected work (``_per_row``), per batch element (image) otherwise."""
+    if not _per_row(layer):
+        return dynamic_codes(x, scheme)
+    rows = x.movedim(1, -1) if isinstance(layer, nn.Conv2d) else x
+    q, scale, zp = dynamic_codes(rows.reshape(-1, rows.shape[-1]), scheme)
+
+    def back(t: torch.Tensor) -> torch.Tensor:
+        t = t.reshape(*rows.shape[:-1], -1)
+        return t.movedim(-1, 1) if isinstance(layer, nn.Conv2d) else t
+
+    return back(q), back(scale), back(zp)
 
 
 def hybrid_layer(gm: nn.Module, name: str, layer: nn.Module, x: torch.Tensor, wq: Attrs) -> torch.Tensor:
     """A conv/linear with int8 weights on float input, computed as LiteRT's hybrid kernels compute it.
 
-    The input is quantized per batch element (``dynamic_params``); the integer accumulator
-    ``sum((q - z) * w_q)`` is exact (float64), then ``acc * (s_x * s_w) + bias`` in float32, in that
-    order. Bit for bit, so that a code flipped by float noise does not cascade into later layers'
-    dynamic quantization. While training (gradients on), the same values through straight-through fake
-    quantization. Cost: the layer in float64 (~2-3x its float32 time).
+    The input is quantized on the fly (``_input_codes``: per image, or per row where XNNPACK runs the
+    layer as a fully-connected op); the integer accumulator ``sum((q - z) * w_q)`` is exact (float64),
+    then ``fma(float32(acc * s_x), s_w, bias)``, XNNPACK's ``qd8-f32-qc8w`` output stage. Bit for bit
+    on conv and fully-connected layers, so that a code flipped by float noise does not cascade into
+    later layers' dynamic quantization (depthwise convs: a rounding tie in about 1 input in 300 still
+    differs, see docs/interop.md). While training (gradients on), the same values through
+    straight-through fake quantization. Cost: the layer in float64 (~2-3x its float32 time).
     """
     import torch.nn.functional as F
 
+    q, scale, zp = _input_codes(layer, x, wq["dynamic"])
     if x.requires_grad and torch.is_grad_enabled() or getattr(gm, "qdq_mode", "sim") != "sim":
         w = quantized_weight(gm, name, layer.weight, wq)
-        xq = dynamic_fake_quant(x, {"scheme": wq["dynamic"]})
+        xq = _fake(x, q, scale, zp)
         if isinstance(layer, nn.Conv2d):
             return F.conv2d(xq, w, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups)
         return F.linear(xq, w, layer.bias)
-    scale, zp = dynamic_params(x, wq["dynamic"])
-    q = torch.clamp(_away(zp + x * torch.reciprocal(scale)), QMIN, QMAX)
     codes = (q - zp).double()
     w_int = int_weights(gm, name, layer.weight, wq).double()
     if isinstance(layer, nn.Conv2d):
@@ -143,11 +173,13 @@ def hybrid_layer(gm: nn.Module, name: str, layer: nn.Module, x: torch.Tensor, wq
     else:
         acc = F.linear(codes, w_int)
         cshape = (1,) * (acc.ndim - 1) + (-1,)
-    s = (scale.reshape((-1,) + (1,) * (acc.ndim - 1)) * _scales(gm, name, wq, layer.weight).reshape(cshape)).float()
-    out = acc.float() * s
+    dequantized = acc.float() * scale.float()
+    # float32 operands multiplied and added in float64, then rounded to float32: the fused multiply-add
+    # (up to a double-rounding tie, vanishingly rare)
+    out = dequantized.double() * _scales(gm, name, wq, layer.weight).reshape(cshape).double()
     if layer.bias is not None:
-        out = out + layer.bias.detach().reshape(cshape)
-    return out
+        out = out + layer.bias.detach().reshape(cshape).double()
+    return out.float()
 
 
 def _scales(gm: nn.Module, name: str, wq: Attrs, w: torch.Tensor) -> torch.Tensor:

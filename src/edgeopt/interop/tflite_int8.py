@@ -175,5 +175,5 @@ def describe(info: Any) -> str:
     if info.kind == "int8":
         return (f"full-integer int8: {info.activation_tensors} activation and {info.weight_tensors} weight tensors"
                 " keep the file's scales and zero points")  # fmt: skip
-    return (f"hybrid: {info.hybrid_ops} ops with int8 weights quantize their float inputs per batch element"
-            f" ({info.hybrid_scheme}, as LiteRT does)")  # fmt: skip
+    return (f"hybrid: {info.hybrid_ops} ops with int8 weights quantize their float inputs on the fly"
+            f" ({info.hybrid_scheme}, per image or per row as LiteRT's XNNPACK delegate does)")  # fmt: skip
