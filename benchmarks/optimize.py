@@ -12,8 +12,11 @@ accuracy). 1 thread. For each runtime asked:
    recovery, then int8 PTQ with percentile calibration), run as a recipe and measured the same way;
 5. an infeasible budget (flash 10 KB at 0.5 pt): ``optimize`` must fail, naming the closest candidates.
 
-Olive: ``pip install --dry-run olive-ai==0.13`` is recorded (whether it would change torch); Olive's
-own search is not run by this script (see ``olive`` in the results).
+Olive (``--olive``, olive-ai 0.13 from the ``bench`` extra): Olive's search (TPE over its ONNX static
+quantization options) on the same float ONNX model, calibration and test images,
+with the accuracy goal (at most 1 pt below float) and the latency target as its goals, 1 thread; its best
+candidate, the float model and edgeopt's int8 PTQ then re-measured alone side by side (``olive`` in the
+results; data through benchmarks/olive_user_script.py).
 
 Run: flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/optimize.py --runtimes onnxruntime --minutes 15
 (the acceptance asks --minutes 30 per runtime; results of runtimes not run are kept from the file).
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -146,6 +150,119 @@ def run_runtime(runtime: str, model: Path, data: str, minutes: float, hand_epoch
     return out
 
 
+def _olive_data(name: str, model: Path, onnx: Path, data: str, split: str, limit: int | None) -> dict[str, Any]:
+    """An Olive data config: ``data``'s ``split`` through the record's input transform, one image a batch
+    (the float export has a fixed batch of 1)."""
+    import onnx as onnx_lib
+
+    input_name = onnx_lib.load(str(onnx), load_external_data=False).graph.input[0].name
+    return {"name": name, "type": "DataContainer", "user_script": str(Path(__file__).with_name("olive_user_script.py")),
+            "load_dataset_config": {"type": "edgeopt_images", "data": data, "model": str(model),
+                                    "input_name": input_name, "split": split, "limit": limit},
+            "pre_process_data_config": {"type": "skip_pre_process"},
+            # Olive's argmax over the class axis (named for text, generic for logits)
+            "post_process_data_config": {"type": "text_classification_post_process"},
+            "dataloader_config": {"batch_size": 1}}  # fmt: skip
+
+
+def olive_compare(model: Path, data: str, target_ms: float, samples: int, max_seconds: int) -> dict[str, Any]:
+    """Olive's own search on the float ONNX model beside edgeopt's int8, all re-measured alone in this run.
+
+    Olive gets the model as ONNX (edgeopt's float export), 500 training images to calibrate, all test images
+    for accuracy (goal: at most 1 pt below its float), 200 test images one at a time for latency (goal: the
+    target), 1 thread, and searches its ``OnnxStaticQuantization`` options (format, per-channel, calibration
+    method, activation and weight types) with TPE for ``samples`` candidates or ``max_seconds``.
+    """
+    from olive import run as olive_run
+
+    from edgeopt.interop.export import export_model
+    from edgeopt.optimize.confirm import final_artifact
+    from edgeopt.pipeline.recipe import recipe_from_dict
+    from edgeopt.pipeline.run import run_recipe
+
+    work = RUNS / "olive"
+    shutil.rmtree(work, ignore_errors=True)  # Olive's cache would answer from an earlier run
+    work.mkdir(parents=True)
+    float_onnx = work / "float.onnx"
+    export_model(load_model(model), "onnx", float_onnx)
+    config = {
+        "input_model": {"type": "ONNXModel", "model_path": str(float_onnx),
+                        "inference_settings": {"session_options": {"intra_op_num_threads": 1,
+                                                                   "inter_op_num_threads": 1}}},
+        "data_configs": [_olive_data("calib", model, float_onnx, data, "train", 500),
+                         _olive_data("test", model, float_onnx, data, "test", None),
+                         _olive_data("timing", model, float_onnx, data, "test", 200)],
+        "evaluators": {"common": {"metrics": [
+            {"name": "accuracy", "type": "accuracy", "data_config": "test",
+             "sub_types": [{"name": "accuracy_score", "priority": 1, "goal": {"type": "max-degradation", "value": 0.01},
+                            "metric_config": {"task": "multiclass", "num_classes": 10}}]},
+            {"name": "latency", "type": "latency", "data_config": "timing",
+             "sub_types": [{"name": "p50", "priority": 2, "goal": {"type": "threshold", "value": target_ms}}]}]}},
+        # one pass: with two, Olive 0.13's joint search fails on every step that reloads the first pass's
+        # cached output ("FootprintNode" object has no field "model_config")
+        "passes": {"quantization": {"type": "OnnxStaticQuantization", "data_config": "calib"}},
+        "search_strategy": {"execution_order": "joint", "sampler": "tpe", "max_time": max_seconds,
+                            "sampler_config": {"max_samples": samples, "seed": 0}},
+        "evaluator": "common", "cache_dir": str(work / "cache"), "output_dir": str(work / "out"),
+        "log_severity_level": 3,
+    }  # fmt: skip
+    out: dict[str, Any] = {"olive": "olive-ai 0.13.0", "samples": samples, "max_seconds": max_seconds,
+                           "target_latency_ms": target_ms}  # fmt: skip
+    t = time.perf_counter()
+    result = olive_run(config)
+    out["search_seconds"] = round(time.perf_counter() - t, 1)
+    out["candidates"] = [{"model_id": m.model_id, "from_pass": m.from_pass, "metrics": m.metrics_value,
+                          "model_path": m.model_path} for m in result.get_output_models()]  # fmt: skip
+    out["evaluated"] = _olive_evaluated(work / "out" / "footprint.json")
+    log(f"olive: {len(out['evaluated'])} candidates evaluated, {len(out['candidates'])} met its goals, "
+        f"{out['search_seconds']} s")  # fmt: skip
+    rows = {"float (ONNX)": float_onnx}
+    best = result.get_best_candidate()
+    if best is not None and best.model_path:
+        out["olive_best"] = {"model_id": best.model_id, "metrics": best.metrics_value, "met_goals": True}
+    elif out["evaluated"]:  # no candidate met the latency goal: Olive's own ranking of the rest
+        floor = out["evaluated"][0]["float_accuracy"] - MAX_DROP / 100
+        ranked = sorted(out["evaluated"], key=lambda c: (c["accuracy"] < floor, -c["accuracy"], c["latency_ms"]))
+        out["olive_best"] = {**ranked[0], "met_goals": False}
+    if "olive_best" in out:
+        rows["Olive best"] = Path(best.model_path if best is not None and best.model_path else ranked[0]["model_path"])
+    for name, quantize in (("edgeopt int8 PTQ", {}), ("edgeopt int8 PTQ, meanmax + fast bias",
+                                                       {"calib": "meanmax", "bias_method": "fast"})):  # fmt: skip
+        t = time.perf_counter()
+        recipe = {"model": str(model), "data": data, "threads": 1,
+                  "passes": [{"quantize": {"calib_samples": 500, **quantize}}, {"export": {"formats": ["onnx"]}}]}
+        run_dir = RUNS / f"olive-{name.replace(' ', '-').replace(',', '').replace('+', '')}"
+        shutil.rmtree(run_dir, ignore_errors=True)  # made in this run, as Olive's candidates are
+        rows[name] = final_artifact(run_recipe(recipe_from_dict(recipe), run_dir), run_dir, "onnxruntime")
+        out.setdefault("edgeopt_ptq_seconds", {})[name] = round(time.perf_counter() - t, 1)
+    out["alone"] = {}
+    for name, artifact in rows.items():
+        log(f"olive: {name} re-measured alone")
+        out["alone"][name] = alone(artifact, "onnxruntime", data)
+    base = out["alone"]["float (ONNX)"]["accuracy"]
+    for m in out["alone"].values():
+        m["meets"] = meets(m, target_ms, base)
+    return out
+
+
+def _olive_evaluated(footprint: Path) -> list[dict[str, Any]]:
+    """Every candidate Olive's search evaluated (its footprint), with the options it chose and its metrics."""
+    nodes = json.loads(footprint.read_text()) if footprint.is_file() else {}
+    root = next((n for n in nodes.values() if not n.get("parent_model_id")), None)
+    float_acc = (root or {}).get("metrics", {}).get("value", {}).get("accuracy-accuracy_score", {}).get("value")
+    keys = ("precision", "activation_type", "quant_format", "per_channel", "reduce_range", "calibrate_method",
+            "quant_preprocess")  # fmt: skip
+    out = []
+    for n in nodes.values():
+        value = (n.get("metrics") or {}).get("value") or {}
+        if not n.get("parent_model_id") or "accuracy-accuracy_score" not in value:
+            continue
+        out.append({"model_id": n["model_id"], "options": {k: n["pass_run_config"].get(k) for k in keys},
+                    "accuracy": value["accuracy-accuracy_score"]["value"], "latency_ms": value["latency-p50"]["value"],
+                    "float_accuracy": float_acc, "model_path": n["model_config_data"]["config"]["model_path"]})
+    return out
+
+
 def olive_check() -> dict[str, Any]:
     """What installing olive-ai 0.13 would change (pip's dry run): torch must stay as it is."""
     import torch
@@ -167,6 +284,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=15.0, help="optimize time budget per runtime (acceptance: 30)")
     ap.add_argument("--hand-epochs", type=int, default=5, help="recovery epochs of the hand recipe")
     ap.add_argument("--skip-hand", action="store_true")
+    ap.add_argument("--olive", action="store_true", help="run only the Olive comparison (ONNX Runtime)")
+    ap.add_argument("--olive-samples", type=int, default=8, help="candidates Olive's search evaluates")
+    ap.add_argument("--olive-seconds", type=int, default=420, help="Olive's search time limit")
     ap.add_argument("--smoke", nargs=2, metavar=("MODEL", "DATA"), help="a quick check of the script on another "
                     "model and data (results go to benchmarks/.runs, not the results file)")  # fmt: skip
     args = ap.parse_args()
@@ -177,6 +297,13 @@ def main() -> None:
         RUNS = CACHE / "optimize-smoke"
     path = RESULTS / "optimize.json"
     figures = json.loads(path.read_text())["figures"] if path.is_file() else {"runtimes": {}}
+    if args.olive:
+        float_ms = benchmark("onnxruntime", load_model(model), threads=1, warmup=50, runs=300).p50_ms
+        compared = olive_compare(model, data, LATENCY_RATIO * float_ms, args.olive_samples, args.olive_seconds)
+        figures["olive"] = {"check": olive_check(), **compared}
+        write_result("optimize", figures, {"olive": True, **vars(args)})
+        log(json.dumps({k: v for k, v in figures["olive"].items() if k != "candidates"}, default=str)[:3000])
+        return
     for runtime in [r.strip() for r in args.runtimes.split(",") if r.strip()]:
         previous = figures["runtimes"].get(runtime, {})
         figures["runtimes"][runtime] = run_runtime(runtime, model, data, args.minutes, args.hand_epochs,
@@ -185,7 +312,7 @@ def main() -> None:
             figures["runtimes"][runtime]["hand_recipe"] = {**previous["hand_recipe"], "from_previous_run": True,
                                                            "previous_target": previous.get("target")}  # fmt: skip
             figures["runtimes"][runtime]["previous_optimize"] = previous.get("optimize")
-        figures["olive"] = olive_check()
+        figures["olive"] = {**figures.get("olive", {}), "check": olive_check()}
         if args.smoke:
             log(json.dumps(figures["runtimes"][runtime], default=str)[:4000])
             continue

@@ -128,3 +128,19 @@ def test_ptq_bias_methods(resnet8, tmp_path) -> None:
     assert loaded.meta.arch["recipe"]["bias_method"] == "fast+empirical"
     with pytest.raises(EdgeoptError, match="unknown bias correction"):
         QuantRecipe(bias_method="nncf").validate()
+
+
+def test_cli_and_recipe_reach_the_bias_method(resnet8, tmp_path, capfd) -> None:
+    from edgeopt.cli import main
+    from edgeopt.pipeline.recipe import recipe_from_dict
+
+    model, _ = resnet8
+    src = edgeopt.save_model(model, tmp_path / "r8.edgeopt")
+    args = ["quantize", str(src), "--data", "digits", "--calib-samples", "16", "--no-eval"]
+    assert main([*args, "--bias", "fast", "--out", str(tmp_path / "q.edgeopt")]) == 0
+    assert edgeopt.load_model(tmp_path / "q.edgeopt").meta.arch["recipe"]["bias_method"] == "fast"
+    capfd.readouterr()
+    assert main([*args, "--bias", "nncf", "--out", str(tmp_path / "bad.edgeopt")]) == 2
+    assert "unknown bias correction 'nncf'" in capfd.readouterr().err
+    recipe = recipe_from_dict({"model": str(src), "data": "digits", "passes": [{"quantize": {"bias_method": "fast"}}]})
+    assert recipe.passes[0].bias_method == "fast"

@@ -72,6 +72,12 @@ def quantize(
     align: Annotated[
         str, typer.Option(help="none, or adabn: batch norms re-estimated on the calibration data (domain adaptation)")
     ] = "none",
+    bias: Annotated[
+        str,
+        typer.Option(
+            "--bias", help="bias correction: empirical (default), fast (NNCF's FastBiasCorrection) or fast+empirical"
+        ),
+    ] = "empirical",
     float_ops: Annotated[
         str | None, typer.Option("--float-ops", help="ops left float for ONNX Runtime/ExecuTorch: add,logits")
     ] = None,
@@ -103,7 +109,7 @@ def quantize(
             m, train, method=method, calib=calib, weights=weights, max_drop=max_drop, calib_samples=calib_samples,
             budget=budget, cle=cle, qat_epochs=qat_epochs, seed=seed, rounding=rounding,
             rounding_seconds=rounding_seconds, target=target, mix_runtime=mix_runtime,
-            latency_budget_ms=latency_budget_ms, batch_size=batch_size, align=align,
+            latency_budget_ms=latency_budget_ms, batch_size=batch_size, align=align, bias_method=bias,
             float_ops=[o.strip() for o in float_ops.split(",") if o.strip()] if float_ops else None,
         )  # fmt: skip
     path = save_model(q, out)

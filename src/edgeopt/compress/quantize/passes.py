@@ -30,6 +30,7 @@ class QuantizePass:
     budget: float = 0.6
     cle: bool = False
     bias_correction: bool = True
+    bias_method: str = "empirical"  # QuantRecipe.bias_method: empirical, fast or fast+empirical
     qat_epochs: int = 2
     seed: int = 0
     target: str = "xnnpack"
@@ -42,7 +43,8 @@ class QuantizePass:
         q, report = quantize(
             model, ctx.train_data, method=self.method, calib=self.calib, weights=self.weights,
             max_drop=self.max_drop, calib_samples=self.calib_samples, budget=self.budget, cle=self.cle,
-            bias_correction=self.bias_correction, qat_epochs=self.qat_epochs, seed=self.seed, target=self.target,
+            bias_correction=self.bias_correction, bias_method=self.bias_method, qat_epochs=self.qat_epochs,
+            seed=self.seed, target=self.target,
             mix_runtime=self.mix_runtime, latency_budget_ms=self.latency_budget_ms,
         )  # fmt: skip
         ctx.metrics["quantize"] = {k: v for k, v in report.items() if k != "lineage"}
