@@ -7,8 +7,11 @@ The Python API is the product; the CLI is a thin layer over it::
     data = edgeopt.load_dataset("digits")
 """
 
+from edgeopt.cpu_guard import avoid_onednn_without_avx512
 from edgeopt.errors import EdgeoptError
 from edgeopt.model import EdgeModel, InputSpec, ModelMeta, load_model, save_model
+
+avoid_onednn_without_avx512()  # a heap-corrupting oneDNN path on AVX2-only CPUs (see cpu_guard)
 
 __all__ = [
     "EdgeModel", "EdgeoptError", "InputSpec", "ModelMeta", "load_model", "save_model", "load_dataset", "optimize",
