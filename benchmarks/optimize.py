@@ -150,12 +150,9 @@ def run_runtime(runtime: str, model: Path, data: str, minutes: float, hand_epoch
     return out
 
 
-def _olive_data(name: str, model: Path, onnx: Path, data: str, split: str, limit: int | None) -> dict[str, Any]:
-    """An Olive data config: ``data``'s ``split`` through the record's input transform, one image a batch
-    (the float export has a fixed batch of 1)."""
-    import onnx as onnx_lib
-
-    input_name = onnx_lib.load(str(onnx), load_external_data=False).graph.input[0].name
+def _olive_data(name: str, model: Path, input_name: str, data: str, split: str, limit: int | None) -> dict[str, Any]:
+    """An Olive data config: ``data``'s ``split`` through the record's input transform, fed to ONNX input
+    ``input_name``, one image a batch (the float export has a fixed batch of 1)."""
     return {"name": name, "type": "DataContainer", "user_script": str(Path(__file__).with_name("olive_user_script.py")),
             "load_dataset_config": {"type": "edgeopt_images", "data": data, "model": str(model),
                                     "input_name": input_name, "split": split, "limit": limit},
@@ -185,13 +182,16 @@ def olive_compare(model: Path, data: str, target_ms: float, samples: int, max_se
     work.mkdir(parents=True)
     float_onnx = work / "float.onnx"
     export_model(load_model(model), "onnx", float_onnx)
+    import onnx
+
+    input_name = onnx.load(str(float_onnx), load_external_data=False).graph.input[0].name
     config = {
         "input_model": {"type": "ONNXModel", "model_path": str(float_onnx),
                         "inference_settings": {"session_options": {"intra_op_num_threads": 1,
                                                                    "inter_op_num_threads": 1}}},
-        "data_configs": [_olive_data("calib", model, float_onnx, data, "train", 500),
-                         _olive_data("test", model, float_onnx, data, "test", None),
-                         _olive_data("timing", model, float_onnx, data, "test", 200)],
+        "data_configs": [_olive_data("calib", model, input_name, data, "train", 500),
+                         _olive_data("test", model, input_name, data, "test", None),
+                         _olive_data("timing", model, input_name, data, "test", 200)],
         "evaluators": {"common": {"metrics": [
             {"name": "accuracy", "type": "accuracy", "data_config": "test",
              "sub_types": [{"name": "accuracy_score", "priority": 1, "goal": {"type": "max-degradation", "value": 0.01},
@@ -219,13 +219,14 @@ def olive_compare(model: Path, data: str, target_ms: float, samples: int, max_se
     rows = {"float (ONNX)": float_onnx}
     best = result.get_best_candidate()
     if best is not None and best.model_path:
-        out["olive_best"] = {"model_id": best.model_id, "metrics": best.metrics_value, "met_goals": True}
+        out["olive_best"] = {"model_id": best.model_id, "metrics": best.metrics_value, "model_path": best.model_path,
+                             "met_goals": True}  # fmt: skip
     elif out["evaluated"]:  # no candidate met the latency goal: Olive's own ranking of the rest
         floor = out["evaluated"][0]["float_accuracy"] - MAX_DROP / 100
         ranked = sorted(out["evaluated"], key=lambda c: (c["accuracy"] < floor, -c["accuracy"], c["latency_ms"]))
         out["olive_best"] = {**ranked[0], "met_goals": False}
     if "olive_best" in out:
-        rows["Olive best"] = Path(best.model_path if best is not None and best.model_path else ranked[0]["model_path"])
+        rows["Olive best"] = Path(out["olive_best"]["model_path"])
     for name, quantize in (("edgeopt int8 PTQ", {}), ("edgeopt int8 PTQ, meanmax + fast bias",
                                                        {"calib": "meanmax", "bias_method": "fast"})):  # fmt: skip
         t = time.perf_counter()
