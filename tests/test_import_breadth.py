@@ -208,8 +208,10 @@ def qdq_net(path: Path, act_type: type = np.uint8) -> Path:
         return g.node("DequantizeLinear", [g.node("QuantizeLinear", [t, s, z]), s, z])
 
     def weight(*shape: int) -> str:
-        codes = g.init(g.rng.integers(-127, 128, shape), np.int8)
-        scales = g.init(g.rng.uniform(0.002, 0.01, shape[0]))
+        # 7-bit codes: with full-range ones, ONNX Runtime's u8s8 kernels saturate on x86 without VNNI (two products
+        # of 223 x 127 exceed int16; conftest.ort_int8_saturates) and differed by 16 output codes on CI's AVX2 CPU
+        codes = g.init(g.rng.integers(-63, 64, shape), np.int8)
+        scales = g.init(g.rng.uniform(0.004, 0.02, shape[0]))
         return g.node("DequantizeLinear", [codes, scales, g.init(np.zeros(shape[0]), np.int8)], axis=0)
 
     # scales with no common factor: an average of codes on one grid seldom lands on a rounding tie of the next
@@ -228,7 +230,7 @@ def test_qdq_onnx_imports_as_an_int8_model(tmp_path: Path, act_type: type) -> No
     assert em.module.quantized and em.meta.lineage[0]["quantization"]["kind"] == "int8"
     layers = [n for n in em.meta.arch["ir"]["nodes"] if n["op"] in ("conv1d", "linear")]
     assert len(layers) == 2 and all("weight_quant" in n["attrs"] for n in layers)
-    x = np.random.default_rng(2).uniform(-1, 2, (16, 2, 12)).astype(np.float32)
+    x = np.random.default_rng(2).uniform(-1, 2, (256, 2, 12)).astype(np.float32)
     with torch.no_grad():
         got = em.module(torch.from_numpy(x)).numpy()
     codes = np.abs(got - ort_run(path, x)) / 0.0053

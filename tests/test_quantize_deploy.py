@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ort_int8_saturates
 
 from edgeopt.compress.quantize.ptq import QuantizedModule, QuantRecipe, quantize_ptq
 from edgeopt.data import load_dataset
@@ -68,6 +69,9 @@ def test_save_load_round_trip_without_pickles(tmp_path: Path, trained, quantized
 def test_integer_export_agrees_with_simulation(tmp_path: Path, trained, quantized, fmt: str) -> None:
     _, _, test = trained
     res = export_model(quantized, fmt, tmp_path / f"q.{fmt}")
+    _assert_integer_artifact(fmt, res.path)
+    if fmt == "onnx" and ort_int8_saturates():
+        pytest.skip("ONNX Runtime's u8s8 kernels saturate on x86 without VNNI (conftest.ort_int8_saturates)")
     # the parity inputs are random (near-tied logits): one top-1 flip of 8 is noise (it failed a run at 7/8 with
     # 1.6% relative error); the output error bounds them, and top-1 is checked on real digits below
     assert res.parity.rel_diff <= 0.05, res.parity
@@ -76,7 +80,6 @@ def test_integer_export_agrees_with_simulation(tmp_path: Path, trained, quantize
         got = evaluate(quantized.meta, test, predict=runner.run)
     assert float((got.predictions == sim.predictions).mean()) >= 0.97
     assert abs(got.accuracy - sim.accuracy) <= 0.02
-    _assert_integer_artifact(fmt, res.path)
     if fmt == "pte":  # int8 weights: well under the 4 bytes per parameter any fp32 program stores
         assert res.path.stat().st_size < 0.4 * 4 * sum(p.numel() for p in trained[0].module.parameters())
 

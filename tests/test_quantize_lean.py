@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ort_int8_saturates
 from torch import nn
 
 from edgeopt.compress.quantize import calibration as cal
@@ -233,6 +234,8 @@ def test_onnx_runtime_fuses_every_conv_and_add(tmp_path: Path, toy) -> None:
     ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
     assert ops.count("QLinearConv") == 3 and ops.count("QLinearAdd") == 1
     assert not {"Conv", "Add", "Pad", "Relu"} & set(ops)  # nothing left in float between DQ and Q
+    if ort_int8_saturates():
+        pytest.skip("ONNX Runtime's u8s8 kernels saturate on x86 without VNNI (conftest.ort_int8_saturates)")
     from edgeopt.runtimes import open_runner
 
     sim = evaluate(q, test)
