@@ -154,6 +154,11 @@ def _avg_pool2d(gm: GraphModule, name: str, a: Attrs, xs: Tensors) -> torch.Tens
     x = xs[0]
     k, s, ceil, include = tuple(a["kernel_size"]), tuple(a["stride"]), a["ceil_mode"], a["count_include_pad"]
     left, right, top, bottom = a["pads"]
+    if a.get("summation") == "xnnpack" and not (ceil or include):  # hybrid .tflite: LiteRT's order
+        from edgeopt.interop.quant_ops import exact_inference, xnnpack_avg_pool2d
+
+        if exact_inference(x):
+            return xnnpack_avg_pool2d(x, k, s, (left, right, top, bottom))
     if _pool_pads_symmetric(a):
         return F.avg_pool2d(x, k, s, (top, left), ceil, include)
     # Asymmetric padding (TFLite SAME, stride 2): pad explicitly; when padded cells must not
@@ -164,6 +169,16 @@ def _avg_pool2d(gm: GraphModule, name: str, a: Attrs, xs: Tensors) -> torch.Tens
         return y
     ones = F.pad(torch.ones_like(x[:1, :1]), pads)
     return y / F.avg_pool2d(ones, k, s, 0, ceil, True)
+
+
+def _mean(gm: GraphModule, name: str, a: Attrs, xs: Tensors) -> torch.Tensor:
+    x, dims = xs[0], list(a["dims"])
+    if a.get("summation") == "xnnpack":  # hybrid .tflite: LiteRT's order
+        from edgeopt.interop.quant_ops import exact_inference, xnnpack_mean
+
+        if exact_inference(x):
+            return xnnpack_mean(x, dims, a["keepdim"])
+    return x.mean(dim=dims, keepdim=a["keepdim"])
 
 
 def _pool1d(pool2d: Callable[[GraphModule, str, Attrs, Tensors], torch.Tensor]) -> Callable[..., torch.Tensor]:
@@ -290,7 +305,7 @@ OPS: dict[str, OpDef] = {
     "max_pool1d": OpDef(_pool1d(_max_pool2d), ("kernel_size", "stride", "pads", "ceil_mode")),
     "sum": OpDef(lambda gm, n, a, xs: xs[0].sum(dim=list(a["dims"]), keepdim=a["keepdim"]), ("dims", "keepdim")),
     "amax": OpDef(lambda gm, n, a, xs: xs[0].amax(dim=list(a["dims"]), keepdim=a["keepdim"]), ("dims", "keepdim")),
-    "mean": OpDef(lambda gm, n, a, xs: xs[0].mean(dim=list(a["dims"]), keepdim=a["keepdim"]), ("dims", "keepdim")),
+    "mean": OpDef(_mean, ("dims", "keepdim")),
     "permute": OpDef(lambda gm, n, a, xs: xs[0].permute(list(a["dims"])), ("dims",)),
     "reshape": OpDef(_reshape, ("shape",)),
     "flatten": OpDef(_flatten, ("axis",)),

@@ -12,8 +12,9 @@ holding the file's dequantized weights) in which:
 - a *hybrid* op (int8 weights, float activations: LiteRT's dynamic-range quantization) gets a
   ``dynamic_quant`` node on its input: the activations are quantized per batch element with
   parameters computed from that element's own range, as LiteRT's XNNPACK delegate does (asymmetric
-  int8, zero point nudged to an integer: XNNPACK's ``qd8`` convert), or symmetrically
-  (``scheme="symmetric"``: TFLite's builtin hybrid kernels).
+  int8, zero point nudged to an integer: XNNPACK's ``qd8`` convert; depthwise convs, which XNNPACK
+  leaves to TFLite's own kernel, by that kernel's rules: ``scheme="builtin_asymmetric"``), or
+  symmetrically (``scheme="symmetric"``: TFLite's builtin hybrid kernels).
 
 How ``quant`` runs depends on ``GraphModule.qdq_mode``: ``"sim"`` (default) computes
 ``clamp(round(x / s) + z) - z) * s`` in PyTorch with a straight-through gradient; ``"qdq"`` and
@@ -87,11 +88,26 @@ def dynamic_codes(x: torch.Tensor, scheme: str = "asymmetric") -> tuple[torch.Te
     hybrid conv and fully-connected ops): range ``[min(0, lo), max(0, hi)]``, inverse scale
     ``255 / (hi - lo)`` in float32, zero point taken from the end with the smaller error and rounded
     half to even, codes ``rint(x * inv) + zp`` clamped to int8, dequantization scale ``1 / inv`` in
-    float32. ``symmetric`` (TFLite's builtin hybrid kernels): scale ``max|x| / 127``, zero point 0,
-    codes rounded half away from zero.
+    float32. ``builtin_asymmetric``: TFLite's own hybrid depthwise kernel (``EvalHybridPerChannel``;
+    LiteRT 2.3's XNNPACK delegate does not take hybrid depthwise convs): range as above, scale
+    ``float32(float32(hi - lo) / 255.0)`` (the division in float64), zero point from that float64 scale
+    rounded half away from zero, codes ``round_away(float32(x * float32(1 / scale))) + zp``.
+    ``symmetric`` (TFLite's builtin hybrid kernels): scale ``max|x| / 127``, zero point 0, codes rounded
+    half away from zero.
     """
     flat = x.detach().reshape(x.shape[0], -1)
     shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    if scheme == "builtin_asymmetric":
+        rmin = torch.clamp(flat.float().amin(1), max=0.0)
+        rmax = torch.clamp(flat.float().amax(1), min=0.0)
+        same = rmax == rmin  # all zeros: TFLite writes zero codes, scale 1, offset 0
+        scale64 = torch.where(same, torch.ones_like(rmax), rmax - rmin).double() / float(QMAX - QMIN)
+        lo, hi = rmin.double() / scale64, rmax.double() / scale64
+        zp = _away(torch.where(-QMIN + lo.abs() < QMAX + hi.abs(), QMIN - lo, QMAX - hi).clamp(QMIN, QMAX))
+        zp = torch.where(same, torch.zeros_like(zp), zp).float().reshape(shape)
+        scale = torch.where(same, torch.ones_like(rmax), scale64.float()).reshape(shape)
+        codes = torch.clamp(_away(x * torch.reciprocal(scale).to(x.dtype)) + zp.to(x.dtype), QMIN, QMAX)
+        return codes, scale, zp.to(x.dtype)
     if scheme == "symmetric":
         scale = (flat.double().abs().amax(1) / WEIGHT_QMAX).float()
         scale = torch.where(scale > 0, scale, torch.ones_like(scale)).reshape(shape)
@@ -145,21 +161,99 @@ def _input_codes(layer: nn.Module, x: torch.Tensor, scheme: str) -> tuple[torch.
     return back(q), back(scale), back(zp)
 
 
+def exact_inference(x: torch.Tensor) -> bool:
+    """Whether an op should compute bit for bit as LiteRT does: in eager inference only.
+    Training (gradients through ``x``) and export (``torch.export`` traces the module) take the plain
+    float ops instead, which are differentiable and lower to every runtime's own kernels."""
+    return not (x.requires_grad and torch.is_grad_enabled()) and not torch.compiler.is_compiling()
+
+
+def xnnpack_window_sum(windows: torch.Tensor) -> torch.Tensor:
+    """Sum of ``windows`` (``[..., K, L]``: K window elements per output) over K, in float32, in the order
+    of XNNPACK's f32 average-pooling microkernel (``f32-avgpool-9p``, all its SIMD variants). Pure.
+
+    The kernel takes the window 9 elements at a time and adds each group's sum to the running total
+    (``prev + s``, ``prev`` 0 at first); a last, shorter group is padded with zeros. Inside a group of
+    ``i0..i8`` the tree is ``((i2 + i3) + (i4 + i5)) + (((i0 + i1) + i8) + (i6 + i7))``. Hand-written
+    because no PyTorch reduction fixes its association: ``sum``/``avg_pool2d`` round differently in about
+    half of the outputs, by 1 ulp, which is enough to move a hybrid layer's dynamic quantization off a tie.
+    """
+    total: torch.Tensor | None = None
+    for start in range(0, windows.shape[-2], 9):
+        i = list(windows[..., start : start + 9, :].unbind(-2))
+        i += [torch.zeros_like(i[0])] * (9 - len(i))
+        s = ((i[2] + i[3]) + (i[4] + i[5])) + (((i[0] + i[1]) + i[8]) + (i[6] + i[7]))
+        total = s if total is None else total + s
+    assert total is not None
+    return total
+
+
+def xnnpack_avg_pool2d(
+    x: torch.Tensor, kernel_size: tuple[int, int], stride: tuple[int, int], pads: tuple[int, int, int, int]
+) -> torch.Tensor:
+    """TFLite's AVERAGE_POOL_2D (padded cells not counted) on NCHW float32 ``x``, bit for bit as LiteRT's
+    XNNPACK delegate computes it. ``pads``: (left, right, top, bottom). Pure.
+
+    XNNPACK walks each window through an indirection buffer that is column-major (``kx`` outer, ``ky``
+    inner), padded cells pointing at a zero row; the sum is ``xnnpack_window_sum``'s, then multiplied by
+    ``1/count`` rounded to float32 (not divided by ``count``). Checked against LiteRT 2.3 on random
+    heavy-tailed inputs (8x8 and 7x7 global, 2x2/3x3/4x4/5x5 strided and SAME-padded pools): every
+    output equal. Cost: the window is materialized (``unfold``, K times the output's size) and summed in
+    ~K/9 * 8 elementwise adds; for the global pool before a classifier that is the input's own size.
+    """
+    import torch.nn.functional as F
+
+    kh, kw = kernel_size
+    left, right, top, bottom = pads
+    padded = F.pad(x, [left, right, top, bottom])
+    n, c = x.shape[:2]
+    cols = F.unfold(padded, (kh, kw), stride=stride)  # [N, C*kh*kw, L], window index ky*kw + kx
+    windows = cols.reshape(n, c, kh, kw, -1).transpose(2, 3).reshape(n, c, kh * kw, -1)  # kx*kh + ky
+    ones = F.pad(torch.ones((1, 1, *x.shape[2:]), dtype=torch.float64), [left, right, top, bottom])
+    count = F.unfold(ones, (kh, kw), stride=stride).sum(1)  # real cells per output
+    y = xnnpack_window_sum(windows) * (1.0 / count).to(x.dtype)
+    out_h = (padded.shape[2] - kh) // stride[0] + 1
+    return y.reshape(n, c, out_h, -1)
+
+
+def xnnpack_mean(x: torch.Tensor, dims: list[int], keepdim: bool) -> torch.Tensor:
+    """TFLite's MEAN over ``dims`` of float32 ``x`` as LiteRT computes it (XNNPACK delegate on) when the
+    file's reduced axes are contiguous and exclude its innermost axis (a global average pool written
+    as MEAN over H, W of NHWC). ``dims``: the reduced dims of ``x``, contiguous and in the file's axis order. Pure.
+
+    Such a reduction is over rows of the innermost axis: added one row after another, in row-major order,
+    then multiplied by ``1/n`` rounded to float32. Checked against LiteRT 2.3 (8x8, 7x7, 3x5, 16x16,
+    64x64 spatial means, one-axis means of 3-D and 4-D tensors): every output equal; a reduction over the
+    innermost axis uses another tree and is left to PyTorch. Hand-written for the reason
+    ``xnnpack_window_sum`` is. Cost: one elementwise add per reduced row.
+    """
+    rows = x.flatten(dims[0], dims[-1])
+    total = rows.select(dims[0], 0)
+    for i in range(1, rows.shape[dims[0]]):
+        total = total + rows.select(dims[0], i)
+    y = total * torch.tensor(1.0 / rows.shape[dims[0]], dtype=x.dtype)
+    if keepdim:
+        for d in dims:
+            y = y.unsqueeze(d)
+    return y
+
+
 def hybrid_layer(gm: nn.Module, name: str, layer: nn.Module, x: torch.Tensor, wq: Attrs) -> torch.Tensor:
     """A conv/linear with int8 weights on float input, computed as LiteRT's hybrid kernels compute it.
 
     The input is quantized on the fly (``_input_codes``: per image, or per row where XNNPACK runs the
     layer as a fully-connected op); the integer accumulator ``sum((q - z) * w_q)`` is exact (float64),
-    then ``fma(float32(acc * s_x), s_w, bias)``, XNNPACK's ``qd8-f32-qc8w`` output stage. Bit for bit
-    on conv and fully-connected layers, so that a code flipped by float noise does not cascade into
-    later layers' dynamic quantization (depthwise convs: a rounding tie in about 1 input in 300 still
-    differs, see docs/interop.md). While training (gradients on), the same values through
-    straight-through fake quantization. Cost: the layer in float64 (~2-3x its float32 time).
+    then ``fma(float32(acc * s_x), s_w, bias)``, XNNPACK's ``qd8-f32-qc8w`` output stage, or for
+    ``builtin_asymmetric`` layers (depthwise convs, which LiteRT runs in TFLite's own kernel)
+    ``float32(acc * s_w) * s_x + bias`` rounded after each operation. Bit for bit, so that a code
+    flipped by float noise does not cascade into later layers' dynamic quantization. While training
+    (gradients on) or exporting, the same values through straight-through fake quantization in float32
+    ops. Cost: the layer in float64 (~2-3x its float32 time).
     """
     import torch.nn.functional as F
 
     q, scale, zp = _input_codes(layer, x, wq["dynamic"])
-    if x.requires_grad and torch.is_grad_enabled() or getattr(gm, "qdq_mode", "sim") != "sim":
+    if not exact_inference(x) or getattr(gm, "qdq_mode", "sim") != "sim":
         w = quantized_weight(gm, name, layer.weight, wq)
         xq = _fake(x, q, scale, zp)
         if isinstance(layer, nn.Conv2d):
@@ -173,10 +267,14 @@ def hybrid_layer(gm: nn.Module, name: str, layer: nn.Module, x: torch.Tensor, wq
     else:
         acc = F.linear(codes, w_int)
         cshape = (1,) * (acc.ndim - 1) + (-1,)
+    w_scale = _scales(gm, name, wq, layer.weight).reshape(cshape)
+    if wq["dynamic"] == "builtin_asymmetric":  # TFLite's DepthwiseConvHybridGeneral: acc * s_w * s_x + bias
+        out32 = acc.float() * w_scale.float() * scale.float()
+        return out32 if layer.bias is None else out32 + layer.bias.detach().reshape(cshape)
     dequantized = acc.float() * scale.float()
     # float32 operands multiplied and added in float64, then rounded to float32: the fused multiply-add
     # (up to a double-rounding tie, vanishingly rare)
-    out = dequantized.double() * _scales(gm, name, wq, layer.weight).reshape(cshape).double()
+    out = dequantized.double() * w_scale.double()
     if layer.bias is not None:
         out = out + layer.bias.detach().reshape(cshape).double()
     return out.float()

@@ -313,6 +313,18 @@ class _Importer:
             before = len(self.b.nodes)
             translate(self, op)
             after_op(self, op, before)
+        # a hybrid layer's dynamic quantization turns a 1-ulp difference in its input into a code: in a
+        # hybrid model (no int8 activations) float average pools and row-wise means sum in XNNPACK's
+        # order (quant_ops.xnnpack_avg_pool2d, xnnpack_mean); other models keep PyTorch's own ops
+        hybrid = self.quant.kind == "hybrid" and self.quant.hybrid_scheme is not None
+        for node in self.b.nodes:
+            if node["op"] == "avg_pool2d" and hybrid:
+                node["attrs"]["summation"] = "xnnpack"
+            elif node.get("attrs", {}).get("summation") == "rows":
+                if hybrid:
+                    node["attrs"]["summation"] = "xnnpack"
+                else:
+                    del node["attrs"]["summation"]
         outputs = [self.get(t, identity_perm(self.rank(t))) for t in self.graph_outputs]
         graph = ImportedGraph(self.b.finish(outputs), self.b.weights, self.input_layout())
         graph.quant = self.quant
@@ -489,7 +501,17 @@ def _mean(imp: _Importer, op: _Op) -> None:
     keep = bool(op.options("ReducerOptions").KeepDims())
     value, perm = imp.get_any(x)
     dims = sorted(perm.index(a) for a in axes)
-    y = imp.b.add("mean", [value], {"dims": dims, "keepdim": keep}, op.source)
+    attrs: dict[str, Any] = {"dims": dims, "keepdim": keep}
+    # rows of the innermost axis summed in order: what a hybrid import reproduces (quant_ops.xnnpack_mean)
+    in_order = [perm.index(a) for a in axes]
+    if (
+        axes
+        and axes[-1] < rank - 1
+        and axes == list(range(axes[0], axes[-1] + 1))
+        and dims == in_order == list(range(dims[0], dims[-1] + 1))
+    ):
+        attrs["summation"] = "rows"  # kept by hybrid imports only (_Importer.run)
+    y = imp.b.add("mean", [value], attrs, op.source)
     imp.set(op.outputs[0], y, perm if keep else _remaining_perm(perm, set(axes)))
 
 

@@ -38,6 +38,7 @@ _LAYERS = ("conv2d", "linear")
 _MOVES = ("pad", "permute", "reshape", "squeeze", "unsqueeze", "flatten")  # ops that only move int8 codes
 _ROUND_AWAY = ("AVERAGE_POOL_2D",)  # TFLite's integer average pool rounds its code half away from zero
 HYBRID_SCHEME = "asymmetric"  # LiteRT's hybrid kernels: per batch element, asymmetric
+DEPTHWISE_HYBRID_SCHEME = "builtin_asymmetric"  # hybrid depthwise convs: TFLite's kernel (quant_ops.dynamic_codes)
 
 
 def _qattrs(scale: float, zero_point: int, rounding: str = "even") -> dict[str, Any]:
@@ -128,7 +129,10 @@ def _weights(imp: _Importer, op: _Op, layer: dict[str, Any]) -> None:
     layer["attrs"]["weight_quant"] = {"scale": [float(s) for s in scales], "qmax": 127}
     if hybrid:  # the layer quantizes its float input on the fly (quant_ops.hybrid_layer)
         imp.quant.hybrid_scheme = HYBRID_SCHEME
-        layer["attrs"]["weight_quant"]["dynamic"] = HYBRID_SCHEME
+        # LiteRT's XNNPACK delegate leaves hybrid depthwise convs to TFLite's own kernel (its outputs
+        # equal BUILTIN_WITHOUT_DEFAULT_DELEGATES'), which quantizes and rescales its own way
+        scheme = DEPTHWISE_HYBRID_SCHEME if op.code == "DEPTHWISE_CONV_2D" else HYBRID_SCHEME
+        layer["attrs"]["weight_quant"]["dynamic"] = scheme
 
 
 def _requantize_moves(imp: _Importer, before: int) -> None:
