@@ -31,24 +31,6 @@ def shared_file(name: str) -> Path:
     return path
 
 
-def ort_int8_saturates() -> bool:
-    """Whether ONNX Runtime's int8 kernels on this CPU saturate, so they may not equal an exact int8 reference.
-
-    On x86 without VNNI (AVX2, or AVX-512 without VNNI), ONNX Runtime's u8s8 convolutions and matmuls multiply
-    pairs of codes with VPMADDUBSW, whose int16 sum saturates once two products exceed 32,767 (ONNX Runtime's
-    quantization docs, "when and why do I need to try U8U8"). Full-range int8 weights reach that; VNNI and ARM's
-    dot products do not saturate. Seen on CI's AVX2 machine (2026-12-02): ResNet-style models differed by up to
-    16 output codes from edgeopt's simulation, which the VNNI machines match.
-    """
-    import platform
-
-    from edgeopt.report.environment import machine_info
-
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    return not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(machine_info()["cpu_flags"])
-
-
 def pytest_report_header() -> str:
     """The CPU in the log: which kernels the runtimes pick (and so some numerics) depend on it."""
     import torch

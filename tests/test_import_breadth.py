@@ -208,8 +208,8 @@ def qdq_net(path: Path, act_type: type = np.uint8) -> Path:
         return g.node("DequantizeLinear", [g.node("QuantizeLinear", [t, s, z]), s, z])
 
     def weight(*shape: int) -> str:
-        # 7-bit codes: with full-range ones, ONNX Runtime's u8s8 kernels saturate on x86 without VNNI (two products
-        # of 223 x 127 exceed int16; conftest.ort_int8_saturates) and differed by 16 output codes on CI's AVX2 CPU
+        # 7-bit codes: with full-range ones, ONNX Runtime's u8s8 kernels saturate on x86 without VNNI (two products of
+        # 223 x 127 exceed int16; see int8_kernels_saturate) and differed by 16 output codes on CI's AVX2 CPU
         codes = g.init(g.rng.integers(-63, 64, shape), np.int8)
         scales = g.init(g.rng.uniform(0.004, 0.02, shape[0]))
         return g.node("DequantizeLinear", [codes, scales, g.init(np.zeros(shape[0]), np.int8)], axis=0)

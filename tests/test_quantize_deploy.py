@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ort_int8_saturates
 
 from edgeopt.compress.quantize.ptq import QuantizedModule, QuantRecipe, quantize_ptq
 from edgeopt.data import load_dataset
@@ -22,6 +21,7 @@ from edgeopt.interop.export import export_model
 from edgeopt.model import load_model, save_model
 from edgeopt.models import create_model
 from edgeopt.runtimes import open_runner
+from edgeopt.runtimes.onnxruntime_runner import int8_kernels_saturate
 from edgeopt.train import FitConfig, evaluate, fit
 
 
@@ -70,8 +70,8 @@ def test_integer_export_agrees_with_simulation(tmp_path: Path, trained, quantize
     _, _, test = trained
     res = export_model(quantized, fmt, tmp_path / f"q.{fmt}")
     _assert_integer_artifact(fmt, res.path)
-    if fmt == "onnx" and ort_int8_saturates():
-        pytest.skip("ONNX Runtime's u8s8 kernels saturate on x86 without VNNI (conftest.ort_int8_saturates)")
+    if fmt == "onnx" and int8_kernels_saturate():
+        pytest.skip("ONNX Runtime's u8s8 kernels saturate on x86 without VNNI (int8_kernels_saturate)")
     # the parity inputs are random (near-tied logits): one top-1 flip of 8 is noise (it failed a run at 7/8 with
     # 1.6% relative error); the output error bounds them, and top-1 is checked on real digits below
     assert res.parity.rel_diff <= 0.05, res.parity

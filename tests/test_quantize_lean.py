@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ort_int8_saturates
 from torch import nn
 
 from edgeopt.compress.quantize import calibration as cal
@@ -19,6 +18,7 @@ from edgeopt.compress.quantize.gptq import gptq_quantize, layer_hessians
 from edgeopt.compress.quantize.ptq import QuantRecipe, calibration_batch, quantize_ptq
 from edgeopt.data import load_dataset
 from edgeopt.model import EdgeModel, InputSpec, ModelMeta
+from edgeopt.runtimes.onnxruntime_runner import int8_kernels_saturate
 from edgeopt.train import FitConfig, evaluate, fit
 
 
@@ -234,8 +234,8 @@ def test_onnx_runtime_fuses_every_conv_and_add(tmp_path: Path, toy) -> None:
     ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
     assert ops.count("QLinearConv") == 3 and ops.count("QLinearAdd") == 1
     assert not {"Conv", "Add", "Pad", "Relu"} & set(ops)  # nothing left in float between DQ and Q
-    if ort_int8_saturates():
-        pytest.skip("ONNX Runtime's u8s8 kernels saturate on x86 without VNNI (conftest.ort_int8_saturates)")
+    if int8_kernels_saturate():
+        pytest.skip("ONNX Runtime's u8s8 kernels saturate on x86 without VNNI (int8_kernels_saturate)")
     from edgeopt.runtimes import open_runner
 
     sim = evaluate(q, test)

@@ -446,6 +446,14 @@ def export_model(
             from edgeopt.interop.debug import divergence_hint
 
             hint = divergence_hint(model, tmp, inputs, fmt)  # the op-by-op table's first divergent op
+            if quantized and runtime == "onnxruntime":
+                from edgeopt.runtimes.onnxruntime_runner import int8_kernels_saturate
+
+                if int8_kernels_saturate():
+                    hint += (
+                        "; on this x86 CPU without VNNI, ONNX Runtime's int8 kernels saturate (its quantization "
+                        "docs), so they differ from the exact int8 result that ARM and VNNI CPUs compute"
+                    )
             raise EdgeoptError(
                 f"parity check failed for {name} exported to {fmt} ({runtime}): max |Δ| {parity.max_abs_diff:.3g}"
                 f" > {rtol:g} × max |ref| {parity.max_abs_ref:.3g} (top-1 agreement {parity.top1_agreement:.0%}"

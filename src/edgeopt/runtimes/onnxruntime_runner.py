@@ -16,6 +16,26 @@ from edgeopt.model import ModelMeta, split_inputs
 from edgeopt.runtimes.base import Runner
 
 
+def int8_kernels_saturate() -> bool:
+    """Whether ONNX Runtime's int8 kernels saturate on this CPU, so an int8 model's outputs here may differ
+    from an exact int8 computation (edgeopt's simulation, LiteRT, ExecuTorch, ONNX Runtime on ARM).
+
+    On x86 without VNNI (AVX2, or AVX-512 without VNNI), ONNX Runtime's u8s8 convolutions and matmuls multiply
+    pairs of codes with VPMADDUBSW, whose int16 sum saturates once two products exceed 32,767 (ONNX Runtime's
+    quantization docs, "when and why do I need to try U8U8"): full-range int8 weights times activation codes
+    above 128 reach that. VNNI and ARM's dot products do not saturate. Seen on an AVX2 VM (2026-12-02): a
+    ResNet-style int8 export 2.3 pt less accurate in ONNX Runtime than in the other runtimes, which VNNI
+    machines do not show.
+    """
+    import platform
+
+    from edgeopt.report.environment import machine_info
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    return not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(machine_info()["cpu_flags"])
+
+
 class OnnxRuntimeRunner(Runner):
     """Runs an ``.onnx`` model; takes every input (a structured batch when there are several, fed by the
     graph's input order) and returns every output (a tuple when there are several). Batch fixed when the
