@@ -184,6 +184,43 @@ def test_auto_scope_takes_the_best_expected_gain_that_fits(mlp, monkeypatch):
         choose_scope(mlp, x, y, cfg, budget_kb=50)
 
 
+def test_auto_scope_falls_back_to_micro_batches(mlp, monkeypatch):
+    """No scope fits at the whole batch: auto tries the same order at micro-batch 1, then the largest micro-batch
+    that still fits for the first scope that does (memory here: a fixed part plus one per sample per scope)."""
+    per_sample = {"all": 100_000, "lora:4": 60_000, "lastk:2": 40_000, "bias": 20_000, "head": 10_000}
+    seen = []
+
+    def fake(model, scope, x, y, cfg, program=None, measure=True):
+        mb = cfg.micro_batch(int(x.shape[0]))
+        seen.append(f"{scope.name}@{mb}")
+        return MemoryFigures(1, 1, None), SimpleNamespace(buffer=b"", batch_size=mb)
+
+    def fake_measure(buffer, shape, classes, lr=0.01, threads=1, accumulate=1):
+        name, _, mb = seen[-1].partition("@")
+        return {"bytes": 50_000 + per_sample[name] * int(mb)}
+
+    adapt_mod = importlib.import_module("edgeopt.ondevice.adapt")
+    monkeypatch.setattr(adapt_mod, "memory_figures", fake)
+    monkeypatch.setattr(adapt_mod, "measured_memory", fake_measure)
+    x, y = mlp.example_input(8), torch.zeros(8, dtype=torch.int64)
+    order = [s.name for s in candidate_scopes(mlp.module)]
+    # 100,000 B: nothing at batch 8 (the smallest, head, needs 130,000)
+    scope, figs, program, tried = choose_scope(mlp, x, y, AdaptConfig(scope="auto"), budget_kb=100_000 / 1024)
+    # at micro-batch 1: all 150k no, lastk:2 (second in the MLP's order) 90k fits; at 2: 130k no
+    assert order[:2] == ["all", "lastk:2"]
+    assert (scope.name, program.batch_size, figs.measured_bytes) == ("lastk:2", 1, 90_000)
+    assert [t["scope"] for t in tried] == order + ["all@1", "lastk:2@1", "lastk:2@2"]
+    scope, figs, program, _ = choose_scope(mlp, x, y, AdaptConfig(scope="auto"), budget_kb=135_000 / 1024)
+    assert (scope.name, program.batch_size) == ("head", 8)  # the whole batch fits: no micro-batches tried
+    scope, figs, program, _ = choose_scope(mlp, x, y, AdaptConfig(scope="auto"), budget_kb=140_000 / 1024,
+                                           candidates=[parse_scope("lastk:2")])  # fmt: skip
+    assert (scope.name, program.batch_size, figs.measured_bytes) == ("lastk:2", 2, 130_000)  # 4 would be 210k
+    with pytest.raises(EdgeoptError, match=r"smallest: head@1 measured 59 KB"):
+        choose_scope(mlp, x, y, AdaptConfig(scope="auto"), budget_kb=50)
+    with pytest.raises(EdgeoptError, match=r"smallest: head measured 127 KB"):
+        choose_scope(mlp, x, y, AdaptConfig(scope="auto"), budget_kb=100_000 / 1024, micro_batches=False)
+
+
 def test_litert_head_gradients_match_pytorch(mlp, digits, tmp_path):
     from edgeopt.ondevice.litert import LiteRTHead, check_litert_scope, export_trainable_head
 

@@ -4,7 +4,8 @@
 (``executorch``: a training program with its frozen part in XNNPACK; ``litert``: a trainable head in a
 .tflite; ``torch``: eager, for comparison), reads the weights back into a copy of the model and takes the
 three memory figures (:mod:`edgeopt.ondevice.memory`). :func:`choose_scope` picks ``--scope auto``: the
-candidate scopes in order of expected gain, the first whose *measured* memory fits the budget.
+candidate scopes in order of expected gain, the first whose *measured* memory fits the budget (when none fits
+at the whole batch, the same candidates again as micro-batches with gradient accumulation).
 
 Expected gain is a prior, not a measurement: the more parameters a scope trains, the more it can adapt
 (full fine-tuning first, the head alone last). The benchmark (``benchmarks/ondevice.py``) measures how
@@ -166,41 +167,62 @@ def _measure(buffer: bytes, shape: tuple[int, ...], model: EdgeModel, cfg: Adapt
 def choose_scope(
     model: EdgeModel, x: torch.Tensor, y: torch.Tensor, cfg: AdaptConfig, budget_kb: float,
     cache: dict[str, tuple[MemoryFigures, TrainingProgram]] | None = None, candidates: list[Scope] | None = None,
+    micro_batches: bool = True,
 ) -> tuple[Scope, MemoryFigures, TrainingProgram, list[dict[str, Any]]]:  # fmt: skip
     """The scope with the best expected gain whose measured memory fits ``budget_kb``, and the candidates tried.
 
     A candidate whose planned buffers alone exceed the budget is skipped without measuring (the runtime
-    allocates them in full). Nothing fits: ``EdgeoptError`` naming the smallest measured figure. ``cache`` (scope
-    name -> figures and program, same model, batch and settings) reuses figures already taken and keeps new
-    ones; ``candidates`` replaces :func:`candidate_scopes` (kept in the order given). Cost: one program export
-    and measurement per candidate tried and not cached.
+    allocates them in full). When none fits at the batch (``cfg.micro_batch_size`` unset, ``micro_batches``
+    on), the candidates are tried again, in the same order, as micro-batches of 1 with gradient accumulation
+    (the same data and updates, more calls per step); the first that fits then takes the largest divisor of the
+    batch that still fits (the returned program's ``batch_size``). Nothing fits: ``EdgeoptError`` naming the
+    smallest measured figure. ``cache`` (scope name, ``NAME@M`` for micro-batch M -> figures and program, same
+    model, batch and settings) reuses figures already taken and keeps new ones; ``candidates`` replaces
+    :func:`candidate_scopes` (kept in the order given). Cost: one program export and measurement per candidate
+    tried and not cached; the micro-batch pass adds one per candidate and one per larger micro-batch tried.
     """
     budget = budget_kb * 1024
+    batch = int(x.shape[0])
     tried: list[dict[str, Any]] = []
+    scopes = list(candidates if candidates is not None else candidate_scopes(model.module))
+
+    def attempt(scope: Scope, c: AdaptConfig) -> tuple[MemoryFigures, TrainingProgram] | None:
+        mb = c.micro_batch(batch)
+        key = scope.name if c.micro_batch_size is None else f"{scope.name}@{mb}"
+        try:
+            if cache is not None and key in cache:
+                figs, program = cache[key]
+            else:
+                figs, program = memory_figures(model, scope, x, y, c, measure=False)
+        except EdgeoptError as e:  # e.g. an int8 backbone under a scope that trains the first block
+            tried.append({"scope": key, "refused": e.problem})
+            return None
+        row: dict[str, Any] = {"scope": key, "planned_bytes": figs.planned_bytes}
+        tried.append(row)
+        if figs.planned_bytes is not None and figs.planned_bytes > budget:
+            row["fits"] = False
+            return None
+        if figs.measured_bytes is None:
+            figs.measured_bytes = _measure(program.buffer, (mb, *x.shape[1:]), model, c, batch // mb)
+        if cache is not None:
+            cache[key] = (figs, program)
+        row["measured_bytes"] = figs.measured_bytes
+        row["fits"] = figs.measured_bytes <= budget
+        return (figs, program) if row["fits"] else None
+
     with phase("choosing a scope"):
-        for scope in candidates if candidates is not None else candidate_scopes(model.module):
-            try:
-                if cache is not None and scope.name in cache:
-                    figs, program = cache[scope.name]
-                else:
-                    figs, program = memory_figures(model, scope, x, y, cfg, measure=False)
-            except EdgeoptError as e:  # e.g. an int8 backbone under a scope that trains the first block
-                tried.append({"scope": scope.name, "refused": e.problem})
-                continue
-            row: dict[str, Any] = {"scope": scope.name, "planned_bytes": figs.planned_bytes}
-            tried.append(row)
-            if figs.planned_bytes is not None and figs.planned_bytes > budget:
-                row["fits"] = False
-                continue
-            if figs.measured_bytes is None:
-                mb = cfg.micro_batch(int(x.shape[0]))
-                figs.measured_bytes = _measure(program.buffer, (mb, *x.shape[1:]), model, cfg, int(x.shape[0]) // mb)
-            if cache is not None:
-                cache[scope.name] = (figs, program)
-            row["measured_bytes"] = figs.measured_bytes
-            row["fits"] = figs.measured_bytes <= budget
-            if row["fits"]:
-                return scope, figs, program, tried
+        for scope in scopes:
+            if found := attempt(scope, cfg):
+                return scope, *found, tried
+        if micro_batches and cfg.micro_batch_size is None and batch > 1:
+            for scope in scopes:
+                if not (found := attempt(scope, AdaptConfig(**{**cfg.__dict__, "micro_batch_size": 1}))):
+                    continue
+                for mb in (d for d in range(2, batch) if batch % d == 0):  # memory grows with the micro-batch
+                    if not (larger := attempt(scope, AdaptConfig(**{**cfg.__dict__, "micro_batch_size": mb}))):
+                        break
+                    found = larger
+                return scope, *found, tried
     measured = [r for r in tried if r.get("measured_bytes") is not None]
     planned = [r for r in tried if r.get("planned_bytes") is not None]
     if measured:
@@ -292,8 +314,11 @@ def adapt(model: EdgeModel, train: ImageDataset, test: ImageDataset | None, cfg:
         loop: LoopResult = torch_train(work, data, cfg.lr, cfg.momentum, cfg.clip_norm)  # type: ignore[no-redef]
         after = None
     finish_scope(work, out.module)
-    out = out.with_lineage({"pass": "adapt", "scope": scope.name, "runtime": cfg.runtime, "steps": steps,
-                            "lr": cfg.lr, "batch_size": batch, "frozen": cfg.frozen})  # fmt: skip
+    step: dict[str, Any] = {"pass": "adapt", "scope": scope.name, "runtime": cfg.runtime, "steps": steps, "lr": cfg.lr,
+                            "batch_size": batch, "frozen": cfg.frozen}  # fmt: skip
+    if cfg.runtime == "executorch" and program is not None and program.batch_size < batch:  # given, or auto's
+        step["micro_batch_size"] = program.batch_size
+    out = out.with_lineage(step)
     if after is None and test is not None:
         after = _accuracy_torch(out, test)
     if cfg.runtime == "executorch" and cfg.frozen == "float" and test is not None:

@@ -81,6 +81,25 @@ def _progress(description: str, steps: int) -> ProgressBar:
     return ProgressBar(description, steps)
 
 
+class HostSGD:
+    """Plain SGD (``p -= lr * g``) applied on the host to a float64 training program's parameters, in the runtime's
+    own memory (``TrainingModule.named_parameters`` aliases it, as ExecuTorch's SGD relies on).
+
+    Hand-written because ExecuTorch 1.5.1's SGD (``extension/training/optimizer/sgd.cpp``) reads parameters and
+    gradients as float32 whatever their dtype: on float64 ones its step writes garbage. Only float64 programs,
+    which exist to check the runtime's arithmetic (:mod:`edgeopt.ondevice.program`), use it. No momentum."""
+
+    def __init__(self, params: dict[str, torch.Tensor], lr: float, momentum: float = 0.0) -> None:
+        if momentum:
+            raise EdgeoptError("float64 training programs update with plain SGD only", "use momentum 0")
+        self.params, self.lr = params, lr
+
+    def step(self, grads: dict[str, torch.Tensor]) -> None:
+        """One update in place; ``grads`` keyed like the parameters."""
+        for k, g in grads.items():
+            self.params[k].add_(g, alpha=-self.lr)
+
+
 class ExecuTorchTrainer:
     """A loaded ExecuTorch training program: train with its SGD, predict with its forward, read weights back.
 
@@ -128,7 +147,11 @@ class ExecuTorchTrainer:
                                "choose a scope that does not train through that op (e.g. head)") from failed
         from executorch.extension.training import get_sgd_optimizer
 
-        self.optimizer = get_sgd_optimizer(self.module.named_parameters(), self.lr, self.momentum, 0, 0, False)
+        params = self.module.named_parameters()
+        if any(p.dtype == torch.float64 for p in params.values()):
+            self.optimizer = HostSGD(params, self.lr, self.momentum)
+        else:
+            self.optimizer = get_sgd_optimizer(params, self.lr, self.momentum, 0, 0, False)
         return loss, pred
 
     def step(self, x: torch.Tensor, y: torch.Tensor, update: bool = True) -> tuple[float, torch.Tensor]:

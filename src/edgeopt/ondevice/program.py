@@ -16,6 +16,12 @@ Delegation (``frozen``):
   symmetric per-channel, calibrated on the given batches) and delegated; the trainable part stays float.
 * ``none`` — no delegate at all.
 
+float64 programs (``work`` and ``x`` in float64; ``frozen="none"``, as XNNPACK has no float64 kernels) exist to
+check the runtime's arithmetic against PyTorch's without float32 rounding: the loss is written out
+(:class:`WithLoss`) and every ``sum`` over dimensions becomes ``mean * n`` (:func:`exact_sums`), as ExecuTorch
+1.5.1's portable single-dimension ``sum`` loses float64 precision. ExecuTorch's SGD reads float32 only, so
+:class:`edgeopt.ondevice.loops.ExecuTorchTrainer` updates float64 parameters on the host.
+
 XNNPACK packs weights when it loads them, so a trainable parameter inside a delegate would never be
 updated (and the loss turns NaN): :func:`check_delegates` refuses any program where that would happen,
 with one line naming the parameter. ``delegate="all"`` hands the whole graph to the stock partitioner,
@@ -47,6 +53,11 @@ class WithLoss(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.net(x)
+        if logits.dtype == torch.float64:
+            # hand-written: ExecuTorch 1.5.1's portable _log_softmax.out has no float64 kernel (error 0x12)
+            z = logits - logits.detach().amax(dim=1, keepdim=True)
+            logp = z - z.exp().sum(dim=1, keepdim=True).log()
+            return -logp.gather(1, y[:, None]).mean(), logits.detach().argmax(dim=1)
         return self.loss(logits, y), logits.detach().argmax(dim=1)
 
 
@@ -92,6 +103,10 @@ def build_training_program(
         raise EdgeoptError(f"unknown frozen-part mode '{frozen}'", "use float, int8 or none")
     if not trainable:
         raise EdgeoptError("the scope trains no parameters", "choose a scope with parameters (head, all, ...)")
+    f64 = x.dtype == torch.float64
+    if f64 and frozen != "none":
+        raise EdgeoptError("a float64 training program cannot delegate its frozen part (XNNPACK has no float64 "
+                           "kernels)", "use frozen='none'")  # fmt: skip
     with quiet_output():
         from executorch.exir import EdgeCompileConfig, to_edge
         from torch.export.experimental import _export_forward_backward
@@ -106,6 +121,8 @@ def build_training_program(
     try:
         with quiet_output():
             ep = _export_forward_backward(torch.export.export(wrapped, (x, y)))
+            if f64:
+                exact_sums(ep)
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise EdgeoptError(f"the model does not export as an ExecuTorch training program ({first})",
@@ -121,6 +138,37 @@ def build_training_program(
         buffer = edge.to_executorch().buffer
     return TrainingProgram(bytes(buffer), list(trainable), frozen, delegated, int(x.shape[0]), detail,
                            edge.exported_program())
+
+
+def exact_sums(program: Any) -> int:
+    """Rewrite every ``aten.sum.dim_IntList`` of an exported program into ``mean.dim * n`` (in place); how many.
+
+    Why: ExecuTorch 1.5.1's portable ``sum.IntList_out`` over one dimension of a float64 tensor is only
+    float32-accurate (2.5e-6 off on a sum of ten values ~3), while its ``mean.dim`` is exact to 1e-16. The
+    joint graph sums in the softmax and in every bias gradient (addmm's, the loss's), so a float64 program
+    would otherwise carry float32 rounding. ``mean * n`` is the same sum up to float64 rounding."""
+    graph = program.graph_module.graph
+    done = 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target != torch.ops.aten.sum.dim_IntList:
+            continue
+        src, dims = node.args[0], node.args[1]
+        keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+        shape = src.meta["val"].shape
+        dims = list(dims) if dims else list(range(len(shape)))
+        n = 1
+        for d in dims:
+            n *= int(shape[d])
+        with graph.inserting_before(node):
+            mean = graph.call_function(torch.ops.aten.mean.dim, (src, dims, keep))
+            mean.meta["val"] = node.meta["val"]
+            total = graph.call_function(torch.ops.aten.mul.Tensor, (mean, float(n)))
+            total.meta["val"] = node.meta["val"]
+        node.replace_all_uses_with(total)
+        graph.erase_node(node)
+        done += 1
+    program.graph_module.recompile()
+    return done
 
 
 def check_delegates(program: Any, trainable: list[str]) -> list[str]:
