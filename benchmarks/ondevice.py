@@ -10,7 +10,10 @@ clipped to 1.0 (``--clip-norm``; unclipped, full fine-tuning diverged to NaN at 
 
 * parity: per-step loss in ExecuTorch's training runtime vs PyTorch eager over the first 50 steps, per scope;
   beside it (``sensitivity``), how far PyTorch eager drifts from itself over the same steps (float32 with and
-  without oneDNN's convolutions, and float64): what float32 training of this model can promise at all;
+  without oneDNN's convolutions, and float64): what float32 training of this model can promise at all, and how many
+  ReLU inputs lie within float32 rounding of zero (each a mask element two float32 implementations may set apart);
+  ``float64``: each scope as a float64 ExecuTorch program against float64 eager, the runtime's arithmetic without
+  float32 rounding (``parity.verdict`` states the acceptance line for both programs);
 * scope table: every scope (``all`` = full fine-tuning in the runtime) with accuracy gain, analytic / planned /
   measured memory and step time. ``SCOPE@M`` rows run each batch of 8 as micro-batches of M through a program
   of static batch M, gradients averaged before the one update (the same data and optimizer steps; eager
@@ -29,7 +32,7 @@ in benchmarks/federated.py. The LiteRT head trains unclipped (its .tflite's trai
 runtime; the head's gradient norm is ~2). ``--sections`` runs some parts only; the results file keeps the rows
 and sections not rerun when they came from the same base model (same camera-domain accuracy).
 
-    flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/ondevice.py    # ~40 min on a loaded 2-core machine
+    flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/ondevice.py    # ~15 min on the shared 2-core machine
     flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/ondevice.py --sections table --scopes bias@2 \
         --memory-only ""
 
