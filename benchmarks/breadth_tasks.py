@@ -68,7 +68,7 @@ def in_runtimes(models: dict[str, EdgeModel], test: Any, tmp: Path, rounds: int)
                 "export_and_eval_s": round(time.perf_counter() - t0, 1),
             }  # fmt: skip
             log(f"  {name:12s} {rt:12s} score {r.score:.4f}  ({res.size_bytes} B)")
-            if fmt == "tflite" or (fmt == "onnx" and not getattr(m.module, "quantized", False)):  # imports back
+            if fmt in ("tflite", "onnx"):  # edgeopt imports these back (a .pte it does not)
                 out[name][rt]["reimported"] = reimport(res.path, test)
             runners[f"{name}|{rt}"] = runner
             inputs[f"{name}|{rt}"] = m.meta.input.example_batch(1)  # a structured batch for a multi-input model
@@ -85,7 +85,7 @@ def in_runtimes(models: dict[str, EdgeModel], test: Any, tmp: Path, rounds: int)
 
 
 def reimport(path: Path, test: Any) -> dict[str, Any]:
-    """``path`` imported back into edgeopt and scored in PyTorch (a QDQ .onnx is not importable: skipped)."""
+    """``path`` imported back into edgeopt and scored in PyTorch (an int8 .onnx as a QDQ graph)."""
     try:
         back = import_model(path)
     except Exception as e:  # a figure, not a crash: the benchmark records what did not import
@@ -158,6 +158,8 @@ def conv1d_section(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     log(f"  int8 torch accuracy {q_eval.score:.4f}")
     rt = in_runtimes({"float": m, "pruned_float": p, "pruned_int8": q}, test, tmp, args.rounds)
     drops = {r: (p_eval.score - rt["pruned_int8"][r]["score"]) * 100 for r in RUNTIMES}
+    # the whole pipeline's loss: the pruned int8 artifact against the unpruned float model in the same runtime
+    drops_from_float = {r: (rt["float"][r]["score"] - rt["pruned_int8"][r]["score"]) * 100 for r in RUNTIMES}
     speedup = {r: rt["float"][r]["latency_p50_ms"] / rt["pruned_float"][r]["latency_p50_ms"] for r in RUNTIMES}
     return {
         "data": spec, "train": len(train), "test": len(test), "epochs": args.m1_epochs,
@@ -171,9 +173,12 @@ def conv1d_section(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "int8_torch_accuracy": q_eval.score,
         "runtimes": rt,
         "int8_drop_points_vs_pruned_float": drops,
+        "pruned_int8_drop_points_vs_float": drops_from_float,
         "reimport": reimport_summary(rt),
-        "acceptance": {"target": "MACs halved (ratio <= 0.5); int8 within 1 pt of float in each runtime",
-                       "met": macs_after <= 0.5 * macs_before and all(d <= 1.0 for d in drops.values())},
+        "acceptance": {"target": "MACs halved (ratio <= 0.5); the pruned int8 model within 1 pt of the unpruned "
+                                 "float one in each runtime (so within 1 pt of the pruned float one too)",
+                       "met": macs_after <= 0.5 * macs_before
+                       and all(d <= 1.0 for d in (*drops.values(), *drops_from_float.values()))},
     }  # fmt: skip
 
 
@@ -184,7 +189,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)  # training and calibration on one thread: two fight on a shared 2-core machine
     args.ad_train, args.ad_epochs = (400, 2) if args.quick else (4000, 20)
-    args.m1_samples, args.m1_epochs, args.m1_tune = (500, 2, 1) if args.quick else (5000, 20, 4)
+    args.m1_samples, args.m1_epochs, args.m1_tune = (500, 2, 1) if args.quick else (5000, 20, 12)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgeopt-breadth-") as d:
         tmp = Path(d)
