@@ -150,3 +150,20 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert leftovers(tmp_path) == []
+
+
+def test_federate_refuses_a_model_that_is_not_a_classifier(tmp_path: Path, capfd) -> None:
+    # clients train with cross-entropy on class labels: an autoencoder federated that way learned to output its
+    # normal-flag label (ROC AUC 0.5 every round) instead of reconstructing its input
+    rc, _, err = run_cli(
+        capfd, "federate", "zoo:fc_autoencoder", "--data", "anomaly:200", "--clients", "2", "--rounds", "1",
+        "--out", tmp_path / "run",
+    )  # fmt: skip
+    assert_one_line_error(rc, err, "federate trains classifiers, but this is an anomaly model")
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()
+
+
+def test_search_refuses_array_data_before_any_trial(tmp_path: Path, capfd) -> None:
+    rc, _, err = run_cli(capfd, "search", "--data", "anomaly:200", "--trials", "2", "--out", tmp_path / "nas")
+    assert_one_line_error(rc, err, "holds arrays of shape 640")
+    assert not (tmp_path / "nas" / "search.json").exists()

@@ -143,7 +143,8 @@ def test_cli_client_model_qat_reports_the_int8_artifact(tmp_path, capfd) -> None
     from edgeopt.cli import main
 
     out = tmp_path / "run"
-    args = ["federate", "zoo:mlp", "--data", "digits", "--clients", "4", "--per-round", "4", "--rounds", "3",
+    # no --per-round: it defaults to every client (a fixed 10 refused --clients 4)
+    args = ["federate", "zoo:mlp", "--data", "digits", "--clients", "4", "--rounds", "3",
             "--client-model", "qat-int8", "--lr", "0.1", "--threads", "1", "--out", str(out), "--json"]  # fmt: skip
     assert main(args) == 0
     got = json.loads(capfd.readouterr().out.strip())

@@ -45,7 +45,9 @@ def federate(
     out: Annotated[Path, typer.Option("--out", help="run directory: checkpoint, curves.json, report.html, model")],
     data: DataOpt = "digits",
     clients: Annotated[int, typer.Option("--clients", min=1, help="number of clients K")] = 10,
-    per_round: Annotated[int, typer.Option("--per-round", min=1, help="clients sampled per round M")] = 10,
+    per_round: Annotated[
+        int | None, typer.Option("--per-round", min=1, help="clients sampled per round M (default: all K)")
+    ] = None,
     rounds: Annotated[int, typer.Option("--rounds", min=1)] = 10,
     partition: Annotated[str, typer.Option(help="iid, dirichlet:ALPHA or shards:K")] = "iid",
     algo: Annotated[str, typer.Option(help="fedavg, fedprox, fedadam, fedyogi or scaffold")] = "fedavg",
@@ -96,7 +98,7 @@ def federate(
     if server_lr is None:
         server_lr = 0.01 if algo in ("fedadam", "fedyogi") else 1.0
     cfg = FederatedConfig(
-        clients=clients, per_round=per_round, rounds=rounds, partition=partition, algo=algo,
+        clients=clients, per_round=per_round or clients, rounds=rounds, partition=partition, algo=algo,
         local_epochs=local_epochs, batch_size=batch_size, lr=lr, momentum=momentum, mu=mu, server_lr=server_lr,
         aggregator=aggregator, compress=compress, dp_clip=dp_clip, dp_noise=dp_noise, secagg=secagg,
         dropout=dropout, deadline=deadline, min_completion=min_completion, client_model=client_model, seed=seed,

@@ -157,6 +157,13 @@ class RunContext:
         self, model: EdgeModel, train: ImageDataset, test: ImageDataset, cfg: FederatedConfig,
         out_dir: Path | None, resume: bool,
     ) -> None:  # fmt: skip
+        if model.meta.task != "classification":  # clients train with cross-entropy on class labels
+            from edgeopt.train.tasks import article
+
+            raise EdgeoptError(
+                f"federate trains classifiers, but this is {article(model.meta.task)} {model.meta.task} model",
+                "federate a classification model (federated regression and anomaly training are not built yet)",
+            )
         if train.num_classes > model.meta.num_classes:
             raise EdgeoptError(
                 f"data has {train.num_classes} classes but the model outputs {model.meta.num_classes}",

@@ -183,6 +183,13 @@ def search(
             f" ({', '.join(o.name for o in train_all.outputs)})",
             f"multi-output models go through {', '.join(MULTI_OUTPUT_COMMANDS)}",
         )
+    if not train_all.is_image:  # every trial would fail alone: say it once, before the study starts
+        raise EdgeoptError(
+            f"search's spaces build image networks (H x W x C inputs), but {data} holds arrays of shape "
+            f"{'x'.join(map(str, train_all.sample_shape))}",
+            "search on image or spectrogram data; for 1-D or tabular data, train a zoo model (cnn1d, mlp) and "
+            "prune or quantize it",
+        )
     proxy_data = stratified_subset(train_all, settings.proxy_images, settings.seed)
     train, val = split_train_val(proxy_data, settings.val_fraction, settings.seed)
     source = resolve_profiles(settings.runtimes, profile, settings.threads)
