@@ -40,6 +40,7 @@ from edgeopt.data import ImageDataset
 from edgeopt.errors import EdgeoptError
 from edgeopt.model import EdgeModel, refuse_multi_output
 from edgeopt.train import FitConfig, fit
+from edgeopt.train.tasks import loss_function
 
 LatencyFn = Callable[[list[EdgeModel]], list[float]]
 FRACTIONS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
@@ -218,14 +219,16 @@ def train_to_budget(
     )
 
     gates = _Gates(dep, ranked, choices)
-    sizes = {name: m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
-             for name, m in module.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}  # fmt: skip
+    convs = (nn.Conv1d, nn.Conv2d)
+    sizes = {name: m.in_channels if isinstance(m, convs) else m.in_features
+             for name, m in module.named_modules() if isinstance(m, (*convs, nn.Linear))}  # fmt: skip
     current: dict[str, torch.Tensor] = {}
 
     def pre_hook(name: str) -> Callable:
         def hook(_mod: nn.Module, args: tuple) -> tuple:
             m = current[name].to(args[0].device)
-            return (args[0] * (m.view(1, -1, 1, 1) if args[0].dim() == 4 else m),)
+            x = args[0]  # (N, C, ...) for a conv, (N, C) for a linear layer: the mask scales dimension 1
+            return (x * (m.view(1, -1, *[1] * (x.dim() - 2)) if x.dim() > 2 else m),)
 
         return hook
 
@@ -234,10 +237,10 @@ def train_to_budget(
     steps_per_epoch = max(1, math.ceil(len(data) / cfg.batch_size))
     total = search_epochs * steps_per_epoch
     step = [0]
-    ce = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    task_loss = loss_function(model.meta.task, cfg.label_smoothing)
 
-    def loss_fn(logits: torch.Tensor, y: torch.Tensor, _x: torch.Tensor) -> torch.Tensor:
-        loss = ce(logits, y)
+    def loss_fn(outputs: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        loss = task_loss(outputs, y, x)
         probs = gates.probs()
         if lat_tab is not None and budget.latency_ms is not None:
             loss = loss + penalty * torch.relu(_expected(lat_tab, probs, lat0) / budget.latency_ms - 1)
