@@ -220,8 +220,32 @@ ISSUE16_VARIANTS = {
     "edgeopt int8 meanmax + fast+empirical BC": {"calib": "meanmax", "bias_method": "fast+empirical"},
     "edgeopt int8 entropy + fast+empirical BC": {"bias_method": "fast+empirical"},
 }
-# ONNX Runtime only: the same recipes with the residual adds and the logits left float (as NNCF does)
-ISSUE16_ORT_FLOAT: dict[str, dict[str, Any]] = {}  # none this run (float add/logits: see docs/quantization.md)
+# ONNX Runtime only (``--only nncf``): NNCF's recipe with float ops. ``logits``: the classifier and softmax
+# float, the graph ONNX Runtime runs for NNCF's model; ``add``: the adds and everything after them up to
+# the next quantized op (ReLU, pads, pool) float too
+_MEANMAX = {"calib": "meanmax"}
+ISSUE16_ORT_FLOAT: dict[str, dict[str, Any]] = {
+    f"edgeopt int8 meanmax + {bc} BC, float {ops}": {**_MEANMAX, "bias_method": bc, "float_ops": ops.split("+")}
+    for ops in ("logits", "add+logits")
+    for bc in ("fast", "fast+empirical")
+}
+# ONNX op types a float_op_names label stands for (to check a report against the graph ONNX Runtime runs)
+_ORT_FLOAT_LABELS = {"Gemm": "linear", "MatMul": "linear", "Conv": "conv", "Add": "add", "Relu": "relu",
+                     "Pad": "pad", "AveragePool": "avg_pool", "GlobalAveragePool": "mean", "Softmax": "softmax",
+                     "Clip": "clamp", "Sigmoid": "sigmoid", "Mul": "mul"}  # fmt: skip
+_ORT_NOT_COMPUTE = {"QuantizeLinear", "DequantizeLinear", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze",
+                    "ReorderInput", "ReorderOutput"}  # fmt: skip
+
+
+def ort_float_compute(ops: dict[str, int]) -> list[str]:
+    """The op types of ONNX Runtime's executed graph (``ort_optimized_ops``) that compute in float."""
+    return sorted(k for k in ops if k not in _ORT_NOT_COMPUTE and not k.startswith("Q"))  # QLinear*, QGemm
+
+
+def report_covers(report: list[str], ort_float: list[str]) -> bool:
+    """Whether a model report's float-op list (``float_op_names``) names every float op type ONNX Runtime
+    runs (an empty report must mean a graph without float compute)."""
+    return all(any(_ORT_FLOAT_LABELS.get(op, op.lower()) in label for label in report) for op in ort_float)
 
 
 def accuracy_study(calib_samples: int, rounds: int, limit: int | None) -> dict[str, Any]:
@@ -341,6 +365,83 @@ def accuracy_study(calib_samples: int, rounds: int, limit: int | None) -> dict[s
     return out
 
 
+def ort_study(calib_samples: int, rounds: int, limit: int | None) -> dict[str, Any]:
+    """Issue 16 (``--only nncf``): edgeopt against NNCF PTQ in ONNX Runtime alone, one run (minutes).
+
+    Rows (accuracy on the test images in ORT, p50 at batch 1, 1 thread, ``rounds`` interleaved rounds):
+    float, NNCF PTQ, edgeopt's default recipe, NNCF's recipe in edgeopt (meanmax ranges + fast bias
+    correction, alone and followed by the empirical one) full integer and with ``ISSUE16_ORT_FLOAT``'s
+    float ops. Per edgeopt artifact: its report's float ops (``lineage.metrics.float_ops``), the op types
+    ORT runs in float, and whether the first names every one of the second. Also plain PTQ time with the
+    default recipe (wall and CPU seconds, the first PTQ of the process and a second one).
+    """
+    tflite_f = shared_path("mlperf-tiny/resnet8_float32.tflite")
+    spec = f"imagefolder:{shared_path('cifar10-jpg.zip')}"
+    train = load_dataset(spec, "train")
+    test = load_dataset(spec, "test").take(limit, seed=0)
+    model = load_model(tflite_f, input_range=(0, 255))
+    work = Path(tempfile.mkdtemp(prefix="edgeopt-qort-"))
+    out: dict[str, Any] = {"ptq_time_default_recipe": [], "variants": {}}
+    for _ in range(2):  # plain PTQ's time: the process's first (torch.export warms up) and a second
+        t0, c0 = time.perf_counter(), time.process_time()
+        default_q = quantize_ptq(model, train, QuantRecipe(calib_samples=calib_samples))
+        out["ptq_time_default_recipe"].append({"wall_s": round(time.perf_counter() - t0, 2),
+                                               "cpu_s": round(time.process_time() - c0, 2)})  # fmt: skip
+    out["torch_threads"] = torch.get_num_threads()
+    print("  plain PTQ (default recipe):", out["ptq_time_default_recipe"], flush=True)
+    acc: dict[str, float] = {}
+    runners: dict[str, Any] = {}
+
+    def run_eval(key: str, path: Path) -> None:
+        runners[key] = open_runner("onnxruntime", path, threads=1)
+        acc[key] = evaluate(model.meta, test, predict=runners[key].run).accuracy
+        print(f"  {key:<56} {100 * acc[key]:6.2f}%", flush=True)
+
+    run_eval("float", export_model(model, "onnx", work / "float.onnx").path)
+    xn = calibration_batch(model, train, calib_samples, 0).numpy()
+    t0 = time.perf_counter()
+    nncf_path = nncf_onnx(work / "float.onnx", work / "nncf.onnx", xn)
+    out["nncf_ptq_seconds"] = round(time.perf_counter() - t0, 2)
+    run_eval("NNCF PTQ", nncf_path)
+    out["nncf_ort_float_ops"] = ort_float_compute(ort_optimized_ops(nncf_path, work))
+    variants = {"edgeopt int8 (default)": {}, **{k: v for k, v in ISSUE16_VARIANTS.items() if "meanmax" in k},
+                **ISSUE16_ORT_FLOAT}  # fmt: skip
+    for i, (name, fields) in enumerate(variants.items()):
+        t0 = time.perf_counter()
+        q = default_q if not fields else quantize_ptq(model, train, QuantRecipe(calib_samples=calib_samples, **fields))
+        secs = time.perf_counter() - t0
+        r = export_model(q, "onnx", work / f"v{i}.onnx")
+        run_eval(name, r.path)
+        report = q.meta.lineage[-1]["metrics"]["float_ops"]
+        ort_ops = ort_optimized_ops(r.path, work)
+        ort_float = ort_float_compute(ort_ops)
+        out["variants"][name] = {"recipe": fields, "ptq_seconds": round(secs, 2),
+                                 "sim_accuracy": evaluate(q, test).accuracy, "report_float_ops": report,
+                                 "ort_ops": ort_ops, "ort_float_ops": ort_float,
+                                 "report_lists_every_ort_float_op": report_covers(report, ort_float)}  # fmt: skip
+        print(f"    report float ops {report}; ORT runs in float {ort_float}", flush=True)
+    out["load_average_before_latency"] = list(os.getloadavg())
+    x = model.example_input(1).numpy()
+    lat = interleaved_p50(runners, {k: x for k in runners}, rounds=rounds)
+    out["load_average_after_latency"] = list(os.getloadavg())
+    for r in runners.values():
+        r.close()
+    nncf = lat["NNCF PTQ"]["p50_ms"]
+    out["rows"] = {k: {"accuracy": acc[k], "points_vs_nncf": 100 * (acc[k] - acc["NNCF PTQ"]), "p50_ms": v["p50_ms"],
+                       "p90_ms": v["p90_ms"], "ratio_to_nncf": v["p50_ms"] / nncf,
+                       "p50_ms_per_round": v["p50_ms_per_round"]}
+                   for k, v in lat.items()}  # fmt: skip
+    out["samples"] = len(test)
+    out["calib_samples"] = calib_samples
+    out["rounds"] = rounds
+    out["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    out["machine"] = machine_info()
+    for k, v in out["rows"].items():
+        print(f"  {k:<56} {100 * v['accuracy']:6.2f}% ({v['points_vs_nncf']:+.2f})  {1000 * v['p50_ms']:7.1f} µs "
+              f"({v['ratio_to_nncf']:.3f}× NNCF)")  # fmt: skip
+    return out
+
+
 INT4_MIX = {"mods.conv2d_4": 4, "mods.conv2d_6": 4, "mods.conv2d_7": 4}  # the 2026-11-25 --mixed allocation
 INT4_ROUNDINGS = ("nearest", "gptq", "adaround", "brecq")
 
@@ -381,9 +482,9 @@ def int4_study(calib_samples: int, limit: int | None, rounding_seconds: float, l
                                                 weight_rounding="brecq", rounding_seconds=long_seconds,
                                                 seed=seed)  # fmt: skip
     for name, recipe in recipes.items():
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         q = quantize_ptq(model, train, recipe)
-        secs = time.perf_counter() - t0
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
         sim = evaluate(q, test).accuracy
         r = export_model(q, "onnx", work / f"{name.replace(' ', '_')}.onnx")
         with open_runner(r.runtime, r.path, threads=1) as run:
@@ -393,7 +494,8 @@ def int4_study(calib_samples: int, limit: int | None, rounding_seconds: float, l
         off = max((float((grid[k] - grid[k].round()).abs().max()) for k in low), default=None)
         top = max((float(grid[k].round().abs().max()) for k in low), default=None)
         metrics = q.meta.lineage[-1]["metrics"]
-        out["rows"][name] = {"rounding": recipe.weight_rounding, "ptq_seconds": round(secs, 2), "sim_accuracy": sim,
+        out["rows"][name] = {"rounding": recipe.weight_rounding, "ptq_seconds": round(secs, 2),
+                             "ptq_cpu_seconds": round(cpu, 2), "sim_accuracy": sim,
                              "drop_points_sim": 100 * (f - sim), "ort_accuracy": ort,
                              "drop_points_ort": 100 * (f - ort),
                              "int4_max_off_grid": off, "int4_max_abs_integer": top,
@@ -408,7 +510,8 @@ def int4_study(calib_samples: int, limit: int | None, rounding_seconds: float, l
     out["seed"] = seed
     out["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     out["machine"] = machine_info()
-    out["timing_note"] = "PTQ wall times on a shared 2-core machine under load from other jobs (load_average)"
+    out["timing_note"] = "PTQ wall and CPU seconds on a shared 2-core machine (load_average: others' jobs)"
+    out["torch_threads"] = torch.get_num_threads()
     return out
 
 
@@ -483,12 +586,13 @@ def main() -> None:
     ap.add_argument("--rounding-seconds", type=float, default=45.0, help="AdaRound/BRECQ time budget (--only int4)")
     ap.add_argument("--long-seconds", type=float, default=0.0, help="also a BRECQ row with this budget (--only int4)")
     ap.add_argument("--seed", type=int, default=0, help="calibration draw (--only int4; not 0: stored apart)")
-    ap.add_argument("--only", choices=["mixed", "zoo", "latency", "accuracy", "int4"],
+    ap.add_argument("--only", choices=["mixed", "zoo", "latency", "accuracy", "int4", "nncf"],
                     help="run just that study (merged into the results file); latency: the int8 latency "
                          "check alone (reference vs edgeopt in each runtime, and their fp32), no accuracy; "
                          "accuracy: issue 16's rows alone (new PTQ options, their float controls, NNCF, "
                          "float, TFLite int8); int4: the 4-bit mix under nearest / GPTQ / AdaRound / BRECQ "
-                         "rounding (accuracy only)")  # fmt: skip
+                         "rounding (accuracy only); nncf: edgeopt against NNCF in ONNX Runtime alone "
+                         "(NNCF's recipe, full integer and with float ops) and plain PTQ's time")  # fmt: skip
     args = ap.parse_args()
 
     t_start = time.perf_counter()
@@ -631,7 +735,8 @@ def main() -> None:
         import json
 
         old = json.loads(previous.read_text()).get("figures", {})
-        for key in ("mixed_precision", "zoo", "latency_check", "accuracy_issue16", "int4_reconstruction"):
+        kept = ("mixed_precision", "zoo", "latency_check", "accuracy_issue16", "int4_reconstruction", "ort_vs_nncf")
+        for key in kept:
             if key not in figures and key in old:
                 figures[key] = old[key]
     figures["total_seconds"] = round(time.perf_counter() - t_start, 1)
@@ -657,6 +762,8 @@ def _only(args: argparse.Namespace) -> None:
         fig = latency_check(args.calib_samples, args.rounds)
     elif args.only == "accuracy":
         fig = accuracy_study(args.calib_samples, args.rounds, args.limit)
+    elif args.only == "nncf":
+        fig = ort_study(args.calib_samples, args.rounds, args.limit)
     elif args.only == "int4":
         fig = int4_study(args.calib_samples, args.limit, args.rounding_seconds, args.long_seconds, args.seed)
     else:
@@ -668,7 +775,8 @@ def _only(args: argparse.Namespace) -> None:
         fig = mixed_precision_study(model, load_dataset(spec, "train"), test, tempfile.mkdtemp(), args.calib_samples)
     fig["seconds"] = round(time.perf_counter() - t0, 1)
     fig["load_average"] = list(os.getloadavg())
-    keys = {"zoo": "zoo", "latency": "latency_check", "accuracy": "accuracy_issue16", "int4": "int4_reconstruction"}
+    keys = {"zoo": "zoo", "latency": "latency_check", "accuracy": "accuracy_issue16", "int4": "int4_reconstruction",
+            "nncf": "ort_vs_nncf"}  # fmt: skip
     key = keys.get(args.only, "mixed_precision")
     if args.only == "int4" and args.seed:
         key += f"_seed{args.seed}"

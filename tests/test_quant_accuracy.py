@@ -163,6 +163,22 @@ def test_per_runtime_float_ops_are_listed(trained) -> None:
         QuantRecipe(float_ops=["softmax"]).validate()
 
 
+def test_a_float_classifier_does_not_widen_its_input_range() -> None:
+    """Only the logits keep their full (minmax) range; with ``float_ops=["logits"]`` the features feeding
+    the float classifier are no output and keep the recipe's range method (meanmax here), as NNCF's do."""
+    from edgeopt.compress.quantize.ptq import output_observers, prepare
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    x = torch.randn(2, 1, 6, 6)
+    full = prepare(net, x, QuantRecipe(calib="meanmax").validate())
+    (name,) = output_observers(full)
+    node = next(n for n in full.graph.nodes if n.op == "call_module" and n.target == name)
+    assert str(node.args[0].target) == "aten.linear.default"  # the logits
+    float_logits = prepare(net, x, QuantRecipe(calib="meanmax", layer_bits={"4": 0}).validate())
+    assert output_observers(float_logits) == {}
+
+
 def test_clipped_float_control_and_adabn_recipe(trained) -> None:
     model, train = trained
     q = quantize_ptq(model, train, QuantRecipe(calib="meanmax", calib_samples=64, align="adabn"))

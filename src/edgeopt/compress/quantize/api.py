@@ -58,8 +58,8 @@ def quantize(
     ``rounding``: ``gptq`` (default for int4/mixed: error-compensating, see ``gptq``), ``nearest``
     (default for int8), ``adaround`` (learned rounding per layer, ``adaround``) or ``brecq`` (block
     reconstruction with QDrop, ``blockrecon``); the learned ones round every layer of an all-int8 model and
-    only the 4-bit layers of a mix, within ``rounding_seconds`` in all (at 4 bits BRECQ needed ~2,000 steps
-    a block, 100-150 s on ResNet-8, to beat GPTQ: docs/quantization.md).
+    only the 4-bit layers of a mix, within ``rounding_seconds`` in all (at 4 bits BRECQ needs ~2,000 steps
+    a block to beat GPTQ: 46-48 s of PTQ on ResNet-8's mix at its minibatch of 16, docs/quantization.md).
     ``align``: ``adabn`` re-estimates the batch norms on the calibration data first (``align``;
     domain adaptation, which the float model gets too). ``float_ops``: ``add`` / ``logits`` left
     float (runtimes that mix: ONNX Runtime, ExecuTorch; integer-only targets refuse them); the

@@ -51,6 +51,8 @@ ROUNDINGS = ("nearest", "gptq", "adaround", "brecq")
 BIAS_METHODS = ("empirical", "fast", "fast+empirical")  # ``QuantRecipe.bias_method``
 FLOAT_OPS = ("add", "logits")  # ops a runtime that mixes may keep float (``QuantRecipe.float_ops``)
 _ADD_OPS = (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
+_LAYER_OPS = (torch.ops.aten.linear.default, torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default,
+              torch.ops.aten.matmul.default, torch.ops.aten.mm.default, torch.ops.aten.addmm.default)  # fmt: skip
 
 
 @dataclass
@@ -202,7 +204,9 @@ def convert(prepared: torch.fx.GraphModule, fold: bool = True) -> torch.fx.Graph
 
 
 def output_observers(prepared: torch.fx.GraphModule) -> dict[str, Any]:
-    """Observers whose values reach the graph output without passing another observer (the logits)."""
+    """Observers whose values reach the graph output without passing another observer or a layer (the
+    logits). A float layer on the way (``float_ops=["logits"]``) makes its input no output: the features
+    it reads keep their own range method."""
     obs = observers(prepared)
     found = {}
     for n in prepared.graph.nodes:
@@ -217,7 +221,7 @@ def output_observers(prepared: torch.fx.GraphModule) -> dict[str, Any]:
             if u.op == "output":
                 found[n.target] = obs[n.target]
                 break
-            if u.op == "call_module" and u.target in obs:
+            if (u.op == "call_module" and u.target in obs) or u.target in _LAYER_OPS:
                 continue
             todo.extend(u.users)
     return found
