@@ -222,11 +222,12 @@ ISSUE16_VARIANTS = {
 }
 # ONNX Runtime only (``--only nncf``): NNCF's recipe with float ops. ``logits``: the classifier and softmax
 # float, the graph ONNX Runtime runs for NNCF's model; ``add``: the adds and everything after them up to
-# the next quantized op (ReLU, pads, pool) float too
+# the next quantized op (ReLU, pads, pool) float too; ``pool``: the pooled features get their own range
+# (as NNCF's), the pool itself running as ORT's QLinearAveragePool
 _MEANMAX = {"calib": "meanmax"}
 ISSUE16_ORT_FLOAT: dict[str, dict[str, Any]] = {
     f"edgeopt int8 meanmax + {bc} BC, float {ops}": {**_MEANMAX, "bias_method": bc, "float_ops": ops.split("+")}
-    for ops in ("logits", "add+logits")
+    for ops in ("logits", "add+logits", "pool")
     for bc in ("fast", "fast+empirical")
 }
 # ONNX op types a float_op_names label stands for (to check a report against the graph ONNX Runtime runs)

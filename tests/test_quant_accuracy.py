@@ -179,6 +179,24 @@ def test_a_float_classifier_does_not_widen_its_input_range() -> None:
     assert output_observers(float_logits) == {}
 
 
+def test_float_pool_gives_the_pooled_features_their_own_range() -> None:
+    """``float_ops=["pool"]``: the avg pool is listed float and the tensor after it has an observer of its
+    own (by default the pool shares its input's); integer-only targets refuse it."""
+    from edgeopt.compress.quantize.ptq import observers, prepare
+    from edgeopt.compress.quantize.targets import float_op_names
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AvgPool2d(4), nn.Flatten(), nn.Linear(4, 3)).eval()
+    x = torch.randn(2, 1, 6, 6)
+    shared = prepare(net, x, QuantRecipe().validate())
+    own = prepare(net, x, QuantRecipe(float_ops=["pool"]).validate())
+    assert float_op_names(shared) == []
+    assert any(o.startswith("aten.avg_pool2d") for o in float_op_names(own))
+    assert len(observers(own)) == len(observers(shared)) + 1
+    with pytest.raises(EdgeoptError, match="no float fallback"):
+        QuantRecipe(target="npu-int8", float_ops=["pool"]).validate()
+
+
 def test_clipped_float_control_and_adabn_recipe(trained) -> None:
     model, train = trained
     q = quantize_ptq(model, train, QuantRecipe(calib="meanmax", calib_samples=64, align="adabn"))

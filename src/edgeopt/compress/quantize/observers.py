@@ -224,6 +224,9 @@ class EdgeQuantizer(XNNPACKQuantizer):
         self.weight_specs: dict[str, QuantizationSpec] = {}
         self.op_weight_specs: dict[Any, QuantizationSpec] = {}
         self.lean = lean  # False: pads and pools only (models quantized before the shape/softmax rules)
+        # True (``QuantRecipe.float_ops`` "pool"): an avg_pool2d is not annotated, so the tensor after it gets an
+        # observer of its own (NNCF's choice: a global pool's output spans a fraction of its input's range)
+        self.float_pools = False
 
     def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
         # skip the batch-norm and transposed-conv patterns when the graph has none (prepare_pt2e has
@@ -254,6 +257,8 @@ class EdgeQuantizer(XNNPACKQuantizer):
                     _annotate_softmax(n)
                 continue
             if n.target not in _PAD_OPS + _POOL_OPS + (SHAPE_OPS if self.lean else ()):
+                continue
+            if self.float_pools and n.target in _POOL_OPS:
                 continue
             if n.target in _POOL_OPS + SHAPE_OPS:
                 mode, value = "constant", 0.0
