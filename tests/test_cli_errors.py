@@ -152,14 +152,13 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
-def test_federate_refuses_a_model_that_is_not_a_classifier(tmp_path: Path, capfd) -> None:
-    # clients train with cross-entropy on class labels: an autoencoder federated that way learned to output its
-    # normal-flag label (ROC AUC 0.5 every round) instead of reconstructing its input
+def test_federate_refuses_a_label_skewed_partition_for_an_anomaly_model(tmp_path: Path, capfd) -> None:
+    # dirichlet/shards split by class label: an autoencoder's training split is all normal (one label)
     rc, _, err = run_cli(
         capfd, "federate", "zoo:fc_autoencoder", "--data", "anomaly:200", "--clients", "2", "--rounds", "1",
-        "--out", tmp_path / "run",
+        "--partition", "dirichlet:0.5", "--out", tmp_path / "run",
     )  # fmt: skip
-    assert_one_line_error(rc, err, "federate trains classifiers, but this is an anomaly model")
+    assert_one_line_error(rc, err, "--partition dirichlet:0.5 splits by class label, but this is an anomaly model")
     assert not (tmp_path / "run" / "checkpoint.npz").exists()
 
 

@@ -26,14 +26,16 @@ from edgeopt.errors import EdgeoptError
 class _RoundBar:
     """A progress bar over rounds on stderr (only on a terminal, never with --json)."""
 
-    def __init__(self, total: int, done: int) -> None:
+    def __init__(self, total: int, done: int, metric: str = "acc") -> None:
         from edgeopt.progress import ProgressBar
 
         self._bar = ProgressBar("federated rounds", total, completed=done, transient=False)
+        self._metric = metric
 
     def __call__(self, record: dict[str, Any]) -> None:
-        acc = record.get("test_accuracy")
-        self._bar.advance(f"round {record['round']} acc {acc:.3f}" if acc is not None else f"round {record['round']}")
+        acc = record.get("test_accuracy")  # the task's score
+        text = f"round {record['round']}"
+        self._bar.advance(f"{text} {self._metric} {acc:.3f}" if acc is not None else text)
 
     def close(self) -> None:
         self._bar.close()
@@ -83,7 +85,12 @@ def federate(
     threads: OldThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Federated training of MODEL on DATA split across K clients; writes curves and a report to --out."""
+    """Federated training of MODEL on DATA split across K clients; writes curves and a report to --out.
+
+    Classifiers, regression models and autoencoders (anomaly data: trained on normal samples, scored
+    by ROC AUC); the JSON's ``final_accuracy`` is the task's score, named by ``score_metric`` for the
+    last two. Regression and anomaly runs take --partition iid and no --personalize / --holdout.
+    """
     quiet(as_json)
     from edgeopt.data import load_dataset
     from edgeopt.federated import run_federated
@@ -92,6 +99,7 @@ def federate(
     from edgeopt.model import save_model
     from edgeopt.report.environment import machine_info, now_iso, versions
     from edgeopt.train import seed_everything
+    from edgeopt.train.tasks import SCORE_NAMES
 
     if engine not in ENGINES:
         raise EdgeoptError(f"unknown --engine '{engine}'", f"use one of {', '.join(ENGINES)}")
@@ -107,13 +115,13 @@ def federate(
     seed_everything(seed)
     m, train = model_for_data(model, data)
     test = load_dataset(data, "test")
-    bar = _RoundBar(rounds, 0)
+    bar = _RoundBar(rounds, 0, "acc" if m.meta.task == "classification" else SCORE_NAMES[m.meta.task])
     try:
         res = run_federated(m, train, test, cfg, engine=engine, out_dir=out, resume=resume, on_round=bar,
                             threads=torch_threads(train_threads, threads), data_spec=data)  # fmt: skip
     finally:
         bar.close()
-    settings = {"model": model, "data": data, "engine": engine, **cfg.to_json()}
+    settings = {"model": model, "data": data, "engine": engine, "task": m.meta.task, **cfg.to_json()}
     info = {"machine": machine_info(), "versions": versions(["flwr", "opacus"]), "date": now_iso()}
     curves = build_curves(res.history, settings, res.histogram, res.client_sizes, info)
     if "personalization" in res.extra:

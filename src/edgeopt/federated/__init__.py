@@ -38,6 +38,10 @@ def run_federated(
     """Train ``model`` federatedly with ``engine``; see :func:`edgeopt.federated.engine.run_inprocess`.
 
     The Flower engines need ``data_spec`` (clients load their own partition by name).
+    The model's task (``model.meta.task``) sets the clients' loss and the per-round test score
+    (history key ``test_accuracy``): accuracy for classifiers, R² for regression, ROC AUC for an
+    autoencoder (``anomaly``: trained on the normal samples only). Regression and anomaly runs take
+    the ``iid`` partition and no per-client held-out splits.
     ``cfg.client_model`` other than ``float`` first turns ``model`` into the compressed model the
     clients train (:mod:`edgeopt.federated.client_model`); for ``qat-int8`` the returned model is
     the int8 conversion of the trained fake-quantized model and ``result.extra["client_model"]``
@@ -59,6 +63,9 @@ def run_federated(
     if engine != "inprocess" and (cfg.personalize != "none" or cfg.holdout_fraction > 0):
         raise EdgeoptError("--personalize and per-client held-out splits run on the in-process engine only",
                            "use --engine inprocess")  # fmt: skip
+    from edgeopt.federated.engine import check_task_options
+
+    check_task_options(cfg, model.meta.task)
     train, test = _match_classes(model, train, test)
     model, prepared = _prepare_client_model(model, train, cfg)
     res = _run_engine(model, train, test, cfg, engine, out_dir, resume, on_round, threads, data_spec, engine_options)
@@ -104,15 +111,21 @@ def _personalization(
 
 
 def _match_classes(model: EdgeModel, train: ImageDataset, test: ImageDataset) -> tuple[ImageDataset, ImageDataset]:
-    """Both splits with labels in the model's class order (data with other classes is refused).
+    """Both splits with labels in the model's class order (data with other classes is refused);
+    for a regression or anomaly model, the splits as its task trains and scores on them.
 
     A model without class names records the data's, as ``fit`` does. Flower clients load their own
     partitions by spec, so there the data's class order must already be the model's.
     """
     from edgeopt.data.classes import check_trainable, match_classes
+    from edgeopt.federated.engine import task_data
+    from edgeopt.train.tasks import check_model_data
 
-    check_trainable(train)
     meta = model.meta
+    if meta.task != "classification":  # targets, or normal/anomaly flags: no classes to match
+        check_model_data(meta.task, train.task)
+        return task_data(train, meta.task), test.for_task(meta.task)
+    check_trainable(train)
     train, _ = match_classes(meta.class_names, meta.num_classes, train)
     test, _ = match_classes(meta.class_names, meta.num_classes, test)
     if meta.class_names is None and train.num_classes == meta.num_classes:

@@ -48,6 +48,7 @@ from edgeopt.federated.rounds import (
 )
 from edgeopt.fileio import atomic_path
 from edgeopt.model import EdgeModel
+from edgeopt.train.tasks import article, batch_targets, loss_function, task_score
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -65,17 +66,62 @@ class FederatedResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def evaluate_params(module: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of ``module`` on tensors ``x``, ``y``."""
+def evaluate_params(
+    module: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000, task: str = "classification"
+) -> tuple[float, float]:
+    """(score, mean loss) of ``module`` on tensors ``x``, ``y`` for the model's ``task``.
+
+    The score is :func:`edgeopt.train.tasks.task_score`'s (accuracy, R² or ROC AUC); the loss is the
+    task's training loss (cross-entropy, or mean squared error). Cost: one forward pass over ``x``.
+    """
     module.eval()
     correct = 0
     loss = 0.0
+    outputs = []
+    loss_fn = loss_function(task)
     with torch.inference_mode():
         for s in range(0, len(y), batch):
-            logits = module(x[s : s + batch])
-            loss += float(nn.functional.cross_entropy(logits, y[s : s + batch], reduction="sum"))
-            correct += int((logits.argmax(1) == y[s : s + batch]).sum())
-    return correct / max(1, len(y)), loss / max(1, len(y))
+            out = module(x[s : s + batch])
+            if task == "classification":
+                loss += float(nn.functional.cross_entropy(out, y[s : s + batch], reduction="sum"))
+                correct += int((out.argmax(1) == y[s : s + batch]).sum())
+            else:
+                loss += float(loss_fn(out, y[s : s + batch], x[s : s + batch])) * len(out)
+                outputs.append(out.float().numpy())
+    if task == "classification":
+        return correct / max(1, len(y)), loss / max(1, len(y))
+    score = task_score(task, np.concatenate(outputs), x.numpy(), y.numpy()) if outputs else float("nan")
+    return score, loss / max(1, len(y))
+
+
+def task_data(data: ImageDataset, task: str) -> ImageDataset:
+    """``data`` as a ``task`` model trains on it, as ``fit`` does: class labels become regression
+    targets; an autoencoder trains on the normal samples (label 0) only. Idempotent."""
+    data = data.for_task(task)
+    if task == "anomaly":
+        normal = np.flatnonzero(np.asarray(data.labels) == 0)
+        if len(normal) == 0:
+            raise EdgeoptError("the anomaly training data has no normal samples", "train on normal windows")
+        if len(normal) < len(data):
+            data = data.subset(normal)
+    return data
+
+
+def check_task_options(cfg: FederatedConfig, task: str) -> None:
+    """Refuse, in one line, the settings that only make sense for classifiers.
+
+    Non-IID partitions split by class label; per-client held-out splits (``--personalize``,
+    ``--holdout``) report accuracy (and an autoencoder's training split has no anomalies to rank).
+    """
+    if task == "classification":
+        return
+    what = f"{article(task)} {task} model"
+    if cfg.partition != "iid":
+        raise EdgeoptError(f"--partition {cfg.partition} splits by class label, but this is {what}",
+                           "use --partition iid")  # fmt: skip
+    if cfg.personalize != "none" or cfg.holdout_fraction > 0:
+        raise EdgeoptError(f"--personalize and --holdout measure per-client accuracy, but this is {what}",
+                           "drop --personalize and --holdout")  # fmt: skip
 
 
 def epsilon_after(cfg: FederatedConfig, rounds: int) -> float | None:
@@ -142,11 +188,14 @@ def load_checkpoint(path: Path) -> tuple[FederatedConfig, _Checkpoint]:
 def client_tensors(
     model: EdgeModel, data: ImageDataset, parts: list[np.ndarray]
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Each client's samples as (float input tensor in the model's layout, int64 labels), made once."""
+    """Each client's samples as (float input tensor in the model's layout, targets), made once.
+
+    Targets are :func:`edgeopt.train.tasks.batch_targets` of the model's task (int64 classes or flags, float targets).
+    """
     out = []
     for p in parts:
         x = torch.from_numpy(model.meta.input.to_model_input(data.images[p]))
-        out.append((x, torch.from_numpy(data.labels[p])))
+        out.append((x, batch_targets(model.meta.task, data.labels[p])))
     return out
 
 
@@ -157,14 +206,10 @@ class RunContext:
         self, model: EdgeModel, train: ImageDataset, test: ImageDataset, cfg: FederatedConfig,
         out_dir: Path | None, resume: bool,
     ) -> None:  # fmt: skip
-        if model.meta.task != "classification":  # clients train with cross-entropy on class labels
-            from edgeopt.train.tasks import article
-
-            raise EdgeoptError(
-                f"federate trains classifiers, but this is {article(model.meta.task)} {model.meta.task} model",
-                "federate a classification model (federated regression and anomaly training are not built yet)",
-            )
-        if train.num_classes > model.meta.num_classes:
+        self.task = model.meta.task
+        check_task_options(cfg, self.task)
+        train, test = task_data(train, self.task), test.for_task(self.task)
+        if self.task == "classification" and train.num_classes > model.meta.num_classes:
             raise EdgeoptError(
                 f"data has {train.num_classes} classes but the model outputs {model.meta.num_classes}",
                 "build the model with the data's class count",
@@ -178,7 +223,10 @@ class RunContext:
             raise EdgeoptError(str(e), "use fewer clients or another --partition") from e
         self.parts, self.holdout_parts = split_holdout(self.parts, cfg.holdout_fraction, cfg.seed)
         self.sizes = [len(p) for p in self.parts]
-        self.histogram = label_histogram(train.labels, self.parts, train.num_classes)
+        classes = 0 if self.task == "regression" else train.num_classes  # regression targets are not classes
+        self.histogram = (
+            label_histogram(train.labels, self.parts, classes) if classes else np.zeros((len(self.parts), 0))
+        )
         self.module = copy.deepcopy(model.module)
         self.trainer = LocalTrainer(self.module)
         try:
@@ -191,7 +239,7 @@ class RunContext:
         self.holdouts = client_tensors(model, train, self.holdout_parts)
         test = test.take(cfg.eval_limit, seed=0)
         self.x_test = torch.from_numpy(model.meta.input.to_model_input(test.images))
-        self.y_test = torch.from_numpy(test.labels)
+        self.y_test = batch_targets(self.task, test.labels)
         self.train = train
         self.ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
         self.resumed_from = 0
@@ -211,12 +259,12 @@ class RunContext:
             self.resumed_from = ck.state.round
 
     def evaluate(self, params: np.ndarray) -> tuple[float, float]:
-        """(accuracy, loss) of ``params`` on the test tensors."""
+        """(score, loss) of ``params`` on the test tensors (score: the task's, e.g. accuracy)."""
         self.trainer.load(params)
-        return evaluate_params(self.module, self.x_test, self.y_test)
+        return evaluate_params(self.module, self.x_test, self.y_test, task=self.task)
 
     def finish_record(self, record: dict[str, Any], params: np.ndarray, seconds: float) -> dict[str, Any]:
-        """Add test accuracy/loss, wall time and ε to a round's record."""
+        """Add the test score (``test_accuracy``: the task's score)/loss, wall time and ε to a round's record."""
         acc, loss = self.evaluate(params)
         record.update(
             test_accuracy=acc, test_loss=loss, seconds=seconds, epsilon=epsilon_after(self.cfg, record["round"])
@@ -249,7 +297,7 @@ class RunContext:
         if self.local_mask is not None:
             out["personal"] = self.personal_accuracies(params)
         elif self.head_mask is not None:
-            cc = replace(client_config(self.cfg), epochs=self.cfg.finetune_epochs)
+            cc = replace(client_config(self.cfg, self.task), epochs=self.cfg.finetune_epochs)
             seeds = [client_seed(self.cfg, self.cfg.rounds + 1, c) for c in range(self.cfg.clients)]
             tuned = finetune_heads(self.module, params, self.head_mask, self.local_names, tensors, cc, seeds)
             out["personal"] = client_accuracies(self.trainer, tuned, self.holdouts)
@@ -332,13 +380,13 @@ def _run_inprocess(
     faulty: Callable[[int, int, np.ndarray], np.ndarray] | None,
 ) -> FederatedResult:
     ctx = RunContext(model, train, test, cfg, Path(out_dir) if out_dir is not None else None, resume)
-    tensors = client_tensors(model, train, ctx.parts)
+    tensors = client_tensors(model, ctx.train, ctx.parts)
     start = time.perf_counter()
     done = 0
     while ctx.ck.state.round < cfg.rounds and (stop_after is None or done < stop_after):
         t0 = time.perf_counter()
         r = ctx.ck.state.round + 1
-        plan = plan_round(cfg, r, ctx.sizes)
+        plan = plan_round(cfg, r, ctx.sizes, ctx.task)
         keys = secagg_public_keys(cfg, plan) if cfg.secagg else None
         replies = []
         new_states: dict[int, ClientState] = {}

@@ -45,7 +45,7 @@ from edgeopt.errors import EdgeoptError
 from edgeopt.federated.algorithms import LocalTrainer
 from edgeopt.federated.client_model import build_client_module
 from edgeopt.federated.config import FederatedConfig
-from edgeopt.federated.engine import FederatedResult, OnRound, RunContext, client_tensors
+from edgeopt.federated.engine import FederatedResult, OnRound, RunContext, client_tensors, task_data
 from edgeopt.federated.partition import partition
 from edgeopt.federated.rounds import (
     ClientReply,
@@ -116,7 +116,7 @@ class _ClientSide:
         meta = ModelMeta.from_json(setup["model_meta"])
         self.model = EdgeModel(build_client_module(meta, self.cfg.client_model), meta)
         self.trainer = LocalTrainer(self.model.module)
-        self.train: ImageDataset = load_dataset(setup["data"], "train")
+        self.train: ImageDataset = task_data(load_dataset(setup["data"], "train"), meta.task)
         self.parts = partition(self.train.labels, self.cfg.clients, self.cfg.partition, self.cfg.seed)
         self._tensors: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -150,7 +150,7 @@ def handle_train(msg: Any, context: Any) -> Any:
     side = _client_side(str(conf["setup"]))
     rnd, client = int(conf["round"]), int(conf["client"])
     arrays = {k: v.numpy() for k, v in msg.content["arrays"].items()}
-    plan = RoundPlan(rnd, (client,), (), (), client_config(side.cfg))
+    plan = RoundPlan(rnd, (client,), (), (), client_config(side.cfg, side.model.meta.task))
     state = ClientState(arrays.get("client_control"), arrays.get("residual"))
     x, y = side.tensors(client)
     reply, new_state = client_work(
@@ -196,7 +196,7 @@ def handle_secure_fit(msg: Any, context: Any) -> Any:
     if bool(conf.get("withhold", False)):
         raise ClientFailure(f"client {client}: dropped out of round {rnd} after the SecAgg+ key exchange")
     params = parameters_to_ndarrays(fitins.parameters)[0].astype(np.float32)
-    plan = RoundPlan(rnd, (client,), (), (), client_config(side.cfg))
+    plan = RoundPlan(rnd, (client,), (), (), client_config(side.cfg, side.model.meta.task))
     x, y = side.tensors(client)
     plain = dataclasses.replace(side.cfg, secagg=False)  # masking is SecAgg+'s job here
     reply, _ = client_work(side.trainer, plain, plan, client, params, None, ClientState(), x, y)
@@ -308,7 +308,7 @@ def server_loop(
     while ctx.ck.state.round < cfg.rounds:
         t0 = time.perf_counter()
         r = ctx.ck.state.round + 1
-        plan = plan_round(cfg, r, ctx.sizes)
+        plan = plan_round(cfg, r, ctx.sizes, ctx.task)
         nodes = _wait_for_nodes(grid, min_nodes if r == 1 else 1, 120.0)
         timeout = float(setup.get("round_timeout") or 0) or None
         if cfg.secagg:

@@ -3,7 +3,9 @@
 ``build_curves`` (pure) turns the round history into the JSON content; ``render_report``
 draws it as one self-contained HTML page (inline CSS, inline SVG plots drawn with
 ``edgeopt.report.plots.figure_to_svg``, every string escaped); ``write_outputs`` writes both
-atomically. A run whose best test accuracy stayed at chance (``train.diagnose.is_at_chance``, the
+atomically. The per-round ``test_accuracy`` is the model's task's score (``settings["task"]``: accuracy,
+R² or ROC AUC, named by ``summary["score_metric"]``); the page names it. A classifier whose best test
+accuracy stayed at chance (``train.diagnose.is_at_chance``, the
 test every evaluation uses, against always answering the most common training label) is flagged
 in the summary and at the top of the page. Numbers are written by ``edgeopt.report.numbers``. Cost: ~50 ms per plot plus
 matplotlib's import.
@@ -51,6 +53,16 @@ def stayed_at_chance(best_accuracy: float | None, chance: float | None) -> bool 
     return is_at_chance(best_accuracy, chance)
 
 
+# how the page names and writes each task's score and loss
+_SCORE_LABELS = {"classification": "accuracy", "regression": "R²", "anomaly": "ROC AUC"}
+_LOSS_LABELS = {"classification": "cross-entropy", "regression": "mean squared error",
+                "anomaly": "mean squared reconstruction error"}  # fmt: skip
+
+
+def _fmt_score(task: str, v: Any) -> str:
+    return fmt_pct(v) if task == "classification" else fmt_any(v)
+
+
 def build_curves(
     history: list[dict[str, Any]],
     settings: Mapping[str, Any],
@@ -58,7 +70,14 @@ def build_curves(
     client_sizes: list[int],
     run_info: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The content of ``curves.json``: settings, per-round series, totals, label histogram."""
+    """The content of ``curves.json``: settings, per-round series, totals, label histogram.
+
+    ``settings["task"]`` (default classification) says what ``test_accuracy`` holds; the chance
+    test applies to classifiers only.
+    """
+    from edgeopt.train.tasks import SCORE_NAMES
+
+    task = str(settings.get("task") or "classification")
     ups = [int(h.get("upload_bytes") or 0) for h in history]
     dense = [int(h.get("upload_bytes_dense") or 0) for h in history]
     last = history[-1] if history else {}
@@ -67,7 +86,7 @@ def build_curves(
     # personalized runs (head/bn): clients run their own part, so the chance test is on their accuracy
     personal = [a for a in (number(h.get("personal_accuracy")) for h in history) if a is not None]
     best_personal = max(personal) if personal else None
-    chance = chance_accuracy(histogram)
+    chance = chance_accuracy(histogram) if task == "classification" else None
     return jsonable(
         {
             "schema": CURVES_SCHEMA,
@@ -82,6 +101,8 @@ def build_curves(
             "upload_bytes_cumulative": np.cumsum(ups).tolist() if ups else [],
             "epsilon": [h.get("epsilon") for h in history],
             "summary": {
+                "task": task,
+                "score_metric": SCORE_NAMES[task],
                 "rounds": len(history),
                 "final_accuracy": last.get("test_accuracy"),
                 "best_accuracy": best,
@@ -196,9 +217,12 @@ def render_report(curves: Mapping[str, Any]) -> str:
     """``curves.json`` content as a self-contained HTML page."""
     s = curves.get("summary") or {}
     settings = curves.get("settings") or {}
+    task = str(s.get("task") or settings.get("task") or "classification")
+    score = _SCORE_LABELS.get(task, "score")
     xs = list(curves.get("rounds") or [])
-    acc = [None if a is None else 100 * a for a in curves.get("test_accuracy") or []]
-    series = {"test accuracy": acc}
+    scale = 100 if task == "classification" else 1  # accuracy in %, R² and AUC as they are
+    acc = [None if a is None else scale * a for a in curves.get("test_accuracy") or []]
+    series = {f"test {score}": acc}
     personal = [None if a is None else 100 * a for a in curves.get("personal_accuracy") or []]
     if any(a is not None for a in personal):
         series["clients' own models, held-out splits"] = personal
@@ -207,15 +231,15 @@ def render_report(curves: Mapping[str, Any]) -> str:
         _line_svg(
             xs,
             series,
-            "accuracy (%)",
-            "Test accuracy per round",
+            "accuracy (%)" if task == "classification" else score,
+            f"Test {score} per round",
             "fedacc",
             chance=None if chance is None else 100 * chance,
         ),  # fmt: skip
         _line_svg(
             xs,
             {"test": curves.get("test_loss") or [], "train (clients)": curves.get("train_loss") or []},
-            "cross-entropy",
+            _LOSS_LABELS.get(task, "loss"),
             "Loss per round",
             "fedloss",
         ),  # fmt: skip
@@ -227,11 +251,14 @@ def render_report(curves: Mapping[str, Any]) -> str:
             "fedbytes",
         ),  # fmt: skip
     ]
+    classifier = task == "classification"
+    chance_row = [("Chance accuracy (most common label)", fmt_pct(s.get("chance_accuracy")))] if classifier else []
     summary = _kv(
         [
-            ("Final accuracy", fmt_pct(s.get("final_accuracy"))),
-            ("Best accuracy", fmt_pct(s.get("best_accuracy"))),
-            ("Chance accuracy (most common label)", fmt_pct(s.get("chance_accuracy"))),
+            ("Task", task),
+            (f"Final {score}", _fmt_score(task, s.get("final_accuracy"))),
+            (f"Best {score}", _fmt_score(task, s.get("best_accuracy"))),
+            *chance_row,
             ("Rounds", fmt_count(s.get("rounds"))),
             ("Upload total", fmt_bytes(s.get("upload_bytes_total"))),
             ("Upload compression", fmt_ratio(s.get("upload_compression"))),
@@ -251,6 +278,8 @@ def render_report(curves: Mapping[str, Any]) -> str:
         for c, row in enumerate(shown)
     )
     more = f"<p>… and {len(hist) - len(shown)} more clients in curves.json</p>" if len(hist) > len(shown) else ""
+    table = f'<div class="table-wrap"><table><tr><th>client</th>{head}<th>total</th></tr>{rows}</table></div>{more}'
+    histogram = f"<h2>Label histogram (client × class)</h2>{table}" if head else ""  # regression: no classes
     events = [
         f"<li>round {h['round']}: client {d['client']} rejected ({escape(str(d['reason']))})</li>"
         for h in curves.get("history") or []
@@ -266,8 +295,7 @@ def render_report(curves: Mapping[str, Any]) -> str:
         personalization_section(curves.get("personalization")),
         "<h2>Settings</h2>",
         _kv([(field_label(str(k)), fmt_field(str(k), v) if v is not None else MISSING) for k, v in settings.items()]),
-        "<h2>Label histogram (client × class)</h2>",
-        f'<div class="table-wrap"><table><tr><th>client</th>{head}<th>total</th></tr>{rows}</table></div>{more}',
+        histogram,
         "<h2>Rejected updates</h2>",
         f"<ul>{''.join(events)}</ul>" if events else "<p>none</p>",
     ]

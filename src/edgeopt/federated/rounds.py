@@ -104,8 +104,8 @@ class ClientFailure(Exception):
     """A client that cannot send a valid update this round (it behaves as a dropout)."""
 
 
-def client_config(cfg: FederatedConfig) -> ClientConfig:
-    """The local-training settings the server sends for ``cfg.algo``."""
+def client_config(cfg: FederatedConfig, task: str = "classification") -> ClientConfig:
+    """The local-training settings the server sends for ``cfg.algo`` and the model's ``task``."""
     return ClientConfig(
         epochs=cfg.local_epochs,
         batch_size=cfg.batch_size,
@@ -114,6 +114,7 @@ def client_config(cfg: FederatedConfig) -> ClientConfig:
         weight_decay=cfg.weight_decay,
         mu=cfg.mu if cfg.algo == "fedprox" else 0.0,
         scaffold=cfg.algo == "scaffold",
+        task=task,
     )
 
 
@@ -127,7 +128,9 @@ def client_speeds(cfg: FederatedConfig) -> np.ndarray:
     return np.exp(np.random.default_rng([cfg.seed, 7]).normal(0.0, cfg.speed_spread, cfg.clients))
 
 
-def plan_round(cfg: FederatedConfig, round_index: int, client_sizes: list[int]) -> RoundPlan:
+def plan_round(
+    cfg: FederatedConfig, round_index: int, client_sizes: list[int], task: str = "classification"
+) -> RoundPlan:
     """Sample the round's clients and decide (deterministically) who drops out or straggles."""
     selected = sample_clients(cfg.clients, cfg.per_round, round_index, cfg.seed)
     rng = np.random.default_rng([cfg.seed, round_index, 0xD0])
@@ -139,7 +142,7 @@ def plan_round(cfg: FederatedConfig, round_index: int, client_sizes: list[int]) 
         ccfg = client_config(cfg)
         seconds = {int(c): ccfg.epochs * client_sizes[c] / (cfg.device_samples_per_s * speeds[c]) for c in selected}
         stragglers = tuple(c for c, s in seconds.items() if s > cfg.deadline and c not in dropouts)
-    return RoundPlan(round_index, tuple(int(c) for c in selected), dropouts, stragglers, client_config(cfg))
+    return RoundPlan(round_index, tuple(int(c) for c in selected), dropouts, stragglers, client_config(cfg, task))
 
 
 def secagg_private_key(cfg: FederatedConfig, round_index: int, client: int) -> bytes:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from edgeopt.federated.algorithms.params import ParamLayout, get_flat, layout_of, set_flat
+from edgeopt.train.tasks import loss_function
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class ClientConfig:
     weight_decay: float = 0.0
     mu: float = 0.0  # FedProx proximal strength; 0 = plain FedAvg
     scaffold: bool = False
+    task: str = "classification"  # the loss: edgeopt.train.tasks.loss_function(task)
 
 
 @dataclass
@@ -89,7 +91,9 @@ def client_update(
 ) -> ClientResult:
     """Train from ``global_params`` on (``x``, ``y``) and return the update.
 
-    ``x`` is the client's data in the model's input layout (float), ``y`` int64 labels;
+    ``x`` is the client's data in the model's input layout (float), ``y`` its targets
+    (:func:`edgeopt.train.tasks.batch_targets`: int64 classes, float targets) and the loss is
+    ``cfg.task``'s (cross-entropy, or MSE against the targets or, for an autoencoder, the input);
     ``seed`` fixes the minibatch order; ``control`` is ``(c_global, c_client)`` for SCAFFOLD.
     """
     n = len(y)
@@ -112,14 +116,15 @@ def client_update(
     anchor_list = [anchors[n] for n, _ in trainer.params] if anchors else []
     correction_list = [corrections[n] for n, _ in trainer.params] if corrections else []
     buf_list = [bufs[n] for n, _ in trainer.params] if bufs else []
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = loss_function(cfg.task)
     loss_sum = 0.0
     steps = 0
     for _ in range(cfg.epochs):
         order = rng.permutation(n)
         for s in range(steps_per_epoch):
             idx = torch.from_numpy(order[s * bs : (s + 1) * bs])
-            loss = loss_fn(module(x[idx]), y[idx])
+            xb = x[idx]
+            loss = loss_fn(module(xb), y[idx], xb)
             module.zero_grad(set_to_none=True)
             loss.backward()
             with torch.no_grad():
