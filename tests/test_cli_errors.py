@@ -162,7 +162,22 @@ def test_federate_refuses_a_label_skewed_partition_for_an_anomaly_model(tmp_path
     assert not (tmp_path / "run" / "checkpoint.npz").exists()
 
 
-def test_search_refuses_array_data_before_any_trial(tmp_path: Path, capfd) -> None:
-    rc, _, err = run_cli(capfd, "search", "--data", "anomaly:200", "--trials", "2", "--out", tmp_path / "nas")
-    assert_one_line_error(rc, err, "holds arrays of shape 640")
+@pytest.mark.parametrize(
+    ("data", "space", "fragment"),
+    [
+        ("anomaly:200", "dscnn", "holds flat vectors of shape 640"),  # no channel/length structure: no space fits
+        ("SEQ", "resnet", "the 'resnet' space builds image networks (H x W x C inputs), but"),  # 1-D: dscnn only
+    ],
+)
+def test_search_refuses_array_data_before_any_trial(tmp_path: Path, capfd, data: str, space: str,
+                                                    fragment: str) -> None:  # fmt: skip
+    if data == "SEQ":  # (n, 1, 40) sequences, the mnist1d layout, without building mnist1d
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        arrays = {f"x_{s}": rng.random((40, 1, 40), dtype=np.float32) for s in ("train", "test")}
+        np.savez(tmp_path / "seq.npz", **arrays, y_train=np.arange(40) % 2, y_test=np.arange(40) % 2)
+        data = f"npz:{tmp_path / 'seq.npz'}"
+    rc, _, err = run_cli(capfd, "search", "--data", data, "--space", space, "--trials", "2", "--out", tmp_path / "nas")
+    assert_one_line_error(rc, err, fragment)
     assert not (tmp_path / "nas" / "search.json").exists()

@@ -13,7 +13,9 @@ for the others):
 * ``nas_mobilenet``: ``stem``, ``widths``, ``depths``, ``kernels``, ``expand``, ``se`` — inverted
   residuals (1x1 expansion, k x k depthwise, optional squeeze-excite, 1x1 projection).
 * ``nas_dscnn``: ``stem``, ``stem_kernel`` (``[kh, kw]``), ``widths`` and ``strides`` per block —
-  depthwise-separable blocks, for spectrograms and 1-D inputs (height 1 works).
+  depthwise-separable blocks, for spectrograms (``input_shape`` (C, H, W): Conv2d) and 1-D
+  sequences (``input_shape`` (C, L), N x C x L inputs: the same network with Conv1d, its stem
+  kernel ``kh`` long, the time extent of a time x frequency ``kh x kw`` kernel).
 
 Module names are fixed (``stem``, ``stages.S.B``, ``head``) so that a weight-sharing supernet can
 hand its slices to the standalone network (``edgeopt.nas.supernet``).
@@ -86,20 +88,33 @@ class InvertedResidualBlock(nn.Module):
         return x + y if self.residual else y
 
 
+def conv_bn_1d(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    """Conv1d (no bias) + BatchNorm1d + ReLU, symmetric padding: ``conv_bn`` for (N, C, L) sequences."""
+    return nn.Sequential(
+        nn.Conv1d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm1d(cout), nn.ReLU()
+    )
+
+
 class SeparableBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
+    """3-wide depthwise conv (stride ``stride``) then 1x1 pointwise conv, each with BN and ReLU; ``dims`` 2
+    (images, spectrograms) or 1 (sequences)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, dims: int = 2) -> None:
         super().__init__()
-        self.depthwise = conv_bn(cin, cin, 3, stride, groups=cin)
-        self.pointwise = conv_bn(cin, cout, 1)
+        make = conv_bn if dims == 2 else conv_bn_1d
+        self.depthwise = make(cin, cin, 3, stride, groups=cin)
+        self.pointwise = make(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pointwise(self.depthwise(x))
 
 
 class Head(nn.Module):
-    def __init__(self, channels: int, num_classes: int) -> None:
+    """Global average pooling (over H x W, or over L when ``dims`` is 1) and a linear classifier."""
+
+    def __init__(self, channels: int, num_classes: int, dims: int = 2) -> None:
         super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = nn.AdaptiveAvgPool2d(1) if dims == 2 else nn.AdaptiveAvgPool1d(1)
         self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -166,24 +181,38 @@ def nas_mobilenet(
 
 @register_model("nas_dscnn", (1, 49, 10), 12, "searchable DS-CNN for spectrograms and 1-D inputs (edgeopt.nas)")
 def nas_dscnn(
-    input_shape: tuple[int, int, int] = (1, 49, 10),
+    input_shape: tuple[int, ...] = (1, 49, 10),
     num_classes: int = 12,
     stem: int = 64,
     stem_kernel: Sequence[int] = (3, 3),
     widths: Sequence[int] = (64, 64, 64, 64),
     strides: Sequence[int] | None = None,
 ) -> nn.Module:
+    """(C, H, W) input: a Conv2d network; (C, L) input (N x C x L sequences): the same with Conv1d."""
     n = _check("nas_dscnn", widths=widths)
     strides = list(strides or [1] * n)
     _check("nas_dscnn", widths=widths, strides=strides)
+    if len(input_shape) not in (2, 3):
+        raise EdgeoptError(
+            f"nas_dscnn takes (C, H, W) spectrograms/images or (C, L) sequences, not input shape {tuple(input_shape)}",
+            "search on image, spectrogram or 1-D data",
+        )
+    dims = len(input_shape) - 1
     kh, kw = (int(k) for k in stem_kernel)
-    # odd kernels keep symmetric padding; height-1 (1-D) inputs take a 1 x k stem
-    kh = 1 if input_shape[1] == 1 else kh
-    stem_conv = nn.Sequential(
-        nn.Conv2d(input_shape[0], stem, (kh, kw), 1, (kh // 2, kw // 2), bias=False), nn.BatchNorm2d(stem), nn.ReLU()
-    )
+    if dims == 1:  # a sequence is time only: the stem spans the kernel's time extent (kh)
+        stem_conv: nn.Module = nn.Sequential(
+            nn.Conv1d(input_shape[0], stem, kh, 1, kh // 2, bias=False), nn.BatchNorm1d(stem), nn.ReLU()
+        )
+    else:
+        # odd kernels keep symmetric padding; height-1 (1-D) inputs take a 1 x k stem
+        kh = 1 if input_shape[1] == 1 else kh
+        stem_conv = nn.Sequential(
+            nn.Conv2d(input_shape[0], stem, (kh, kw), 1, (kh // 2, kw // 2), bias=False),
+            nn.BatchNorm2d(stem),
+            nn.ReLU(),
+        )
     cin, blocks = stem, []
     for w, s in zip(widths, strides, strict=True):
-        blocks.append(SeparableBlock(cin, w, int(s)))
+        blocks.append(SeparableBlock(cin, w, int(s), dims))
         cin = w
-    return StagedNet(stem_conv, [blocks], Head(cin, num_classes))
+    return StagedNet(stem_conv, [blocks], Head(cin, num_classes, dims))

@@ -148,8 +148,8 @@ def tflite_arena_records(ep: Any) -> tuple[list[Any], list[str]]:
 
     * A strided convolution with padding becomes ``PAD`` + a VALID ``CONV_2D`` (PyTorch pads both
       sides alike, TFLite's SAME pads the far side for even inputs): the padded copy of the input is
-      live beside the input itself.
-    * An NCHW model's input is ``TRANSPOSE``-d to NHWC first: one more input-sized tensor.
+      live beside the input itself. A Conv1d (a 1-D ``nas_dscnn``) is counted the same way.
+    * An NCHW (NCL) model's input is ``TRANSPOSE``-d to NHWC (NLC) first: one more input-sized tensor.
 
     Pure over the exported program; bytes are the graph's (float32) sizes, as the liveness walk counts them.
     """
@@ -159,16 +159,19 @@ def tflite_arena_records(ep: Any) -> tuple[list[Any], list[str]]:
     records, outputs = records_from_graph(ep, fuse_elementwise=True)
     padded: dict[str, tuple[str, int]] = {}  # conv node -> (its input, bytes of the padded copy)
     for node in ep.graph.nodes:
-        if op_name(node) not in ("conv2d", "convolution") or not isinstance(node.args[0], torch.fx.Node):
+        if op_name(node) not in ("conv1d", "conv2d", "convolution") or not isinstance(node.args[0], torch.fx.Node):
             continue
-        stride = list(node.args[3]) if len(node.args) > 3 else [1, 1]
-        pad = list(node.args[4]) if len(node.args) > 4 else [0, 0]
+        stride = list(node.args[3]) if len(node.args) > 3 else [1]
+        pad = list(node.args[4]) if len(node.args) > 4 else [0]
         shape = getattr(node.args[0].meta.get("val"), "shape", None)
-        if shape is None or len(shape) != 4 or max(stride) <= 1 or not any(pad):
+        if shape is None or len(shape) not in (3, 4) or max(stride) <= 1 or not any(pad):
             continue
-        pad = pad * 2 if len(pad) == 1 else pad
-        n, c, h, w = (int(v) for v in shape)
-        padded[node.name] = (node.args[0].name, 4 * n * c * (h + 2 * pad[0]) * (w + 2 * pad[1]))
+        spatial = [int(v) for v in shape[2:]]  # (L,) of a sequence (N, C, L), (H, W) of an image
+        pad = pad * len(spatial) if len(pad) == 1 else pad
+        nbytes = 4 * int(shape[0]) * int(shape[1])
+        for size, p in zip(spatial, pad, strict=True):
+            nbytes *= size + 2 * int(p)
+        padded[node.name] = (node.args[0].name, nbytes)
     inputs = {r.name for r in records if not r.inputs}
     out: list[Any] = []
     for r in records:

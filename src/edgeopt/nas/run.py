@@ -35,6 +35,7 @@ from edgeopt.nas.search import (
     open_study,
     pareto_front,
     quiet_progress,
+    refuse_unsearchable,
     split_train_val,
     spread,
     stratified_subset,
@@ -183,13 +184,7 @@ def search(
             f" ({', '.join(o.name for o in train_all.outputs)})",
             f"multi-output models go through {', '.join(MULTI_OUTPUT_COMMANDS)}",
         )
-    if not train_all.is_image:  # every trial would fail alone: say it once, before the study starts
-        raise EdgeoptError(
-            f"search's spaces build image networks (H x W x C inputs), but {data} holds arrays of shape "
-            f"{'x'.join(map(str, train_all.sample_shape))}",
-            "search on image or spectrogram data; for 1-D or tabular data, train a zoo model (cnn1d, mlp) and "
-            "prune or quantize it",
-        )
+    refuse_unsearchable(space, train_all, data, settings.mode)  # else every trial would fail alone: say it once
     proxy_data = stratified_subset(train_all, settings.proxy_images, settings.seed)
     train, val = split_train_val(proxy_data, settings.val_fraction, settings.seed)
     source = resolve_profiles(settings.runtimes, profile, settings.threads)

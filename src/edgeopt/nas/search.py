@@ -113,18 +113,59 @@ def stratified_subset(data: ImageDataset, n: int | None, seed: int = 0) -> Image
 def candidate_model(
     space: SearchSpace, config: dict[str, Any], data: ImageDataset, seed: int = 0, lineage: dict | None = None
 ) -> EdgeModel:
-    """The zoo model ``config`` describes, sized for ``data``'s images and classes, initialised from ``seed``."""
+    """The zoo model ``config`` describes, sized for ``data``'s samples and classes, initialised from ``seed``.
+
+    Images give a (C, H, W) network; arrays their own sample shape: (C, L) sequences a 1-D network
+    (``nas_dscnn`` only; :func:`refuse_unsearchable` says so before a search starts), the record
+    stating the value range of the arrays as ``edgeopt train`` does.
+    """
     import torch
 
     from edgeopt.models import create_model
 
-    h, w, c = data.image_shape
     with torch.random.fork_rng(devices=[]):  # initial weights from ``seed`` alone; the global RNG is left as it was
         torch.manual_seed(seed)
-        model = create_model(space.family, input_shape=(c, h, w), num_classes=data.num_classes, **config)
+        model = create_model(space.family, input_shape=data.sample_shape, num_classes=data.num_classes, **config)
+    if not data.is_image:  # arrays pass as they are: the record states the range they span
+        lo, hi = data.value_range()
+        model.meta.input.value_range = (lo, hi if hi > lo else lo + 1.0)
     model.meta.class_names = list(data.class_names)
     model.meta.lineage.append(lineage or {"pass": "search", "space": space.name, "config": config})
     return model
+
+
+# the families that build a 1-D (Conv1d) network for (C, L) sequences (``edgeopt.models.searchable``)
+SEQUENCE_FAMILIES = ("nas_dscnn",)
+
+
+def refuse_unsearchable(space: SearchSpace, data: ImageDataset, spec: str, mode: str = "proxy") -> None:
+    """One clear line, before any trial, when ``space`` cannot build a network for ``data``'s samples.
+
+    Images (uint8 H x W x C) fit every space and mode; in the proxy mode (C, H, W) arrays
+    (spectrograms) fit every space too, and (C, L) sequences fit ``nas_dscnn`` (a Conv1d network);
+    the weight-sharing supernet (``--mode supernet``) trains on images only; flat vectors fit no space.
+    """
+    if data.is_image:
+        return
+    shape = data.sample_shape
+    text = "x".join(map(str, shape))
+    if len(shape) not in (2, 3):
+        raise EdgeoptError(
+            f"search builds image, spectrogram (C x H x W) or sequence (C x L) networks, but {spec} holds "
+            f"flat vectors of shape {text}",
+            "for tabular or flat data, train a zoo model (mlp, fc_autoencoder) and prune or quantize it",
+        )
+    if mode == "supernet":
+        raise EdgeoptError(
+            f"the weight-sharing supernet trains on images, but {spec} holds arrays of shape {text}",
+            "search array data with --mode proxy" + (" --space dscnn" if len(shape) == 2 else ""),
+        )
+    if len(shape) == 2 and space.family not in SEQUENCE_FAMILIES:
+        raise EdgeoptError(
+            f"the '{space.name}' space builds image networks (H x W x C inputs), but {spec} holds 1-D sequences "
+            f"of shape {text}",
+            "search 1-D data with --space dscnn (or a nas_dscnn space file)",
+        )
 
 
 @contextlib.contextmanager
