@@ -102,7 +102,11 @@ def test_refusals_are_one_line_before_any_trial() -> None:
         refuse_unsearchable(load_space("resnet"), seq, "seq")
     assert "--space dscnn" in e.value.fix
     with pytest.raises(EdgeoptError, match="the weight-sharing supernet trains on images"):
-        refuse_unsearchable(load_space("dscnn"), seq, "seq", mode="supernet")
+        refuse_unsearchable(load_space("resnet"), seq, "seq", mode="supernet")
+    images = ImageDataset(np.zeros((4, 8, 8, 1), np.uint8), np.arange(4) % 2, ["a", "b"], "img")
+    refuse_unsearchable(load_space("resnet"), images, "img", mode="supernet")  # the supernet's own case
+    with pytest.raises(EdgeoptError, match="supernet is built for nas_resnet spaces, not nas_dscnn"):
+        refuse_unsearchable(load_space("dscnn"), images, "img", mode="supernet")
     flat = ImageDataset(np.zeros((4, 640), np.float32), np.zeros(4), ["x"], "flat")
     with pytest.raises(EdgeoptError, match="flat vectors of shape 640"):
         refuse_unsearchable(load_space("dscnn"), flat, "flat")

@@ -143,8 +143,12 @@ def refuse_unsearchable(space: SearchSpace, data: ImageDataset, spec: str, mode:
 
     Images (uint8 H x W x C) fit every space and mode; in the proxy mode (C, H, W) arrays
     (spectrograms) fit every space too, and (C, L) sequences fit ``nas_dscnn`` (a Conv1d network);
-    the weight-sharing supernet (``--mode supernet``) trains on images only; flat vectors fit no space.
+    the weight-sharing supernet (``--mode supernet``) is built for ``nas_resnet`` spaces on images only;
+    flat vectors fit no space.
     """
+    if mode == "supernet" and space.family != "nas_resnet":
+        raise EdgeoptError(f"a weight-sharing supernet is built for nas_resnet spaces, not {space.family}",
+                           "use --mode proxy (the default) for this space")  # fmt: skip
     if data.is_image:
         return
     shape = data.sample_shape
