@@ -31,14 +31,15 @@ def shared_file(name: str) -> Path:
     return path
 
 
-def pytest_report_header() -> str:
-    """The CPU in the log: which kernels the runtimes pick (and so some numerics) depend on it."""
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The CPU at the end of the log (also under -q, which hides the header): which kernels the runtimes pick,
+    and so some numerics, depend on it."""
     import torch
 
     from edgeopt.report.environment import machine_info
 
     info = machine_info()
-    return (
+    terminalreporter.write_line(
         f"cpu: {info['cpu']} ({info['usable_cores']} usable cores), flags {' '.join(info['cpu_flags'])}; "
         f"torch cpu capability {torch.backends.cpu.get_cpu_capability()}"
     )
