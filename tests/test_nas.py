@@ -385,3 +385,24 @@ def test_supernet_mode_scores_candidates_with_inherited_weights_without_training
     assert min(accs) > 0.1 and np.mean(accs) > 0.25
     with pytest.raises(EdgeoptError, match="supernet is built for nas_resnet"):
         search(load_space("dscnn"), "digits", Budget(), settings, tmp_path / "d", final=False)
+
+
+def test_a_trial_another_worker_settled_is_dropped_and_another_run() -> None:
+    # SQLite has no SELECT ... FOR UPDATE: two workers may pop the same queued trial, and the second to finish
+    # got "Cannot tell a COMPLETE trial", which ended that worker (CI, 2026-12-02)
+    from edgeopt.nas.run import _optimize
+    from edgeopt.nas.search import SearchSettings
+
+    class Study:
+        def __init__(self, errors: list[str]) -> None:
+            self.errors, self.calls = errors, 0
+
+        def optimize(self, *_args, **_kwargs) -> None:
+            self.calls += 1
+            if self.errors:
+                raise ValueError(self.errors.pop(0))
+
+    study = Study(["Cannot tell a COMPLETE trial.", "Cannot tell a FAIL trial."])
+    assert _optimize(study, None, SearchSettings(trials=3), None) == 2 and study.calls == 5
+    with pytest.raises(ValueError, match="something else"):
+        _optimize(Study(["something else"]), None, SearchSettings(trials=1), None)

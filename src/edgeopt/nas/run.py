@@ -108,10 +108,17 @@ def measure_in_runtimes(
 
 
 def _optimize(study: Any, objective: Any, settings: SearchSettings, bar: _SearchBar) -> int:
-    """Run this worker's trials one ``optimize`` call at a time. A trial that another worker declared
-    stale meanwhile (its heartbeats came late, as on an overloaded machine) was re-queued there; Optuna
-    then refuses this worker's result (``Cannot tell a FAIL trial``): the trial is dropped here and
-    another is run, instead of ending the worker. Returns how many were dropped."""
+    """Run this worker's trials one ``optimize`` call at a time. Optuna refuses this worker's result when
+    another worker settled the trial meanwhile, and the trial is then dropped here and another run,
+    instead of ending the worker. Two ways that happens:
+
+    * the other worker declared the trial stale (its heartbeats came late, as on an overloaded machine)
+      and re-queued it: ``Cannot tell a FAIL trial``;
+    * both workers took the same queued (WAITING) trial, such as a corner of the space: SQLite has no
+      ``SELECT ... FOR UPDATE``, so Optuna's pop of a waiting trial can hand it to two processes at once,
+      and the second to finish gets ``Cannot tell a COMPLETE trial`` (CI, 2026-12-02).
+
+    Returns how many were dropped."""
     deadline = time.monotonic() + settings.minutes * 60 if settings.minutes else None
     done = dropped = 0
     while settings.trials is None or done < settings.trials:
@@ -121,7 +128,7 @@ def _optimize(study: Any, objective: Any, settings: SearchSettings, bar: _Search
         try:
             study.optimize(objective, n_trials=1, timeout=left, callbacks=[bar], catch=(EdgeoptError,))
         except ValueError as e:
-            if "Cannot tell a FAIL trial" not in str(e):
+            if not any(f"Cannot tell a {state} trial" in str(e) for state in ("FAIL", "COMPLETE")):
                 raise
             dropped += 1
             continue
