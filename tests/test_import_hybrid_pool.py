@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from ai_edge_litert import schema_py_generated as fb
-from tflite_files import AVG, CONV, FC, FLOAT32, INT8, RESHAPE, _Builder, _conv_opts, _weights
+from tflite_files import AVG, CONV, FLOAT32, INT8, _Builder, _conv_opts, _weights, hybrid_fc_head
 
 from edgeopt.interop import import_model
 from edgeopt.interop.quant_ops import xnnpack_avg_pool2d, xnnpack_mean
@@ -80,15 +80,7 @@ def _conv_pool_fc_file(path: Path, seed: int = 0, pool: str = "avg") -> Path:
         o = fb.ReducerOptionsT()
         o.keepDims = True
         b.op(MEAN, [c1, axes], [p], fb.BuiltinOptions.ReducerOptions, o)
-    shape = b.tensor("shape", [2], 2, np.array([1, 24], np.int32))
-    r = b.tensor("flat", [1, 24], FLOAT32)
-    b.op(RESHAPE, [p, shape], [r])
-    w2, s2 = _weights(rng, (6, 24))
-    wt2 = b.tensor("fc/w", [6, 24], INT8, w2, list(s2), [0] * 6)
-    bt2 = b.tensor("fc/b", [6], FLOAT32, rng.normal(0, 0.1, 6).astype(np.float32))
-    out = b.tensor("logits", [1, 6], FLOAT32)
-    b.op(FC, [r, wt2, bt2], [out], fb.BuiltinOptions.FullyConnectedOptions, fb.FullyConnectedOptionsT())
-    return b.write(path, [x], [out])
+    return b.write(path, [x], [hybrid_fc_head(b, rng, p, 24, 6)])
 
 
 def _separable_file(path: Path, multiplier: int, seed: int = 0) -> Path:
@@ -113,15 +105,7 @@ def _separable_file(path: Path, multiplier: int, seed: int = 0) -> Path:
     b.op(CONV, [d, wt2, bt2], [c], fb.BuiltinOptions.Conv2DOptions, _conv_opts(True))
     p = b.tensor("pool", [1, 1, 1, 16], FLOAT32)
     b.op(AVG, [c], [p], fb.BuiltinOptions.Pool2DOptions, _pool_opts(4, 4, False))
-    shape = b.tensor("shape", [2], 2, np.array([1, 16], np.int32))
-    r = b.tensor("flat", [1, 16], FLOAT32)
-    b.op(RESHAPE, [p, shape], [r])
-    w3, s3 = _weights(rng, (5, 16))
-    wt3 = b.tensor("fc/w", [5, 16], INT8, w3, list(s3), [0] * 5)
-    bt3 = b.tensor("fc/b", [5], FLOAT32, rng.normal(0, 0.1, 5).astype(np.float32))
-    out = b.tensor("logits", [1, 5], FLOAT32)
-    b.op(FC, [r, wt3, bt3], [out], fb.BuiltinOptions.FullyConnectedOptions, fb.FullyConnectedOptionsT())
-    return b.write(path, [x], [out])
+    return b.write(path, [x], [hybrid_fc_head(b, rng, p, 16, 5)])
 
 
 @pytest.mark.parametrize(

@@ -131,15 +131,21 @@ def hybrid_model(path: Path, seed: int = 0, kernel: int = 3) -> Path:
     bt1 = b.tensor("conv/b", [4], FLOAT32, rng.normal(0, 0.1, 4).astype(np.float32))
     c1 = b.tensor("conv/relu", [1, 8, 8, 4], FLOAT32)
     b.op(CONV, [x, wt1, bt1], [c1], fb.BuiltinOptions.Conv2DOptions, _conv_opts(True))
-    shape = b.tensor("shape", [2], INT32, np.array([1, 256], np.int32))
-    r = b.tensor("flat", [1, 256], FLOAT32)
-    b.op(RESHAPE, [c1, shape], [r])
-    w2, s2 = _weights(rng, (5, 256))
-    wt2 = b.tensor("fc/w", [5, 256], INT8, w2, list(s2), [0] * 5)
-    bt2 = b.tensor("fc/b", [5], FLOAT32, rng.normal(0, 0.1, 5).astype(np.float32))
-    out = b.tensor("logits", [1, 5], FLOAT32)
-    b.op(FC, [r, wt2, bt2], [out], fb.BuiltinOptions.FullyConnectedOptions, fb.FullyConnectedOptionsT())
-    return b.write(path, [x], [out])
+    return b.write(path, [x], [hybrid_fc_head(b, rng, c1, 256, 5)])
+
+
+def hybrid_fc_head(b: _Builder, rng: np.random.Generator, features: int, width: int, classes: int) -> int:
+    """RESHAPE tensor ``features`` to [1, width], then a hybrid FULLY_CONNECTED (int8 per-row weights, float
+    bias) to ``classes`` logits; returns the logits tensor."""
+    shape = b.tensor("shape", [2], INT32, np.array([1, width], np.int32))
+    r = b.tensor("flat", [1, width], FLOAT32)
+    b.op(RESHAPE, [features, shape], [r])
+    w, s = _weights(rng, (classes, width))
+    wt = b.tensor("fc/w", [classes, width], INT8, w, list(s), [0] * classes)
+    bt = b.tensor("fc/b", [classes], FLOAT32, rng.normal(0, 0.1, classes).astype(np.float32))
+    out = b.tensor("logits", [1, classes], FLOAT32)
+    b.op(FC, [r, wt, bt], [out], fb.BuiltinOptions.FullyConnectedOptions, fb.FullyConnectedOptionsT())
+    return out
 
 
 def nchw_one_channel_model(path: Path) -> Path:
