@@ -43,6 +43,7 @@ from edgeopt.runtimes import open_runner, quiet_output
 from edgeopt.train import evaluate
 
 DEFAULT_CALIB = "entropy"
+FLOAT_TFLITE = "mlperf-tiny/resnet8_float32.tflite"
 
 
 class _Reader:
@@ -128,11 +129,19 @@ def ort_optimized_ops(path: Path, work: Path) -> dict[str, int]:
     return dict(Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node))
 
 
+def resnet8_and_data(limit: int | None) -> tuple[EdgeModel, Any, Any]:
+    """The imported MLPerf ResNet-8 (inputs 0..255), cifar10-jpg's train split and ``limit`` of its test images
+    (all with ``None``), as every study here uses them."""
+    spec = f"imagefolder:{shared_path('cifar10-jpg.zip')}"
+    model = load_model(shared_path(FLOAT_TFLITE), input_range=(0, 255))
+    return model, load_dataset(spec, "train"), load_dataset(spec, "test").take(limit, seed=0)
+
+
 def latency_check(calib_samples: int, rounds: int) -> dict[str, Any]:
     """Latency only (minutes): TFLite's int8 reference and edgeopt's default int8 model in each runtime,
     plus each runtime's fp32 artifact, batch 1, 1 thread, ``rounds`` interleaved rounds. For a re-run
     on a quiet machine; kept apart from the main table (whose rows all come from one run)."""
-    tflite_f = shared_path("mlperf-tiny/resnet8_float32.tflite")
+    tflite_f = shared_path(FLOAT_TFLITE)
     tflite_q = shared_path("mlperf-tiny/resnet8_int8.tflite")
     model = load_model(tflite_f, input_range=(0, 255))
     train = load_dataset(f"imagefolder:{shared_path('cifar10-jpg.zip')}", "train")
@@ -266,12 +275,9 @@ def accuracy_study(calib_samples: int, rounds: int, limit: int | None) -> dict[s
     from edgeopt.compress.quantize.targets import tflite_report
     from edgeopt.errors import EdgeoptError
 
-    tflite_f = shared_path("mlperf-tiny/resnet8_float32.tflite")
+    tflite_f = shared_path(FLOAT_TFLITE)
     tflite_q = shared_path("mlperf-tiny/resnet8_int8.tflite")
-    spec = f"imagefolder:{shared_path('cifar10-jpg.zip')}"
-    train = load_dataset(spec, "train")
-    test = load_dataset(spec, "test").take(limit, seed=0)
-    model = load_model(tflite_f, input_range=(0, 255))
+    model, train, test = resnet8_and_data(limit)
     work = Path(tempfile.mkdtemp(prefix="edgeopt-q16-"))
     acc: dict[str, float] = {}
     runners: dict[str, Any] = {}
@@ -376,11 +382,7 @@ def ort_study(calib_samples: int, rounds: int, limit: int | None) -> dict[str, A
     ORT runs in float, and whether the first names every one of the second. Also plain PTQ time with the
     default recipe (wall and CPU seconds, the first PTQ of the process and a second one).
     """
-    tflite_f = shared_path("mlperf-tiny/resnet8_float32.tflite")
-    spec = f"imagefolder:{shared_path('cifar10-jpg.zip')}"
-    train = load_dataset(spec, "train")
-    test = load_dataset(spec, "test").take(limit, seed=0)
-    model = load_model(tflite_f, input_range=(0, 255))
+    model, train, test = resnet8_and_data(limit)
     work = Path(tempfile.mkdtemp(prefix="edgeopt-qort-"))
     out: dict[str, Any] = {"ptq_time_default_recipe": [], "variants": {}}
     for _ in range(2):  # plain PTQ's time: the process's first (torch.export warms up) and a second
@@ -463,10 +465,7 @@ def int4_study(calib_samples: int, limit: int | None, rounding_seconds: float, l
     from edgeopt.compress.quantize.mixed import quant_layers, weight_bytes
     from edgeopt.compress.quantize.ptq import weight_grid
 
-    spec = f"imagefolder:{shared_path('cifar10-jpg.zip')}"
-    model = load_model(shared_path("mlperf-tiny/resnet8_float32.tflite"), input_range=(0, 255))
-    train = load_dataset(spec, "train")
-    test = load_dataset(spec, "test").take(limit, seed=0)
+    model, train, test = resnet8_and_data(limit)
     work = Path(tempfile.mkdtemp(prefix="edgeopt-int4-"))
     numels = quant_layers(model.module)
     packed = {"int8": weight_bytes(numels), "mix": weight_bytes(numels, INT4_MIX)}
@@ -600,13 +599,10 @@ def main() -> None:
     if args.only:
         _only(args)
         return
-    tflite_f = shared_path("mlperf-tiny/resnet8_float32.tflite")
+    tflite_f = shared_path(FLOAT_TFLITE)
     tflite_q = shared_path("mlperf-tiny/resnet8_int8.tflite")
-    spec = f"imagefolder:{shared_path('cifar10-jpg.zip')}"
-    train = load_dataset(spec, "train")
-    test = load_dataset(spec, "test").take(args.limit, seed=0)
+    model, train, test = resnet8_and_data(args.limit)
     work = Path(tempfile.mkdtemp(prefix="edgeopt-qbench-"))
-    model = load_model(tflite_f, input_range=(0, 255))
     acc: dict[str, Any] = {}
     preds: dict[str, np.ndarray] = {}
     runners: dict[str, Any] = {}
@@ -770,10 +766,8 @@ def _only(args: argparse.Namespace) -> None:
     else:
         from edgeopt.compress.quantize.mixed import mixed_precision_study
 
-        spec = f"imagefolder:{shared_path('cifar10-jpg.zip')}"
-        model = load_model(shared_path("mlperf-tiny/resnet8_float32.tflite"), input_range=(0, 255))
-        test = load_dataset(spec, "test").take(args.limit, seed=0)
-        fig = mixed_precision_study(model, load_dataset(spec, "train"), test, tempfile.mkdtemp(), args.calib_samples)
+        model, train, test = resnet8_and_data(args.limit)
+        fig = mixed_precision_study(model, train, test, tempfile.mkdtemp(), args.calib_samples)
     fig["seconds"] = round(time.perf_counter() - t0, 1)
     fig["load_average"] = list(os.getloadavg())
     keys = {"zoo": "zoo", "latency": "latency_check", "accuracy": "accuracy_issue16", "int4": "int4_reconstruction",
