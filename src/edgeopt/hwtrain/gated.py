@@ -228,7 +228,7 @@ def train_to_budget(
         def hook(_mod: nn.Module, args: tuple) -> tuple:
             m = current[name].to(args[0].device)
             x = args[0]  # (N, C, ...) for a conv, (N, C) for a linear layer: the mask scales dimension 1
-            return (x * (m.view(1, -1, *[1] * (x.dim() - 2)) if x.dim() > 2 else m),)
+            return (x * m.view(1, -1, *[1] * (x.dim() - 2)),)
 
         return hook
 
