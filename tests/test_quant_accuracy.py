@@ -160,7 +160,7 @@ def test_per_runtime_float_ops_are_listed(trained) -> None:
         with pytest.raises(EdgeoptError, match="no float fallback"):
             QuantRecipe(target=target, float_ops=["add"]).validate()
     with pytest.raises(EdgeoptError, match="unknown float ops"):
-        QuantRecipe(float_ops=["softmax"]).validate()
+        QuantRecipe(float_ops=["conv"]).validate()
 
 
 def test_a_float_classifier_does_not_widen_its_input_range() -> None:
@@ -195,6 +195,29 @@ def test_float_pool_gives_the_pooled_features_their_own_range() -> None:
     assert len(observers(own)) == len(observers(shared)) + 1
     with pytest.raises(EdgeoptError, match="no float fallback"):
         QuantRecipe(target="npu-int8", float_ops=["pool"]).validate()
+
+
+def test_float_softmax_reads_the_int8_logits() -> None:
+    """``float_ops=["softmax"]``: the softmax is listed float and has no fixed-range int8 output; the logits
+    before it stay int8 with their full (minmax) range; integer-only targets refuse it."""
+    from edgeopt.compress.quantize.ptq import observers, output_observers, prepare
+    from edgeopt.compress.quantize.targets import float_op_names
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(8, 3), nn.Softmax(dim=-1)).eval()
+    x = torch.randn(2, 8)
+    int8 = prepare(net, x, QuantRecipe().validate())
+    own = prepare(net, x, QuantRecipe(float_ops=["softmax"]).validate())
+    assert float_op_names(int8) == []
+    assert [o for o in float_op_names(own) if "softmax" in o] and not [o for o in float_op_names(own) if "linear" in o]
+    fixed = [[m for m in g.modules() if type(m).__name__ == "FixedQParamsObserver"] for g in (int8, own)]
+    assert len(fixed[0]) == 1 and fixed[1] == []  # the int8 softmax's fixed 1/256 output is gone
+    assert len(observers(own)) == len(observers(int8))
+    (name,) = output_observers(own)
+    node = next(n for n in own.graph.nodes if n.op == "call_module" and n.target == name)
+    assert str(node.args[0].target) == "aten.linear.default"
+    with pytest.raises(EdgeoptError, match="no float fallback"):
+        QuantRecipe(target="mcu-int8", float_ops=["softmax"]).validate()
 
 
 def test_clipped_float_control_and_adabn_recipe(trained) -> None:

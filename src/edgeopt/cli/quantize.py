@@ -79,7 +79,8 @@ def quantize(
         ),
     ] = "empirical",
     float_ops: Annotated[
-        str | None, typer.Option("--float-ops", help="ops left float for ONNX Runtime/ExecuTorch: add,logits,pool")
+        str | None,
+        typer.Option("--float-ops", help="ops left float for ONNX Runtime/ExecuTorch: add,logits,pool,softmax"),
     ] = None,
     seed: int = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="QAT fine-tuning batch size")] = 128,

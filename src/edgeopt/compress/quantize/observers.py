@@ -227,6 +227,9 @@ class EdgeQuantizer(XNNPACKQuantizer):
         # True (``QuantRecipe.float_ops`` "pool"): an avg_pool2d is not annotated, so the tensor after it gets an
         # observer of its own (NNCF's choice: a global pool's output spans a fraction of its input's range)
         self.float_pools = False
+        # True (``float_ops`` "softmax"): the softmax is not annotated, so it reads the int8 logits dequantized
+        # and runs in float (ONNX Runtime: one DequantizeLinear + Softmax instead of QLinearSoftmax + its output)
+        self.float_softmax = False
 
     def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
         # skip the batch-norm and transposed-conv patterns when the graph has none (prepare_pt2e has
@@ -253,7 +256,7 @@ class EdgeQuantizer(XNNPACKQuantizer):
             if n.op != "call_function":
                 continue
             if n.target in _SOFTMAX_OPS:
-                if self.lean:
+                if self.lean and not self.float_softmax:
                     _annotate_softmax(n)
                 continue
             if n.target not in _PAD_OPS + _POOL_OPS + (SHAPE_OPS if self.lean else ()):

@@ -49,7 +49,7 @@ ARCH_KIND = "quantized"
 WEIGHT_CHOICES = ("int8", "int4", "mixed")
 ROUNDINGS = ("nearest", "gptq", "adaround", "brecq")
 BIAS_METHODS = ("empirical", "fast", "fast+empirical")  # ``QuantRecipe.bias_method``
-FLOAT_OPS = ("add", "logits", "pool")  # ops a runtime that mixes may keep float (``QuantRecipe.float_ops``)
+FLOAT_OPS = ("add", "logits", "pool", "softmax")  # ops a runtime that mixes may keep float (``QuantRecipe.float_ops``)
 _ADD_OPS = (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
 _LAYER_OPS = (torch.ops.aten.linear.default, torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default,
               torch.ops.aten.matmul.default, torch.ops.aten.mm.default, torch.ops.aten.addmm.default)  # fmt: skip
@@ -83,8 +83,9 @@ class QuantRecipe:
     target: str = "xnnpack"  # xnnpack | npu-int8 | mcu-int8 (see targets; records without it are xnnpack)
     rounding_seconds: float = 45.0  # time budget of weight_rounding="adaround"/"brecq" (all layers together)
     align: str = "none"  # none | adabn: batch-norm statistics re-estimated on the calibration data (``align``)
-    # add (residual adds) / logits (last linear) / pool (avg pools: the tensor after one gets its own range,
-    # which ONNX Runtime runs as QLinearAveragePool, integer) kept float
+    # add (residual adds) / logits (last linear and softmax) / pool (avg pools: the tensor after one gets its
+    # own range, which ONNX Runtime runs as QLinearAveragePool, integer) / softmax (alone, on the int8 logits)
+    # kept float
     float_ops: list[str] = field(default_factory=list)
 
     def validate(self) -> QuantRecipe:
@@ -159,6 +160,7 @@ def make_quantizer(recipe: QuantRecipe) -> Any:
     spec = target_spec(recipe.target)
     q = EdgeQuantizer(lean=recipe.lean_graph)
     q.float_pools = "pool" in recipe.float_ops
+    q.float_softmax = "softmax" in recipe.float_ops
     q = q.set_global(
         quantization_config(
             recipe.calib, recipe.weight_bits, recipe.weight_method, recipe.percentile, per_channel=spec.conv_per_channel
