@@ -573,12 +573,18 @@ def channel_scores(
 
 
 def pruned_model(
-    model: EdgeModel, dep: DepGraph, removed: set[int], step: dict[str, Any], calibration: torch.Tensor | None = None
+    model: EdgeModel,
+    dep: DepGraph,
+    removed: set[int],
+    step: dict[str, Any],
+    calibration: torch.Tensor | None = None,
+    targets: dict[str, torch.Tensor] | None = None,
 ) -> EdgeModel:
     """The EdgeModel with ``removed`` classes cut out; its ``arch`` rebuilds it (checked by reloading).
 
     With ``calibration`` inputs, the kept weights are re-fitted by least squares to reproduce the
-    original layers' outputs (:func:`edgeopt.compress.prune.reconstruct.reconstruct`).
+    original layers' outputs (:func:`edgeopt.compress.prune.reconstruct.reconstruct`); ``targets``:
+    those outputs when a search already captured them (``reconstruct.original_outputs``).
     """
     from edgeopt.model import build_module
 
@@ -595,7 +601,7 @@ def pruned_model(
     if calibration is not None and removed:
         from edgeopt.compress.prune.reconstruct import reconstruct
 
-        reconstruct(model.module, new_module, dep, removed, calibration)
+        reconstruct(model.module, new_module, dep, removed, calibration, targets=targets)
     out = model.with_lineage(step, new_module.eval())
     if isinstance(new_module, GraphModule):
         out.meta.arch = {"kind": "graph", "ir": new_module.ir}
@@ -641,7 +647,8 @@ def prune_channels(
     each group keeps, in group order (an allocation found elsewhere, e.g. by a latency survey); the
     weakest go. ``latency_fn`` (``netadapt.LatencyFn``, e.g. a device profile's predictor from
     ``netadapt.latency_source``) replaces timing in ``runtime``. Cost: see module doc; ``latency``
-    adds one export and timing (or one prediction) per removable unit.
+    adds one export and timing (or one prediction) per removable unit, and with ``eval_data`` one
+    re-fit per unit and one shared pass over ``eval_data`` (:func:`.netadapt.measure_units`).
     """
     if sum(t is not None for t in (ratio, target_macs, widths)) != 1:
         raise EdgeoptError("give exactly one of a pruning ratio, a MAC target or widths",
