@@ -8,7 +8,9 @@ seen in training): a warm colour cast, a Gaussian blur, sensor noise and darkeni
 Side by side, same initial weights, same batches (seeded order), plain SGD with the gradients' global norm
 clipped to 1.0 (``--clip-norm``; unclipped, full fine-tuning diverged to NaN at lr 0.02):
 
-* parity: per-step loss in ExecuTorch's training runtime vs PyTorch eager over the first 50 steps, per scope;
+* parity: per-step loss in ExecuTorch's training runtime vs PyTorch eager over the first 50 steps, per scope,
+  and both float32 runs against float64 eager (``parity_vs_float64_eager``); the float32 program's long sums are
+  staged (``edgeopt.ondevice.program.staged_sums``: ExecuTorch's portable sum adds sequentially in float32);
   beside it (``sensitivity``), how far PyTorch eager drifts from itself over the same steps (float32 with and
   without oneDNN's convolutions, and float64): what float32 training of this model can promise at all, and how many
   ReLU inputs lie within float32 rounding of zero (each a mask element two float32 implementations may set apart);
@@ -173,7 +175,7 @@ def main() -> None:
         figures["parity_float64"] = float64_parity(model, batches, args, clip, parity_steps,
                                                    [k for k in ok if "@" not in k])  # fmt: skip
     figures["parity"]["verdict"] = parity_verdict(figures["parity"], figures.get("parity_sensitivity"),
-                                                 figures.get("parity_float64"))  # fmt: skip
+                                                 figures.get("parity_float64"), rows)  # fmt: skip
 
     # int8 backbone, float head (head scope): program size and gain vs the float backbone
     if "int8" in sections and "head" in ok:
@@ -277,6 +279,12 @@ def scope_row(name: str, model: EdgeModel, batches: list, dev_test: ImageDataset
     ref = torch_train(work, batches, args.lr, clip_norm=clip)  # the whole batch at once, in PyTorch eager
     gaps = np.abs(np.array(et.losses[:parity_steps]) - np.array(ref.losses[:parity_steps]))
     over = np.flatnonzero(~(gaps <= 1e-4))  # NaN counts as over
+    # both float32 runs against float64 eager (the exact steps up to float64 rounding), same weights and batches
+    w64, _ = prepare_scope(model.module, scope)
+    f64 = np.array(torch_train(w64.double(), [(x.double(), y) for x, y in batches[:parity_steps]], args.lr,
+                               clip_norm=clip).losses)  # fmt: skip
+    vs64 = {"executorch_f32": float(np.max(np.abs(np.array(et.losses[:parity_steps]) - f64))),
+            "eager_f32": float(np.max(np.abs(np.array(ref.losses[:parity_steps]) - f64)))}  # fmt: skip
     # the runtime's weights, back into the model, evaluated on the camera test split
     back, _ = prepare_scope(model.module, scope)
     own = dict(back.named_parameters())
@@ -292,11 +300,13 @@ def scope_row(name: str, model: EdgeModel, batches: list, dev_test: ImageDataset
         **mem, "step_ms_executorch": round(et.step_ms, 3), "step_ms_torch": round(ref.step_ms, 3),
         "parity_max_abs_loss_diff": float(np.max(gaps)), "parity_steps": parity_steps,
         "parity_first_step_over_1e-4": int(over[0]) if len(over) else None,
+        "parity_vs_float64_eager": vs64,
         "loss_first_last": [round(et.losses[0], 4), round(et.losses[-1], 4)],
     }  # fmt: skip
     print(f"{name:10s} gain {row['gain']:+.4f}  analytic {figs.analytic_bytes / 1024:8.0f} KB  planned "
           f"{figs.planned_bytes / 1024:8.0f} KB  measured {figs.measured_bytes / 1024:8.0f} KB  step "
-          f"{et.step_ms:7.1f} ms  parity {row['parity_max_abs_loss_diff']:.2e}", flush=True)  # fmt: skip
+          f"{et.step_ms:7.1f} ms  parity {row['parity_max_abs_loss_diff']:.2e} (vs float64 eager: ExecuTorch "
+          f"{vs64['executorch_f32']:.2e}, eager float32 {vs64['eager_f32']:.2e})", flush=True)  # fmt: skip
     return row
 
 
@@ -434,9 +444,11 @@ def float64_parity(model: EdgeModel, batches: list, args: argparse.Namespace, cl
     return out
 
 
-def parity_verdict(parity: dict, sens: dict | None, f64: dict | None) -> str:
+def parity_verdict(parity: dict, sens: dict | None, f64: dict | None, rows: dict | None = None) -> str:
     """The acceptance's parity line, as written, for the float32 program (what an app ships), beside PyTorch float32's
-    drift from float64 on the same steps, and for the float64 program."""
+    drift from float64 on the same steps (each row's ``parity_vs_float64_eager``: the ExecuTorch float32 program's
+    distance from float64 eager against eager float32's; else the sensitivity section's), and for the float64
+    program."""
     per = parity.get("per_scope", {})
     ok = sorted(k for k, v in per.items() if v <= 1e-4)
     miss = {k: v for k, v in per.items() if not v <= 1e-4}
@@ -444,6 +456,9 @@ def parity_verdict(parity: dict, sens: dict | None, f64: dict | None) -> str:
     if miss:
 
         def drift(k: str) -> str:
+            vs = (rows or {}).get(k, {}).get("parity_vs_float64_eager")
+            if vs:
+                return f" (vs f64 eager: ExecuTorch f32 {vs['executorch_f32']:.1e}, eager f32 {vs['eager_f32']:.1e})"
             row = (sens or {}).get(k.partition("@")[0], {}).get("f32_vs_f64")
             return f" (eager f32 vs f64: {row['max']:.1e})" if row else ""
 

@@ -16,6 +16,10 @@ Delegation (``frozen``):
   symmetric per-channel, calibrated on the given batches) and delegated; the trainable part stays float.
 * ``none`` — no delegate at all.
 
+float32 programs get :func:`staged_sums`: ExecuTorch's portable ``sum`` adds a reduction's terms one after another
+in float32, so the long sums of the backward (every bias gradient: N·H·W terms) are rewritten as chains of
+single-dimension sums, which keeps the program float32 and its gradients as close to float64 as PyTorch's.
+
 float64 programs (``work`` and ``x`` in float64; ``frozen="none"``, as XNNPACK has no float64 kernels) exist to
 check the runtime's arithmetic against PyTorch's without float32 rounding: the loss is written out
 (:class:`WithLoss`) and every ``sum`` over dimensions becomes ``mean * n`` (:func:`exact_sums`), as ExecuTorch
