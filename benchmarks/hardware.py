@@ -60,32 +60,54 @@ def _macs_only(calib: list[dict], y_calib: np.ndarray, heldout: list[dict]) -> n
     return np.maximum(np.array([[1.0, s["macs"] / 1e6] for s in heldout]) @ coef, 1e-6)
 
 
+def _repeat_agreement(runtime: str, threads: int, held: list[dict], n: int = 40) -> dict[str, Any]:
+    """The noise floor: the first ``n`` held-out architectures exported and timed again (same seed, so
+    the same draws), each new ratio to the reference against the first. A predictor cannot agree
+    with one measurement more often than two measurements agree with each other."""
+    again = _samples(runtime, threads, "repeat", HELDOUT_SEED, 1e9, n)
+    first = {json.dumps(s["spec"], sort_keys=True): s["ratio"] for s in held}
+    pairs = [(first[k], s["ratio"]) for s in again if (k := json.dumps(s["spec"], sort_keys=True)) in first]
+    d = np.array([abs(b / a - 1) for a, b in pairs])
+    return {"models": len(pairs), "within_5pct": float(np.mean(d <= 0.05)), "within_10pct": float(np.mean(d <= 0.10)),
+            "median_abs_pct": float(np.median(d) * 100), "max_abs_pct": float(d.max() * 100)}  # fmt: skip
+
+
 def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int) -> tuple[dict[str, Any], Any]:
     t0 = time.monotonic()
     calib = _samples(runtime, threads, "calib", 0, minutes, None)
-    calib_s = time.monotonic() - t0
+    # resumed from the journal: the calibration's own clock (``elapsed_s``), not this run's
+    calib_s = max(time.monotonic() - t0, float(calib[-1].get("elapsed_s", 0.0)) if calib else 0.0)
     t1 = time.monotonic()
     profile = fit_profile(calib, runtime, threads, calib_s)
     fit_s = time.monotonic() - t1
-    held = _samples(runtime, threads, "heldout", HELDOUT_SEED, 1e9, heldout_n)
+    seen = {json.dumps(s["spec"], sort_keys=True) for s in calib}
+    drawn = _samples(runtime, threads, "heldout", HELDOUT_SEED, 1e9, heldout_n)
+    # another seed can still draw an architecture calibration saw (tiny MLPs): measure more, drop those
+    while sum(json.dumps(s["spec"], sort_keys=True) not in seen for s in drawn) < heldout_n:
+        more = heldout_n + sum(json.dumps(s["spec"], sort_keys=True) in seen for s in drawn)
+        drawn = _samples(runtime, threads, "heldout", HELDOUT_SEED, 1e9, max(more, len(drawn) + 1))
+    held = [s for s in drawn if json.dumps(s["spec"], sort_keys=True) not in seen]
     ref = reference_ms(calib)
     y_calib = normalised_ms(calib, ref)
     y = normalised_ms(held, ref)  # drift-free: each model's ratio to the reference timed beside it
     raw = np.array([s["latency_ms"] for s in held])
-    seen = {json.dumps(s["spec"], sort_keys=True) for s in calib}
-    overlap = sum(json.dumps(s["spec"], sort_keys=True) in seen for s in held)
+    overlap = sum(json.dumps(s["spec"], sort_keys=True) in seen for s in held)  # 0 by construction
     pred = _predict(profile.predictor, held)
     macs_pred = _macs_only(calib, y_calib, held)
     ours, base = _stats(pred, y), _stats(macs_pred, y)
     cv_macs = macs_only_fit(np.array([s["macs"] for s in calib]), y_calib)
     ref_held = np.array([s["reference_ms"] for s in held])
+    repeat = _repeat_agreement(runtime, threads, held)
     result = {
         "runtime": runtime,
         "threads": threads,
+        "measurement": "fastest call over 5 rounds of fresh sessions, as a ratio to a reference model timed in the "
+        "same rounds, times the reference's median over the calibration (calibrate.measured_ratio)",
         "calibration_models": len(calib),
         "calibration_seconds": round(calib_s + fit_s, 1),
         "heldout_models": len(held),
         "heldout_also_in_calibration": overlap,
+        "heldout_dropped_as_seen_in_calibration": len(drawn) - len(held),
         "heldout_latency_ms_range": [float(y.min()), float(y.max())],
         "reference_ms": ref,
         "reference_ms_spread_during_heldout": [
@@ -94,6 +116,7 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
             float(ref_held.max()),
         ],
         "predictor": ours,
+        "measurement_repeatability": repeat,
         "predictor_vs_raw_times": _stats(pred, raw),
         "macs_only_linear": base,
         "median_error_ratio_vs_macs_only": ours["median_abs_pct"] / base["median_abs_pct"],

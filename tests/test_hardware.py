@@ -15,7 +15,7 @@ from edgeopt.hardware.archs import FAMILIES, arch_model, build_arch, sample_arch
 from edgeopt.hardware.calibrate import fit_profile, measure_samples
 from edgeopt.hardware.fingerprint import fingerprint_mismatch, machine_fingerprint
 from edgeopt.hardware.kernels import Kernel, kernel_to_json, kernels_of_model
-from edgeopt.hardware.predictor import LatencyPredictor, model_summary, model_terms
+from edgeopt.hardware.predictor import LatencyPredictor, kernel_terms, model_summary, model_terms
 from edgeopt.hardware.profile import DeviceProfile, load_profile
 from edgeopt.model import EdgeModel, InputSpec, ModelMeta
 
@@ -114,6 +114,48 @@ def test_predictor_recovers_an_additive_latency_and_round_trips_json(synthetic) 
     assert sum(p.kernel_ms(k)) + p.weights[p.terms.index("model.n")] == pytest.approx(p.predict(k), rel=1e-9)
 
 
+def test_kernel_terms_mark_kernel_size_stride_and_channel_blocking() -> None:
+    def conv(cin: int, cout: int, k: int, stride: int = 1, kind: str = "conv") -> dict[str, float]:
+        macs = 64 * cout * (1 if kind == "dwconv" else cin) * k
+        return kernel_terms(
+            Kernel(kind, macs, 4 * 256 * cin, 4 * 64 * cout, 4 * cout * cin * k, cin, cout, k, stride, 64)
+        )
+
+    assert conv(32, 32, 49)["conv.macs_k7"] == conv(32, 32, 49)["conv.macs"] > 0
+    assert conv(32, 32, 25)["conv.macs_k5"] > 0 and conv(32, 32, 25)["conv.macs_k7"] == 0
+    assert conv(32, 32, 9)["conv.macs_k5"] == conv(32, 32, 9)["conv.macs_k7"] == 0
+    assert conv(32, 32, 9, stride=2)["conv.macs_stride2"] > 0 and conv(32, 32, 9)["conv.macs_stride2"] == 0
+    # ONNX Runtime's NCHWc path takes Cin a multiple of 16 or under 16; 24 and 40 fall back
+    assert [conv(c, 32, 9)["conv.macs_unblocked"] > 0 for c in (3, 8, 16, 24, 32, 40, 48)] == [
+        False, False, False, True, False, True, False,
+    ]  # fmt: skip
+    assert conv(24, 24, 9, kind="dwconv")["dwconv.io_unblocked"] > 0
+    assert conv(32, 32, 9, kind="dwconv")["dwconv.io_unblocked"] == 0
+    # rows x channel blocks: 8 rows (hw 64) x 2 blocks of 16 for 20 output channels
+    assert conv(16, 20, 9)["conv.rows"] == pytest.approx(8 * 2 / 1e3)
+
+
+# the terms of profiles saved before 2026-12-02 (before the kernel-size, stride and blocking terms)
+OLD_TERMS = ["add.io", "add.n", "conv.io", "conv.macs", "conv.macs_k1", "conv.macs_pad16", "conv.macs_smallcin",
+             "conv.n", "conv.weights", "dwconv.io", "dwconv.macs", "dwconv.macs_pad16", "dwconv.n", "dwconv.stride2",
+             "linear.macs", "linear.n", "linear.weights", "model.n", "pool.io", "pool.n"]  # fmt: skip
+
+
+def test_profiles_fitted_on_the_older_terms_still_predict(synthetic) -> None:
+    """A saved profile reads only its own term names: every one of them must still be produced, or
+    its predictions would silently drop that cost."""
+    models, _ = synthetic
+    produced = {n for k in models for n in model_terms(k)}
+    assert set(OLD_TERMS) <= produced
+    w = np.linspace(0.001, 0.02, len(OLD_TERMS))
+    old = LatencyPredictor.from_json({"terms": OLD_TERMS, "weights": list(w)})
+    k = [Kernel("conv", 10**6, 4000, 4000, 400, 20, 20, 9, 1, 64)]  # pad16: 32*32/20 per 20-wide output
+    by_name = dict(zip(OLD_TERMS, w, strict=True))
+    hand = by_name["model.n"] + by_name["conv.n"] + by_name["conv.macs"] * 1.0 + by_name["conv.io"] * 8.0
+    hand += by_name["conv.macs_pad16"] * 1e6 / 20 * 32 * 32 / 20 / 1e6 + by_name["conv.weights"] * 0.4
+    assert old.predict(k) == pytest.approx(hand, rel=1e-9)
+
+
 def test_predictor_correction_is_lightgbm_text_and_kept_only_if_it_helps(synthetic) -> None:
     models, y = synthetic
     noisy = y * np.exp(0.3 * np.array([model_summary(k)["share.dwconv"] for k in models]))  # not additive
@@ -181,6 +223,14 @@ def test_measure_samples_times_real_artifacts_and_resumes_from_its_journal(tmp_p
     more = measure_samples("onnxruntime", 1, minutes=5, max_models=3, journal=journal, workers=1, rounds=1)
     assert more[:2] == first and len(more) == 3  # kept the two, measured one more
     assert more[2]["spec"] not in [s["spec"] for s in first]
+    assert all(s["ratio"] == pytest.approx(s["latency_ms"] / s["reference_ms"], rel=1e-9) for s in more)
+    assert all(s["p50_ms"] >= s["latency_ms"] for s in more)  # the fastest call never exceeds the median
+    assert 0 < more[0]["elapsed_s"] <= more[1]["elapsed_s"] <= more[2]["elapsed_s"]
+    # a resumed calibration keeps its clock: with its minutes spent, it measures nothing more
+    lines = journal.read_text().splitlines()
+    last = json.loads(lines[-1])
+    journal.write_text("\n".join([*lines[:-1], json.dumps({**last, "elapsed_s": 301.0})]) + "\n")
+    assert len(measure_samples("onnxruntime", 1, minutes=5, max_models=10, journal=journal, workers=1)) == 3
     with pytest.raises(EdgeoptError, match="cannot calibrate"):
         measure_samples("torch", 1, max_models=1)
 

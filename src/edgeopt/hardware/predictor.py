@@ -7,7 +7,10 @@ The model (nn-Meter's idea, fitted from whole-model timings):
 
 ``φ_type`` are a few cost terms per kernel type: a fixed per-kernel overhead, MACs, MACs with the
 output channels padded to the SIMD block (runtimes pack 8 or 16 channels; a 20-channel conv costs
-like a 32-channel one), bytes read and written, weight bytes. Because the sum is linear in the
+like a 32-channel one), bytes read and written, weight bytes; for convolutions also the MACs on
+real input rather than zero padding (``valid_fraction``), 5×5 / 7×7 / 1×1 / strided MACs, the MACs
+of convolutions off the channel-blocked path (``_blocked``) and per-row overhead (``kernel_terms``).
+Because the sum is linear in the
 weights ``w``, the per-kernel costs are identifiable from whole-model timings of varied
 architectures: ``w ≥ 0`` is fitted by non-negative least squares on *relative* error (scikit-learn's
 ``LinearRegression(positive=True)`` with weights 1/latency²), so every kernel cost stays physical.
@@ -30,30 +33,73 @@ import numpy as np
 from edgeopt.hardware.kernels import KERNEL_TYPES, Kernel
 
 MB, KB = 1e6, 1e3
+SIMD_BLOCK = 16  # channels a SIMD block packs (AVX-512 float: 16; ONNX Runtime's NCHWc block there)
 
 
 def _ceil(n: int, block: int) -> int:
     return -(-n // block) * block
 
 
+def _blocked(c: int, block: int = SIMD_BLOCK) -> bool:
+    """Whether ``c`` input channels fit the runtimes' channel-blocked kernels: ONNX Runtime's NCHWc
+    convolution (AVX-512: 16 channels a block) takes a multiple of the block, or fewer channels than
+    one block (read from plain NCHW); anything else falls back to im2col + GEMM with layout reorders."""
+    return c < block or c % block == 0
+
+
+def valid_fraction(k: Kernel) -> float:
+    """The share of a convolution's MACs that read real input rather than zero padding. Pure.
+
+    ONNX Runtime's NCHWc kernels (and XNNPACK's) skip the taps that fall in the padding, so a 7×7
+    convolution on a 4×4 map does under half the MACs counted. Taken per spatial axis from the
+    input and output sizes (square maps, batch 1, 4-byte elements; symmetric padding inferred from
+    the sizes), then squared; 1 for anything that is not a convolution.
+    """
+    if k.type not in ("conv", "dwconv") or k.k <= 1 or k.cin <= 0 or k.hw <= 0:
+        return 1.0
+    size_in = math.sqrt(k.in_bytes / (4 * k.cin))
+    size_out = max(1, round(math.sqrt(k.hw)))
+    kk = max(1, round(math.sqrt(k.k)))
+    pad = max(0.0, ((size_out - 1) * k.stride + kk - size_in) / 2)
+    valid = sum(min(o * k.stride - pad + kk, size_in) - max(o * k.stride - pad, 0.0) for o in range(size_out))
+    return float(np.clip(valid / (size_out * kk), 0.0, 1.0) ** 2)
+
+
 def kernel_terms(k: Kernel) -> dict[str, float]:
-    """The cost terms of one kernel, named ``type.term`` (MACs in millions, bytes in KB). Pure."""
+    """The cost terms of one kernel, named ``type.term`` (MACs in millions, bytes in KB). Pure.
+
+    Beside MACs, bytes and a per-kernel overhead, convolutions get terms for what makes a MAC cost
+    more or less on CPUs: the output channels padded to the SIMD block, few input channels, 1×1,
+    5×5 and 7×7 kernels (each a different micro-kernel), strides, channel counts that miss the
+    channel-blocked path (``_blocked``), and per-output-row overhead (small spatial sizes).
+    """
     t = k.type
     io = (k.in_bytes + k.out_bytes) / KB
     terms = {f"{t}.n": 1.0}
-    if t == "conv":
+    if t in ("conv", "dwconv"):
+        macs = k.macs / MB
         per_out = k.macs / max(1, k.cout)
-        terms[f"{t}.macs"] = k.macs / MB
-        terms[f"{t}.macs_pad16"] = per_out * _ceil(k.cout, 16) * _ceil(k.cin, 16) / max(1, k.cin) / MB
+        terms[f"{t}.macs"] = macs
+        terms[f"{t}.io"] = io
+        valid = macs * valid_fraction(k)  # taps on real input, not zero padding
+        terms[f"{t}.macs_valid"] = valid
+        for size, name in ((25, "k5"), (49, "k7")):
+            terms[f"{t}.macs_{name}"] = valid if k.k == size else 0.0
+        terms[f"{t}.macs_stride2"] = macs if k.stride > 1 else 0.0
+        rows = math.sqrt(max(k.hw, 1)) * -(-max(k.cout, 1) // SIMD_BLOCK)  # row × channel-block calls
+        terms[f"{t}.rows"] = rows / KB
+    if t == "conv":
+        terms[f"{t}.macs_pad16"] = per_out * _ceil(k.cout, SIMD_BLOCK) * _ceil(k.cin, SIMD_BLOCK) / max(1, k.cin) / MB
         terms[f"{t}.macs_smallcin"] = k.macs / MB if k.cin < 8 else 0.0
         terms[f"{t}.macs_k1"] = k.macs / MB if k.k == 1 else 0.0
-        terms[f"{t}.io"] = io
         terms[f"{t}.weights"] = k.weight_bytes / KB
+        unblocked = not _blocked(k.cin)
+        terms[f"{t}.macs_unblocked"] = k.macs / MB if unblocked else 0.0
+        terms[f"{t}.io_unblocked"] = io if unblocked else 0.0
     elif t == "dwconv":
-        terms[f"{t}.macs"] = k.macs / MB
-        terms[f"{t}.macs_pad16"] = k.macs * _ceil(k.cout, 16) / max(1, k.cout) / MB
-        terms[f"{t}.io"] = io
+        terms[f"{t}.macs_pad16"] = k.macs * _ceil(k.cout, SIMD_BLOCK) / max(1, k.cout) / MB
         terms[f"{t}.stride2"] = io if k.stride > 1 else 0.0
+        terms[f"{t}.io_unblocked"] = io if k.cout % SIMD_BLOCK else 0.0
     elif t == "linear":
         terms[f"{t}.macs"] = k.macs / MB
         terms[f"{t}.weights"] = k.weight_bytes / KB
@@ -63,22 +109,37 @@ def kernel_terms(k: Kernel) -> dict[str, float]:
 
 
 def model_terms(kernels: Sequence[Kernel]) -> dict[str, float]:
-    """The sum of ``kernel_terms`` over a model's kernels, plus a per-model constant. Pure."""
-    total: dict[str, float] = {"model.n": 1.0}
+    """The sum of ``kernel_terms`` over a model's kernels, plus a per-model constant and
+    ``add.io_unblocked``: the bytes of residual adds that follow a convolution off the
+    channel-blocked path (ONNX Runtime folds an add into the NCHWc convolution before it, so only
+    those run as a kernel of their own). Pure."""
+    total: dict[str, float] = {"model.n": 1.0, "add.io_unblocked": 0.0}
+    blocked = True  # whether the last convolution ran channel-blocked
     for k in kernels:
         for name, v in kernel_terms(k).items():
             total[name] = total.get(name, 0.0) + v
+        if k.type == "conv":
+            blocked = _blocked(k.cin)
+        elif k.type == "dwconv":
+            blocked = k.cout % SIMD_BLOCK == 0
+        elif k.type == "add" and not blocked:
+            total["add.io_unblocked"] += (k.in_bytes + k.out_bytes) / KB
     return total
 
 
 def model_summary(kernels: Sequence[Kernel]) -> dict[str, float]:
-    """Whole-model features for the correction: log sizes and each kernel type's share of MACs. Pure."""
+    """Whole-model features for the correction: log sizes, each kernel type's share of MACs and count,
+    and the share of MACs in 5×5, 7×7, strided and channel-unblocked convolutions. Pure."""
     macs = sum(k.macs for k in kernels)
     io = sum(k.in_bytes + k.out_bytes for k in kernels)
     out = {"log_macs": math.log1p(macs), "log_io": math.log1p(io), "n_kernels": float(len(kernels))}
     for t in KERNEL_TYPES:
         out[f"share.{t}"] = sum(k.macs for k in kernels if k.type == t) / macs if macs else 0.0
         out[f"count.{t}"] = float(sum(1 for k in kernels if k.type == t))
+    convs = [k for k in kernels if k.type in ("conv", "dwconv")]
+    for name, sel in (("k5", lambda k: k.k == 25), ("k7", lambda k: k.k == 49), ("stride2", lambda k: k.stride > 1),
+                      ("unblocked", lambda k: k.type == "conv" and not _blocked(k.cin))):  # fmt: skip
+        out[f"share.{name}"] = sum(k.macs for k in convs if sel(k)) / macs if macs else 0.0
     return out
 
 
