@@ -96,12 +96,15 @@ def build_training_program(
     frozen: str = "float",
     calibration: list[torch.Tensor] | None = None,
     delegate: str = "frozen",
+    float64_convolutions: bool = False,
 ) -> TrainingProgram:
     """Export ``work`` (trainable parameters already marked) as an ExecuTorch training program.
 
     ``x``/``y`` fix the static batch shape; ``frozen`` picks the delegate (module doc); ``calibration`` are
     input batches for the int8 backbone. ``delegate="all"`` uses the stock XNNPACK partitioner on the whole
-    graph (refused when it would swallow a trainable parameter). Cost: one export and lowering, seconds
+    graph (refused when it would swallow a trainable parameter). ``float64_convolutions`` computes the forward
+    convolutions of a float32 program in float64 (:func:`float64_convolutions_pass`; not with a delegated frozen
+    prefix, as XNNPACK has no float64 kernels). Cost: one export and lowering, seconds
     (tens of seconds for a ResNet-8 with a large frozen prefix; the int8 path adds PT2E calibration).
     """
     if frozen not in FROZEN_MODES:
@@ -112,6 +115,10 @@ def build_training_program(
     if f64 and frozen != "none":
         raise EdgeoptError("a float64 training program cannot delegate its frozen part (XNNPACK has no float64 "
                            "kernels)", "use frozen='none'")  # fmt: skip
+    delegated_prefix = frozen != "none" and (delegate == "all" or bool(frozen_prefix_blocks(work, trainable)))
+    if float64_convolutions and (f64 or delegated_prefix):
+        raise EdgeoptError("float64 convolutions are for float32 programs without a delegated frozen part",
+                           "use frozen='none', or leave float64_convolutions off")  # fmt: skip
     with quiet_output():
         from executorch.exir import EdgeCompileConfig, to_edge
         from torch.export.experimental import _export_forward_backward
@@ -130,6 +137,8 @@ def build_training_program(
                 exact_sums(ep)
             else:
                 detail["staged_sums"] = staged_sums(ep)
+                if float64_convolutions:
+                    detail["float64_convolutions"] = float64_convolutions_pass(ep)
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise EdgeoptError(f"the model does not export as an ExecuTorch training program ({first})",
@@ -232,6 +241,45 @@ def staged_sums(program: Any) -> int:
                 part = graph.call_function(torch.ops.aten.sum.dim_IntList, (part, [d], keep), dict(node.kwargs))
                 part.meta["val"] = torch.ops.aten.sum.dim_IntList(part.args[0].meta["val"], [d], keep)
         node.replace_all_uses_with(part)
+        graph.erase_node(node)
+        done += 1
+    graph.lint()
+    program.graph_module.recompile()
+    return done
+
+
+def float64_convolutions_pass(program: Any) -> int:
+    """Compute every float32 ``aten.convolution`` of an exported program in float64 and cast the result back (in
+    place); how many.
+
+    Why: ExecuTorch 1.5.1's portable convolution adds its C·k·k terms one after another in float32. Where a
+    pre-ReLU value lies within that rounding of zero (a ResNet-8 on the benchmark's batches: 4 of 29.5 million
+    below 1e-7), the float32 program can set a ReLU mask element PyTorch does not, and with large gradients one
+    such element moves a step's gradients by ~1e-3 (the ``bias`` scope: 5.4e-3 from float64 eager over 50 steps,
+    10x PyTorch float32's 5.0e-4; with this pass 3.2e-7). Inputs, weights, outputs, saved tensors and gradients
+    stay float32; each convolution gets float64 copies of its operands and result as temporaries. Opt-in, as
+    those temporaries add to the planned memory. Cost: one walk of the graph."""
+    graph = program.graph_module.graph
+    done = 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target != torch.ops.aten.convolution.default:
+            continue
+        if node.meta["val"].dtype != torch.float32:
+            continue
+        with graph.inserting_before(node):
+            wide: list[Any] = []
+            for arg in node.args[:3]:
+                if arg is None:
+                    wide.append(None)
+                    continue
+                cast = graph.call_function(torch.ops.aten._to_copy.default, (arg,), {"dtype": torch.float64})
+                cast.meta["val"] = arg.meta["val"].to(torch.float64)
+                wide.append(cast)
+            conv = graph.call_function(torch.ops.aten.convolution.default, (*wide, *node.args[3:]))
+            conv.meta["val"] = node.meta["val"].to(torch.float64)
+            back = graph.call_function(torch.ops.aten._to_copy.default, (conv,), {"dtype": torch.float32})
+            back.meta["val"] = node.meta["val"]
+        node.replace_all_uses_with(back)
         graph.erase_node(node)
         done += 1
     graph.lint()
