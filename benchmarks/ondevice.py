@@ -121,7 +121,9 @@ def main() -> None:
     ap.add_argument("--memory-only", default="all@1", help="scopes whose memory is measured without training them")
     ap.add_argument("--name", default="ondevice", help="results file name (benchmarks/results/NAME.json)")
     ap.add_argument("--sections", default="table,sensitivity,float64,int8,budgets,litert",
-                    help="what to run; results merge into the existing results file's keys")
+                    help="what to run; results merge into the existing results file's keys (conv64, not run by "
+                         "default: --conv64-scopes as float32 programs with float64 forward convolutions)")
+    ap.add_argument("--conv64-scopes", default="bias,all,lastk:2", help="scopes of the conv64 section")
     args = ap.parse_args()
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
     clip = args.clip_norm or None
@@ -174,6 +176,9 @@ def main() -> None:
     if "float64" in sections:
         figures["parity_float64"] = float64_parity(model, batches, args, clip, parity_steps,
                                                    [k for k in ok if "@" not in k])  # fmt: skip
+    if "conv64" in sections:
+        figures["parity_float64_convolutions"] = float64_convolution_parity(
+            model, batches, args, clip, parity_steps, [k for k in split(args.conv64_scopes) if k in ok])
     figures["parity"]["verdict"] = parity_verdict(figures["parity"], figures.get("parity_sensitivity"),
                                                  figures.get("parity_float64"), rows)  # fmt: skip
 
@@ -441,6 +446,35 @@ def float64_parity(model: EdgeModel, batches: list, args: argparse.Namespace, cl
         print(f"float64 parity {name}: {out[name]}", flush=True)
     runs = [v for k, v in out.items() if isinstance(v, dict)]
     out["met"] = bool(runs) and all(r["met"] for r in runs)
+    return out
+
+
+def float64_convolution_parity(model: EdgeModel, batches: list, args: argparse.Namespace, clip: float | None,
+                               steps: int, scopes: list[str]) -> dict:
+    """Each scope as a float32 program whose forward convolutions run in float64 (``float64_convolutions``; portable
+    kernels, no delegate), against float32 and float64 eager over the parity steps: per-step loss, step time, program
+    and planned bytes beside the table's float32 program."""
+    from edgeopt.ondevice.memory import planned_memory
+
+    out: dict = {"steps": steps, "what": "max |per-step loss difference|; float32 program, forward convolutions "
+                 "computed in float64 and cast back (edgeopt.ondevice.program.float64_convolutions_pass)"}
+    bs = batches[:steps]
+    for name in scopes:
+        scope = parse_scope(name)
+        work, trainable = prepare_scope(model.module, scope)
+        program = build_training_program(work, trainable, *bs[0], frozen="none", float64_convolutions=True)
+        run = ExecuTorchTrainer(program.buffer, args.lr, clip_norm=clip).train(bs)
+        et, step_ms = np.array(run.losses), run.step_ms
+        ref = {}
+        for dt in (torch.float32, torch.float64):
+            w, _ = prepare_scope(model.module, scope)
+            ref[dt] = np.array(torch_train(w.to(dt), [(x.to(dt), y) for x, y in bs], args.lr, clip_norm=clip).losses)
+        out[name] = {"vs_eager_f32": float(np.abs(et - ref[torch.float32]).max()),
+                     "vs_eager_f64": float(np.abs(et - ref[torch.float64]).max()),
+                     "eager_f32_vs_f64": float(np.abs(ref[torch.float32] - ref[torch.float64]).max()),
+                     "step_ms_executorch": round(step_ms, 1), "program_bytes": program.size_bytes,
+                     "planned_bytes": planned_memory(program.buffer)}  # fmt: skip
+        print(f"float64 convolutions {name}: {out[name]}", flush=True)
     return out
 
 
