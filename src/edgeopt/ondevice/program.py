@@ -156,6 +156,33 @@ def build_training_program(
                            edge.exported_program())
 
 
+def _call(graph: torch.fx.Graph, target: Any, args: tuple, val: Any, kwargs: dict | None = None) -> torch.fx.Node:
+    """A new ``call_function`` node at the graph's insertion point, with its ``meta["val"]`` set."""
+    node = graph.call_function(target, args, kwargs or {})
+    node.meta["val"] = val
+    return node
+
+
+def _rewrite(program: Any, target: Any, build: Callable[[torch.fx.Graph, torch.fx.Node], Any]) -> int:
+    """Replace every ``target`` call of an exported program by what ``build(graph, node)`` returns, built just
+    before it (``None``: leave that node); in place, how many were replaced."""
+    graph = program.graph_module.graph
+    done = 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target != target:
+            continue
+        with graph.inserting_before(node):
+            new = build(graph, node)
+        if new is None:
+            continue
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+        done += 1
+    graph.lint()
+    program.graph_module.recompile()
+    return done
+
+
 def exact_sums(program: Any) -> int:
     """Rewrite every ``aten.sum.dim_IntList`` of an exported program into ``mean.dim * n`` (in place); how many.
 
@@ -163,11 +190,7 @@ def exact_sums(program: Any) -> int:
     float32-accurate (2.5e-6 off on a sum of ten values ~3), while its ``mean.dim`` is exact to 1e-16. The
     joint graph sums in the softmax and in every bias gradient (addmm's, the loss's), so a float64 program
     would otherwise carry float32 rounding. ``mean * n`` is the same sum up to float64 rounding."""
-    graph = program.graph_module.graph
-    done = 0
-    for node in list(graph.nodes):
-        if node.op != "call_function" or node.target != torch.ops.aten.sum.dim_IntList:
-            continue
+    def mean_times_n(graph: torch.fx.Graph, node: torch.fx.Node) -> torch.fx.Node:
         src, dims = node.args[0], node.args[1]
         keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
         shape = src.meta["val"].shape
@@ -175,16 +198,10 @@ def exact_sums(program: Any) -> int:
         n = 1
         for d in dims:
             n *= int(shape[d])
-        with graph.inserting_before(node):
-            mean = graph.call_function(torch.ops.aten.mean.dim, (src, dims, keep))
-            mean.meta["val"] = node.meta["val"]
-            total = graph.call_function(torch.ops.aten.mul.Tensor, (mean, float(n)))
-            total.meta["val"] = node.meta["val"]
-        node.replace_all_uses_with(total)
-        graph.erase_node(node)
-        done += 1
-    program.graph_module.recompile()
-    return done
+        mean = _call(graph, torch.ops.aten.mean.dim, (src, dims, keep), node.meta["val"])
+        return _call(graph, torch.ops.aten.mul.Tensor, (mean, float(n)), node.meta["val"])
+
+    return _rewrite(program, torch.ops.aten.sum.dim_IntList, mean_times_n)
 
 
 def staged_sums(program: Any) -> int:
@@ -220,32 +237,25 @@ def staged_sums(program: Any) -> int:
         rank = len(grad_out.meta["val"].shape)
         for user in bias_users:
             with graph.inserting_before(user):
-                total = graph.call_function(torch.ops.aten.sum.dim_IntList,
-                                            (grad_out, [d for d in range(rank) if d != 1]))  # fmt: skip
-                total.meta["val"] = user.meta["val"]
+                total = _call(graph, torch.ops.aten.sum.dim_IntList, (grad_out, [d for d in range(rank) if d != 1]),
+                              user.meta["val"])  # fmt: skip
             user.replace_all_uses_with(total)
             graph.erase_node(user)
-    done = 0
-    for node in list(graph.nodes):
-        if node.op != "call_function" or node.target != torch.ops.aten.sum.dim_IntList:
-            continue
+
+    def staged(graph: torch.fx.Graph, node: torch.fx.Node) -> torch.fx.Node | None:
         src = node.args[0]
         shape = src.meta["val"].shape
         dims = sorted({int(d) % len(shape) for d in (node.args[1] or range(len(shape)))}, reverse=True)
         if len(dims) < 2:
-            continue
+            return None
         keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
         part = src
-        with graph.inserting_before(node):
-            for d in dims:  # descending: removing dimension d leaves the lower ones' indices unchanged
-                part = graph.call_function(torch.ops.aten.sum.dim_IntList, (part, [d], keep), dict(node.kwargs))
-                part.meta["val"] = torch.ops.aten.sum.dim_IntList(part.args[0].meta["val"], [d], keep)
-        node.replace_all_uses_with(part)
-        graph.erase_node(node)
-        done += 1
-    graph.lint()
-    program.graph_module.recompile()
-    return done
+        for d in dims:  # descending: removing dimension d leaves the lower ones' indices unchanged
+            val = torch.ops.aten.sum.dim_IntList(part.meta["val"], [d], keep)
+            part = _call(graph, torch.ops.aten.sum.dim_IntList, (part, [d], keep), val, dict(node.kwargs))
+        return part
+
+    return _rewrite(program, torch.ops.aten.sum.dim_IntList, staged)
 
 
 def float64_convolutions_pass(program: Any) -> int:
@@ -259,32 +269,17 @@ def float64_convolutions_pass(program: Any) -> int:
     10x PyTorch float32's 5.0e-4; with this pass 3.2e-7). Inputs, weights, outputs, saved tensors and gradients
     stay float32; each convolution gets float64 copies of its operands and result as temporaries. Opt-in, as
     those temporaries add to the planned memory. Cost: one walk of the graph."""
-    graph = program.graph_module.graph
-    done = 0
-    for node in list(graph.nodes):
-        if node.op != "call_function" or node.target != torch.ops.aten.convolution.default:
-            continue
+    def in_float64(graph: torch.fx.Graph, node: torch.fx.Node) -> torch.fx.Node | None:
         if node.meta["val"].dtype != torch.float32:
-            continue
-        with graph.inserting_before(node):
-            wide: list[Any] = []
-            for arg in node.args[:3]:
-                if arg is None:
-                    wide.append(None)
-                    continue
-                cast = graph.call_function(torch.ops.aten._to_copy.default, (arg,), {"dtype": torch.float64})
-                cast.meta["val"] = arg.meta["val"].to(torch.float64)
-                wide.append(cast)
-            conv = graph.call_function(torch.ops.aten.convolution.default, (*wide, *node.args[3:]))
-            conv.meta["val"] = node.meta["val"].to(torch.float64)
-            back = graph.call_function(torch.ops.aten._to_copy.default, (conv,), {"dtype": torch.float32})
-            back.meta["val"] = node.meta["val"]
-        node.replace_all_uses_with(back)
-        graph.erase_node(node)
-        done += 1
-    graph.lint()
-    program.graph_module.recompile()
-    return done
+            return None
+        wide = [None if arg is None else _call(graph, torch.ops.aten._to_copy.default, (arg,),
+                                               arg.meta["val"].to(torch.float64), {"dtype": torch.float64})
+                for arg in node.args[:3]]  # fmt: skip
+        conv = _call(graph, torch.ops.aten.convolution.default, (*wide, *node.args[3:]),
+                     node.meta["val"].to(torch.float64))  # fmt: skip
+        return _call(graph, torch.ops.aten._to_copy.default, (conv,), node.meta["val"], {"dtype": torch.float32})
+
+    return _rewrite(program, torch.ops.aten.convolution.default, in_float64)
 
 
 def check_delegates(program: Any, trainable: list[str]) -> list[str]:
