@@ -60,13 +60,18 @@ def _macs_only(calib: list[dict], y_calib: np.ndarray, heldout: list[dict]) -> n
     return np.maximum(np.array([[1.0, s["macs"] / 1e6] for s in heldout]) @ coef, 1e-6)
 
 
+def _spec_key(sample: dict) -> str:
+    """An architecture's identity across journals (its spec as sorted JSON)."""
+    return json.dumps(sample["spec"], sort_keys=True)
+
+
 def _repeat_agreement(runtime: str, threads: int, held: list[dict], n: int = 40) -> dict[str, Any]:
     """The noise floor: the first ``n`` held-out architectures exported and timed again (same seed, so
     the same draws), each new ratio to the reference against the first. A predictor cannot agree
     with one measurement more often than two measurements agree with each other."""
     again = _samples(runtime, threads, "repeat", HELDOUT_SEED, 1e9, n)
-    first = {json.dumps(s["spec"], sort_keys=True): s["ratio"] for s in held}
-    pairs = [(first[k], s["ratio"]) for s in again if (k := json.dumps(s["spec"], sort_keys=True)) in first]
+    first = {_spec_key(s): s["ratio"] for s in held}
+    pairs = [(first[_spec_key(s)], s["ratio"]) for s in again if _spec_key(s) in first]
     d = np.array([abs(b / a - 1) for a, b in pairs])
     return {"models": len(pairs), "within_5pct": float(np.mean(d <= 0.05)), "within_10pct": float(np.mean(d <= 0.10)),
             "median_abs_pct": float(np.median(d) * 100), "max_abs_pct": float(d.max() * 100)}  # fmt: skip
@@ -80,18 +85,16 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
     t1 = time.monotonic()
     profile = fit_profile(calib, runtime, threads, calib_s)
     fit_s = time.monotonic() - t1
-    seen = {json.dumps(s["spec"], sort_keys=True) for s in calib}
+    seen = {_spec_key(s) for s in calib}
     drawn = _samples(runtime, threads, "heldout", HELDOUT_SEED, 1e9, heldout_n)
-    # another seed can still draw an architecture calibration saw (tiny MLPs): measure more, drop those
-    while sum(json.dumps(s["spec"], sort_keys=True) not in seen for s in drawn) < heldout_n:
-        more = heldout_n + sum(json.dumps(s["spec"], sort_keys=True) in seen for s in drawn)
-        drawn = _samples(runtime, threads, "heldout", HELDOUT_SEED, 1e9, max(more, len(drawn) + 1))
-    held = [s for s in drawn if json.dumps(s["spec"], sort_keys=True) not in seen]
+    # another seed can still draw an architecture calibration saw (tiny MLPs): drop those, measure as many more
+    while len(held := [s for s in drawn if _spec_key(s) not in seen]) < heldout_n:
+        drawn = _samples(runtime, threads, "heldout", HELDOUT_SEED, 1e9, len(drawn) + heldout_n - len(held))
     ref = reference_ms(calib)
     y_calib = normalised_ms(calib, ref)
     y = normalised_ms(held, ref)  # drift-free: each model's ratio to the reference timed beside it
     raw = np.array([s["latency_ms"] for s in held])
-    overlap = sum(json.dumps(s["spec"], sort_keys=True) in seen for s in held)  # 0 by construction
+    overlap = sum(_spec_key(s) in seen for s in held)  # 0 by construction
     pred = _predict(profile.predictor, held)
     macs_pred = _macs_only(calib, y_calib, held)
     ours, base = _stats(pred, y), _stats(macs_pred, y)
