@@ -63,7 +63,7 @@ from edgeopt.ondevice import AdaptConfig, parse_scope, prepare_scope  # noqa: E4
 from edgeopt.ondevice.adapt import candidate_scopes, choose_scope, memory_figures  # noqa: E402
 from edgeopt.ondevice.loops import DEFAULT_CLIP_NORM, ExecuTorchTrainer, make_batches, torch_train  # noqa: E402
 from edgeopt.ondevice.program import build_training_program  # noqa: E402
-from edgeopt.ondevice.scopes import finish_scope  # noqa: E402
+from edgeopt.ondevice.scopes import Scope, finish_scope  # noqa: E402
 from edgeopt.train import FitConfig, evaluate, fit  # noqa: E402
 
 
@@ -285,9 +285,7 @@ def scope_row(name: str, model: EdgeModel, batches: list, dev_test: ImageDataset
     gaps = np.abs(np.array(et.losses[:parity_steps]) - np.array(ref.losses[:parity_steps]))
     over = np.flatnonzero(~(gaps <= 1e-4))  # NaN counts as over
     # both float32 runs against float64 eager (the exact steps up to float64 rounding), same weights and batches
-    w64, _ = prepare_scope(model.module, scope)
-    f64 = np.array(torch_train(w64.double(), [(x.double(), y) for x, y in batches[:parity_steps]], args.lr,
-                               clip_norm=clip).losses)  # fmt: skip
+    f64 = eager_losses(model, scope, batches[:parity_steps], args.lr, clip, torch.float64)
     vs64 = {"executorch_f32": float(np.max(np.abs(np.array(et.losses[:parity_steps]) - f64))),
             "eager_f32": float(np.max(np.abs(np.array(ref.losses[:parity_steps]) - f64)))}  # fmt: skip
     # the runtime's weights, back into the model, evaluated on the camera test split
@@ -362,6 +360,14 @@ def fifth_of_full(rows: dict[str, dict]) -> dict:
     return out
 
 
+def eager_losses(model: EdgeModel, scope: Scope, batches: list, lr: float, clip: float | None,
+                 dtype: torch.dtype = torch.float32) -> np.ndarray:
+    """Per-step losses of ``scope`` trained in PyTorch eager at ``dtype`` on ``batches``, from the same initial
+    weights on every call."""
+    work, _ = prepare_scope(model.module, scope)
+    return np.array(torch_train(work.to(dtype), [(x.to(dtype), y) for x, y in batches], lr, clip_norm=clip).losses)
+
+
 def sensitivity(model: EdgeModel, batches: list, args: argparse.Namespace, clip: float | None, steps: int,
                 scopes: list[str]) -> dict:
     """How far PyTorch eager drifts from itself over the parity steps: float32 with oneDNN's convolutions (the
@@ -370,13 +376,10 @@ def sensitivity(model: EdgeModel, batches: list, args: argparse.Namespace, clip:
     for name in scopes:
         losses = {}
         for var in ("f32", "f32_no_onednn", "f64"):
-            work, _ = prepare_scope(model.module, parse_scope(name))
-            bs = batches[:steps]
-            if var == "f64":
-                work, bs = work.double(), [(x.double(), y) for x, y in bs]
+            dtype = torch.float64 if var == "f64" else torch.float32
             torch.backends.mkldnn.enabled = var != "f32_no_onednn"
             try:
-                losses[var] = np.array(torch_train(work, bs, args.lr, clip_norm=clip).losses)
+                losses[var] = eager_losses(model, parse_scope(name), batches[:steps], args.lr, clip, dtype)
             finally:
                 torch.backends.mkldnn.enabled = True
         row = {}
@@ -465,10 +468,7 @@ def float64_convolution_parity(model: EdgeModel, batches: list, args: argparse.N
         program = build_training_program(work, trainable, *bs[0], frozen="none", float64_convolutions=True)
         run = ExecuTorchTrainer(program.buffer, args.lr, clip_norm=clip).train(bs)
         et, step_ms = np.array(run.losses), run.step_ms
-        ref = {}
-        for dt in (torch.float32, torch.float64):
-            w, _ = prepare_scope(model.module, scope)
-            ref[dt] = np.array(torch_train(w.to(dt), [(x.to(dt), y) for x, y in bs], args.lr, clip_norm=clip).losses)
+        ref = {dt: eager_losses(model, scope, bs, args.lr, clip, dt) for dt in (torch.float32, torch.float64)}
         out[name] = {"vs_eager_f32": float(np.abs(et - ref[torch.float32]).max()),
                      "vs_eager_f64": float(np.abs(et - ref[torch.float64]).max()),
                      "eager_f32_vs_f64": float(np.abs(ref[torch.float32] - ref[torch.float64]).max()),
