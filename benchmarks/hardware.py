@@ -205,14 +205,36 @@ def allocation_section(runtime: str, profile_path: Path, measured_reference: boo
     return out
 
 
+def _side_by_side(runtime: str, base, model, fraction: float) -> dict[str, Any]:
+    """``model`` and the base model timed in turns in ``runtime`` (1 thread), after training: the
+    measured ratio against the target fraction, free of the machine's drift since the start."""
+    from common import interleaved_p50
+
+    from edgeopt.runtimes import open_runner
+
+    x = base.example_input(1).numpy()
+    with open_runner(runtime, base, threads=1) as rb, open_runner(runtime, model, threads=1) as rm:
+        t = interleaved_p50({"base": rb, "model": rm}, {"base": x, "model": x})
+    ratio = t["model"]["p50_ms"] / t["base"]["p50_ms"]
+    return {"base_ms": t["base"]["p50_ms"], "model_ms": t["model"]["p50_ms"], "ratio_to_base": ratio,
+            "ratio_vs_target": ratio / fraction,
+            "within_10pct_of_target": abs(ratio / fraction - 1) <= 0.10}  # fmt: skip
+
+
 def hwtrain_section(runtime: str, profile_path: Path, fractions: list[float], epochs: int) -> dict[str, Any]:
     """Hardware-aware training of zoo resnet8 on cifar10-jpg to ``fractions`` of its measured latency in
-    ``runtime``, beside channel pruning + recovery with the same total epochs at the 0.7 target."""
+    ``runtime``, beside channel pruning + recovery with the same total epochs at the 0.7 target.
+
+    Every model is timed again beside the base model once trained (``side_by_side``): the verdict
+    is that ratio against the fraction. The pruning baseline's pre-training is the same for every
+    runtime and cached under the benchmark cache."""
+    import torch
     from common import interleaved_p50, shared_path
 
     from edgeopt.compress.workflows import TuneSettings, prune_model
     from edgeopt.data import load_dataset
     from edgeopt.hwtrain import train_for_device
+    from edgeopt.model import load_model, save_model
     from edgeopt.models import create_model
     from edgeopt.runtimes import open_runner
     from edgeopt.train import FitConfig, evaluate, fit
@@ -222,33 +244,40 @@ def hwtrain_section(runtime: str, profile_path: Path, fractions: list[float], ep
     base = create_model("resnet8", input_shape=(3, 32, 32), num_classes=10)
     with open_runner(runtime, base, threads=1) as r:
         base_ms = interleaved_p50({"base": r}, {"base": base.example_input(1).numpy()})["base"]["p50_ms"]
-    out: dict[str, Any] = {"runtime": runtime, "epochs": epochs, "base_measured_ms": base_ms, "runs": []}
+    out: dict[str, Any] = {"runtime": runtime, "epochs": epochs, "base_measured_ms": base_ms, "runs": [],
+                           "profile": str(profile_path)}  # fmt: skip
     for frac in fractions:
-        torch_seed = 0
-        import torch
-
-        torch.manual_seed(torch_seed)
+        torch.manual_seed(0)
         model = create_model("resnet8", input_shape=(3, 32, 32), num_classes=10)
         t0 = time.monotonic()
         trained, metrics = train_for_device(model, train, runtime, frac * base_ms, None, epochs, 1, str(profile_path),
-                                            FitConfig(seed=0))  # fmt: skip
+                                            FitConfig(seed=0), log=lambda m: print(f"    {m}", flush=True))  # fmt: skip
         check = metrics["latency_check"]
         out["runs"].append({"fraction": frac, "target_ms": frac * base_ms, "measured_ms": check["measured_ms"],
                             "predicted_ms": check["predicted_ms"], "measured_vs_target": check["measured_vs_target"],
+                            "anchor": metrics["latency_source"].get("anchor"),
                             "accuracy": evaluate(trained, test).accuracy, "widths": metrics["hw_train"]["widths"],
-                            "seconds": round(time.monotonic() - t0, 1)})  # fmt: skip
+                            "seconds": round(time.monotonic() - t0, 1),
+                            "side_by_side": _side_by_side(runtime, base, trained, frac)})  # fmt: skip
         print(f"  hw_train {runtime} {frac}: {out['runs'][-1]}", flush=True)
     # channel pruning + recovery, same total epochs: train, prune to the 0.7 target (NetAdapt on the
     # same profile), recover
-    torch.manual_seed(0)
-    model = create_model("resnet8", input_shape=(3, 32, 32), num_classes=10)
     pre = max(1, epochs - 2)
-    model, _ = fit(model, train, FitConfig(epochs=pre, seed=0))
+    cached = CACHE / f"resnet8_cifar10jpg_{pre}ep_seed0.edgeopt"
+    if cached.exists():
+        model = load_model(cached)
+    else:
+        torch.manual_seed(0)
+        model, _ = fit(create_model("resnet8", input_shape=(3, 32, 32), num_classes=10), train,
+                       FitConfig(epochs=pre, seed=0))  # fmt: skip
+        save_model(model, cached)
     res = prune_model(model, train, target_latency_ms=0.7 * base_ms, runtime=runtime, round_to=8,
                       settings=TuneSettings(epochs=epochs - pre), profile=str(profile_path))  # fmt: skip
     out["pruning_baseline"] = {"fraction": 0.7, "measured_ms": res.metrics["latency_check"]["measured_ms"],
                                "accuracy": evaluate(res.model, test).accuracy, "train_epochs": pre,
-                               "recovery_epochs": epochs - pre}  # fmt: skip
+                               "recovery_epochs": epochs - pre, "anchor": res.metrics["latency_source"].get("anchor"),
+                               "side_by_side": _side_by_side(runtime, base, res.model, 0.7)}  # fmt: skip
+    print(f"  pruning baseline {runtime}: {out['pruning_baseline']}", flush=True)
     return out
 
 

@@ -264,7 +264,7 @@ def test_predict_cli_runtime_profile_and_mcu_preset(tmp_path, synthetic, capfd) 
 
 
 def test_latency_search_asks_the_profile_and_confirms_by_timing_once(synthetic, tmp_path) -> None:
-    from edgeopt.compress.prune.netadapt import latency_source
+    from edgeopt.compress.prune.netadapt import latency_source, runtime_latency
     from edgeopt.compress.workflows import TuneSettings, prune_model
     from edgeopt.data import load_dataset
     from edgeopt.hardware.kernels import kernels_of_model
@@ -281,15 +281,19 @@ def test_latency_search_asks_the_profile_and_confirms_by_timing_once(synthetic, 
 
     torch.manual_seed(0)
     model = create_model("resnet8", input_shape=(1, 8, 8))
-    start = prof.predict_ms(kernels_of_model(model))
     data = load_dataset("digits").take(128)
-    res = prune_model(model, data, target_latency_ms=0.9 * start, profile=str(tmp_path / "p.json"),
+    # the synthetic profile's units are not this machine's milliseconds: the input model, timed once, rescales them
+    target = 0.9 * runtime_latency("onnxruntime")([model])[0]
+    res = prune_model(model, data, target_latency_ms=target, profile=str(tmp_path / "p.json"),
                       settings=TuneSettings(epochs=0), reconstruct=False)  # fmt: skip
     m = res.metrics
     assert m["latency_source"]["latency"] == "predicted"
-    assert m["latency_search"]["final_ms"] <= 0.9 * start * 1.05  # the predictor's figure met the target
+    anchor = m["latency_source"]["anchor"]  # the input model timed once, its prediction scaled to that
+    assert anchor["scale"] == pytest.approx(anchor["measured_ms"] / prof.predict_ms(kernels_of_model(model)))
+    assert m["latency_search"]["start_ms"] == pytest.approx(anchor["measured_ms"])
+    assert m["latency_search"]["final_ms"] <= target * 1.05  # the scaled prediction met the target
     check = m["latency_check"]
-    assert check["predicted_ms"] == pytest.approx(prof.predict_ms(kernels_of_model(res.model)))
+    assert check["predicted_ms"] == pytest.approx(anchor["scale"] * prof.predict_ms(kernels_of_model(res.model)))
     assert check["measured_ms"] > 0 and check["error_pct"] == pytest.approx(
         (check["predicted_ms"] / check["measured_ms"] - 1) * 100
     )

@@ -228,7 +228,9 @@ def prune_model(
     if latency_search:
         from edgeopt.compress.prune.netadapt import latency_source
 
-        latency_fn, metrics["latency_source"] = latency_source(runtime, threads, profile, say)
+        latency_fn, metrics["latency_source"] = latency_source(
+            runtime, threads, profile, say, anchor=model if target_latency_ms is not None else None
+        )
         say(f"latency: {metrics['latency_source']['latency']} ({runtime})")
     if method == "channel":
         if target_latency_ms is not None:

@@ -351,7 +351,9 @@ def train_for_device(
     budget = Budget(target_latency_ms, target_arena_kb)
     if epochs < 2:
         raise EdgeoptError(f"hardware-aware training needs at least 2 epochs, not {epochs}", "--epochs 2 or more")
-    latency_fn, source = latency_source(runtime, threads, profile, log) if target_latency_ms else (None, {})
+    latency_fn, source = (
+        latency_source(runtime, threads, profile, log, anchor=model) if target_latency_ms else (None, {})
+    )
     search = max(1, round(epochs * 2 / 3))
     out, report = train_to_budget(model, data, budget, latency_fn, search, epochs - search, config, log=log)
     metrics: dict[str, Any] = {"hw_train": report.to_json(), "latency_source": source}

@@ -96,13 +96,19 @@ def predicted_latency(profiles: list[Any]) -> LatencyFn:
 
 
 def latency_source(
-    runtime: str, threads: int = 1, profile: str | None = None, log: Callable[[str], None] | None = None
+    runtime: str,
+    threads: int = 1,
+    profile: str | None = None,
+    log: Callable[[str], None] | None = None,
+    anchor: EdgeModel | None = None,
 ) -> tuple[LatencyFn, dict[str, Any]]:
     """How a search gets latencies: the predictor when every runtime named has a profile, else timing.
 
     ``profile`` names profile files (comma-separated, one per runtime of ``runtime``); without it,
     the profiles ``edgeopt hw calibrate`` saved for this machine are used when they exist and were
     calibrated here (a profile from another machine or runtime version is ignored, with a note).
+    With an ``anchor`` (the search's input model), predictions are scaled so the anchor's equals its
+    time measured now in ``runtime`` (:func:`anchored`): one timing, ~1-3 s.
     Returns the function and a record of what was used (``{"latency": "predicted"|"measured", ...}``).
     """
     from edgeopt.hardware.profile import default_profile_path, load_profile
@@ -131,9 +137,29 @@ def latency_source(
         profiles.append((path, prof))
     if profiles and len(profiles) == len(names):
         fn = predicted_latency([p for _, p in profiles])
-        return fn, {"latency": "predicted", "profiles": [str(p) for p, _ in profiles],
-                    "error_band_pct": [p.predictor.band_pct for _, p in profiles]}  # fmt: skip
+        record = {"latency": "predicted", "profiles": [str(p) for p, _ in profiles],
+                  "error_band_pct": [p.predictor.band_pct for _, p in profiles]}  # fmt: skip
+        if anchor is not None:
+            fn, record["anchor"] = anchored(fn, anchor, runtime_latency(runtime, threads))
+            a = record["anchor"]
+            say(f"predictions scaled by {a['scale']:.3f}: the input model times {a['measured_ms']:.3f} ms "
+                f"here now, predicted {a['predicted_ms']:.3f} ms")  # fmt: skip
+        return fn, record
     return runtime_latency(runtime, threads), {"latency": "measured"}
+
+
+def anchored(predict: LatencyFn, anchor: EdgeModel, measure: LatencyFn) -> tuple[LatencyFn, dict[str, float]]:
+    """``predict`` scaled so that ``anchor``'s prediction equals its time from ``measure``.
+
+    A profile predicts in the milliseconds of the machine as it was during calibration; a shared or
+    thermally throttled machine drifts from that by tens of percent between hours, and the predictor
+    carries a bias per architecture family. Every candidate of a search is a cut of one input model,
+    so one measurement of that model cancels both for the whole search (its ratios are unchanged).
+    """
+    predicted, measured = predict([anchor])[0], measure([anchor])[0]
+    scale = measured / predicted
+    return (lambda models: [scale * v for v in predict(models)]), {
+        "predicted_ms": predicted, "measured_ms": measured, "scale": scale}  # fmt: skip
 
 
 def combine_runtimes(per_runtime: list[list[float]]) -> list[float]:
