@@ -454,14 +454,13 @@ def float64_parity(model: EdgeModel, batches: list, args: argparse.Namespace, cl
 
 def float64_convolution_parity(model: EdgeModel, batches: list, args: argparse.Namespace, clip: float | None,
                                steps: int, scopes: list[str]) -> dict:
-    """Each scope as a float32 program whose convolutions, forward and backward, run in float64
-    (``float64_convolutions``; portable
+    """Each scope as a float32 program whose forward convolutions run in float64 (``float64_convolutions``; portable
     kernels, no delegate), against float32 and float64 eager over the parity steps: per-step loss, step time, program
     and planned bytes beside the table's float32 program."""
     from edgeopt.ondevice.memory import planned_memory
 
-    out: dict = {"steps": steps, "what": "max |per-step loss difference|; float32 program, convolutions (forward "
-                 "and backward) computed in float64 and cast back (edgeopt.ondevice.program.float64_convolutions_pass)"}
+    out: dict = {"steps": steps, "what": "max |per-step loss difference|; float32 program, forward convolutions "
+                 "computed in float64 and cast back (edgeopt.ondevice.program.float64_convolutions_pass)"}
     bs = batches[:steps]
     for name in scopes:
         scope = parse_scope(name)

@@ -259,56 +259,27 @@ def staged_sums(program: Any) -> int:
 
 
 def float64_convolutions_pass(program: Any) -> int:
-    """Compute every float32 convolution of an exported training program, forward (``aten.convolution``) and
-    backward (``aten.convolution_backward``), in float64 and cast the results back (in place); how many.
+    """Compute every float32 ``aten.convolution`` of an exported program in float64 and cast the result back (in
+    place); how many.
 
     Why: ExecuTorch 1.5.1's portable convolution adds its C·k·k terms one after another in float32. Where a
     pre-ReLU value lies within that rounding of zero (a ResNet-8 on the benchmark's batches: 4 of 29.5 million
     below 1e-7), the float32 program can set a ReLU mask element PyTorch does not, and with large gradients one
     such element moves a step's gradients by ~1e-3 (the ``bias`` scope: 5.4e-3 from float64 eager over 50 steps,
-    10x PyTorch float32's 5.0e-4; with float64 forward convolutions 3.2e-7). Its convolution backward likewise
-    sums each weight gradient over N·H·W terms in one float32 accumulator (the ``all`` scope: 5.3e-4 from float64
-    eager with float64 forward convolutions alone). Inputs, weights, outputs, saved tensors and gradients stay
-    float32; each convolution gets float64 copies of its operands and results as temporaries. Opt-in, as those
-    temporaries add to the planned memory. Cost: one walk of the graph."""
-    f32, f64 = torch.float32, torch.float64
-
-    def widened(graph: torch.fx.Graph, args: tuple) -> list:
-        return [None if a is None else _call(graph, torch.ops.aten._to_copy.default, (a,),
-                                             a.meta["val"].to(f64), {"dtype": f64})
-                for a in args]  # fmt: skip
-
-    def narrowed(graph: torch.fx.Graph, node: torch.fx.Node, val: torch.Tensor) -> torch.fx.Node:
-        return _call(graph, torch.ops.aten._to_copy.default, (node,), val, {"dtype": f32})
-
-    def forward_in_float64(graph: torch.fx.Graph, node: torch.fx.Node) -> torch.fx.Node | None:
-        if node.meta["val"].dtype != f32:
+    10x PyTorch float32's 5.0e-4; with this pass 3.2e-7). Inputs, weights, outputs, saved tensors and gradients
+    stay float32; each convolution gets float64 copies of its operands and result as temporaries. Opt-in, as
+    those temporaries add to the planned memory. Cost: one walk of the graph."""
+    def in_float64(graph: torch.fx.Graph, node: torch.fx.Node) -> torch.fx.Node | None:
+        if node.meta["val"].dtype != torch.float32:
             return None
-        conv = _call(graph, torch.ops.aten.convolution.default, (*widened(graph, node.args[:3]), *node.args[3:]),
-                     node.meta["val"].to(f64))  # fmt: skip
-        return narrowed(graph, conv, node.meta["val"])
+        wide = [None if arg is None else _call(graph, torch.ops.aten._to_copy.default, (arg,),
+                                               arg.meta["val"].to(torch.float64), {"dtype": torch.float64})
+                for arg in node.args[:3]]  # fmt: skip
+        conv = _call(graph, torch.ops.aten.convolution.default, (*wide, *node.args[3:]),
+                     node.meta["val"].to(torch.float64))  # fmt: skip
+        return _call(graph, torch.ops.aten._to_copy.default, (conv,), node.meta["val"], {"dtype": torch.float32})
 
-    done = _rewrite(program, torch.ops.aten.convolution.default, forward_in_float64)
-    # the backward returns a tuple read through getitem nodes: each of those is narrowed instead
-    graph = program.graph_module.graph
-    conv_bwd = torch.ops.aten.convolution_backward.default
-    for node in list(graph.nodes):
-        if node.op != "call_function" or node.target != conv_bwd or node.args[0].meta["val"].dtype != f32:
-            continue
-        with graph.inserting_before(node):
-            wide = _call(graph, conv_bwd, (*widened(graph, node.args[:3]), *node.args[3:]),
-                         tuple(None if v is None else v.to(f64) for v in node.meta["val"]))  # fmt: skip
-        for user in list(node.users):
-            with graph.inserting_before(user):
-                part = _call(graph, operator.getitem, (wide, user.args[1]), user.meta["val"].to(f64))
-                back = narrowed(graph, part, user.meta["val"])
-            user.replace_all_uses_with(back)
-            graph.erase_node(user)
-        graph.erase_node(node)
-        done += 1
-    graph.lint()
-    program.graph_module.recompile()
-    return done
+    return _rewrite(program, torch.ops.aten.convolution.default, in_float64)
 
 
 def check_delegates(program: Any, trainable: list[str]) -> list[str]:
