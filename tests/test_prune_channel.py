@@ -288,6 +288,16 @@ def test_latency_target_with_a_latency_model() -> None:
     with pytest.raises(EdgeoptError, match="cannot reach"):
         prune_to_latency(m, 0.04, data, latency_fn=latency, step_fraction=0.5)
 
+    # a predictor that underrates small models (no fixed overhead): the model it lands on is timed, misses,
+    # and the search goes on from the timed figure until a timing meets the target
+    def predicted(models: list[EdgeModel]) -> list[float]:
+        return [0.25 * hook_macs(x) / full for x in models]
+
+    out, rep = prune_to_latency(m, target, data, latency_fn=predicted, step_fraction=0.2, confirm=latency)
+    first, last = rep.confirmations[0], rep.confirmations[-1]
+    assert first["measured_ms"] > target * 1.05 and last["measured_ms"] <= target * 1.05
+    assert latency([out])[0] == pytest.approx(last["measured_ms"]) == pytest.approx(rep.final_ms)
+
 
 def test_least_squares_reconstruction_brings_outputs_back() -> None:
     m = strip_output_softmax(tiny_imported(seed=3))  # compare logits: a saturated softmax hides errors

@@ -108,6 +108,7 @@ def train(
                 target_latency_ms=target_latency_ms,
                 latency_source=metrics["latency_source"]["latency"],
                 input_latency_ms=metrics["latency_source"].get("anchor", {}).get("measured_ms"),
+                latency_confirmations=report["confirmations"],
             )
     test = evaluate(m, load_dataset(data, "test", label=label).for_task(m.meta.task), diagnose=True)
     path = save_model(m, out)

@@ -226,7 +226,7 @@ def prune_model(
     latency_search = method == "channel" and (target_latency_ms is not None or allocation == "latency")
     latency_fn = None
     if latency_search:
-        from edgeopt.compress.prune.netadapt import latency_source
+        from edgeopt.compress.prune.netadapt import latency_source, timed_beside
 
         latency_fn, metrics["latency_source"] = latency_source(
             runtime, threads, profile, say, anchor=model if target_latency_ms is not None else None
@@ -236,9 +236,12 @@ def prune_model(
         if target_latency_ms is not None:
             holdout = data.take(min(1000, len(data)), seed=1)
             cal = calibration_inputs(model, data, 128) if reconstruct else None
+            # a predicted search times the model it lands on (beside the input model), and goes on if it misses
+            anchor = metrics["latency_source"].get("anchor")
+            timer = timed_beside(model, anchor["measured_ms"], runtime, threads) if anchor else None
             model, lrep = prune_to_latency(model, target_latency_ms, holdout, runtime, threads, criterion,
-                                           round_to=round_to, log=say, calibration=cal,
-                                           latency_fn=latency_fn)  # fmt: skip
+                                           round_to=round_to, log=say, calibration=cal, latency_fn=latency_fn,
+                                           confirm=timer)  # fmt: skip
             metrics["latency_search"] = lrep.to_json()
             with phase("recovery"):
                 model, hist = tune(model, data, settings, teacher)

@@ -51,12 +51,14 @@ class LatencyPruneReport:
     macs_before: int
     macs_after: int
     steps: list[dict[str, Any]] = field(default_factory=list)
+    confirmations: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "runtime": self.runtime, "target_ms": self.target_ms, "start_ms": self.start_ms,
             "final_ms": self.final_ms, "relative_error": (self.final_ms - self.target_ms) / self.target_ms,
             "macs_before": self.macs_before, "macs_after": self.macs_after, "steps": self.steps,
+            "confirmations": self.confirmations,
         }  # fmt: skip
 
 
@@ -146,6 +148,20 @@ def latency_source(
                 f"here now, predicted {a['predicted_ms']:.3f} ms")  # fmt: skip
         return fn, record
     return runtime_latency(runtime, threads), {"latency": "measured"}
+
+
+def timed_beside(anchor: EdgeModel, anchor_ms: float, runtime: str, threads: int = 1) -> LatencyFn:
+    """Timing in ``runtime`` beside ``anchor``: each model's time as its ratio to the anchor's in the same
+    rounds, times ``anchor_ms`` (the anchor's time when the search began). On a shared machine two timings
+    of one model minutes apart differ by 10-20%; the ratio does not, so the search's target keeps its
+    meaning. Cost: the anchor is timed with every call."""
+    timer = runtime_latency(runtime, threads)
+
+    def timed(models: list[EdgeModel]) -> list[float]:
+        times = timer([anchor, *models])
+        return [anchor_ms * t / times[0] for t in times[1:]]
+
+    return timed
 
 
 def anchored(predict: LatencyFn, anchor: EdgeModel, measure: LatencyFn) -> tuple[LatencyFn, dict[str, float]]:
@@ -295,11 +311,17 @@ def prune_to_latency(
     latency_fn: LatencyFn | None = None,
     log: Callable[[str], None] | None = None,
     calibration: torch.Tensor | None = None,
+    confirm: LatencyFn | None = None,
+    max_confirmations: int = 4,
 ) -> tuple[EdgeModel, LatencyPruneReport]:
     """Prune channels until ``model`` runs in ``target_ms`` (p50, batch 1) in ``runtime``.
 
     ``eval_data`` (a few hundred held-out images) ranks candidates by accuracy lost.
-    ``latency_fn`` replaces the runtime timing (tests, or a latency table). ``calibration`` inputs
+    ``latency_fn`` replaces the runtime timing (tests, a latency table, a device profile's
+    predictor). With ``confirm`` (timing in the runtime, when ``latency_fn`` predicts), a model the
+    predictor puts at the target is timed; if it still misses, the search goes on from the measured
+    figure (candidates are priced relative to the current model, so this re-anchors the predictor
+    on it), up to ``max_confirmations`` timings (``report.confirmations``). ``calibration`` inputs
     turn on least-squares reconstruction of every candidate (and the result). Raises when the
     target cannot be reached before every group is at its minimum.
     """
@@ -331,7 +353,14 @@ def prune_to_latency(
     step = step_fraction
     for it in range(max_iters):
         if cur_ms <= target_ms * (1 + tolerance):
-            break
+            if confirm is None or len(report.confirmations) >= max_confirmations:
+                break
+            measured = confirm([current])[0]
+            report.confirmations.append({"iteration": it, "predicted_ms": cur_ms, "measured_ms": measured})
+            say(f"netadapt: timed {measured:.4f} ms in {runtime} (predicted {cur_ms:.4f}, target {target_ms:.4f})")
+            cur_ms = measured
+            if cur_ms <= target_ms * (1 + tolerance):
+                break
         cands = []
         for g in dep.groups:
             left = g.size - sum(len(u) for u in units[g.index][: taken[g.index]])
