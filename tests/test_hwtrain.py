@@ -125,3 +125,16 @@ def test_a_cut_the_predictor_passes_is_timed_and_narrowed_until_the_timing_meets
     assert last["measured_ms"] <= target * 1.02 and runtime([out])[0] == pytest.approx(last["measured_ms"])
     plain, rep0 = train_with(None)  # the predictor alone stops where it believes the budget is met
     assert rep0.confirmations == [] and runtime([plain])[0] > target * 1.02
+
+
+def test_warmup_trains_the_full_model_first_within_the_search_epochs(digits, one_thread) -> None:
+    train, _ = digits
+    torch.manual_seed(0)
+    model = create_model("resnet8", input_shape=(1, 8, 8))
+    budget = Budget(latency_ms=0.6 * _macs_ms([model])[0])
+    with pytest.raises(EdgeoptError, match="warmup_epochs"):
+        train_to_budget(model, train.take(64), budget, _macs_ms, search_epochs=2, finetune_epochs=0, warmup_epochs=2)
+    out, rep = train_to_budget(model, train.take(64), budget, _macs_ms, search_epochs=2, finetune_epochs=1,
+                               warmup_epochs=1)  # fmt: skip
+    assert len(rep.history) == 3 and _macs_ms([out])[0] <= budget.latency_ms * 1.02  # 1 warm + 1 gated + 1 tune
+    assert out.meta.lineage[-1]["warmup_epochs"] == 1 and out.meta.lineage[-1]["search_epochs"] == 1
