@@ -375,6 +375,178 @@ def mcu(work: Path, minutes: float, final_epochs: int, proxy_images: int, proxy_
     }
 
 
+# --- CIFAR-10 JPEG against zoo resnet8 -------------------------------------------------------------
+
+CIFAR_SPACE = {  # elastic ResNet around resnet8 (stem 16, widths 16/32/64, one block each, 3x3, strides 1/2/2 is in it)
+    "family": "nas_resnet",
+    "stages": 3,
+    "knobs": {
+        "stem": [16, 24, 32],
+        "widths": [[16, 24, 32], [32, 40, 48], [48, 56, 64]],
+        "depths": [1, 2],
+        "kernels": [3, 5],
+        "strides": [[1, 2], [2], [2]],
+    },
+}
+CIFAR_LATENCY_MARGIN = 0.95  # the search prices below resnet8's predicted time: the predictor's error is ~5-10%
+
+
+def inference_params(module: Any) -> int:
+    """Parameters a runtime stores once batch norm is folded: each conv/linear layer's weights and one bias per
+    output channel (its own, or the one a following batch norm folds into). Pure. The training count differs
+    between resnet8 (conv biases, no shortcut BN) and nas_resnet (bias-free convs, BN on the shortcut) for the
+    same architecture; this one does not."""
+    from torch import nn
+
+    layers = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return sum(m.weight.numel() + m.weight.shape[0] for m in layers)
+
+
+def _final_model(work: Path, name: str, build: Any, train: Any, recipe: Any) -> tuple[Any, float | None]:
+    """``build()`` trained with ``recipe``, cached as ``WORK/NAME.edgeopt`` (a rerun reuses it)."""
+    from edgeopt.model import load_model, save_model
+    from edgeopt.train import fit
+
+    path = work / f"{name}.edgeopt"
+    if path.exists():
+        return load_model(path), None
+    t0 = time.monotonic()
+    model, _ = fit(build(), train, recipe)
+    save_model(model, path)
+    return model, time.monotonic() - t0
+
+
+def cifar10(work: Path, minutes: float, final_epochs: int, proxy_images: int, proxy_epochs: int,
+            seeds: tuple[int, ...] = (0, 1)) -> dict[str, Any]:  # fmt: skip
+    """Search for an architecture that beats zoo resnet8 on cifar10-jpg at <= its latency in ONNX Runtime and
+    ExecuTorch and <= its parameters; train both with one recipe for each of ``seeds``; measure accuracy (float
+    and int8 PTQ) on all 10,000 test images and latency side by side in both runtimes (1 thread).
+
+    The search prices candidates with this machine's device profiles (``benchmarks/.cache/hardware``): the
+    latency limit is ``CIFAR_LATENCY_MARGIN`` x resnet8's predicted time in the faster-predicted runtime
+    (one limit serves both: ``Budget.latency_ms`` is per runtime searched). Resumable: ``WORK/study.db`` and
+    the trained models ``WORK/*.edgeopt``."""
+    import torch
+    from common import interleaved_p50
+
+    from edgeopt.compress.quantize.ptq import QuantRecipe, quantize_ptq
+    from edgeopt.models import create_model
+    from edgeopt.nas import Budget, SearchSettings, search
+    from edgeopt.nas.cost import architecture_cost, resolve_profiles
+    from edgeopt.nas.search import candidate_model
+    from edgeopt.profile import count_macs, count_params, export_for_profile
+    from edgeopt.runtimes import open_runner
+    from edgeopt.train import FitConfig, evaluate
+
+    torch.set_num_threads(1)
+    work.mkdir(parents=True, exist_ok=True)
+    train, test, spec = _cifar()
+    runtimes = ["onnxruntime", "executorch"]
+    cache = Path(__file__).resolve().parent / ".cache" / "hardware"
+    profiles = [cache / f"{r}_t1_profile.json" for r in runtimes]
+    missing = [str(p) for p in profiles if not p.is_file()]
+    if missing:
+        sys.exit(f"error: no device profile at {missing[0]}: run benchmarks/hardware.py (predictor section) first")
+    profile = ",".join(str(p) for p in profiles)
+    source = resolve_profiles(runtimes, profile)
+
+    def reference() -> Any:
+        return create_model("resnet8", input_shape=(3, 32, 32), num_classes=10)
+
+    ref_cost = architecture_cost(reference(), source)
+    limit_ms = CIFAR_LATENCY_MARGIN * min(ref_cost["latency_ms"].values())
+    # the search counts parameters as trained (batch norm included): resnet8's architecture in the space's
+    # family is the limit, so that every candidate at <= it has <= resnet8's inference parameters
+    same = create_model("nas_resnet", input_shape=(3, 32, 32), num_classes=10, stem=16, widths=[16, 32, 64])
+    budget = Budget(latency_ms=limit_ms, params=count_params(same.module))
+    space = parse_space(CIFAR_SPACE, "cifar10-vs-resnet8")
+    settings = SearchSettings(runtimes=runtimes, trials=None, minutes=minutes, storage=f"sqlite:///{work / 'study.db'}",
+                              study_name="cifar10", epochs=proxy_epochs, batch_size=64, proxy_images=proxy_images,
+                              seed=0)  # fmt: skip
+    t0 = time.monotonic()
+    summary = search(space, spec, budget, settings, work / "search", profile=profile, final=False)
+    search_wall = time.monotonic() - t0
+    records = json.loads((work / "search" / "trials.json").read_text())
+    best = _choose(records)
+    cfg = best["config"]
+    print(f"search: {summary['trials']} trials ({summary['feasible_trials']} within budget, trained) in "
+          f"{search_wall:.0f} s; best {best['values'][0]:.3f} proxy val acc: {cfg}", flush=True)  # fmt: skip
+
+    recipe = {"epochs": final_epochs, "batch_size": 128, "threads": 2}
+    runs: dict[str, list[dict[str, Any]]] = {"best": [], "resnet8": []}
+    models: dict[str, Any] = {}
+    for seed in seeds:
+        fit_cfg = FitConfig(seed=seed, **recipe)
+        step = {"pass": "search", "space": space.name, "config": cfg, "trial": best["number"]}
+        builders = {"best": lambda s=seed, st=step: candidate_model(space, cfg, train, seed=s, lineage=st),
+                    "resnet8": lambda s=seed: (torch.manual_seed(s), reference())[1]}  # fmt: skip
+        for name, build in builders.items():
+            model, wall = _final_model(work, f"{name}_seed{seed}", build, train, fit_cfg)
+            q = quantize_ptq(model, train, QuantRecipe(calib_samples=500))
+            row = {"seed": seed, "accuracy": float(evaluate(model, test).accuracy),
+                   "int8_accuracy": float(evaluate(q, test).accuracy),
+                   "train_wall_s": None if wall is None else round(wall, 1)}  # fmt: skip
+            runs[name].append(row)
+            models.setdefault(name, model)
+            print(f"  {name} seed {seed}: {row}", flush=True)
+
+    timing = {}
+    for r in runtimes:
+        runners = {k: open_runner(r, m, threads=1) for k, m in models.items()}
+        try:
+            timing[r] = interleaved_p50(runners, {k: m.example_input(1).numpy() for k, m in models.items()})
+        finally:
+            for runner in runners.values():
+                runner.close()
+        timing[r]["ratio_best_to_resnet8"] = timing[r]["best"]["p50_ms"] / timing[r]["resnet8"]["p50_ms"]
+        print(f"  {r}: best / resnet8 latency {timing[r]['ratio_best_to_resnet8']:.3f}", flush=True)
+
+    def mean(name: str, key: str) -> float:
+        return float(np.mean([row[key] for row in runs[name]]))
+
+    size = {k: {"inference_params": inference_params(m.module), "training_params": count_params(m.module),
+                "macs": count_macs(export_for_profile(m).graph)} for k, m in models.items()}  # fmt: skip
+    out_dir = RESULTS / "nas"
+    out_dir.mkdir(exist_ok=True)
+    from edgeopt.model import save_model
+
+    committed = [str(save_model(models[k], out_dir / f"{k}.edgeopt")) for k in ("best", "resnet8")]
+    gain = mean("best", "accuracy") - mean("resnet8", "accuracy")
+    gain_int8 = mean("best", "int8_accuracy") - mean("resnet8", "int8_accuracy")
+    return {
+        "space": CIFAR_SPACE,
+        "budget": {**budget.to_json(), "latency_note": f"{CIFAR_LATENCY_MARGIN} x resnet8's predicted latency in the "
+                   "faster-predicted runtime; params: resnet8's architecture built in nas_resnet (its training "
+                   "count; the acceptance compares inference_params)", "resnet8_cost": ref_cost},
+        "search": {"trials": summary["trials"], "trained_within_budget": summary["feasible_trials"],
+                   "wall_s": round(search_wall, 1), "minutes_limit": minutes,
+                   "proxy": f"{proxy_epochs} epochs, batch 64, on a stratified {proxy_images}-image subset of train "
+                            "(80% train / 20% validation), seed 0, 1 thread",
+                   "latency_source": summary["latency_source"]},  # fmt: skip
+        "chosen": {"trial": best["number"], "config": cfg, "proxy_val_accuracy": best["values"][0],
+                   "search_cost": best["cost"]},  # fmt: skip
+        "final_recipe": {**recipe, "optimizer": "sgd (edgeopt default lr, warmup 0.5 epoch, cosine)",
+                         "weight_decay": 5e-4, "label_smoothing": 0.1, "augment": True, "seeds": list(seeds),
+                         "identical_for_both": True, "train_images": len(train)},  # fmt: skip
+        "int8": "edgeopt PTQ (default xnnpack-int8 target), 500 calibration images, evaluated in edgeopt",
+        "test_images": len(test),
+        "runs": runs,
+        "mean_accuracy": {k: mean(k, "accuracy") for k in runs},
+        "mean_int8_accuracy": {k: mean(k, "int8_accuracy") for k in runs},
+        "gain_pt": 100 * gain,
+        "gain_int8_pt": 100 * gain_int8,
+        "size": size,
+        "latency_side_by_side": timing,
+        "acceptance": {"gain_at_least_1pt": gain >= 0.01, "gain_int8_at_least_1pt": gain_int8 >= 0.01,
+                       "params_at_most_resnet8": (size["best"]["inference_params"]
+                                                  <= size["resnet8"]["inference_params"]),
+                       **{f"latency_at_most_resnet8_{r}": timing[r]["ratio_best_to_resnet8"] <= 1.0
+                          for r in runtimes}},  # fmt: skip
+        "committed": committed,
+        "latency_models": "seed 0 of each (the architectures' latency does not depend on the seed)",
+    }
+
+
 def _merge_write(figures: dict[str, Any], settings: dict[str, Any]) -> Path:
     """Write nas.json keeping the sections this run did not produce."""
     path = RESULTS / "nas.json"
@@ -384,13 +556,18 @@ def _merge_write(figures: dict[str, Any], settings: dict[str, Any]) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sections", default="efficiency", help="comma list: efficiency, mcu (cifar10: not written)")
+    ap.add_argument("--sections", default="efficiency", help="comma list: efficiency, mcu, cifar10")
     ap.add_argument("--jobs", type=int, default=1, help="processes for the enumeration")
     ap.add_argument("--mcu-minutes", type=float, default=25.0, help="mcu: search wall-clock minutes")
     ap.add_argument("--mcu-final-epochs", type=int, default=10, help="mcu: epochs of the chosen model's training")
     ap.add_argument("--mcu-proxy-images", type=int, default=10_000, help="mcu: proxy subset of train")
     ap.add_argument("--mcu-proxy-epochs", type=int, default=2, help="mcu: proxy epochs per candidate")
     ap.add_argument("--mcu-work", default="/tmp/edgeopt-nas-mcu", help="mcu: study, trials and artifacts (resumable)")
+    ap.add_argument("--cifar-minutes", type=float, default=20.0, help="cifar10: search wall-clock minutes")
+    ap.add_argument("--cifar-final-epochs", type=int, default=15, help="cifar10: epochs of the final recipe (both)")
+    ap.add_argument("--cifar-proxy-images", type=int, default=10_000, help="cifar10: proxy subset of train")
+    ap.add_argument("--cifar-proxy-epochs", type=int, default=2, help="cifar10: proxy epochs per candidate")
+    ap.add_argument("--cifar-work", default="/tmp/edgeopt-nas-cifar10", help="cifar10: study and models (resumable)")
     args = ap.parse_args()
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     figures: dict[str, Any] = {}
@@ -414,8 +591,13 @@ def main() -> None:
               f"(edgeopt liveness), {m['arena']['executorch_plan_bytes']:,} B (ExecuTorch plan); "
               f"{m['macs']:,} MACs, {m['params']:,} params")  # fmt: skip
     if "cifar10" in sections:
-        shared_path("cifar10-jpg.zip")
-        sys.exit("error: section 'cifar10' is not implemented yet (see docs/NOTES.md, NAS)")
+        figures["cifar10"] = c = cifar10(Path(args.cifar_work), args.cifar_minutes, args.cifar_final_epochs,
+                                         args.cifar_proxy_images, args.cifar_proxy_epochs)  # fmt: skip
+        settings["cifar10"] = {"minutes": args.cifar_minutes, "final_epochs": args.cifar_final_epochs,
+                               "proxy_images": args.cifar_proxy_images,
+                               "proxy_epochs": args.cifar_proxy_epochs}  # fmt: skip
+        print(f"cifar10: best {c['mean_accuracy']['best']:.4f} vs resnet8 {c['mean_accuracy']['resnet8']:.4f} "
+              f"({c['gain_pt']:+.2f} pt; int8 {c['gain_int8_pt']:+.2f} pt); acceptance {c['acceptance']}")  # fmt: skip
     settings["sections_last_run"] = sections
     settings["cpu_count"] = os.cpu_count()
     print(f"wrote {_merge_write(figures, settings)}")

@@ -153,3 +153,21 @@ def test_warmup_trains_the_full_model_first_within_the_search_epochs(digits, one
                                warmup_epochs=1)  # fmt: skip
     assert len(rep.history) == 3 and _macs_ms([out])[0] <= budget.latency_ms * 1.02  # 1 warm + 1 gated + 1 tune
     assert out.meta.lineage[-1]["warmup_epochs"] == 1 and out.meta.lineage[-1]["search_epochs"] == 1
+
+
+def test_the_fine_tune_after_the_cut_is_a_recovery_without_augmentation(digits, one_thread, monkeypatch) -> None:
+    import edgeopt.hwtrain.gated as gated
+
+    train, _ = digits
+    torch.manual_seed(0)
+    model = create_model("resnet8", input_shape=(1, 8, 8))
+    seen, real_fit = [], gated.fit
+
+    def recording_fit(model, data, cfg, **kw):
+        seen.append((cfg.epochs, cfg.augment))
+        return real_fit(model, data, cfg, **kw)
+
+    monkeypatch.setattr(gated, "fit", recording_fit)
+    budget = Budget(latency_ms=0.6 * _macs_ms([model])[0])
+    train_to_budget(model, train.take(64), budget, _macs_ms, search_epochs=1, finetune_epochs=1)
+    assert seen == [(1, True), (1, False)]  # the gated search augments (FitConfig's default), the recovery not
