@@ -171,3 +171,35 @@ def test_the_fine_tune_after_the_cut_is_a_recovery_without_augmentation(digits, 
     budget = Budget(latency_ms=0.6 * _macs_ms([model])[0])
     train_to_budget(model, train.take(64), budget, _macs_ms, search_epochs=1, finetune_epochs=1)
     assert seen == [(1, True), (1, False)]  # the gated search augments (FitConfig's default), the recovery not
+
+
+def test_budget_the_gates_leave_unused_is_taken_back_by_widening_the_preferred_groups(one_thread) -> None:
+    """Widths far under the budget are widened one step at a time while the cut stays within it, the group
+    whose gates favoured its next width most first, until no one-step widening fits any more."""
+    import numpy as np
+
+    from edgeopt.compress.prune.channel import channel_scores, pruned_model
+    from edgeopt.compress.prune.depgraph import build_dependency_graph
+    from edgeopt.hwtrain.gated import _meet_budget, _ranked_classes, _removed
+
+    torch.manual_seed(0)
+    model = create_model("resnet8", input_shape=(1, 8, 8))
+    dep = build_dependency_graph(model.module, model.example_input(1))
+    ranked = _ranked_classes(dep, channel_scores(model, dep, "l2"))
+    choices = [width_choices(len(r), 8) for r in ranked]
+    narrowest = [c[0] for c in choices]
+    budget = Budget(latency_ms=0.7 * _macs_ms([model])[0])
+    favoured = len(choices) - 1  # the last group's gates lean to wide, the others' to narrow
+    preference = [np.linspace(0, 1, len(c)) * (1 if g == favoured else -1) for g, c in enumerate(choices)]
+    cut, widths, fixups, widened, _ = _meet_budget(model, dep, ranked, choices, narrowest, budget, _macs_ms, 0.02,
+                                                   lambda _s: None, preference=preference)  # fmt: skip
+    assert fixups == 0 and widened > 0 and _macs_ms([cut])[0] <= budget.latency_ms
+    assert widths[favoured] == choices[favoured][-1]  # the favoured group was widened all the way first
+    for g, c in enumerate(choices):  # maximal: no single further step fits
+        j = c.index(widths[g])
+        if j + 1 < len(c):
+            wider = pruned_model(model, dep, _removed(ranked, [*widths[:g], c[j + 1], *widths[g + 1 :]]), {})
+            assert _macs_ms([wider])[0] > budget.latency_ms
+    _, same, _, none, _ = _meet_budget(model, dep, ranked, choices, narrowest, budget, _macs_ms, 0.02,
+                                       lambda _s: None)  # fmt: skip
+    assert none == 0 and same == narrowest  # without the gates' preference nothing is widened
