@@ -47,6 +47,9 @@ from edgeopt.train.tasks import loss_function
 
 LatencyFn = Callable[[list[EdgeModel]], list[float]]
 FRACTIONS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+# a timed cut within 5% over the budget passes (NetAdapt's tolerance): two timings of one ~0.15 ms model differ by
+# that much on a shared VM, and at 2% a cut timed 2.3% over was narrowed until nothing was left (ONNX Runtime, 0.5x)
+CONFIRM_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -401,7 +404,7 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
         confirmations.append({"widths": list(widths), "predicted_ms": predicted, "measured_ms": measured})
         say(f"hw_train: cut {widths} timed {measured:.4f} ms (predicted {predicted:.4f}, target "
             f"{budget.latency_ms:.4f})")  # fmt: skip
-        if measured <= budget.latency_ms * (1 + tolerance):
+        if measured <= budget.latency_ms * (1 + CONFIRM_TOLERANCE):
             break
         scale[0] *= measured / predicted
     return current, widths, fixups, widened, confirmations
