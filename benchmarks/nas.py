@@ -310,6 +310,20 @@ def _choose(records: list[dict[str, Any]]) -> dict[str, Any]:
     return max(ok, key=lambda r: (r["values"][0], -r["cost"]["macs"]))
 
 
+def _search_and_choose(space: Any, spec: str, budget: Any, settings: Any, work: Path,
+                       profile: str | None = None) -> tuple[dict[str, Any], dict[str, Any], float]:  # fmt: skip
+    """This worker's trials on ``WORK/study.db`` (no final step); the summary, the chosen trial, the wall seconds."""
+    from edgeopt.nas import search
+
+    t0 = time.monotonic()
+    summary = search(space, spec, budget, settings, work / "search", profile=profile, final=False)
+    wall = time.monotonic() - t0
+    best = _choose(json.loads((work / "search" / "trials.json").read_text()))
+    print(f"search: {summary['trials']} trials ({summary['feasible_trials']} within budget, trained) in "
+          f"{wall:.0f} s; best {best['values'][0]:.3f} proxy val acc: {best['config']}", flush=True)  # fmt: skip
+    return summary, best, wall
+
+
 def mcu(work: Path, minutes: float, final_epochs: int, proxy_images: int, proxy_epochs: int) -> dict[str, Any]:
     """Search under a 64 KB int8 arena / 128 KB int8 flash budget (and a MACs cap), retrain the most
     accurate candidate on all of cifar10-jpg train, int8-quantize it for TFLite Micro (``mcu-int8``) and
@@ -321,7 +335,7 @@ def mcu(work: Path, minutes: float, final_epochs: int, proxy_images: int, proxy_
     from edgeopt.compress.quantize.targets import export_for_target
     from edgeopt.interop.export import export_model
     from edgeopt.model import load_model, save_model
-    from edgeopt.nas import Budget, SearchSettings, search
+    from edgeopt.nas import Budget, SearchSettings
     from edgeopt.nas.search import candidate_model
     from edgeopt.profile import count_macs, count_params, export_for_profile
     from edgeopt.runtimes import open_runner
@@ -336,15 +350,9 @@ def mcu(work: Path, minutes: float, final_epochs: int, proxy_images: int, proxy_
     settings = SearchSettings(runtimes=["onnxruntime"], trials=None, minutes=minutes,
                               storage=f"sqlite:///{work / 'study.db'}", study_name="mcu", epochs=proxy_epochs,
                               batch_size=64, proxy_images=proxy_images, seed=0)  # fmt: skip
-    t0 = time.monotonic()
     load0 = os.getloadavg()
-    summary = search(space, spec, budget, settings, work / "search", final=False)
-    search_wall = time.monotonic() - t0
-    records = json.loads((work / "search" / "trials.json").read_text())
-    best = _choose(records)
+    summary, best, search_wall = _search_and_choose(space, spec, budget, settings, work)
     cfg = best["config"]
-    print(f"search: {summary['trials']} trials ({summary['feasible_trials']} within budget, trained) in "
-          f"{search_wall:.0f} s; best {best['values'][0]:.3f} proxy val acc: {cfg}", flush=True)  # fmt: skip
 
     final_path = work / "final.edgeopt"
     recipe = FitConfig(epochs=final_epochs, batch_size=128, seed=0, threads=1)
@@ -485,7 +493,7 @@ def cifar10(work: Path, minutes: float, final_epochs: int, proxy_images: int, pr
 
     from edgeopt.compress.quantize.ptq import QuantRecipe, quantize_ptq
     from edgeopt.models import create_model
-    from edgeopt.nas import Budget, SearchSettings, search
+    from edgeopt.nas import Budget, SearchSettings
     from edgeopt.nas.cost import architecture_cost, resolve_profiles
     from edgeopt.nas.search import candidate_model
     from edgeopt.profile import count_macs, count_params, export_for_profile
@@ -517,14 +525,8 @@ def cifar10(work: Path, minutes: float, final_epochs: int, proxy_images: int, pr
     settings = SearchSettings(runtimes=runtimes, trials=None, minutes=minutes, storage=f"sqlite:///{work / 'study.db'}",
                               study_name="cifar10", epochs=proxy_epochs, batch_size=64, proxy_images=proxy_images,
                               seed=0)  # fmt: skip
-    t0 = time.monotonic()
-    summary = search(space, spec, budget, settings, work / "search", profile=profile, final=False)
-    search_wall = time.monotonic() - t0
-    records = json.loads((work / "search" / "trials.json").read_text())
-    best = _choose(records)
+    summary, best, search_wall = _search_and_choose(space, spec, budget, settings, work, profile)
     cfg = best["config"]
-    print(f"search: {summary['trials']} trials ({summary['feasible_trials']} within budget, trained) in "
-          f"{search_wall:.0f} s; best {best['values'][0]:.3f} proxy val acc: {cfg}", flush=True)  # fmt: skip
 
     recipe = {"epochs": final_epochs, "batch_size": 128, "threads": 2}
     runs: dict[str, list[dict[str, Any]]] = {"best": [], "resnet8": []}
