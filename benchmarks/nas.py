@@ -306,7 +306,7 @@ def _choose(records: list[dict[str, Any]]) -> dict[str, Any]:
     """The best model found: the most accurate (proxy validation) trained trial within budget; fewer MACs break ties."""
     ok = [r for r in records if r["state"] == "COMPLETE" and r["feasible"] and r.get("trained")]
     if not ok:
-        sys.exit("error: no trial of the microcontroller search met the budget")
+        sys.exit("error: no trained trial of the search met the budget")
     return max(ok, key=lambda r: (r["values"][0], -r["cost"]["macs"]))
 
 
