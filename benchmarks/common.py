@@ -52,6 +52,16 @@ def interleaved_p50(runners: dict[str, Runner], inputs: dict[str, Any], rounds: 
     }
 
 
+def models_in_turns(runtime: str, models: dict[str, Any], threads: int = 1) -> dict:
+    """``models`` (name -> EdgeModel) exported to ``runtime`` and timed by :func:`interleaved_p50` on their
+    batch-1 example inputs; every runner is closed afterwards."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        runners = {k: stack.enter_context(open_runner(runtime, m, threads=threads)) for k, m in models.items()}
+        return interleaved_p50(runners, {k: m.example_input(1).numpy() for k, m in models.items()})
+
+
 def _fresh_session(runner: Runner) -> Runner:
     return runner if runner.name == "torch" else open_runner(runner.name, runner.path, threads=runner.threads)
 

@@ -158,13 +158,12 @@ def allocation_section(runtime: str, profile_path: Path, measured_reference: boo
     model's measured ratio to the base (all models timed interleaved, fresh sessions each round);
     with the reference, ``ratio_difference`` = predicted-run ratio minus measured-run ratio (target:
     within 0.05)."""
-    from common import interleaved_p50, shared_path
+    from common import models_in_turns, shared_path
 
     from edgeopt.compress.common import strip_output_softmax
     from edgeopt.compress.workflows import TuneSettings, prune_model
     from edgeopt.data import load_dataset
     from edgeopt.model import load_model
-    from edgeopt.runtimes import open_runner
 
     base = strip_output_softmax(load_model(shared_path("mlperf-tiny/resnet8_float32.tflite"), input_range=(0, 255)))
     data = load_dataset(f"imagefolder:{shared_path('cifar10-jpg.zip')}", "train")
@@ -187,12 +186,7 @@ def allocation_section(runtime: str, profile_path: Path, measured_reference: boo
                      "widths": [g["after"] for g in res.metrics["channels"]["groups"]]}  # fmt: skip
         models[name] = res.model
         print(f"  allocation ({name}): {out[name]['seconds']} s, widths {out[name]['widths']}", flush=True)
-    runners = {k: open_runner(runtime, m, threads=1) for k, m in models.items()}
-    try:
-        timing = interleaved_p50(runners, {k: m.example_input(1).numpy() for k, m in models.items()})
-    finally:
-        for r in runners.values():
-            r.close()
+    timing = models_in_turns(runtime, models)
     for k in runs:
         out[k]["measured_ratio"] = timing[k]["p50_ms"] / timing["base"]["p50_ms"]
     if "measured" in out:  # acceptance: the predictor's allocation lands within 0.05 of the measured table's
@@ -208,13 +202,9 @@ def allocation_section(runtime: str, profile_path: Path, measured_reference: boo
 def _side_by_side(runtime: str, base, model, fraction: float) -> dict[str, Any]:
     """``model`` and the base model timed in turns in ``runtime`` (1 thread), after training: the
     measured ratio against the target fraction, free of the machine's drift since the start."""
-    from common import interleaved_p50
+    from common import models_in_turns
 
-    from edgeopt.runtimes import open_runner
-
-    x = base.example_input(1).numpy()
-    with open_runner(runtime, base, threads=1) as rb, open_runner(runtime, model, threads=1) as rm:
-        t = interleaved_p50({"base": rb, "model": rm}, {"base": x, "model": x})
+    t = models_in_turns(runtime, {"base": base, "model": model})
     ratio = t["model"]["p50_ms"] / t["base"]["p50_ms"]
     return {"base_ms": t["base"]["p50_ms"], "model_ms": t["model"]["p50_ms"], "ratio_to_base": ratio,
             "ratio_vs_target": ratio / fraction,
@@ -229,7 +219,7 @@ def hwtrain_section(runtime: str, profile_path: Path, fractions: list[float], ep
     is that ratio against the fraction. The pruning baseline's pre-training is the same for every
     runtime and cached under the benchmark cache."""
     import torch
-    from common import interleaved_p50, shared_path
+    from common import models_in_turns, shared_path
 
     from edgeopt.compress.workflows import TuneSettings, prune_model
     from edgeopt.data import load_dataset
@@ -237,14 +227,12 @@ def hwtrain_section(runtime: str, profile_path: Path, fractions: list[float], ep
     from edgeopt.hwtrain import train_for_device
     from edgeopt.model import load_model, save_model
     from edgeopt.models import create_model
-    from edgeopt.runtimes import open_runner
     from edgeopt.train import FitConfig, evaluate, fit
 
     spec = f"imagefolder:{shared_path('cifar10-jpg.zip')}"
     train, test = load_dataset(spec, "train"), load_dataset(spec, "test")
     base = create_model("resnet8", input_shape=(3, 32, 32), num_classes=10)
-    with open_runner(runtime, base, threads=1) as r:
-        base_ms = interleaved_p50({"base": r}, {"base": base.example_input(1).numpy()})["base"]["p50_ms"]
+    base_ms = models_in_turns(runtime, {"base": base})["base"]["p50_ms"]
     out: dict[str, Any] = {"runtime": runtime, "epochs": epochs, "base_measured_ms": base_ms, "runs": [],
                            "profile": str(profile_path)}  # fmt: skip
     for frac in fractions:

@@ -489,7 +489,7 @@ def cifar10(work: Path, minutes: float, final_epochs: int, proxy_images: int, pr
     (one limit serves both: ``Budget.latency_ms`` is per runtime searched). Resumable: ``WORK/study.db`` and
     the trained models ``WORK/*.edgeopt``."""
     import torch
-    from common import interleaved_p50
+    from common import models_in_turns
 
     from edgeopt.compress.quantize.ptq import QuantRecipe, quantize_ptq
     from edgeopt.models import create_model
@@ -497,7 +497,6 @@ def cifar10(work: Path, minutes: float, final_epochs: int, proxy_images: int, pr
     from edgeopt.nas.cost import architecture_cost, resolve_profiles
     from edgeopt.nas.search import candidate_model
     from edgeopt.profile import count_macs, count_params, export_for_profile
-    from edgeopt.runtimes import open_runner
     from edgeopt.train import FitConfig, evaluate
 
     torch.set_num_threads(1)
@@ -548,12 +547,7 @@ def cifar10(work: Path, minutes: float, final_epochs: int, proxy_images: int, pr
 
     timing = {}
     for r in runtimes:
-        runners = {k: open_runner(r, m, threads=1) for k, m in models.items()}
-        try:
-            timing[r] = interleaved_p50(runners, {k: m.example_input(1).numpy() for k, m in models.items()})
-        finally:
-            for runner in runners.values():
-                runner.close()
+        timing[r] = models_in_turns(r, models)
         timing[r]["ratio_best_to_resnet8"] = timing[r]["best"]["p50_ms"] / timing[r]["resnet8"]["p50_ms"]
         print(f"  {r}: best / resnet8 latency {timing[r]['ratio_best_to_resnet8']:.3f}", flush=True)
 
@@ -564,11 +558,9 @@ def cifar10(work: Path, minutes: float, final_epochs: int, proxy_images: int, pr
                 "macs": count_macs(export_for_profile(m).graph)} for k, m in models.items()}  # fmt: skip
     out_dir = RESULTS / "nas"
     out_dir.mkdir(exist_ok=True)
-    from edgeopt.model import save_model
-
     committed = []
-    for k in ("best", "resnet8"):
-        save_model(models[k], out_dir / f"{k}.edgeopt")
+    for k in ("best", "resnet8"):  # the seed-0 files as trained
+        (out_dir / f"{k}.edgeopt").write_bytes((work / f"{k}_seed{seeds[0]}.edgeopt").read_bytes())
         committed.append(f"benchmarks/results/nas/{k}.edgeopt")
     gain = mean("best", "accuracy") - mean("resnet8", "accuracy")
     gain_int8 = mean("best", "int8_accuracy") - mean("resnet8", "int8_accuracy")
