@@ -348,16 +348,12 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
     def late_ms(models: list[EdgeModel]) -> list[float]:
         return [scale[0] * v for v in latency_fn(models)] if latency_fn is not None else []
 
-    def misses(m: EdgeModel) -> bool:
+    def misses(m: EdgeModel, slack: float = tolerance) -> bool:  # widening asks with no slack: never above
         late = latency_fn is not None and budget.latency_ms is not None and late_ms([m])[0] > budget.latency_ms * (
-            1 + tolerance
+            1 + slack
         )
-        big = budget.arena_kb is not None and arena_kib(m) > budget.arena_kb * (1 + tolerance)
+        big = budget.arena_kb is not None and arena_kib(m) > budget.arena_kb * (1 + slack)
         return late or big
-
-    def within(m: EdgeModel) -> bool:  # the budget without the tolerance: widening never lands above it
-        late = latency_fn is not None and budget.latency_ms is not None and late_ms([m])[0] > budget.latency_ms
-        return not late and not (budget.arena_kb is not None and arena_kib(m) > budget.arena_kb)
 
     current, fixups, widened, confirmations = cut(widths), 0, 0, []
     while True:
@@ -368,7 +364,7 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
                 if j + 1 < len(c):
                     ws = [*widths[:g], c[j + 1], *widths[g + 1 :]]
                     wider.append((float(preference[g][j + 1] - preference[g][j]), g, ws, cut(ws)))
-            fitting = [w for w in wider if within(w[3])]
+            fitting = [w for w in wider if not misses(w[3], 0.0)]
             if not fitting:
                 break
             _, g, widths, current = max(fitting, key=lambda w: w[0])
