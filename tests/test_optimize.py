@@ -117,3 +117,19 @@ def test_infeasible_budget_exits_nonzero_naming_the_missed_limits(
     assert closest and all(any(m["limit"] == "flash_bytes" for m in c["misses"]) for c in closest)
     assert closest[0]["figures"] == "measured" and closest[0]["flash_bytes"] > 1024
     assert (out / "pareto.json").is_file() and not (out / "best.yaml").exists()  # this run chose nothing
+
+
+def test_recovery_is_set_at_confirmation_not_searched() -> None:
+    from edgeopt.optimize.space import describe, prunes, training_epochs, with_recovery
+
+    screened = [
+        {"prune": {"ratio": 0.5, "allocation": "global", "round_to": 8, "distill": True}},
+        {"quantize": {"method": "qat", "calib": "mse", "qat_epochs": 2}},
+        {"export": {"formats": ["onnx"]}},
+    ]
+    assert prunes(screened) and training_epochs(screened) == 2 and " e" not in describe(screened).split("→")[0]
+    confirmed = with_recovery(screened, 7)
+    assert confirmed[0]["prune"]["epochs"] == 7 and confirmed[1:] == screened[1:]
+    assert "epochs" not in screened[0]["prune"]  # the screened recipe is left as it was
+    assert training_epochs(confirmed) == 9 and "e7 KD" in describe(confirmed)
+    assert with_recovery(screened[1:], 7) == screened[1:] and not prunes(screened[1:])

@@ -110,6 +110,7 @@ def _assert_integer_artifact(fmt: str, path: Path) -> None:
         assert any(i.data_type == onnx.TensorProto.INT8 for i in m.graph.initializer)
         assert any(i.data_type == onnx.TensorProto.INT32 for i in m.graph.initializer)  # quantized biases
         assert not any(n.metadata_props for n in m.graph.node)  # the exporter's debug records are not shipped
+        assert not m.graph.value_info  # nor the intermediate shapes the runtimes infer on load
     else:
         _assert_pte_runs_int8_in_xnnpack(path)
 

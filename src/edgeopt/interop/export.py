@@ -172,10 +172,15 @@ def check_format(fmt: str) -> str:
 def strip_exporter_metadata(proto: Any) -> Any:
     """Drop the dynamo exporter's per-node debug records (stack traces, FX node names, module paths), in
     place; returns ``proto``. They are a third of an int8 ResNet-8's file (161 -> 110 KB) and nothing
-    reads them at run time. The model's own ``metadata_props`` (edgeopt's record, labels) are kept."""
+    reads them at run time. The model's own ``metadata_props`` (edgeopt's record, labels) are kept.
+
+    The intermediate tensors' shape records (``graph.value_info``) go too: the runtimes infer shapes when they
+    load a graph (ONNX Runtime does; edgeopt's memory plan runs ``onnx.shape_inference``), and the records
+    were 9 of an int8 ResNet-8's 112 KB: flash an MCU-sized budget cannot spare."""
     for node in proto.graph.node:
         del node.metadata_props[:]
         node.doc_string = ""
+    del proto.graph.value_info[:]
     return proto
 
 

@@ -69,6 +69,7 @@ def screen_candidate(
     """
     from edgeopt.interop.export import FORMATS, export_model
     from edgeopt.optimize.measure import artifact_figures
+    from edgeopt.optimize.space import prunes
     from edgeopt.pipeline.passes import PassContext
     from edgeopt.pipeline.recipe import build_pass
     from edgeopt.runtimes import RUNTIME_FORMAT
@@ -80,7 +81,7 @@ def screen_candidate(
         ctx.train_data = data.train  # type: ignore[misc]  (cached_property: an instance value wins)
         ctx.test_data = data.val  # type: ignore[misc]
         start = time.perf_counter()
-        if flash_limit is not None and not any(next(iter(p)) == "prune" for p in passes):
+        if flash_limit is not None and not prunes(passes):
             out["weight_bytes_bound"] = bound = weight_bytes_bound(model, passes)
             if bound > flash_limit:
                 out["rejected"] = f"weights alone {bound} bytes > flash limit {int(flash_limit)} bytes"

@@ -4,8 +4,10 @@ A candidate is ``[prune?] -> [quantize?] -> export``, written as the passes of a
 (``edgeopt.pipeline.recipe``), so the chosen one is a ``best.yaml`` that ``edgeopt recipe`` runs:
 
 - **prune** (channel pruning, or not): ratio of MACs removed, allocation (``uniform``, ``global``, and
-  ``latency`` — from the runtime's calibrated profile, only when one exists), channel rounding, recovery epochs, and
-  whether the recovery distills from the input model (knowledge distillation) or learns from labels.
+  ``latency`` — from the runtime's calibrated profile, only when one exists), channel rounding, and whether the
+  recovery distills from the input model (knowledge distillation) or learns from labels. The recovery's length is
+  not searched: screening cannot see it (it leaves training out), and more recovery is better while time allows, so
+  confirmation gives each pruned finalist as many epochs as fit in its share of the time left (``with_recovery``).
 - **quantize** (or stay float): int8 PTQ with a calibration method and sample count, or QAT.
 
 int4 and mixed int4/int8 weights are not searched: none of the three runtimes executes a static-int8
@@ -24,17 +26,17 @@ CALIBRATIONS = ("minmax", "percentile", "entropy", "mse")
 def sample_passes(
     trial: Any, runtime: str, epochs: tuple[int, ...] = (1, 2, 3), profiled: bool = False
 ) -> list[dict[str, Any]]:
-    """One candidate recipe's passes (``[{name: params}, ...]``), each choice a parameter of ``trial``.
+    """One candidate recipe's passes (``[{name: params}, ...]``), each choice a parameter of ``trial``; a prune
+    pass has no ``epochs`` yet (``with_recovery`` sets them).
 
-    ``epochs``: the recovery lengths searched (pruning recovery and QAT alike). ``profiled``: the runtime
-    has a calibrated latency profile, so ``latency`` allocation (which asks it) is searched too.
+    ``epochs``: the QAT lengths searched. ``profiled``: the runtime has a calibrated latency profile, so
+    ``latency`` allocation (which asks it) is searched too.
     """
     from edgeopt.runtimes import RUNTIME_FORMAT
 
     cat: Callable[..., Any] = trial.suggest_categorical
     passes: list[dict[str, Any]] = []
     if cat("prune", [True, False]):
-        epochs_n = cat("prune_epochs", list(epochs))
         prune = {
             "method": "channel",
             "ratio": trial.suggest_float("prune_ratio", 0.2, 0.8, step=0.05),
@@ -45,7 +47,6 @@ def sample_passes(
             ),
             "round_to": cat("round_to", [4, 8, 16]),
             "min_keep": 4,
-            "epochs": epochs_n,
             "distill": cat("distill", [True, False]),
         }
         if prune["allocation"] == "latency":
@@ -61,6 +62,16 @@ def sample_passes(
         passes.append({"quantize": q})
     passes.append({"export": {"formats": [RUNTIME_FORMAT[runtime]]}})
     return passes
+
+
+def prunes(passes: list[dict[str, Any]]) -> bool:
+    """Whether the candidate prunes (and so needs a recovery). Pure."""
+    return any(next(iter(p)) == "prune" for p in passes)
+
+
+def with_recovery(passes: list[dict[str, Any]], epochs: int) -> list[dict[str, Any]]:
+    """``passes`` with ``epochs`` of recovery after pruning (a new list; the others unchanged). Pure."""
+    return [{"prune": {**p["prune"], "epochs": epochs}} if "prune" in p else p for p in passes]
 
 
 def training_epochs(passes: list[dict[str, Any]]) -> int:
@@ -82,7 +93,8 @@ def describe(passes: list[dict[str, Any]]) -> str:
         ((name, q),) = p.items()
         if name == "prune":
             kd = " KD" if q.get("distill") else ""
-            words.append(f"prune {q['ratio']:.2f} {q['allocation']}/{q['round_to']} e{q['epochs']}{kd}")
+            epochs = f" e{q['epochs']}" if "epochs" in q else ""
+            words.append(f"prune {q['ratio']:.2f} {q['allocation']}/{q['round_to']}{epochs}{kd}")
         elif name == "quantize":
             extra = f"/{q['calib_samples']}" if q["method"] == "ptq" else f" e{q['qat_epochs']}"
             words.append(f"int8 {q['method'].upper()} {q['calib']}{extra}")
