@@ -227,14 +227,23 @@ class LatencyPredictor:
         return pred if (a, b) == (0.0, 1.0) else np.exp(a + b * np.log(pred))
 
     def transferred(self, models: Sequence[Sequence[Kernel]], latency_ms: Sequence[float]) -> LatencyPredictor:
-        """This predictor re-targeted by ``log y = a + b log ŷ`` fitted (least squares) on new timings."""
+        """This predictor re-targeted by ``log y = a + b log ŷ`` fitted on new timings by Theil-Sen regression.
+
+        Theil-Sen (the median of pairwise slopes) rather than least squares: a few of 20 timings are far off
+        (a VM's hiccup, a kernel the base runtime lacks) and least squares follows them. Re-targeting the
+        ONNX Runtime profile with 20 ExecuTorch timings (10 random draws from the ExecuTorch calibration,
+        the other 96 held out): 32% within ±10% by least squares, 52% by Theil-Sen, 57% untransferred.
+        """
+        from sklearn.linear_model import TheilSenRegressor
+
         y = np.log(np.asarray(latency_ms, dtype=np.float64))
         base = LatencyPredictor(self.terms, self.weights, self.correction, self.summary_names)
         x = np.log(base.predict_many(models))
         if len(y) < 5:  # too few points for a slope: shift only
-            a, b = float(np.mean(y - x)), 1.0
+            a, b = float(np.median(y - x)), 1.0
         else:
-            b, a = (float(v) for v in np.polyfit(x, y, 1))
+            fit = TheilSenRegressor(random_state=0).fit(x[:, None], y)
+            a, b = float(fit.intercept_), float(fit.coef_[0])
         rel = np.abs(np.exp(a + b * x - y) - 1.0)
         return LatencyPredictor(self.terms, self.weights, self.correction, self.summary_names,
                                 float(np.percentile(rel, 90) * 100), {"transfer_fit": len(y)}, (a, b))  # fmt: skip
