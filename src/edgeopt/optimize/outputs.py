@@ -96,8 +96,9 @@ def pareto_json(summary: dict[str, Any], chosen: dict[str, Any] | None) -> dict[
         candidates.append(
             {
                 "trial": s["trial"],
-                "recipe": s["describe"],
-                "passes": s["passes"],
+                # a confirmed candidate as it ran (with the recovery epochs confirmation gave it), else as screened
+                "recipe": describe(m["recipe"]["passes"]) if "recipe" in m else s["describe"],
+                "passes": m["recipe"]["passes"] if "recipe" in m else s["passes"],
                 "state": s["state"],
                 "screened": {
                     "accuracy_val": s.get("accuracy_val"),
