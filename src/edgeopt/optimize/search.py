@@ -385,7 +385,7 @@ class _Run:
             if fp in self.confirmed:
                 continue
             epochs = self.recovery_epochs(trial)
-            passes = with_recovery(screened, epochs) if epochs else screened
+            passes = with_recovery(screened, epochs)  # unchanged when it does not prune (epochs 0)
             recipe = candidate_recipe(self.model_path, self.data, passes, self.threads, self.eval_limit)
             est = self.estimate(trial, epochs)
             # the first confirmation may use the 10% the budget allows; later ones must fit in what is left
