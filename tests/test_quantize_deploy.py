@@ -111,6 +111,10 @@ def _assert_integer_artifact(fmt: str, path: Path) -> None:
         assert any(i.data_type == onnx.TensorProto.INT32 for i in m.graph.initializer)  # quantized biases
         assert not any(n.metadata_props for n in m.graph.node)  # the exporter's debug records are not shipped
         assert not m.graph.value_info  # nor the intermediate shapes the runtimes infer on load
+        read = {name for n in m.graph.node for name in n.input}
+        assert all(t.name in read for t in m.graph.initializer)  # nor initializers no node reads
+        ends = {v.name for v in [*m.graph.input, *m.graph.output]}
+        assert max(len(t) for n in m.graph.node for t in n.output if t not in ends) <= 3  # tensors get short ids
     else:
         _assert_pte_runs_int8_in_xnnpack(path)
 

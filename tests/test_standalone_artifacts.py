@@ -19,7 +19,7 @@ import torch
 
 from edgeopt.cli import main
 from edgeopt.interop.embedded import KEY, PTE_METHOD, read_embedded
-from edgeopt.interop.export import FORMAT_RUNTIME, ExportResult, export_model, sidecar_path
+from edgeopt.interop.export import FORMAT_RUNTIME, ExportResult, embedded_record, export_model, sidecar_path
 from edgeopt.model import EdgeModel, ModelMeta, save_model
 from edgeopt.models import create_model
 from edgeopt.runtimes.interface import InterfaceFlags, apply_flags, guess_layout, parse_classes, shape_layout
@@ -178,6 +178,21 @@ def test_interface_rules() -> None:
     got = apply_flags(meta, InterfaceFlags((0.0, 255.0), "nhwc", ["cat", "dog"]))
     assert got.input.value_range == (0.0, 255.0) and got.input.layout == "NHWC" and got.class_names == ["cat", "dog"]
     assert meta.input.layout == "NCHW" and meta.input.value_range == (0.0, 1.0)  # the original is untouched
+
+
+def test_the_embedded_record_leaves_bulky_entries_in_the_model() -> None:
+    bulky = {f"layer{i}": 0.123456789 for i in range(40)}  # per-layer metrics: well over the limit
+    meta = ModelMeta.from_json(
+        {
+            "input": {"shape": [3, 4, 4]},
+            "num_classes": 2,
+            "arch": {"kind": "mlp", "ir": bulky},
+            "lineage": [{"pass": "quantize", "method": "qat", "metrics": bulky}],
+        }
+    )
+    got = embedded_record(meta, {"format": "onnx"})
+    assert got["arch"] == {"kind": "mlp"} and got["lineage"] == [{"pass": "quantize", "method": "qat"}]
+    assert got["export"] == {"format": "onnx"} and meta.lineage[0]["metrics"] == bulky  # the model keeps them
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

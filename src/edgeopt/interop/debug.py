@@ -197,7 +197,8 @@ def litert_intermediates(path: Path, x: np.ndarray) -> list[tuple[str, np.ndarra
 
 
 def onnx_intermediates(path: Path, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    """Every float intermediate value of an .onnx on ``x`` (exposed as extra graph outputs)."""
+    """Every float intermediate value of an .onnx on ``x`` (exposed as extra graph outputs), labelled with its
+    node's name and op (edgeopt's exports give the tensors short ids, the nodes keep their names)."""
     import onnx
     import onnxruntime as ort
 
@@ -217,8 +218,9 @@ def onnx_intermediates(path: Path, x: np.ndarray) -> list[tuple[str, np.ndarray]
     names = [o.name for o in sess.get_outputs()]
     values = sess.run(names, {sess.get_inputs()[0].name: x.astype(np.float32)})
     order = {n: i for i, node in enumerate(proto.graph.node) for n in node.output}
+    label = {n: f"{node.name or n} ({node.op_type})" for node in proto.graph.node for n in node.output}
     pairs = sorted(zip(names, values, strict=True), key=lambda p: order.get(p[0], len(order)))
-    return [(n, np.asarray(v, np.float32)) for n, v in pairs]
+    return [(label.get(n, n), np.asarray(v, np.float32)) for n, v in pairs]
 
 
 # --- pairing ----------------------------------------------------------------------------------------

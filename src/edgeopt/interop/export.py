@@ -38,7 +38,7 @@ FORMATS = {"onnx": ".onnx", "pte": ".pte", "tflite": ".tflite"}
 FORMAT_RUNTIME = {"onnx": "onnxruntime", "pte": "executorch", "tflite": "litert"}
 ONNX_OPSET = 18
 SIDECAR_SUFFIX = ".json"
-EMBEDDED_ARCH_ENTRY_BYTES = 2048  # larger architecture entries stay out of the artifact (embedded_record)
+EMBEDDED_ENTRY_BYTES = 512  # larger architecture entries and lineage fields stay out of the artifact (embedded_record)
 # parity gate for integer artifacts vs PyTorch's quantize/dequantize simulation
 QUANTIZED_RTOL = 0.25
 QUANTIZED_MIN_TOP1 = 0.75
@@ -145,17 +145,20 @@ def read_sidecar(artifact: str | Path) -> ModelMeta | None:
 
 
 def embedded_record(meta: ModelMeta, export_info: dict[str, Any]) -> dict[str, Any]:
-    """What an artifact carries inside: the metadata, the architecture's bulky entries left out. Pure.
+    """What an artifact carries inside: the metadata, its bulky entries left out. Pure.
 
-    An architecture entry over ``EMBEDDED_ARCH_ENTRY_BYTES`` of JSON (a graph IR, quantization
-    parameters) rebuilds the PyTorch module; it stays in the ``.edgeopt`` model (and the sidecar):
-    the artifact is the module already. The rest (kind, name, sizes, recipe) is kept as it is.
+    An architecture entry or a lineage step's field over ``EMBEDDED_ENTRY_BYTES`` of JSON (a graph IR,
+    quantization parameters, a pass's per-layer metrics) stays in the ``.edgeopt`` model (and the sidecar):
+    the artifact is the module already, and the flash budget of a small model has no room for them (the
+    per-layer metrics of a QAT pass were 0.6 of a 40 KB budget's kilobytes). The rest is kept as it is.
     """
     import json
 
+    def small(entries: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in entries.items() if len(json.dumps(v, default=str)) <= EMBEDDED_ENTRY_BYTES}
+
     d = meta.to_json()
-    d["arch"] = {k: v for k, v in meta.arch.items() if len(json.dumps(v, default=str)) <= EMBEDDED_ARCH_ENTRY_BYTES}
-    return {**d, "export": export_info}
+    return {**d, "arch": small(d["arch"]), "lineage": [small(step) for step in d["lineage"]], "export": export_info}
 
 
 def check_format(fmt: str) -> str:
@@ -169,19 +172,56 @@ def check_format(fmt: str) -> str:
 # --- exporters: module + example input -> artifact bytes -----------------------------------------
 
 
-def strip_exporter_metadata(proto: Any) -> Any:
-    """Drop the dynamo exporter's per-node debug records (stack traces, FX node names, module paths), in
-    place; returns ``proto``. They are a third of an int8 ResNet-8's file (161 -> 110 KB) and nothing
-    reads them at run time. The model's own ``metadata_props`` (edgeopt's record, labels) are kept.
+def compact_onnx(proto: Any) -> Any:
+    """Drop from ``proto``, in place, what nothing reads at run time; returns ``proto``. Against an MCU-sized
+    flash budget every kilobyte counts: an int8 ResNet-8 went 161 -> 71 KB (about 62 KB of it weights).
 
-    The intermediate tensors' shape records (``graph.value_info``) go too: the runtimes infer shapes when they
-    load a graph (ONNX Runtime does; edgeopt's memory plan runs ``onnx.shape_inference``), and the records
-    were 9 of an int8 ResNet-8's 112 KB: flash an MCU-sized budget cannot spare."""
-    for node in proto.graph.node:
+    - the dynamo exporter's per-node debug records (stack traces, FX node names, module paths): 51 KB. The
+      model's own ``metadata_props`` (edgeopt's record, labels) are kept;
+    - the intermediate tensors' shape records (``graph.value_info``): 9 KB. The runtimes infer shapes when
+      they load a graph (ONNX Runtime does; edgeopt's memory plan runs ``onnx.shape_inference``);
+    - initializers no node reads (float biases the int32 ones replaced, folded constants): 1.5 KB;
+    - long tensor names (``mods.conv2d_3.bias_int32_zero_point``, each written where it is made and where it
+      is read): renamed to short ids, 6 KB. The graph's inputs and outputs keep their names, the nodes keep
+      theirs (``edgeopt debug`` labels with them). A graph with subgraphs (If, Loop) keeps its names: its
+      subgraphs may read outer names.
+    """
+    import onnx
+
+    graph = proto.graph
+    for node in graph.node:
         del node.metadata_props[:]
         node.doc_string = ""
-    del proto.graph.value_info[:]
+    del graph.value_info[:]
+    read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    kept = [t for t in graph.initializer if t.name in read]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    subgraphs = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+    if not any(a.type in subgraphs for node in graph.node for a in node.attribute):
+        _shorten_tensor_names(graph)
     return proto
+
+
+def _shorten_tensor_names(graph: Any) -> None:
+    """Rename every tensor but the graph's inputs and outputs to a base-36 id, in place."""
+    fixed = {v.name for v in [*graph.input, *graph.output]}
+    short: dict[str, str] = {}
+
+    def rename(name: str) -> str:
+        if not name or name in fixed:
+            return name
+        if name not in short:
+            short[name] = np.base_repr(len(short), 36).lower()
+            while short[name] in fixed:  # never collide with a kept name
+                short[name] += "_"
+        return short[name]
+
+    for t in graph.initializer:
+        t.name = rename(t.name)
+    for node in graph.node:
+        node.input[:] = [rename(n) for n in node.input]
+        node.output[:] = [rename(n) for n in node.output]
 
 
 def finished_onnx(proto: Any, outputs: int = 1) -> bytes:
@@ -189,7 +229,7 @@ def finished_onnx(proto: Any, outputs: int = 1) -> bytes:
     ONNX's checker."""
     import onnx
 
-    strip_exporter_metadata(proto)
+    compact_onnx(proto)
     if len(proto.graph.output) != outputs:
         raise EdgeoptError(
             f"the ONNX graph has {len(proto.graph.output)} outputs but the model {outputs}",
