@@ -34,11 +34,9 @@ def _litert_static_config() -> Any:
 
 
 def export_pte(program: torch.nn.Module, x: torch.Tensor) -> bytes:
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    from edgeopt.interop.export import lower_to_pte
 
-    ep = torch.export.export(program, (x,))
-    return bytes(to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer)
+    return lower_to_pte(program, (x,))
 
 
 def float_pads(program: torch.fx.GraphModule) -> int:
