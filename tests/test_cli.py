@@ -42,7 +42,7 @@ def test_export_bench_run_in_a_runtime(trained: Path, tmp_path: Path, capfd) -> 
     assert exp["parity"]["rel_diff"] <= 1e-4 and art.is_file()
     bench = cli_json(capfd, "bench", art, "--threads", "1", "--runs", "20")
     assert bench["runtime"] == "onnxruntime" and bench["latency_ms_p50"] > 0  # the timing itself: test_export_runtimes
-    assert bench["runs"] == 20
+    assert bench["runs"] >= 20  # and more, until --seconds (1 s) passed
     x = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
     np.save(tmp_path / "x.npy", x)
     cli_json(capfd, "run", art, "--inputs", tmp_path / "x.npy", "--out", tmp_path / "y_ort.npy")

@@ -73,7 +73,7 @@ def test_eval_inside_each_runtime_matches_torch(trained, capfd, runtime: str) ->
 @pytest.mark.parametrize(("fmt", "runtime"), [("pte", "executorch"), ("tflite", "litert")])
 def test_bench_of_pte_and_tflite(artifacts, capfd, fmt: str, runtime: str) -> None:
     got = cli_json(capfd, "bench", artifacts[fmt], "--threads", "1", "--runs", "20")
-    assert got["runtime"] == runtime and got["runs"] == 20 and got["latency_ms_p50"] > 0
+    assert got["runtime"] == runtime and got["runs"] >= 20 and 0 < got["latency_ms_quiet_p50"] <= got["latency_ms_p50"]
     # the planned arena holds at least the input and the output (64 + 10 float32; XNNPACK keeps the hidden
     # activations in a workspace of its own, outside ExecuTorch's plan)
     assert got["arena_bytes"] >= (64 + 10) * 4 and got["memory_source"]

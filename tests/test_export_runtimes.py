@@ -189,6 +189,9 @@ def test_measure_latency_times_every_call_and_only_the_call(tiny: EdgeModel) -> 
     stats = measure_latency(runner, tiny.example_input(2).numpy(), 1, warmup=4, runs=12)
     assert len(calls) == 1 + 4 + 12  # one validating run, the warmup, the timed runs
     assert stats.runs == 12 and 3.0 <= stats.min_ms and 3.0 <= stats.p50_ms < 3.0 + 50
+    calls.clear()
+    stats = measure_latency(runner, tiny.example_input(2).numpy(), 1, warmup=0, runs=2, min_seconds=0.1)
+    assert stats.runs == len(calls) - 1 >= 10  # timed on past ``runs`` (3 ms calls) until 0.1 s was up
 
 
 def test_benchmark_records_memory(exported: dict[str, ExportResult]) -> None:
@@ -496,6 +499,11 @@ def test_latency_stats() -> None:
     assert abs(s.p90_ms - 61.6) < 1e-9 and abs(s.mean_ms - 22.0) < 1e-9
     with pytest.raises(EdgeoptError):
         latency_stats([], threads=1)
+    # a quiet phase among contended ones: its median is the quiet figure; p50 stays the median of all calls
+    phases = [2_000_000] * 40 + [1_000_000] * 10 + [2_000_000] * 50
+    s = latency_stats(phases, threads=1)
+    assert s.quiet_p50_ms == 1.0 and s.p50_ms == 2.0
+    assert latency_stats([3_000_000], threads=1).quiet_p50_ms == 3.0
 
 
 def test_quantize_round_trip() -> None:

@@ -303,11 +303,15 @@ def bench(
     threads: Annotated[int, typer.Option(min=1, help="threads the runtime runs the model with")] = 1,
     runs: Annotated[int, typer.Option(min=5)] = 200,
     warmup: Annotated[int, typer.Option(min=0)] = 20,
+    seconds: Annotated[float, typer.Option(min=0, help="keep timing until this long has passed")] = 1.0,
     input_range: RangeOpt = None,
     layout: LayoutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Batch-1 latency (p50/p90) of MODEL inside a runtime, with its planned memory.
+
+    latency_ms_quiet_p50 is the median of the quietest tenth of the timed calls (consecutive windows):
+    on a shared machine other work only adds time, in phases, so it is the model's cost on a free core.
 
     arena_bytes / weights_bytes come from the artifact's memory plan (memory_source names whose:
     ExecuTorch's own plan, or edgeopt's liveness estimate), the same figures whichever way the
@@ -321,9 +325,10 @@ def bench(
 
     name, target = resolve_source(model, runtime)
     x = artifact_example(target, name, threads, parse_range(input_range), layout) if isinstance(target, Path) else None
-    s = benchmark(name, target, threads=threads, x=x, warmup=warmup, runs=runs)
+    s = benchmark(name, target, threads=threads, x=x, warmup=warmup, runs=runs, min_seconds=seconds)
     out = {
         "latency_ms_p50": s.p50_ms,
+        "latency_ms_quiet_p50": s.quiet_p50_ms,
         "latency_ms_p90": s.p90_ms,
         "latency_ms_mean": s.mean_ms,
         "runs": s.runs,

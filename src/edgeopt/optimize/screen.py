@@ -9,7 +9,7 @@ MLPerf ResNet-8, 2 epochs on 2,000 images took a half-MAC model from 51.7% (reco
 (labels or KD alike, 2026-12-02). Recovery epochs and distillation are therefore judged only in
 confirmation, where they run on the full split.
 
-Cost: the screened model is exported to the runtime and timed there (``measure.artifact_figures``):
+Cost: the screened model is exported to the runtime and timed there for a second (``measure.artifact_figures``):
 flash and arena from the artifact itself, latency measured (the fallback: edgeopt's latency predictor
 is calibrated on float models only, so an int8 candidate's latency is not predicted). Structural
 bounds come first: a candidate whose int8 weights alone exceed the flash limit is rejected before any
@@ -104,7 +104,8 @@ def screen_candidate(
         start = time.perf_counter()
         fmt = RUNTIME_FORMAT[runtime]
         result = export_model(model, fmt, Path(tmp) / f"screen{FORMATS[fmt]}")
-        out["cost"] = {**artifact_figures(result.path, runtime, model, threads, runs=100), "source": "measured"}
+        figures = artifact_figures(result.path, runtime, model, threads, runs=100, min_seconds=1.0)
+        out["cost"] = {**figures, "source": "measured"}
         out["seconds"]["cost"] = round(time.perf_counter() - start, 2)
     return out
 

@@ -191,8 +191,10 @@ def benchmark(
     warmup: int = 10,
     runs: int = 100,
     workdir: str | Path | None = None,
+    min_seconds: float = 0.0,
 ) -> LatencyStats:
-    """Open ``source`` in ``runtime``, time ``runs`` batch-1 calls, and add the memory figures.
+    """Open ``source`` in ``runtime``, time ``runs`` batch-1 calls (and more until ``min_seconds`` passed:
+    ``measure_latency``), and add the memory figures.
 
     ``process_rss_rise_bytes`` covers loading the artifact and running it (not the export that
     precedes it for an ``EdgeModel``): see ``track_peak_memory``; it includes the runtime library's
@@ -210,7 +212,7 @@ def benchmark(
             runner = _open_resolved(runtime, resolved, int(threads))
             try:
                 sample = runner.example_input(1) if x is None else x
-                stats = measure_latency(runner, sample, threads, warmup=warmup, runs=runs)
+                stats = measure_latency(runner, sample, threads, warmup=warmup, runs=runs, min_seconds=min_seconds)
             finally:
                 runner.close()
         plan = model_memory_plan(resolved) if isinstance(resolved, EdgeModel) else memory_plan(resolved)
