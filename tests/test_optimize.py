@@ -133,3 +133,14 @@ def test_recovery_is_set_at_confirmation_not_searched() -> None:
     assert "epochs" not in screened[0]["prune"]  # the screened recipe is left as it was
     assert training_epochs(confirmed) == 9 and "e7 KD" in describe(confirmed)
     assert with_recovery(screened[1:], 7) == screened[1:] and not prunes(screened[1:])
+
+
+def test_a_second_timing_keeps_the_faster() -> None:
+    from edgeopt.optimize.measure import keep_faster_timing
+
+    first = {"accuracy": 0.75, "latency_ms": 0.127, "latency_p50_all_ms": 0.14, "latency_p90_ms": 0.15}
+    faster = keep_faster_timing(first, {"latency_ms": 0.074, "latency_p50_all_ms": 0.08, "latency_p90_ms": 0.09})
+    assert faster == {"accuracy": 0.75, "latency_ms": 0.074, "latency_p50_all_ms": 0.08, "latency_p90_ms": 0.09,
+                      "latency_timings": [0.127, 0.074]}  # fmt: skip
+    slower = keep_faster_timing(first, {"latency_ms": 0.2, "latency_p50_all_ms": 0.2, "latency_p90_ms": 0.2})
+    assert slower == {**first, "latency_timings": [0.127, 0.2]} and "latency_timings" not in first

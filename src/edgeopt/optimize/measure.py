@@ -50,3 +50,16 @@ def artifact_figures(
         "energy_source": "estimate: Horowitz 45 nm per-operation energies (hardware.energy)",
         "macs": int(macs),
     }
+
+
+TIMING_KEYS = ("latency_ms", "latency_p50_all_ms", "latency_p90_ms")
+
+
+def keep_faster_timing(measured: dict[str, Any], again: dict[str, Any]) -> dict[str, Any]:
+    """``measured`` with the timing of ``again`` (a second ``artifact_figures`` of the same artifact) when that
+    one is faster, and both latencies listed in ``latency_timings``. Pure. Other work on a shared machine only
+    adds time, so the faster of two timings is the closer to the model's own cost."""
+    out = {**measured, "latency_timings": [measured["latency_ms"], again["latency_ms"]]}
+    if again["latency_ms"] < measured["latency_ms"]:
+        out.update({k: again[k] for k in TIMING_KEYS if k in again})
+    return out

@@ -103,6 +103,7 @@ def optimize(
         confirmed = run.confirm_finalists()
         if not screened and not confirmed:
             break
+    run.retime_latency_misses()
     return write_outputs(run.summary())
 
 
@@ -419,6 +420,32 @@ class _Run:
             self.confirmed[fp] = row
             self.tick("confirmed")
         return count
+
+    def retime_latency_misses(self) -> None:
+        """Time again, once, each confirmed artifact that misses the latency limit alone, and keep the faster
+        of its two figures (``latency_timings`` lists both). Cost: ``artifact_figures`` (2 s) per such candidate.
+
+        Why: this machine's speed drifts by up to 2x for minutes at a time (other tenants of the host), longer
+        than one timing's windows. On 2026-12-03 the first finalist of two ONNX Runtime runs timed 0.126-0.127 ms
+        when confirmed and 0.074-0.076 ms alone, screened at 0.074. Other work only adds time, so of two timings
+        minutes apart the faster is the closer to the model's cost; a candidate within the limit stays as it is.
+        """
+        from edgeopt.model import load_model
+        from edgeopt.optimize.confirm import record_confirmed
+        from edgeopt.optimize.measure import artifact_figures, keep_faster_timing
+        from edgeopt.pipeline.run import CHECKPOINT
+
+        for fp, row in self.confirmed.items():
+            misses = row.get("misses") or []
+            if [m["limit"] for m in misses] != ["latency_ms"] or "latency_timings" in row["measured"]:
+                continue
+            self.tick(f"timing trial {row['trial']} again")
+            artifact = Path(row["measured"]["artifact"])
+            again = artifact_figures(artifact, self.runtime, load_model(artifact.parent / CHECKPOINT), self.threads)
+            measured = keep_faster_timing(row["measured"], again)
+            misses = self.budget.misses(measured, self.base_accuracy)
+            self.confirmed[fp] = {**row, "measured": measured, "misses": misses}
+            record_confirmed(self.out, self.confirmed[fp])
 
     # -- 4. summary ----------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
