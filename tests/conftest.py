@@ -17,17 +17,17 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _isolated_cache_for_shared_fixtures(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The same isolation for module- and session-scoped fixtures, which run before a test's own fixtures: the
-    optimize fixture had found the user's ~/.cache latency profile and searched ``latency`` allocation."""
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Datasets and latency profiles in a cache of the session's own, for the whole session: session-wide, so
+    module-scoped fixtures (which run before a test's own fixtures) are isolated too. Per test only, the optimize
+    fixture had found the user's ~/.cache latency profile and searched ``latency`` allocation."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGEOPT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
         yield
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EDGEOPT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+def _not_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
     # an in-process `--json` call sets EDGEOPT_QUIET=1 in os.environ; undone after every test, or a later
     # test's CLI subprocess inherits it and prints no progress (the Ctrl-C test then waited ~250 s in vain)
     monkeypatch.delenv("EDGEOPT_QUIET", raising=False)

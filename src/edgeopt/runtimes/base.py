@@ -60,7 +60,7 @@ class LatencyStats:
     min_ms: float
     runs: int
     threads: int
-    quiet_p50_ms: float = float("nan")
+    quiet_p50_ms: float
     runtime: str = ""
     process_rss_rise_bytes: int | None = None
     memory_plan: MemoryPlan | None = None
