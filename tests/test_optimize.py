@@ -144,3 +144,21 @@ def test_a_second_timing_keeps_the_faster() -> None:
                       "latency_timings": [0.127, 0.074]}  # fmt: skip
     slower = keep_faster_timing(first, {"latency_ms": 0.2, "latency_p50_all_ms": 0.2, "latency_p90_ms": 0.2})
     assert slower == {**first, "latency_timings": [0.127, 0.2]} and "latency_timings" not in first
+
+
+def test_best_yaml_pins_a_latency_allocation_to_the_widths_it_landed_on() -> None:
+    from edgeopt.optimize.confirm import landed_passes
+
+    passes = [{"prune": {"method": "channel", "ratio": 0.8, "allocation": "latency", "round_to": 8, "epochs": 16}},
+              {"quantize": {"method": "qat"}}, {"export": {"formats": ["onnx"]}}]  # fmt: skip
+    groups = [{"before": 16, "after": 8}, {"before": 16, "after": 0}, {"before": 64, "after": 52}]
+    ledger = [{"pass": "baseline", "metrics": {}}, {"pass": "prune", "metrics": {"channels": {"groups": groups}}},
+              {"pass": "quantize", "metrics": {}}, {"pass": "export", "metrics": {}}]  # fmt: skip
+    landed = landed_passes(passes, ledger)
+    assert landed[0] == {"prune": {"method": "channel", "round_to": 8, "epochs": 16, "widths": [8, 0, 52]}}
+    assert landed[1:] == passes[1:]
+    uniform = [{"prune": {**passes[0]["prune"], "allocation": "uniform"}}]
+    assert landed_passes(uniform, ledger[:2]) == uniform  # only a latency allocation depends on a timing
+    from edgeopt.pipeline import recipe_from_dict
+
+    recipe_from_dict({"model": "m.edgeopt", "data": "digits", "passes": landed})  # a valid recipe

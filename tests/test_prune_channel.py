@@ -437,3 +437,23 @@ def test_a_branch_and_the_chain_it_joins_cut_together_with_calibration() -> None
     assert const["attrs"]["shape"] == [1, 4, 1, 1] and const["attrs"]["channels_of"] == "conv2d_2"
     again, _ = prune_channels(both, widths=[4, 8, 16], calibration=calib)
     assert again.module(m.example_input(2)).shape == (2, 10)
+
+
+def test_widths_from_a_latency_allocation_rebuild_the_same_model() -> None:
+    """optimize's best.yaml pins a latency allocation to the widths it landed on (confirm.landed_passes):
+    pruning to those widths must remove the same channels, so the recipe rebuilds the same model."""
+    torch.manual_seed(0)
+    m = create_model("resnet8", input_shape=(1, 8, 8))
+    full = hook_macs(m)
+
+    def latency(models: list[EdgeModel]) -> list[float]:  # uneven: early convolutions' channels cost most
+        convs = [[c.out_channels for c in x.module.modules() if isinstance(c, nn.Conv2d)] for x in models]
+        return [0.05 + 0.2 * hook_macs(x) / full + 0.01 * sum(c / (i + 1) for i, c in enumerate(cs))
+                for x, cs in zip(models, convs, strict=True)]  # fmt: skip
+
+    first, rep = prune_channels(m, ratio=0.5, allocation="latency", round_to=4, latency_fn=latency)
+    assert len(set(rep.widths)) > 2  # not a uniform cut
+    again, rep2 = prune_channels(m, widths=rep.widths)
+    assert rep2.widths == rep.widths and rep2.macs_after == rep.macs_after
+    x = m.example_input(8)
+    torch.testing.assert_close(first.module(x), again.module(x))

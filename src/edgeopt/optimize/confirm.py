@@ -33,6 +33,27 @@ def final_artifact(ledger: list[dict[str, Any]], run_dir: Path, runtime: str) ->
     return run_dir / Path(last["checkpoint"]).parent / name
 
 
+def landed_passes(passes: list[dict[str, Any]], ledger: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``passes`` with each latency-allocated channel prune replaced by the widths its run landed on. Pure.
+
+    Latency allocation scales the device profile by one timing of the input model, so the same pass
+    rerun on a busy machine can allocate other widths. The prune pass takes ``widths`` (the weakest
+    channels of each group go, as the allocation removed them), so a recipe with them rebuilds the
+    same architecture: that is what ``best.yaml`` records. Stage k of ``ledger`` is pass k (stage 0 is
+    the input model).
+    """
+    out = []
+    for k, spec in enumerate(passes, start=1):
+        ((name, params),) = spec.items()
+        stage = ledger[k] if k < len(ledger) and ledger[k].get("pass") == name else {}
+        groups = stage.get("metrics", {}).get("channels", {}).get("groups")
+        if name == "prune" and params.get("allocation") == "latency" and groups:
+            params = {p: v for p, v in params.items() if p not in ("ratio", "target_macs", "allocation")}
+            params["widths"] = [int(g["after"]) for g in groups]
+        out.append({name: params})
+    return out
+
+
 def confirm(recipe: dict[str, Any], run_dir: Path, runtime: str) -> dict[str, Any]:
     """Run ``recipe`` in ``run_dir`` (resumable) and measure its artifact; returns the measured figures."""
     from edgeopt.model import load_model
@@ -52,6 +73,7 @@ def confirm(recipe: dict[str, Any], run_dir: Path, runtime: str) -> dict[str, An
         "accuracy": float(last["accuracy_by_runtime"][runtime]),
         **figures,
         "artifact": str(artifact),
+        "landed_passes": landed_passes(recipe["passes"], ledger),
         "parity": last.get("parity", {}).get(runtime),
         "seconds": round(time.perf_counter() - start, 2),
     }

@@ -175,7 +175,9 @@ def write_outputs(summary: dict[str, Any]) -> dict[str, Any]:
 
     if sidecar_path(src).is_file():  # the model record (classes, input range) travels with the artifact
         shutil.copyfile(sidecar_path(src), sidecar_path(artifact))
-    recipe_path = write_bytes_atomic(out / "best.yaml", yaml.safe_dump(chosen["recipe"], sort_keys=False).encode())
+    # the widths a latency allocation landed on (confirm.landed_passes), so that a rerun rebuilds them
+    recipe = {**chosen["recipe"], "passes": chosen["measured"].get("landed_passes", chosen["recipe"]["passes"])}
+    recipe_path = write_bytes_atomic(out / "best.yaml", yaml.safe_dump(recipe, sort_keys=False).encode())
     measured = {k: chosen["measured"][k] for k in MEASURED_KEYS}
     return {
         "artifact": str(artifact),
