@@ -41,7 +41,7 @@ FORMATS = {"onnx": ".onnx", "pte": ".pte", "tflite": ".tflite"}
 FORMAT_RUNTIME = {"onnx": "onnxruntime", "pte": "executorch", "tflite": "litert"}
 ONNX_OPSET = 18
 SIDECAR_SUFFIX = ".json"
-EMBEDDED_ENTRY_BYTES = 512  # larger architecture entries and lineage fields stay out of the artifact (embedded_record)
+EMBEDDED_ENTRY_BYTES = 256  # larger architecture entries and lineage fields stay out of the artifact (embedded_record)
 # parity gate for integer artifacts vs PyTorch's quantize/dequantize simulation
 QUANTIZED_RTOL = 0.25
 QUANTIZED_MIN_TOP1 = 0.75
@@ -151,7 +151,7 @@ def embedded_record(meta: ModelMeta, export_info: dict[str, Any]) -> dict[str, A
     """What an artifact carries inside: the metadata, its bulky entries left out. Pure.
 
     An architecture entry or a lineage step's field over ``EMBEDDED_ENTRY_BYTES`` of JSON (a graph IR,
-    quantization parameters, a pass's per-layer metrics) stays in the ``.edgeopt`` model (and the sidecar):
+    quantization parameters and recipe, a pass's per-layer metrics) stays in the ``.edgeopt`` model (and the sidecar):
     the artifact is the module already, and the flash budget of a small model has no room for them (the
     per-layer metrics of a QAT pass were 0.6 of a 40 KB budget's kilobytes). The rest is kept as it is.
     """
@@ -303,14 +303,18 @@ def _export_pte(
 
 
 def lower_to_pte(module: nn.Module, args: tuple[torch.Tensor, ...]) -> bytes:
-    """``module`` exported, delegated to XNNPACK and serialized as a ``.pte`` program."""
+    """``module`` exported, delegated to XNNPACK and serialized as a ``.pte`` program, its segments aligned
+    to ``embedded.PTE_SEGMENT_ALIGNMENT`` bytes (why: there)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
+
+    from edgeopt.interop.embedded import PTE_SEGMENT_ALIGNMENT
 
     program = torch.export.export(module, args)
     with _short_xnnpack_data_keys():
         lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
-        return bytes(lowered.to_executorch().buffer)
+        config = ExecutorchBackendConfig(segment_alignment=PTE_SEGMENT_ALIGNMENT)
+        return bytes(lowered.to_executorch(config).buffer)
 
 
 XNNPACK_KEY_HEX_CHARS = 16  # 64 bits of SHA-256: a collision among a model's constants has odds ~1e-15
