@@ -39,7 +39,9 @@ def sample_passes(
     if cat("prune", [True, False]):
         prune = {
             "method": "channel",
-            "ratio": trial.suggest_float("prune_ratio", 0.2, 0.8, step=0.05),
+            # up to 0.9: a latency allocation that cuts the cheap early convolutions keeps the late, weight-heavy
+            # ones, so at 0.8 of the MACs ResNet-8's int8 .pte was still 43 KB against a 40 KB flash limit
+            "ratio": trial.suggest_float("prune_ratio", 0.2, 0.9, step=0.05),
             "allocation": (
                 cat("allocation_profiled", ["uniform", "global", "latency"])
                 if profiled
