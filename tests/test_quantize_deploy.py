@@ -121,7 +121,9 @@ def _assert_integer_artifact(fmt: str, path: Path) -> None:
         assert not re.search(rb"[0-9a-f]{64}", path.read_bytes())  # XNNPACK's data keys are not full SHA-256 hex
         from executorch.exir._serialize._program import deserialize_pte_binary, serialize_pte_binary
 
-        default = serialize_pte_binary(deserialize_pte_binary(path.read_bytes()), segment_alignment=128)
+        # the same program laid out as edgeopt lays it out (delegate data in segments), at ExecuTorch's default 128
+        pte = deserialize_pte_binary(path.read_bytes())
+        default = serialize_pte_binary(pte, extract_delegate_segments=True, segment_alignment=128)
         assert path.stat().st_size < len(default)  # segments are not padded to ExecuTorch's default 128 bytes
 
 
