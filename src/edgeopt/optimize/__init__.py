@@ -3,7 +3,7 @@
 - ``target``: the device budget (``--target latency_ms=X,...`` and ``--max-drop``) and the limits missed;
 - ``space``: the recipes searched (prune, quantize; define-by-run Optuna parameters);
 - ``measure``: an artifact's latency, flash, arena and energy estimate in its runtime;
-- ``screen``: a candidate on a training subset, costed in the runtime;
+- ``screen``: a candidate without training, costed in the runtime;
 - ``confirm``: a finalist's full recipe run and measured;
 - ``search``: baseline, screening, confirmation, choice (``optimize``);
 - ``outputs`` / ``report``: best.yaml, the artifact, pareto.json, report.html, the honest failure.

@@ -41,7 +41,7 @@ def pareto_svg(p: dict[str, Any]) -> str | None:
             facecolors="none",
             edgecolors=SERIES_COLOURS[0],
             s=24,
-            label="screened (validation, subset)",
+            label="screened (validation, untrained)",
         )
         ax.scatter(
             [c["measured"]["latency_ms"] for c in measured],
@@ -130,7 +130,7 @@ def render_report(p: dict[str, Any]) -> str:
         ),
         (
             "screening",
-            f"{len(p['candidates'])} trials on {p['screen_images']} training images, "
+            f"{len(p['candidates'])} trials untrained on {p['screen_images']} training images, "
             f"scored on {p['val_images']} held-out training images; cost measured in {rt}",
         ),
     ]
@@ -176,7 +176,7 @@ def render_report(p: dict[str, Any]) -> str:
         "</section>",
         f"<section>{chosen}</section>",
         f"<section><h2>Pareto plot</h2><figure>{svg}</figure></section>",
-        "<section><h2>Candidates</h2><p>Screened: the recipe run on the subset, validation accuracy, cost of "
+        "<section><h2>Candidates</h2><p>Screened: the recipe run without training, validation accuracy, cost of "
         "its artifact timed in the runtime. Measured: the full recipe, test accuracy and cost in the runtime.</p>",
         table,
         "</section>",

@@ -4,7 +4,7 @@
    accuracy is what ``max_drop`` counts from.
 2. **Screening** (about a third of the time left each round). Optuna (TPE, define-by-run, two objectives: validation
    accuracy up, latency down; the budget as constraints) samples recipes from ``space``; each is
-   screened on a subset of the training data and costed in the runtime (``screen``).
+   screened without training and costed in the runtime (``screen``).
 3. **Confirmation** (the rest). Finalists — within the cost limits when screened, most accurate first —
    are run as full recipes and measured in the runtime (``confirm``) while the time left allows. A pruned
    finalist recovers for as many epochs as fit in ``CONFIRM_SHARE`` of the time left (``MAX_RECOVERY_EPOCHS`` at
@@ -44,7 +44,7 @@ LATENCY_SLACK = 0.1
 # TPE asking this many times in a row for recipes already screened has converged (the 30-minute ResNet-8 run
 # re-asked one recipe 881 times, 4,327 asks for 172 recipes): the next asks are random until a new recipe comes
 REPEATS_BEFORE_RANDOM = 10
-ACCURACY_SLACK = 1.0  # screened (subset) accuracy may be this many allowed drops below the floor
+ACCURACY_SLACK = 1.0  # screened (untrained) accuracy may be this many allowed drops below the floor
 QAT_EPOCHS = (1, 2, 3)
 # first trials of a fresh study: int8 PTQ alone, and half the MACs pruned (KD recovery) then int8 PTQ
 WARM_START = (
@@ -81,7 +81,6 @@ def optimize(
     out: str | Path = "runs/optimize",
     threads: int = 1,
     seed: int = 0,
-    screen_images: int = 2000,
     val_images: int = 1000,
     eval_limit: int | None = None,
 ) -> dict[str, Any]:
@@ -97,7 +96,7 @@ def optimize(
 
     budget = target if isinstance(target, Budget) else parse_target(target, max_drop)
     run = _Run(model, data, runtime, budget, minutes, storage, Path(out), threads, seed, eval_limit)
-    run.setup(screen_images, val_images)
+    run.setup(val_images)
     while run.left() > 0:  # screen, confirm the finalists, and screen again while time is left
         screened = run.screen()
         confirmed = run.confirm_finalists()
@@ -180,7 +179,7 @@ class _Run:
         return f"best {b['measured']['accuracy']:.2%} at {b['measured']['latency_ms']:.4g} ms"
 
     # -- 1. baseline ---------------------------------------------------------------------------------
-    def setup(self, screen_images: int, val_images: int) -> None:
+    def setup(self, val_images: int) -> None:
         from edgeopt.data import load_dataset
         from edgeopt.model import load_model, refuse_multi_output
         from edgeopt.nas.search import quiet_progress, split_train_val
@@ -208,8 +207,8 @@ class _Run:
         self.base = confirm(base_recipe, self.out / "baseline", self.runtime)
         self.base_accuracy = self.base["accuracy"]
         fraction = min(0.5, max(1, val_images) / len(train))
-        pool, self.val = split_train_val(train, fraction, self.seed)
-        self.screen_data = ScreenData(self.data, pool.take(min(screen_images, len(pool)), seed=self.seed), self.val)
+        _, self.val = split_train_val(train, fraction, self.seed)
+        self.screen_data = ScreenData(self.data, train, self.val)
         self.train_images = len(train)
         with quiet_progress():
             self.base_val_accuracy = float(evaluate(self.model, self.val).accuracy)
@@ -335,8 +334,16 @@ class _Run:
 
     # -- 3. confirmation -----------------------------------------------------------------------------
     def finalists(self) -> list[Any]:
-        """Screened trials within the cost limits (latency ``LATENCY_SLACK`` over at most), most accurate first; one per
-        recipe."""
+        """Screened trials within the cost limits (latency ``LATENCY_SLACK`` over at most), one per recipe: first those
+        whose architecture (``space.structure``) no confirmation has built yet, most accurate first.
+
+        Why the architectures first: screening ranks recipes by an untrained proxy, in which quantization settings
+        differ by tenths of a point; three of the four confirmations of a 30-minute ExecuTorch run (2026-12-03) were
+        one pruned structure with other quantization settings, and that structure missed the flash limit each time.
+        """
+        from edgeopt.optimize.space import structure
+
+        built = {structure(row["recipe"]["passes"]) for row in self.confirmed.values()}
         best: dict[str, Any] = {}
         for t in self._done_trials():
             screen = t.user_attrs.get("screen", {})
@@ -345,12 +352,15 @@ class _Run:
                 continue
             if any(v > (LATENCY_SLACK if k == "latency_ms" else 0.0) for k, v in cons.items() if k != "accuracy"):
                 continue
-            if cons.get("accuracy", 0.0) > ACCURACY_SLACK:  # far below the floor even for a subset's proxy
+            if cons.get("accuracy", 0.0) > ACCURACY_SLACK:  # far below the floor even for an untrained proxy
                 continue
             key = json.dumps(t.user_attrs["passes"], sort_keys=True)
             if key not in best or screen["accuracy_val"] > best[key].user_attrs["screen"]["accuracy_val"]:
                 best[key] = t
-        return sorted(best.values(), key=lambda t: -t.user_attrs["screen"]["accuracy_val"])
+        return sorted(
+            best.values(),
+            key=lambda t: (structure(t.user_attrs["passes"]) in built, -t.user_attrs["screen"]["accuracy_val"]),
+        )
 
     def estimate(self, trial: Any, recovery: int = 0) -> float:
         """Seconds a full run of ``trial``'s recipe with ``recovery`` epochs after pruning should take (screening
@@ -375,16 +385,19 @@ class _Run:
 
     def confirm_finalists(self) -> int:
         """Confirm finalists not yet confirmed whose estimate fits the time left; returns how many ran."""
-        from edgeopt.optimize.confirm import candidate_recipe, confirm, fingerprint, record_confirmed
+        from edgeopt.optimize.confirm import candidate_recipe, confirm, record_confirmed
         from edgeopt.optimize.space import with_recovery
 
         count = 0
-        for trial in self.finalists():
-            screened = trial.user_attrs["passes"]
+        passed: set[str] = set()  # finalists that did not fit the time left, or failed
+        while True:  # the order changes with each confirmation (``finalists``: architectures not yet built first)
             # keyed by the recipe as screened: a resumed run does not confirm it again with another recovery length
-            fp = fingerprint(candidate_recipe(self.model_path, self.data, screened, self.threads, self.eval_limit))
-            if fp in self.confirmed:
-                continue
+            pending = [(t, fp) for t in self.finalists() if (fp := self._fingerprint(t)) not in self.confirmed
+                       and fp not in passed]  # fmt: skip
+            if not pending:
+                return count
+            trial, fp = pending[0]
+            screened = trial.user_attrs["passes"]
             epochs = self.recovery_epochs(trial)
             passes = with_recovery(screened, epochs)  # unchanged when it does not prune (epochs 0)
             recipe = candidate_recipe(self.model_path, self.data, passes, self.threads, self.eval_limit)
@@ -392,6 +405,7 @@ class _Run:
             # the first confirmation may use the 10% the budget allows; later ones must fit in what is left
             slack = 0.0 if any("measured" in c for c in self.confirmed.values()) else 0.1
             if est > self.left() + slack * self.budget_s:
+                passed.add(fp)
                 continue  # a cheaper finalist may still fit
             self.tick(f"confirming trial {trial.number}")
             count += 1
@@ -405,6 +419,7 @@ class _Run:
                     "error": f"{type(e).__name__}: {e}"[:500],
                 }
                 record_confirmed(self.out, row)
+                passed.add(fp)
                 continue
             self.corrections.append(measured["seconds"] / max(est, 1e-3))
             row = {
@@ -419,7 +434,13 @@ class _Run:
             record_confirmed(self.out, row)
             self.confirmed[fp] = row
             self.tick("confirmed")
-        return count
+
+    def _fingerprint(self, trial: Any) -> str:
+        from edgeopt.optimize.confirm import candidate_recipe, fingerprint
+
+        return fingerprint(
+            candidate_recipe(self.model_path, self.data, trial.user_attrs["passes"], self.threads, self.eval_limit)
+        )
 
     def retime_latency_misses(self) -> None:
         """Time again, once, each confirmed artifact that misses the latency limit alone, and keep the faster

@@ -17,6 +17,7 @@ lose accuracy. Architecture search (``edgeopt search``) is not part of the space
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -74,6 +75,15 @@ def prunes(passes: list[dict[str, Any]]) -> bool:
 def with_recovery(passes: list[dict[str, Any]], epochs: int) -> list[dict[str, Any]]:
     """``passes`` with ``epochs`` of recovery after pruning (a new list; the others unchanged). Pure."""
     return [{"prune": {**p["prune"], "epochs": epochs}} if "prune" in p else p for p in passes]
+
+
+def structure(passes: list[dict[str, Any]]) -> str:
+    """What decides the candidate's architecture: its prune pass without the recovery length (``""`` when it does not
+    prune). Candidates alike in it differ only in quantization and training. Pure."""
+    for p in passes:
+        if "prune" in p:
+            return json.dumps({k: v for k, v in p["prune"].items() if k != "epochs"}, sort_keys=True)
+    return ""
 
 
 def training_epochs(passes: list[dict[str, Any]]) -> int:
