@@ -149,7 +149,8 @@ def test_a_second_timing_keeps_the_faster() -> None:
 def test_best_yaml_pins_a_latency_allocation_to_the_widths_it_landed_on() -> None:
     from edgeopt.optimize.confirm import landed_passes
 
-    passes = [{"prune": {"method": "channel", "ratio": 0.8, "allocation": "latency", "round_to": 8, "epochs": 16}},
+    passes = [{"prune": {"method": "channel", "ratio": 0.8, "allocation": "latency", "size_weight": 0.5, "round_to": 8,
+                         "epochs": 16}},
               {"quantize": {"method": "qat"}}, {"export": {"formats": ["onnx"]}}]  # fmt: skip
     groups = [{"before": 16, "after": 8}, {"before": 16, "after": 0}, {"before": 64, "after": 52}]
     ledger = [{"pass": "baseline", "metrics": {}}, {"pass": "prune", "metrics": {"channels": {"groups": groups}}},

@@ -457,3 +457,22 @@ def test_widths_from_a_latency_allocation_rebuild_the_same_model() -> None:
     assert rep2.widths == rep.widths and rep2.macs_after == rep.macs_after
     x = m.example_input(8)
     torch.testing.assert_close(first.module(x), again.module(x))
+
+
+def test_size_weight_moves_a_latency_allocation_to_the_weight_heavy_layers() -> None:
+    """With a latency that the early, high-resolution convolutions dominate, a latency allocation cuts them and keeps
+    the late, weight-heavy ones; counting the weights saved beside the time (``size_weight``) cuts the late ones too,
+    to a model with fewer parameters at the same MAC target."""
+    torch.manual_seed(0)
+    m = create_model("resnet8", input_shape=(1, 16, 16))
+
+    def latency(models: list[EdgeModel]) -> list[float]:  # the first convolutions' channels cost most
+        convs = [[c.out_channels for c in x.module.modules() if isinstance(c, nn.Conv2d)] for x in models]
+        return [0.05 + sum(c / 4**i for i, c in enumerate(cs)) for cs in convs]
+
+    params = {}
+    for w in (0.0, 1.0):
+        _, rep = prune_channels(m, ratio=0.5, allocation="latency", round_to=4, latency_fn=latency, size_weight=w)
+        assert rep.mac_ratio <= 0.5 + 1e-9
+        params[w] = rep.params_after
+    assert params[1.0] < params[0.0]

@@ -61,6 +61,7 @@ class PrunePass:
     epochs: int = RECOVERY_EPOCHS  # was 0 (no recovery): a recipe without epochs now fine-tunes (new fingerprint)
     steps: int = 1  # channel pruning in this many steps, one epoch of fine-tuning between
     widths: list[int] | None = None  # channels each group keeps (instead of a ratio / MAC target)
+    size_weight: float = 0.0  # latency allocation: weights saved count beside time saved (for a flash limit)
     lr: float | None = None
     optimizer: str = "sgd"
     distill: bool = True  # KD from the unpruned model during fine-tuning
@@ -82,6 +83,7 @@ class PrunePass:
             self.criterion, self.allocation, self.round_to, nm=(int(self.nm[0]), int(self.nm[1])),
             min_keep=self.min_keep, reconstruct=self.reconstruct,
             settings=settings, teacher=teacher, threads=ctx.threads, steps=self.steps, widths=self.widths,
+            size_weight=self.size_weight,
         )  # fmt: skip
         ctx.metrics.update({k: v for k, v in res.metrics.items() if k != "fine_tune"})
         ctx.metrics["accuracy"] = _accuracy(res.model, ctx)

@@ -150,6 +150,7 @@ def prune_model(
     steps: int = 1,
     widths: list[int] | None = None,
     profile: str | None = None,
+    size_weight: float = 0.0,
     test: ImageDataset | None = None,
     timed: bool = False,
 ) -> CompressResult:
@@ -164,7 +165,8 @@ def prune_model(
     steps, each but the last followed by one fine-tuning epoch, the last by the remaining epochs
     (on the ResNet-8 benchmark two steps gave +0.8 pt over one at the same 5 epochs in all).
     ``widths`` (channel) replaces the target: the channels each group keeps (steps then go
-    linearly from the current widths to these).
+    linearly from the current widths to these). ``size_weight`` (latency allocation): weights saved count beside
+    time saved (:meth:`.netadapt.UnitTable.weighed_savings`), for a flash limit as well as a latency one.
     Latency-driven searches (``target_latency_ms``, ``allocation="latency"``) ask the device profiles
     of ``runtime`` (``profile`` files, or the ones ``edgeopt hw calibrate`` saved for this machine)
     instead of timing every candidate, then time the final model once in ``runtime`` to confirm:
@@ -268,7 +270,7 @@ def prune_model(
                     model, rep = prune_channels(model, criterion=criterion, allocation=allocation, round_to=round_to,
                                                 min_keep=min_keep, batches=batches, calibration=cal, runtime=runtime,
                                                 threads=threads, eval_data=holdout,
-                                                latency_fn=latency_fn, **cut)  # fmt: skip
+                                                latency_fn=latency_fn, size_weight=size_weight, **cut)  # fmt: skip
                 epochs = 1 if k < steps else settings.epochs - (steps - 1)
                 say(f"prune{step_name}: {rep.macs_after:,} MACs, widths {rep.widths_text()}, "
                     f"then {epochs} recovery epoch(s)")  # fmt: skip

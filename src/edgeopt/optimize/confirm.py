@@ -48,7 +48,7 @@ def landed_passes(passes: list[dict[str, Any]], ledger: list[dict[str, Any]]) ->
         stage = ledger[k] if k < len(ledger) and ledger[k].get("pass") == name else {}
         groups = stage.get("metrics", {}).get("channels", {}).get("groups")
         if name == "prune" and params.get("allocation") == "latency" and groups:
-            params = {p: v for p, v in params.items() if p not in ("ratio", "target_macs", "allocation")}
+            params = {p: v for p, v in params.items() if p not in ("ratio", "target_macs", "allocation", "size_weight")}
             params["widths"] = [int(g["after"]) for g in groups]
         out.append({name: params})
     return out

@@ -633,6 +633,7 @@ def prune_channels(
     widths: list[int] | None = None,
     eval_data: ImageDataset | None = None,
     latency_fn: Any = None,
+    size_weight: float = 0.0,
 ) -> tuple[EdgeModel, ChannelPruneReport]:
     """Remove channels until the model needs ``(1 - ratio)`` of its MACs (or ``target_macs``).
 
@@ -646,7 +647,9 @@ def prune_channels(
     least-squares reconstruction of the kept weights. ``widths`` instead of a target: the channels
     each group keeps, in group order (an allocation found elsewhere, e.g. by a latency survey); the
     weakest go. ``latency_fn`` (``netadapt.LatencyFn``, e.g. a device profile's predictor from
-    ``netadapt.latency_source``) replaces timing in ``runtime``. Cost: see module doc; ``latency``
+    ``netadapt.latency_source``) replaces timing in ``runtime``. ``size_weight`` > 0 (latency allocation): a cut's
+    weights saved count beside its time saved, both as fractions of the whole (``UnitTable.weighed_savings``), for a
+    flash limit as well as a latency one. Cost: see module doc; ``latency``
     adds one export and timing (or one prediction) per removable unit, and with ``eval_data`` one
     re-fit per unit and one shared pass over ``eval_data`` (:func:`.netadapt.measure_units`).
     """
@@ -676,8 +679,9 @@ def prune_channels(
             units = channel_units(dep, scores, round_to, min_keep, whole)
             timer = latency_fn or runtime_latency(runtime, threads)
             table = measure_units(model, dep, units, timer, eval_data, calibration)
+        savings = table.weighed_savings(size_weight) if table else None
         removed = select_channels(dep, macs, scores, target, allocation, round_to, min_keep, max_fraction,
-                                  table and table.savings, whole, table and table.costs)  # fmt: skip
+                                  savings, whole, table and table.costs)  # fmt: skip
     step = {"pass": "prune", "method": "channel", "criterion": criterion, "allocation": allocation,
             "target_macs": target, "macs_before": before, "macs_after": macs.macs(removed)}  # fmt: skip
     step["reconstructed"] = calibration is not None
