@@ -217,5 +217,6 @@ def test_structure_ignores_recovery_and_quantization() -> None:
     ptq = [prune, {"quantize": {"method": "ptq", "calib": "mse"}}]
     qat = [with_recovery([prune], 12)[0], {"quantize": {"method": "qat", "calib": "minmax", "qat_epochs": 3}}]
     assert structure(ptq) == structure(qat) != ""
+    assert structure([{"prune": {**prune["prune"], "distill": True}}]) == structure(ptq)
     assert structure([{"prune": {**prune["prune"], "ratio": 0.85}}]) != structure(ptq)
     assert structure(ptq[1:]) == ""

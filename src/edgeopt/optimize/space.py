@@ -81,12 +81,16 @@ def with_recovery(passes: list[dict[str, Any]], epochs: int) -> list[dict[str, A
     return [{"prune": {**p["prune"], "epochs": epochs}} if "prune" in p else p for p in passes]
 
 
+# the prune pass's parameters that set how it recovers, not which channels it keeps
+RECOVERY_PARAMS = frozenset({"epochs", "distill", "distill_from", "temperature", "alpha", "lr", "optimizer"})
+
+
 def structure(passes: list[dict[str, Any]]) -> str:
-    """What decides the candidate's architecture: its prune pass without the recovery length (``""`` when it does not
-    prune). Candidates alike in it differ only in quantization and training. Pure."""
+    """What decides the candidate's architecture: its prune pass without its recovery settings (``""`` when it does
+    not prune). Candidates alike in it differ only in quantization and training. Pure."""
     for p in passes:
         if "prune" in p:
-            return json.dumps({k: v for k, v in p["prune"].items() if k != "epochs"}, sort_keys=True)
+            return json.dumps({k: v for k, v in p["prune"].items() if k not in RECOVERY_PARAMS}, sort_keys=True)
     return ""
 
 
