@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from edgeopt.compress.prune.branches import branch_groups
-from edgeopt.compress.prune.channel import channel_scores, channel_units, mac_model, pruned_model
+from edgeopt.compress.prune.channel import _params, channel_scores, channel_units, mac_model, pruned_model
 from edgeopt.compress.prune.depgraph import build_dependency_graph
 from edgeopt.compress.prune.probe_eval import cut_accuracies
 from edgeopt.compress.prune.reconstruct import original_outputs
@@ -304,7 +304,7 @@ def measure_units(
     savings: dict[int, list[float]] = {g.index: [] for g in dep.groups}
     costs: dict[int, list[float]] = {g.index: [] for g in dep.groups}
     params_saved: dict[int, list[float]] = {g.index: [] for g in dep.groups}
-    params = [sum(p.numel() for p in v.module.parameters()) for v in variants]
+    params = [_params(v.module) for v in variants]
     last = {g.index: 0 for g in dep.groups}  # each unit is measured against the group's previous variant
     for i, gi in enumerate(slots, start=1):
         savings[gi].append(lats[last[gi]] - lats[i])
