@@ -181,3 +181,11 @@ def test_search_refuses_array_data_before_any_trial(tmp_path: Path, capfd, data:
     rc, _, err = run_cli(capfd, "search", "--data", data, "--space", space, "--trials", "2", "--out", tmp_path / "nas")
     assert_one_line_error(rc, err, fragment)
     assert not (tmp_path / "nas" / "search.json").exists()
+
+
+def test_size_weight_without_a_latency_allocation(tmp_path: Path, capfd) -> None:
+    rc, _, err = run_cli(
+        capfd, "prune", "zoo:mlp", "--ratio", "0.5", "--size-weight", "0.5", "--out", tmp_path / "p.edgeopt"
+    )
+    assert_one_line_error(rc, err, "--size-weight weighs the cuts of a latency allocation")
+    assert leftovers(tmp_path) == []

@@ -220,3 +220,22 @@ def test_structure_ignores_recovery_and_quantization() -> None:
     assert structure([{"prune": {**prune["prune"], "distill": True}}]) == structure(ptq)
     assert structure([{"prune": {**prune["prune"], "ratio": 0.85}}]) != structure(ptq)
     assert structure(ptq[1:]) == ""
+
+
+@pytest.mark.parametrize("profiled", [False, True])
+def test_warm_starts_fix_every_choice_of_the_space(profiled: bool) -> None:
+    """Each warm start names every parameter its recipe samples, and none it does not (a name the space does not
+    ask, such as ``allocation`` when the profiled space asks ``allocation_profiled``, would leave a choice to TPE)."""
+    import optuna
+
+    from edgeopt.optimize.search import QAT_EPOCHS, warm_starts
+    from edgeopt.optimize.space import sample_passes
+
+    starts = warm_starts(profiled)
+    allocations = []
+    for params in starts:
+        trial = optuna.trial.FixedTrial(params)
+        passes = sample_passes(trial, RUNTIME, QAT_EPOCHS, profiled)
+        assert trial.params == params
+        allocations += [p["prune"]["allocation"] for p in passes if "prune" in p]
+    assert allocations == (["global", "latency"] if profiled else ["global"])

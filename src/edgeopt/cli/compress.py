@@ -93,6 +93,12 @@ def prune(
         str, typer.Option(help="uniform, global, or latency (time and accuracy of each cut measured in --runtime)")
     ] = "uniform",
     round_to: Annotated[int, typer.Option("--round-to", min=1, help="keep channel counts multiples of this")] = 1,
+    size_weight: Annotated[
+        float,
+        typer.Option(
+            "--size-weight", min=0.0, help="--allocation latency: weights saved count beside time saved (flash limits)"
+        ),
+    ] = 0.0,
     min_keep: Annotated[int, typer.Option("--min-keep", min=1, help="fewest channels a group keeps")] = 1,
     reconstruct: Annotated[
         bool, typer.Option(help="re-fit kept weights by least squares after channel pruning")
@@ -144,7 +150,8 @@ def prune(
     res = prune_model(
         m, train, method, ratio, target_macs, target_latency_ms, runtime, criterion, allocation, round_to, scope,
         nm_pair, min_keep, reconstruct, settings, _teacher(teacher), threads,
-        steps=steps, widths=_parse_widths(widths), profile=profile, log=None if as_json else _say,
+        steps=steps, widths=_parse_widths(widths), profile=profile, size_weight=size_weight,
+        log=None if as_json else _say,
         test=load_dataset(data, "test"), timed=method == "channel",
     )  # fmt: skip
     path = save_model(res.model, out)

@@ -210,6 +210,8 @@ def prune_model(
         raise EdgeoptError("magnitude pruning needs --ratio (the fraction of weights to zero)", "e.g. --ratio 0.8")
     if ratio is not None and not 0.0 <= ratio < 1.0:
         raise EdgeoptError(f"pruning ratio {ratio} is not in [0, 1)", "e.g. --ratio 0.5 removes half")
+    if size_weight and allocation != "latency":
+        raise EdgeoptError("--size-weight weighs the cuts of a latency allocation", "add --allocation latency")
     if steps > 1 and (method != "channel" or target_latency_ms is not None):
         raise EdgeoptError("iterative steps are for channel pruning to a MAC target", "drop --steps")
     if steps > 1 and settings.epochs < steps:
