@@ -359,11 +359,14 @@ class _Run:
     # -- 3. confirmation -----------------------------------------------------------------------------
     def finalists(self) -> list[Any]:
         """Screened trials within the cost limits (latency ``LATENCY_SLACK`` over at most), one per recipe: first those
-        whose architecture (``space.structure``) no confirmation has built yet, most accurate first.
+        whose architecture (``space.structure``) no confirmation has built yet, among them the warm starts, then the
+        most accurate.
 
         Why the architectures first: screening ranks recipes by an untrained proxy, in which quantization settings
         differ by tenths of a point; three of the four confirmations of a 30-minute ExecuTorch run (2026-12-03) were
         one pruned structure with other quantization settings, and that structure missed the flash limit each time.
+        Why the warm starts next: the untrained proxy ranks light cuts above deep ones that recover as well, so the
+        deep recipe that met the budget elsewhere was never confirmed.
         """
         from edgeopt.optimize.space import structure
 
@@ -381,9 +384,14 @@ class _Run:
             key = json.dumps(t.user_attrs["passes"], sort_keys=True)
             if key not in best or screen["accuracy_val"] > best[key].user_attrs["screen"]["accuracy_val"]:
                 best[key] = t
+        starts = warm_starts(self.profiled)
         return sorted(
             best.values(),
-            key=lambda t: (structure(t.user_attrs["passes"]) in built, -t.user_attrs["screen"]["accuracy_val"]),
+            key=lambda t: (
+                structure(t.user_attrs["passes"]) in built,
+                t.params not in starts,
+                -t.user_attrs["screen"]["accuracy_val"],
+            ),
         )
 
     def estimate(self, trial: Any, recovery: int = 0) -> float:
