@@ -40,6 +40,7 @@ from common import RESULTS, ROOT, shared_path, write_result
 
 from edgeopt.data import load_dataset
 from edgeopt.model import load_model, save_model
+from edgeopt.report.environment import machine_info
 from edgeopt.runtimes import RUNTIME_FORMAT, benchmark
 from edgeopt.train import evaluate
 
@@ -316,6 +317,9 @@ def main() -> None:
         previous = figures["runtimes"].get(runtime, {})
         figures["runtimes"][runtime] = run_runtime(runtime, model, data, args.minutes, args.hand_epochs,
                                                    args.skip_hand)  # fmt: skip
+        # the file keeps other runtimes' entries from earlier runs, perhaps on another CPU: each says its own
+        figures["runtimes"][runtime]["measured_on"] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                                       "cpu": machine_info()["cpu"]}  # fmt: skip
         if args.skip_hand and "hand_recipe" in previous:  # kept from the earlier run, and said so
             figures["runtimes"][runtime]["hand_recipe"] = {**previous["hand_recipe"], "from_previous_run": True,
                                                            "previous_target": previous.get("target")}  # fmt: skip
