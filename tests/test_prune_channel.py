@@ -476,3 +476,66 @@ def test_size_weight_moves_a_latency_allocation_to_the_weight_heavy_layers() -> 
         assert rep.mac_ratio <= 0.5 + 1e-9
         params[w] = rep.params_after
     assert params[1.0] < params[0.0]
+
+
+def _branch_removed(widths: list[int], sign: float) -> tuple[EdgeModel, GraphModule]:
+    """tiny_imported with block 1's branch removed (and more by ``widths``); the constant that replaces
+    it, which a relu precedes and follows, made all negative (-1) or all positive (+1)."""
+    m = strip_output_softmax(tiny_imported(seed=8))
+    gm = prune_channels(m, widths=widths)[0].module
+    const = next(n["name"] for n in gm.ir["nodes"] if n["op"] == "const" and n["attrs"]["shape"][1] == 8)
+    c = getattr(gm.consts, const)
+    c.copy_(sign * (c.abs() + 0.1))
+    return m, gm
+
+
+@pytest.mark.parametrize("sign", [-1.0, 1.0])
+def test_removed_branch_constants_fold_into_biases(sign: float) -> None:
+    """``s + c`` (block 2, both branches gone but the shortcut) folds into the shortcut's bias;
+    ``relu(relu(a) + c)`` (block 1) is ``relu(a + c-) + c+``, the ``c+`` going to the 1x1 conv that
+    reads it: no add left, and the same function."""
+    from edgeopt.compress.prune.branches import fold_branch_constants
+
+    m, gm = _branch_removed([8, 0, 0, 16], sign)
+    out = fold_branch_constants(gm)
+    assert sum(n["op"] in ("const", "add") for n in out.ir["nodes"]) == 0
+    x = m.example_input(8)
+    assert torch.allclose(out(x), gm(x), rtol=1e-4, atol=1e-4)
+    assert fold_branch_constants(out) is out  # nothing left to fold
+
+
+def test_positive_branch_constant_read_through_padding_is_off_only_at_the_border() -> None:
+    """A conv reading the block through a zero pad gets ``c+`` in its bias: exact inside, off only at
+    the outputs whose window covers the pad (the last row and column for pads [0, 1, 0, 1])."""
+    from edgeopt.compress.prune.branches import fold_branch_constants
+    from edgeopt.models.layers import capture_layers
+
+    m, gm = _branch_removed([8, 0, 16, 16], 1.0)
+    out = fold_branch_constants(gm)
+    assert sum(n["op"] == "const" for n in out.ir["nodes"]) == 0
+    x = m.example_input(8)
+    paths = ["mods.conv2d_3", "mods.conv2d_5"]  # the 3x3 conv after the pad, the 1x1 shortcut
+    want, got = capture_layers(gm, paths, x), capture_layers(out, paths, x)
+    assert torch.allclose(got["mods.conv2d_5"], want["mods.conv2d_5"], rtol=1e-4, atol=1e-3)
+    assert torch.allclose(
+        got["mods.conv2d_3"][..., :-1, :-1], want["mods.conv2d_3"][..., :-1, :-1], rtol=1e-4, atol=1e-3
+    )
+    assert not torch.allclose(got["mods.conv2d_3"], want["mods.conv2d_3"], atol=1e-3)
+
+
+def test_prune_pass_leaves_no_constant_add_where_it_removes_branches() -> None:
+    """The prune workflow folds removed branches' constants before recovery: the model it returns
+    (and the architecture it records) has no add of a constant."""
+    from edgeopt.compress.workflows import TuneSettings, prune_model
+    from edgeopt.data import ImageDataset
+    from edgeopt.model import build_module
+
+    m = strip_output_softmax(tiny_imported(seed=8))
+    rng = np.random.default_rng(0)
+    data = ImageDataset(rng.integers(0, 256, (32, 8, 8, 3), dtype=np.uint8), rng.integers(0, 10, 32),
+                        list("0123456789"))  # fmt: skip
+    out = prune_model(m, data, widths=[8, 0, 0, 16], settings=TuneSettings(epochs=0)).model
+    assert [n["op"] for n in out.module.ir["nodes"] if n["op"] in ("const", "add")] == []
+    assert [n["op"] for n in out.meta.arch["ir"]["nodes"]] == [n["op"] for n in out.module.ir["nodes"]]
+    rebuilt = build_module(out.meta.arch)
+    rebuilt.load_state_dict(out.module.state_dict())

@@ -23,7 +23,7 @@ from edgeopt.compress.batchnorm import canonical_batchnorm, fold_batchnorm, need
 from edgeopt.compress.common import strip_output_softmax
 from edgeopt.data import ImageDataset
 from edgeopt.errors import EdgeoptError
-from edgeopt.model import EdgeModel, refuse_multi_output
+from edgeopt.model import EdgeModel, ModelMeta, refuse_multi_output
 from edgeopt.progress import phase
 
 METHODS = ("channel", "magnitude", "nm")
@@ -246,6 +246,7 @@ def prune_model(
             model, lrep = prune_to_latency(model, target_latency_ms, holdout, runtime, threads, criterion,
                                            round_to=round_to, log=say, calibration=cal, latency_fn=latency_fn,
                                            confirm=timer)  # fmt: skip
+            model = _fold_branch_constants(model)
             metrics["latency_search"] = lrep.to_json()
             with phase("recovery"):
                 model, hist = tune(model, data, settings, teacher)
@@ -273,6 +274,7 @@ def prune_model(
                                                 min_keep=min_keep, batches=batches, calibration=cal, runtime=runtime,
                                                 threads=threads, eval_data=holdout,
                                                 latency_fn=latency_fn, size_weight=size_weight, **cut)  # fmt: skip
+                    model = _fold_branch_constants(model)
                 epochs = 1 if k < steps else settings.epochs - (steps - 1)
                 say(f"prune{step_name}: {rep.macs_after:,} MACs, widths {rep.widths_text()}, "
                     f"then {epochs} recovery epoch(s)")  # fmt: skip
@@ -319,10 +321,34 @@ def prune_model(
     if timed and method == "channel":
         metrics["latency"] = time_before_after(original, model, runtime, threads)
     metrics["fine_tune"] = {"epochs": settings.epochs, "distilled": teacher is not None, "history": hist}
-    step = {"pass": "prune", "method": method, "ratio": ratio, "target_macs": target_macs,
-            "target_latency_ms": target_latency_ms, "widths": widths, "epochs": settings.epochs,
-            "distilled": teacher is not None, "steps": steps}
+    step = {
+        "pass": "prune",
+        "method": method,
+        "ratio": ratio,
+        "target_macs": target_macs,
+        "target_latency_ms": target_latency_ms,
+        "widths": widths,
+        "epochs": settings.epochs,
+        "distilled": teacher is not None,
+        "steps": steps,
+    }
     return CompressResult(model.with_lineage(step), metrics)  # fmt: skip
+
+
+def _fold_branch_constants(model: EdgeModel) -> EdgeModel:
+    """``model`` with its removed branches' constants folded into biases (:func:`.branches.fold_branch_constants`),
+    before recovery training absorbs what the fold changes. No lineage step: part of the pruning."""
+    from edgeopt.compress.prune.branches import fold_branch_constants
+    from edgeopt.interop.graph import GraphModule
+
+    if not isinstance(model.module, GraphModule):
+        return model
+    folded = fold_branch_constants(model.module)
+    if folded is model.module:
+        return model
+    meta = ModelMeta.from_json(model.meta.to_json())
+    meta.arch = {"kind": "graph", "ir": folded.ir}
+    return EdgeModel(folded, meta)
 
 
 def time_before_after(before: EdgeModel, after: EdgeModel, runtime: str, threads: int = 1) -> dict[str, Any]:
