@@ -115,7 +115,9 @@ def run_runtime(runtime: str, model: Path, data: str, minutes: float, hand_epoch
     out["float_latency_p50_all_ms"] = float_stats.p50_ms
     target_ms = LATENCY_RATIO * float_stats.quiet_p50_ms
     out["target"] = {"latency_ms": target_ms, "flash_kb": FLASH_KB, "max_drop": MAX_DROP}
-    run_dir = RUNS / runtime
+    run_dir, hand_dir, infeasible_dir = RUNS / runtime, RUNS / f"{runtime}-hand", RUNS / f"{runtime}-infeasible"
+    for d in (run_dir, hand_dir, infeasible_dir):  # measured afresh: an earlier run's study would resume,
+        shutil.rmtree(d, ignore_errors=True)  # or refuse this run's budget (the float model's timing moves)
     log(f"{runtime}: optimize --minutes {minutes}, latency_ms={target_ms:.4f}")
     t = time.perf_counter()
     try:
@@ -138,7 +140,6 @@ def run_runtime(runtime: str, model: Path, data: str, minutes: float, hand_epoch
         out["chosen_alone"] = {**m, "meets": meets(m, target_ms, base_acc)}
     if not skip_hand:
         log(f"{runtime}: hand recipe")
-        hand_dir = RUNS / f"{runtime}-hand"
         t = time.perf_counter()
         recipe = hand_recipe(model, data, runtime, hand_epochs)
         ledger = run_recipe(recipe_from_dict(recipe), hand_dir, resume=True)
@@ -149,7 +150,7 @@ def run_runtime(runtime: str, model: Path, data: str, minutes: float, hand_epoch
     t = time.perf_counter()
     try:
         optimize(model, data=data, runtime=runtime, target=f"latency_ms={target_ms},flash_kb=10", max_drop=0.5,
-                 minutes=2.0, out=RUNS / f"{runtime}-infeasible")  # fmt: skip
+                 minutes=2.0, out=infeasible_dir)  # fmt: skip
         out["infeasible"] = {"failed": False}
     except OptimizeFailed as e:
         out["infeasible"] = {"failed": True, "message": str(e), "closest": e.closest}
