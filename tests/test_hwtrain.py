@@ -10,7 +10,7 @@ from test_hardware import _profile, _synthetic_rows
 
 from edgeopt.errors import EdgeoptError
 from edgeopt.hwtrain import Budget, train_to_budget
-from edgeopt.hwtrain.gated import CONFIRM_TOLERANCE, arena_kib, width_choices
+from edgeopt.hwtrain.gated import CONFIRM_TOLERANCE, CONFIRM_UNDER, arena_kib, width_choices
 from edgeopt.models import create_model
 
 
@@ -141,6 +141,33 @@ def test_a_cut_the_predictor_passes_is_timed_and_narrowed_until_the_timing_meets
     assert last["measured_ms"] <= band and runtime([out])[0] == pytest.approx(last["measured_ms"])
     plain, rep0 = train_with(None)  # the predictor alone stops where it believes the budget is met
     assert rep0.confirmations == [] and runtime([plain])[0] > band
+
+
+def test_a_cut_timed_far_under_the_budget_is_widened_back_into_the_band(digits, one_thread) -> None:
+    """The "runtime" is faster than the predictor (0.7x MACs): the first cut times far under the budget, so the
+    predictor is re-anchored on it and the cut widened until a timing lands within the band."""
+    train, _ = digits
+    torch.manual_seed(0)
+    model = create_model("resnet8", input_shape=(1, 8, 8))
+    target = 0.6 * _macs_ms([model])[0]
+
+    def runtime(models: list) -> list[float]:
+        return [0.7 * v for v in _macs_ms(models)]
+
+    out, rep = train_to_budget(model, train.take(64), Budget(latency_ms=target), _macs_ms, search_epochs=1,
+                               finetune_epochs=0, confirm=runtime)  # fmt: skip
+    first, last = rep.confirmations[0], rep.confirmations[-1]
+    assert first["measured_ms"] < target * (1 - CONFIRM_UNDER) and len(rep.confirmations) >= 2
+    assert target * (1 - CONFIRM_UNDER) <= last["measured_ms"] <= target * (1 + CONFIRM_TOLERANCE)
+    assert runtime([out])[0] == pytest.approx(last["measured_ms"]) and rep.widened > 0
+
+
+def test_the_closest_timed_cut_under_the_limit_is_kept_else_the_fastest() -> None:
+    from edgeopt.hwtrain.gated import _closest_under
+
+    timed = [(1.2, [8], "a"), (0.7, [4], "b"), (0.95, [6], "c")]
+    assert _closest_under(timed, 1.0)[2] == "c"
+    assert _closest_under(timed, 0.5)[2] == "b"
 
 
 def test_warmup_trains_the_full_model_first_within_the_search_epochs(digits, one_thread) -> None:

@@ -50,6 +50,9 @@ FRACTIONS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
 # a timed cut within 5% over the budget passes (NetAdapt's tolerance): two timings of one ~0.15 ms model differ by
 # that much on a shared VM, and at 2% a cut timed 2.3% over was narrowed until nothing was left (ONNX Runtime, 0.5x)
 CONFIRM_TOLERANCE = 0.05
+# a timed cut more than 10% under the budget gives accuracy away: it is widened on the re-anchored predictor (ONNX
+# Runtime, 0.5x: narrowed on one slow timing, the cut then timed 0.42x and nothing widened it back)
+CONFIRM_UNDER = 0.10
 
 
 @dataclass(frozen=True)
@@ -334,11 +337,12 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
     Runtime, resnet8 at 0.7x: predicted 0.63x), and the slack is accuracy given away.
 
     With ``confirm`` (timing in the runtime), a cut the predictor passes is timed once; when it still
-    misses, the predictor is re-anchored on it (scaled so its prediction equals the time measured) and
-    narrowing goes on, up to ``max_confirmations`` timings. The predictor's error grows with the
-    distance from the model it was anchored on (a ResNet-8 cut to a quarter of its channels in ONNX
-    Runtime: predicted 0.44x of the full model, timed 0.57x); anchoring on the cut itself leaves only
-    the error of one step's saving."""
+    misses, or lands more than ``CONFIRM_UNDER`` under the budget, the predictor is re-anchored on it
+    (scaled so its prediction equals the time measured) and narrowing or widening goes on, up to
+    ``max_confirmations`` timings; the cut returned is then the timed one closest under the budget (or
+    the fastest timed, when none is). The predictor's error grows with the distance from the model it
+    was anchored on (a ResNet-8 cut to a quarter of its channels in ONNX Runtime: predicted 0.44x of the
+    full model, timed 0.57x); anchoring on the cut itself leaves only the error of one step's saving."""
     probe = {"pass": "hw_train", "method": "widths"}
     scale = [1.0]  # the predictor's anchor on the last cut timed (1: as given)
 
@@ -349,13 +353,16 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
         return [scale[0] * v for v in latency_fn(models)] if latency_fn is not None else []
 
     def misses(m: EdgeModel, slack: float = tolerance) -> bool:  # widening asks with no slack: never above
-        late = latency_fn is not None and budget.latency_ms is not None and late_ms([m])[0] > budget.latency_ms * (
-            1 + slack
+        late = (
+            latency_fn is not None
+            and budget.latency_ms is not None
+            and late_ms([m])[0] > budget.latency_ms * (1 + slack)
         )
         big = budget.arena_kb is not None and arena_kib(m) > budget.arena_kb * (1 + slack)
         return late or big
 
     current, fixups, widened, confirmations = cut(widths), 0, 0, []
+    timed: list[tuple[float, list[int], EdgeModel]] = []  # (measured ms, widths, cut) of every confirmation
     while True:
         while preference is not None and not misses(current):
             wider = []
@@ -394,16 +401,26 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
             say(f"hw_train: budget missed by the cut model; group {g} narrowed to {widths[g]}")
         if confirm is None or latency_fn is None or budget.latency_ms is None:
             break
+        if timed and timed[-1][1] == widths:  # re-anchoring changed nothing: timing it again would not either
+            break
         if len(confirmations) >= max_confirmations:
+            _, widths, current = _closest_under(timed, budget.latency_ms * (1 + CONFIRM_TOLERANCE))
             break
         predicted, measured = late_ms([current])[0], confirm([current])[0]
         confirmations.append({"widths": list(widths), "predicted_ms": predicted, "measured_ms": measured})
+        timed.append((measured, list(widths), current))
         say(f"hw_train: cut {widths} timed {measured:.4f} ms (predicted {predicted:.4f}, target "
             f"{budget.latency_ms:.4f})")  # fmt: skip
-        if measured <= budget.latency_ms * (1 + CONFIRM_TOLERANCE):
+        if budget.latency_ms * (1 - CONFIRM_UNDER) <= measured <= budget.latency_ms * (1 + CONFIRM_TOLERANCE):
             break
         scale[0] *= measured / predicted
     return current, widths, fixups, widened, confirmations
+
+
+def _closest_under(timed: list[tuple[float, list[int], EdgeModel]], limit: float) -> tuple[float, list[int], EdgeModel]:
+    """Of the cuts timed, the slowest within ``limit`` (the most width kept), else the fastest. Pure."""
+    within = [t for t in timed if t[0] <= limit]
+    return max(within, key=lambda t: t[0]) if within else min(timed, key=lambda t: t[0])
 
 
 def train_for_device(
