@@ -102,13 +102,14 @@ def hand_recipe(model: Path, data: str, runtime: str, epochs: int) -> dict[str, 
     ]}  # fmt: skip
 
 
-def run_runtime(runtime: str, model: Path, data: str, minutes: float, hand_epochs: int, skip_hand: bool) -> dict:
+def run_runtime(runtime: str, model: Path, data: str, minutes: float, hand_epochs: int, skip_hand: bool,
+                seed: int = 0) -> dict:  # fmt: skip
     from edgeopt.optimize import OptimizeFailed, optimize
     from edgeopt.optimize.confirm import final_artifact
     from edgeopt.pipeline.recipe import recipe_from_dict
     from edgeopt.pipeline.run import run_recipe
 
-    out: dict[str, Any] = {"minutes": minutes}
+    out: dict[str, Any] = {"minutes": minutes, "seed": seed}
     log(f"{runtime}: float model timed")
     float_stats = benchmark(runtime, load_model(model), threads=1, warmup=50, runs=300, min_seconds=TIMING_SECONDS)
     out["float_latency_ms"] = float_stats.quiet_p50_ms
@@ -122,7 +123,7 @@ def run_runtime(runtime: str, model: Path, data: str, minutes: float, hand_epoch
     t = time.perf_counter()
     try:
         res = optimize(model, data=data, runtime=runtime, target=f"latency_ms={target_ms},flash_kb={FLASH_KB}",
-                       max_drop=MAX_DROP, minutes=minutes, out=run_dir)  # fmt: skip
+                       max_drop=MAX_DROP, minutes=minutes, out=run_dir, seed=seed)  # fmt: skip
         out["optimize"] = res
     except OptimizeFailed as e:
         out["optimize"] = {"failed": str(e), "closest": e.closest}
@@ -293,6 +294,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=15.0, help="optimize time budget per runtime (acceptance: 30)")
     ap.add_argument("--hand-epochs", type=int, default=5, help="recovery epochs of the hand recipe")
     ap.add_argument("--skip-hand", action="store_true")
+    ap.add_argument("--seed", type=int, default=0, help="optimize's seed (sampler, data split): a rerun with the "
+                    "same seed repeats the run")  # fmt: skip
     ap.add_argument("--olive", action="store_true", help="run only the Olive comparison (ONNX Runtime)")
     ap.add_argument("--olive-samples", type=int, default=8, help="candidates Olive's search evaluates")
     ap.add_argument("--olive-seconds", type=int, default=420, help="Olive's search time limit")
@@ -317,7 +320,7 @@ def main() -> None:
     for runtime in [r.strip() for r in args.runtimes.split(",") if r.strip()]:
         previous = figures["runtimes"].get(runtime, {})
         figures["runtimes"][runtime] = run_runtime(runtime, model, data, args.minutes, args.hand_epochs,
-                                                   args.skip_hand)  # fmt: skip
+                                                   args.skip_hand, args.seed)  # fmt: skip
         # the file keeps other runtimes' entries from earlier runs, perhaps on another CPU: each says its own
         figures["runtimes"][runtime]["measured_on"] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                                        "cpu": machine_info()["cpu"]}  # fmt: skip
