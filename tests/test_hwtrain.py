@@ -165,9 +165,9 @@ def test_a_cut_timed_far_under_the_budget_is_widened_back_into_the_band(digits, 
 def test_the_closest_timed_cut_under_the_limit_is_kept_else_the_fastest() -> None:
     from edgeopt.hwtrain.gated import _closest_under
 
-    timed = [(1.2, [8], "a"), (0.7, [4], "b"), (0.95, [6], "c")]
-    assert _closest_under(timed, 1.0)[2] == "c"
-    assert _closest_under(timed, 0.5)[2] == "b"
+    measured = [1.2, 0.7, 0.95]
+    assert _closest_under(measured, 1.0) == 2
+    assert _closest_under(measured, 0.5) == 1
 
 
 def test_warmup_trains_the_full_model_first_within_the_search_epochs(digits, one_thread) -> None:

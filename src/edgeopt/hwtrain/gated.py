@@ -362,7 +362,7 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
         return late or big
 
     current, fixups, widened, confirmations = cut(widths), 0, 0, []
-    timed: list[tuple[float, list[int], EdgeModel]] = []  # (measured ms, widths, cut) of every confirmation
+    timed_cuts: list[EdgeModel] = []  # the cut of each confirmation, in order
     while True:
         while preference is not None and not misses(current):
             wider = []
@@ -401,14 +401,15 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
             say(f"hw_train: budget missed by the cut model; group {g} narrowed to {widths[g]}")
         if confirm is None or latency_fn is None or budget.latency_ms is None:
             break
-        if timed and timed[-1][1] == widths:  # re-anchoring changed nothing: timing it again would not either
+        if confirmations and confirmations[-1]["widths"] == widths:  # re-anchoring changed nothing
             break
         if len(confirmations) >= max_confirmations:
-            _, widths, current = _closest_under(timed, budget.latency_ms * (1 + CONFIRM_TOLERANCE))
+            i = _closest_under([c["measured_ms"] for c in confirmations], budget.latency_ms * (1 + CONFIRM_TOLERANCE))
+            widths, current = list(confirmations[i]["widths"]), timed_cuts[i]
             break
         predicted, measured = late_ms([current])[0], confirm([current])[0]
         confirmations.append({"widths": list(widths), "predicted_ms": predicted, "measured_ms": measured})
-        timed.append((measured, list(widths), current))
+        timed_cuts.append(current)
         say(f"hw_train: cut {widths} timed {measured:.4f} ms (predicted {predicted:.4f}, target "
             f"{budget.latency_ms:.4f})")  # fmt: skip
         if budget.latency_ms * (1 - CONFIRM_UNDER) <= measured <= budget.latency_ms * (1 + CONFIRM_TOLERANCE):
@@ -417,10 +418,12 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
     return current, widths, fixups, widened, confirmations
 
 
-def _closest_under(timed: list[tuple[float, list[int], EdgeModel]], limit: float) -> tuple[float, list[int], EdgeModel]:
-    """Of the cuts timed, the slowest within ``limit`` (the most width kept), else the fastest. Pure."""
-    within = [t for t in timed if t[0] <= limit]
-    return max(within, key=lambda t: t[0]) if within else min(timed, key=lambda t: t[0])
+def _closest_under(measured_ms: list[float], limit: float) -> int:
+    """Index of the timing kept: the slowest within ``limit`` (the most width kept), else the fastest. Pure."""
+    within = [i for i, t in enumerate(measured_ms) if t <= limit]
+    if within:
+        return max(within, key=measured_ms.__getitem__)
+    return min(range(len(measured_ms)), key=measured_ms.__getitem__)
 
 
 def train_for_device(
