@@ -163,6 +163,27 @@ def test_per_runtime_float_ops_are_listed(trained) -> None:
         QuantRecipe(float_ops=["conv"]).validate()
 
 
+@pytest.mark.parametrize("method", ["ptq", "qat"])
+def test_a_float_stem_reads_the_input_in_float_in_the_onnx_graph(trained, tmp_path, method: str) -> None:
+    """``float_ops=["stem"]`` keeps the layer reading the input float (no fake quantization in QAT either); in the
+    exported QDQ graph that one convolution reads the graph input with plain float weights, and every other one
+    reads dequantized int8."""
+    import onnx
+
+    from edgeopt.compress.quantize.api import quantize
+    from edgeopt.interop.export import QUANTIZED_RTOL, export_model
+
+    model, train = trained
+    q, _ = quantize(model, train, method=method, calib_samples=64, qat_epochs=1, float_ops=["stem"])
+    assert [o for o in q.meta.lineage[-1]["metrics"]["float_ops"] if "conv" in o] == ["aten.conv2d (stem.0)"]
+    graph = onnx.load(export_model(q, "onnx", tmp_path / "m.onnx", rtol=QUANTIZED_RTOL).path).graph
+    made_by = {out: n.op_type for n in graph.node for out in n.output}
+    convs = [(made_by.get(n.input[0], "input"), made_by.get(n.input[1], "float weights"))
+             for n in graph.node if n.op_type == "Conv"]  # fmt: skip
+    assert convs[0] == ("input", "float weights")
+    assert len(convs) == 9 and all(c == ("DequantizeLinear", "DequantizeLinear") for c in convs[1:])
+
+
 def test_a_float_classifier_does_not_widen_its_input_range() -> None:
     """Only the logits keep their full (minmax) range; with ``float_ops=["logits"]`` the features feeding
     the float classifier are no output and keep the recipe's range method (meanmax here), as NNCF's do."""

@@ -61,9 +61,10 @@ def quantize(
     only the 4-bit layers of a mix, within ``rounding_seconds`` in all (at 4 bits BRECQ needs ~2,000 steps
     a block to beat GPTQ: 46-48 s of PTQ on ResNet-8's mix at its minibatch of 16, docs/quantization.md).
     ``align``: ``adabn`` re-estimates the batch norms on the calibration data first (``align``;
-    domain adaptation, which the float model gets too). ``float_ops``: ``add`` / ``logits`` / ``pool`` left
-    float (runtimes that mix: ONNX Runtime, ExecuTorch; integer-only targets refuse them); the
-    report's ``lineage.metrics.float_ops`` lists every op left float. ``batch_size``: QAT's.
+    domain adaptation, which the float model gets too). ``float_ops``: ``add`` / ``logits`` / ``pool`` /
+    ``softmax`` / ``stem`` (the layer reading the input) left float (runtimes that mix: ONNX Runtime,
+    ExecuTorch; integer-only targets refuse them); the report's ``lineage.metrics.float_ops`` lists every op
+    left float. ``batch_size``: QAT's.
     ``bias_method``: ``empirical`` (default), ``fast`` (NNCF's fast bias correction, ``fastbias``: it
     changes the float model too — see docs/quantization.md) or ``fast+empirical``.
     """

@@ -9,7 +9,7 @@ ONNX QDQ) and measures them in each runtime. Cost: as ``quantize`` (PTQ ~10-20 s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from edgeopt.model import EdgeModel
@@ -36,6 +36,7 @@ class QuantizePass:
     target: str = "xnnpack"
     mix_runtime: str | None = None
     latency_budget_ms: float | None = None
+    float_ops: list[str] = field(default_factory=list)  # QuantRecipe.float_ops: add, logits, pool, softmax, stem
 
     def apply(self, model: EdgeModel, ctx: PassContext) -> EdgeModel:
         from edgeopt.compress.quantize.api import quantize
@@ -45,7 +46,7 @@ class QuantizePass:
             max_drop=self.max_drop, calib_samples=self.calib_samples, budget=self.budget, cle=self.cle,
             bias_correction=self.bias_correction, bias_method=self.bias_method, qat_epochs=self.qat_epochs,
             seed=self.seed, target=self.target,
-            mix_runtime=self.mix_runtime, latency_budget_ms=self.latency_budget_ms,
+            mix_runtime=self.mix_runtime, latency_budget_ms=self.latency_budget_ms, float_ops=self.float_ops,
         )  # fmt: skip
         ctx.metrics["quantize"] = {k: v for k, v in report.items() if k != "lineage"}
         return q

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeopt.compress.quantize import calibration as cal
-from edgeopt.compress.quantize.ptq import QuantRecipe, calibration_batch, quantize_ptq, run_batches
+from edgeopt.compress.quantize.ptq import QuantRecipe, calibration_batch, quantize_ptq, run_batches, with_float_layers
 from edgeopt.data import ImageDataset
 from edgeopt.model import EdgeModel
 
@@ -131,7 +131,7 @@ def quantize_qat(model: EdgeModel, data: ImageDataset, recipe: QuantRecipe, cfg:
     from edgeopt.train import FitConfig, fit
 
     cfg = cfg or QATConfig()
-    recipe = copy.deepcopy(recipe)
+    recipe = with_float_layers(copy.deepcopy(recipe), model)  # layers kept float get no fake quantization
     student = copy.deepcopy(model.module).eval()
     teacher = copy.deepcopy(model.module).eval()
     x_calib = calibration_batch(model, data, recipe.calib_samples, recipe.seed)
