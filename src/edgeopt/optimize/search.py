@@ -80,7 +80,7 @@ PROFILED_WARM_START = {
 def warm_starts(profiled: bool, runtime: str) -> list[dict[str, Any]]:
     """The parameters of a fresh study's first trials; with a profile the allocation is ``allocation_profiled``
     (:func:`.space.sample_passes`). In a runtime that mixes float and int8 layers they keep the stem float: it
-    was faster and more accurate in both (docs/optimize.md). Pure."""
+    was faster and more accurate in both (docs/quantization.md). Pure."""
     from edgeopt.compress.quantize.float_mix import MIX_RUNTIMES
 
     starts = list(WARM_START)
