@@ -231,7 +231,7 @@ def test_warm_starts_fix_every_choice_of_the_space(profiled: bool) -> None:
     from edgeopt.optimize.search import QAT_EPOCHS, warm_starts
     from edgeopt.optimize.space import sample_passes
 
-    starts = warm_starts(profiled, RUNTIME)
+    starts = warm_starts(profiled)
     allocations = []
     for params in starts:
         trial = optuna.trial.FixedTrial(params)
@@ -254,7 +254,7 @@ def test_finalists_order_unbuilt_architectures_then_warm_starts_then_accuracy() 
         return SimpleNamespace(params=params, user_attrs={"passes": passes, "screen": {"accuracy_val": accuracy},
                                                           "constraints": constraints})  # fmt: skip
 
-    start = warm_starts(True, RUNTIME)[-1]  # the profiled warm start
+    start = warm_starts(True)[-1]  # the profiled warm start
     light = {**start, "prune_ratio": 0.5, "distill": False}
     built = {**start, "prune_ratio": 0.3}
     trials = [
@@ -264,6 +264,6 @@ def test_finalists_order_unbuilt_architectures_then_warm_starts_then_accuracy() 
         screened({**light, "prune_ratio": 0.4}, 0.95, flash_bytes=0.2),  # over the flash limit: not a finalist
     ]
     built_recipe = {"recipe": {"passes": trials[0].user_attrs["passes"]}}
-    run = SimpleNamespace(confirmed={"t0": built_recipe}, profiled=True, runtime=RUNTIME, _done_trials=lambda: trials)
+    run = SimpleNamespace(confirmed={"t0": built_recipe}, profiled=True, _done_trials=lambda: trials)
     order = [t.params["prune_ratio"] for t in _Run.finalists(run)]
     assert order == [0.8, 0.5, 0.3]

@@ -77,17 +77,15 @@ PROFILED_WARM_START = {
 }
 
 
-def warm_starts(profiled: bool, runtime: str) -> list[dict[str, Any]]:
+def warm_starts(profiled: bool) -> list[dict[str, Any]]:
     """The parameters of a fresh study's first trials; with a profile the allocation is ``allocation_profiled``
-    (:func:`.space.sample_passes`). In a runtime that mixes float and int8 layers they keep the stem float: it
-    was faster and more accurate in both (docs/quantization.md). Pure."""
-    from edgeopt.compress.quantize.float_mix import MIX_RUNTIMES
-
-    starts = list(WARM_START)
-    if profiled:
-        starts = [{("allocation_profiled" if k == "allocation" else k): v for k, v in p.items()} for p in starts]
-        starts.append(PROFILED_WARM_START)
-    return [{**p, "float_stem": True} for p in starts] if runtime in MIX_RUNTIMES else starts
+    (:func:`.space.sample_passes`). They keep the stem float: it was faster and at least as accurate in all
+    three runtimes (docs/quantization.md). Pure."""
+    starts = [{**p, "float_stem": True} for p in WARM_START]
+    if not profiled:
+        return starts
+    named = [{("allocation_profiled" if k == "allocation" else k): v for k, v in p.items()} for p in starts]
+    return [*named, {**PROFILED_WARM_START, "float_stem": True}]
 
 
 class OptimizeFailed(EdgeoptError):
@@ -278,7 +276,7 @@ class _Run:
         fix = "rerun with the same model, data, runtime and budget, or another --out/--storage"
         claim_study(study, mine, f"the study in {self.storage}", fix)
         if not study.trials:  # a fresh study starts from the recipes the docs recommend by hand
-            for params in warm_starts(self.profiled, self.runtime):
+            for params in warm_starts(self.profiled):
                 study.enqueue_trial(params)
         return study
 
@@ -388,7 +386,7 @@ class _Run:
             key = json.dumps(t.user_attrs["passes"], sort_keys=True)
             if key not in best or screen["accuracy_val"] > best[key].user_attrs["screen"]["accuracy_val"]:
                 best[key] = t
-        starts = warm_starts(self.profiled, self.runtime)
+        starts = warm_starts(self.profiled)
         return sorted(
             best.values(),
             key=lambda t: (

@@ -9,9 +9,9 @@ A candidate is ``[prune?] -> [quantize?] -> export``, written as the passes of a
   recovery distills from the input model (knowledge distillation) or learns from labels. The recovery's length is
   not searched: screening cannot see it (it leaves training out), and more recovery is better while time allows, so
   confirmation gives each pruned finalist as many epochs as fit in its share of the time left (``with_recovery``).
-- **quantize** (or stay float): int8 PTQ with a calibration method and sample count, or QAT; in a runtime that runs
-  float and int8 layers in one graph, whether the stem (the layer reading the input) stays float — mixed precision
-  where it pays: a 3-channel int8 convolution is slower than float in ONNX Runtime on AVX-512.
+- **quantize** (or stay float): int8 PTQ with a calibration method and sample count, or QAT; and whether the stem
+  (the layer reading the input) stays float — mixed precision where it pays: a 3-channel int8 convolution is
+  slower than float in all three runtimes on an AVX-512 CPU (docs/quantization.md).
 
 int4 and mixed int4/int8 weights are not searched: none of the three runtimes executes a static-int8
 convolution with 4-bit weights (docs/quantization.md), so their artifacts store int8 bytes and only
@@ -36,7 +36,6 @@ def sample_passes(
     ``epochs``: the QAT lengths searched. ``profiled``: the runtime has a calibrated latency profile, so
     ``latency`` allocation (which asks it) is searched too.
     """
-    from edgeopt.compress.quantize.float_mix import MIX_RUNTIMES
     from edgeopt.runtimes import RUNTIME_FORMAT
 
     cat: Callable[..., Any] = trial.suggest_categorical
@@ -65,7 +64,7 @@ def sample_passes(
     quant = cat("quantize", ["ptq", "qat", "none"])
     if quant != "none":
         q: dict[str, Any] = {"method": quant, "calib": cat("calib", list(CALIBRATIONS))}
-        if runtime in MIX_RUNTIMES and cat("float_stem", [False, True]):
+        if cat("float_stem", [False, True]):
             q["float_ops"] = ["stem"]
         if quant == "ptq":
             q["calib_samples"] = cat("calib_samples", [128, 256, 512])
