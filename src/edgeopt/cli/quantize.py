@@ -80,7 +80,9 @@ def quantize(
     ] = "empirical",
     float_ops: Annotated[
         str | None,
-        typer.Option("--float-ops", help="ops left float for ONNX Runtime/ExecuTorch: add,logits,pool,softmax,stem"),
+        typer.Option(
+            "--float-ops", help="ops left float: add,logits,pool,softmax (ONNX Runtime/ExecuTorch), stem (also LiteRT)"
+        ),
     ] = None,
     seed: int = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="QAT fine-tuning batch size")] = 128,

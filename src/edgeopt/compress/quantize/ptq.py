@@ -50,8 +50,8 @@ WEIGHT_CHOICES = ("int8", "int4", "mixed")
 ROUNDINGS = ("nearest", "gptq", "adaround", "brecq")
 BIAS_METHODS = ("empirical", "fast", "fast+empirical")  # ``QuantRecipe.bias_method``
 # ops a runtime that mixes may keep float (``QuantRecipe.float_ops``); "stem" is the layer that reads the input: a
-# 3-channel int8 convolution is slower than float in ONNX Runtime on AVX-512 (ResNet-8 pruned to 0.8 of its MACs:
-# 0.0561 ms with a float stem against 0.0595 ms all int8; ExecuTorch 0.0540 against 0.0556, docs/quantization.md)
+# 3-channel int8 convolution is slower than float on AVX-512 (ResNet-8 pruned to 0.8 of its MACs, float stem against
+# all int8: ONNX Runtime 0.0561 / 0.0595 ms, ExecuTorch 0.0540 / 0.0556, LiteRT 0.0481 / 0.0759; docs/quantization.md)
 FLOAT_OPS = ("add", "logits", "pool", "softmax", "stem")
 _ADD_OPS = (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
 _LAYER_OPS = (torch.ops.aten.linear.default, torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default,
