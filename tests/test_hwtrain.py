@@ -231,3 +231,33 @@ def test_budget_the_gates_leave_unused_is_taken_back_by_widening_the_preferred_g
     _, same, _, none, _ = _meet_budget(model, dep, ranked, choices, narrowest, budget, _macs_ms, 0.02,
                                        lambda _s: None)  # fmt: skip
     assert none == 0 and same == narrowest  # without the gates' preference nothing is widened
+
+
+@pytest.mark.parametrize("costly", [0, 1])
+def test_the_gates_cut_the_group_the_accuracy_table_says_costs_least(digits, one_thread, monkeypatch, costly) -> None:
+    """Two groups that save the same time per fraction cut; the accuracy table (after reconstruction) says
+    one of them is expensive. The gates learn from the tables, so they keep that one and cut the other:
+    swapping which group is expensive swaps the widths (without the table, both orders would give one answer)."""
+    import edgeopt.hwtrain.gated as gated
+
+    real = gated._cost_tables
+
+    def tables(*args, **kwargs):
+        out = real(*args, **kwargs)
+        widths = torch.tensor([[w / s for w in c] + [1.0] * (out.accuracy.shape[1] - len(c))
+                               for c, s in zip(args[3], (128, 64), strict=True)]).numpy()  # fmt: skip
+        out.accuracy[:] = 0.0
+        out.accuracy[costly] = 0.5 * (1.0 - widths[costly])  # half a point per percent of the group cut
+        return out
+
+    def latency(models: list) -> list[float]:  # each group: 1 ms at full width, proportional to its width
+        return [m.module.body[0].out_features / 128 + m.module.body[2].out_features / 64 for m in models]
+
+    monkeypatch.setattr(gated, "_cost_tables", tables)
+    train, _ = digits
+    torch.manual_seed(0)
+    model = create_model("mlp", input_shape=(1, 8, 8), num_classes=10)
+    _, rep = train_to_budget(model, train, Budget(latency_ms=1.5), latency, search_epochs=3,
+                             finetune_epochs=0)  # fmt: skip
+    kept = [w / s for w, s in zip(rep.widths, (128, 64), strict=True)]
+    assert kept[costly] == 1.0 and kept[1 - costly] <= 0.5, rep.widths

@@ -6,23 +6,29 @@ residual chains and depthwise layers stay consistent):
 1. Optionally (``warmup_epochs``) the full model trains first. Each group keeps its channels in
    importance order (L2 norm) and may keep the first ``w`` of them, for ``w`` in a few widths
    (multiples of ``round_to``, a quarter to all of the group).
-2. A cost table: the model with one group cut to each width, the others intact, is priced by
+2. Cost tables: the model with one group cut to each width, the others intact, is priced by
    ``latency_fn`` (a device profile's predictor: no runtime needed) and, with an arena budget, by
-   edgeopt's liveness plan. The change from the full model is taken as additive across groups
-   (NetAdapt's lookup-table approximation; step 5 checks the real model).
+   edgeopt's liveness plan; and, re-fitted by least squares, evaluated on held-out training images
+   (NetAdapt's short-term evaluation). The changes from the full model are taken as additive across
+   groups (NetAdapt's lookup-table approximation; step 5 checks the real model).
 3. Gates ``α_g`` give ``p_g = softmax(α_g / τ)`` over the widths; every consumer of the group sees
    its input channels scaled by ``Σ_j p_gj · 1[rank < w_j]`` (FBNetV2's mask superposition).
    ``τ`` anneals from 1 to 0.05, so the masks end hard.
-4. Loss = task loss + ``λ · relu(E[latency] / T − 1)`` (+ the same for the arena): ProxylessNAS's
-   hinge form, which stops pulling once the budget is met, so accuracy keeps the widths it needs.
-   Weights train with the usual SGD; gates with Adam.
+4. Loss = task loss + ``μ · E[accuracy lost]`` + ``λ · relu(E[latency] / T − 1)`` (+ the same for
+   the arena): ProxylessNAS's hinge form, which stops pulling once the budget is met, so the
+   accuracy term keeps the widths that cost least to cut. Weights train with the usual SGD, under
+   the masks; gates with Adam, on the two cost terms only: the masks are applied without gradient
+   to the gates. Why: learned from the task loss, the gates saw each group's *immediate* sensitivity
+   and cut ResNet-8's stem chain, which costs most after reconstruction, while pruning's table kept
+   it and cut the last stage (docs/hardware.md, 2026-12-04).
 5. The argmax widths are cut out physically (``prune.pruned_model``); while the *predicted*
    latency of that real model misses the budget, one group is narrowed by one step (the step that
    meets the budget with the least cut, else the one that saves the most). With a runtime to
    confirm in, the cut is then timed, and on a miss the predictor is re-anchored on it and step 5
    repeats. Then ``finetune_epochs`` without gates and without augmentation (a short recovery).
 
-Cost: the table (one prediction per group and width: ~0.5 s each for small CNNs), then
+Cost: the tables (per group and width, one prediction, one least-squares re-fit on 128 images and one
+evaluation on 1,000: ~1 s each for small CNNs), then
 ``search_epochs`` + ``finetune_epochs`` of ordinary training (masks add ~10% per step).
 """
 
@@ -151,11 +157,38 @@ class _Gates(nn.Module):
 Table = np.ndarray | None
 
 
-def _cost_table(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choices: list[list[int]],
-                latency_fn: LatencyFn | None, arena: bool) -> tuple[Table, Table, float, float]:  # fmt: skip
-    """Per group and width: the change in latency (and arena) from the full model, the others intact."""
+@dataclass
+class CostTables:
+    """Per group and width choice, the change from the full model (0 at full width): latency (ms), arena
+    (KiB) and, for classifiers, accuracy lost after least-squares reconstruction (a fraction); ``None`` when
+    not priced."""
+
+    latency: Table
+    arena: Table
+    accuracy: Table
+    latency_full: float = 0.0
+    arena_full: float = 0.0
+
+    def accuracy_lost(self, choice: list[int]) -> float:
+        """The accuracy the table says ``choice`` (a width index per group) loses, taken as additive. Pure."""
+        return float(sum(self.accuracy[g, j] for g, j in enumerate(choice))) if self.accuracy is not None else 0.0
+
+
+def _cost_tables(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choices: list[list[int]],
+                 latency_fn: LatencyFn | None, arena: bool, data: ImageDataset) -> CostTables:  # fmt: skip
+    """Each group cut alone to each width, the others intact: priced by ``latency_fn`` and the liveness
+    plan, and, for a classifier, evaluated on 1,000 training images after reconstruction on 128 others
+    (NetAdapt's short-term evaluation, as in pruning's latency allocation: :func:`.netadapt.measure_units`).
+    Other tasks have no accuracy to lose on a training split (an anomaly split is all normal)."""
+    from edgeopt.compress.prune import calibration_inputs
+    from edgeopt.compress.prune.probe_eval import cut_accuracies
+    from edgeopt.compress.prune.reconstruct import original_outputs
+
     full = [len(r) for r in ranked]
     probe = {"pass": "hw_train", "method": "width-probe"}
+    classifier = model.meta.task == "classification"
+    cal = calibration_inputs(model, data, 128) if classifier else None
+    targets = original_outputs(model.module, dep, cal) if cal is not None else None
     variants: list[EdgeModel] = [model]
     index: list[tuple[int, int]] = []
     for g, c in enumerate(choices):
@@ -163,23 +196,27 @@ def _cost_table(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choice
             if w == full[g]:
                 continue
             widths = [*full[:g], w, *full[g + 1 :]]
-            variants.append(pruned_model(model, dep, _removed(ranked, widths), probe))
+            variants.append(pruned_model(model, dep, _removed(ranked, widths), probe, cal, targets))
             index.append((g, j))
-    lat = arena_tab = None
-    lat0 = arena0 = 0.0
+    shape = (len(choices), max(len(c) for c in choices))
+
+    def table(values: list[float]) -> np.ndarray:  # values[0] is the full model's
+        out = np.zeros(shape)
+        for (g, j), v in zip(index, values[1:], strict=True):
+            out[g, j] = v - values[0]
+        return out
+
+    out = CostTables(None, None, None)
     if latency_fn is not None:
         times = latency_fn(variants)
-        lat0 = times[0]
-        lat = np.zeros((len(choices), max(len(c) for c in choices)))
-        for (g, j), t in zip(index, times[1:], strict=True):
-            lat[g, j] = t - lat0
+        out.latency, out.latency_full = table(times), times[0]
     if arena:
         sizes = [arena_kib(v) for v in variants]
-        arena0 = sizes[0]
-        arena_tab = np.zeros((len(choices), max(len(c) for c in choices)))
-        for (g, j), a in zip(index, sizes[1:], strict=True):
-            arena_tab[g, j] = a - arena0
-    return lat, arena_tab, lat0, arena0
+        out.arena, out.arena_full = table(sizes), sizes[0]
+    if classifier:
+        base_acc, accs = cut_accuracies(model, variants[1:], data.take(min(1000, len(data)), seed=1))
+        out.accuracy = -table([base_acc, *accs])
+    return out
 
 
 def _expected(table: np.ndarray, probs: list[torch.Tensor], base: float) -> torch.Tensor:
@@ -196,6 +233,7 @@ def train_to_budget(
     config: FitConfig | None = None,
     round_to: int = 8,
     penalty: float = 2.0,
+    accuracy_weight: float = 0.5,
     gate_lr: float = 0.05,
     tolerance: float = 0.02,
     log: Callable[[str], None] | None = None,
@@ -209,7 +247,8 @@ def train_to_budget(
     ``latency_fn`` predicts) checks the cut model before fine-tuning (:func:`_meet_budget`).
     ``config`` sets the weight optimiser (its
     ``epochs`` is ignored: ``search_epochs`` with gates, then ``finetune_epochs`` without).
-    ``penalty`` is λ of the hinge. ``warmup_epochs`` (part of ``search_epochs``) first train the full
+    ``penalty`` is λ of the hinge; ``accuracy_weight`` μ of the expected accuracy lost (a fraction).
+    ``warmup_epochs`` (part of ``search_epochs``) first train the full
     model without gates, so that channels are ranked by trained weights rather than by their random
     initial norms. Returns the cut, fine-tuned model and a report; the caller measures it in the runtime.
     """
@@ -236,11 +275,10 @@ def train_to_budget(
     ranked = _ranked_classes(dep, channel_scores(model, dep, "l2"))
     choices = [width_choices(len(r), round_to) for r in ranked]
     say(f"hw_train: pricing {sum(len(c) - 1 for c in choices)} width choices over {len(choices)} groups")
-    lat_tab, arena_tab, lat0, arena0 = _cost_table(model, dep, ranked, choices, latency_fn,
-                                                   budget.arena_kb is not None)  # fmt: skip
+    costs = _cost_tables(model, dep, ranked, choices, latency_fn, budget.arena_kb is not None, data)
     say(
-        f"hw_train: full model: {lat0:.4f} ms predicted"
-        + (f", arena {arena0:.1f} KiB" if arena_tab is not None else "")
+        f"hw_train: full model: {costs.latency_full:.4f} ms predicted"
+        + (f", arena {costs.arena_full:.1f} KiB" if costs.arena is not None else "")
     )
 
     gates = _Gates(dep, ranked, choices)
@@ -264,18 +302,22 @@ def train_to_budget(
     task_loss = loss_function(model.meta.task, cfg.label_smoothing)
 
     def loss_fn(outputs: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        loss = task_loss(outputs, y, x)
-        probs = gates.probs()
-        if lat_tab is not None and budget.latency_ms is not None:
-            loss = loss + penalty * torch.relu(_expected(lat_tab, probs, lat0) / budget.latency_ms - 1)
-        if arena_tab is not None and budget.arena_kb is not None:
-            loss = loss + penalty * torch.relu(_expected(arena_tab, probs, arena0) / budget.arena_kb - 1)
+        loss, probs = task_loss(outputs, y, x), gates.probs()
+        if costs.accuracy is not None:
+            loss = loss + accuracy_weight * _expected(costs.accuracy, probs, 0.0)
+        if costs.latency is not None and budget.latency_ms is not None:
+            expected_ms = _expected(costs.latency, probs, costs.latency_full)
+            loss = loss + penalty * torch.relu(expected_ms / budget.latency_ms - 1)
+        if costs.arena is not None and budget.arena_kb is not None:
+            loss = loss + penalty * torch.relu(_expected(costs.arena, probs, costs.arena_full) / budget.arena_kb - 1)
         return loss
 
     class _Masked(nn.Module):  # recomputes the masks once per step, before the forward
         def forward(self) -> None:
             gates.tau = max(0.05, 1.0 - 0.95 * step[0] / max(1, total - 1))
-            current.update(gates.masks(sizes))
+            # the gates learn from the cost tables, not from the task loss (module doc), when there is an accuracy table
+            with torch.set_grad_enabled(costs.accuracy is None):
+                current.update(gates.masks(sizes))
             step[0] += 1
 
     refresh = _Masked()
@@ -288,12 +330,13 @@ def train_to_budget(
         for h in handles:
             h.remove()
     widths = [c[j] for c, j in zip(choices, gates.argmax(), strict=True)]
-    say(f"hw_train: chosen widths {widths} (of {[len(r) for r in ranked]})")
+    lost = "" if costs.accuracy is None else f"; the table's accuracy lost: {costs.accuracy_lost(gates.argmax()):.3f}"
+    say(f"hw_train: chosen widths {widths} (of {[len(r) for r in ranked]}){lost}")
     preference = [a.detach().numpy() for a in gates.alpha]
     cut, widths, fixups, widened, confirmations = _meet_budget(model, dep, ranked, choices, widths, budget,
                                                                latency_fn, tolerance, say, confirm,
                                                                preference=preference)  # fmt: skip
-    report = HwTrainReport([len(r) for r in ranked], widths, lat0, fixups=fixups, widened=widened,
+    report = HwTrainReport([len(r) for r in ranked], widths, costs.latency_full, fixups=fixups, widened=widened,
                            confirmations=confirmations, history=warm_history + hist.epochs)  # fmt: skip
     if latency_fn is not None:
         report.predicted_ms = latency_fn([cut])[0]
