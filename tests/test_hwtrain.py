@@ -162,6 +162,35 @@ def test_a_cut_timed_far_under_the_budget_is_widened_back_into_the_band(digits, 
     assert runtime([out])[0] == pytest.approx(last["measured_ms"]) and rep.widened > 0
 
 
+
+def test_the_narrowest_cut_is_timed_before_the_re_anchored_predictor_gives_up(digits, one_thread) -> None:
+    """One slow timing (20x, a noisy VM) scales the predictor so far that no width meets the budget on it;
+    the narrowest cut is timed before giving up, and its timing re-anchors the search. A budget below it fails."""
+    train, _ = digits
+    torch.manual_seed(0)
+    model = create_model("resnet8", input_shape=(1, 8, 8))
+    full = _macs_ms([model])[0]
+    calls = []
+
+    def runtime(models: list) -> list[float]:
+        calls.append(len(models))
+        return [(20.0 if len(calls) == 1 else 1.0) * v for v in _macs_ms(models)]
+
+    out, rep = train_to_budget(model, train.take(64), Budget(latency_ms=0.6 * full), _macs_ms, search_epochs=1,
+                               finetune_epochs=0, confirm=runtime)  # fmt: skip
+    first, last = rep.confirmations[0], rep.confirmations[-1]
+    assert first["measured_ms"] > 10 * full
+    floor = [width_choices(n, 8)[0] for n in rep.widths_before]
+    timed_narrowest = [c["measured_ms"] for c in rep.confirmations if c["widths"] == floor]
+    assert timed_narrowest and timed_narrowest[0] <= 0.6 * full  # timed, not refused
+    # it timed far under the budget, so the cut was widened back into the band (the widening's own test)
+    assert 0.6 * full * (1 - CONFIRM_UNDER) <= last["measured_ms"] <= 0.6 * full * (1 + CONFIRM_TOLERANCE)
+    assert _macs_ms([out])[0] == pytest.approx(last["measured_ms"])
+    narrowest = timed_narrowest[0]
+    with pytest.raises(EdgeoptError, match="narrowest"):
+        train_to_budget(model, train.take(64), Budget(latency_ms=0.5 * narrowest), _macs_ms, search_epochs=1,
+                        finetune_epochs=0, confirm=runtime)  # fmt: skip
+
 def test_the_closest_timed_cut_under_the_limit_is_kept_else_the_fastest() -> None:
     from edgeopt.hwtrain.gated import _closest_under
 
