@@ -20,7 +20,8 @@ residual chains and depthwise layers stay consistent):
    the masks; gates with Adam, on the two cost terms only: the masks are applied without gradient
    to the gates. Why: learned from the task loss, the gates saw each group's *immediate* sensitivity
    and cut ResNet-8's stem chain, which costs most after reconstruction, while pruning's table kept
-   it and cut the last stage (docs/hardware.md, 2026-12-04).
+   it and cut the last stage (docs/hardware.md, 2026-12-04). Tasks other than classification have no
+   accuracy table (a training split of anomaly data is all normal): their gates learn from the task loss.
 5. The argmax widths are cut out physically (``prune.pruned_model``); while the *predicted*
    latency of that real model misses the budget, one group is narrowed by one step (the step that
    meets the budget with the least cut, else the one that saves the most). With a runtime to
