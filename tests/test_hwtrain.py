@@ -290,3 +290,30 @@ def test_the_gates_cut_the_group_the_accuracy_table_says_costs_least(digits, one
                              finetune_epochs=0)  # fmt: skip
     kept = [w / s for w, s in zip(rep.widths, (128, 64), strict=True)]
     assert kept[costly] == 1.0 and kept[1 - costly] <= 0.5, rep.widths
+
+
+@pytest.mark.parametrize("costly", [0, 1])
+def test_a_cut_that_misses_is_narrowed_where_the_accuracy_table_says_it_costs_least(costly) -> None:
+    """Two groups whose one-step narrowing each meets the budget: the step taken is the one the accuracy
+    table prices lower (by latency alone they tie, and the first group would go)."""
+    import numpy as np
+
+    from edgeopt.compress.prune.channel import channel_scores
+    from edgeopt.compress.prune.depgraph import build_dependency_graph
+    from edgeopt.hwtrain.gated import _meet_budget, _ranked_classes
+
+    torch.manual_seed(0)
+    model = create_model("mlp", input_shape=(1, 8, 8), num_classes=10)
+    dep = build_dependency_graph(model.module, model.example_input(1))
+    ranked = _ranked_classes(dep, channel_scores(model, dep, "l2"))
+    choices = [width_choices(len(r), 8) for r in ranked]
+    accuracy = np.zeros((2, max(len(c) for c in choices)))
+    accuracy[costly, : len(choices[costly]) - 1] = 0.05  # any cut of this group loses 5 points
+
+    def latency(models: list) -> list[float]:
+        return [m.module.body[0].out_features / 128 + m.module.body[2].out_features / 64 for m in models]
+
+    full = [128, 64]
+    _, widths, fixups, _, _ = _meet_budget(model, dep, ranked, choices, full, Budget(latency_ms=1.9), latency, 0.0,
+                                           lambda _s: None, accuracy=accuracy)  # fmt: skip
+    assert fixups == 1 and widths[costly] == full[costly] and widths[1 - costly] < full[1 - costly]
