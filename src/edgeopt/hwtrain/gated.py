@@ -23,8 +23,9 @@ residual chains and depthwise layers stay consistent):
    it and cut the last stage (docs/hardware.md, 2026-12-04). Tasks other than classification have no
    accuracy table (a training split of anomaly data is all normal): their gates learn from the task loss.
 5. The argmax widths are cut out physically (``prune.pruned_model``); while the *predicted*
-   latency of that real model misses the budget, one group is narrowed by one step (the step that
-   meets the budget with the least cut, else the one that saves the most). With a runtime to
+   latency of that real model misses the budget, one group is narrowed by one step (among the steps
+   that meet the budget, the one the accuracy table prices lowest, else the one that saves the most
+   time per accuracy lost: NetAdapt's rule). With a runtime to
    confirm in, the cut is then timed, and on a miss the predictor is re-anchored on it and step 5
    repeats. Then ``finetune_epochs`` without gates and without augmentation (a short recovery).
 
@@ -335,8 +336,9 @@ def train_to_budget(
     say(f"hw_train: chosen widths {widths} (of {[len(r) for r in ranked]}){lost}")
     preference = [a.detach().numpy() for a in gates.alpha]
     cut, widths, fixups, widened, confirmations = _meet_budget(model, dep, ranked, choices, widths, budget,
-                                                               latency_fn, tolerance, say, confirm, preference,
-                                                               costs.accuracy)  # fmt: skip
+                                                               latency_fn, tolerance, say, confirm,
+                                                               preference=preference,
+                                                               accuracy=costs.accuracy)  # fmt: skip
     report = HwTrainReport([len(r) for r in ranked], widths, costs.latency_full, fixups=fixups, widened=widened,
                            confirmations=confirmations, history=warm_history + hist.epochs)  # fmt: skip
     if latency_fn is not None:
