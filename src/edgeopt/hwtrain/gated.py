@@ -449,14 +449,16 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
                 # 0.93x). With the accuracy table, NetAdapt's rule (the docstring): by latency alone, the ExecuTorch
                 # 0.7x fix-up cut the stage-2 inner convolution 16 -> 8, whatever it cost (2026-12-04)
                 times = late_ms([o[2] for o in options])
-                now = late_ms([current])[0]
                 meeting = [i for i, t in enumerate(times) if t <= budget.latency_ms * (1 + tolerance)]
                 if accuracy is None:
                     pick = max(meeting, key=lambda i: times[i]) if meeting else int(np.argmin(times))
                 else:
                     lost = [_step_cost(accuracy, choices, widths, o[0]) for o in options]
-                    pick = (min(meeting, key=lambda i: (lost[i], -times[i])) if meeting
-                            else max(range(len(options)), key=lambda i: (now - times[i]) / max(lost[i], 1e-3)))
+                    if meeting:
+                        pick = min(meeting, key=lambda i: (lost[i], -times[i]))
+                    else:  # the current cut's time is only needed here, for the saving per accuracy lost
+                        now = late_ms([current])[0]
+                        pick = max(range(len(options)), key=lambda i: (now - times[i]) / max(lost[i], 1e-3))
                 g, widths, current = options[pick]
             else:
                 sizes = [arena_kib(o[2]) for o in options]
