@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -211,13 +213,39 @@ def _side_by_side(runtime: str, base, model, fraction: float) -> dict[str, Any]:
             "within_10pct_of_target": abs(ratio / fraction - 1) <= 0.10}  # fmt: skip
 
 
-def hwtrain_section(runtime: str, profile_path: Path, fractions: list[float], epochs: int) -> dict[str, Any]:
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _seed_summary(runs: list[dict], pruning: list[dict], fraction: float) -> dict[str, Any]:
+    """hw_train against pruning + recovery at ``fraction``, seed by seed: medians, the per-seed
+    accuracy difference, and in how many seeds hw_train was at least as accurate. Pure."""
+    by_seed = {r["seed"]: r for r in runs if r["fraction"] == fraction and "accuracy" in r}
+    pairs = [(by_seed[p["seed"]], p) for p in pruning if p["seed"] in by_seed]
+    return {
+        "fraction": fraction, "seeds": [p["seed"] for _, p in pairs],
+        "hw_train_accuracy": [h["accuracy"] for h, _ in pairs],
+        "pruning_accuracy": [p["accuracy"] for _, p in pairs],
+        "hw_train_ratio": [h["side_by_side"]["ratio_to_base"] for h, _ in pairs],
+        "pruning_ratio": [p["side_by_side"]["ratio_to_base"] for _, p in pairs],
+        "hw_train_accuracy_median": _median([h["accuracy"] for h, _ in pairs]),
+        "pruning_accuracy_median": _median([p["accuracy"] for _, p in pairs]),
+        "accuracy_difference_median": _median([h["accuracy"] - p["accuracy"] for h, p in pairs]),
+        "seeds_hw_train_at_least_as_accurate": sum(h["accuracy"] >= p["accuracy"] for h, p in pairs),
+        "hw_train_failed_seeds": [r["seed"] for r in runs if r["fraction"] == fraction and "error" in r],
+    }  # fmt: skip
+
+
+def hwtrain_section(runtime: str, profile_path: Path, fractions: list[float], epochs: int,
+                    seeds: list[int], device: str = "cpu") -> dict[str, Any]:  # fmt: skip
     """Hardware-aware training of zoo resnet8 on cifar10-jpg to ``fractions`` of its measured latency in
-    ``runtime``, beside channel pruning + recovery with the same total epochs at the 0.7 target.
+    ``runtime``, beside channel pruning + recovery with the same total epochs at the 0.7 target, once
+    per seed in ``seeds`` (the seed draws the initial weights and the batches of both methods).
 
     Every model is timed again beside the base model once trained (``side_by_side``): the verdict
-    is that ratio against the fraction. The pruning baseline's pre-training is the same for every
-    runtime and cached under the benchmark cache."""
+    is that ratio against the fraction. The pruning baseline's pre-training depends on the seed
+    only and is cached under the benchmark cache. ``device`` trains (cpu or cuda); latency is
+    always timed on this machine's CPU."""
     import torch
     from common import models_in_turns, shared_path
 
@@ -229,51 +257,63 @@ def hwtrain_section(runtime: str, profile_path: Path, fractions: list[float], ep
     from edgeopt.models import create_model
     from edgeopt.train import FitConfig, evaluate, fit
 
-    spec = f"imagefolder:{shared_path('cifar10-jpg.zip')}"
+    data = os.environ.get("EDGEOPT_CIFAR10_DIR")  # a folder of train/ and test/ (the zip unpacked), else the zip
+    spec = f"imagefolder:{data or shared_path('cifar10-jpg.zip')}"
     train, test = load_dataset(spec, "train"), load_dataset(spec, "test")
     base = create_model("resnet8", input_shape=(3, 32, 32), num_classes=10)
     base_ms = models_in_turns(runtime, {"base": base})["base"]["p50_ms"]
-    out: dict[str, Any] = {"runtime": runtime, "epochs": epochs, "base_measured_ms": base_ms, "runs": [],
+    out: dict[str, Any] = {"runtime": runtime, "epochs": epochs, "seeds": seeds, "training_device": device,
+                           "base_measured_ms": base_ms, "runs": [], "pruning_runs": [],
                            "profile": str(profile_path)}  # fmt: skip
-    for frac in fractions:
-        torch.manual_seed(0)
-        model = create_model("resnet8", input_shape=(3, 32, 32), num_classes=10)
-        t0 = time.monotonic()
-        try:
-            trained, metrics = train_for_device(model, train, runtime, frac * base_ms, None, epochs, 1,
-                                                str(profile_path), FitConfig(seed=0),
-                                                log=lambda m: print(f"    {m}", flush=True))  # fmt: skip
-        except EdgeoptError as e:  # the run failed to meet the target: a figure of its own, not the end of the section
-            out["runs"].append({"fraction": frac, "target_ms": frac * base_ms, "error": str(e),
-                                "seconds": round(time.monotonic() - t0, 1)})  # fmt: skip
-            print(f"  hw_train {runtime} {frac}: failed: {e}", flush=True)
-            continue
-        check = metrics["latency_check"]
-        out["runs"].append({"fraction": frac, "target_ms": frac * base_ms, "measured_ms": check["measured_ms"],
-                            "predicted_ms": check["predicted_ms"], "measured_vs_target": check["measured_vs_target"],
-                            "anchor": metrics["latency_source"].get("anchor"),
-                            "accuracy": evaluate(trained, test).accuracy, "widths": metrics["hw_train"]["widths"],
-                            "seconds": round(time.monotonic() - t0, 1),
-                            "side_by_side": _side_by_side(runtime, base, trained, frac)})  # fmt: skip
-        print(f"  hw_train {runtime} {frac}: {out['runs'][-1]}", flush=True)
-    # channel pruning + recovery, same total epochs: train, prune to the 0.7 target (NetAdapt on the
-    # same profile), recover
     pre = max(1, epochs - 2)
-    cached = CACHE / f"resnet8_cifar10jpg_{pre}ep_seed0.edgeopt"
-    if cached.exists():
-        model = load_model(cached)
-    else:
-        torch.manual_seed(0)
-        model, _ = fit(create_model("resnet8", input_shape=(3, 32, 32), num_classes=10), train,
-                       FitConfig(epochs=pre, seed=0))  # fmt: skip
-        save_model(model, cached)
-    res = prune_model(model, train, target_latency_ms=0.7 * base_ms, runtime=runtime, round_to=8,
-                      settings=TuneSettings(epochs=epochs - pre), profile=str(profile_path))  # fmt: skip
-    out["pruning_baseline"] = {"fraction": 0.7, "measured_ms": res.metrics["latency_check"]["measured_ms"],
-                               "accuracy": evaluate(res.model, test).accuracy, "train_epochs": pre,
-                               "recovery_epochs": epochs - pre, "anchor": res.metrics["latency_source"].get("anchor"),
-                               "side_by_side": _side_by_side(runtime, base, res.model, 0.7)}  # fmt: skip
-    print(f"  pruning baseline {runtime}: {out['pruning_baseline']}", flush=True)
+    for seed in seeds:
+        for frac in fractions:
+            torch.manual_seed(seed)
+            model = create_model("resnet8", input_shape=(3, 32, 32), num_classes=10)
+            t0 = time.monotonic()
+            try:
+                trained, metrics = train_for_device(model, train, runtime, frac * base_ms, None, epochs, 1,
+                                                    str(profile_path), FitConfig(seed=seed, device=device),
+                                                    log=lambda m: print(f"    {m}", flush=True))  # fmt: skip
+            except EdgeoptError as e:  # a missed target is a figure of its own, not the end of the section
+                out["runs"].append({"seed": seed, "fraction": frac, "target_ms": frac * base_ms, "error": str(e),
+                                    "seconds": round(time.monotonic() - t0, 1)})  # fmt: skip
+                print(f"  hw_train {runtime} seed {seed} {frac}: failed: {e}", flush=True)
+                continue
+            check = metrics["latency_check"]
+            out["runs"].append({"seed": seed, "fraction": frac, "target_ms": frac * base_ms,
+                                "measured_ms": check["measured_ms"], "predicted_ms": check["predicted_ms"],
+                                "measured_vs_target": check["measured_vs_target"],
+                                "anchor": metrics["latency_source"].get("anchor"),
+                                "accuracy": evaluate(trained, test).accuracy, "widths": metrics["hw_train"]["widths"],
+                                "seconds": round(time.monotonic() - t0, 1),
+                                "side_by_side": _side_by_side(runtime, base, trained, frac)})  # fmt: skip
+            print(f"  hw_train {runtime} seed {seed} {frac}: {out['runs'][-1]}", flush=True)
+        # channel pruning + recovery, same total epochs: train, prune to the 0.7 target (NetAdapt on the
+        # same profile), recover
+        cached = CACHE / f"resnet8_cifar10jpg_{pre}ep_seed{seed}.edgeopt"
+        if cached.exists():
+            model = load_model(cached)
+        else:
+            torch.manual_seed(seed)
+            model, _ = fit(create_model("resnet8", input_shape=(3, 32, 32), num_classes=10), train,
+                           FitConfig(epochs=pre, seed=seed, device=device))  # fmt: skip
+            save_model(model, cached)
+        t0 = time.monotonic()
+        res = prune_model(model, train, target_latency_ms=0.7 * base_ms, runtime=runtime, round_to=8,
+                          settings=TuneSettings(epochs=epochs - pre, seed=seed, device=device),
+                          profile=str(profile_path))  # fmt: skip
+        check = res.metrics["latency_check"]
+        out["pruning_runs"].append({"seed": seed, "fraction": 0.7, "measured_ms": check["measured_ms"],
+                                    "accuracy": evaluate(res.model, test).accuracy, "train_epochs": pre,
+                                    "recovery_epochs": epochs - pre,
+                                    "anchor": res.metrics["latency_source"].get("anchor"),
+                                    "seconds": round(time.monotonic() - t0, 1),
+                                    "side_by_side": _side_by_side(runtime, base, res.model, 0.7)})  # fmt: skip
+        print(f"  pruning baseline {runtime} seed {seed}: {out['pruning_runs'][-1]}", flush=True)
+    if 0.7 in fractions:
+        out["against_pruning_0.7"] = _seed_summary(out["runs"], out["pruning_runs"], 0.7)
+        print(f"  {runtime} at 0.7x over seeds: {out['against_pruning_0.7']}", flush=True)
     return out
 
 
@@ -304,6 +344,9 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true", help="drop the journalled measurements first")
     ap.add_argument("--sections", default="", help="opt-in sections: hwtrain (cifar10-jpg training, ~1 h on 2 cores)")
     ap.add_argument("--hwtrain-epochs", type=int, default=6)
+    ap.add_argument("--hwtrain-seeds", default="0", help="comma list of seeds: hw_train and pruning once per seed")
+    ap.add_argument("--hwtrain-fractions", default="0.5,0.7", help="latency targets as fractions of the base model")
+    ap.add_argument("--device", default="cpu", help="training device of the hwtrain section: cpu or cuda")
     ap.add_argument("--allocation-runtime", default="executorch", help="runtime of the latency-allocation section")
     ap.add_argument("--measured-reference", action="store_true",
                     help="also run the allocation with measured timings (77 s in ExecuTorch, 2026-12-02)")  # fmt: skip
@@ -349,7 +392,14 @@ def main() -> None:
     if "hwtrain" in args.sections:
         for rt in args.runtimes.split(","):
             prof_path = CACHE / f"{rt}_t1_profile.json"
-            figures.setdefault("hwtrain", {})[rt] = hwtrain_section(rt, prof_path, [0.5, 0.7], args.hwtrain_epochs)
+            figures.setdefault("hwtrain", {})[rt] = hwtrain_section(
+                rt,
+                prof_path,
+                [float(f) for f in args.hwtrain_fractions.split(",")],
+                args.hwtrain_epochs,
+                [int(x) for x in args.hwtrain_seeds.split(",")],
+                args.device,
+            )
     if "memory" not in skip:
         try:
             from hardware_memory import memory_table
