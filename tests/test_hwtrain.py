@@ -317,3 +317,49 @@ def test_a_cut_that_misses_is_narrowed_where_the_accuracy_table_says_it_costs_le
     _, widths, fixups, _, _ = _meet_budget(model, dep, ranked, choices, full, Budget(latency_ms=1.9), latency, 0.0,
                                            lambda _s: None, accuracy=accuracy)  # fmt: skip
     assert fixups == 1 and widths[costly] == full[costly] and widths[1 - costly] < full[1 - costly]
+
+
+@pytest.mark.parametrize("rule", [True, False])
+def test_a_narrowing_the_timing_shows_saved_nothing_is_undone_and_not_taken_again(monkeypatch, rule) -> None:
+    """The runtime charges the first group as if it had at least 96 of its 128 units (a kernel that runs a
+    narrower layer at the cost of a wider one); the predictor does not know it. After the first timing misses,
+    the accuracy table (the second group is costly) sends the narrowing to the first group, which the next
+    timing shows saved nothing: that cut is undone, and the second group is narrowed instead. Without the rule
+    the first group ends below 96 units, which cost accuracy and bought no time."""
+    import numpy as np
+
+    import edgeopt.hwtrain.gated as gated
+    from edgeopt.compress.prune.channel import channel_scores
+    from edgeopt.compress.prune.depgraph import build_dependency_graph
+    from edgeopt.hwtrain.gated import _meet_budget, _ranked_classes
+
+    if not rule:
+        monkeypatch.setattr(gated, "USELESS_SAVING", -1.0)
+    torch.manual_seed(0)
+    model = create_model("mlp", input_shape=(1, 8, 8), num_classes=10)
+    dep = build_dependency_graph(model.module, model.example_input(1))
+    ranked = _ranked_classes(dep, channel_scores(model, dep, "l2"))
+    choices = [width_choices(len(r), 8) for r in ranked]
+    accuracy = np.zeros((2, max(len(c) for c in choices)))
+    accuracy[1, : len(choices[1]) - 1] = 0.05  # any cut of the second group loses 5 points
+
+    def widths_of(m) -> tuple[int, int]:
+        return m.module.body[0].out_features, m.module.body[2].out_features
+
+    def predicted(models: list) -> list[float]:
+        return [w0 / 128 + w1 / 64 for w0, w1 in map(widths_of, models)]
+
+    def runtime(models: list) -> list[float]:
+        return [1.3 * (max(w0, 96) / 128 + w1 / 64) for w0, w1 in map(widths_of, models)]
+
+    budget = Budget(latency_ms=1.8)
+    out, widths, _, _, confirmations = _meet_budget(model, dep, ranked, choices, [128, 64], budget, predicted, 0.0,
+                                                    lambda _s: None, confirm=runtime, accuracy=accuracy)  # fmt: skip
+    first = confirmations[0]
+    assert first["widths"] == [96, 64] and first["measured_ms"] > budget.latency_ms * (1 + CONFIRM_TOLERANCE)
+    if rule:
+        assert [c.get("undone", False) for c in confirmations] == [False, True, False]
+        assert widths[0] == 96 and widths[1] < 64
+        assert runtime([out])[0] <= budget.latency_ms * (1 + CONFIRM_TOLERANCE)
+    else:
+        assert not any(c.get("undone") for c in confirmations) and widths[0] < 96

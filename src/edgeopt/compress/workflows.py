@@ -230,7 +230,7 @@ def prune_model(
     latency_search = method == "channel" and (target_latency_ms is not None or allocation == "latency")
     latency_fn = None
     if latency_search:
-        from edgeopt.compress.prune.netadapt import latency_source, timed_beside
+        from edgeopt.compress.prune.netadapt import latency_source, short_term_data, timed_beside
 
         latency_fn, metrics["latency_source"] = latency_source(
             runtime, threads, profile, say, anchor=model if target_latency_ms is not None else None
@@ -238,8 +238,7 @@ def prune_model(
         say(f"latency: {metrics['latency_source']['latency']} ({runtime})")
     if method == "channel":
         if target_latency_ms is not None:
-            holdout = data.take(min(1000, len(data)), seed=1)
-            cal = calibration_inputs(model, data, 128) if reconstruct else None
+            holdout, cal = short_term_data(model, data, reconstruct)
             # a predicted search times the model it lands on (beside the input model), and goes on if it misses
             anchor = metrics["latency_source"].get("anchor")
             timer = timed_beside(model, anchor["measured_ms"], runtime, threads) if anchor else None

@@ -27,7 +27,8 @@ residual chains and depthwise layers stay consistent):
    that meet the budget, the one the accuracy table prices lowest, else the one that saves the most
    time per accuracy lost: NetAdapt's rule). With a runtime to
    confirm in, the cut is then timed, and on a miss the predictor is re-anchored on it and step 5
-   repeats. Then ``finetune_epochs`` without gates and without augmentation (a short recovery).
+   repeats; a narrowing the next timing shows saved nothing is undone and not taken again. Then
+   ``finetune_epochs`` without gates and without augmentation (a short recovery).
 
 Cost: the tables (per group and width, one prediction, one least-squares re-fit on 128 images and one
 evaluation on 1,000: ~1 s each for small CNNs), then
@@ -61,6 +62,10 @@ CONFIRM_TOLERANCE = 0.05
 # a timed cut more than 10% under the budget gives accuracy away: it is widened on the re-anchored predictor (ONNX
 # Runtime, 0.5x: narrowed on one slow timing, the cut then timed 0.42x and nothing widened it back)
 CONFIRM_UNDER = 0.10
+# a narrowing timed to save under half of what the re-anchored predictor said it would is undone and not taken again:
+# it only cost accuracy (ExecuTorch, resnet8 at 0.7x: the stage-2 chain cut 16 -> 8 was predicted to save 8% and
+# timed 0.1742 ms against 0.1741 before it; XNNPACK runs 8 channels at the cost of 16)
+USELESS_SAVING = 0.5
 
 
 @dataclass(frozen=True)
@@ -179,17 +184,17 @@ class CostTables:
 def _cost_tables(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choices: list[list[int]],
                  latency_fn: LatencyFn | None, arena: bool, data: ImageDataset) -> CostTables:  # fmt: skip
     """Each group cut alone to each width, the others intact: priced by ``latency_fn`` and the liveness
-    plan, and, for a classifier, evaluated on 1,000 training images after reconstruction on 128 others
-    (NetAdapt's short-term evaluation, as in pruning's latency allocation: :func:`.netadapt.measure_units`).
+    plan, and, for a classifier, evaluated on training images after a least-squares reconstruction
+    (NetAdapt's short-term evaluation, on the images pruning's latency search uses: :func:`.netadapt.short_term_data`).
     Other tasks have no accuracy to lose on a training split (an anomaly split is all normal)."""
-    from edgeopt.compress.prune import calibration_inputs
+    from edgeopt.compress.prune.netadapt import short_term_data
     from edgeopt.compress.prune.probe_eval import cut_accuracies
     from edgeopt.compress.prune.reconstruct import original_outputs
 
     full = [len(r) for r in ranked]
     probe = {"pass": "hw_train", "method": "width-probe"}
     classifier = model.meta.task == "classification"
-    cal = calibration_inputs(model, data, 128) if classifier else None
+    holdout, cal = short_term_data(model, data, classifier)
     targets = original_outputs(model.module, dep, cal) if cal is not None else None
     variants: list[EdgeModel] = [model]
     index: list[tuple[int, int]] = []
@@ -216,7 +221,7 @@ def _cost_tables(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
         sizes = [arena_kib(v) for v in variants]
         out.arena, out.arena_full = table(sizes), sizes[0]
     if classifier:
-        base_acc, accs = cut_accuracies(model, variants[1:], data.take(min(1000, len(data)), seed=1))
+        base_acc, accs = cut_accuracies(model, variants[1:], holdout)
         out.accuracy = -table([base_acc, *accs])
     return out
 
@@ -390,9 +395,12 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
     misses, or lands more than ``CONFIRM_UNDER`` under the budget, the predictor is re-anchored on it
     (scaled so its prediction equals the time measured) and narrowing or widening goes on, up to
     ``max_confirmations`` timings; the cut returned is then the timed one closest under the budget (or
-    the fastest timed, when none is). The predictor's error grows with the distance from the model it
-    was anchored on (a ResNet-8 cut to a quarter of its channels in ONNX Runtime: predicted 0.44x of the
-    full model, timed 0.57x); anchoring on the cut itself leaves only the error of one step's saving."""
+    the fastest timed, when none is). A narrowing whose timing saved under ``USELESS_SAVING`` of what the
+    anchored predictor promised is undone (back to the anchor's cut) and never taken again: the predictor
+    does not know where a runtime runs fewer channels at the cost of more. The predictor's error grows
+    with the distance from the model it was anchored on (a ResNet-8 cut to a quarter of its channels in
+    ONNX Runtime: predicted 0.44x of the full model, timed 0.57x); anchoring on the cut itself leaves
+    only the error of one step's saving."""
     probe = {"pass": "hw_train", "method": "widths"}
     scale = [1.0]  # the predictor's anchor on the last cut timed (1: as given)
 
@@ -413,6 +421,8 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
 
     current, fixups, widened, confirmations = cut(widths), 0, 0, []
     timed_cuts: list[EdgeModel] = []  # the cut of each confirmation, in order
+    useless: set[tuple[int, int]] = set()  # (group, width) narrowings a timing showed to save nothing
+    anchor: int | None = None  # the confirmation the predictor is anchored on (``scale``)
     while True:
         while preference is not None and not misses(current):
             wider = []
@@ -428,12 +438,12 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
             widened += 1
             say(f"hw_train: the cut leaves budget unused; group {g} widened to {widths[g]}")
         while misses(current):
+            steps = [g for g, c in enumerate(choices) if c.index(widths[g]) > 0]
+            steps = [g for g in steps if (g, widths[g]) not in useless] or steps  # a useless step beats none
             options = []
-            for g, c in enumerate(choices):
-                j = c.index(widths[g])
-                if j > 0:
-                    ws = [*widths[:g], c[j - 1], *widths[g + 1 :]]
-                    options.append((g, ws, cut(ws)))
+            for g in steps:
+                ws = [*widths[:g], choices[g][choices[g].index(widths[g]) - 1], *widths[g + 1 :]]
+                options.append((g, ws, cut(ws)))
             if not options:
                 # the re-anchored predictor says the narrowest cut misses: time it before giving up, since the
                 # anchor's scale carries the error of a wider cut (ONNX Runtime, 0.5x, 2026-12-04: after two
@@ -470,7 +480,9 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
         if confirmations and confirmations[-1]["widths"] == widths:  # re-anchoring changed nothing
             break
         if len(confirmations) >= max_confirmations:
-            i = _closest_under([c["measured_ms"] for c in confirmations], budget.latency_ms * (1 + CONFIRM_TOLERANCE))
+            kept = [i for i, c in enumerate(confirmations) if not c.get("undone")]
+            i = kept[_closest_under([confirmations[i]["measured_ms"] for i in kept],
+                                    budget.latency_ms * (1 + CONFIRM_TOLERANCE))]  # fmt: skip
             widths, current = list(confirmations[i]["widths"]), timed_cuts[i]
             break
         predicted, measured = late_ms([current])[0], confirm([current])[0]
@@ -480,8 +492,27 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
             f"{budget.latency_ms:.4f})")  # fmt: skip
         if budget.latency_ms * (1 - CONFIRM_UNDER) <= measured <= budget.latency_ms * (1 + CONFIRM_TOLERANCE):
             break
+        undone = _useless_narrowing(confirmations[anchor], confirmations[-1]) if anchor is not None else set()
+        if undone:  # back to the cut the predictor is anchored on, to narrow elsewhere
+            useless.update(undone)
+            confirmations[-1]["undone"] = True
+            widths, current = list(confirmations[anchor]["widths"]), timed_cuts[anchor]
+            say(f"hw_train: narrowing group(s) {sorted(g for g, _ in undone)} saved nothing when timed; undone")
+            continue
         scale[0] *= measured / predicted
+        anchor = len(confirmations) - 1
     return current, widths, fixups, widened, confirmations
+
+
+def _useless_narrowing(before: dict[str, Any], now: dict[str, Any]) -> set[tuple[int, int]]:
+    """The (group, width) steps that narrowed the timed cut ``now`` from the timed cut ``before``, when the
+    timing says they saved under ``USELESS_SAVING`` of what the predictor, anchored on ``before``, said they
+    would; else an empty set. Pure."""
+    steps = {(g, w) for g, (w, v) in enumerate(zip(before["widths"], now["widths"], strict=True)) if v < w}
+    narrowed_only = all(v <= w for w, v in zip(before["widths"], now["widths"], strict=True))
+    promised = before["measured_ms"] - now["predicted_ms"]  # the anchored prediction of ``before`` is its timing
+    saved = before["measured_ms"] - now["measured_ms"]
+    return steps if steps and narrowed_only and promised > 0 and saved < USELESS_SAVING * promised else set()
 
 
 def _step_cost(accuracy: np.ndarray, choices: list[list[int]], widths: list[int], g: int) -> float:

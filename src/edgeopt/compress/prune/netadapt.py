@@ -27,7 +27,14 @@ from typing import Any
 import torch
 
 from edgeopt.compress.prune.branches import branch_groups
-from edgeopt.compress.prune.channel import _params, channel_scores, channel_units, mac_model, pruned_model
+from edgeopt.compress.prune.channel import (
+    _params,
+    calibration_inputs,
+    channel_scores,
+    channel_units,
+    mac_model,
+    pruned_model,
+)
 from edgeopt.compress.prune.depgraph import build_dependency_graph
 from edgeopt.compress.prune.probe_eval import cut_accuracies
 from edgeopt.compress.prune.reconstruct import original_outputs
@@ -38,6 +45,18 @@ from edgeopt.model import EdgeModel
 from edgeopt.progress import ProgressBar, phase
 
 LatencyFn = Callable[[list[EdgeModel]], list[float]]
+
+SHORT_TERM_HOLDOUT = 1000  # training images each cut is scored on (drawn with seed 1, apart from the calibration)
+SHORT_TERM_CALIBRATION = 128  # training images each cut's next layer is re-fitted on by least squares first
+
+
+def short_term_data(model: EdgeModel, data: ImageDataset, reconstruct: bool = True) -> tuple[ImageDataset, Any]:
+    """The images of NetAdapt's short-term evaluation, shared by every search that scores cuts before
+    training them (the latency search here, hw_train's accuracy table): ``SHORT_TERM_HOLDOUT`` images
+    to score each cut on, and ``SHORT_TERM_CALIBRATION`` as one input batch to reconstruct it with
+    (``None`` without ``reconstruct``)."""
+    holdout = data.take(min(SHORT_TERM_HOLDOUT, len(data)), seed=1)
+    return holdout, calibration_inputs(model, data, SHORT_TERM_CALIBRATION) if reconstruct else None
 
 
 @dataclass
