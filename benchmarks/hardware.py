@@ -257,8 +257,8 @@ def hwtrain_section(runtime: str, profile_path: Path, fractions: list[float], ep
     from edgeopt.models import create_model
     from edgeopt.train import FitConfig, evaluate, fit
 
-    data = os.environ.get("EDGEOPT_CIFAR10_DIR")  # a folder of train/ and test/ (the zip unpacked), else the zip
-    spec = f"imagefolder:{data or shared_path('cifar10-jpg.zip')}"
+    # EDGEOPT_CIFAR10: the dataset elsewhere (a machine without ../shared), as a zip or a folder of train/ and test/
+    spec = f"imagefolder:{os.environ.get('EDGEOPT_CIFAR10') or shared_path('cifar10-jpg.zip')}"
     train, test = load_dataset(spec, "train"), load_dataset(spec, "test")
     base = create_model("resnet8", input_shape=(3, 32, 32), num_classes=10)
     base_ms = models_in_turns(runtime, {"base": base})["base"]["p50_ms"]
