@@ -363,3 +363,15 @@ def test_a_narrowing_the_timing_shows_saved_nothing_is_undone_and_not_taken_agai
         assert runtime([out])[0] <= budget.latency_ms * (1 + CONFIRM_TOLERANCE)
     else:
         assert not any(c.get("undone") for c in confirmations) and widths[0] < 96
+
+
+def test_only_a_narrowing_that_saved_within_the_timing_noise_counts_as_useless() -> None:
+    """Useless means the timing moved by under 2%, whatever the predictor promised: three steps that saved 11% of
+    the 24% promised are kept (ONNX Runtime, 0.5x, 2026-12-04); a widening in the mix is not a narrowing."""
+    from edgeopt.hwtrain.gated import _useless_narrowing
+
+    before = {"widths": [96, 64], "measured_ms": 1.0, "predicted_ms": 1.0}
+    assert _useless_narrowing(before, {"widths": [64, 56], "measured_ms": 0.89, "predicted_ms": 0.76}) == set()
+    assert _useless_narrowing(before, {"widths": [64, 56], "measured_ms": 0.99, "predicted_ms": 0.9}) == {(0, 96),
+                                                                                                           (1, 64)}
+    assert _useless_narrowing(before, {"widths": [64, 72], "measured_ms": 1.0, "predicted_ms": 0.9}) == set()

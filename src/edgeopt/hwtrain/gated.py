@@ -62,10 +62,12 @@ CONFIRM_TOLERANCE = 0.05
 # a timed cut more than 10% under the budget gives accuracy away: it is widened on the re-anchored predictor (ONNX
 # Runtime, 0.5x: narrowed on one slow timing, the cut then timed 0.42x and nothing widened it back)
 CONFIRM_UNDER = 0.10
-# a narrowing timed to save under half of what the re-anchored predictor said it would is undone and not taken again:
+# a narrowing timed to save under 2% of the cut it narrowed (this VM's timing noise) is undone and not taken again:
 # it only cost accuracy (ExecuTorch, resnet8 at 0.7x: the stage-2 chain cut 16 -> 8 was predicted to save 8% and
-# timed 0.1742 ms against 0.1741 before it; XNNPACK runs 8 channels at the cost of 16)
-USELESS_SAVING = 0.5
+# timed 0.1742 ms against 0.1741 before it; both runtimes ran 8 channels there at the cost of 16). Measured
+# against the earlier timing, not against the predictor's promise: a fix-up of three steps that saved 11%, not
+# the 24% promised, was undone by the promise-relative rule (ONNX Runtime, 0.5x, 2026-12-04)
+USELESS_SAVING = 0.02
 
 
 @dataclass(frozen=True)
@@ -395,9 +397,9 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
     misses, or lands more than ``CONFIRM_UNDER`` under the budget, the predictor is re-anchored on it
     (scaled so its prediction equals the time measured) and narrowing or widening goes on, up to
     ``max_confirmations`` timings; the cut returned is then the timed one closest under the budget (or
-    the fastest timed, when none is). A narrowing whose timing saved under ``USELESS_SAVING`` of what the
-    anchored predictor promised is undone (back to the anchor's cut) and never taken again: the predictor
-    does not know where a runtime runs fewer channels at the cost of more. The predictor's error grows
+    the fastest timed, when none is). A narrowing whose timing saved under ``USELESS_SAVING`` of the
+    anchor's time is undone (back to the anchor's cut) and never taken again: the predictor does not
+    know where a runtime runs fewer channels at the cost of more. The predictor's error grows
     with the distance from the model it was anchored on (a ResNet-8 cut to a quarter of its channels in
     ONNX Runtime: predicted 0.44x of the full model, timed 0.57x); anchoring on the cut itself leaves
     only the error of one step's saving."""
@@ -506,13 +508,11 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
 
 def _useless_narrowing(before: dict[str, Any], now: dict[str, Any]) -> set[tuple[int, int]]:
     """The (group, width) steps that narrowed the timed cut ``now`` from the timed cut ``before``, when the
-    timing says they saved under ``USELESS_SAVING`` of what the predictor, anchored on ``before``, said they
-    would; else an empty set. Pure."""
+    timings say they saved under ``USELESS_SAVING`` of ``before``'s time; else an empty set. Pure."""
     steps = {(g, w) for g, (w, v) in enumerate(zip(before["widths"], now["widths"], strict=True)) if v < w}
     narrowed_only = all(v <= w for w, v in zip(before["widths"], now["widths"], strict=True))
-    promised = before["measured_ms"] - now["predicted_ms"]  # the anchored prediction of ``before`` is its timing
     saved = before["measured_ms"] - now["measured_ms"]
-    return steps if steps and narrowed_only and promised > 0 and saved < USELESS_SAVING * promised else set()
+    return steps if steps and narrowed_only and saved < USELESS_SAVING * before["measured_ms"] else set()
 
 
 def _step_cost(accuracy: np.ndarray, choices: list[list[int]], widths: list[int], g: int) -> float:
