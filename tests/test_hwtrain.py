@@ -280,7 +280,7 @@ def test_the_gates_cut_the_group_the_accuracy_table_says_costs_least(digits, one
         return out
 
     def latency(models: list) -> list[float]:  # each group: 1 ms at full width, proportional to its width
-        return [m.module.body[0].out_features / 128 + m.module.body[2].out_features / 64 for m in models]
+        return [w0 / 128 + w1 / 64 for w0, w1 in map(_mlp_widths, models)]
 
     monkeypatch.setattr(gated, "_cost_tables", tables)
     train, _ = digits
@@ -292,15 +292,14 @@ def test_the_gates_cut_the_group_the_accuracy_table_says_costs_least(digits, one
     assert kept[costly] == 1.0 and kept[1 - costly] <= 0.5, rep.widths
 
 
-@pytest.mark.parametrize("costly", [0, 1])
-def test_a_cut_that_misses_is_narrowed_where_the_accuracy_table_says_it_costs_least(costly) -> None:
-    """Two groups whose one-step narrowing each meets the budget: the step taken is the one the accuracy
-    table prices lower (by latency alone they tie, and the first group would go)."""
+def _two_group_mlp(costly: int):
+    """An MLP's two channel groups (128 and 64 units) with their width choices, and an accuracy table in which
+    any cut of group ``costly`` loses 5 points."""
     import numpy as np
 
     from edgeopt.compress.prune.channel import channel_scores
     from edgeopt.compress.prune.depgraph import build_dependency_graph
-    from edgeopt.hwtrain.gated import _meet_budget, _ranked_classes
+    from edgeopt.hwtrain.gated import _ranked_classes
 
     torch.manual_seed(0)
     model = create_model("mlp", input_shape=(1, 8, 8), num_classes=10)
@@ -308,10 +307,24 @@ def test_a_cut_that_misses_is_narrowed_where_the_accuracy_table_says_it_costs_le
     ranked = _ranked_classes(dep, channel_scores(model, dep, "l2"))
     choices = [width_choices(len(r), 8) for r in ranked]
     accuracy = np.zeros((2, max(len(c) for c in choices)))
-    accuracy[costly, : len(choices[costly]) - 1] = 0.05  # any cut of this group loses 5 points
+    accuracy[costly, : len(choices[costly]) - 1] = 0.05
+    return model, dep, ranked, choices, accuracy
+
+
+def _mlp_widths(m) -> tuple[int, int]:
+    return m.module.body[0].out_features, m.module.body[2].out_features
+
+
+@pytest.mark.parametrize("costly", [0, 1])
+def test_a_cut_that_misses_is_narrowed_where_the_accuracy_table_says_it_costs_least(costly) -> None:
+    """Two groups whose one-step narrowing each meets the budget: the step taken is the one the accuracy
+    table prices lower (by latency alone they tie, and the first group would go)."""
+    from edgeopt.hwtrain.gated import _meet_budget
+
+    model, dep, ranked, choices, accuracy = _two_group_mlp(costly)
 
     def latency(models: list) -> list[float]:
-        return [m.module.body[0].out_features / 128 + m.module.body[2].out_features / 64 for m in models]
+        return [w0 / 128 + w1 / 64 for w0, w1 in map(_mlp_widths, models)]
 
     full = [128, 64]
     _, widths, fixups, _, _ = _meet_budget(model, dep, ranked, choices, full, Budget(latency_ms=1.9), latency, 0.0,
@@ -326,31 +339,18 @@ def test_a_narrowing_the_timing_shows_saved_nothing_is_undone_and_not_taken_agai
     the accuracy table (the second group is costly) sends the narrowing to the first group, which the next
     timing shows saved nothing: that cut is undone, and the second group is narrowed instead. Without the rule
     the first group ends below 96 units, which cost accuracy and bought no time."""
-    import numpy as np
-
     import edgeopt.hwtrain.gated as gated
-    from edgeopt.compress.prune.channel import channel_scores
-    from edgeopt.compress.prune.depgraph import build_dependency_graph
-    from edgeopt.hwtrain.gated import _meet_budget, _ranked_classes
+    from edgeopt.hwtrain.gated import _meet_budget
 
     if not rule:
         monkeypatch.setattr(gated, "USELESS_SAVING", -1.0)
-    torch.manual_seed(0)
-    model = create_model("mlp", input_shape=(1, 8, 8), num_classes=10)
-    dep = build_dependency_graph(model.module, model.example_input(1))
-    ranked = _ranked_classes(dep, channel_scores(model, dep, "l2"))
-    choices = [width_choices(len(r), 8) for r in ranked]
-    accuracy = np.zeros((2, max(len(c) for c in choices)))
-    accuracy[1, : len(choices[1]) - 1] = 0.05  # any cut of the second group loses 5 points
-
-    def widths_of(m) -> tuple[int, int]:
-        return m.module.body[0].out_features, m.module.body[2].out_features
+    model, dep, ranked, choices, accuracy = _two_group_mlp(costly=1)
 
     def predicted(models: list) -> list[float]:
-        return [w0 / 128 + w1 / 64 for w0, w1 in map(widths_of, models)]
+        return [w0 / 128 + w1 / 64 for w0, w1 in map(_mlp_widths, models)]
 
     def runtime(models: list) -> list[float]:
-        return [1.3 * (max(w0, 96) / 128 + w1 / 64) for w0, w1 in map(widths_of, models)]
+        return [1.3 * (max(w0, 96) / 128 + w1 / 64) for w0, w1 in map(_mlp_widths, models)]
 
     budget = Budget(latency_ms=1.8)
     out, widths, _, _, confirmations = _meet_budget(model, dep, ranked, choices, [128, 64], budget, predicted, 0.0,
