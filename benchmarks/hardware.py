@@ -244,7 +244,7 @@ def hwtrain_section(runtime: str, profile_path: Path, fractions: list[float], ep
 
     Every model is timed again beside the base model once trained (``side_by_side``): the verdict
     is that ratio against the fraction. The pruning baseline's pre-training depends on the seed
-    only and is cached under the benchmark cache. ``device`` trains (cpu or cuda); latency is
+    and the training device only, and is cached under the benchmark cache. ``device`` trains (cpu or cuda); latency is
     always timed on this machine's CPU."""
     import torch
     from common import models_in_turns, shared_path
@@ -291,7 +291,8 @@ def hwtrain_section(runtime: str, profile_path: Path, fractions: list[float], ep
             print(f"  hw_train {runtime} seed {seed} {frac}: {out['runs'][-1]}", flush=True)
         # channel pruning + recovery, same total epochs: train, prune to the 0.7 target (NetAdapt on the
         # same profile), recover
-        cached = CACHE / f"resnet8_cifar10jpg_{pre}ep_seed{seed}.edgeopt"
+        on = "" if device == "cpu" else f"_{device}"  # a GPU trains other weights from the same seed
+        cached = CACHE / f"resnet8_cifar10jpg_{pre}ep_seed{seed}{on}.edgeopt"
         if cached.exists():
             model = load_model(cached)
         else:
