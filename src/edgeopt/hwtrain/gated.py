@@ -27,8 +27,10 @@ residual chains and depthwise layers stay consistent):
    that meet the budget, the one the accuracy table prices lowest, else the one that saves the most
    time per accuracy lost: NetAdapt's rule). With a runtime to
    confirm in, the cut is then timed, and on a miss the predictor is re-anchored on it and step 5
-   repeats; a narrowing the next timing shows saved nothing is undone and not taken again. Then
-   ``finetune_epochs`` without gates and without augmentation (a short recovery).
+   repeats; a narrowing the next timing shows saved nothing is undone and not taken again. When this
+   changed the gates' widths, the cut is re-fitted by least squares to the layer outputs of the sub-network
+   the gates trained (as pruning re-fits its cut). Then ``finetune_epochs`` without gates and without
+   augmentation (a short recovery).
 
 Cost: the tables (per group and width, one prediction, one least-squares re-fit on 128 images and one
 evaluation on 1,000: ~1 s each for small CNNs), then
@@ -44,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edgeopt.compress.prune.channel import channel_scores, pruned_model
@@ -149,9 +152,11 @@ class _Gates(nn.Module):
     def probs(self) -> list[torch.Tensor]:
         return [torch.softmax(a / self.tau, 0) for a in self.alpha]
 
-    def masks(self, sizes: dict[str, int]) -> dict[str, torch.Tensor]:
-        """The current input-channel mask of every consumer module (``sizes``: its input channels)."""
-        per_group = [p @ k for p, k in zip(self.probs(), self.keep, strict=True)]  # mask by rank
+    def masks(self, sizes: dict[str, int], hard: bool = False) -> dict[str, torch.Tensor]:
+        """The input-channel mask of every consumer module (``sizes``: its input channels): the current
+        superposition, or with ``hard`` the argmax widths' masks."""
+        probs = [F.one_hot(a.argmax(), len(a)).float() for a in self.alpha] if hard else self.probs()
+        per_group = [p @ k for p, k in zip(probs, self.keep, strict=True)]  # mask by rank
         out = {}
         for module, where in self.consumers:
             pos = torch.tensor([w[0] for w in where])
@@ -191,13 +196,11 @@ def _cost_tables(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
     Other tasks have no accuracy to lose on a training split (an anomaly split is all normal)."""
     from edgeopt.compress.prune.netadapt import short_term_data
     from edgeopt.compress.prune.probe_eval import cut_accuracies
-    from edgeopt.compress.prune.reconstruct import original_outputs
 
     full = [len(r) for r in ranked]
     probe = {"pass": "hw_train", "method": "width-probe"}
-    classifier = model.meta.task == "classification"
-    holdout, cal = short_term_data(model, data, classifier)
-    targets = original_outputs(model.module, dep, cal) if cal is not None else None
+    holdout, _ = short_term_data(model, data, reconstruct=False)
+    cal, targets = _layer_outputs(model, dep, data) or (None, None)
     variants: list[EdgeModel] = [model]
     index: list[tuple[int, int]] = []
     for g, c in enumerate(choices):
@@ -222,10 +225,23 @@ def _cost_tables(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
     if arena:
         sizes = [arena_kib(v) for v in variants]
         out.arena, out.arena_full = table(sizes), sizes[0]
-    if classifier:
+    if model.meta.task == "classification":
         base_acc, accs = cut_accuracies(model, variants[1:], holdout)
         out.accuracy = -table([base_acc, *accs])
     return out
+
+
+def _layer_outputs(model: EdgeModel, dep: DepGraph, data: ImageDataset) -> tuple[torch.Tensor, dict] | None:
+    """The calibration batch of the short-term evaluation and every layer's output on it as the model runs
+    now (the full model for the cost tables; under the gates' hard masks after the search): what a cut is
+    re-fitted to reproduce. ``None`` for tasks other than classification, which have no accuracy table."""
+    from edgeopt.compress.prune.netadapt import short_term_data
+    from edgeopt.compress.prune.reconstruct import original_outputs
+
+    if model.meta.task != "classification":
+        return None
+    _, cal = short_term_data(model, data)
+    return cal, original_outputs(model.module, dep, cal)
 
 
 def _expected(table: np.ndarray, probs: list[torch.Tensor], base: float) -> torch.Tensor:
@@ -334,11 +350,15 @@ def train_to_budget(
     gate_opt = torch.optim.Adam(gates.parameters(), lr=gate_lr)
     try:
         model, hist = fit(model, data, _with_epochs(cfg, search_epochs), loss_fn=loss_fn, extra_optimizer=gate_opt)
+        handle.remove()
+        current.update(gates.masks(sizes, hard=True))
+        trained = _layer_outputs(model, dep, data)
     finally:
         handle.remove()
         for h in handles:
             h.remove()
     widths = [c[j] for c, j in zip(choices, gates.argmax(), strict=True)]
+    trained_widths = list(widths)
     lost = "" if costs.accuracy is None else f"; the table's accuracy lost: {costs.accuracy_lost(gates.argmax()):.3f}"
     say(f"hw_train: chosen widths {widths} (of {[len(r) for r in ranked]}){lost}")
     preference = [a.detach().numpy() for a in gates.alpha]
@@ -346,6 +366,12 @@ def train_to_budget(
                                                                latency_fn, tolerance, say, confirm,
                                                                preference=preference,
                                                                accuracy=costs.accuracy)  # fmt: skip
+    if widths != trained_widths and trained is not None:
+        # the fix-up changed the trained sub-network: re-fit the cut to reproduce it (pruning does the same after
+        # its cut). In all three ExecuTorch seeds at 0.7x (2026-12-04) a timing narrowed a stage-1 chain after
+        # training, and the recovery started from a cut with half that chain's trained channels gone
+        cut = pruned_model(model, dep, _removed(ranked, widths), {"pass": "hw_train", "method": "widths"}, *trained)
+        say("hw_train: the cut re-fitted by least squares to the trained widths' outputs")
     report = HwTrainReport([len(r) for r in ranked], widths, costs.latency_full, fixups=fixups, widened=widened,
                            confirmations=confirmations, history=warm_history + hist.epochs)  # fmt: skip
     if latency_fn is not None:
@@ -545,7 +571,7 @@ def train_for_device(
 
     Latency comes from ``runtime``'s device profile (``profile``, or this machine's calibrated one)
     when there is one, else from timing every priced variant. Two thirds of ``epochs`` search (the
-    first half of them without gates), the rest fine-tune. The returned metrics hold the chosen widths,
+    first three quarters of them without gates), the rest fine-tune. The returned metrics hold the chosen widths,
     the predicted and the measured latency (``latency_check``), and the arena of the cut model when an
     arena budget was set.
     """
@@ -560,10 +586,11 @@ def train_for_device(
         latency_source(runtime, threads, profile, log, anchor=model) if target_latency_ms else (None, {})
     )
     search = max(1, round(epochs * 2 / 3))
-    # the first half of the search trains the full model (the channels are ranked, and the accuracy table is
-    # taken, on it); a quarter gave 69.82 / 70.51 / 66.63% over three seeds at 0.7x in ExecuTorch (resnet8, 6
-    # epochs, cifar10-jpg), a half 70.43 / 71.19 / 69.96%, against pruning's 72.10 / 71.00 / 71.68% (2026-12-04)
-    warmup = search // 2
+    # the first three quarters of the search train the full model (the channels are ranked, and the accuracy
+    # table is taken, on it); at 0.7x in ExecuTorch (resnet8, 6 epochs, cifar10-jpg, seeds 0/1/2) a quarter gave
+    # 69.82 / 70.51 / 66.63%, a half 70.43 / 71.19 / 69.96%, against pruning's 72.10 / 71.00 / 71.68%; three
+    # quarters 71.23% at seed 0 (2026-12-04)
+    warmup = search * 3 // 4
     anchor = source.get("anchor")  # a predicted search: the cut is timed beside the input model
     confirm = timed_beside(model, anchor["measured_ms"], runtime, threads) if anchor else None
     out, report = train_to_budget(model, data, budget, latency_fn, search, epochs - search, config, log=log,
