@@ -89,6 +89,19 @@ def _macs_ms(models: list) -> list[float]:
     return [profile_model(m).macs / 1e6 for m in models]
 
 
+def _changes_after_the_table_timing(runtime):
+    """A latency source that times by MACs on its first call (hw_train's timing of the tables, before the
+    search) and by ``runtime`` after it: the machine changed speed, or the cut trained is not the one
+    timed, so the confirmations after training have something to correct."""
+    calls = []
+
+    def timed(models: list) -> list[float]:
+        calls.append(1)
+        return _macs_ms(models) if len(calls) == 1 else runtime(models)
+
+    return timed
+
+
 def test_an_autoencoder_trains_to_the_budget_with_its_reconstruction_loss(one_thread) -> None:
     # before, the gates trained every task with cross-entropy against the labels (all "normal" here): the
     # autoencoder's normal windows came back with error 0.84 and ROC AUC 0.66; with its own loss 0.11 and 0.87
@@ -134,7 +147,7 @@ def test_a_cut_the_predictor_passes_is_timed_and_narrowed_until_the_timing_meets
         return train_to_budget(model, train.take(64), Budget(latency_ms=target), _macs_ms, search_epochs=1,
                                finetune_epochs=0, confirm=confirm)  # fmt: skip
 
-    out, rep = train_with(runtime)
+    out, rep = train_with(_changes_after_the_table_timing(runtime))
     first, last = rep.confirmations[0], rep.confirmations[-1]
     band = target * (1 + CONFIRM_TOLERANCE)
     assert first["measured_ms"] > band and len(rep.confirmations) >= 2
@@ -155,7 +168,7 @@ def test_a_cut_timed_far_under_the_budget_is_widened_back_into_the_band(digits, 
         return [0.7 * v for v in _macs_ms(models)]
 
     out, rep = train_to_budget(model, train.take(64), Budget(latency_ms=target), _macs_ms, search_epochs=1,
-                               finetune_epochs=0, confirm=runtime)  # fmt: skip
+                               finetune_epochs=0, confirm=_changes_after_the_table_timing(runtime))  # fmt: skip
     first, last = rep.confirmations[0], rep.confirmations[-1]
     assert first["measured_ms"] < target * (1 - CONFIRM_UNDER) and len(rep.confirmations) >= 2
     assert target * (1 - CONFIRM_UNDER) <= last["measured_ms"] <= target * (1 + CONFIRM_TOLERANCE)
@@ -189,7 +202,8 @@ def test_a_cut_the_timing_narrowed_after_training_is_re_fitted_to_the_trained_wi
         model = create_model("resnet8", input_shape=(1, 8, 8))
         budget = Budget(latency_ms=0.6 * _macs_ms([model])[0])
         out, rep = train_to_budget(model, data, budget, _macs_ms, search_epochs=4, finetune_epochs=0,
-                                   config=FitConfig(batch_size=32), confirm=runtime, warmup_epochs=2)  # fmt: skip
+                                   config=FitConfig(batch_size=32), confirm=_changes_after_the_table_timing(runtime),
+                                   warmup_epochs=2)  # fmt: skip
         return out, rep, evaluate(out, data).accuracy
 
     out, rep, refitted = run(True)
@@ -199,8 +213,9 @@ def test_a_cut_the_timing_narrowed_after_training_is_re_fitted_to_the_trained_wi
 
 
 def test_the_narrowest_cut_is_timed_before_the_re_anchored_predictor_gives_up(digits, one_thread) -> None:
-    """One slow timing (20x, a noisy VM) scales the predictor so far that no width meets the budget on it;
-    the narrowest cut is timed before giving up, and its timing re-anchors the search. A budget below it fails."""
+    """One slow timing after training (20x, a noisy VM) scales the predictor so far that no width meets the budget
+    on it; the narrowest cut is timed before giving up, and its timing re-anchors the search. A budget below it
+    fails."""
     train, _ = digits
     torch.manual_seed(0)
     model = create_model("resnet8", input_shape=(1, 8, 8))
@@ -209,7 +224,7 @@ def test_the_narrowest_cut_is_timed_before_the_re_anchored_predictor_gives_up(di
 
     def runtime(models: list) -> list[float]:
         calls.append(len(models))
-        return [(20.0 if len(calls) == 1 else 1.0) * v for v in _macs_ms(models)]
+        return [(20.0 if len(calls) == 2 else 1.0) * v for v in _macs_ms(models)]  # 1: the tables' timing
 
     out, rep = train_to_budget(model, train.take(64), Budget(latency_ms=0.6 * full), _macs_ms, search_epochs=1,
                                finetune_epochs=0, confirm=runtime)  # fmt: skip
@@ -225,6 +240,27 @@ def test_the_narrowest_cut_is_timed_before_the_re_anchored_predictor_gives_up(di
     with pytest.raises(EdgeoptError, match="narrowest"):
         train_to_budget(model, train.take(64), Budget(latency_ms=0.5 * narrowest), _macs_ms, search_epochs=1,
                         finetune_epochs=0, confirm=runtime)  # fmt: skip
+
+def test_the_latency_table_is_put_in_the_runtime_s_ms_by_a_timing_before_the_search(digits, one_thread) -> None:
+    """The runtime costs 1.3x the predictor's milliseconds plus an overhead. The cut the tables pick is timed
+    beside the full model before the search and the table's savings scaled to match, so the gates train widths
+    that meet the budget: the first timing after training lands in the band, with nothing narrowed."""
+    train, _ = digits
+    torch.manual_seed(0)
+    model = create_model("resnet8", input_shape=(1, 8, 8))
+
+    def runtime(models: list) -> list[float]:
+        return [1.3 * v + 0.02 for v in _macs_ms(models)]
+
+    target = 0.6 * runtime([model])[0]
+    _, rep = train_to_budget(model, train.take(64), Budget(latency_ms=target), _macs_ms, search_epochs=1,
+                             finetune_epochs=0, confirm=runtime)  # fmt: skip
+    assert rep.table_timing["saving_scale"] == pytest.approx(1.3, rel=1e-3)
+    assert rep.table_timing["full_measured_ms"] == pytest.approx(runtime([model])[0])
+    first = rep.confirmations[0]
+    assert target * (1 - CONFIRM_UNDER) <= first["measured_ms"] <= target * (1 + CONFIRM_TOLERANCE)
+    assert rep.fixups == 0
+
 
 def test_the_closest_timed_cut_under_the_limit_is_kept_else_the_fastest() -> None:
     from edgeopt.hwtrain.gated import _closest_under
