@@ -77,6 +77,9 @@ def test_train_cli_lands_on_the_latency_budget_keeps_accuracy_and_times_the_resu
     # the cut was timed beside the input model before fine-tuning; the search stops at the first timing that meets
     timed = r["latency_confirmations"]
     assert len(timed) == 1 and timed[0]["measured_ms"] <= target * 1.02
+    # and, before the search, the cut the cost tables pick, to put the latency table in the runtime's milliseconds
+    table_timing = r["latency_table_timing"]
+    assert table_timing["measured_ms"] < table_timing["full_measured_ms"] and table_timing["saving_scale"] > 0
     assert r["predicted_latency_ms"] >= 0.8 * target  # no more thrown away than the budget asks
     assert sum(r["widths"]) < sum(r["widths_before"])
     assert r["test_accuracy"] >= 0.8

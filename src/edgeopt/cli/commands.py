@@ -109,6 +109,7 @@ def train(
                 latency_source=metrics["latency_source"]["latency"],
                 input_latency_ms=metrics["latency_source"].get("anchor", {}).get("measured_ms"),
                 latency_confirmations=report["confirmations"],
+                latency_table_timing=report["table_timing"],
             )
     test = evaluate(m, load_dataset(data, "test", label=label).for_task(m.meta.task), diagnose=True)
     path = save_model(m, out)
