@@ -77,9 +77,10 @@ def test_train_cli_lands_on_the_latency_budget_keeps_accuracy_and_times_the_resu
     # the cut was timed beside the input model before fine-tuning; the search stops at the first timing that meets
     timed = r["latency_confirmations"]
     assert len(timed) == 1 and timed[0]["measured_ms"] <= target * 1.02
-    # and, before the search, the cut the cost tables pick, to put the latency table in the runtime's milliseconds
+    # and, before the search, each group's narrowest cut, to put the latency table in the runtime's milliseconds
     table_timing = r["latency_table_timing"]
-    assert table_timing["measured_ms"] < table_timing["full_measured_ms"] and table_timing["saving_scale"] > 0
+    assert len(table_timing["saving_scales"]) == len(r["widths"]) == len(table_timing["widths"])
+    assert max(table_timing["measured_ms"]) < table_timing["full_measured_ms"]
     assert r["predicted_latency_ms"] >= 0.8 * target  # no more thrown away than the budget asks
     assert sum(r["widths"]) < sum(r["widths_before"])
     assert r["test_accuracy"] >= 0.8
@@ -245,9 +246,9 @@ def test_the_narrowest_cut_is_timed_before_the_re_anchored_predictor_gives_up(di
                         finetune_epochs=0, confirm=runtime)  # fmt: skip
 
 def test_the_latency_table_is_put_in_the_runtime_s_ms_by_a_timing_before_the_search(digits, one_thread) -> None:
-    """The runtime costs 1.3x the predictor's milliseconds plus an overhead. The cut the tables pick is timed
-    beside the full model before the search and the table's savings scaled to match, so the gates train widths
-    that meet the budget: the first timing after training lands in the band, with nothing narrowed."""
+    """The runtime's savings are 1.3x what the predictor (anchored on the full model) says. Each group's narrowest
+    cut is timed before the search and its row of the table scaled, so the gates train widths that meet the
+    budget: the first timing after training lands in the band, with nothing narrowed."""
     train, _ = digits
     torch.manual_seed(0)
     model = create_model("resnet8", input_shape=(1, 8, 8))
@@ -255,14 +256,53 @@ def test_the_latency_table_is_put_in_the_runtime_s_ms_by_a_timing_before_the_sea
     def runtime(models: list) -> list[float]:
         return [1.3 * v + 0.02 for v in _macs_ms(models)]
 
+    k = runtime([model])[0] / _macs_ms([model])[0]
+
+    def predicted(models: list) -> list[float]:  # anchored on the full model, as netadapt.anchored does
+        return [k * v for v in _macs_ms(models)]
+
     target = 0.6 * runtime([model])[0]
-    _, rep = train_to_budget(model, train.take(64), Budget(latency_ms=target), _macs_ms, search_epochs=1,
+    _, rep = train_to_budget(model, train.take(64), Budget(latency_ms=target), predicted, search_epochs=1,
                              finetune_epochs=0, confirm=runtime)  # fmt: skip
-    assert rep.table_timing["saving_scale"] == pytest.approx(1.3, rel=1e-3)
+    scales = rep.table_timing["saving_scales"]
+    assert scales == pytest.approx([1.3 / k] * len(scales), rel=1e-3)
     assert rep.table_timing["full_measured_ms"] == pytest.approx(runtime([model])[0])
     first = rep.confirmations[0]
     assert target * (1 - CONFIRM_UNDER) <= first["measured_ms"] <= target * (1 + CONFIRM_TOLERANCE)
     assert rep.fixups == 0
+
+
+@pytest.mark.parametrize("timed", [True, False])
+def test_a_group_whose_cut_saves_nothing_when_timed_is_priced_so_and_left_whole(timed) -> None:
+    """Two MLP groups the predictor says save alike; the runtime runs the first at the cost of its full width
+    (XNNPACK and ONNX Runtime run 8 channels at the cost of 16). Timed alone before the search, that group's
+    savings scale to 0, and the cut that meets the budget narrows only the other (without the timing, the
+    predictor narrows the first too, for nothing)."""
+    import numpy as np
+
+    from edgeopt.hwtrain.gated import CostTables, _meet_budget, _table_correction, _timed_table
+
+    model, dep, ranked, choices, _ = _two_group_mlp(0)
+
+    def predicted(models: list) -> list[float]:
+        return [w0 / 128 + w1 / 64 for w0, w1 in map(_mlp_widths, models)]
+
+    def runtime(models: list) -> list[float]:
+        return [1.0 + w1 / 64 for _, w1 in map(_mlp_widths, models)]
+
+    raw = np.zeros((2, max(len(c) for c in choices)))
+    for j, w in enumerate(choices[0]):
+        raw[0, j] = w / 128 - 1
+    for j, w in enumerate(choices[1]):
+        raw[1, j] = w / 64 - 1
+    costs, timing = _timed_table(model, dep, ranked, choices, CostTables(raw, None, None, 2.0), runtime)
+    assert timing["saving_scales"] == pytest.approx([0.0, 1.0])
+    assert not costs.latency[0].any() and costs.latency[1] == pytest.approx(raw[1])
+    correction = _table_correction(raw, timing["saving_scales"], choices) if timed else None
+    cut, widths, *_ = _meet_budget(model, dep, ranked, choices, [128, 64], Budget(latency_ms=1.6), predicted, 0.0,
+                                   lambda _s: None, confirm=runtime, correction=correction)  # fmt: skip
+    assert runtime([cut])[0] <= 1.6 * (1 + CONFIRM_TOLERANCE)
+    assert (widths[0] == 128) is timed, widths
 
 
 def test_the_closest_timed_cut_under_the_limit_is_kept_else_the_fastest() -> None:

@@ -11,8 +11,8 @@ residual chains and depthwise layers stay consistent):
    edgeopt's liveness plan; and, re-fitted by least squares, evaluated on held-out training images
    (NetAdapt's short-term evaluation). The changes from the full model are taken as additive across
    groups (NetAdapt's lookup-table approximation; step 5 checks the real model). With a runtime to
-   confirm in, the cut the tables pick for the budget is timed beside the full model and the latency
-   table's savings scaled to that timing (``_timed_table``).
+   confirm in, each group's narrowest cut is timed beside the full model and that group's latency savings
+   scaled to its timing (``_timed_table``); step 5 prices cuts with the same correction.
 3. Gates ``α_g`` give ``p_g = softmax(α_g / τ)`` over the widths; every consumer of the group sees
    its input channels scaled by ``Σ_j p_gj · 1[rank < w_j]`` (FBNetV2's mask superposition).
    ``τ`` anneals from 1 to 0.05, so the masks end hard.
@@ -35,8 +35,8 @@ residual chains and depthwise layers stay consistent):
    augmentation (a short recovery).
 
 Cost: the tables (per group and width, one prediction, one least-squares re-fit on 128 images and one
-evaluation on 1,000: ~1 s each for small CNNs), with ``confirm`` one timing of the tables' cut and up to four
-of cuts after the search, then ``search_epochs`` + ``finetune_epochs`` of ordinary training (masks add ~10%
+evaluation on 1,000: ~1 s each for small CNNs), with ``confirm`` one timing round of a cut per group and up to
+four timings of cuts after the search, then ``search_epochs`` + ``finetune_epochs`` of ordinary training (masks add ~10%
 per step).
 """
 
@@ -248,52 +248,47 @@ def _layer_outputs(model: EdgeModel, dep: DepGraph, data: ImageDataset) -> tuple
     return cal, original_outputs(model.module, dep, cal)
 
 
-def _table_cut(costs: CostTables, choices: list[list[int]], budget_ms: float) -> list[int]:
-    """The width index per group the cost tables pick for ``budget_ms``: from full width, one step at a time,
-    the step that saves the most time per accuracy lost (NetAdapt's rule), until the tables' sum meets the
-    budget or nothing is left to narrow. Pure."""
-    assert costs.latency is not None
-    pick = [len(c) - 1 for c in choices]
-
-    def total(p: list[int]) -> float:
-        return costs.latency_full + float(sum(costs.latency[g, j] for g, j in enumerate(p)))
-
-    def worth(g: int) -> float:
-        j = pick[g]
-        saved = costs.latency[g, j] - costs.latency[g, j - 1]
-        lost = 0.0 if costs.accuracy is None else max(0.0, costs.accuracy[g, j - 1] - costs.accuracy[g, j])
-        return saved / max(lost, 1e-3)
-
-    while total(pick) > budget_ms and any(pick):
-        g = max((g for g, j in enumerate(pick) if j > 0), key=worth)
-        pick[g] -= 1
-    return pick
-
-
 def _timed_table(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choices: list[list[int]],
-                 costs: CostTables, budget_ms: float, latency_fn: LatencyFn, confirm: LatencyFn,
-                 ) -> tuple[CostTables, dict[str, Any] | None]:  # fmt: skip
-    """The latency table put in the runtime's milliseconds before the search: the cut the tables pick for the
-    budget (:func:`_table_cut`) is timed beside the full model, and the table's savings are scaled so that
-    that cut's saving is the one timed. Why: the predictor's savings on a cut are off by more than its error on
-    a whole model (ExecuTorch, resnet8 at 0.7x: a cut predicted at 0.1323 ms timed 0.1504), so the gates trained
-    widths that missed the budget, and the timing after training narrowed a trained chain 16 -> 8. Returns
-    the tables unchanged and ``None`` when the full model already meets the budget. Cost: one timing."""
+                 costs: CostTables, confirm: LatencyFn) -> tuple[CostTables, dict[str, Any] | None]:  # fmt: skip
+    """The latency table put in the runtime's milliseconds before the search: each group's narrowest cut
+    alone (the others intact) is timed beside the full model in one round, and that group's row of the
+    table is scaled so that its narrowest saving is the one timed (0 when the timing saved nothing).
+    Returns the tables and the timing (``None`` when no group can be cut). Cost: one timing round of one
+    model per group.
+
+    Why per group: the predictor's error on a saving is not one factor. In ONNX Runtime, resnet8's stage-1
+    chain cut 16 -> 8 saved a quarter of what the predictor said (8 channels run at the cost of 16), its
+    stage-2 chain 1.3x what it said; one scale for the whole table (a run of 2026-12-04, from one timed
+    multi-group cut: 0.44-0.54) halved every group's saving, so the gates cut stages 2 and 3 deep."""
     from dataclasses import replace
 
     assert costs.latency is not None
-    pick = _table_cut(costs, choices, budget_ms)
-    table_ms = costs.latency_full + float(sum(costs.latency[g, j] for g, j in enumerate(pick)))
-    if table_ms >= costs.latency_full:
+    full = [len(r) for r in ranked]
+    groups = [g for g, c in enumerate(choices) if len(c) > 1]
+    if not groups:
         return costs, None
-    widths = [c[j] for c, j in zip(choices, pick, strict=True)]
-    cut = pruned_model(model, dep, _removed(ranked, widths), {"pass": "hw_train", "method": "widths"})
-    full_ms, cut_ms = confirm([model, cut])
-    # a timing that saved nothing (noise) would stop the search from narrowing at all: clipped
-    saving_scale = float(np.clip((full_ms - cut_ms) / (costs.latency_full - table_ms), 0.25, 4.0))
-    timing = {"widths": widths, "table_ms": table_ms, "predicted_ms": latency_fn([cut])[0], "measured_ms": cut_ms,
-              "full_measured_ms": full_ms, "saving_scale": saving_scale}  # fmt: skip
-    return replace(costs, latency=costs.latency * saving_scale, latency_full=full_ms), timing
+    probe = {"pass": "hw_train", "method": "widths"}
+    narrowest = [[*full[:g], choices[g][0], *full[g + 1 :]] for g in groups]
+    full_ms, *cut_ms = confirm([model, *(pruned_model(model, dep, _removed(ranked, ws), probe) for ws in narrowest)])
+    scales = np.ones(len(choices))
+    for g, t in zip(groups, cut_ms, strict=True):
+        predicted_saving = -float(costs.latency[g, 0])
+        if predicted_saving > 0:
+            scales[g] = float(np.clip((full_ms - t) / predicted_saving, 0.0, 3.0))
+    timing = {"widths": narrowest, "measured_ms": cut_ms, "full_measured_ms": full_ms,
+              "saving_scales": scales.tolist()}  # fmt: skip
+    return replace(costs, latency=costs.latency * scales[:, None], latency_full=full_ms), timing
+
+
+def _table_correction(raw: np.ndarray, scales: list[float], choices: list[list[int]]) -> Callable[[list[int]], float]:
+    """What the per-group scales of :func:`_timed_table` add to the predictor's time of a cut to ``widths``:
+    each group's scaled saving minus its predicted one. Pure."""
+
+    def correction(widths: list[int]) -> float:
+        steps = [(g, choices[g].index(w)) for g, w in enumerate(widths)]
+        return float(sum((scales[g] - 1.0) * raw[g, j] for g, j in steps))
+
+    return correction
 
 
 def _expected(table: np.ndarray, probs: list[torch.Tensor], base: float) -> torch.Tensor:
@@ -357,13 +352,14 @@ def train_to_budget(
         f"hw_train: full model: {costs.latency_full:.4f} ms predicted"
         + (f", arena {costs.arena_full:.1f} KiB" if costs.arena is not None else "")
     )
-    table_timing, anchor_scale = None, 1.0
+    table_timing, correction = None, None
     if confirm is not None and costs.latency is not None and budget.latency_ms is not None:
-        costs, table_timing = _timed_table(model, dep, ranked, choices, costs, budget.latency_ms, latency_fn, confirm)
+        raw = costs.latency
+        costs, table_timing = _timed_table(model, dep, ranked, choices, costs, confirm)
         if table_timing is not None:
-            anchor_scale = table_timing["measured_ms"] / table_timing["predicted_ms"]
-            say(f"hw_train: the tables' cut {table_timing['widths']} timed {table_timing['measured_ms']:.4f} ms (table "
-                f"{table_timing['table_ms']:.4f}): savings scaled by {table_timing['saving_scale']:.2f}")  # fmt: skip
+            correction = _table_correction(raw, table_timing["saving_scales"], choices)
+            say(f"hw_train: each group's narrowest cut timed: savings scaled by "
+                f"{[round(v, 2) for v in table_timing['saving_scales']]}")  # fmt: skip
 
     gates = _Gates(dep, ranked, choices)
     convs = (nn.Conv1d, nn.Conv2d)
@@ -424,7 +420,7 @@ def train_to_budget(
     cut, widths, fixups, widened, confirmations = _meet_budget(model, dep, ranked, choices, widths, budget,
                                                                latency_fn, tolerance, say, confirm,
                                                                preference=preference, accuracy=costs.accuracy,
-                                                               anchor_scale=anchor_scale)  # fmt: skip
+                                                               correction=correction)  # fmt: skip
     if widths != trained_widths and trained is not None:
         # the fix-up changed the trained sub-network: re-fit the cut to reproduce it (pruning does the same after
         # its cut). In all three ExecuTorch seeds at 0.7x (2026-12-04) a timing narrowed a stage-1 chain after
@@ -467,12 +463,15 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
                  widths: list[int], budget: Budget, latency_fn: LatencyFn | None, tolerance: float,
                  say: Callable[[str], None], confirm: LatencyFn | None = None, max_confirmations: int = 4,
                  preference: list[np.ndarray] | None = None, accuracy: np.ndarray | None = None,
-                 anchor_scale: float = 1.0) -> tuple[EdgeModel, list[int], int, int, list[dict[str, Any]]]:  # fmt: skip
+                 correction: Callable[[list[int]], float] | None = None,
+                 ) -> tuple[EdgeModel, list[int], int, int, list[dict[str, Any]]]:  # fmt: skip
     """Cut ``model`` to ``widths``; narrow one group a step at a time while the real model misses.
 
     With ``accuracy`` (the table of accuracy lost per group and width, :class:`CostTables`), a narrowing
     step is chosen as NetAdapt chooses: among the steps that meet the budget, the one that loses the least;
-    else the one that saves the most time per accuracy lost. Without it, by latency alone.
+    else the one that saves the most time per accuracy lost. Without it, by latency alone. Cuts are priced
+    by ``latency_fn`` plus ``correction`` of their widths (:func:`_table_correction`: what the timing of each
+    group's own cut says the predictor gets wrong) when given.
 
     Then, with ``preference`` (the gates' logits per group and width), widen one group a step at a
     time while the cut stays within the budget, the group whose gates favoured its next width most
@@ -490,13 +489,19 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
     ONNX Runtime: predicted 0.44x of the full model, timed 0.57x); anchoring on the cut itself leaves
     only the error of one step's saving."""
     probe = {"pass": "hw_train", "method": "widths"}
-    scale = [anchor_scale]  # the predictor's anchor on the last cut timed (``anchor_scale``: as given)
+    scale = [1.0]  # the predictor's anchor on the last cut timed (1: as given)
+    widths_of: dict[int, list[int]] = {}  # id of each cut made here -> its widths, for ``correction``
 
     def cut(ws: list[int]) -> EdgeModel:
-        return pruned_model(model, dep, _removed(ranked, ws), probe)
+        m = pruned_model(model, dep, _removed(ranked, ws), probe)
+        widths_of[id(m)] = list(ws)
+        return m
 
     def late_ms(models: list[EdgeModel]) -> list[float]:
-        return [scale[0] * v for v in latency_fn(models)] if latency_fn is not None else []
+        if latency_fn is None:
+            return []
+        fix = [correction(widths_of[id(m)]) if correction is not None else 0.0 for m in models]
+        return [scale[0] * (v + f) for v, f in zip(latency_fn(models), fix, strict=True)]
 
     def misses(m: EdgeModel, slack: float = tolerance) -> bool:  # widening asks with no slack: never above
         late = (
