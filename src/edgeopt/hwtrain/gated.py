@@ -104,7 +104,7 @@ class HwTrainReport:
     widened: int = 0  # one-step widenings into the budget the gates left unused
     confirmations: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
-    table_timing: dict[str, Any] | None = None  # the cut timed before the search to put the table in runtime ms
+    table_timing: dict[str, Any] | None = None  # each group's narrowest cut timed before the search, its saving scale
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
