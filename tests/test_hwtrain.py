@@ -210,7 +210,7 @@ def test_a_cut_the_timing_narrowed_after_training_is_re_fitted_to_the_trained_wi
                                    warmup_epochs=2)  # fmt: skip
         return out, rep, evaluate(out, data).accuracy
 
-    out, rep, refitted = run(True)
+    _, rep, refitted = run(True)
     _, rep_off, kept = run(False)
     assert rep.fixups > 0 and rep.widths == rep_off.widths  # the same training and cut, re-fitted or not
     assert refitted > 0.9 and refitted > kept + 0.1, (refitted, kept)  # 0.98 against 0.54 when written
@@ -244,6 +244,7 @@ def test_the_narrowest_cut_is_timed_before_the_re_anchored_predictor_gives_up(di
     with pytest.raises(EdgeoptError, match="narrowest"):
         train_to_budget(model, train.take(64), Budget(latency_ms=0.5 * narrowest), _macs_ms, search_epochs=1,
                         finetune_epochs=0, confirm=runtime)  # fmt: skip
+
 
 def test_the_latency_table_is_put_in_the_runtime_s_ms_by_a_timing_before_the_search(digits, one_thread) -> None:
     """The runtime's savings are 1.3x what the predictor (anchored on the full model) says. Each group's narrowest

@@ -74,6 +74,7 @@ CONFIRM_UNDER = 0.10
 # against the earlier timing, not against the predictor's promise: a fix-up of three steps that saved 11%, not
 # the 24% promised, was undone by the promise-relative rule (ONNX Runtime, 0.5x, 2026-12-04)
 USELESS_SAVING = 0.02
+CUT_STEP = {"pass": "hw_train", "method": "widths"}  # the lineage step of a cut to chosen widths
 
 
 @dataclass(frozen=True)
@@ -267,9 +268,8 @@ def _timed_table(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
     groups = [g for g, c in enumerate(choices) if len(c) > 1]
     if not groups:
         return costs, None
-    probe = {"pass": "hw_train", "method": "widths"}
     narrowest = [[*full[:g], choices[g][0], *full[g + 1 :]] for g in groups]
-    full_ms, *cut_ms = confirm([model, *(pruned_model(model, dep, _removed(ranked, ws), probe) for ws in narrowest)])
+    full_ms, *cut_ms = confirm([model, *(pruned_model(model, dep, _removed(ranked, ws), CUT_STEP) for ws in narrowest)])
     scales = np.ones(len(choices))
     for g, t in zip(groups, cut_ms, strict=True):
         predicted_saving = -float(costs.latency[g, 0])
@@ -405,7 +405,7 @@ def train_to_budget(
     gate_opt = torch.optim.Adam(gates.parameters(), lr=gate_lr)
     try:
         model, hist = fit(model, data, _with_epochs(cfg, search_epochs), loss_fn=loss_fn, extra_optimizer=gate_opt)
-        handle.remove()
+        handle.remove()  # the soft masks stop here: the layer outputs below are the argmax widths' (hard masks)
         current.update(gates.masks(sizes, hard=True))
         trained = _layer_outputs(model, dep, data)
     finally:
@@ -425,7 +425,7 @@ def train_to_budget(
         # the fix-up changed the trained sub-network: re-fit the cut to reproduce it (pruning does the same after
         # its cut). In all three ExecuTorch seeds at 0.7x (2026-12-04) a timing narrowed a stage-1 chain after
         # training, and the recovery started from a cut with half that chain's trained channels gone
-        cut = pruned_model(model, dep, _removed(ranked, widths), {"pass": "hw_train", "method": "widths"}, *trained)
+        cut = pruned_model(model, dep, _removed(ranked, widths), CUT_STEP, *trained)
         say("hw_train: the cut re-fitted by least squares to the trained widths' outputs")
     report = HwTrainReport([len(r) for r in ranked], widths, costs.latency_full, fixups=fixups, widened=widened,
                            confirmations=confirmations, history=warm_history + hist.epochs,
@@ -488,12 +488,11 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
     with the distance from the model it was anchored on (a ResNet-8 cut to a quarter of its channels in
     ONNX Runtime: predicted 0.44x of the full model, timed 0.57x); anchoring on the cut itself leaves
     only the error of one step's saving."""
-    probe = {"pass": "hw_train", "method": "widths"}
     scale = [1.0]  # the predictor's anchor on the last cut timed (1: as given)
     widths_of: dict[int, list[int]] = {}  # id of each cut made here -> its widths, for ``correction``
 
     def cut(ws: list[int]) -> EdgeModel:
-        m = pruned_model(model, dep, _removed(ranked, ws), probe)
+        m = pruned_model(model, dep, _removed(ranked, ws), CUT_STEP)
         widths_of[id(m)] = list(ws)
         return m
 
