@@ -94,14 +94,14 @@ def _macs_ms(models: list) -> list[float]:
 
 
 def _changes_after_the_table_timing(runtime):
-    """A latency source that times by MACs on its first two calls (hw_train's timing of the tables before the
-    search: each group's cut, then a cut of several) and by ``runtime`` after them: the machine changed speed,
-    or the cut trained is not the one timed, so the confirmations after training have something to correct."""
+    """A latency source that times by MACs on its first call (hw_train's timing of the tables, before the
+    search) and by ``runtime`` after it: the machine changed speed, or the cut trained is not the one
+    timed, so the confirmations after training have something to correct."""
     calls = []
 
     def timed(models: list) -> list[float]:
         calls.append(1)
-        return _macs_ms(models) if len(calls) <= 2 else runtime(models)
+        return _macs_ms(models) if len(calls) == 1 else runtime(models)
 
     return timed
 
@@ -228,7 +228,7 @@ def test_the_narrowest_cut_is_timed_before_the_re_anchored_predictor_gives_up(di
 
     def runtime(models: list) -> list[float]:
         calls.append(len(models))
-        return [(20.0 if len(calls) == 3 else 1.0) * v for v in _macs_ms(models)]  # 1, 2: the tables' timing
+        return [(20.0 if len(calls) == 2 else 1.0) * v for v in _macs_ms(models)]  # 1: the tables' timing
 
     out, rep = train_to_budget(model, train.take(64), Budget(latency_ms=0.6 * full), _macs_ms, search_epochs=1,
                                finetune_epochs=0, confirm=runtime)  # fmt: skip
@@ -273,63 +273,6 @@ def test_the_latency_table_is_put_in_the_runtime_s_ms_by_a_timing_before_the_sea
     assert rep.fixups == 0
 
 
-def test_savings_that_do_not_add_up_are_scaled_to_a_cut_of_several_groups_timed_before_the_search(
-    digits, one_thread, monkeypatch
-) -> None:
-    """The runtime saves less per MAC the more is cut (s - s^2 / 2 for a predicted saving s), so cut together the
-    groups save less than the sum of their savings apart (ExecuTorch on resnet8: 11-13% over the per-group
-    table). The cut the table says meets the budget is timed before the search and every saving scaled to it:
-    the first timing after training lands in the band. Scaled per group alone, it timed over the band."""
-    import dataclasses
-
-    from edgeopt.hwtrain import gated
-
-    train, _ = digits
-    full_macs = _macs_ms([create_model("resnet8", input_shape=(1, 8, 8))])[0]
-
-    def runtime(models: list) -> list[float]:
-        return [r + (1 - r) ** 2 / 2 for r in (v / full_macs for v in _macs_ms(models))]
-
-    def predicted(models: list) -> list[float]:  # anchored on the full model
-        return [v / full_macs for v in _macs_ms(models)]
-
-    def first_timing(factor_kept: bool) -> tuple[float, dict]:
-        timed_table = gated._timed_table
-        if not factor_kept:
-            def per_group_only(*args: object) -> tuple:  # the factor of the cut together set to 1
-                costs, timing = timed_table(*args)
-                f = timing["together"]["table_factor"]
-                timing["together"].update(table_factor=1.0, predictor_factor=1.0)
-                return dataclasses.replace(costs, latency=costs.latency / f), timing
-
-            monkeypatch.setattr(gated, "_timed_table", per_group_only)
-        torch.manual_seed(0)
-        model = create_model("resnet8", input_shape=(1, 8, 8))
-        _, rep = train_to_budget(model, train.take(64), Budget(latency_ms=0.6), predicted, search_epochs=1,
-                                 finetune_epochs=0, confirm=runtime)  # fmt: skip
-        monkeypatch.setattr(gated, "_timed_table", timed_table)
-        return rep.confirmations[0]["measured_ms"], rep.table_timing
-
-    first, timing = first_timing(True)
-    assert timing["together"]["table_factor"] < 0.8 and timing["together"]["predictor_factor"] < 0.95
-    assert 0.6 * (1 - CONFIRM_UNDER) <= first <= 0.6 * (1 + CONFIRM_TOLERANCE)
-    assert first_timing(False)[0] > 0.6 * (1 + CONFIRM_TOLERANCE)
-
-
-def test_the_table_cut_narrows_where_time_is_cheapest_in_accuracy_until_it_meets() -> None:
-    import numpy as np
-
-    from edgeopt.hwtrain.gated import _table_cut
-
-    choices = [[8, 16], [8, 16], [8, 16]]
-    latency = np.array([[-0.3, 0.0], [-0.3, 0.0], [-0.1, 0.0]])
-    accuracy = np.array([[0.05, 0.0], [0.01, 0.0], [0.0, 0.0]])
-    assert _table_cut(latency, accuracy, choices, 1.0, 0.75) == [1, 0, 0]  # the free step first, then the cheap one
-    assert _table_cut(latency, None, choices, 1.0, 0.75) == [0, 1, 1]  # by time alone: the largest saving first
-    assert _table_cut(latency, accuracy, choices, 1.0, 0.1) == [0, 0, 0]  # nothing meets: the narrowest
-    assert _table_cut(latency, accuracy, choices, 1.0, 1.0) == [1, 1, 1]
-
-
 @pytest.mark.parametrize("timed", [True, False])
 def test_a_group_whose_cut_saves_nothing_when_timed_is_priced_so_and_left_whole(timed) -> None:
     """Two MLP groups the predictor says save alike; the runtime runs the first at the cost of its full width
@@ -353,11 +296,8 @@ def test_a_group_whose_cut_saves_nothing_when_timed_is_priced_so_and_left_whole(
         raw[0, j] = w / 128 - 1
     for j, w in enumerate(choices[1]):
         raw[1, j] = w / 64 - 1
-    costs, timing = _timed_table(model, dep, ranked, choices, CostTables(raw, None, None, 2.0), runtime, 1.6,
-                                 predicted)  # fmt: skip
+    costs, timing = _timed_table(model, dep, ranked, choices, CostTables(raw, None, None, 2.0), runtime)
     assert timing["saving_scales"] == pytest.approx([0.0, 1.0])
-    together = timing["together"]
-    assert together["table_factor"] == pytest.approx(1.0) == together["predictor_factor"]  # the savings add up
     assert not costs.latency[0].any() and costs.latency[1] == pytest.approx(raw[1])
     correction = _table_correction(raw, timing["saving_scales"], choices) if timed else None
     cut, widths, *_ = _meet_budget(model, dep, ranked, choices, [128, 64], Budget(latency_ms=1.6), predicted, 0.0,

@@ -12,8 +12,7 @@ residual chains and depthwise layers stay consistent):
    (NetAdapt's short-term evaluation). The changes from the full model are taken as additive across
    groups (NetAdapt's lookup-table approximation; step 5 checks the real model). With a runtime to
    confirm in, each group's narrowest cut is timed beside the full model and that group's latency savings
-   scaled to its timing; then the cut this table says meets the budget is timed, and all savings scaled to
-   it (``_timed_table``); step 5 prices cuts with the same correction.
+   scaled to its timing (``_timed_table``); step 5 prices cuts with the same correction.
 3. Gates ``α_g`` give ``p_g = softmax(α_g / τ)`` over the widths; every consumer of the group sees
    its input channels scaled by ``Σ_j p_gj · 1[rank < w_j]`` (FBNetV2's mask superposition).
    ``τ`` anneals from 1 to 0.05, so the masks end hard.
@@ -36,9 +35,9 @@ residual chains and depthwise layers stay consistent):
    augmentation (a short recovery).
 
 Cost: the tables (per group and width, one prediction, one least-squares re-fit on 128 images and one
-evaluation on 1,000: ~1 s each for small CNNs), with ``confirm`` one timing round of a cut per group, one of a
-cut of several groups, and up to four timings of cuts after the search, then ``search_epochs`` +
-``finetune_epochs`` of ordinary training (masks add ~10% per step).
+evaluation on 1,000: ~1 s each for small CNNs), with ``confirm`` one timing round of a cut per group and up to
+four timings of cuts after the search, then ``search_epochs`` + ``finetune_epochs`` of ordinary training (masks add ~10%
+per step).
 """
 
 from __future__ import annotations
@@ -106,9 +105,7 @@ class HwTrainReport:
     widened: int = 0  # one-step widenings into the budget the gates left unused
     confirmations: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
-    # the timing of the table before the search (``_timed_table``): each group's narrowest cut and its saving scale,
-    # then the cut of them together and the factor it scaled every saving by
-    table_timing: dict[str, Any] | None = None
+    table_timing: dict[str, Any] | None = None  # each group's narrowest cut timed before the search, its saving scale
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -253,100 +250,45 @@ def _layer_outputs(model: EdgeModel, dep: DepGraph, data: ImageDataset) -> tuple
 
 
 def _timed_table(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choices: list[list[int]],
-                 costs: CostTables, confirm: LatencyFn, target_ms: float,
-                 latency_fn: LatencyFn) -> tuple[CostTables, dict[str, Any] | None]:  # fmt: skip
-    """The latency table put in the runtime's milliseconds before the search, in two timing rounds:
-
-    1. each group's narrowest cut alone (the others intact) is timed beside the full model, and that group's
-       row of the table is scaled so that its narrowest saving is the one timed (0 when it saved nothing);
-    2. the cut this scaled table says meets ``target_ms`` (:func:`_table_cut`) is timed beside the full model.
-       Its timed saving over the table's (``table_factor``) scales every saving of the table the gates learn
-       from; its timed saving over the one ``latency_fn`` predicts for it with step 1's scales
-       (``predictor_factor``) goes into the fix-up's prices (:func:`_table_correction`). Two factors, since the
-       predictor prices a cut as a whole (where MACs already do not add up) and the table adds its groups.
-
-    Returns the tables and the timing (``None`` when no group can be cut). Cost: one timing round of one model
-    per group, and one of two models.
+                 costs: CostTables, confirm: LatencyFn) -> tuple[CostTables, dict[str, Any] | None]:  # fmt: skip
+    """The latency table put in the runtime's milliseconds before the search: each group's narrowest cut
+    alone (the others intact) is timed beside the full model in one round, and that group's row of the
+    table is scaled so that its narrowest saving is the one timed (0 when the timing saved nothing).
+    Returns the tables and the timing (``None`` when no group can be cut). Cost: one timing round of one
+    model per group.
 
     Why per group: the predictor's error on a saving is not one factor. In ONNX Runtime, resnet8's stage-1
     chain cut 16 -> 8 saved a quarter of what the predictor said (8 channels run at the cost of 16), its
     stage-2 chain 1.3x what it said; one scale for the whole table (a run of 2026-12-04, from one timed
-    multi-group cut: 0.44-0.54) halved every group's saving, so the gates cut stages 2 and 3 deep.
-    Why the cut of them together after: the groups' savings do not add up. In ExecuTorch, the cut the gates
-    trained on the per-group table alone timed 7-13% over it (2026-12-04 and 05), so a fix-up narrowed it
-    after training and the model landed up to 8% under the target."""
+    multi-group cut: 0.44-0.54) halved every group's saving, so the gates cut stages 2 and 3 deep."""
     from dataclasses import replace
 
-    raw = costs.latency
-    assert raw is not None
+    assert costs.latency is not None
     full = [len(r) for r in ranked]
     groups = [g for g, c in enumerate(choices) if len(c) > 1]
     if not groups:
         return costs, None
-
-    def cut(ws: list[int]) -> EdgeModel:
-        return pruned_model(model, dep, _removed(ranked, ws), CUT_STEP)
-
-    def ratio(measured: float, predicted: float) -> float:
-        return float(np.clip(measured / predicted, 0.5, 2.0)) if predicted > 0 else 1.0
-
     narrowest = [[*full[:g], choices[g][0], *full[g + 1 :]] for g in groups]
-    full_ms, *cut_ms = confirm([model, *map(cut, narrowest)])
+    full_ms, *cut_ms = confirm([model, *(pruned_model(model, dep, _removed(ranked, ws), CUT_STEP) for ws in narrowest)])
     scales = np.ones(len(choices))
     for g, t in zip(groups, cut_ms, strict=True):
-        predicted_saving = -float(raw[g, 0])
+        predicted_saving = -float(costs.latency[g, 0])
         if predicted_saving > 0:
             scales[g] = float(np.clip((full_ms - t) / predicted_saving, 0.0, 3.0))
-    latency = raw * scales[:, None]
-    together = _table_cut(latency, costs.accuracy, choices, full_ms, target_ms)
-    widths = [c[j] for c, j in zip(choices, together, strict=True)]
-    table_saving = -float(sum(latency[g, j] for g, j in enumerate(together)))
-    together_cut = cut(widths)
-    full_again, together_ms = confirm([model, together_cut])
-    predicted_full, predicted_together = latency_fn([model, together_cut])
-    per_group = _table_correction(raw, scales.tolist(), choices)
-    predicted_saving = predicted_full - per_group(widths, predicted_together)
     timing = {"widths": narrowest, "measured_ms": cut_ms, "full_measured_ms": full_ms,
-              "saving_scales": scales.tolist(),
-              "together": {"widths": widths, "measured_ms": together_ms, "full_measured_ms": full_again,
-                           "table_factor": ratio(full_again - together_ms, table_saving),
-                           "predicted_full_ms": predicted_full,
-                           "predictor_factor": ratio(full_again - together_ms, predicted_saving)}}  # fmt: skip
-    return replace(costs, latency=latency * timing["together"]["table_factor"], latency_full=full_ms), timing
+              "saving_scales": scales.tolist()}  # fmt: skip
+    return replace(costs, latency=costs.latency * scales[:, None], latency_full=full_ms), timing
 
 
-def _table_cut(latency: np.ndarray, accuracy: np.ndarray | None, choices: list[list[int]], full_ms: float,
-               target_ms: float) -> list[int]:  # fmt: skip
-    """The width index per group that the tables say meets ``target_ms``, narrowed one step at a time from
-    full width, each time the step that saves the most time per accuracy lost (by time alone without an
-    accuracy table): NetAdapt's rule on the lookup table. The narrowest widths when nothing meets. Pure."""
-    index = [len(c) - 1 for c in choices]
-    while full_ms + sum(latency[g, j] for g, j in enumerate(index)) > target_ms:
-        steps = [g for g, j in enumerate(index) if j > 0]
-        if not steps:
-            break
+def _table_correction(raw: np.ndarray, scales: list[float], choices: list[list[int]]) -> Callable[[list[int]], float]:
+    """What the per-group scales of :func:`_timed_table` add to the predictor's time of a cut to ``widths``:
+    each group's scaled saving minus its predicted one. Pure."""
 
-        def gain(g: int) -> float:
-            j = index[g]
-            lost = 0.0 if accuracy is None else float(accuracy[g, j - 1] - accuracy[g, j])
-            return float(latency[g, j] - latency[g, j - 1]) / max(lost, 1e-3)
-
-        index[max(steps, key=gain)] -= 1
-    return index
-
-
-def _table_correction(raw: np.ndarray, scales: list[float], choices: list[list[int]], full_ms: float = 0.0,
-                      factor: float = 1.0) -> Callable[[list[int], float], float]:  # fmt: skip
-    """The predictor's time of a cut to ``widths`` corrected by the timing of :func:`_timed_table`: each group's
-    predicted saving replaced by its scaled one (``scales``), then the cut's saving from ``full_ms`` (the
-    predictor's time of the full model) scaled by ``factor`` (the timed cut of several groups). Pure."""
-
-    def corrected(widths: list[int], predicted_ms: float) -> float:
+    def correction(widths: list[int]) -> float:
         steps = [(g, choices[g].index(w)) for g, w in enumerate(widths)]
-        per_group = predicted_ms + float(sum((scales[g] - 1.0) * raw[g, j] for g, j in steps))
-        return full_ms + factor * (per_group - full_ms)
+        return float(sum((scales[g] - 1.0) * raw[g, j] for g, j in steps))
 
-    return corrected
+    return correction
 
 
 def _expected(table: np.ndarray, probs: list[torch.Tensor], base: float) -> torch.Tensor:
@@ -413,15 +355,11 @@ def train_to_budget(
     table_timing, correction = None, None
     if confirm is not None and costs.latency is not None and budget.latency_ms is not None:
         raw = costs.latency
-        costs, table_timing = _timed_table(model, dep, ranked, choices, costs, confirm, budget.latency_ms, latency_fn)
+        costs, table_timing = _timed_table(model, dep, ranked, choices, costs, confirm)
         if table_timing is not None:
-            together = table_timing["together"]
-            correction = _table_correction(raw, table_timing["saving_scales"], choices, together["predicted_full_ms"],
-                                           together["predictor_factor"])  # fmt: skip
+            correction = _table_correction(raw, table_timing["saving_scales"], choices)
             say(f"hw_train: each group's narrowest cut timed: savings scaled by "
-                f"{[round(v, 2) for v in table_timing['saving_scales']]}; a cut of them together "
-                f"{together['widths']} timed: the table's savings scaled by {together['table_factor']:.2f}, "
-                f"the predictor's by {together['predictor_factor']:.2f}")  # fmt: skip
+                f"{[round(v, 2) for v in table_timing['saving_scales']]}")  # fmt: skip
 
     gates = _Gates(dep, ranked, choices)
     convs = (nn.Conv1d, nn.Conv2d)
@@ -525,15 +463,15 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
                  widths: list[int], budget: Budget, latency_fn: LatencyFn | None, tolerance: float,
                  say: Callable[[str], None], confirm: LatencyFn | None = None, max_confirmations: int = 4,
                  preference: list[np.ndarray] | None = None, accuracy: np.ndarray | None = None,
-                 correction: Callable[[list[int], float], float] | None = None,
+                 correction: Callable[[list[int]], float] | None = None,
                  ) -> tuple[EdgeModel, list[int], int, int, list[dict[str, Any]]]:  # fmt: skip
     """Cut ``model`` to ``widths``; narrow one group a step at a time while the real model misses.
 
     With ``accuracy`` (the table of accuracy lost per group and width, :class:`CostTables`), a narrowing
     step is chosen as NetAdapt chooses: among the steps that meet the budget, the one that loses the least;
     else the one that saves the most time per accuracy lost. Without it, by latency alone. Cuts are priced
-    by ``latency_fn``, corrected for their widths by ``correction`` when given (:func:`_table_correction`: what
-    the timing of each group's own cut, and of a cut of several, says the predictor gets wrong).
+    by ``latency_fn`` plus ``correction`` of their widths (:func:`_table_correction`: what the timing of each
+    group's own cut says the predictor gets wrong) when given.
 
     Then, with ``preference`` (the gates' logits per group and width), widen one group a step at a
     time while the cut stays within the budget, the group whose gates favoured its next width most
@@ -561,10 +499,8 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
     def late_ms(models: list[EdgeModel]) -> list[float]:
         if latency_fn is None:
             return []
-        times = latency_fn(models)
-        if correction is not None:
-            times = [correction(widths_of[id(m)], v) for m, v in zip(models, times, strict=True)]
-        return [scale[0] * v for v in times]
+        fix = [correction(widths_of[id(m)]) if correction is not None else 0.0 for m in models]
+        return [scale[0] * (v + f) for v, f in zip(latency_fn(models), fix, strict=True)]
 
     def misses(m: EdgeModel, slack: float = tolerance) -> bool:  # widening asks with no slack: never above
         late = (
