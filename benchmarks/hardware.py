@@ -289,6 +289,8 @@ def hwtrain_section(runtime: str, profile_path: Path, fractions: list[float], ep
                                 "measured_vs_target": check["measured_vs_target"],
                                 "anchor": metrics["latency_source"].get("anchor"),
                                 "accuracy": evaluate(trained, test).accuracy, "widths": metrics["hw_train"]["widths"],
+                                "table_timing": metrics["hw_train"]["table_timing"],
+                                "confirmations": metrics["hw_train"]["confirmations"],
                                 "seconds": round(time.monotonic() - t0, 1),
                                 "side_by_side": _side_by_side(runtime, base, trained, frac)})  # fmt: skip
             print(f"  hw_train {runtime} seed {seed} {frac}: {out['runs'][-1]}", flush=True)
