@@ -246,6 +246,33 @@ def test_the_narrowest_cut_is_timed_before_the_re_anchored_predictor_gives_up(di
                         finetune_epochs=0, confirm=runtime)  # fmt: skip
 
 
+def test_a_timed_cut_that_met_the_budget_is_kept_when_the_re_anchored_predictor_says_nothing_meets() -> None:
+    """The runtime's time grows as the predictor's cubed. The predictor says even the narrowest cut misses; timed,
+    it is far under, so the re-anchored predictor widens, and the wide cut times far over; re-anchored on that,
+    the predictor says nothing meets again. The narrowest cut, timed under the budget, is kept (before, the run
+    failed with it in hand: ExecuTorch, 0.5x, 2026-12-05)."""
+    import numpy as np
+
+    from edgeopt.hwtrain.gated import _meet_budget
+
+    model, dep, ranked, choices, _ = _two_group_mlp(0)
+
+    def predicted(models: list) -> list[float]:
+        return [w0 / 128 + w1 / 64 for w0, w1 in map(_mlp_widths, models)]
+
+    def runtime(models: list) -> list[float]:
+        return [v**3 for v in predicted(models)]
+
+    budget = Budget(latency_ms=0.45)
+    out, widths, _, widened, confirmations = _meet_budget(model, dep, ranked, choices, [128, 64], budget, predicted,
+                                                          0.0, lambda _s: None, confirm=runtime,
+                                                          preference=[np.zeros(len(c)) for c in choices])  # fmt: skip
+    narrowest = [c[0] for c in choices]
+    assert confirmations[0]["widths"] == narrowest and widened > 0
+    assert confirmations[1]["measured_ms"] > budget.latency_ms * (1 + CONFIRM_TOLERANCE)
+    assert widths == narrowest and runtime([out])[0] <= budget.latency_ms
+
+
 def test_the_latency_table_is_put_in_the_runtime_s_ms_by_a_timing_before_the_search(digits, one_thread) -> None:
     """The runtime's savings are 1.3x what the predictor (anchored on the full model) says. Each group's narrowest
     cut is timed before the search and its row of the table scaled, so the gates train widths that meet the

@@ -482,7 +482,8 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
     misses, or lands more than ``CONFIRM_UNDER`` under the budget, the predictor is re-anchored on it
     (scaled so its prediction equals the time measured) and narrowing or widening goes on, up to
     ``max_confirmations`` timings; the cut returned is then the timed one closest under the budget (or
-    the fastest timed, when none is). A narrowing whose timing saved under ``USELESS_SAVING`` of the
+    the fastest timed, when none is); so it is, too, when the re-anchored predictor says even the narrowest
+    cut misses and a timing met the budget. A narrowing whose timing saved under ``USELESS_SAVING`` of the
     anchor's time is undone (back to the anchor's cut) and never taken again: the predictor does not
     know where a runtime runs fewer channels at the cost of more. The predictor's error grows
     with the distance from the model it was anchored on (a ResNet-8 cut to a quarter of its channels in
@@ -513,6 +514,12 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
 
     current, fixups, widened, confirmations = cut(widths), 0, 0, []
     timed_cuts: list[EdgeModel] = []  # the cut of each confirmation, in order
+    limit = budget.latency_ms * (1 + CONFIRM_TOLERANCE) if budget.latency_ms is not None else math.inf
+
+    def closest_timed() -> int | None:  # the confirmation timed closest under the limit, else the fastest
+        kept = [i for i, c in enumerate(confirmations) if not c.get("undone")]
+        return kept[_closest_under([confirmations[i]["measured_ms"] for i in kept], limit)] if kept else None
+
     useless: set[tuple[int, int]] = set()  # (group, width) narrowings a timing showed to save nothing
     anchor: int | None = None  # the confirmation the predictor is anchored on (``scale``)
     while True:
@@ -540,6 +547,13 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
                 # the re-anchored predictor says the narrowest cut misses: time it before giving up, since the
                 # anchor's scale carries the error of a wider cut (ONNX Runtime, 0.5x, 2026-12-04: after two
                 # re-anchorings, each x1.27, it refused widths that the run before timed at 0.512x)
+                met = closest_timed()
+                if met is not None and confirmations[met]["measured_ms"] <= limit:
+                    # a timing met the budget, where the predictor re-anchored on a wider cut says nothing does: the
+                    # timing wins (ExecuTorch, 0.5x, 2026-12-05: the narrowest cut timed 19% under T, the widening
+                    # after it 30% over, and the run failed with a cut that met the budget in hand)
+                    say(f"hw_train: keeping the timed cut {confirmations[met]['widths']}")
+                    return timed_cuts[met], list(confirmations[met]["widths"]), fixups, widened, confirmations
                 timed = any(c["widths"] == widths for c in confirmations)
                 if confirm is None or budget.latency_ms is None or timed or len(confirmations) >= max_confirmations:
                     raise EdgeoptError("the budget cannot be met even at the narrowest widths",
@@ -572,9 +586,8 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
         if confirmations and confirmations[-1]["widths"] == widths:  # re-anchoring changed nothing
             break
         if len(confirmations) >= max_confirmations:
-            kept = [i for i, c in enumerate(confirmations) if not c.get("undone")]
-            i = kept[_closest_under([confirmations[i]["measured_ms"] for i in kept],
-                                    budget.latency_ms * (1 + CONFIRM_TOLERANCE))]  # fmt: skip
+            i = closest_timed()
+            assert i is not None
             widths, current = list(confirmations[i]["widths"]), timed_cuts[i]
             break
         predicted, measured = late_ms([current])[0], confirm([current])[0]
