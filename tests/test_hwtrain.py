@@ -273,6 +273,34 @@ def test_a_timed_cut_that_met_the_budget_is_kept_when_the_re_anchored_predictor_
     assert widths == narrowest and runtime([out])[0] <= budget.latency_ms
 
 
+def test_a_cut_timed_once_is_priced_by_its_timing_so_the_search_does_not_go_back_and_forth() -> None:
+    """The runtime charges a step in the first group 0.2 over what the predictor says (a kernel change). The first
+    cut times 22% under the budget; widening the first group (preferred by the gates) times 22% over. Re-anchored
+    on each in turn, the predictor sent the search back and forth between those two cuts for all four timings and
+    kept the one 22% under (ExecuTorch, 0.5x, 2026-12-05). Priced by their timings, neither is taken again, and a
+    cut between them lands on the budget."""
+    import numpy as np
+
+    from edgeopt.hwtrain.gated import _meet_budget
+
+    model, dep, ranked, choices, _ = _two_group_mlp(0)
+
+    def predicted(models: list) -> list[float]:
+        return [w0 / 128 + w1 / 64 for w0, w1 in map(_mlp_widths, models)]
+
+    def runtime(models: list) -> list[float]:
+        return [0.8 * (w0 / 128 + w1 / 64) + (0.2 if w0 > 32 else 0.0) for w0, w1 in map(_mlp_widths, models)]
+
+    budget = Budget(latency_ms=0.9)
+    preference = [np.linspace(0.0, 2.0, len(choices[0])), np.linspace(0.0, 1.0, len(choices[1]))]
+    out, _, _, _, confirmations = _meet_budget(model, dep, ranked, choices, [32, 40], budget, predicted, 0.0,
+                                               lambda _s: None, confirm=runtime, preference=preference)  # fmt: skip
+    timed = [c["widths"] for c in confirmations]
+    assert timed[0] == [32, 40] and timed[1] == [64, 40]  # 22% under, then 22% over
+    assert len({tuple(w) for w in timed}) == len(timed), timed  # no cut timed twice
+    assert budget.latency_ms * (1 - CONFIRM_UNDER) <= runtime([out])[0] <= budget.latency_ms * (1 + CONFIRM_TOLERANCE)
+
+
 def test_the_latency_table_is_put_in_the_runtime_s_ms_by_a_timing_before_the_search(digits, one_thread) -> None:
     """The runtime's savings are 1.3x what the predictor (anchored on the full model) says. Each group's narrowest
     cut is timed before the search and its row of the table scaled, so the gates train widths that meet the

@@ -483,12 +483,13 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
     (scaled so its prediction equals the time measured) and narrowing or widening goes on, up to
     ``max_confirmations`` timings; the cut returned is then the timed one closest under the budget (or
     the fastest timed, when none is); so it is, too, when the re-anchored predictor says even the narrowest
-    cut misses and a timing met the budget. A narrowing whose timing saved under ``USELESS_SAVING`` of the
-    anchor's time is undone (back to the anchor's cut) and never taken again: the predictor does not
-    know where a runtime runs fewer channels at the cost of more. The predictor's error grows
-    with the distance from the model it was anchored on (a ResNet-8 cut to a quarter of its channels in
-    ONNX Runtime: predicted 0.44x of the full model, timed 0.57x); anchoring on the cut itself leaves
-    only the error of one step's saving."""
+    cut misses and a timing met the budget, or when the search comes back to a cut timed already: a timed cut
+    is priced by its timing, not the predictor, and never timed twice. A narrowing whose timing saved under
+    ``USELESS_SAVING`` of the anchor's time is undone (back to the anchor's cut) and never taken again: the
+    predictor does not know where a runtime runs fewer channels at the cost of more. The predictor's error
+    grows with the distance from the model it was anchored on (a ResNet-8 cut to a quarter of its channels in
+    ONNX Runtime: predicted 0.44x of the full model, timed 0.57x); anchoring on the cut itself leaves only the
+    error of one step's saving."""
     scale = [1.0]  # the predictor's anchor on the last cut timed (1: as given)
     widths_of: dict[int, list[int]] = {}  # id of each cut made here -> its widths, for ``correction``
 
@@ -497,11 +498,16 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
         widths_of[id(m)] = list(ws)
         return m
 
-    def late_ms(models: list[EdgeModel]) -> list[float]:
+    def late_ms(models: list[EdgeModel]) -> list[float]:  # a cut timed already is priced by its timings
         if latency_fn is None:
             return []
         fix = [correction(widths_of[id(m)]) if correction is not None else 0.0 for m in models]
-        return [scale[0] * (v + f) for v, f in zip(latency_fn(models), fix, strict=True)]
+        predicted = [scale[0] * (v + f) for v, f in zip(latency_fn(models), fix, strict=True)]
+        return [timed_ms(widths_of[id(m)], p) for m, p in zip(models, predicted, strict=True)]
+
+    def timed_ms(ws: list[int], otherwise: float) -> float:
+        times = [c["measured_ms"] for c in confirmations if c["widths"] == ws]
+        return float(np.mean(times)) if times else otherwise
 
     def misses(m: EdgeModel, slack: float = tolerance) -> bool:  # widening asks with no slack: never above
         late = (
@@ -583,9 +589,10 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
             say(f"hw_train: budget missed by the cut model; group {g} narrowed to {widths[g]}")
         if confirm is None or latency_fn is None or budget.latency_ms is None:
             break
-        if confirmations and confirmations[-1]["widths"] == widths:  # re-anchoring changed nothing
-            break
-        if len(confirmations) >= max_confirmations:
+        # a cut timed already is not timed again: the search came back to it (ExecuTorch, 0.5x, 2026-12-05: re-anchored
+        # on each in turn, the predictor sent the search back and forth between two cuts, 12% under and 12% over T,
+        # for all four timings), or re-anchoring changed nothing
+        if len(confirmations) >= max_confirmations or any(c["widths"] == widths for c in confirmations):
             i = closest_timed()
             assert i is not None
             widths, current = list(confirmations[i]["widths"]), timed_cuts[i]
