@@ -19,8 +19,8 @@ def profile():
     return _profile(_synthetic_rows(80, 0))
 
 
-def test_width_choices_are_simd_multiples_from_an_eighth_to_all() -> None:
-    assert width_choices(64, 8) == [8, 16, 24, 32, 40, 48, 56, 64]
+def test_width_choices_are_simd_multiples_from_a_quarter_to_all() -> None:
+    assert width_choices(64, 8) == [16, 24, 32, 40, 48, 56, 64]
     assert width_choices(16, 8) == [8, 16]
     assert width_choices(6, 8) == [6]
     assert width_choices(20, 8) == [8, 16, 20]
@@ -263,13 +263,13 @@ def test_a_timed_cut_that_met_the_budget_is_kept_when_the_re_anchored_predictor_
     def runtime(models: list) -> list[float]:
         return [v**3 for v in predicted(models)]
 
-    budget = Budget(latency_ms=0.5)
-    out, widths, _, widened, confirmations = _meet_budget(model, dep, ranked, choices, [32, 16], budget, predicted,
+    budget = Budget(latency_ms=0.65)
+    out, widths, _, widened, confirmations = _meet_budget(model, dep, ranked, choices, [48, 16], budget, predicted,
                                                           0.0, lambda _s: None, confirm=runtime, max_confirmations=2,
                                                           preference=[np.zeros(len(c)) for c in choices])  # fmt: skip
-    assert confirmations[0]["widths"] == [32, 16] and widened > 0
+    assert confirmations[0]["widths"] == [48, 16] and widened > 0
     assert confirmations[1]["measured_ms"] > budget.latency_ms * (1 + CONFIRM_TOLERANCE)
-    assert widths == [32, 16] and runtime([out])[0] <= budget.latency_ms
+    assert widths == [48, 16] and runtime([out])[0] <= budget.latency_ms
 
 
 def test_a_cut_timed_once_is_priced_by_its_timing_so_the_search_does_not_go_back_and_forth() -> None:

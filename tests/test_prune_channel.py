@@ -539,3 +539,20 @@ def test_prune_pass_leaves_no_constant_add_where_it_removes_branches() -> None:
     assert [n["op"] for n in out.meta.arch["ir"]["nodes"]] == [n["op"] for n in out.module.ir["nodes"]]
     rebuilt = build_module(out.meta.arch)
     rebuilt.load_state_dict(out.module.state_dict())
+
+
+def test_timing_beside_the_input_model_uses_its_usual_time_not_one_slow_timing(monkeypatch) -> None:
+    """The input model timed 0.267 ms once when the search began and 0.195 ms in every round after: times beside
+    it are its ratio in the same round times its median time so far, not times the one slow timing (which put a
+    cut at 0.50x of it at 0.69x of the target's base: ONNX Runtime, 0.5x, 2026-12-05)."""
+    from edgeopt.compress.prune import netadapt
+
+    model, cut = create_model("mlp", seed=0), create_model("mlp", seed=1)
+
+    def timer(models: list) -> list[float]:  # the input model in 0.195 ms, the cut at half of it
+        return [0.195 if m is model else 0.0975 for m in models]
+
+    monkeypatch.setattr(netadapt, "runtime_latency", lambda runtime, threads=1: timer)
+    timed = netadapt.timed_beside(model, 0.267, "onnxruntime")
+    timed([cut])  # the median of two timings is their mean
+    assert timed([cut])[0] == pytest.approx(0.0975)  # the median of 0.267, 0.195, 0.195

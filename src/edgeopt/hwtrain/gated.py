@@ -5,7 +5,7 @@ residual chains and depthwise layers stay consistent):
 
 1. Optionally (``warmup_epochs``) the full model trains first. Each group keeps its channels in
    importance order (L2 norm) and may keep the first ``w`` of them, for ``w`` in a few widths
-   (multiples of ``round_to``, an eighth to all of the group).
+   (multiples of ``round_to``, a quarter to all of the group).
 2. Cost tables: the model with one group cut to each width, the others intact, is priced by
    ``latency_fn`` (a device profile's predictor: no runtime needed) and, with an arena budget, by
    edgeopt's liveness plan; and, re-fitted by least squares, evaluated on held-out training images
@@ -61,9 +61,7 @@ from edgeopt.train import FitConfig, fit
 from edgeopt.train.tasks import loss_function
 
 LatencyFn = Callable[[list[EdgeModel]], list[float]]
-# from an eighth: with a quarter as the floor, resnet8's narrowest cut ran at 0.51-0.53x in ONNX Runtime, so a 0.5x
-# target failed on a base model timed fast (2026-12-05); an eighth adds 8 channels to its 64-channel groups
-FRACTIONS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+FRACTIONS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
 # a timed cut within 5% over the budget passes (NetAdapt's tolerance): two timings of one ~0.15 ms model differ by
 # that much on a shared VM, and at 2% a cut timed 2.3% over was narrowed until nothing was left (ONNX Runtime, 0.5x)
 CONFIRM_TOLERANCE = 0.05
@@ -114,7 +112,7 @@ class HwTrainReport:
 
 
 def width_choices(size: int, round_to: int = 8) -> list[int]:
-    """The widths a group of ``size`` channels may keep: multiples of ``round_to``, ⅛ to all. Pure."""
+    """The widths a group of ``size`` channels may keep: multiples of ``round_to``, ¼ to all. Pure."""
     if size <= round_to:
         return [size]
     out = {min(size, max(round_to, round_to * round(f * size / round_to))) for f in FRACTIONS}

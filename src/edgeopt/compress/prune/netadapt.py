@@ -171,14 +171,20 @@ def latency_source(
 
 def timed_beside(anchor: EdgeModel, anchor_ms: float, runtime: str, threads: int = 1) -> LatencyFn:
     """Timing in ``runtime`` beside ``anchor``: each model's time as its ratio to the anchor's in the same
-    rounds, times ``anchor_ms`` (the anchor's time when the search began). On a shared machine two timings
-    of one model minutes apart differ by 10-20%; the ratio does not, so the search's target keeps its
-    meaning. Cost: the anchor is timed with every call."""
+    rounds, times the anchor's usual time: the median of ``anchor_ms`` (its time when the search began) and
+    of its timings in every call so far. On a shared machine two timings of one model minutes apart differ by
+    10-20%; the ratio does not, so the search's target keeps its meaning. The median, because the one timing
+    at the start can be far off: 0.267 ms for a model timed 0.195 ms in every round after it scaled every
+    time by 1.37, and a 0.5x target failed with a cut timed at 0.50x of it (ONNX Runtime, 2026-12-05).
+    Cost: the anchor is timed with every call."""
     timer = runtime_latency(runtime, threads)
+    anchor_times = [anchor_ms]
 
     def timed(models: list[EdgeModel]) -> list[float]:
         times = timer([anchor, *models])
-        return [anchor_ms * t / times[0] for t in times[1:]]
+        anchor_times.append(times[0])
+        usual = statistics.median(anchor_times)
+        return [usual * t / times[0] for t in times[1:]]
 
     return timed
 
