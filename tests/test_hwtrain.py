@@ -272,12 +272,12 @@ def test_a_timed_cut_that_met_the_budget_is_kept_when_the_re_anchored_predictor_
     assert widths == [48, 16] and runtime([out])[0] <= budget.latency_ms
 
 
-def test_a_cut_timed_once_is_priced_by_its_timing_so_the_search_does_not_go_back_and_forth() -> None:
+def test_a_widening_that_overshot_is_undone_and_another_group_widened() -> None:
     """The runtime charges a step in the first group 0.2 over what the predictor says (a kernel change). The first
     cut times 22% under the budget; widening the first group (preferred by the gates) times 22% over. Re-anchored
     on each in turn, the predictor sent the search back and forth between those two cuts for all four timings and
-    kept the one 22% under (ExecuTorch, 0.5x, 2026-12-05). Priced by their timings, neither is taken again, and a
-    cut between them lands on the budget."""
+    kept the one 22% under (ExecuTorch, 0.5x, 2026-12-05). The overshooting widening is undone and not taken again;
+    widening the other group lands on the budget."""
     import numpy as np
 
     from edgeopt.hwtrain.gated import _meet_budget
@@ -295,8 +295,8 @@ def test_a_cut_timed_once_is_priced_by_its_timing_so_the_search_does_not_go_back
     out, _, _, _, confirmations = _meet_budget(model, dep, ranked, choices, [32, 40], budget, predicted, 0.0,
                                                lambda _s: None, confirm=runtime, preference=preference)  # fmt: skip
     timed = [c["widths"] for c in confirmations]
-    assert timed[0] == [32, 40] and timed[1] == [64, 40]  # 22% under, then 22% over
-    assert len({tuple(w) for w in timed}) == len(timed), timed  # no cut timed twice
+    assert timed[0] == [32, 40] and timed[1] == [64, 40] and confirmations[1].get("undone")  # 22% under, 22% over
+    assert len({tuple(w) for w in timed}) == len(timed) and all(w[0] == 32 for w in timed[2:]), timed
     assert budget.latency_ms * (1 - CONFIRM_UNDER) <= runtime([out])[0] <= budget.latency_ms * (1 + CONFIRM_TOLERANCE)
 
 
@@ -534,13 +534,16 @@ def test_a_narrowing_the_timing_shows_saved_nothing_is_undone_and_not_taken_agai
         assert not any(c.get("undone") for c in confirmations) and widths[0] < 96
 
 
-def test_only_a_narrowing_that_saved_within_the_timing_noise_counts_as_useless() -> None:
+def test_a_timed_step_is_undone_when_a_narrowing_saved_within_the_noise_or_a_widening_overshot() -> None:
     """Useless means the timing moved by under 2%, whatever the predictor promised: three steps that saved 11% of
-    the 24% promised are kept (ONNX Runtime, 0.5x, 2026-12-04); a widening in the mix is not a narrowing."""
-    from edgeopt.hwtrain.gated import _useless_narrowing
+    the 24% promised are kept (ONNX Runtime, 0.5x, 2026-12-04). A widening is undone when it took a cut within the
+    limit to one over it. Steps that narrow one group and widen another are neither."""
+    from edgeopt.hwtrain.gated import _steps_undone
 
     before = {"widths": [96, 64], "measured_ms": 1.0, "predicted_ms": 1.0}
-    assert _useless_narrowing(before, {"widths": [64, 56], "measured_ms": 0.89, "predicted_ms": 0.76}) == set()
-    assert _useless_narrowing(before, {"widths": [64, 56], "measured_ms": 0.99, "predicted_ms": 0.9}) == {(0, 96),
-                                                                                                           (1, 64)}
-    assert _useless_narrowing(before, {"widths": [64, 72], "measured_ms": 1.0, "predicted_ms": 0.9}) == set()
+    assert _steps_undone(before, {"widths": [64, 56], "measured_ms": 0.89}, 1.05) == set()
+    assert _steps_undone(before, {"widths": [64, 56], "measured_ms": 0.99}, 1.05) == {(0, 96, -1), (1, 64, -1)}
+    assert _steps_undone(before, {"widths": [64, 72], "measured_ms": 1.0}, 1.05) == set()
+    assert _steps_undone(before, {"widths": [112, 64], "measured_ms": 1.2}, 1.05) == {(0, 96, 1)}
+    assert _steps_undone(before, {"widths": [112, 64], "measured_ms": 1.04}, 1.05) == set()  # within: kept
+    assert _steps_undone(before, {"widths": [112, 64], "measured_ms": 1.2}, 0.9) == set()  # it was over already

@@ -483,10 +483,11 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
     (scaled so its prediction equals the time measured) and narrowing or widening goes on, up to
     ``max_confirmations`` timings; the cut returned is then the timed one closest under the budget (or
     the fastest timed, when none is); so it is, too, when the re-anchored predictor says even the narrowest
-    cut misses and a timing met the budget, or when the search comes back to a cut timed already: a timed cut
-    is priced by its timing, not the predictor, and never timed twice. A narrowing whose timing saved under
+    cut misses and a timing met the budget, or when neither re-anchoring nor undoing a step changed the cut.
+    A narrowing whose timing saved under
     ``USELESS_SAVING`` of the anchor's time is undone (back to the anchor's cut) and never taken again: the
-    predictor does not know where a runtime runs fewer channels at the cost of more. The predictor's error
+    predictor does not know where a runtime runs fewer channels at the cost of more. So is a widening from a
+    cut timed under the budget to one timed over it (:func:`_steps_undone`). The predictor's error
     grows with the distance from the model it was anchored on (a ResNet-8 cut to a quarter of its channels in
     ONNX Runtime: predicted 0.44x of the full model, timed 0.57x); anchoring on the cut itself leaves only the
     error of one step's saving."""
@@ -498,16 +499,11 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
         widths_of[id(m)] = list(ws)
         return m
 
-    def late_ms(models: list[EdgeModel]) -> list[float]:  # a cut timed already is priced by its timings
+    def late_ms(models: list[EdgeModel]) -> list[float]:
         if latency_fn is None:
             return []
         fix = [correction(widths_of[id(m)]) if correction is not None else 0.0 for m in models]
-        predicted = [scale[0] * (v + f) for v, f in zip(latency_fn(models), fix, strict=True)]
-        return [timed_ms(widths_of[id(m)], p) for m, p in zip(models, predicted, strict=True)]
-
-    def timed_ms(ws: list[int], otherwise: float) -> float:
-        times = [c["measured_ms"] for c in confirmations if c["widths"] == ws]
-        return float(np.mean(times)) if times else otherwise
+        return [scale[0] * (v + f) for v, f in zip(latency_fn(models), fix, strict=True)]
 
     def misses(m: EdgeModel, slack: float = tolerance) -> bool:  # widening asks with no slack: never above
         late = (
@@ -526,14 +522,14 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
         kept = [i for i, c in enumerate(confirmations) if not c.get("undone")]
         return kept[_closest_under([confirmations[i]["measured_ms"] for i in kept], limit)] if kept else None
 
-    useless: set[tuple[int, int]] = set()  # (group, width) narrowings a timing showed to save nothing
+    blocked: set[tuple[int, int, int]] = set()  # (group, width, -1 | +1): steps a timing undid (``_steps_undone``)
     anchor: int | None = None  # the confirmation the predictor is anchored on (``scale``)
     while True:
         while preference is not None and not misses(current):
             wider = []
             for g, c in enumerate(choices):
                 j = c.index(widths[g])
-                if j + 1 < len(c):
+                if j + 1 < len(c) and (g, widths[g], 1) not in blocked:
                     ws = [*widths[:g], c[j + 1], *widths[g + 1 :]]
                     wider.append((float(preference[g][j + 1] - preference[g][j]), g, ws, cut(ws)))
             fitting = [w for w in wider if not misses(w[3], 0.0)]
@@ -544,7 +540,7 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
             say(f"hw_train: the cut leaves budget unused; group {g} widened to {widths[g]}")
         while misses(current):
             steps = [g for g, c in enumerate(choices) if c.index(widths[g]) > 0]
-            steps = [g for g in steps if (g, widths[g]) not in useless] or steps  # a useless step beats none
+            steps = [g for g in steps if (g, widths[g], -1) not in blocked] or steps  # a useless step beats none
             options = []
             for g in steps:
                 ws = [*widths[:g], choices[g][choices[g].index(widths[g]) - 1], *widths[g + 1 :]]
@@ -589,10 +585,10 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
             say(f"hw_train: budget missed by the cut model; group {g} narrowed to {widths[g]}")
         if confirm is None or latency_fn is None or budget.latency_ms is None:
             break
-        # a cut timed already is not timed again: the search came back to it (ExecuTorch, 0.5x, 2026-12-05: re-anchored
-        # on each in turn, the predictor sent the search back and forth between two cuts, 12% under and 12% over T,
-        # for all four timings), or re-anchoring changed nothing
-        if len(confirmations) >= max_confirmations or any(c["widths"] == widths for c in confirmations):
+        # re-anchoring, or undoing a step, changed nothing. A cut timed earlier may be timed again: a timing can be
+        # far off once (a noisy VM), and the predictor re-anchored on another cut comes back to it for that
+        unchanged = anchor is not None and confirmations[anchor]["widths"] == widths
+        if len(confirmations) >= max_confirmations or unchanged:
             i = closest_timed()
             assert i is not None
             widths, current = list(confirmations[i]["widths"]), timed_cuts[i]
@@ -604,25 +600,36 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
             f"{budget.latency_ms:.4f})")  # fmt: skip
         if budget.latency_ms * (1 - CONFIRM_UNDER) <= measured <= budget.latency_ms * (1 + CONFIRM_TOLERANCE):
             break
-        undone = _useless_narrowing(confirmations[anchor], confirmations[-1]) if anchor is not None else set()
-        if undone:  # back to the cut the predictor is anchored on, to narrow elsewhere
-            useless.update(undone)
+        undone = _steps_undone(confirmations[anchor], confirmations[-1], limit) if anchor is not None else set()
+        if undone:  # back to the cut the predictor is anchored on, to narrow or widen elsewhere
+            blocked.update(undone)
             confirmations[-1]["undone"] = True
             widths, current = list(confirmations[anchor]["widths"]), timed_cuts[anchor]
-            say(f"hw_train: narrowing group(s) {sorted(g for g, _ in undone)} saved nothing when timed; undone")
+            say(f"hw_train: {'narrowing' if min(d for *_, d in undone) < 0 else 'widening'} group(s) "
+                f"{sorted(g for g, *_ in undone)} undone: the timing shows it saved nothing or overshot")
             continue
         scale[0] *= measured / predicted
         anchor = len(confirmations) - 1
     return current, widths, fixups, widened, confirmations
 
 
-def _useless_narrowing(before: dict[str, Any], now: dict[str, Any]) -> set[tuple[int, int]]:
-    """The (group, width) steps that narrowed the timed cut ``now`` from the timed cut ``before``, when the
-    timings say they saved under ``USELESS_SAVING`` of ``before``'s time; else an empty set. Pure."""
-    steps = {(g, w) for g, (w, v) in enumerate(zip(before["widths"], now["widths"], strict=True)) if v < w}
-    narrowed_only = all(v <= w for w, v in zip(before["widths"], now["widths"], strict=True))
-    saved = before["measured_ms"] - now["measured_ms"]
-    return steps if steps and narrowed_only and saved < USELESS_SAVING * before["measured_ms"] else set()
+def _steps_undone(before: dict[str, Any], now: dict[str, Any], limit: float) -> set[tuple[int, int, int]]:
+    """The steps that took the timed cut ``before`` to the timed cut ``now``, as ``(group, width before, -1 | +1)``,
+    when the timings say they should not be taken again from there; else an empty set. Pure. Two cases:
+
+    - a narrowing that saved under ``USELESS_SAVING`` of ``before``'s time (a runtime that runs 8 channels at the
+      cost of 16: ExecuTorch, resnet8's stage-2 chain cut 16 -> 8 was predicted to save 8% and saved nothing);
+    - a widening from a cut timed within ``limit`` to one timed over it: the predictor, anchored on a cut far under
+      the budget, under-priced the widened groups (ExecuTorch, 0.5x, 2026-12-05: the stage-1 chain widened 8 -> 16
+      took a cut timed 16% under T to 22% over, twice in three seeds); others are widened instead."""
+    pairs = list(zip(before["widths"], now["widths"], strict=True))
+    if all(v <= w for w, v in pairs):
+        narrowed = {(g, w, -1) for g, (w, v) in enumerate(pairs) if v < w}
+        saved = before["measured_ms"] - now["measured_ms"]
+        return narrowed if saved < USELESS_SAVING * before["measured_ms"] else set()
+    if all(v >= w for w, v in pairs) and before["measured_ms"] <= limit < now["measured_ms"]:
+        return {(g, w, 1) for g, (w, v) in enumerate(pairs) if v > w}
+    return set()
 
 
 def _step_cost(accuracy: np.ndarray, choices: list[list[int]], widths: list[int], g: int) -> float:
