@@ -29,7 +29,8 @@ residual chains and depthwise layers stay consistent):
    that meet the budget, the one the accuracy table prices lowest, else the one that saves the most
    time per accuracy lost: NetAdapt's rule). With a runtime to
    confirm in, the cut is then timed, and on a miss the predictor is re-anchored on it and step 5
-   repeats; a narrowing the next timing shows saved nothing is undone and not taken again. When this
+   repeats; a narrowing the next timing shows saved nothing, or a widening it shows overshot the budget, is
+   undone and not taken again. When this
    changed the gates' widths, the cut is re-fitted by least squares to the layer outputs of the sub-network
    the gates trained (as pruning re-fits its cut). Then ``finetune_epochs`` without gates and without
    augmentation (a short recovery).
@@ -484,13 +485,12 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
     ``max_confirmations`` timings; the cut returned is then the timed one closest under the budget (or
     the fastest timed, when none is); so it is, too, when the re-anchored predictor says even the narrowest
     cut misses and a timing met the budget, or when neither re-anchoring nor undoing a step changed the cut.
-    A narrowing whose timing saved under
-    ``USELESS_SAVING`` of the anchor's time is undone (back to the anchor's cut) and never taken again: the
-    predictor does not know where a runtime runs fewer channels at the cost of more. So is a widening from a
-    cut timed under the budget to one timed over it (:func:`_steps_undone`). The predictor's error
-    grows with the distance from the model it was anchored on (a ResNet-8 cut to a quarter of its channels in
-    ONNX Runtime: predicted 0.44x of the full model, timed 0.57x); anchoring on the cut itself leaves only the
-    error of one step's saving."""
+    A narrowing whose timing saved under ``USELESS_SAVING`` of the anchor's time is undone (back to the
+    anchor's cut) and never taken again: the predictor does not know where a runtime runs fewer channels at
+    the cost of more. So is a widening from a cut timed under the budget to one timed over it
+    (:func:`_steps_undone`). The predictor's error grows with the distance from the model it was anchored on
+    (a ResNet-8 cut to a quarter of its channels in ONNX Runtime: predicted 0.44x of the full model, timed
+    0.57x); anchoring on the cut itself leaves only the error of one step's saving."""
     scale = [1.0]  # the predictor's anchor on the last cut timed (1: as given)
     widths_of: dict[int, list[int]] = {}  # id of each cut made here -> its widths, for ``correction``
 
@@ -605,8 +605,9 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
             blocked.update(undone)
             confirmations[-1]["undone"] = True
             widths, current = list(confirmations[anchor]["widths"]), timed_cuts[anchor]
-            say(f"hw_train: {'narrowing' if min(d for *_, d in undone) < 0 else 'widening'} group(s) "
-                f"{sorted(g for g, *_ in undone)} undone: the timing shows it saved nothing or overshot")
+            what = "narrowing" if min(d for *_, d in undone) < 0 else "widening"
+            why = "saved nothing" if what == "narrowing" else "overshot the budget"
+            say(f"hw_train: {what} group(s) {sorted(g for g, *_ in undone)} {why} when timed; undone")
             continue
         scale[0] *= measured / predicted
         anchor = len(confirmations) - 1
