@@ -30,10 +30,9 @@ residual chains and depthwise layers stay consistent):
    time per accuracy lost: NetAdapt's rule). With a runtime to
    confirm in, the cut is then timed, and on a miss the predictor is re-anchored on it and step 5
    repeats; a narrowing the next timing shows saved nothing, or a widening it shows overshot the budget, is
-   undone and not taken again. When this
-   changed the gates' widths, the cut is re-fitted by least squares to the layer outputs of the sub-network
-   the gates trained (as pruning re-fits its cut). Then ``finetune_epochs`` without gates and without
-   augmentation (a short recovery).
+   undone and not taken again. When this changed the gates' widths, the cut is re-fitted by least squares to
+   the layer outputs of the sub-network the gates trained (as pruning re-fits its cut). Then
+   ``finetune_epochs`` without gates and without augmentation (a short recovery).
 
 Cost: the tables (per group and width, one prediction, one least-squares re-fit on 128 images and one
 evaluation on 1,000: ~1 s each for small CNNs), with ``confirm`` one timing round of a cut per group and up to
@@ -598,7 +597,7 @@ def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
         timed_cuts.append(current)
         say(f"hw_train: cut {widths} timed {measured:.4f} ms (predicted {predicted:.4f}, target "
             f"{budget.latency_ms:.4f})")  # fmt: skip
-        if budget.latency_ms * (1 - CONFIRM_UNDER) <= measured <= budget.latency_ms * (1 + CONFIRM_TOLERANCE):
+        if budget.latency_ms * (1 - CONFIRM_UNDER) <= measured <= limit:
             break
         undone = _steps_undone(confirmations[anchor], confirmations[-1], limit) if anchor is not None else set()
         if undone:  # back to the cut the predictor is anchored on, to narrow or widen elsewhere
