@@ -257,14 +257,11 @@ def test_a_timed_cut_that_met_the_budget_is_kept_when_the_re_anchored_predictor_
 
     model, dep, ranked, choices, _ = _two_group_mlp(0)
 
-    def predicted(models: list) -> list[float]:
-        return [w0 / 128 + w1 / 64 for w0, w1 in map(_mlp_widths, models)]
-
     def runtime(models: list) -> list[float]:
-        return [v**3 for v in predicted(models)]
+        return [v**3 for v in _mlp_ms(models)]
 
     budget = Budget(latency_ms=0.65)
-    out, widths, _, widened, confirmations = _meet_budget(model, dep, ranked, choices, [48, 16], budget, predicted,
+    out, widths, _, widened, confirmations = _meet_budget(model, dep, ranked, choices, [48, 16], budget, _mlp_ms,
                                                           0.0, lambda _s: None, confirm=runtime, max_confirmations=2,
                                                           preference=[np.zeros(len(c)) for c in choices])  # fmt: skip
     assert confirmations[0]["widths"] == [48, 16] and widened > 0
@@ -284,15 +281,13 @@ def test_a_widening_that_overshot_is_undone_and_another_group_widened() -> None:
 
     model, dep, ranked, choices, _ = _two_group_mlp(0)
 
-    def predicted(models: list) -> list[float]:
-        return [w0 / 128 + w1 / 64 for w0, w1 in map(_mlp_widths, models)]
-
     def runtime(models: list) -> list[float]:
-        return [0.8 * (w0 / 128 + w1 / 64) + (0.2 if w0 > 32 else 0.0) for w0, w1 in map(_mlp_widths, models)]
+        kernel_change = [0.2 if w0 > 32 else 0.0 for w0, _ in map(_mlp_widths, models)]
+        return [0.8 * v + k for v, k in zip(_mlp_ms(models), kernel_change, strict=True)]
 
     budget = Budget(latency_ms=0.9)
     preference = [np.linspace(0.0, 2.0, len(choices[0])), np.linspace(0.0, 1.0, len(choices[1]))]
-    out, _, _, _, confirmations = _meet_budget(model, dep, ranked, choices, [32, 40], budget, predicted, 0.0,
+    out, _, _, _, confirmations = _meet_budget(model, dep, ranked, choices, [32, 40], budget, _mlp_ms, 0.0,
                                                lambda _s: None, confirm=runtime, preference=preference)  # fmt: skip
     timed = [c["widths"] for c in confirmations]
     assert timed[0] == [32, 40] and timed[1] == [64, 40] and confirmations[1].get("undone")  # 22% under, 22% over
@@ -339,9 +334,6 @@ def test_a_group_whose_cut_saves_nothing_when_timed_is_priced_so_and_left_whole(
 
     model, dep, ranked, choices, _ = _two_group_mlp(0)
 
-    def predicted(models: list) -> list[float]:
-        return [w0 / 128 + w1 / 64 for w0, w1 in map(_mlp_widths, models)]
-
     def runtime(models: list) -> list[float]:
         return [1.0 + w1 / 64 for _, w1 in map(_mlp_widths, models)]
 
@@ -354,7 +346,7 @@ def test_a_group_whose_cut_saves_nothing_when_timed_is_priced_so_and_left_whole(
     assert timing["saving_scales"] == pytest.approx([0.0, 1.0])
     assert not costs.latency[0].any() and costs.latency[1] == pytest.approx(raw[1])
     correction = _table_correction(raw, timing["saving_scales"], choices) if timed else None
-    cut, widths, *_ = _meet_budget(model, dep, ranked, choices, [128, 64], Budget(latency_ms=1.6), predicted, 0.0,
+    cut, widths, *_ = _meet_budget(model, dep, ranked, choices, [128, 64], Budget(latency_ms=1.6), _mlp_ms, 0.0,
                                    lambda _s: None, confirm=runtime, correction=correction)  # fmt: skip
     assert runtime([cut])[0] <= 1.6 * (1 + CONFIRM_TOLERANCE)
     assert (widths[0] == 128) is timed, widths
@@ -448,14 +440,11 @@ def test_the_gates_cut_the_group_the_accuracy_table_says_costs_least(digits, one
         out.accuracy[costly] = 0.5 * (1.0 - widths[costly])  # half a point per percent of the group cut
         return out
 
-    def latency(models: list) -> list[float]:  # each group: 1 ms at full width, proportional to its width
-        return [w0 / 128 + w1 / 64 for w0, w1 in map(_mlp_widths, models)]
-
     monkeypatch.setattr(gated, "_cost_tables", tables)
     train, _ = digits
     torch.manual_seed(0)
     model = create_model("mlp", input_shape=(1, 8, 8), num_classes=10)
-    _, rep = train_to_budget(model, train, Budget(latency_ms=1.5), latency, search_epochs=3,
+    _, rep = train_to_budget(model, train, Budget(latency_ms=1.5), _mlp_ms, search_epochs=3,
                              finetune_epochs=0)  # fmt: skip
     kept = [w / s for w, s in zip(rep.widths, (128, 64), strict=True)]
     assert kept[costly] == 1.0 and kept[1 - costly] <= 0.5, rep.widths
@@ -484,6 +473,11 @@ def _mlp_widths(m) -> tuple[int, int]:
     return m.module.body[0].out_features, m.module.body[2].out_features
 
 
+def _mlp_ms(models: list) -> list[float]:
+    """A latency for the two-group MLP: each group 1 ms at full width, proportional to its width."""
+    return [w0 / 128 + w1 / 64 for w0, w1 in map(_mlp_widths, models)]
+
+
 @pytest.mark.parametrize("costly", [0, 1])
 def test_a_cut_that_misses_is_narrowed_where_the_accuracy_table_says_it_costs_least(costly) -> None:
     """Two groups whose one-step narrowing each meets the budget: the step taken is the one the accuracy
@@ -492,11 +486,8 @@ def test_a_cut_that_misses_is_narrowed_where_the_accuracy_table_says_it_costs_le
 
     model, dep, ranked, choices, accuracy = _two_group_mlp(costly)
 
-    def latency(models: list) -> list[float]:
-        return [w0 / 128 + w1 / 64 for w0, w1 in map(_mlp_widths, models)]
-
     full = [128, 64]
-    _, widths, fixups, _, _ = _meet_budget(model, dep, ranked, choices, full, Budget(latency_ms=1.9), latency, 0.0,
+    _, widths, fixups, _, _ = _meet_budget(model, dep, ranked, choices, full, Budget(latency_ms=1.9), _mlp_ms, 0.0,
                                            lambda _s: None, accuracy=accuracy)  # fmt: skip
     assert fixups == 1 and widths[costly] == full[costly] and widths[1 - costly] < full[1 - costly]
 
@@ -515,14 +506,11 @@ def test_a_narrowing_the_timing_shows_saved_nothing_is_undone_and_not_taken_agai
         monkeypatch.setattr(gated, "USELESS_SAVING", -1.0)
     model, dep, ranked, choices, accuracy = _two_group_mlp(costly=1)
 
-    def predicted(models: list) -> list[float]:
-        return [w0 / 128 + w1 / 64 for w0, w1 in map(_mlp_widths, models)]
-
     def runtime(models: list) -> list[float]:
         return [1.3 * (max(w0, 96) / 128 + w1 / 64) for w0, w1 in map(_mlp_widths, models)]
 
     budget = Budget(latency_ms=1.8)
-    out, widths, _, _, confirmations = _meet_budget(model, dep, ranked, choices, [128, 64], budget, predicted, 0.0,
+    out, widths, _, _, confirmations = _meet_budget(model, dep, ranked, choices, [128, 64], budget, _mlp_ms, 0.0,
                                                     lambda _s: None, confirm=runtime, accuracy=accuracy)  # fmt: skip
     first = confirmations[0]
     assert first["widths"] == [96, 64] and first["measured_ms"] > budget.latency_ms * (1 + CONFIRM_TOLERANCE)
