@@ -160,10 +160,11 @@ def test_predictor_correction_is_lightgbm_text_and_kept_only_if_it_helps(synthet
     models, y = synthetic
     noisy = y * np.exp(0.3 * np.array([model_summary(k)["share.dwconv"] for k in models]))  # not additive
     p = LatencyPredictor.fit(models, noisy)
-    assert p.cv["correction_kept"] == (p.correction is not None)
+    assert p.cv["chosen"].endswith("+correction") == (p.correction is not None)
     if p.correction is not None:
         assert p.correction.startswith("tree")  # LightGBM's text format, never a pickle
-        assert p.cv["corrected"]["median_abs_pct"] < p.cv["additive"]["median_abs_pct"]
+        candidates = p.cv["candidates"]
+        assert candidates["additive+correction"]["median_abs_pct"] < candidates["additive"]["median_abs_pct"]
     again = LatencyPredictor.from_json(json.loads(json.dumps(p.to_json())))
     assert np.allclose(again.predict_many(models), p.predict_many(models))
 

@@ -60,8 +60,7 @@ def calibrate(
         profile = run(runtime, threads=threads, minutes=minutes, out=out, seed=seed, on_sample=bar)
     finally:
         bar.close()
-    cv = profile.predictor.cv
-    chosen = cv.get("corrected") if cv.get("correction_kept") else cv.get("additive")
+    chosen = profile.predictor.cv.get("chosen_stats")
     emit(
         {
             "profile": str(out),

@@ -31,6 +31,7 @@ from edgeopt.errors import EdgeoptError
 from edgeopt.hardware.archs import arch_model, sample_arch
 from edgeopt.hardware.fingerprint import machine_fingerprint
 from edgeopt.hardware.kernels import Kernel, kernel_from_json, kernel_to_json, kernels_of_model
+from edgeopt.hardware.op_timings import attribute, profiled_ops
 from edgeopt.hardware.predictor import LatencyPredictor
 from edgeopt.hardware.profile import DeviceProfile
 from edgeopt.interop.export import FORMATS
@@ -100,6 +101,13 @@ def export_arch(spec: dict[str, Any], runtime: str, path: Path) -> dict[str, Any
     return {"spec": spec, "macs": int(sum(k.macs for k in kernels)), "kernels": [kernel_to_json(k) for k in kernels]}
 
 
+def kernel_times(runtime: str, path: Path, kernels: list[dict[str, Any]], threads: int) -> list[float] | None:
+    """Each kernel's time (µs) inside the model, from the runtime's profiler (``op_timings``); None where
+    the runtime has no profiler or its operators do not line up with the kernels."""
+    ops = profiled_ops(runtime, path, threads)
+    return None if ops is None else attribute([kernel_from_json(k) for k in kernels], ops)
+
+
 def _try_export(spec: dict[str, Any], runtime: str, path: Path) -> dict[str, Any] | None:
     try:
         return export_arch(spec, runtime, path)
@@ -143,7 +151,8 @@ def measure_samples(
     """Measure random architectures (``sample_arch``) until ``minutes`` or ``max_models`` run out.
 
     Each sample holds the model's kernels, its time (``latency_ms``) and, timed in the same rounds,
-    its ratio to ``REFERENCE_SPEC``'s model (``ratio``, ``reference_ms``): see ``normalised_ms``.
+    its ratio to ``REFERENCE_SPEC``'s model (``ratio``, ``reference_ms``): see ``normalised_ms``; and
+    each kernel's time from the runtime's profiler (``kernel_us``, see ``kernel_times``).
 
     Work goes in chunks: ``workers`` processes export a chunk of architectures in parallel (the
     exporters are single-threaded Python and dominate the cost), then, with the workers idle, the
@@ -191,6 +200,7 @@ def measure_samples(
                     continue
                 ratio, ref_ms, own_ms, p50_ms = measured_ratio(runtime, path, reference, threads, rounds=rounds)
                 sample = {**feats, "ratio": ratio, "reference_ms": ref_ms, "latency_ms": own_ms, "p50_ms": p50_ms,
+                          "kernel_us": kernel_times(runtime, path, feats["kernels"], threads),
                           "elapsed_s": round(time.monotonic() - start, 2)}  # fmt: skip
                 path.unlink(missing_ok=True)
                 samples.append(sample)
@@ -225,7 +235,10 @@ def fit_profile(samples: list[dict[str, Any]], runtime: str, threads: int, secon
             "give calibration more time (--minutes)",
         )
     ref = reference_ms(samples)
-    predictor = LatencyPredictor.fit(sample_kernels(samples), normalised_ms(samples, ref))
+    # kernel times drift-normalised like the models' (by the reference timed beside each model)
+    kernel_us = [None if s.get("kernel_us") is None else [t * ref / s["reference_ms"] for t in s["kernel_us"]]
+                 for s in samples]  # fmt: skip
+    predictor = LatencyPredictor.fit(sample_kernels(samples), normalised_ms(samples, ref), kernel_us=kernel_us)
     profile = DeviceProfile(runtime, threads, machine_fingerprint(runtime), predictor, samples,
                             calibration_seconds=seconds)  # fmt: skip
     profile.reference = {"spec": REFERENCE_SPEC, "ms": ref}

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,8 @@ MB, KB = 1e6, 1e3
 SIMD_BLOCK = 16  # channels a SIMD block packs (AVX-512 float: 16; ONNX Runtime's NCHWc block there)
 
 
-def _ceil(n: int, block: int) -> int:
+def ceil_to(n: int, block: int) -> int:
+    """``n`` rounded up to a multiple of ``block``. Pure."""
     return -(-n // block) * block
 
 
@@ -89,7 +90,8 @@ def kernel_terms(k: Kernel) -> dict[str, float]:
         rows = math.sqrt(max(k.hw, 1)) * -(-max(k.cout, 1) // SIMD_BLOCK)  # row × channel-block calls
         terms[f"{t}.rows"] = rows / KB
     if t == "conv":
-        terms[f"{t}.macs_pad16"] = per_out * _ceil(k.cout, SIMD_BLOCK) * _ceil(k.cin, SIMD_BLOCK) / max(1, k.cin) / MB
+        padded = ceil_to(k.cout, SIMD_BLOCK) * ceil_to(k.cin, SIMD_BLOCK) / max(1, k.cin)
+        terms[f"{t}.macs_pad16"] = per_out * padded / MB
         terms[f"{t}.macs_smallcin"] = k.macs / MB if k.cin < 8 else 0.0
         terms[f"{t}.macs_k1"] = k.macs / MB if k.k == 1 else 0.0
         terms[f"{t}.weights"] = k.weight_bytes / KB
@@ -97,7 +99,7 @@ def kernel_terms(k: Kernel) -> dict[str, float]:
         terms[f"{t}.macs_unblocked"] = k.macs / MB if unblocked else 0.0
         terms[f"{t}.io_unblocked"] = io if unblocked else 0.0
     elif t == "dwconv":
-        terms[f"{t}.macs_pad16"] = k.macs * _ceil(k.cout, SIMD_BLOCK) / max(1, k.cout) / MB
+        terms[f"{t}.macs_pad16"] = k.macs * ceil_to(k.cout, SIMD_BLOCK) / max(1, k.cout) / MB
         terms[f"{t}.stride2"] = io if k.stride > 1 else 0.0
         terms[f"{t}.io_unblocked"] = io if k.cout % SIMD_BLOCK else 0.0
     elif t == "linear":
@@ -148,13 +150,14 @@ def matrix(rows: Sequence[dict[str, float]], names: Sequence[str]) -> np.ndarray
     return np.array([[r.get(n, 0.0) for n in names] for r in rows], dtype=np.float64)
 
 
-def _fit_linear(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative weights minimising the relative squared error of ``x @ w`` against ``y``."""
+def _fit_linear(x: np.ndarray, y: np.ndarray, positive: bool = True) -> np.ndarray:
+    """Weights (non-negative unless ``positive`` is False) minimising the relative squared error of
+    ``x @ w`` against ``y``."""
     from sklearn.linear_model import LinearRegression
 
     # scale columns to unit size so the solver treats terms alike; relative error via 1/y² weights
     scale = np.maximum(np.abs(x).max(axis=0), 1e-12)
-    reg = LinearRegression(positive=True, fit_intercept=False)
+    reg = LinearRegression(positive=positive, fit_intercept=False)
     reg.fit(x / scale, y, sample_weight=1.0 / np.square(y))
     return reg.coef_ / scale
 
@@ -198,9 +201,26 @@ class ErrorStats:
         )  # fmt: skip
 
 
+KERNEL_TERMS = ["kernels.ms", "kernels.n", "model.n"]  # the linear stage over a per-kernel model's sum
+
+
+def kernel_sum_rows(model_text: str, models: Sequence[Sequence[Kernel]]) -> list[dict[str, float]]:
+    """The linear stage's rows when a per-kernel model (``kernel_model``) prices the kernels: their
+    predicted sum (ms), their count and a per-model constant."""
+    from edgeopt.hardware.kernel_model import predict_kernel_us
+
+    per_kernel = predict_kernel_us(model_text, models)
+    return [{"kernels.ms": float(t.sum()) / 1e3, "kernels.n": float(len(t)), "model.n": 1.0} for t in per_kernel]
+
+
 @dataclass
 class LatencyPredictor:
-    """Fitted kernel weights (and an optional correction) that map kernels to milliseconds."""
+    """Fitted kernel weights (and an optional correction) that map kernels to milliseconds.
+
+    Two forms, chosen by cross-validation at ``fit``: the additive terms (``model_terms``, weights
+    ``≥ 0``), or, when calibration profiled each kernel's time, a per-kernel LightGBM model
+    (``kernel_model``) whose sum a linear stage over ``KERNEL_TERMS`` maps to the model's time (its
+    count weight is negative: the profilers add about a microsecond to every operator they time)."""
 
     terms: list[str]
     weights: list[float]
@@ -209,15 +229,22 @@ class LatencyPredictor:
     band_pct: float = 0.0  # 90th percentile of cross-validated relative error, in percent
     cv: dict[str, Any] = field(default_factory=dict)
     log_affine: tuple[float, float] = (0.0, 1.0)  # transfer map: log y = a + b log ŷ
+    kernel_model: str | None = None  # per-kernel LightGBM text model (``hardware.kernel_model``)
+
+    def term_rows(self, models: Sequence[Sequence[Kernel]]) -> list[dict[str, float]]:
+        """The linear stage's input rows for ``models``: their terms, or their per-kernel sums."""
+        if self.kernel_model is not None:
+            return kernel_sum_rows(self.kernel_model, models)
+        return [model_terms(k) for k in models]
 
     def predict_many(self, models: Sequence[Sequence[Kernel]]) -> np.ndarray:
         """Milliseconds for several models, each given by its kernels."""
-        return self.predict_rows([model_terms(k) for k in models], [model_summary(k) for k in models])
+        return self.predict_rows(self.term_rows(models), [model_summary(k) for k in models])
 
     def predict_rows(
         self, term_rows: Sequence[dict[str, float]], summary_rows: Sequence[dict[str, float]]
     ) -> np.ndarray:
-        """Milliseconds for models given by their ``model_terms`` and ``model_summary`` rows."""
+        """Milliseconds for models given by their ``term_rows`` and ``model_summary`` rows."""
         lin = np.maximum(matrix(term_rows, self.terms) @ np.asarray(self.weights), 1e-6)
         pred = lin
         if self.correction is not None:
@@ -237,7 +264,7 @@ class LatencyPredictor:
         from sklearn.linear_model import TheilSenRegressor
 
         y = np.log(np.asarray(latency_ms, dtype=np.float64))
-        base = LatencyPredictor(self.terms, self.weights, self.correction, self.summary_names)
+        base = replace(self, log_affine=(0.0, 1.0))
         x = np.log(base.predict_many(models))
         if len(y) < 5:  # too few points for a slope: shift only
             a, b = float(np.median(y - x)), 1.0
@@ -245,16 +272,20 @@ class LatencyPredictor:
             fit = TheilSenRegressor(random_state=0).fit(x[:, None], y)
             a, b = float(fit.intercept_), float(fit.coef_[0])
         rel = np.abs(np.exp(a + b * x - y) - 1.0)
-        return LatencyPredictor(self.terms, self.weights, self.correction, self.summary_names,
-                                float(np.percentile(rel, 90) * 100), {"transfer_fit": len(y)}, (a, b))  # fmt: skip
+        return replace(base, band_pct=float(np.percentile(rel, 90) * 100), cv={"transfer_fit": len(y)},
+                       log_affine=(a, b))  # fmt: skip
 
     def predict(self, kernels: Sequence[Kernel]) -> float:
         """Predicted latency (ms) of one model from its kernels."""
-        return float(self.predict_rows([model_terms(kernels)], [model_summary(kernels)])[0])
+        return float(self.predict_many([kernels])[0])
 
     def kernel_ms(self, kernels: Sequence[Kernel]) -> list[float]:
-        """Each kernel's share of the additive (uncorrected) prediction, in milliseconds."""
+        """Each kernel's share of the linear (uncorrected) prediction, in milliseconds."""
         w = dict(zip(self.terms, self.weights, strict=True))
+        if self.kernel_model is not None:
+            from edgeopt.hardware.kernel_model import predict_kernel_us
+
+            return [w["kernels.ms"] * t / 1e3 for t in predict_kernel_us(self.kernel_model, [kernels])[0]]
         return [sum(w.get(n, 0.0) * v for n, v in kernel_terms(k).items()) for k in kernels]
 
     @classmethod
@@ -265,49 +296,70 @@ class LatencyPredictor:
         folds: int = 5,
         seed: int = 0,
         correction: bool = True,
+        kernel_us: Sequence[Sequence[float] | None] | None = None,
     ) -> LatencyPredictor:
-        """Fit on measured models (their kernels and latencies); cross-validation decides the
-        correction and gives the error band."""
+        """Fit on measured models (their kernels and latencies) and, where given, their kernels'
+        profiled times (``kernel_us``, None for a model whose operators did not line up).
+
+        Cross-validation scores each candidate (the additive terms, the per-kernel model when at
+        least 40 models have kernel times; each with and without the correction), keeps the one
+        with the lowest median error, and gives the error band. Cost: ~1 s for the additive terms,
+        ~10–30 s more with kernel times (a per-kernel LightGBM fit per fold)."""
         y = np.asarray(latency_ms, dtype=np.float64)
-        term_rows = [model_terms(k) for k in models]
         summary_rows = [model_summary(k) for k in models]
-        terms = sorted({n for r in term_rows for n in r})
-        x = matrix(term_rows, terms)
         summary_names = sorted({n for r in summary_rows for n in r})
         s = matrix(summary_rows, summary_names)
+        timed = [i for i, t in enumerate(kernel_us or []) if t is not None]
+        use_kernels = len(timed) >= 40
         use_correction = correction and len(y) >= 40
 
-        pred_lin = np.empty_like(y)
-        pred_cor = np.empty_like(y)
+        def stage(train: np.ndarray, kind: str) -> tuple[np.ndarray, list[str], str | None]:
+            """The linear stage's matrix for every model, fitted on ``train``; its terms; its kernel model."""
+            if kind == "additive":
+                rows = [model_terms(k) for k in models]
+                names = sorted({n for r in rows for n in r})
+                return matrix(rows, names), names, None
+            from edgeopt.hardware.kernel_model import fit_kernel_model
+
+            in_train = set(train.tolist())
+            fit_on = [i for i in timed if i in in_train]
+            text = fit_kernel_model([models[i] for i in fit_on], [kernel_us[i] for i in fit_on], seed)  # type: ignore[index]
+            return matrix(kernel_sum_rows(text, models), KERNEL_TERMS), KERNEL_TERMS, text
+
+        kinds = ["additive"] + (["kernel"] if use_kernels else [])
+        pred = {f"{k}{c}": np.empty_like(y) for k in kinds for c in ("", "+correction") if c == "" or use_correction}
         order = np.random.default_rng(seed).permutation(len(y))
         for f in range(folds):
             test = order[f::folds]
             train = np.setdiff1d(order, test)
-            w = _fit_linear(x[train], y[train])
-            lin_all = np.maximum(x @ w, 1e-6)
-            pred_lin[test] = lin_all[test]
-            if use_correction:
-                z = np.column_stack([s, np.log(lin_all)])
-                model = _fit_correction(z[train], np.log(y[train] / lin_all[train]), seed)
-                pred_cor[test] = lin_all[test] * np.exp(_apply_correction(model, z[test]))
-        lin_stats = ErrorStats.of(pred_lin, y)
-        cor_stats = ErrorStats.of(pred_cor, y) if use_correction else None
-        keep = cor_stats is not None and cor_stats.median_abs_pct < lin_stats.median_abs_pct
-        chosen = cor_stats if keep and cor_stats is not None else lin_stats
-        w = _fit_linear(x, y)
+            for kind in kinds:
+                x, _, _ = stage(train, kind)
+                lin_all = np.maximum(x @ _fit_linear(x[train], y[train], positive=kind == "additive"), 1e-6)
+                pred[kind][test] = lin_all[test]
+                if use_correction:
+                    z = np.column_stack([s, np.log(lin_all)])
+                    model = _fit_correction(z[train], np.log(y[train] / lin_all[train]), seed)
+                    pred[f"{kind}+correction"][test] = lin_all[test] * np.exp(_apply_correction(model, z[test]))
+        stats = {name: ErrorStats.of(p, y) for name, p in pred.items()}
+        best = min(stats, key=lambda n: stats[n].median_abs_pct)
+        kind, keep = best.removesuffix("+correction"), best.endswith("+correction")
+        everything = np.arange(len(y))
+        x, terms, kernel_text = stage(everything, kind)
+        w = _fit_linear(x, y, positive=kind == "additive")
         model_text = None
         if keep:
             lin_all = np.maximum(x @ w, 1e-6)
             model_text = _fit_correction(np.column_stack([s, np.log(lin_all)]), np.log(y / lin_all), seed)
-        cv = {"folds": folds, "additive": lin_stats.__dict__, "corrected": cor_stats.__dict__ if cor_stats else None,
-              "correction_kept": keep}  # fmt: skip
-        return cls(terms, [float(v) for v in w], model_text, summary_names if keep else [], chosen.p90_abs_pct, cv)
+        cv = {"folds": folds, "candidates": {n: st.__dict__ for n, st in stats.items()}, "chosen": best,
+              "chosen_stats": stats[best].__dict__, "models_with_kernel_times": len(timed)}  # fmt: skip
+        return cls(terms, [float(v) for v in w], model_text, summary_names if keep else [], stats[best].p90_abs_pct, cv,
+                   kernel_model=kernel_text)  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         return {
             "terms": self.terms, "weights": self.weights, "correction": self.correction,
             "summary_names": self.summary_names, "band_pct": self.band_pct, "cv": self.cv,
-            "log_affine": list(self.log_affine),
+            "log_affine": list(self.log_affine), "kernel_model": self.kernel_model,
         }  # fmt: skip
 
     @classmethod
@@ -315,6 +367,7 @@ class LatencyPredictor:
         return cls(
             list(d["terms"]), [float(v) for v in d["weights"]], d.get("correction"), list(d.get("summary_names", [])),
             float(d.get("band_pct", 0.0)), dict(d.get("cv", {})), tuple(d.get("log_affine", (0.0, 1.0))),
+            d.get("kernel_model"),
         )  # fmt: skip
 
 

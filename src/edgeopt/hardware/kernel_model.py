@@ -1,0 +1,94 @@
+"""A per-kernel latency model: each kernel's time from its features and its place in the model.
+
+nn-Meter predicts each fused kernel with its own regressor and sums them. This is that regressor,
+fitted on kernel times the runtime's profiler gave during calibration (``hardware.op_timings``):
+one LightGBM model over all kernel types (the type is a categorical feature), stored as LightGBM's
+own text model, never as a pickle.
+
+What a kernel costs depends on more than its shape, as measured on ONNX Runtime calibration
+models (2026-12-05): convolutions with the same shapes in different models differ by a median 9%,
+and by over 10% in half the cases. Most of that follows the kernel's neighbours (ONNX Runtime
+folds a following add into a convolution and reorders the layout before a pooling) and the whole
+model's size (a large model's weights leave the cache between calls). So each kernel's features
+include the kernel types before and after it and the model's total weight and activation bytes;
+with them the per-kernel fit went from 70% to 87% of models whose kernel times sum to within ±10%
+of the profiled sum (5-fold, 260 models).
+
+The regressor predicts ``log(time / base)``, where ``base`` is a crude cost (MACs with output
+channels padded to the SIMD block, plus bytes moved): a kernel's efficiency varies far less than
+its time, which spans four orders of magnitude, so trees fit it with fewer splits. Pure apart from
+LightGBM.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from edgeopt.hardware.kernels import KERNEL_TYPES, Kernel
+from edgeopt.hardware.predictor import SIMD_BLOCK, ceil_to, valid_fraction
+
+ACTIVATIONS = ("relu", "relu6", "hardtanh", "clamp", "hardsigmoid", "hardswish", "sigmoid", "silu", "gelu")
+CATEGORICAL = [0, 1, 2, 3]  # own type, previous type, next type, fused activation
+_OFFSET_US = 0.5  # a fused-away kernel has 0 µs; the log needs something above it
+
+
+def _type(k: Kernel | None) -> int:
+    return KERNEL_TYPES.index(k.type) if k is not None else -1
+
+
+def base_us(k: Kernel) -> float:
+    """A crude cost (µs at 1 GMAC/s and 1 GB/s) that the regressor scales. Pure."""
+    macs = k.macs * ceil_to(k.cout, SIMD_BLOCK) / k.cout if k.type == "conv" and k.cout else k.macs
+    return macs / 1e3 + (k.in_bytes + k.out_bytes + k.weight_bytes) / 1e3 + 1.0
+
+
+def kernel_features(kernels: Sequence[Kernel]) -> np.ndarray:
+    """One row of features per kernel of one model (see the module notes). Pure."""
+    weights = math.log1p(sum(k.weight_bytes for k in kernels))
+    moved = math.log1p(sum(k.in_bytes + k.out_bytes for k in kernels))
+    rows = []
+    for i, k in enumerate(kernels):
+        before = kernels[i - 1] if i > 0 else None
+        after = kernels[i + 1] if i + 1 < len(kernels) else None
+        act = next((ACTIVATIONS.index(f) for f in k.fused if f in ACTIVATIONS), -1)
+        vf = valid_fraction(k)
+        rows.append([
+            _type(k), _type(before), _type(after), act,
+            math.log1p(k.macs), math.log1p(k.macs * vf), vf, k.cin, k.cout, k.k, k.stride, math.log(max(k.hw, 1)),
+            k.cin % SIMD_BLOCK, k.cout % SIMD_BLOCK, ceil_to(k.cin, SIMD_BLOCK), ceil_to(k.cout, SIMD_BLOCK),
+            math.log1p(k.in_bytes), math.log1p(k.out_bytes), math.log1p(k.weight_bytes),
+            before.cin % SIMD_BLOCK if before is not None else -1,
+            weights, moved, len(kernels),
+        ])  # fmt: skip
+    return np.array(rows, dtype=np.float64).reshape(len(kernels), -1)
+
+
+def fit_kernel_model(models: Sequence[Sequence[Kernel]], kernel_us: Sequence[Sequence[float]], seed: int = 0) -> str:
+    """LightGBM's text model of each kernel's time (µs) given ``kernel_features``, fitted on the
+    kernels of ``models`` and their profiled times. Cost: ~1–3 s for ~5,000 kernels on one thread."""
+    import lightgbm as lgb
+
+    x = np.vstack([kernel_features(m) for m in models])
+    base = np.array([base_us(k) for m in models for k in m])
+    y = np.log((np.concatenate([np.asarray(t, dtype=np.float64) for t in kernel_us]) + _OFFSET_US) / base)
+    params = {
+        "objective": "l2", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 10, "lambda_l2": 1.0,
+        "verbose": -1, "seed": seed, "num_threads": 1, "deterministic": True,
+    }  # fmt: skip
+    data = lgb.Dataset(x, y, categorical_feature=CATEGORICAL, free_raw_data=False)
+    return lgb.train(params, data, num_boost_round=500).model_to_string()
+
+
+def predict_kernel_us(model_text: str, models: Sequence[Sequence[Kernel]]) -> list[np.ndarray]:
+    """Each kernel's predicted time (µs), model by model (one LightGBM call for all of them)."""
+    import lightgbm as lgb
+
+    rows = [kernel_features(m) for m in models if m]
+    if not rows:
+        return [np.zeros(0) for _ in models]
+    base = np.array([base_us(k) for m in models for k in m])
+    pred = np.maximum(np.exp(lgb.Booster(model_str=model_text).predict(np.vstack(rows))) * base - _OFFSET_US, 0.0)
+    return np.split(pred, np.cumsum([len(m) for m in models])[:-1])

@@ -1,0 +1,221 @@
+"""Each kernel's time inside a whole model, from the runtime's own per-operator profiler.
+
+nn-Meter's latency predictor rests on per-kernel timings. Rather than timing kernels one at a time
+in isolation, calibration reads them from the runtimes' profilers while a whole calibration model
+runs, so each timing carries its real context (what ran before it, what is still in cache):
+
+* ONNX Runtime: session profiling (``SessionOptions.enable_profiling``), one event per node of the
+  optimised graph with its input and output shapes;
+* ExecuTorch: an ETDump (``_load_for_executorch(enable_etdump=True)``), where the XNNPACK delegate
+  reports one event per XNNPACK operator;
+* LiteRT: its Python interpreter exposes no per-operator timings, so nothing (``None``).
+
+``attribute`` then hands each runtime operator's time to one of edgeopt's kernels
+(``hardware.kernels``): compute operators by kind in execution order (ONNX Runtime's convolutions
+also by kernel size and output size, since it may run a residual's shortcut before its body), and
+glue the runtime adds (layout reorders, reshapes, a clamp XNNPACK runs after an add) to the kernel
+before it. A kernel the runtime fused into another (ONNX Runtime folds a residual add into the
+convolution before it) gets 0.
+
+Cost: one extra profiled session per model (~``seconds`` of calls plus warm-up), ~0.3–0.5 s.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeopt.hardware.kernels import Kernel
+
+# ONNX Runtime's node types (after graph optimisation) by the kernel type they run
+_ORT_KINDS = {
+    "Conv": "conv", "FusedConv": "conv", "Gemm": "linear", "MatMul": "linear", "FusedGemm": "linear",
+    "FusedMatMul": "linear", "Add": "add", "Sum": "add", "Mul": "mul", "GlobalAveragePool": "pool",
+    "AveragePool": "pool", "MaxPool": "pool", "GlobalMaxPool": "pool", "ReduceMean": "pool",
+    "Transpose": "transpose", "Pad": "pad", "Softmax": "softmax", "Concat": "concat",
+}  # fmt: skip
+# XNNPACK operator names (as the delegate reports them) by the kernel type they run; first match wins.
+# XNNPACK runs a 1×1 convolution as "Fully Connected", so those two share one kind ("matmul").
+_XNNPACK_KINDS = (
+    ("DWConv", "dwconv"), ("Convolution", "matmul"), ("Fully Connected", "matmul"), ("Add", "add"),
+    ("Multiply", "mul"), ("Mean", "pool"), ("Pooling", "pool"), ("Transpose", "transpose"), ("Pad", "pad"),
+    ("Softmax", "softmax"), ("Concatenate", "concat"),
+)  # fmt: skip
+_COMPUTE = frozenset({"conv", "dwconv", "linear", "matmul"})  # kinds every model's kernels must all be found for
+
+
+@dataclass(frozen=True)
+class OpTime:
+    """One runtime operator: the kernel kind it runs (``glue`` for layout and bookkeeping operators),
+    its time per call in microseconds, and, where the runtime gives shapes, ``(kernel area, output
+    area)`` of a convolution to match it by."""
+
+    kind: str
+    us: float
+    shape: tuple[int, int] | None = None
+
+
+def ort_op(op_name: str, inputs: Sequence[Sequence[int]], outputs: Sequence[Sequence[int]], us: float) -> OpTime:
+    """An ONNX Runtime profiler node as an ``OpTime`` (a convolution whose weight is ``[C, 1, k, k]`` on
+    ``C`` input channels is depthwise). Pure."""
+    kind = _ORT_KINDS.get(op_name, "glue")
+    shape = None
+    if kind == "conv" and len(inputs) > 1 and len(inputs[1]) == 4 and outputs and len(outputs[0]) == 4:
+        x, w, y = inputs[0], inputs[1], outputs[0]
+        if w[1] == 1 and w[0] == x[1] > 1:
+            kind = "dwconv"
+        shape = (int(w[2] * w[3]), int(y[2] * y[3]))
+    return OpTime(kind, float(us), shape)
+
+
+def xnnpack_op(name: str, us: float) -> OpTime:
+    """An XNNPACK operator (ExecuTorch's delegate event name) as an ``OpTime``. Pure."""
+    kind = next((k for key, k in _XNNPACK_KINDS if key in name), "glue")
+    return OpTime(kind, float(us))
+
+
+def attribute(kernels: Sequence[Kernel], ops: Sequence[OpTime]) -> list[float] | None:
+    """Each kernel's time (µs) from the runtime's operators, or None when the two do not line up
+    (a compute operator with no kernel left to take it, a convolution or matmul kernel that no
+    operator ran, or compute operators without shapes that ran in another order than the kernels,
+    so that order alone cannot pair them). Pure.
+
+    Why by hand: the runtimes name their fused operators in their own terms, and no library maps
+    them back to a PyTorch graph's kernels.
+    """
+    merged = any(op.kind == "matmul" for op in ops)  # XNNPACK: 1×1 convolutions and linears are one kind
+
+    def kind(k: Kernel) -> str:
+        return "matmul" if merged and k.type in ("conv", "linear") else k.type
+
+    waiting: dict[str, list[int]] = {}
+    for i, k in enumerate(kernels):
+        waiting.setdefault(kind(k), []).append(i)
+    times = [0.0] * len(kernels)
+    last: int | None = None
+    compute = -1  # the last compute kernel matched by order alone
+    before = 0.0  # glue before the first matched operator
+    for op in ops:
+        queue = waiting.get(op.kind, []) if op.kind != "glue" else []
+        match = next((i for i in queue if op.shape is None or (kernels[i].k, kernels[i].hw) == op.shape), None)
+        if match is not None and op.kind in _COMPUTE and op.shape is None:
+            if match < compute:  # the runtime ran branches in another order (XNNPACK, squeeze-excite)
+                return None
+            compute = match
+        if match is not None:
+            queue.remove(match)
+            times[match] += op.us + before
+            before, last = 0.0, match
+        elif op.kind in _COMPUTE:
+            return None
+        elif last is None:
+            before += op.us
+        else:
+            times[last] += op.us
+    if any(waiting.get(k) for k in _COMPUTE) or last is None:
+        return None
+    times[last] += before
+    return times
+
+
+def _trimmed_mean(values: np.ndarray) -> float:
+    """The mean of the middle 80%: the profilers report whole microseconds, so a median would round."""
+    v = np.sort(values)
+    cut = len(v) // 10
+    return float(v[cut : len(v) - cut].mean())
+
+
+def _ort_ops(path: Path, threads: int, seconds: float, warmup: int) -> list[OpTime]:
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="edgeopt-prof-") as tmp:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        so.log_severity_level = 3
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tmp) / "ort")
+        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        first = session.get_inputs()[0]
+        feed = {first.name: _input([d if isinstance(d, int) and d > 0 else 1 for d in first.shape])}
+        for _ in range(warmup):
+            session.run(None, feed)
+        _run_for(lambda: session.run(None, feed), seconds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    nodes: dict[str, list[dict]] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            nodes.setdefault(e["name"], []).append(e)
+
+    def shapes(key: str, args: dict) -> list[list[int]]:
+        return [next(iter(d.values())) for d in args.get(key, [])]
+
+    return [
+        ort_op(a["op_name"], shapes("input_type_shape", a), shapes("output_type_shape", a),
+               _trimmed_mean(np.array([e["dur"] for e in es[warmup:]], dtype=float)))
+        for es in nodes.values()
+        for a in [es[0]["args"]]
+    ]  # fmt: skip
+
+
+def _executorch_ops(path: Path, threads: int, seconds: float, warmup: int) -> list[OpTime]:
+    import torch
+    from executorch.devtools.etdump.serialize import deserialize_from_etdump_flatcc
+    from executorch.extension.pybindings import portable_lib
+
+    from edgeopt.runtimes.executorch_runner import size_threadpool
+
+    size_threadpool(threads)  # before loading: a resize destroys the pool a loaded program points to
+    module = portable_lib._load_for_executorch(str(path), enable_etdump=True)
+    sizes = module.method_meta("forward").input_tensor_meta(0).sizes()
+    inputs = (torch.from_numpy(_input([int(d) for d in sizes])),)
+    for _ in range(warmup):
+        module.forward(inputs)
+    _run_for(lambda: module.forward(inputs), seconds)
+    with tempfile.TemporaryDirectory(prefix="edgeopt-prof-") as tmp:
+        dump = Path(tmp) / "run.etdp"
+        module.write_etdump_result_to_file(str(dump))
+        etdump = deserialize_from_etdump_flatcc(dump.read_bytes())
+    runs: list[list[tuple[str, float]]] = [[]]
+    for run in etdump.run_data:
+        for event in run.events or []:
+            pe = event.profile_event
+            if pe is None:
+                continue
+            name = pe.name or pe.delegate_debug_id_str or ""
+            if name == "Method::execute":  # closes one call
+                runs.append([])
+            elif name != "DELEGATE_CALL":
+                runs[-1].append((name, (pe.end_time - pe.start_time) / 1e3))  # ns → µs
+    calls = [r for r in runs[warmup:] if r]
+    names = [n for n, _ in calls[0]]
+    us = np.array([[t for _, t in r] for r in calls if [n for n, _ in r] == names])
+    return [xnnpack_op(n, _trimmed_mean(us[:, j])) for j, n in enumerate(names)]
+
+
+def _input(shape: list[int]) -> np.ndarray:
+    return np.random.default_rng(0).random(shape, dtype=np.float32)
+
+
+def _run_for(call, seconds: float, least: int = 20) -> None:
+    start, n = time.perf_counter(), 0
+    while n < least or time.perf_counter() - start < seconds:
+        call()
+        n += 1
+
+
+def profiled_ops(runtime: str, path: str | Path, threads: int = 1, seconds: float = 0.2,
+                 warmup: int = 10) -> list[OpTime] | None:  # fmt: skip
+    """The runtime operators of one single-input artifact with their time per call (µs, trimmed mean
+    over at least 20 calls and about ``seconds``, on a uniform 0..1 input), from the runtime's
+    profiler; None for a runtime without one (LiteRT)."""
+    if runtime == "onnxruntime":
+        return _ort_ops(Path(path), threads, seconds, warmup)
+    if runtime == "executorch":
+        return _executorch_ops(Path(path), threads, seconds, warmup)
+    return None
