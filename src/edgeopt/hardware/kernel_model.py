@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from edgeopt.hardware.kernels import KERNEL_TYPES, Kernel
-from edgeopt.hardware.predictor import SIMD_BLOCK, ceil_to, valid_fraction
+from edgeopt.hardware.predictor import SIMD_BLOCK, booster, ceil_to, valid_fraction
 
 ACTIVATIONS = ("relu", "relu6", "hardtanh", "clamp", "hardsigmoid", "hardswish", "sigmoid", "silu", "gelu")
 CATEGORICAL = [0, 1, 2, 3]  # own type, previous type, next type, fused activation
@@ -84,11 +84,9 @@ def fit_kernel_model(models: Sequence[Sequence[Kernel]], kernel_us: Sequence[Seq
 
 def predict_kernel_us(model_text: str, models: Sequence[Sequence[Kernel]]) -> list[np.ndarray]:
     """Each kernel's predicted time (µs), model by model (one LightGBM call for all of them)."""
-    import lightgbm as lgb
-
     rows = [kernel_features(m) for m in models if m]
     if not rows:
         return [np.zeros(0) for _ in models]
     base = np.array([base_us(k) for m in models for k in m])
-    pred = np.maximum(np.exp(lgb.Booster(model_str=model_text).predict(np.vstack(rows))) * base - _OFFSET_US, 0.0)
+    pred = np.maximum(np.exp(booster(model_text).predict(np.vstack(rows))) * base - _OFFSET_US, 0.0)
     return np.split(pred, np.cumsum([len(m) for m in models])[:-1])

@@ -1,21 +1,30 @@
 """Latency predictor: each fused kernel's cost from its features, summed, with a whole-model correction.
 
-The model (nn-Meter's idea, fitted from whole-model timings):
+Two forms of the kernel sum, and cross-validation at ``fit`` picks one (with or without the
+correction):
 
-    latency(model) = Σ_kernels  w_type · φ_type(kernel)          (additive kernel costs)
-                     × exp(g(model features))                     (optional correction)
+* **Per-kernel model** (nn-Meter's form), when calibration read each kernel's time from the
+  runtime's profiler (``hardware.op_timings``): a LightGBM regressor predicts every kernel's time
+  from its features and neighbours (``hardware.kernel_model``), and a linear stage maps the sum to
+  the model's time (``KERNEL_TERMS``: the sum, the kernel count, a constant).
+* **Additive terms**, fitted from whole-model timings alone (LiteRT has no per-operator profiler;
+  older profiles):
 
-``φ_type`` are a few cost terms per kernel type: a fixed per-kernel overhead, MACs, MACs with the
-output channels padded to the SIMD block (runtimes pack 8 or 16 channels; a 20-channel conv costs
-like a 32-channel one), bytes read and written, weight bytes; for convolutions also the MACs on
-real input rather than zero padding (``valid_fraction``), 5×5 / 7×7 / 1×1 / strided MACs, the MACs
-of convolutions off the channel-blocked path (``_blocked``) and per-row overhead (``kernel_terms``).
-Because the sum is linear in the
-weights ``w``, the per-kernel costs are identifiable from whole-model timings of varied
-architectures: ``w ≥ 0`` is fitted by non-negative least squares on *relative* error (scikit-learn's
-``LinearRegression(positive=True)`` with weights 1/latency²), so every kernel cost stays physical.
+      latency(model) = Σ_kernels  w_type · φ_type(kernel)          (additive kernel costs)
+                       × exp(g(model features))                     (optional correction)
+
+  ``φ_type`` are a few cost terms per kernel type: a fixed per-kernel overhead, MACs, MACs with the
+  output channels padded to the SIMD block (runtimes pack 8 or 16 channels; a 20-channel conv costs
+  like a 32-channel one), bytes read and written, weight bytes; for convolutions also the MACs on
+  real input rather than zero padding (``valid_fraction``), 5×5 / 7×7 / 1×1 / strided MACs, the MACs
+  of convolutions off the channel-blocked path (``_blocked``) and per-row overhead (``kernel_terms``).
+  Because the sum is linear in the weights ``w``, the per-kernel costs are identifiable from
+  whole-model timings of varied architectures: ``w ≥ 0`` is fitted by non-negative least squares on
+  *relative* error (scikit-learn's ``LinearRegression(positive=True)`` with weights 1/latency²), so
+  every kernel cost stays physical.
+
 ``g`` is a small LightGBM regressor on the log residual, kept only when cross-validation says it
-helps; it is stored as LightGBM's own text model, never as a pickle.
+helps. LightGBM models are stored as LightGBM's own text, never as a pickle.
 
 The error band is the 90th percentile of the cross-validated relative error. Everything here is
 pure (arrays in, arrays out) except ``to_json``/``from_json`` which only convert.
@@ -23,6 +32,7 @@ pure (arrays in, arrays out) except ``to_json``/``from_json`` which only convert
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -169,14 +179,20 @@ def _fit_correction(z: np.ndarray, log_ratio: np.ndarray, seed: int = 0) -> str:
         "objective": "l2", "learning_rate": 0.05, "num_leaves": 7, "min_data_in_leaf": 8,
         "lambda_l2": 1.0, "verbose": -1, "seed": seed, "num_threads": 1, "deterministic": True,
     }  # fmt: skip
-    booster = lgb.train(params, lgb.Dataset(z, log_ratio), num_boost_round=150)
-    return booster.model_to_string()
+    return lgb.train(params, lgb.Dataset(z, log_ratio), num_boost_round=150).model_to_string()
+
+
+@functools.lru_cache(maxsize=8)
+def booster(model_text: str) -> Any:
+    """A LightGBM text model, parsed once: searches predict thousands of candidates from one profile,
+    and parsing a 500-tree model takes longer than predicting with it."""
+    import lightgbm as lgb
+
+    return lgb.Booster(model_str=model_text)
 
 
 def _apply_correction(model_text: str, z: np.ndarray) -> np.ndarray:
-    import lightgbm as lgb
-
-    return np.asarray(lgb.Booster(model_str=model_text).predict(z), dtype=np.float64)
+    return np.asarray(booster(model_text).predict(z), dtype=np.float64)
 
 
 @dataclass

@@ -1,0 +1,128 @@
+"""Per-kernel times from the runtimes' profilers, their attribution to kernels, and the per-kernel model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from edgeopt.hardware.archs import sample_arch
+from edgeopt.hardware.calibrate import export_arch, kernel_times
+from edgeopt.hardware.kernels import Kernel, kernel_from_json
+from edgeopt.hardware.op_timings import OpTime, attribute, ort_op, xnnpack_op
+from edgeopt.hardware.predictor import LatencyPredictor
+
+
+def _conv(cin: int, cout: int, k: int, hw: int, kind: str = "conv") -> Kernel:
+    macs = hw * cout * (1 if kind == "dwconv" else cin) * k
+    return Kernel(kind, macs, 4 * hw * cin, 4 * hw * cout, 4 * cout * cin * k, cin, cout, k, 1, hw)
+
+
+# a residual stage: stem, body conv 1, body conv 2, shortcut 1×1, add, pool, linear
+STAGE = [_conv(3, 16, 9, 64), _conv(16, 32, 9, 16), _conv(32, 32, 9, 16), _conv(16, 32, 1, 16),
+         Kernel("add", 0, 4096, 2048, 0), Kernel("pool", 0, 2048, 128, 0),
+         Kernel("linear", 320, 128, 40, 1320, 32, 10, 1, 1, 1)]  # fmt: skip
+
+
+def test_runtime_operators_are_named_by_the_kernel_kind_they_run() -> None:
+    dw = ort_op("Conv", [[1, 32, 8, 8], [32, 1, 3, 3], [32]], [[1, 32, 8, 8]], 5.0)
+    assert (dw.kind, dw.shape) == ("dwconv", (9, 64))
+    assert ort_op("Conv", [[1, 16, 8, 8], [32, 16, 1, 1]], [[1, 32, 4, 4]], 1.0) == OpTime("conv", 1.0, (1, 16))
+    assert ort_op("ReorderInput", [[1, 20, 8, 8]], [[1, 32, 8, 8]], 2.0).kind == "glue"
+    assert ort_op("Gemm", [[1, 32], [10, 32]], [[1, 10]], 1.0).kind == "linear"
+    assert xnnpack_op("Convolution (NHWC, F32) DWConv #1", 3.0).kind == "dwconv"
+    assert xnnpack_op("Convolution (NHWC, F32) IGEMM #2", 3.0).kind == "matmul"
+    assert xnnpack_op("Fully Connected (NC, F32) GEMM #1", 3.0).kind == "matmul"  # XNNPACK's 1×1 convolutions
+    assert xnnpack_op("Clamp (NC) #1", 1.0).kind == "glue"
+
+
+def test_attribution_pairs_convolutions_by_shape_and_hands_glue_to_the_kernel_before() -> None:
+    # ONNX Runtime's order: the shortcut before the body's second conv, the add folded into that conv,
+    # a layout reorder after it
+    ops = [OpTime("glue", 1.0), OpTime("conv", 10.0, (9, 64)), OpTime("conv", 20.0, (9, 16)),
+           OpTime("conv", 3.0, (1, 16)), OpTime("conv", 25.0, (9, 16)), OpTime("glue", 2.0),
+           OpTime("pool", 1.5), OpTime("linear", 0.5)]  # fmt: skip
+    assert attribute(STAGE, ops) == [11.0, 20.0, 27.0, 3.0, 0.0, 1.5, 0.5]
+    # XNNPACK: no shapes, 1×1 convolutions and linears one kind, a clamp after the add
+    ops = [OpTime("matmul", 10.0), OpTime("matmul", 20.0), OpTime("matmul", 25.0), OpTime("matmul", 3.0),
+           OpTime("add", 1.0), OpTime("glue", 0.5), OpTime("pool", 1.5), OpTime("matmul", 0.5)]  # fmt: skip
+    assert attribute(STAGE, ops) == [10.0, 20.0, 25.0, 3.0, 1.5, 1.5, 0.5]
+
+
+def test_attribution_refuses_operators_that_do_not_line_up() -> None:
+    good = [OpTime("conv", 10.0, (9, 64)), OpTime("conv", 20.0, (9, 16)), OpTime("conv", 25.0, (9, 16)),
+            OpTime("conv", 3.0, (1, 16)), OpTime("pool", 1.5), OpTime("linear", 0.5)]  # fmt: skip
+    assert attribute(STAGE, good) is not None
+    assert attribute(STAGE, [*good, OpTime("conv", 1.0, (9, 64))]) is None  # a convolution no kernel takes
+    assert attribute(STAGE, good[1:]) is None  # a kernel no operator ran
+    assert attribute(STAGE, [good[0], good[1], OpTime("conv", 3.0, (1, 99)), *good[2:]]) is None  # wrong shape
+    # without shapes, order is all there is: a later kernel's operator before an earlier one's is refused
+    matmuls = [OpTime("matmul", 1.0)] * 4 + [OpTime("pool", 1.0), OpTime("matmul", 1.0)]
+    assert attribute(STAGE, matmuls) is not None
+    assert attribute(STAGE, [OpTime("dwconv", 1.0), *matmuls]) is None
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "executorch"])
+def test_profiled_kernel_times_of_a_real_model_line_up_and_add_up(runtime, tmp_path) -> None:
+    from edgeopt.hardware.calibrate import measured_ratio
+
+    spec = sample_arch(np.random.default_rng(4), "resnet")
+    path = tmp_path / ("m.onnx" if runtime == "onnxruntime" else "m.pte")
+    feats = export_arch(spec, runtime, path)
+    times = kernel_times(runtime, path, feats["kernels"], 1)
+    assert times is not None and len(times) == len(feats["kernels"])
+    kernels = [kernel_from_json(k) for k in feats["kernels"]]
+    convs = [t for t, k in zip(times, kernels, strict=True) if k.type == "conv"]
+    assert min(convs) > 0
+    # the profiled kernels account for the model's time, give or take the profilers' per-operator cost
+    _, _, model_ms, _ = measured_ratio(runtime, path, path, rounds=2)
+    assert 0.3 < sum(times) / 1e3 / model_ms < 3.0
+    assert kernel_times("litert", path, feats["kernels"], 1) is None  # no per-operator profiler
+
+
+def _kernel_world(n: int, seed: int) -> tuple[list[list[Kernel]], list[list[float]], np.ndarray]:
+    """Models whose kernels cost what no sum of linear terms can say: a convolution's speed rises with
+    its output channels along a curve, and is halved when the kernel before it is a depthwise one."""
+    rng = np.random.default_rng(seed)
+    models, times = [], []
+    for _ in range(n):
+        ks: list[Kernel] = []
+        for _ in range(int(rng.integers(3, 10))):
+            kind = "dwconv" if rng.random() < 0.3 else "conv"
+            cout = int(rng.choice([8, 12, 16, 24, 32, 48, 64, 96]))
+            cin = cout if kind == "dwconv" else int(rng.choice([8, 16, 32, 64]))
+            ks.append(_conv(cin, cout, int(rng.choice([1, 9])), int(rng.choice([16, 64, 256])), kind))
+        us = []
+        for i, k in enumerate(ks):
+            speed = 1.0 / (1.0 + math.exp(-(k.cout - 32) / 8))  # 0..1 GMAC/s
+            slow = 2.0 if i and ks[i - 1].type == "dwconv" else 1.0
+            us.append(slow * k.macs / 1e3 / (0.2 + speed) + 1.0)
+        models.append(ks)
+        times.append(us)
+    latency = np.array([sum(t) / 1e3 + 0.002 for t in times])
+    return models, times, latency
+
+
+def test_predictor_chooses_the_per_kernel_model_when_kernel_times_explain_latency() -> None:
+    models, times, y = _kernel_world(120, 0)
+    p = LatencyPredictor.fit(models[:100], y[:100], kernel_us=times[:100], correction=False)
+    assert p.cv["chosen"] == "kernel" and p.kernel_model is not None
+    cands = p.cv["candidates"]
+    assert cands["kernel"]["within_10pct"] > cands["additive"]["within_10pct"] + 0.2
+    pred = p.predict_many(models[100:])
+    assert np.median(np.abs(pred / y[100:] - 1)) < 0.05  # unseen models
+    again = LatencyPredictor.from_json(json.loads(json.dumps(p.to_json())))
+    assert np.array_equal(again.predict_many(models[100:]), pred)
+    # per-kernel shares plus the count and constant terms make the prediction
+    w = dict(zip(p.terms, p.weights, strict=True))
+    ks = models[100]
+    assert sum(p.kernel_ms(ks)) + w["kernels.n"] * len(ks) + w["model.n"] == pytest.approx(p.predict(ks), rel=1e-9)
+    # a transferred profile keeps the per-kernel model and only maps its output
+    t = p.transferred(models[100:], 2 * y[100:])
+    assert t.kernel_model == p.kernel_model
+    assert np.median(np.abs(t.predict_many(models[100:]) / (2 * y[100:]) - 1)) < 0.05
+    # without kernel times (or too few) only the additive terms are candidates
+    q = LatencyPredictor.fit(models[:100], y[:100], kernel_us=[None] * 70 + times[70:100], correction=False)
+    assert q.kernel_model is None and set(q.cv["candidates"]) == {"additive"}
