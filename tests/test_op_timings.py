@@ -32,10 +32,11 @@ def test_runtime_operators_are_named_by_the_kernel_kind_they_run() -> None:
     assert ort_op("Conv", [[1, 16, 8, 8], [32, 16, 1, 1]], [[1, 32, 4, 4]], 1.0) == OpTime("conv", 1.0, (1, 16))
     assert ort_op("ReorderInput", [[1, 20, 8, 8]], [[1, 32, 8, 8]], 2.0).kind == "glue"
     assert ort_op("Gemm", [[1, 32], [10, 32]], [[1, 10]], 1.0).kind == "linear"
-    assert xnnpack_op("Convolution (NHWC, F32) DWConv #1", 3.0).kind == "dwconv"
-    assert xnnpack_op("Convolution (NHWC, F32) IGEMM #2", 3.0).kind == "matmul"
-    assert xnnpack_op("Fully Connected (NC, F32) GEMM #1", 3.0).kind == "matmul"  # XNNPACK's 1×1 convolutions
+    assert xnnpack_op("Convolution (NHWC, F32) DWConv #1", 3.0) == OpTime("compute", 3.0, takes=("dwconv",))
+    assert "dwconv" in xnnpack_op("Convolution (NHWC, F32) IGEMM #2", 3.0).takes  # XNNPACK's 7×7 depthwise
+    assert xnnpack_op("Fully Connected (NC, F32) GEMM #1", 3.0).takes == ("conv1x1", "linear")
     assert xnnpack_op("Clamp (NC) #1", 1.0).kind == "glue"
+    assert xnnpack_op("Add (ND) #1", 1.0).kind == "add"
 
 
 def test_attribution_pairs_convolutions_by_shape_and_hands_glue_to_the_kernel_before() -> None:
@@ -45,9 +46,11 @@ def test_attribution_pairs_convolutions_by_shape_and_hands_glue_to_the_kernel_be
            OpTime("conv", 3.0, (1, 16)), OpTime("conv", 25.0, (9, 16)), OpTime("glue", 2.0),
            OpTime("pool", 1.5), OpTime("linear", 0.5)]  # fmt: skip
     assert attribute(STAGE, ops) == [11.0, 20.0, 27.0, 3.0, 0.0, 1.5, 0.5]
-    # XNNPACK: no shapes, 1×1 convolutions and linears one kind, a clamp after the add
-    ops = [OpTime("matmul", 10.0), OpTime("matmul", 20.0), OpTime("matmul", 25.0), OpTime("matmul", 3.0),
-           OpTime("add", 1.0), OpTime("glue", 0.5), OpTime("pool", 1.5), OpTime("matmul", 0.5)]  # fmt: skip
+    # XNNPACK: no shapes, compute operators in order, a 1×1 convolution run as a matmul, a clamp after the add
+    ops = [xnnpack_op("Convolution (NHWC, F32) IGEMM #1", 10.0), xnnpack_op("Convolution (NHWC, F32) IGEMM #2", 20.0),
+           xnnpack_op("Convolution (NHWC, F32) IGEMM #3", 25.0), xnnpack_op("Fully Connected (NC, F32) GEMM #1", 3.0),
+           xnnpack_op("Add (ND) #1", 1.0), xnnpack_op("Clamp (NC) #1", 0.5), xnnpack_op("Mean (ND) Reduce2 #1", 1.5),
+           xnnpack_op("Fully Connected (NC, F32) GEMM #2", 0.5)]  # fmt: skip
     assert attribute(STAGE, ops) == [10.0, 20.0, 25.0, 3.0, 1.5, 1.5, 0.5]
 
 
@@ -58,10 +61,13 @@ def test_attribution_refuses_operators_that_do_not_line_up() -> None:
     assert attribute(STAGE, [*good, OpTime("conv", 1.0, (9, 64))]) is None  # a convolution no kernel takes
     assert attribute(STAGE, good[1:]) is None  # a kernel no operator ran
     assert attribute(STAGE, [good[0], good[1], OpTime("conv", 3.0, (1, 99)), *good[2:]]) is None  # wrong shape
-    # without shapes, order is all there is: a later kernel's operator before an earlier one's is refused
-    matmuls = [OpTime("matmul", 1.0)] * 4 + [OpTime("pool", 1.0), OpTime("matmul", 1.0)]
-    assert attribute(STAGE, matmuls) is not None
-    assert attribute(STAGE, [OpTime("dwconv", 1.0), *matmuls]) is None
+    # without shapes, order is all there is: an operator whose next kernel is of a type it cannot run is refused
+    fc = xnnpack_op("Fully Connected", 1.0)
+    conv = xnnpack_op("Convolution (NHWC, F32) IGEMM", 1.0)
+    assert attribute(STAGE, [conv, conv, conv, fc, OpTime("pool", 1.0), fc]) is not None
+    assert attribute(STAGE, [conv, conv, conv, conv, OpTime("pool", 1.0), fc]) is not None  # 1×1 as a convolution
+    assert attribute(STAGE, [conv, fc, conv, fc, OpTime("pool", 1.0), fc]) is None  # a 3×3 conv as a matmul
+    assert attribute(STAGE, [conv, conv, conv, fc, OpTime("pool", 1.0), conv]) is None  # the linear as a conv
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "executorch"])

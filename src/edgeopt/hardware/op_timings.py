@@ -40,25 +40,30 @@ _ORT_KINDS = {
     "AveragePool": "pool", "MaxPool": "pool", "GlobalMaxPool": "pool", "ReduceMean": "pool",
     "Transpose": "transpose", "Pad": "pad", "Softmax": "softmax", "Concat": "concat",
 }  # fmt: skip
-# XNNPACK operator names (as the delegate reports them) by the kernel type they run; first match wins.
-# XNNPACK runs a 1×1 convolution as "Fully Connected", so those two share one kind ("matmul").
-_XNNPACK_KINDS = (
-    ("DWConv", "dwconv"), ("Convolution", "matmul"), ("Fully Connected", "matmul"), ("Add", "add"),
-    ("Multiply", "mul"), ("Mean", "pool"), ("Pooling", "pool"), ("Transpose", "transpose"), ("Pad", "pad"),
-    ("Softmax", "softmax"), ("Concatenate", "concat"),
+# XNNPACK operator names (as the delegate reports them) and the kernel types each can run. XNNPACK runs
+# 1×1 convolutions as "Fully Connected" and large depthwise kernels (7×7) as an IGEMM convolution, so
+# its compute operators pair with kernels by order alone, each checked against the types it can run.
+_XNNPACK_COMPUTE = (
+    ("DWConv", ("dwconv",)), ("Convolution", ("conv", "conv1x1", "dwconv")), ("Fully Connected", ("conv1x1", "linear")),
 )  # fmt: skip
-_COMPUTE = frozenset({"conv", "dwconv", "linear", "matmul"})  # kinds every model's kernels must all be found for
+_XNNPACK_KINDS = (
+    ("Add", "add"), ("Multiply", "mul"), ("Mean", "pool"), ("Pooling", "pool"), ("Transpose", "transpose"),
+    ("Pad", "pad"), ("Softmax", "softmax"), ("Concatenate", "concat"),
+)  # fmt: skip
+_COMPUTE = frozenset({"conv", "dwconv", "linear", "compute"})  # kinds every model's kernels must all be found for
 
 
 @dataclass(frozen=True)
 class OpTime:
-    """One runtime operator: the kernel kind it runs (``glue`` for layout and bookkeeping operators),
-    its time per call in microseconds, and, where the runtime gives shapes, ``(kernel area, output
-    area)`` of a convolution to match it by."""
+    """One runtime operator: the kernel kind it runs (``glue`` for layout and bookkeeping operators,
+    ``compute`` for an XNNPACK convolution or matmul), its time per call in microseconds, and what to
+    check its kernel by: ``(kernel area, output area)`` of a convolution where the runtime gives
+    shapes, the kernel types a ``compute`` operator can run (``conv1x1``: a 1×1 convolution)."""
 
     kind: str
     us: float
     shape: tuple[int, int] | None = None
+    takes: tuple[str, ...] = ()
 
 
 def ort_op(op_name: str, inputs: Sequence[Sequence[int]], outputs: Sequence[Sequence[int]], us: float) -> OpTime:
@@ -76,38 +81,40 @@ def ort_op(op_name: str, inputs: Sequence[Sequence[int]], outputs: Sequence[Sequ
 
 def xnnpack_op(name: str, us: float) -> OpTime:
     """An XNNPACK operator (ExecuTorch's delegate event name) as an ``OpTime``. Pure."""
-    kind = next((k for key, k in _XNNPACK_KINDS if key in name), "glue")
-    return OpTime(kind, float(us))
+    takes = next((t for key, t in _XNNPACK_COMPUTE if key in name), None)
+    if takes is not None:
+        return OpTime("compute", float(us), takes=takes)
+    return OpTime(next((k for key, k in _XNNPACK_KINDS if key in name), "glue"), float(us))
+
+
+def _runs_as(k: Kernel) -> str:
+    return "conv1x1" if k.type == "conv" and k.k == 1 else k.type
 
 
 def attribute(kernels: Sequence[Kernel], ops: Sequence[OpTime]) -> list[float] | None:
     """Each kernel's time (µs) from the runtime's operators, or None when the two do not line up
-    (a compute operator with no kernel left to take it, a convolution or matmul kernel that no
-    operator ran, or compute operators without shapes that ran in another order than the kernels,
-    so that order alone cannot pair them). Pure.
+    (a compute operator with no kernel left to take it or whose next kernel is of a type it cannot
+    run, or a convolution or matmul kernel that no operator ran). Pure.
 
     Why by hand: the runtimes name their fused operators in their own terms, and no library maps
     them back to a PyTorch graph's kernels.
     """
-    merged = any(op.kind == "matmul" for op in ops)  # XNNPACK: 1×1 convolutions and linears are one kind
+    merged = any(op.kind == "compute" for op in ops)  # XNNPACK: compute operators pair by order alone
 
     def kind(k: Kernel) -> str:
-        return "matmul" if merged and k.type in ("conv", "linear") else k.type
+        return "compute" if merged and k.type in ("conv", "dwconv", "linear") else k.type
 
     waiting: dict[str, list[int]] = {}
     for i, k in enumerate(kernels):
         waiting.setdefault(kind(k), []).append(i)
     times = [0.0] * len(kernels)
     last: int | None = None
-    compute = -1  # the last compute kernel matched by order alone
     before = 0.0  # glue before the first matched operator
     for op in ops:
         queue = waiting.get(op.kind, []) if op.kind != "glue" else []
         match = next((i for i in queue if op.shape is None or (kernels[i].k, kernels[i].hw) == op.shape), None)
-        if match is not None and op.kind in _COMPUTE and op.shape is None:
-            if match < compute:  # the runtime ran branches in another order (XNNPACK, squeeze-excite)
-                return None
-            compute = match
+        if match is not None and op.takes and _runs_as(kernels[match]) not in op.takes:
+            return None
         if match is not None:
             queue.remove(match)
             times[match] += op.us + before
