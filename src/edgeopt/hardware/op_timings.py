@@ -141,10 +141,10 @@ def _trimmed_mean(values: np.ndarray) -> float:
 def _ort_ops(path: Path, threads: int, seconds: float, warmup: int) -> list[OpTime]:
     import onnxruntime as ort
 
+    from edgeopt.runtimes.onnxruntime_runner import session_options
+
     with tempfile.TemporaryDirectory(prefix="edgeopt-prof-") as tmp:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        so.log_severity_level = 3
+        so = session_options(threads)
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(tmp) / "ort")
         session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

@@ -329,12 +329,14 @@ class LatencyPredictor:
         use_kernels = len(timed) >= 40
         use_correction = correction and len(y) >= 40
 
+        term_rows = [model_terms(k) for k in models]  # the additive stage does not depend on the fold
+        additive_terms = sorted({n for r in term_rows for n in r})
+        additive_x = matrix(term_rows, additive_terms)
+
         def stage(train: np.ndarray, kind: str) -> tuple[np.ndarray, list[str], str | None]:
             """The linear stage's matrix for every model, fitted on ``train``; its terms; its kernel model."""
             if kind == "additive":
-                rows = [model_terms(k) for k in models]
-                names = sorted({n for r in rows for n in r})
-                return matrix(rows, names), names, None
+                return additive_x, additive_terms, None
             from edgeopt.hardware.kernel_model import fit_kernel_model
 
             in_train = set(train.tolist())

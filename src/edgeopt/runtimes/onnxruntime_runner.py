@@ -36,6 +36,20 @@ def int8_kernels_saturate() -> bool:
     return not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(machine_info()["cpu_flags"])
 
 
+def session_options(threads: int) -> Any:
+    """How edgeopt runs ONNX Runtime: ``threads`` intra-op threads, sequential, every graph optimisation, quiet.
+    The runner and the per-operator profiler (``hardware.op_timings``) share it, so both time the same graph."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return so
+
+
 class OnnxRuntimeRunner(Runner):
     """Runs an ``.onnx`` model; takes every input (a structured batch when there are several, fed by the
     graph's input order) and returns every output (a tuple when there are several). Batch fixed when the
@@ -47,14 +61,9 @@ class OnnxRuntimeRunner(Runner):
         import onnxruntime as ort
 
         self._set_artifact(path, threads, meta)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = self.threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(self.path), session_options(self.threads),
+                                                providers=["CPUExecutionProvider"])  # fmt: skip
         except Exception as e:  # onnxruntime raises its own exception types for bad files
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise EdgeoptError(f"ONNX Runtime cannot load {self.path}: {first}", "re-export the model") from e
