@@ -11,22 +11,25 @@ runs, so each timing carries its real context (what ran before it, what is still
 * LiteRT: its Python interpreter exposes no per-operator timings, so nothing (``None``).
 
 ``attribute`` then hands each runtime operator's time to one of edgeopt's kernels
-(``hardware.kernels``): compute operators by kind in execution order (ONNX Runtime's convolutions
-also by kernel size and output size, since it may run a residual's shortcut before its body), and
-glue the runtime adds (layout reorders, reshapes, a clamp XNNPACK runs after an add) to the kernel
-before it. A kernel the runtime fused into another (ONNX Runtime folds a residual add into the
-convolution before it) gets 0.
+(``hardware.kernels``): convolutions and matmuls by kernel size and output size, in execution
+order (both runtimes may run a residual's shortcut before its body; ONNX Runtime's profiler gives
+each node's shapes, and XNNPACK's are read from the delegate's serialised graph in the ``.pte``,
+``xnnpack_compute_shapes``), other kernels by kind in order, and glue the runtime adds (layout
+reorders, reshapes, a clamp XNNPACK runs after an add) to the kernel before it. A kernel the
+runtime fused into another (ONNX Runtime folds a residual add into the convolution before it) gets 0.
 
 Cost: one extra profiled session per model (~``seconds`` of calls plus warm-up), ~0.3–0.5 s.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,30 +43,27 @@ _ORT_KINDS = {
     "AveragePool": "pool", "MaxPool": "pool", "GlobalMaxPool": "pool", "ReduceMean": "pool",
     "Transpose": "transpose", "Pad": "pad", "Softmax": "softmax", "Concat": "concat",
 }  # fmt: skip
-# XNNPACK operator names (as the delegate reports them) and the kernel types each can run. XNNPACK runs
-# 1×1 convolutions as "Fully Connected" and large depthwise kernels (7×7) as an IGEMM convolution, so
-# its compute operators pair with kernels by order alone, each checked against the types it can run.
-_XNNPACK_COMPUTE = (
-    ("DWConv", ("dwconv",)), ("Convolution", ("conv", "conv1x1", "dwconv")), ("Fully Connected", ("conv1x1", "linear")),
-)  # fmt: skip
+# XNNPACK operators that run a convolution or matmul (the delegate's event names). XNNPACK picks the
+# micro-kernel itself (a 1×1 convolution runs as "Fully Connected", a 7×7 depthwise one as IGEMM), so
+# the names do not say which kernel ran: the shapes come from the serialised graph instead.
+_XNNPACK_COMPUTE = ("Convolution", "Fully Connected")
+_XNNPACK_GRAPH_COMPUTE = frozenset({"XNNConv2d", "XNNDepthwiseConv2d", "XNNFullyConnected"})
 _XNNPACK_KINDS = (
     ("Add", "add"), ("Multiply", "mul"), ("Mean", "pool"), ("Pooling", "pool"), ("Transpose", "transpose"),
     ("Pad", "pad"), ("Softmax", "softmax"), ("Concatenate", "concat"),
 )  # fmt: skip
-_COMPUTE = frozenset({"conv", "dwconv", "linear", "compute"})  # kinds every model's kernels must all be found for
+_ALWAYS_FOUND = frozenset({"conv", "dwconv", "linear", "compute"})  # kinds every model's kernels must all be found for
 
 
 @dataclass(frozen=True)
 class OpTime:
     """One runtime operator: the kernel kind it runs (``glue`` for layout and bookkeeping operators,
-    ``compute`` for an XNNPACK convolution or matmul), its time per call in microseconds, and what to
-    check its kernel by: ``(kernel area, output area)`` of a convolution where the runtime gives
-    shapes, the kernel types a ``compute`` operator can run (``conv1x1``: a 1×1 convolution)."""
+    ``compute`` for an XNNPACK convolution or matmul), its time per call in microseconds, and, for a
+    convolution or matmul, its ``(kernel area, output area)`` to find its kernel by."""
 
     kind: str
     us: float
     shape: tuple[int, int] | None = None
-    takes: tuple[str, ...] = ()
 
 
 def ort_op(op_name: str, inputs: Sequence[Sequence[int]], outputs: Sequence[Sequence[int]], us: float) -> OpTime:
@@ -79,27 +79,45 @@ def ort_op(op_name: str, inputs: Sequence[Sequence[int]], outputs: Sequence[Sequ
     return OpTime(kind, float(us), shape)
 
 
-def xnnpack_op(name: str, us: float) -> OpTime:
-    """An XNNPACK operator (ExecuTorch's delegate event name) as an ``OpTime``. Pure."""
-    takes = next((t for key, t in _XNNPACK_COMPUTE if key in name), None)
-    if takes is not None:
-        return OpTime("compute", float(us), takes=takes)
+def xnnpack_op(name: str, us: float, shape: tuple[int, int] | None = None) -> OpTime:
+    """An XNNPACK operator (ExecuTorch's delegate event name) as an ``OpTime``; ``shape`` is a compute
+    operator's, from ``xnnpack_compute_shapes``. Pure."""
+    if any(key in name for key in _XNNPACK_COMPUTE):
+        return OpTime("compute", float(us), shape)
     return OpTime(next((k for key, k in _XNNPACK_KINDS if key in name), "glue"), float(us))
 
 
-def _runs_as(k: Kernel) -> str:
-    return "conv1x1" if k.type == "conv" and k.k == 1 else k.type
+def graph_compute_shapes(graph: dict) -> list[tuple[int, int]]:
+    """``(kernel area, output area)`` of each convolution and matmul node of an XNNPACK graph (the
+    delegate's flatbuffer as JSON), in node order, which is the order XNNPACK runs them. A matmul's
+    output area is its rows (1 for a classifier head; H·W for a 1×1 convolution). Pure."""
+    dims = {}
+    for v in graph.get("xvalues", []):
+        value = v.get("xvalue_union", {})
+        if "id_out" in value:
+            dims[value["id_out"]] = value.get("dims", [])
+    shapes = []
+    for node in graph.get("xnodes", []):
+        if node.get("xnode_union_type") not in _XNNPACK_GRAPH_COMPUTE:
+            continue
+        n = node["xnode_union"]
+        out = dims.get(n["output_id"], [])
+        if node["xnode_union_type"] == "XNNFullyConnected":
+            shapes.append((1, int(np.prod(out[:-1])) if len(out) > 1 else 1))
+        else:
+            shapes.append((int(n["kernel_height"] * n["kernel_width"]), int(np.prod(out[1:-1]))))
+    return shapes
 
 
 def attribute(kernels: Sequence[Kernel], ops: Sequence[OpTime]) -> list[float] | None:
     """Each kernel's time (µs) from the runtime's operators, or None when the two do not line up
-    (a compute operator with no kernel left to take it or whose next kernel is of a type it cannot
-    run, or a convolution or matmul kernel that no operator ran). Pure.
+    (a convolution or matmul with no kernel of its shape left to take it, or a convolution or matmul
+    kernel that no operator ran). Pure.
 
     Why by hand: the runtimes name their fused operators in their own terms, and no library maps
     them back to a PyTorch graph's kernels.
     """
-    merged = any(op.kind == "compute" for op in ops)  # XNNPACK: compute operators pair by order alone
+    merged = any(op.kind == "compute" for op in ops)  # XNNPACK: one kind for convolutions and matmuls
 
     def kind(k: Kernel) -> str:
         return "compute" if merged and k.type in ("conv", "dwconv", "linear") else k.type
@@ -113,19 +131,17 @@ def attribute(kernels: Sequence[Kernel], ops: Sequence[OpTime]) -> list[float] |
     for op in ops:
         queue = waiting.get(op.kind, []) if op.kind != "glue" else []
         match = next((i for i in queue if op.shape is None or (kernels[i].k, kernels[i].hw) == op.shape), None)
-        if match is not None and op.takes and _runs_as(kernels[match]) not in op.takes:
-            return None
         if match is not None:
             queue.remove(match)
             times[match] += op.us + before
             before, last = 0.0, match
-        elif op.kind in _COMPUTE:
+        elif op.kind in _ALWAYS_FOUND:
             return None
         elif last is None:
             before += op.us
         else:
             times[last] += op.us
-    if any(waiting.get(k) for k in _COMPUTE) or last is None:
+    if any(waiting.get(k) for k in _ALWAYS_FOUND) or last is None:
         return None
     times[last] += before
     return times
@@ -170,7 +186,35 @@ def _ort_ops(path: Path, threads: int, seconds: float, warmup: int) -> list[OpTi
     ]  # fmt: skip
 
 
-def _executorch_ops(path: Path, threads: int, seconds: float, warmup: int) -> list[OpTime]:
+def xnnpack_compute_shapes(path: Path) -> list[tuple[int, int]]:
+    """``graph_compute_shapes`` of every XNNPACK delegate in a ``.pte``, in call order.
+
+    Why by hand: ExecuTorch's Python API reads a program but not a delegate's payload, so this takes
+    the payload (``_extract_delegate_payload``), skips XNNPACK's header and has ``flatc`` (shipped
+    with ExecuTorch) turn the graph's flatbuffer into JSON with the delegate's own schema."""
+    from executorch.backends.xnnpack.serialization import xnnpack_graph_serialize as xnn
+    from executorch.exir._serialize._flatbuffer import _flatc_decompile
+    from executorch.exir._serialize._program import _extract_delegate_payload
+
+    data = Path(path).read_bytes()
+    schema = Path(xnn.__file__).with_name("schema.fbs")
+    shapes: list[tuple[int, int]] = []
+    for index in itertools.count():
+        payload = _extract_delegate_payload(data, "XnnpackBackend", index)
+        if payload is None:
+            return shapes
+        header = xnn.XNNHeader.from_bytes(payload[: xnn.XNNHeader.EXPECTED_LENGTH])
+        with tempfile.TemporaryDirectory(prefix="edgeopt-xnn-") as tmp:
+            graph_bin = Path(tmp) / "graph.bin"
+            graph_bin.write_bytes(payload[header.flatbuffer_offset : header.flatbuffer_offset + header.flatbuffer_size])
+            _flatc_decompile(tmp, str(schema), str(graph_bin), ["--raw-binary"])
+            text = graph_bin.with_suffix(".json").read_text()
+        # flatc writes non-finite floats (a clamp's bounds) as bare inf / nan, which JSON has no words for
+        shapes += graph_compute_shapes(json.loads(re.sub(r"(?<![\w\"])(-?(?:inf|nan))(?![\w\"])", r'"\1"', text)))
+    return shapes
+
+
+def _executorch_ops(path: Path, threads: int, seconds: float, warmup: int) -> list[OpTime] | None:
     import torch
     from executorch.devtools.etdump.serialize import deserialize_from_etdump_flatcc
     from executorch.extension.pybindings import portable_lib
@@ -200,9 +244,16 @@ def _executorch_ops(path: Path, threads: int, seconds: float, warmup: int) -> li
             elif name != "DELEGATE_CALL":
                 runs[-1].append((name, (pe.end_time - pe.start_time) / 1e3))  # ns → µs
     calls = [r for r in runs[warmup:] if r]
+    if not calls:
+        return None
     names = [n for n, _ in calls[0]]
     us = np.array([[t for _, t in r] for r in calls if [n for n, _ in r] == names])
-    return [xnnpack_op(n, _trimmed_mean(us[:, j])) for j, n in enumerate(names)]
+    shapes = iter(xnnpack_compute_shapes(path))
+    ops = [xnnpack_op(n, _trimmed_mean(us[:, j])) for j, n in enumerate(names)]
+    ops = [replace(op, shape=next(shapes, None)) if op.kind == "compute" else op for op in ops]
+    if any(op.kind == "compute" and op.shape is None for op in ops) or next(shapes, None) is not None:
+        return None  # the profiled operators and the serialised graph disagree: nothing to pair by
+    return ops
 
 
 def _input(shape: list[int]) -> np.ndarray:
@@ -220,7 +271,8 @@ def profiled_ops(runtime: str, path: str | Path, threads: int = 1, seconds: floa
                  warmup: int = 10) -> list[OpTime] | None:  # fmt: skip
     """The runtime operators of one single-input artifact with their time per call (µs, trimmed mean
     over at least 20 calls and about ``seconds``, on a uniform 0..1 input), from the runtime's
-    profiler; None for a runtime without one (LiteRT)."""
+    profiler; None for a runtime without one (LiteRT), or where the operators cannot be paired with
+    their shapes."""
     if runtime == "onnxruntime":
         return _ort_ops(Path(path), threads, seconds, warmup)
     if runtime == "executorch":
