@@ -4,8 +4,10 @@ Predictor (per runtime, 1 thread): ``edgeopt.hardware.calibrate`` measures archi
 from the zoo families for --minutes and fits the predictor; then --heldout *other* architectures
 (another seed: never seen in calibration) are measured and predicted. Reported: share within
 ±10%, median and 90th-percentile error, Spearman, beside a MACs-only linear model fitted on the same
-calibration data. Transfer: the onnxruntime profile re-targeted to each other runtime (and to 2
-threads) from 20 measurements, scored on that runtime's held-out set.
+calibration data. LiteRT, which has no per-operator profiler, is also offered ExecuTorch's per-kernel
+model when this run or an earlier one calibrated ExecuTorch (both run XNNPACK), and its additive-only
+fit is scored beside. Transfer: a calibrated profile re-targeted to another runtime or thread count
+(--transfer FROM>TO pairs) from 20 measurements, scored on that target's held-out set.
 
 Measured samples are journalled in benchmarks/.cache/hardware/ so an interrupted run resumes;
 --fresh starts over. Needs a quiet machine: nothing else may run beside the timing.
@@ -85,7 +87,8 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
     # resumed from the journal: the calibration's own clock (``elapsed_s``), not this run's
     calib_s = max(time.monotonic() - t0, float(calib[-1].get("elapsed_s", 0.0)) if calib else 0.0)
     t1 = time.monotonic()
-    profile = fit_profile(calib, runtime, threads, calib_s)
+    kernels_from = _kernel_source(runtime)
+    profile = fit_profile(calib, runtime, threads, calib_s, kernels_from)
     fit_s = time.monotonic() - t1
     seen = {_spec_key(s) for s in calib}
     drawn = _samples(runtime, threads, "heldout", HELDOUT_SEED, 1e9, heldout_n)
@@ -128,6 +131,10 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
         "predictor_cv_on_calibration": profile.predictor.cv,
         "macs_only_cv_on_calibration": _stats(np.maximum(cv_macs, 1e-6), y_calib),
         "correction_kept": profile.predictor.correction is not None,
+        "kernel_model_from": kernels_from.runtime if kernels_from else None,
+        "additive_only_predictor": (
+            _stats(_predict(fit_profile(calib, runtime, threads, calib_s).predictor, held), y) if kernels_from else None
+        ),
         "per_family_within_10pct": {
             f: float(np.mean(np.abs(pred[m] / y[m] - 1) <= 0.1))
             for f in sorted({s["spec"]["family"] for s in held})
@@ -135,6 +142,14 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
         },
     }
     return result, profile
+
+
+def _kernel_source(runtime: str) -> Any:
+    """ExecuTorch's profile from this or an earlier run, for LiteRT (no profiler of its own)."""
+    from edgeopt.hardware.profile import load_profile
+
+    path = CACHE / "executorch_t1_profile.json"
+    return load_profile(path) if runtime == "litert" and path.exists() else None
 
 
 def transfer_section(base, runtime: str, threads: int, heldout: list[dict], n: int = 20) -> dict[str, Any]:
@@ -149,6 +164,8 @@ def transfer_section(base, runtime: str, threads: int, heldout: list[dict], n: i
         "heldout_models": len(heldout),
         "transferred": _stats(_predict(pred_model, heldout), y),
         "untransferred": _stats(_predict(base.predictor, heldout), y),
+        "form": pred_model.cv["transfer_form"],
+        "leave_one_out_median_pct": pred_model.cv["transfer_loo_median_pct"],
     }
 
 
@@ -344,8 +361,8 @@ def main() -> None:
     ap.add_argument("--runtimes", default="onnxruntime,executorch,litert")
     ap.add_argument("--minutes", type=float, default=15.0, help="calibration budget per runtime")
     ap.add_argument("--heldout", type=int, default=200)
-    ap.add_argument("--transfer", default="executorch:1,litert:1,onnxruntime:2",
-                    help="targets for transfer from the onnxruntime profile (runtime:threads)")  # fmt: skip
+    ap.add_argument("--transfer", default="onnxruntime:1>executorch:1,executorch:1>litert:1,onnxruntime:1>litert:1",
+                    help="FROM>TO pairs of runtime:threads; FROM is a profile calibrated here")  # fmt: skip
     ap.add_argument(
         "--skip", default="", help="comma list of sections to skip: predictor, transfer, allocation, memory"
     )
@@ -364,33 +381,32 @@ def main() -> None:
         shutil.rmtree(CACHE)
     CACHE.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Any] = {}
-    profiles = {}
     if "predictor" not in skip:
         figures["predictor"] = {}
         for rt in args.runtimes.split(","):
             print(f"predictor: {rt}", flush=True)
-            res, profiles[rt] = predictor_section(rt, 1, args.minutes, args.heldout)
+            res, profile = predictor_section(rt, 1, args.minutes, args.heldout)
             figures["predictor"][rt] = res
             p = res["predictor"]
             print(f"  {rt}: within ±10% {p['within_10pct']:.1%}, median err {p['median_abs_pct']:.1f}%, "
                   f"spearman {p['spearman']:.3f}; MACs-only {res['macs_only_linear']['within_10pct']:.1%} / "
                   f"{res['macs_only_linear']['median_abs_pct']:.1f}%", flush=True)  # fmt: skip
-            profiles[rt].save(CACHE / f"{rt}_t1_profile.json")
-    ort_profile = CACHE / "onnxruntime_t1_profile.json"
-    if "onnxruntime" not in profiles and ort_profile.exists():  # calibrated in an earlier run
+            profile.save(CACHE / f"{rt}_t1_profile.json")
+    if "transfer" not in skip:
         from edgeopt.hardware.profile import load_profile
 
-        profiles["onnxruntime"] = load_profile(ort_profile)
-    if "transfer" not in skip and "onnxruntime" in profiles:
         figures["transfer"] = []
-        for target in filter(None, args.transfer.split(",")):
+        for pair in filter(None, args.transfer.split(",")):
+            source, target = pair.split(">")
+            base_path = CACHE / "{}_t{}_profile.json".format(*source.split(":"))
+            if not base_path.exists():
+                print(f"transfer {pair}: no {source} profile calibrated yet, skipped", flush=True)
+                continue
             rt, threads = target.split(":")
             held = _samples(rt, int(threads), "heldout", HELDOUT_SEED, 1e9, args.heldout)
-            res = transfer_section(profiles["onnxruntime"], rt, int(threads), held)
+            res = transfer_section(load_profile(base_path), rt, int(threads), held)
             figures["transfer"].append(res)
-            print(
-                f"transfer onnxruntime:1 -> {target}: within ±10% {res['transferred']['within_10pct']:.1%}", flush=True
-            )
+            print(f"transfer {pair}: within ±10% {res['transferred']['within_10pct']:.1%}", flush=True)
     if "allocation" not in skip:
         rt = args.allocation_runtime
         prof_path = CACHE / f"{rt}_t1_profile.json"

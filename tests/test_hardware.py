@@ -216,9 +216,12 @@ def test_profile_save_load_and_foreign_machine_warning(tmp_path, synthetic) -> N
         load_profile(tmp_path / "bad.json")
 
 
-def test_fit_profile_refuses_too_few_samples() -> None:
+def test_fit_profile_refuses_too_few_samples_and_a_kernel_source_without_a_kernel_model(synthetic) -> None:
     with pytest.raises(EdgeoptError, match="at least 10"):
         fit_profile([], "onnxruntime", 1)
+    additive = _profile(synthetic)  # fitted without kernel times: no per-kernel model to lend
+    with pytest.raises(EdgeoptError, match="no per-kernel model"):
+        fit_profile(additive.samples, "litert", 1, kernels_from=additive)
 
 
 def test_measure_samples_times_real_artifacts_and_resumes_from_its_journal(tmp_path) -> None:

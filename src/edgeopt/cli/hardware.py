@@ -41,23 +41,30 @@ def calibrate(
     threads: ThreadsOpt = 1,
     minutes: Annotated[float, typer.Option("--minutes", help="time budget for measuring")] = 15.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    kernels_from: Annotated[
+        Path | None,
+        typer.Option("--kernels-from", help="price kernels with this profile's per-kernel model (LiteRT: ExecuTorch)"),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure varied architectures in RUNTIME on this machine and fit a latency predictor.
 
     Resumable: an interrupted run keeps its measurements in OUT.samples.jsonl and the same
     command continues from them. Without --out the profile is this machine's default, which
-    `edgeopt prune` latency searches then use instead of timing every candidate.
+    `edgeopt prune` latency searches then use instead of timing every candidate. LiteRT has no
+    per-operator profiler: --kernels-from an ExecuTorch profile of this machine (the same XNNPACK
+    kernels) offers its per-kernel model, kept where cross-validation says it predicts better.
     """
     quiet(as_json)
     from edgeopt.hardware.calibrate import calibrate as run
-    from edgeopt.hardware.profile import default_profile_path
+    from edgeopt.hardware.profile import default_profile_path, load_profile
 
     out = out or default_profile_path(runtime.strip().lower(), threads)
     out.parent.mkdir(parents=True, exist_ok=True)
     bar = _CalibrationBar(runtime, minutes)
     try:
-        profile = run(runtime, threads=threads, minutes=minutes, out=out, seed=seed, on_sample=bar)
+        base = load_profile(kernels_from) if kernels_from is not None else None
+        profile = run(runtime, threads=threads, minutes=minutes, out=out, seed=seed, on_sample=bar, kernels_from=base)
     finally:
         bar.close()
     chosen = profile.predictor.cv.get("chosen_stats")

@@ -227,8 +227,18 @@ def normalised_ms(samples: list[dict[str, Any]], ref_ms: float) -> np.ndarray:
     return np.array([s["ratio"] * ref_ms for s in samples])
 
 
-def fit_profile(samples: list[dict[str, Any]], runtime: str, threads: int, seconds: float = 0.0) -> DeviceProfile:
-    """Fit the predictor on measured samples (drift-normalised) and wrap it as this machine's profile."""
+def fit_profile(samples: list[dict[str, Any]], runtime: str, threads: int, seconds: float = 0.0,
+                kernels_from: DeviceProfile | None = None) -> DeviceProfile:  # fmt: skip
+    """Fit the predictor on measured samples (drift-normalised) and wrap it as this machine's profile.
+
+    ``kernels_from``: a profile of another runtime on this machine whose per-kernel model prices the
+    kernels, for a runtime without a per-operator profiler (LiteRT, from ExecuTorch's: both run
+    XNNPACK); cross-validation keeps it only where it predicts better than the additive terms."""
+    if kernels_from is not None and kernels_from.predictor.kernel_model is None:
+        raise EdgeoptError(
+            f"the {kernels_from.runtime} profile has no per-kernel model to price kernels with",
+            "calibrate it again with this version (`edgeopt hw calibrate --runtime executorch`)",
+        )
     if len(samples) < 10:
         raise EdgeoptError(
             f"only {len(samples)} models were measured; at least 10 are needed to fit a predictor",
@@ -238,7 +248,11 @@ def fit_profile(samples: list[dict[str, Any]], runtime: str, threads: int, secon
     # kernel times drift-normalised like the models' (by the reference timed beside each model)
     kernel_us = [None if s.get("kernel_us") is None else [t * ref / s["reference_ms"] for t in s["kernel_us"]]
                  for s in samples]  # fmt: skip
-    predictor = LatencyPredictor.fit(sample_kernels(samples), normalised_ms(samples, ref), kernel_us=kernel_us)
+    given = kernels_from.predictor.kernel_model if kernels_from is not None else None
+    predictor = LatencyPredictor.fit(sample_kernels(samples), normalised_ms(samples, ref), kernel_us=kernel_us,
+                                     kernel_model=given)  # fmt: skip
+    if kernels_from is not None:
+        predictor.cv["kernel_model_from"] = {"runtime": kernels_from.runtime, "threads": kernels_from.threads}
     profile = DeviceProfile(runtime, threads, machine_fingerprint(runtime), predictor, samples,
                             calibration_seconds=seconds)  # fmt: skip
     profile.reference = {"spec": REFERENCE_SPEC, "ms": ref}
@@ -253,8 +267,10 @@ def calibrate(
     max_models: int | None = None,
     seed: int = 0,
     on_sample: Callable[[int, float, dict[str, Any]], None] | None = None,
+    kernels_from: DeviceProfile | None = None,
 ) -> DeviceProfile:
-    """Measure architectures in ``runtime`` for ``minutes`` and fit a device profile (saved to ``out``).
+    """Measure architectures in ``runtime`` for ``minutes`` and fit a device profile (saved to ``out``;
+    ``kernels_from``: see ``fit_profile``).
 
     Interrupted runs keep their samples in ``<out>.samples.jsonl`` and the next call with the same
     ``out`` resumes from them; the journal is removed once the profile is written.
@@ -266,7 +282,7 @@ def calibrate(
     journal = Path(str(out) + ".samples.jsonl") if out is not None else None
     start = time.monotonic()
     samples = measure_samples(runtime, int(threads), minutes, max_models, seed, journal, on_sample=on_sample)
-    profile = fit_profile(samples, check_runtime(runtime), int(threads), time.monotonic() - start)
+    profile = fit_profile(samples, check_runtime(runtime), int(threads), time.monotonic() - start, kernels_from)
     if out is not None:
         profile.save(out)
         if journal is not None:
