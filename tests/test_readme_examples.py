@@ -43,6 +43,7 @@ SKIP = {
     "prune fast.edgeopt": "NetAdapt exports and times every candidate each iteration (minutes here); "
     "tests/test_prune_channel.py covers prune_to_latency with a latency model",
     "hw calibrate executorch": "calibration measures hundreds of models for minutes",
+    "hw calibrate litert": "calibration measures hundreds of models for minutes",
     "hw predict ~/.cache/edgeopt/profiles/executorch_t1.json": "needs a profile from `edgeopt hw calibrate`",
     "hw transfer litert.json": "needs a profile from `edgeopt hw calibrate`",
     "train fast.edgeopt": "a latency budget asks this machine's calibrated profile (`edgeopt hw calibrate`)",

@@ -282,24 +282,26 @@ class LatencyPredictor:
           ExecuTorch both run XNNPACK) prices each kernel alike but adds its own per-operator and
           per-call overheads. The correction, fitted to the base runtime's residuals, is dropped.
 
-        Measured on the 2026-12-05 journals: ONNX Runtime's profile re-targeted to ExecuTorch with 20
-        timings (10 random draws, the other 180 held out) scores 25% within ±10% log-affine and 30%
-        refitted: the two runtimes' kernel libraries differ too much for either.
+        Measured 2026-12-05 (benchmarks/hardware.py, 20 timings, 200 held out): ExecuTorch → LiteRT
+        40.8% within ±10% (log-affine kept), ONNX Runtime → LiteRT 30.3% (linear stage kept), ONNX
+        Runtime → ExecuTorch 34.0%: far from what a full calibration gives (70–84%), since neither
+        form can learn the runtime's own correction from 20 timings.
         """
         y = np.asarray(latency_ms, dtype=np.float64)
         base = replace(self, log_affine=(0.0, 1.0))
         x = np.log(base.predict_many(models))
+        stage = matrix(kernel_sum_rows(self.kernel_model, models), KERNEL_TERMS) if self.kernel_model else None
 
         def log_affine(train: np.ndarray) -> LatencyPredictor:
             return replace(base, log_affine=_log_affine(x[train], np.log(y[train])))
 
         def kernel_stage(train: np.ndarray) -> LatencyPredictor:
+            assert stage is not None
             w = _fit_linear(stage[train], y[train], positive=False)
             return replace(base, terms=KERNEL_TERMS, weights=[float(v) for v in w], correction=None, summary_names=[])
 
         forms: dict[str, Callable[[np.ndarray], LatencyPredictor]] = {"log_affine": log_affine}
-        if self.kernel_model is not None:
-            stage = matrix(kernel_sum_rows(self.kernel_model, models), KERNEL_TERMS)
+        if stage is not None:
             forms["kernel_stage"] = kernel_stage
         everyone = np.arange(len(y))
         loo = {}
