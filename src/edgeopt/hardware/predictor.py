@@ -4,11 +4,13 @@ Two forms of the kernel sum, and cross-validation at ``fit`` picks one (with or 
 correction):
 
 * **Per-kernel model** (nn-Meter's form), when calibration read each kernel's time from the
-  runtime's profiler (``hardware.op_timings``): a LightGBM regressor predicts every kernel's time
-  from its features and neighbours (``hardware.kernel_model``), and a linear stage maps the sum to
-  the model's time (``KERNEL_TERMS``: the sum, the kernel count, a constant).
-* **Additive terms**, fitted from whole-model timings alone (LiteRT has no per-operator profiler;
-  older profiles):
+  runtime's profiler (``hardware.op_timings``) or was given another runtime's model of the same
+  kernels (LiteRT, which has no profiler, from ExecuTorch: both run XNNPACK): a LightGBM regressor
+  predicts every kernel's time from its features and neighbours (``hardware.kernel_model``), and a
+  linear stage maps the sum to the model's time (``KERNEL_TERMS``: the sum, the kernel count, a
+  constant).
+* **Additive terms**, fitted from whole-model timings alone (LiteRT without a given per-kernel
+  model; older profiles):
 
       latency(model) = Σ_kernels  w_type · φ_type(kernel)          (additive kernel costs)
                        × exp(g(model features))                     (optional correction)
