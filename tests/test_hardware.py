@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import edgeopt
+import edgeopt.hardware.calibrate as calibrate_module
 from edgeopt.errors import EdgeoptError
 from edgeopt.hardware.archs import FAMILIES, arch_model, build_arch, sample_arch
 from edgeopt.hardware.calibrate import fit_profile, measure_samples
@@ -216,12 +217,21 @@ def test_profile_save_load_and_foreign_machine_warning(tmp_path, synthetic) -> N
         load_profile(tmp_path / "bad.json")
 
 
-def test_fit_profile_refuses_too_few_samples_and_a_kernel_source_without_a_kernel_model(synthetic) -> None:
+def test_fit_profile_refuses_too_few_samples_and_a_kernel_source_without_a_kernel_model(
+    synthetic, monkeypatch
+) -> None:
     with pytest.raises(EdgeoptError, match="at least 10"):
         fit_profile([], "onnxruntime", 1)
     additive = _profile(synthetic)  # fitted without kernel times: no per-kernel model to lend
     with pytest.raises(EdgeoptError, match="no per-kernel model"):
         fit_profile(additive.samples, "litert", 1, kernels_from=additive)
+
+    def measured(*args, **kwargs):
+        raise AssertionError("calibrate measured before refusing the profile")
+
+    monkeypatch.setattr(calibrate_module, "measure_samples", measured)  # refused before minutes of measuring
+    with pytest.raises(EdgeoptError, match="no per-kernel model"):
+        calibrate_module.calibrate("litert", minutes=1, kernels_from=additive)
 
 
 def test_measure_samples_times_real_artifacts_and_resumes_from_its_journal(tmp_path) -> None:

@@ -227,6 +227,16 @@ def normalised_ms(samples: list[dict[str, Any]], ref_ms: float) -> np.ndarray:
     return np.array([s["ratio"] * ref_ms for s in samples])
 
 
+def _lent_kernel_model(kernels_from: DeviceProfile | None) -> str | None:
+    """The per-kernel model ``kernels_from`` lends (None without a profile); refuses a profile without one."""
+    if kernels_from is not None and kernels_from.predictor.kernel_model is None:
+        raise EdgeoptError(
+            f"the {kernels_from.runtime} profile has no per-kernel model to price kernels with",
+            "calibrate it again with this version (`edgeopt hw calibrate --runtime executorch`)",
+        )
+    return kernels_from.predictor.kernel_model if kernels_from is not None else None
+
+
 def fit_profile(samples: list[dict[str, Any]], runtime: str, threads: int, seconds: float = 0.0,
                 kernels_from: DeviceProfile | None = None) -> DeviceProfile:  # fmt: skip
     """Fit the predictor on measured samples (drift-normalised) and wrap it as this machine's profile.
@@ -234,11 +244,7 @@ def fit_profile(samples: list[dict[str, Any]], runtime: str, threads: int, secon
     ``kernels_from``: a profile of another runtime on this machine whose per-kernel model prices the
     kernels, for a runtime without a per-operator profiler (LiteRT, from ExecuTorch's: both run
     XNNPACK); cross-validation keeps it only where it predicts better than the additive terms."""
-    if kernels_from is not None and kernels_from.predictor.kernel_model is None:
-        raise EdgeoptError(
-            f"the {kernels_from.runtime} profile has no per-kernel model to price kernels with",
-            "calibrate it again with this version (`edgeopt hw calibrate --runtime executorch`)",
-        )
+    given = _lent_kernel_model(kernels_from)
     if len(samples) < 10:
         raise EdgeoptError(
             f"only {len(samples)} models were measured; at least 10 are needed to fit a predictor",
@@ -248,7 +254,6 @@ def fit_profile(samples: list[dict[str, Any]], runtime: str, threads: int, secon
     # kernel times drift-normalised like the models' (by the reference timed beside each model)
     kernel_us = [None if s.get("kernel_us") is None else [t * ref / s["reference_ms"] for t in s["kernel_us"]]
                  for s in samples]  # fmt: skip
-    given = kernels_from.predictor.kernel_model if kernels_from is not None else None
     predictor = LatencyPredictor.fit(sample_kernels(samples), normalised_ms(samples, ref), kernel_us=kernel_us,
                                      kernel_model=given)  # fmt: skip
     if kernels_from is not None:
@@ -279,6 +284,7 @@ def calibrate(
         raise EdgeoptError(f"--minutes must be positive, not {minutes}")
     if int(threads) < 1:
         raise EdgeoptError(f"--threads must be at least 1, not {threads}")
+    _lent_kernel_model(kernels_from)  # before minutes of measuring, not after
     journal = Path(str(out) + ".samples.jsonl") if out is not None else None
     start = time.monotonic()
     samples = measure_samples(runtime, int(threads), minutes, max_models, seed, journal, on_sample=on_sample)

@@ -104,7 +104,7 @@ def graph_compute_shapes(graph: dict) -> list[tuple[int, int]]:
         n = node["xnode_union"]
         out = dims.get(n["output_id"], [])
         if node["xnode_union_type"] == "XNNFullyConnected":
-            shapes.append((1, int(np.prod(out[:-1])) if len(out) > 1 else 1))
+            shapes.append((1, int(np.prod(out[:-1]))))
         else:
             shapes.append((int(n["kernel_height"] * n["kernel_width"]), int(np.prod(out[1:-1]))))
     return shapes

@@ -354,21 +354,21 @@ class LatencyPredictor:
         summary_names = sorted({n for r in summary_rows for n in r})
         s = matrix(summary_rows, summary_names)
         timed = [i for i, t in enumerate(kernel_us or []) if t is not None]
-        use_kernels = len(timed) >= 40 or kernel_model is not None
+        given = kernel_model if len(timed) < 40 else None  # the per-kernel candidate, unless fitted here
+        use_kernels = len(timed) >= 40 or given is not None
         use_correction = correction and len(y) >= 40
 
         term_rows = [model_terms(k) for k in models]  # the additive stage does not depend on the fold
         additive_terms = sorted({n for r in term_rows for n in r})
         additive_x = matrix(term_rows, additive_terms)
-        given_x = matrix(kernel_sum_rows(kernel_model, models), KERNEL_TERMS) if kernel_model is not None else None
+        given_x = matrix(kernel_sum_rows(given, models), KERNEL_TERMS) if given is not None else None
 
         def stage(train: np.ndarray, kind: str) -> tuple[np.ndarray, list[str], str | None]:
             """The linear stage's matrix for every model, fitted on ``train``; its terms; its kernel model."""
             if kind == "additive":
                 return additive_x, additive_terms, None
-            if len(timed) < 40:  # priced by the given model
-                assert given_x is not None
-                return given_x, KERNEL_TERMS, kernel_model
+            if given_x is not None:  # priced by the given model
+                return given_x, KERNEL_TERMS, given
             from edgeopt.hardware.kernel_model import fit_kernel_model
 
             in_train = set(train.tolist())
@@ -402,7 +402,7 @@ class LatencyPredictor:
             model_text = _fit_correction(np.column_stack([s, np.log(lin_all)]), np.log(y / lin_all), seed)
         cv = {"folds": folds, "candidates": {n: st.__dict__ for n, st in stats.items()}, "chosen": best,
               "chosen_stats": stats[best].__dict__, "models_with_kernel_times": len(timed),
-              "kernel_model_given": kernel_model is not None and len(timed) < 40}  # fmt: skip
+              "kernel_model_given": given is not None}  # fmt: skip
         return cls(terms, [float(v) for v in w], model_text, summary_names if keep else [], stats[best].p90_abs_pct, cv,
                    kernel_model=kernel_text)  # fmt: skip
 
