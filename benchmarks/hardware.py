@@ -74,8 +74,10 @@ def _repeat_agreement(runtime: str, threads: int, held: list[dict], n: int = 40)
     the same draws), each new ratio to the reference against the first. A predictor cannot agree
     with one measurement more often than two measurements agree with each other."""
     again = _samples(runtime, threads, "repeat", HELDOUT_SEED, 1e9, n)
-    first = {_spec_key(s): s["ratio"] for s in held}
-    pairs = [(first[_spec_key(s)], s["ratio"]) for s in again if _spec_key(s) in first]
+    refs = reference_ms(held)
+    first = {_spec_key(s): y for s, y in zip(held, normalised_ms(held, refs), strict=True)}
+    pairs = [(first[_spec_key(s)], y) for s, y in zip(again, normalised_ms(again, refs), strict=True)
+             if _spec_key(s) in first]  # fmt: skip
     d = np.array([abs(b / a - 1) for a, b in pairs])
     return {"models": len(pairs), "within_5pct": float(np.mean(d <= 0.05)), "within_10pct": float(np.mean(d <= 0.10)),
             "median_abs_pct": float(np.median(d) * 100), "max_abs_pct": float(d.max() * 100)}  # fmt: skip
@@ -97,7 +99,7 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
         drawn = _samples(runtime, threads, "heldout", HELDOUT_SEED, 1e9, len(drawn) + heldout_n - len(held))
     ref = reference_ms(calib)
     y_calib = normalised_ms(calib, ref)
-    y = normalised_ms(held, ref)  # drift-free: each model's ratio to the reference timed beside it
+    y = normalised_ms(held, ref)  # drift-free: each model's times over the references timed beside it
     raw = np.array([s["latency_ms"] for s in held])
     overlap = sum(_spec_key(s) in seen for s in held)  # 0 by construction
     pred = _predict(profile.predictor, held)
@@ -109,15 +111,17 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
     result = {
         "runtime": runtime,
         "threads": threads,
-        "measurement": "fastest call over 5 rounds of fresh sessions, as a ratio to a reference model timed in the "
-        "same rounds, times the reference's median over the calibration (calibrate.measured_ratio)",
+        "measurement": "fastest call over 5 rounds of fresh sessions, as a ratio to reference models timed in the "
+        "same rounds (a compute-bound ResNet; a memory-bound MLP for the matrix products' share of MACs), times "
+        "the references' medians over the calibration (calibrate.measured_ratio, calibrate.normalised_ms)",
         "calibration_models": len(calib),
         "calibration_seconds": round(calib_s + fit_s, 1),
         "heldout_models": len(held),
         "heldout_also_in_calibration": overlap,
         "heldout_dropped_as_seen_in_calibration": len(drawn) - len(held),
         "heldout_latency_ms_range": [float(y.min()), float(y.max())],
-        "reference_ms": ref,
+        "reference_ms": ref["reference_ms"],
+        "memory_reference_ms": ref.get("memory_reference_ms"),
         "reference_ms_spread_during_heldout": [
             float(ref_held.min()),
             float(np.median(ref_held)),

@@ -13,7 +13,7 @@ import edgeopt
 import edgeopt.hardware.calibrate as calibrate_module
 from edgeopt.errors import EdgeoptError
 from edgeopt.hardware.archs import FAMILIES, arch_model, build_arch, sample_arch
-from edgeopt.hardware.calibrate import fit_profile, measure_samples
+from edgeopt.hardware.calibrate import fit_profile, measure_samples, normalised_kernel_us, normalised_ms, reference_ms
 from edgeopt.hardware.fingerprint import fingerprint_mismatch, machine_fingerprint
 from edgeopt.hardware.kernels import Kernel, kernel_to_json, kernels_of_model
 from edgeopt.hardware.predictor import LatencyPredictor, kernel_terms, model_summary, model_terms
@@ -234,10 +234,31 @@ def test_fit_profile_refuses_too_few_samples_and_a_kernel_source_without_a_kerne
         calibrate_module.calibrate("litert", minutes=1, kernels_from=additive)
 
 
+def test_drift_normalisation_follows_each_reference_by_the_models_memory_share() -> None:
+    conv = {"type": "conv", "macs": 300}
+    linear = {"type": "linear", "macs": 100}
+    # the machine slowed compute 2x (reference 1 -> 2 ms) while the memory-bound reference stayed at 1 ms
+    mlp = {"kernels": [linear], "latency_ms": 1.0, "reference_ms": 2.0, "memory_reference_ms": 1.0,
+           "kernel_us": [800.0]}  # fmt: skip
+    cnn = {"kernels": [conv, linear], "latency_ms": 4.0, "reference_ms": 2.0, "memory_reference_ms": 1.0,
+           "kernel_us": [3000.0, 500.0]}  # fmt: skip
+    older = {"kernels": [linear], "latency_ms": 1.0, "reference_ms": 2.0}  # journalled before the memory reference
+    refs = {"reference_ms": 1.0, "memory_reference_ms": 1.0}
+    y = normalised_ms([mlp, cnn, older], refs)
+    assert y[0] == pytest.approx(1.0)  # all matrix products: only the memory reference's drift applies
+    assert y[1] == pytest.approx(4.0 * 0.5**0.75)  # three quarters of its MACs in the convolution
+    assert y[2] == pytest.approx(0.5)  # no memory reference timed: the compute one serves
+    assert normalised_kernel_us([mlp, cnn, older], refs) == [[800.0], [1500.0, 500.0], None]
+    assert normalised_ms([mlp], {"reference_ms": 1.0}) == pytest.approx([0.5])  # refs without it: likewise
+    assert reference_ms([mlp, cnn]) == {"reference_ms": 2.0, "memory_reference_ms": 1.0}
+    assert reference_ms([mlp, older]) == {"reference_ms": 2.0}  # a median needs every sample to carry it
+
+
 def test_measure_samples_times_real_artifacts_and_resumes_from_its_journal(tmp_path) -> None:
     journal = tmp_path / "p.json.samples.jsonl"
     first = measure_samples("onnxruntime", 1, minutes=5, max_models=2, journal=journal, workers=1, rounds=1)
     assert len(first) == 2 and all(s["latency_ms"] > 0 and s["reference_ms"] > 0 for s in first)
+    assert all(s["memory_reference_ms"] > 0 for s in first)  # the memory-bound reference, timed in the same rounds
     assert all(s["ratio"] == pytest.approx(s["latency_ms"] / s["reference_ms"], rel=0.5) for s in first)
     more = measure_samples("onnxruntime", 1, minutes=5, max_models=3, journal=journal, workers=1, rounds=1)
     assert more[:2] == first and len(more) == 3  # kept the two, measured one more

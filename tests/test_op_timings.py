@@ -105,7 +105,7 @@ def test_profiled_kernel_times_of_a_real_model_line_up_and_add_up(runtime, tmp_p
     assert len(shortcuts) == 2
     assert all(times[i] < min(times[i - 2], times[i - 1]) / 3 for i in shortcuts)
     # the profiled kernels account for the model's time, give or take the profilers' per-operator cost
-    _, _, model_ms, _ = measured_ratio(runtime, path, path, rounds=2)
+    _, _, model_ms, _, _ = measured_ratio(runtime, path, path, rounds=2)
     assert 0.3 < sum(times) / 1e3 / model_ms < 3.0
     assert kernel_times("litert", path, feats["kernels"], 1) is None  # no per-operator profiler
     if runtime == "executorch":  # a delegate graph that cannot be read costs the kernel times, not the sample

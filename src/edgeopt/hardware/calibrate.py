@@ -49,6 +49,16 @@ REFERENCE_SPEC: dict[str, Any] = {
     "depths": [1, 1, 1], "kernels": [3, 3, 3], "strides": [1, 2, 2], "nhwc": False, "softmax": False,
     "explicit_pad": False,
 }  # fmt: skip
+# ... and a memory-bound one (3 MB of weights read once per call): the drift is not one speed. Measured
+# 2026-12-05 on the same 196 ExecuTorch architectures timed two hours apart, the convolutional families
+# moved with the compute-bound reference (slope of log time on log reference 0.58-0.93) but the MLPs
+# hardly did (0.21), so a ratio to the convolutional reference mislabelled MLPs by up to ~8%. A model's
+# matrix products are normalised by this reference, the rest by the first (``normalised_ms``).
+MEMORY_REFERENCE_SPEC: dict[str, Any] = {
+    "family": "mlp", "input_shape": [3, 32, 32], "num_classes": 10, "widths": [256, 256], "nhwc": False,
+    "softmax": False, "explicit_pad": False,
+}  # fmt: skip
+_REFERENCE_KEYS = ("reference_ms", "memory_reference_ms")
 
 
 def _timed(runtime: str, path: str | Path, threads: int, seconds: float) -> tuple[float, float]:
@@ -61,28 +71,38 @@ def _timed(runtime: str, path: str | Path, threads: int, seconds: float) -> tupl
         return stats.p50_ms, stats.min_ms
 
 
-def measured_ratio(runtime: str, path: str | Path, reference: str | Path, threads: int = 1, rounds: int = 5,
-                   seconds_per_round: float = 0.15) -> tuple[float, float, float, float]:  # fmt: skip
-    """(ratio to ``reference``, reference ms, model ms, model p50 ms): each round times a fresh
-    session of the reference and one of the model back to back; a model's time is its fastest call
-    over all rounds, the ratio is that over the reference's, and the model's median-of-rounds p50 is
-    returned beside it.
+def measured_ratio(
+    runtime: str,
+    path: str | Path,
+    reference: str | Path,
+    threads: int = 1,
+    rounds: int = 5,
+    seconds_per_round: float = 0.15,
+    memory_reference: str | Path | None = None,
+) -> tuple[float, float, float, float, float | None]:
+    """(ratio to ``reference``, reference ms, model ms, model p50 ms, memory reference ms): each round
+    times a fresh session of the reference (and of ``memory_reference``, when given) and one of the
+    model back to back; a model's time is its fastest call over all rounds, the ratio is that over the
+    reference's, and the model's median-of-rounds p50 is returned beside it.
 
     Why the fastest call: on a shared 2-core VM a call is slowed by whatever runs on the sibling
     core, and a fresh session of the same artifact lands in a fast or a slow mode (memory placement;
     up to 2x apart for the smallest models). Measured 2026-12-02 on 30 ONNX Runtime artifacts timed
     twice minutes apart: the median of 3 rounds' p50 ratios agreed within ±10% for 57-67% of them,
     the fastest round's p50 over 8 rounds for 93%, the fastest call over 5 rounds for 97% (over 3:
-    90%). The reference timed in the same rounds still cancels slow drift of the whole machine.
-    Cost: ``2 * rounds`` session loads and ``seconds_per_round`` timing windows (~0.25 s a round for
-    small models)."""
-    refs, own, p50s = [], [], []
+    90%). The references timed in the same rounds still cancel slow drift of the whole machine.
+    Cost: ``2 * rounds`` session loads (3 with a memory reference) and as many timing windows of
+    ``seconds_per_round`` at most (~0.25 s a round for small models)."""
+    refs, mem_refs, own, p50s = [], [], [], []
     for _ in range(rounds):
         refs.append(_timed(runtime, reference, threads, seconds_per_round)[1])
+        if memory_reference is not None:
+            mem_refs.append(_timed(runtime, memory_reference, threads, seconds_per_round)[1])
         p50, fastest = _timed(runtime, path, threads, seconds_per_round)
         own.append(fastest)
         p50s.append(p50)
-    return min(own) / min(refs), min(refs), min(own), float(statistics.median(p50s))
+    mem_ms = min(mem_refs) if mem_refs else None
+    return min(own) / min(refs), min(refs), min(own), float(statistics.median(p50s)), mem_ms
 
 
 def export_arch(spec: dict[str, Any], runtime: str, path: Path) -> dict[str, Any]:
@@ -151,7 +171,8 @@ def measure_samples(
     """Measure random architectures (``sample_arch``) until ``minutes`` or ``max_models`` run out.
 
     Each sample holds the model's kernels, its time (``latency_ms``) and, timed in the same rounds,
-    its ratio to ``REFERENCE_SPEC``'s model (``ratio``, ``reference_ms``): see ``normalised_ms``; and
+    its ratio to ``REFERENCE_SPEC``'s model (``ratio``, ``reference_ms``) and ``MEMORY_REFERENCE_SPEC``'s
+    time (``memory_reference_ms``): see ``normalised_ms``; and
     each kernel's time from the runtime's profiler (``kernel_us``, see ``kernel_times``).
 
     Work goes in chunks: ``workers`` processes export a chunk of architectures in parallel (the
@@ -181,8 +202,9 @@ def measure_samples(
     suffix = FORMATS[RUNTIME_FORMAT[runtime]]
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeopt-calib-"))
-        reference = Path(tmp) / f"reference{suffix}"
+        reference, memory_reference = Path(tmp) / f"reference{suffix}", Path(tmp) / f"memory_reference{suffix}"
         export_arch(REFERENCE_SPEC, runtime, reference)
+        export_arch(MEMORY_REFERENCE_SPEC, runtime, memory_reference)
         # one worker: export in this process (no start-up cost); more: spawned processes
         pool = (
             stack.enter_context(ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=_quiet_worker))
@@ -198,8 +220,10 @@ def measure_samples(
             for feats, path in zip(exported, paths, strict=True):
                 if feats is None or time.monotonic() > deadline and samples:
                     continue
-                ratio, ref_ms, own_ms, p50_ms = measured_ratio(runtime, path, reference, threads, rounds=rounds)
-                sample = {**feats, "ratio": ratio, "reference_ms": ref_ms, "latency_ms": own_ms, "p50_ms": p50_ms,
+                ratio, ref_ms, own_ms, p50_ms, mem_ms = measured_ratio(runtime, path, reference, threads, rounds,
+                                                                       memory_reference=memory_reference)  # fmt: skip
+                sample = {**feats, "ratio": ratio, "reference_ms": ref_ms, "memory_reference_ms": mem_ms,
+                          "latency_ms": own_ms, "p50_ms": p50_ms,
                           "kernel_us": kernel_times(runtime, path, feats["kernels"], threads),
                           "elapsed_s": round(time.monotonic() - start, 2)}  # fmt: skip
                 path.unlink(missing_ok=True)
@@ -217,14 +241,53 @@ def sample_kernels(samples: list[dict[str, Any]]) -> list[list[Kernel]]:
     return [[kernel_from_json(k) for k in s["kernels"]] for s in samples]
 
 
-def reference_ms(samples: list[dict[str, Any]]) -> float:
-    """The reference model's median time over a calibration (its speed "on this machine")."""
-    return float(statistics.median(s["reference_ms"] for s in samples))
+def reference_ms(samples: list[dict[str, Any]]) -> dict[str, float]:
+    """Each reference's median time over a calibration (its speed "on this machine"), by key
+    (``reference_ms``, and ``memory_reference_ms`` where every sample timed it)."""
+    return {key: float(statistics.median(s[key] for s in samples)) for key in _REFERENCE_KEYS
+            if samples and all(s.get(key) for s in samples)}  # fmt: skip
 
 
-def normalised_ms(samples: list[dict[str, Any]], ref_ms: float) -> np.ndarray:
-    """Each sample's latency as its ratio to the reference times ``ref_ms``: drift-free milliseconds."""
-    return np.array([s["ratio"] * ref_ms for s in samples])
+def _drift_scales(sample: dict[str, Any], refs: dict[str, float]) -> tuple[float, float]:
+    """(compute, memory) factors that bring ``sample``'s times to the references' speeds ``refs``; the
+    memory factor is the compute one where the sample or ``refs`` lack the memory reference."""
+    compute = refs["reference_ms"] / sample["reference_ms"]
+    if not sample.get("memory_reference_ms") or "memory_reference_ms" not in refs:
+        return compute, compute
+    return compute, refs["memory_reference_ms"] / sample["memory_reference_ms"]
+
+
+def memory_share(kernels: list[dict[str, Any]]) -> float:
+    """The share of a model's MACs in matrix products (``linear`` kernels): how much of its time follows
+    the memory-bound reference rather than the compute-bound one. Pure."""
+    macs = sum(k["macs"] for k in kernels)
+    return sum(k["macs"] for k in kernels if k["type"] == "linear") / macs if macs else 0.0
+
+
+def normalised_ms(samples: list[dict[str, Any]], refs: dict[str, float]) -> np.ndarray:
+    """Each sample's latency brought to the references' speeds ``refs`` (``reference_ms``): drift-free
+    milliseconds. A model is scaled by the two references' drift, geometrically blended by its
+    ``memory_share``."""
+    out = []
+    for s in samples:
+        compute, memory = _drift_scales(s, refs)
+        w = memory_share(s["kernels"])
+        out.append(s["latency_ms"] * compute ** (1 - w) * memory**w)
+    return np.array(out)
+
+
+def normalised_kernel_us(samples: list[dict[str, Any]], refs: dict[str, float]) -> list[list[float] | None]:
+    """Each sample's profiled kernel times (``kernel_us``; None where not profiled) brought to ``refs``'s
+    speeds: matrix products by the memory-bound reference's drift, the rest by the compute-bound one's."""
+    out: list[list[float] | None] = []
+    for s in samples:
+        if s.get("kernel_us") is None:
+            out.append(None)
+            continue
+        compute, memory = _drift_scales(s, refs)
+        out.append([t * (memory if k["type"] == "linear" else compute)
+                    for t, k in zip(s["kernel_us"], s["kernels"], strict=True)])  # fmt: skip
+    return out
 
 
 def _lent_kernel_model(kernels_from: DeviceProfile | None) -> str | None:
@@ -250,17 +313,14 @@ def fit_profile(samples: list[dict[str, Any]], runtime: str, threads: int, secon
             f"only {len(samples)} models were measured; at least 10 are needed to fit a predictor",
             "give calibration more time (--minutes)",
         )
-    ref = reference_ms(samples)
-    # kernel times drift-normalised like the models' (by the reference timed beside each model)
-    kernel_us = [None if s.get("kernel_us") is None else [t * ref / s["reference_ms"] for t in s["kernel_us"]]
-                 for s in samples]  # fmt: skip
-    predictor = LatencyPredictor.fit(sample_kernels(samples), normalised_ms(samples, ref), kernel_us=kernel_us,
-                                     kernel_model=given)  # fmt: skip
+    refs = reference_ms(samples)
+    predictor = LatencyPredictor.fit(sample_kernels(samples), normalised_ms(samples, refs),
+                                     kernel_us=normalised_kernel_us(samples, refs), kernel_model=given)  # fmt: skip
     if kernels_from is not None:
         predictor.cv["kernel_model_from"] = {"runtime": kernels_from.runtime, "threads": kernels_from.threads}
     profile = DeviceProfile(runtime, threads, machine_fingerprint(runtime), predictor, samples,
                             calibration_seconds=seconds)  # fmt: skip
-    profile.reference = {"spec": REFERENCE_SPEC, "ms": ref}
+    profile.reference = _reference_record(refs)
     return profile
 
 
@@ -307,8 +367,17 @@ def transfer(base: DeviceProfile, runtime: str, threads: int = 1, measurements: 
     runtime = check_runtime(runtime)
     if samples is None:
         samples = measure_samples(runtime, threads, minutes=1e9, max_models=measurements, seed=seed)
-    predictor = base.predictor.transferred(sample_kernels(samples), normalised_ms(samples, reference_ms(samples)))
+    refs = reference_ms(samples)
+    predictor = base.predictor.transferred(sample_kernels(samples), normalised_ms(samples, refs))
     source = {"runtime": base.runtime, "threads": base.threads, "fingerprint": base.fingerprint,
               "measurements": len(samples)}  # fmt: skip
     return DeviceProfile(runtime, threads, machine_fingerprint(runtime), predictor, samples, transferred_from=source,
-                         reference={"spec": REFERENCE_SPEC, "ms": reference_ms(samples)})  # fmt: skip
+                         reference=_reference_record(refs))  # fmt: skip
+
+
+def _reference_record(refs: dict[str, float]) -> dict[str, Any]:
+    """What a profile records of its references: their specs and median times over its samples."""
+    record: dict[str, Any] = {"spec": REFERENCE_SPEC, "ms": refs["reference_ms"]}
+    if "memory_reference_ms" in refs:
+        record["memory"] = {"spec": MEMORY_REFERENCE_SPEC, "ms": refs["memory_reference_ms"]}
+    return record
