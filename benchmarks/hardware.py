@@ -136,6 +136,9 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
         "macs_only_cv_on_calibration": _stats(np.maximum(cv_macs, 1e-6), y_calib),
         "correction_kept": profile.predictor.correction is not None,
         "kernel_model_from": kernels_from.runtime if kernels_from else None,
+        # the same raw timings normalised by the compute-bound reference alone (before 2026-12-05, third
+        # session), refitted and scored against its own labels and against the raw times
+        "compute_reference_only": _compute_reference_only(calib, held, runtime, threads, kernels_from),
         "additive_only_predictor": (
             _stats(_predict(fit_profile(calib, runtime, threads, calib_s).predictor, held), y) if kernels_from else None
         ),
@@ -146,6 +149,15 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
         },
     }
     return result, profile
+
+
+def _compute_reference_only(calib: list[dict], held: list[dict], runtime: str, threads: int,
+                            kernels_from: Any) -> dict[str, Any]:  # fmt: skip
+    """The predictor fitted and scored with every time normalised by the compute-bound reference alone."""
+    calib, held = ([{k: v for k, v in s.items() if k != "memory_reference_ms"} for s in ss] for ss in (calib, held))
+    pred = _predict(fit_profile(calib, runtime, threads, kernels_from=kernels_from).predictor, held)
+    return {"predictor": _stats(pred, normalised_ms(held, reference_ms(calib))),
+            "predictor_vs_raw_times": _stats(pred, np.array([s["latency_ms"] for s in held]))}  # fmt: skip
 
 
 def _kernel_source(runtime: str) -> Any:

@@ -2,15 +2,16 @@
 
 ``calibrate(runtime, threads, minutes)`` draws architectures (``hardware.archs``), exports each to
 the runtime's format (with the parity check every export has), times it in fresh sessions beside
-a fixed reference model (``measured_ratio``), and fits ``LatencyPredictor`` on the kernels of the
-models measured.
+two fixed reference models, one compute-bound and one memory-bound (``measured_ratio``), and fits
+``LatencyPredictor`` on the kernels of the models measured, their times brought to the references'
+median speeds (``normalised_ms``).
 Samples are appended to ``<out>.samples.jsonl`` as they are measured, so an interrupted
 calibration resumes where it stopped. ``transfer`` re-targets a profile to another runtime or
 thread count from a handful of measurements.
 
 Cost: per model, one export (ONNX ~1–2 s, ExecuTorch ~2–4 s, LiteRT ~3–5 s on 2 cores) plus
-``rounds`` (5) pairs of fresh sessions, reference and model (~0.25 s a pair for small models): a
-15-minute calibration measures ~250–350 ONNX Runtime models on 2 cores.
+``rounds`` (5) rounds of fresh sessions, the two references and the model (~0.35 s a round for small
+models): a 15-minute calibration measures ~300–380 ONNX Runtime models on 2 cores (~190 ExecuTorch).
 """
 
 from __future__ import annotations
