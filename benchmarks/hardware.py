@@ -71,7 +71,7 @@ def _spec_key(sample: dict) -> str:
 
 def _repeat_agreement(runtime: str, threads: int, held: list[dict], n: int = 40) -> dict[str, Any]:
     """The noise floor: the first ``n`` held-out architectures exported and timed again (same seed, so
-    the same draws), each new ratio to the reference against the first. A predictor cannot agree
+    the same draws), each new drift-normalised time against the first. A predictor cannot agree
     with one measurement more often than two measurements agree with each other."""
     again = _samples(runtime, threads, "repeat", HELDOUT_SEED, 1e9, n)
     refs = reference_ms(held)
