@@ -8,14 +8,16 @@ runs, so each timing carries its real context (what ran before it, what is still
   optimised graph with its input and output shapes;
 * ExecuTorch: an ETDump (``_load_for_executorch(enable_etdump=True)``), where the XNNPACK delegate
   reports one event per XNNPACK operator;
-* LiteRT: its Python interpreter exposes no per-operator timings, so nothing (``None``).
+* LiteRT: its C API's profiler (``hardware.litert_profiler``; its Python API has none), where the
+  XNNPACK delegate reports the same events.
 
 ``attribute`` then hands each runtime operator's time to one of edgeopt's kernels
 (``hardware.kernels``): convolutions and matmuls by kernel size and output size, in execution
-order (both runtimes may run a residual's shortcut before its body; ONNX Runtime's profiler gives
+order (the runtimes may run a residual's shortcut before its body; ONNX Runtime's profiler gives
 each node's shapes, and XNNPACK's are read from the delegate's serialised graph in the ``.pte``,
-``xnnpack_compute_shapes``), other kernels by kind in order, and glue the runtime adds (layout
-reorders, reshapes, a clamp XNNPACK runs after an add) to the kernel before it. A kernel the
+``xnnpack_compute_shapes``, or from the ``.tflite``'s operators, ``tflite_compute_shapes``), other
+kernels by kind in order, and glue the runtime adds (layout reorders, reshapes, a clamp XNNPACK
+runs after an add) to the kernel before it. A kernel the
 runtime fused into another (ONNX Runtime folds a residual add into the convolution before it) gets 0.
 
 Cost: one extra profiled session per model (~``seconds`` of calls plus warm-up), ~0.3–0.5 s.
@@ -250,13 +252,50 @@ def _executorch_ops(path: Path, threads: int, seconds: float, warmup: int) -> li
     names = [n for n, _ in calls[0]]
     us = np.array([[t for _, t in r] for r in calls if [n for n, _ in r] == names])
     try:
-        shapes = iter(xnnpack_compute_shapes(path))
+        shapes = xnnpack_compute_shapes(path)
     except (ImportError, AttributeError, OSError, ValueError, subprocess.CalledProcessError):
         return None  # ExecuTorch's private serialisation moved (another version): no kernel times, not no sample
-    ops = [xnnpack_op(n, _trimmed_mean(us[:, j])) for j, n in enumerate(names)]
-    ops = [replace(op, shape=next(shapes, None)) if op.kind == "compute" else op for op in ops]
-    if any(op.kind == "compute" and op.shape is None for op in ops) or next(shapes, None) is not None:
-        return None  # the profiled operators and the serialised graph disagree: nothing to pair by
+    return _with_shapes([xnnpack_op(n, _trimmed_mean(us[:, j])) for j, n in enumerate(names)], shapes)
+
+
+def tflite_compute_shapes(path: Path) -> list[tuple[int, int]]:
+    """``(kernel area, output area)`` of each convolution and matmul of a ``.tflite``, in its operators'
+    order, which is the order its XNNPACK delegate runs them (``graph_compute_shapes``'s terms)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from edgeopt.runtimes import quiet_output
+
+    with quiet_output():
+        it = Interpreter(str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    dims = {int(t["index"]): [int(d) for d in t["shape"]] for t in it.get_tensor_details()}
+    shapes = []
+    for op in it._get_ops_details():
+        out = dims[int(op["outputs"][0])]
+        if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D"):  # weights [O, H, W, I] / [1, H, W, C]; NHWC out
+            w = dims[int(op["inputs"][1])]
+            shapes.append((w[1] * w[2], int(np.prod(out[1:-1]))))
+        elif op["op_name"] == "FULLY_CONNECTED":
+            shapes.append((1, int(np.prod(out[:-1]))))
+    return shapes
+
+
+def _litert_ops(path: Path, threads: int, seconds: float, warmup: int) -> list[OpTime] | None:
+    from edgeopt.hardware.litert_profiler import profiled_calls
+
+    calls = profiled_calls(path, threads, seconds, warmup)
+    if calls is None:
+        return None
+    us = np.array([[t for _, t in c] for c in calls])
+    return _with_shapes([xnnpack_op(n, _trimmed_mean(us[:, j])) for j, (n, _) in enumerate(calls[0])],
+                        tflite_compute_shapes(path))  # fmt: skip
+
+
+def _with_shapes(ops: list[OpTime], shapes: Sequence[tuple[int, int]]) -> list[OpTime] | None:
+    """XNNPACK's compute operators given the graph's shapes, in order; None where the counts differ."""
+    left = iter(shapes)
+    ops = [replace(op, shape=next(left, None)) if op.kind == "compute" else op for op in ops]
+    if any(op.kind == "compute" and op.shape is None for op in ops) or next(left, None) is not None:
+        return None  # the profiled operators and the graph disagree: nothing to pair by
     return ops
 
 
@@ -274,11 +313,13 @@ def _run_for(call, seconds: float, least: int = 20) -> None:
 def profiled_ops(runtime: str, path: str | Path, threads: int = 1, seconds: float = 0.2,
                  warmup: int = 10) -> list[OpTime] | None:  # fmt: skip
     """The runtime operators of one single-input artifact with their time per call (µs, trimmed mean
-    over at least 20 calls and about ``seconds``, on a uniform 0..1 input), from the runtime's
-    profiler; None for a runtime without one (LiteRT), or where the operators cannot be paired with
-    their shapes."""
+    over at least 20 calls and about ``seconds``), from the runtime's profiler; None for a runtime
+    without one, a LiteRT whose profiler cannot be read, or where the operators cannot be paired
+    with their shapes."""
     if runtime == "onnxruntime":
         return _ort_ops(Path(path), threads, seconds, warmup)
     if runtime == "executorch":
         return _executorch_ops(Path(path), threads, seconds, warmup)
+    if runtime == "litert":
+        return _litert_ops(Path(path), threads, seconds, warmup)
     return None
