@@ -20,6 +20,7 @@ Cost: one compiled model and ``seconds`` of profiled calls (profiling adds ~15% 
 from __future__ import annotations
 
 import ctypes as C
+import functools
 import time
 from importlib import metadata
 from pathlib import Path
@@ -71,6 +72,7 @@ _SIGNATURES = {
 }  # fmt: skip
 
 
+@functools.cache
 def _library() -> C.CDLL:
     import ai_edge_litert
 
@@ -178,7 +180,8 @@ def profiled_calls(path: str | Path, threads: int = 1, seconds: float = 0.2, war
                    least: int = 20) -> list[list[tuple[str, float]]] | None:  # fmt: skip
     """Each XNNPACK operator's name and time (µs) in every profiled call of a ``.tflite`` (at least
     ``least`` calls and about ``seconds``, after ``warmup``), or None where this LiteRT is not a
-    version whose profiler this module can read, or the calls disagree on their operators."""
+    version whose profiler this module can read, its C API refuses a step, or the calls disagree on
+    their operators."""
     try:
         if metadata.version("ai-edge-litert") not in SUPPORTED_VERSIONS:
             return None
@@ -186,13 +189,18 @@ def profiled_calls(path: str | Path, threads: int = 1, seconds: float = 0.2, war
     except (metadata.PackageNotFoundError, ImportError, OSError, AttributeError):
         return None
     with quiet_output():  # LiteRT logs every environment and accelerator it creates
-        model = _ProfiledModel(lib, Path(path), threads)
+        try:
+            model = _ProfiledModel(lib, Path(path), threads)
+        except RuntimeError:  # a status the C API refused with: no kernel times, not no sample
+            return None
         try:
             for _ in range(warmup):
                 model.profiled_call()
             calls, start = [], time.perf_counter()
             while len(calls) < least or time.perf_counter() - start < seconds:
                 calls.append(model.profiled_call())
+        except RuntimeError:
+            return None
         finally:
             model.close()
     names = [n for n, _ in calls[0]]
