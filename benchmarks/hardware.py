@@ -140,12 +140,7 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
         # the same raw timings normalised by the compute-bound reference alone (before 2026-12-05, third
         # session), refitted and scored against its own labels and against the raw times
         "compute_reference_only": _compute_reference_only(calib, held, runtime, threads, kernels_from),
-        # LiteRT: what its own profiled kernel times buy over pricing its kernels with ExecuTorch's model
-        "lent_kernel_model_predictor": (
-            _stats(_predict(fit_profile([{**s, "kernel_us": None} for s in calib], runtime, threads, calib_s,
-                                        kernels_from).predictor, held), y)
-            if kernels_from else None
-        ),  # fmt: skip
+        "lent_kernel_model_predictor": _lent_kernel_model(calib, held, y, runtime, threads, kernels_from),
         "per_family_within_10pct": {
             f: float(np.mean(np.abs(pred[m] / y[m] - 1) <= 0.1))
             for f in sorted({s["spec"]["family"] for s in held})
@@ -162,6 +157,16 @@ def _compute_reference_only(calib: list[dict], held: list[dict], runtime: str, t
     pred = _predict(fit_profile(calib, runtime, threads, kernels_from=kernels_from).predictor, held)
     return {"predictor": _stats(pred, normalised_ms(held, reference_ms(calib))),
             "predictor_vs_raw_times": _stats(pred, np.array([s["latency_ms"] for s in held]))}  # fmt: skip
+
+
+def _lent_kernel_model(calib: list[dict], held: list[dict], y: np.ndarray, runtime: str, threads: int,
+                       kernels_from: Any) -> dict[str, Any] | None:  # fmt: skip
+    """LiteRT's predictor fitted without its own kernel times, on ExecuTorch's lent per-kernel model, and
+    scored: what LiteRT's profiled kernel times buy."""
+    if kernels_from is None:
+        return None
+    untimed = [{**s, "kernel_us": None} for s in calib]
+    return _stats(_predict(fit_profile(untimed, runtime, threads, kernels_from=kernels_from).predictor, held), y)
 
 
 def _kernel_source(runtime: str) -> Any:

@@ -43,7 +43,7 @@ def calibrate(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     kernels_from: Annotated[
         Path | None,
-        typer.Option("--kernels-from", help="price kernels with this profile's per-kernel model (LiteRT: ExecuTorch)"),
+        typer.Option("--kernels-from", help="per-kernel model to lend where this runtime gives no kernel times"),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -51,9 +51,10 @@ def calibrate(
 
     Resumable: an interrupted run keeps its measurements in OUT.samples.jsonl and the same
     command continues from them. Without --out the profile is this machine's default, which
-    `edgeopt prune` latency searches then use instead of timing every candidate. LiteRT has no
-    per-operator profiler: --kernels-from an ExecuTorch profile of this machine (the same XNNPACK
-    kernels) offers its per-kernel model, kept where cross-validation says it predicts better.
+    `edgeopt prune` latency searches then use instead of timing every candidate. Where a runtime
+    gives no kernel times (a LiteRT version whose profiler edgeopt cannot read), --kernels-from an
+    ExecuTorch profile of this machine (the same XNNPACK kernels) offers its per-kernel model, kept
+    where cross-validation says it predicts better.
     """
     quiet(as_json)
     from edgeopt.hardware.calibrate import calibrate as run
