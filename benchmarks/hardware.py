@@ -136,7 +136,7 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
         "predictor_cv_on_calibration": profile.predictor.cv,
         "macs_only_cv_on_calibration": _stats(np.maximum(cv_macs, 1e-6), y_calib),
         "correction_kept": profile.predictor.correction is not None,
-        "kernel_model_from": kernels_from.runtime if kernels_from else None,
+        "kernel_model_from": profile.predictor.cv.get("kernel_model_from", {}).get("runtime"),
         # the same raw timings normalised by the compute-bound reference alone (before 2026-12-05, third
         # session), refitted and scored against its own labels and against the raw times
         "compute_reference_only": _compute_reference_only(calib, held, runtime, threads, kernels_from),

@@ -317,7 +317,8 @@ def fit_profile(samples: list[dict[str, Any]], runtime: str, threads: int, secon
     refs = reference_ms(samples)
     predictor = LatencyPredictor.fit(sample_kernels(samples), normalised_ms(samples, refs),
                                      kernel_us=normalised_kernel_us(samples, refs), kernel_model=given)  # fmt: skip
-    if kernels_from is not None:
+    if predictor.cv.get("kernel_model_given"):
+        assert kernels_from is not None
         predictor.cv["kernel_model_from"] = {"runtime": kernels_from.runtime, "threads": kernels_from.threads}
     profile = DeviceProfile(runtime, threads, machine_fingerprint(runtime), predictor, samples,
                             calibration_seconds=seconds)  # fmt: skip

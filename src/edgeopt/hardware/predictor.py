@@ -5,14 +5,14 @@ correction):
 
 * **Per-kernel model** (nn-Meter's form), when calibration read each kernel's time from the
   runtime's profiler (``hardware.op_timings``) or was given another runtime's model of the same
-  kernels (LiteRT, which has no profiler, from ExecuTorch: both run XNNPACK): a LightGBM regressor
-  predicts every kernel's time from its features and neighbours (``hardware.kernel_model``), and a
-  linear stage maps the sum to the model's time (``KERNEL_TERMS``: the sum, the kernel count, a
-  constant). Optionally *tuned*: boosted trees correct each kernel's time so that the sums match the
-  whole-model timings (``kernel_model.tune_kernel_model``), which is what the profiler's times (or
-  a lent model's) miss.
-* **Additive terms**, fitted from whole-model timings alone (LiteRT without a given per-kernel
-  model; older profiles):
+  kernels (ExecuTorch's for a LiteRT whose profiler cannot be read: both run XNNPACK): a LightGBM
+  regressor predicts every kernel's time from its features and neighbours
+  (``hardware.kernel_model``), and a linear stage maps the sum to the model's time
+  (``KERNEL_TERMS``: the sum, the kernel count, a constant). Optionally *tuned*: boosted trees
+  correct each kernel's time so that the sums match the whole-model timings
+  (``kernel_model.tune_kernel_model``), which is what the profiler's times (or a lent model's) miss.
+* **Additive terms**, fitted from whole-model timings alone (a runtime without kernel times or a
+  given per-kernel model; older profiles):
 
       latency(model) = Σ_kernels  w_type · φ_type(kernel)          (additive kernel costs)
                        × exp(g(model features))                     (optional correction)
@@ -370,9 +370,9 @@ class LatencyPredictor:
         additive_x = matrix(term_rows, additive_terms)
         given_x = matrix(kernel_sum_rows(given, models), KERNEL_TERMS) if given is not None else None
 
-        kernel_texts: dict[bytes, str | None] = {}  # the per-kernel model of each training set
+        kernel_texts: dict[bytes, str] = {}  # the per-kernel model of each training set
 
-        def kernel_text(train: np.ndarray) -> str | None:
+        def kernel_text(train: np.ndarray) -> str:
             if given is not None:
                 return given
             key = train.tobytes()
@@ -395,7 +395,6 @@ class LatencyPredictor:
             from edgeopt.hardware.kernel_model import tune_kernel_model
 
             text = kernel_text(train)
-            assert text is not None
             tuning = None
             if kind == "kernel_tuned":
                 tuning = tune_kernel_model(text, [models[i] for i in train], y[train], seed)
