@@ -180,7 +180,8 @@ def _kernel_source(runtime: str) -> Any:
 def transfer_section(base, runtime: str, threads: int, heldout: list[dict], n: int = 20) -> dict[str, Any]:
     """Re-target ``base`` with the first ``n`` held-out-disjoint measurements (a fresh seed)."""
     few = _samples(runtime, threads, f"transfer{n}", 77, 1e9, n)
-    pred_model = base.predictor.transferred(sample_kernels(few), normalised_ms(few, reference_ms(few)))
+    pred_model = base.predictor.transferred(sample_kernels(few), normalised_ms(few, reference_ms(few)),
+                                            other_threads=runtime == base.runtime)  # fmt: skip
     y = normalised_ms(heldout, reference_ms(few))
     return {
         "from": {"runtime": base.runtime, "threads": base.threads},

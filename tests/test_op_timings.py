@@ -12,7 +12,7 @@ import pytest
 from edgeopt.hardware.calibrate import export_arch, kernel_times
 from edgeopt.hardware.kernels import Kernel, kernel_from_json
 from edgeopt.hardware.op_timings import OpTime, attribute, graph_compute_shapes, ort_op, xnnpack_op
-from edgeopt.hardware.predictor import LatencyPredictor
+from edgeopt.hardware.predictor import LatencyPredictor, sped_up
 
 
 def _conv(cin: int, cout: int, k: int, hw: int, kind: str = "conv") -> Kernel:
@@ -188,6 +188,14 @@ def test_predictor_chooses_the_per_kernel_model_when_kernel_times_explain_latenc
     assert cands["kernel_tuned"]["median_abs_pct"] < cands["kernel"]["median_abs_pct"] / 2
     assert np.median(np.abs(d.predict_many(models[100:]) / slow_1x1[100:] - 1)) < 0.05
     assert LatencyPredictor.from_json(json.loads(json.dumps(d.to_json()))).kernel_tuning == d.kernel_tuning
+    # another thread count: large kernels run twice as fast, microsecond ones no faster, and the
+    # per-kernel speedup form, offered for thread counts only, follows where no map of the total can
+    two = np.array([sped_up(np.array(t) / 1e3, 0.002, (2.0, 0.02, 1.0, 0.0)) for t in times])
+    t = p.transferred(models[100:], two[100:], other_threads=True)
+    assert t.cv["transfer_form"] == "kernel_speedup" and t.kernel_speedup is not None
+    assert np.median(np.abs(t.predict_many(models[:100]) / two[:100] - 1)) < 0.05
+    assert LatencyPredictor.from_json(json.loads(json.dumps(t.to_json()))).kernel_speedup == t.kernel_speedup
+    assert "kernel_speedup" not in p.transferred(models[100:], two[100:]).cv["transfer_loo_median_pct"]
     # without kernel times (or too few) only the additive terms are candidates
     q = LatencyPredictor.fit(models[:100], y[:100], kernel_us=[None] * 70 + times[70:100], correction=False)
     assert q.kernel_model is None and set(q.cv["candidates"]) == {"additive"}

@@ -363,14 +363,16 @@ def transfer(base: DeviceProfile, runtime: str, threads: int = 1, measurements: 
     """A profile for another runtime / thread count from ``measurements`` new timings and ``base``.
 
     The base predictor ranks architectures (kernel costs keep their proportions across thread
-    counts and, roughly, runtimes on one CPU); a log-linear map ``log y = a + b log ŷ_base`` fitted
-    on the new timings re-targets it. ``samples`` may be given instead of measuring.
+    counts and, roughly, runtimes on one CPU); a map fitted on the new timings re-targets it, in
+    the form leave-one-out picks (``LatencyPredictor.transferred``; for another thread count of the
+    same runtime, a per-kernel speedup is one). ``samples`` may be given instead of measuring.
     """
     runtime = check_runtime(runtime)
     if samples is None:
         samples = measure_samples(runtime, threads, minutes=1e9, max_models=measurements, seed=seed)
     refs = reference_ms(samples)
-    predictor = base.predictor.transferred(sample_kernels(samples), normalised_ms(samples, refs))
+    predictor = base.predictor.transferred(sample_kernels(samples), normalised_ms(samples, refs),
+                                           other_threads=runtime == base.runtime)  # fmt: skip
     source = {"runtime": base.runtime, "threads": base.threads, "fingerprint": base.fingerprint,
               "measurements": len(samples)}  # fmt: skip
     return DeviceProfile(runtime, threads, machine_fingerprint(runtime), predictor, samples, transferred_from=source,
