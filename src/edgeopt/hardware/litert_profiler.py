@@ -90,6 +90,14 @@ class _ProfiledModel:
     def __init__(self, lib: C.CDLL, path: Path, threads: int) -> None:
         self.lib, self.buffers = lib, []
         self.env, self.model, self.compiled, self.profiler = _P(), _P(), _P(), _P()
+        try:
+            self._open(path, threads)
+        except RuntimeError:
+            self.close()  # what was created so far
+            raise
+
+    def _open(self, path: Path, threads: int) -> None:
+        lib = self.lib
         self._check(lib.LiteRtCreateEnvironment(0, None, C.byref(self.env)))
         self._check(lib.LiteRtCreateModelFromFile(self.env, str(path).encode(), C.byref(self.model)))
         options = _P()
@@ -171,9 +179,12 @@ class _ProfiledModel:
     def close(self) -> None:
         for buffer in self.buffers:
             self.lib.LiteRtDestroyTensorBuffer(buffer)
-        self.lib.LiteRtDestroyCompiledModel(self.compiled)  # and its profiler
-        self.lib.LiteRtDestroyModel(self.model)
-        self.lib.LiteRtDestroyEnvironment(self.env)
+        lib = self.lib
+        owned = ((lib.LiteRtDestroyCompiledModel, self.compiled), (lib.LiteRtDestroyModel, self.model),
+                 (lib.LiteRtDestroyEnvironment, self.env))  # fmt: skip
+        for destroy, handle in owned:  # the compiled model owns the profiler
+            if handle.value:
+                destroy(handle)
 
 
 def profiled_calls(path: str | Path, threads: int = 1, seconds: float = 0.2, warmup: int = 10,
