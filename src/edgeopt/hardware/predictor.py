@@ -230,8 +230,12 @@ def kernel_sum_rows(model_text: str, models: Sequence[Sequence[Kernel]], tuning:
     the kernels: their predicted sum (ms), their count and a per-model constant."""
     from edgeopt.hardware.kernel_model import predict_kernel_us
 
-    per_kernel = predict_kernel_us(model_text, models, tuning)
-    return [{"kernels.ms": float(t.sum()) / 1e3, "kernels.n": float(len(t)), "model.n": 1.0} for t in per_kernel]
+    return _sum_rows(predict_kernel_us(model_text, models, tuning))
+
+
+def _sum_rows(per_kernel_us: Sequence[np.ndarray]) -> list[dict[str, float]]:
+    """``kernel_sum_rows`` from each model's per-kernel times (µs). Pure."""
+    return [{"kernels.ms": float(t.sum()) / 1e3, "kernels.n": float(len(t)), "model.n": 1.0} for t in per_kernel_us]
 
 
 @dataclass
@@ -257,27 +261,30 @@ class LatencyPredictor:
     def term_rows(self, models: Sequence[Sequence[Kernel]]) -> list[dict[str, float]]:
         """The linear stage's input rows for ``models``: their terms, or their per-kernel sums."""
         if self.kernel_model is not None:
-            return kernel_sum_rows(self.kernel_model, models, self.kernel_tuning)
+            return _sum_rows(self._kernel_us(models))
         return [model_terms(k) for k in models]
 
-    def predict_many(self, models: Sequence[Sequence[Kernel]]) -> np.ndarray:
-        """Milliseconds for several models, each given by its kernels."""
-        pred = self.predict_rows(self.term_rows(models), [model_summary(k) for k in models])
-        if self.kernel_speedup is None:
-            return pred
-        parts, rest = self._kernel_parts(models, pred)
-        return np.array([sped_up(p, r, self.kernel_speedup) for p, r in zip(parts, rest, strict=True)])
-
-    def _kernel_parts(
-        self, models: Sequence[Sequence[Kernel]], pred: np.ndarray
-    ) -> tuple[list[np.ndarray], np.ndarray]:
-        """Each model's kernels' shares of ``pred`` (ms), and the rest of it (per-call overhead, correction)."""
+    def _kernel_us(self, models: Sequence[Sequence[Kernel]]) -> list[np.ndarray]:
+        """Each model's per-kernel times (µs) from the per-kernel model and its tuning."""
         from edgeopt.hardware.kernel_model import predict_kernel_us
 
         assert self.kernel_model is not None
+        return predict_kernel_us(self.kernel_model, models, self.kernel_tuning)
+
+    def predict_many(self, models: Sequence[Sequence[Kernel]]) -> np.ndarray:
+        """Milliseconds for several models, each given by its kernels."""
+        summaries = [model_summary(k) for k in models]
+        if self.kernel_speedup is None:
+            return self.predict_rows(self.term_rows(models), summaries)
+        per_kernel = self._kernel_us(models)  # once, for the linear stage and for the speedup
+        pred = self.predict_rows(_sum_rows(per_kernel), summaries)
+        parts, rest = self._kernel_parts(per_kernel, pred)
+        return np.array([sped_up(p, r, self.kernel_speedup) for p, r in zip(parts, rest, strict=True)])
+
+    def _kernel_parts(self, per_kernel_us: list[np.ndarray], pred: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """Each model's kernels' shares of ``pred`` (ms), and the rest of it (per-call overhead, correction)."""
         w = dict(zip(self.terms, self.weights, strict=True))["kernels.ms"]
-        per = predict_kernel_us(self.kernel_model, models, self.kernel_tuning)
-        parts = [np.maximum(w * t / 1e3, 0.0) for t in per]
+        parts = [np.maximum(w * t / 1e3, 0.0) for t in per_kernel_us]
         return parts, np.maximum(pred - np.array([p.sum() for p in parts]), 0.0)
 
     def predict_rows(
@@ -321,8 +328,10 @@ class LatencyPredictor:
         """
         y = np.asarray(latency_ms, dtype=np.float64)
         base = replace(self, log_affine=(0.0, 1.0), kernel_speedup=None)
-        x = np.log(base.predict_many(models))
-        stage = matrix(self.term_rows(models), KERNEL_TERMS) if self.kernel_model else None
+        per_kernel = base._kernel_us(models) if self.kernel_model else None  # once, for every form
+        rows = _sum_rows(per_kernel) if per_kernel is not None else base.term_rows(models)
+        x = np.log(base.predict_rows(rows, [model_summary(k) for k in models]))
+        stage = matrix(rows, KERNEL_TERMS) if per_kernel is not None else None
 
         def log_affine(train: np.ndarray) -> LatencyPredictor:
             return replace(base, log_affine=_log_affine(x[train], np.log(y[train])))
@@ -338,10 +347,11 @@ class LatencyPredictor:
             return replace(base, kernel_speedup=theta)
 
         forms: dict[str, Callable[[np.ndarray], LatencyPredictor]] = {"log_affine": log_affine}
-        parts, rest = base._kernel_parts(models, np.exp(x)) if self.kernel_model and other_threads else (None, None)
-        if stage is not None:
+        parts, rest = (None, None)
+        if per_kernel is not None:
             forms["kernel_stage"] = kernel_stage
-        if stage is not None and other_threads:
+        if per_kernel is not None and other_threads:
+            parts, rest = base._kernel_parts(per_kernel, np.exp(x))
             forms["kernel_speedup"] = kernel_speedup
         everyone = np.arange(len(y))
         loo = {}
@@ -361,10 +371,7 @@ class LatencyPredictor:
         """Each kernel's share of the linear (uncorrected) prediction, in milliseconds."""
         w = dict(zip(self.terms, self.weights, strict=True))
         if self.kernel_model is not None:
-            from edgeopt.hardware.kernel_model import predict_kernel_us
-
-            per_kernel = predict_kernel_us(self.kernel_model, [kernels], self.kernel_tuning)[0]
-            return [w["kernels.ms"] * t / 1e3 for t in per_kernel]
+            return [w["kernels.ms"] * t / 1e3 for t in self._kernel_us([kernels])[0]]
         return [sum(w.get(n, 0.0) * v for n, v in kernel_terms(k).items()) for k in kernels]
 
     @classmethod
