@@ -32,7 +32,14 @@ from typing import Any
 import numpy as np
 from common import ROOT, write_result
 
-from edgeopt.hardware.calibrate import fit_profile, measure_samples, normalised_ms, reference_ms, sample_kernels
+from edgeopt.hardware.calibrate import (
+    fit_profile,
+    measure_samples,
+    normalised_ms,
+    reference_ms,
+    sample_kernels,
+    transfer,
+)
 from edgeopt.hardware.predictor import ErrorStats, LatencyPredictor, macs_only_fit
 
 CACHE = ROOT / "benchmarks" / ".cache" / "hardware"
@@ -180,8 +187,7 @@ def _kernel_source(runtime: str) -> Any:
 def transfer_section(base, runtime: str, threads: int, heldout: list[dict], n: int = 20) -> dict[str, Any]:
     """Re-target ``base`` with the first ``n`` held-out-disjoint measurements (a fresh seed)."""
     few = _samples(runtime, threads, f"transfer{n}", 77, 1e9, n)
-    pred_model = base.predictor.transferred(sample_kernels(few), normalised_ms(few, reference_ms(few)),
-                                            other_threads=runtime == base.runtime)  # fmt: skip
+    pred_model = transfer(base, runtime, threads, samples=few).predictor
     y = normalised_ms(heldout, reference_ms(few))
     return {
         "from": {"runtime": base.runtime, "threads": base.threads},
