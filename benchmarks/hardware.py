@@ -35,6 +35,7 @@ from common import ROOT, write_result
 from edgeopt.hardware.calibrate import (
     fit_profile,
     measure_samples,
+    measuring_minutes,
     normalised_ms,
     reference_ms,
     sample_kernels,
@@ -93,7 +94,7 @@ def _repeat_agreement(runtime: str, threads: int, held: list[dict], n: int = 40)
 
 def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int) -> tuple[dict[str, Any], Any]:
     t0 = time.monotonic()
-    calib = _samples(runtime, threads, "calib", 0, minutes, None)
+    calib = _samples(runtime, threads, "calib", 0, measuring_minutes(minutes), None)  # the fit takes the rest
     # resumed from the journal: the calibration's own clock (``elapsed_s``), not this run's
     calib_s = max(time.monotonic() - t0, float(calib[-1].get("elapsed_s", 0.0)) if calib else 0.0)
     t1 = time.monotonic()

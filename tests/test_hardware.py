@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -273,6 +274,21 @@ def test_measure_samples_times_real_artifacts_and_resumes_from_its_journal(tmp_p
     assert len(measure_samples("onnxruntime", 1, minutes=5, max_models=10, journal=journal, workers=1)) == 3
     with pytest.raises(EdgeoptError, match="cannot calibrate"):
         measure_samples("torch", 1, max_models=1)
+
+
+def test_calibration_starts_no_model_that_would_end_past_its_budget(tmp_path, monkeypatch) -> None:
+    def slow_ratio(*args, **kwargs):  # timing a model costs 0.8 s
+        time.sleep(0.8)
+        return 1.0, 0.1, 0.1, 0.1, 0.1
+
+    monkeypatch.setattr(calibrate_module, "export_arch", lambda spec, *args: {"spec": spec, "kernels": [], "macs": 0})
+    monkeypatch.setattr(calibrate_module, "measured_ratio", slow_ratio)
+    monkeypatch.setattr(calibrate_module, "kernel_times", lambda *args: None)
+    samples = measure_samples("onnxruntime", 1, minutes=0.05, workers=1)  # 3 s: room for three, not a fourth
+    assert len(samples) == 3 and samples[-1]["elapsed_s"] <= 3.0
+    # ``calibrate``'s budget covers the fit too: measuring stops FIT_RESERVE_S early (or halfway, for a short one)
+    assert calibrate_module.measuring_minutes(15) * 60 == 900 - calibrate_module.FIT_RESERVE_S
+    assert calibrate_module.measuring_minutes(0.2) == pytest.approx(0.1)
 
 
 def run_cli(capfd: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, str, str]:

@@ -39,7 +39,7 @@ def calibrate(
         Path | None, typer.Option("--out", help="profile JSON to write (default: this machine's, used by prune)")
     ] = None,
     threads: ThreadsOpt = 1,
-    minutes: Annotated[float, typer.Option("--minutes", help="time budget for measuring")] = 15.0,
+    minutes: Annotated[float, typer.Option("--minutes", help="budget of the whole calibration, fit included")] = 15.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     kernels_from: Annotated[
         Path | None,

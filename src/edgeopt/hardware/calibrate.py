@@ -169,7 +169,8 @@ def measure_samples(
     rounds: int = 5,
     on_sample: Callable[[int, float, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure random architectures (``sample_arch``) until ``minutes`` or ``max_models`` run out.
+    """Measure random architectures (``sample_arch``) until ``minutes`` or ``max_models`` run out; a
+    model that, at this run's average cost per model, would end past ``minutes`` is not started.
 
     Each sample holds the model's kernels, its time (``latency_ms``) and, timed in the same rounds,
     its ratio to ``REFERENCE_SPEC``'s model (``ratio``, ``reference_ms``) and ``MEMORY_REFERENCE_SPEC``'s
@@ -213,13 +214,19 @@ def measure_samples(
             else None
         )
         run_all = map if pool is None else pool.map
-        while (max_models is None or len(samples) < max_models) and time.monotonic() < deadline:
+        began, measured = time.monotonic(), 0
+
+        def fits() -> bool:  # whether one more model, at this run's average cost, ends in time
+            now = time.monotonic()
+            return now < deadline and (not measured or now + (now - began) / measured <= deadline)
+
+        while (max_models is None or len(samples) < max_models) and fits():
             want = 2 * workers if max_models is None else min(2 * workers, max_models - len(samples))
             specs = [sample_arch(rng) for _ in range(want)]
             paths = [Path(tmp) / f"m{len(samples) + i}{suffix}" for i in range(want)]
             exported = list(run_all(_try_export, specs, [runtime] * want, paths))
             for feats, path in zip(exported, paths, strict=True):
-                if feats is None or time.monotonic() > deadline and samples:
+                if feats is None or samples and not fits():
                     continue
                 ratio, ref_ms, own_ms, p50_ms, mem_ms = measured_ratio(runtime, path, reference, threads, rounds,
                                                                        memory_reference=memory_reference)  # fmt: skip
@@ -229,6 +236,7 @@ def measure_samples(
                           "elapsed_s": round(time.monotonic() - start, 2)}  # fmt: skip
                 path.unlink(missing_ok=True)
                 samples.append(sample)
+                measured += 1
                 if journal is not None:
                     with journal.open("a") as f:
                         f.write(json.dumps(sample) + "\n")
@@ -326,6 +334,18 @@ def fit_profile(samples: list[dict[str, Any]], runtime: str, threads: int, secon
     return profile
 
 
+# The fit's share of a calibration's time budget: 5-fold cross-validation of every candidate, with a
+# per-kernel model and its tuning fitted per fold, took about 4 s on 190-330 models (2026-12-05, 2-core Xeon);
+# reserved with room, so that ``--minutes 15`` means fifteen minutes in all.
+FIT_RESERVE_S = 20.0
+
+
+def measuring_minutes(minutes: float) -> float:
+    """The part of a calibration's budget ``minutes`` spent measuring: all but ``FIT_RESERVE_S``, and at
+    least half of it (a budget of a minute or two, as in tests). Pure."""
+    return max(minutes - FIT_RESERVE_S / 60, minutes / 2)
+
+
 def calibrate(
     runtime: str,
     threads: int = 1,
@@ -336,8 +356,9 @@ def calibrate(
     on_sample: Callable[[int, float, dict[str, Any]], None] | None = None,
     kernels_from: DeviceProfile | None = None,
 ) -> DeviceProfile:
-    """Measure architectures in ``runtime`` for ``minutes`` and fit a device profile (saved to ``out``;
-    ``kernels_from``: see ``fit_profile``).
+    """Measure architectures in ``runtime`` and fit a device profile (saved to ``out``; ``kernels_from``:
+    see ``fit_profile``), within ``minutes`` in all: measuring stops ``FIT_RESERVE_S`` early
+    (``measuring_minutes``) to leave the fit its time.
 
     Interrupted runs keep their samples in ``<out>.samples.jsonl`` and the next call with the same
     ``out`` resumes from them; the journal is removed once the profile is written.
@@ -349,7 +370,8 @@ def calibrate(
     _lent_kernel_model(kernels_from)  # before minutes of measuring, not after
     journal = Path(str(out) + ".samples.jsonl") if out is not None else None
     start = time.monotonic()
-    samples = measure_samples(runtime, int(threads), minutes, max_models, seed, journal, on_sample=on_sample)
+    samples = measure_samples(runtime, int(threads), measuring_minutes(minutes), max_models, seed, journal,
+                              on_sample=on_sample)
     profile = fit_profile(samples, check_runtime(runtime), int(threads), time.monotonic() - start, kernels_from)
     if out is not None:
         profile.save(out)
