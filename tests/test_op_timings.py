@@ -150,8 +150,9 @@ def _kernel_world(n: int, seed: int) -> tuple[list[list[Kernel]], list[list[floa
 def test_predictor_chooses_the_per_kernel_model_when_kernel_times_explain_latency() -> None:
     models, times, y = _kernel_world(120, 0)
     p = LatencyPredictor.fit(models[:100], y[:100], kernel_us=times[:100], correction=False)
-    assert p.cv["chosen"] in ("kernel", "kernel_tuned") and p.kernel_model is not None
     cands = p.cv["candidates"]
+    assert p.cv["chosen"] in cands and p.cv["chosen"].startswith("kernel") and p.kernel_model is not None
+    assert {"kernel_by_share", "kernel_by_share_tuned"} <= set(cands)  # kernels weighted by their time share
     assert cands["kernel"]["within_10pct"] > cands["additive"]["within_10pct"] + 0.2
     pred = p.predict_many(models[100:])
     assert np.median(np.abs(pred / y[100:] - 1)) < 0.05  # unseen models
@@ -176,6 +177,7 @@ def test_predictor_chooses_the_per_kernel_model_when_kernel_times_explain_latenc
     # calibrated there without kernel times, the given per-kernel model prices the kernels
     s = LatencyPredictor.fit(models[:100], sibling[:100], correction=False, kernel_model=p.kernel_model)
     assert s.cv["chosen"] in ("kernel", "kernel_tuned") and s.cv["kernel_model_given"]
+    assert "kernel_by_share" not in s.cv["candidates"]  # a lent model is fitted already
     assert s.kernel_model == p.kernel_model
     assert np.median(np.abs(s.predict_many(models[100:]) / sibling[100:] - 1)) < 0.05
     # a sibling whose 1×1 convolutions run at half the speed: the lent model misprices them, and tuning
@@ -190,7 +192,7 @@ def test_predictor_chooses_the_per_kernel_model_when_kernel_times_explain_latenc
     assert LatencyPredictor.from_json(json.loads(json.dumps(d.to_json()))).kernel_tuning == d.kernel_tuning
     # another thread count: large kernels run twice as fast, microsecond ones no faster, and the
     # per-kernel speedup form, offered for thread counts only, follows where no map of the total can
-    two = np.array([sped_up(np.array(t) / 1e3, 0.002, (2.0, 0.02, 1.0, 0.0)) for t in times])
+    two = np.array([sped_up(np.array(t) / 1e3, 0.002, (2.0, 0.5, 1.0, 0.0)) for t in times])  # half-way at 0.5 ms
     t = p.transferred(models[100:], two[100:], other_threads=True)
     assert t.cv["transfer_form"] == "kernel_speedup" and t.kernel_speedup is not None
     assert np.median(np.abs(t.predict_many(models[:100]) / two[:100] - 1)) < 0.05
@@ -199,3 +201,11 @@ def test_predictor_chooses_the_per_kernel_model_when_kernel_times_explain_latenc
     # without kernel times (or too few) only the additive terms are candidates
     q = LatencyPredictor.fit(models[:100], y[:100], kernel_us=[None] * 70 + times[70:100], correction=False)
     assert q.kernel_model is None and set(q.cv["candidates"]) == {"additive"}
+
+
+def test_share_weights_follow_each_kernels_share_of_its_model() -> None:
+    from edgeopt.hardware.kernel_model import share_weights
+
+    w = share_weights([[90.0, 10.0], [1.0, 1.0, 1.0, 1.0], [0.0]])
+    expected = [0.9**0.5 + 0.02, 0.1**0.5 + 0.02, 0.52, 0.52, 0.52, 0.52, 0.02]
+    assert w == pytest.approx(expected)  # a fused-away kernel (0 µs) keeps the floor

@@ -7,7 +7,8 @@ correction):
   runtime's profiler (``hardware.op_timings``) or was given another runtime's model of the same
   kernels (ExecuTorch's for a LiteRT whose profiler cannot be read: both run XNNPACK): a LightGBM
   regressor predicts every kernel's time from its features and neighbours
-  (``hardware.kernel_model``), and a linear stage maps the sum to the model's time
+  (``hardware.kernel_model``; fitted with all kernels alike, or each weighted by its share of its
+  model's time), and a linear stage maps the sum to the model's time
   (``KERNEL_TERMS``: the sum, the kernel count, a constant). Optionally *tuned*: boosted trees
   correct each kernel's time so that the sums match the whole-model timings
   (``kernel_model.tune_kernel_model``), which is what the profiler's times (or a lent model's) miss.
@@ -389,14 +390,16 @@ class LatencyPredictor:
         profiled times (``kernel_us``, None for a model whose operators did not line up).
 
         Cross-validation scores each candidate (the additive terms; when at least 40 models have
-        kernel times, the per-kernel model as fitted on them and as tuned to the whole-model times,
-        ``kernel_model.tune_kernel_model``; each with and without the correction), keeps the one
-        with the most models within ±10% (then the lowest median error), and gives the error band.
+        kernel times, the per-kernel model as fitted on them with every kernel alike and with each
+        weighted by its share of its model's time, ``kernel_model.share_weights``, each as it is and
+        as tuned to the whole-model times, ``kernel_model.tune_kernel_model``; each with and without
+        the correction), keeps the one with the most models within ±10% (then the lowest median
+        error), and gives the error band.
         Without kernel times, a per-kernel model fitted elsewhere (``kernel_model``: another
         runtime's on this CPU that runs the same kernel library, ExecuTorch's XNNPACK for LiteRT's)
         is the per-kernel candidate, as it is and tuned to this runtime's timings. Cost: ~1 s for
-        the additive terms, ~10–30 s more with kernel times (a per-kernel LightGBM fit and a tuning
-        per fold)."""
+        the additive terms, ~5–30 s more with kernel times (two per-kernel LightGBM fits and two
+        tunings per fold)."""
         y = np.asarray(latency_ms, dtype=np.float64)
         summary_rows = [model_summary(k) for k in models]
         summary_names = sorted({n for r in summary_rows for n in r})
@@ -411,37 +414,39 @@ class LatencyPredictor:
         additive_x = matrix(term_rows, additive_terms)
         given_x = matrix(kernel_sum_rows(given, models), KERNEL_TERMS) if given is not None else None
 
-        kernel_texts: dict[bytes, str] = {}  # the per-kernel model of each training set
+        kernel_texts: dict[tuple[bytes, bool], str] = {}  # the per-kernel models of each training set
 
-        def kernel_text(train: np.ndarray) -> str:
+        def kernel_text(train: np.ndarray, by_share: bool) -> str:
             if given is not None:
                 return given
-            key = train.tobytes()
+            key = (train.tobytes(), by_share)
             if key not in kernel_texts:
                 from edgeopt.hardware.kernel_model import fit_kernel_model
 
                 in_train = set(train.tolist())
                 fit_on = [i for i in timed if i in in_train]
                 profiled = [kernel_us[i] for i in fit_on]  # type: ignore[index]
-                kernel_texts[key] = fit_kernel_model([models[i] for i in fit_on], profiled, seed)
+                kernel_texts[key] = fit_kernel_model([models[i] for i in fit_on], profiled, seed, by_share)
             return kernel_texts[key]
 
         def stage(train: np.ndarray, kind: str) -> tuple[np.ndarray, list[str], str | None, str | None]:
             """The linear stage's matrix for every model, fitted on ``train``; its terms; its kernel
-            model and that model's tuning to whole-model times (``kernel_tuned``)."""
+            model (``kernel_by_share``: fitted with kernels weighted by their share of their model's
+            time) and that model's tuning to whole-model times (``_tuned``)."""
             if kind == "additive":
                 return additive_x, additive_terms, None, None
             if kind == "kernel" and given_x is not None:  # priced by the given model as it is
                 return given_x, KERNEL_TERMS, given, None
             from edgeopt.hardware.kernel_model import tune_kernel_model
 
-            text = kernel_text(train)
+            text = kernel_text(train, kind.startswith("kernel_by_share"))
             tuning = None
-            if kind == "kernel_tuned":
+            if kind.endswith("_tuned"):
                 tuning = tune_kernel_model(text, [models[i] for i in train], y[train], seed)
             return matrix(kernel_sum_rows(text, models, tuning), KERNEL_TERMS), KERNEL_TERMS, text, tuning
 
         kinds = ["additive"] + (["kernel", "kernel_tuned"] if use_kernels else [])
+        kinds += ["kernel_by_share", "kernel_by_share_tuned"] if use_kernels and given is None else []
         pred = {f"{k}{c}": np.empty_like(y) for k in kinds for c in ("", "+correction") if c == "" or use_correction}
         order = np.random.default_rng(seed).permutation(len(y))
         for f in range(folds):
