@@ -188,11 +188,11 @@ class _ProfiledModel:
 
 
 def profiled_calls(path: str | Path, threads: int = 1, seconds: float = 0.2, warmup: int = 10,
-                   least: int = 20) -> list[list[tuple[str, float]]] | None:  # fmt: skip
-    """Each XNNPACK operator's name and time (µs) in every profiled call of a ``.tflite`` (at least
-    ``least`` calls and about ``seconds``, after ``warmup``), or None where this LiteRT is not a
-    version whose profiler this module can read, its C API refuses a step, or the calls disagree on
-    their operators."""
+                   least: int = 20, most: int = 200) -> list[list[tuple[str, float]]] | None:  # fmt: skip
+    """Each XNNPACK operator's name and time (µs) in every profiled call of a ``.tflite`` (about
+    ``seconds`` of calls, at least ``least`` and at most ``most`` of them, after ``warmup``), or None
+    where this LiteRT is not a version whose profiler this module can read, its C API refuses a
+    step, or the calls disagree on their operators."""
     try:
         if metadata.version("ai-edge-litert") not in SUPPORTED_VERSIONS:
             return None
@@ -208,7 +208,7 @@ def profiled_calls(path: str | Path, threads: int = 1, seconds: float = 0.2, war
             for _ in range(warmup):
                 model.profiled_call()
             calls, start = [], time.perf_counter()
-            while len(calls) < least or time.perf_counter() - start < seconds:
+            while len(calls) < least or time.perf_counter() - start < seconds and len(calls) < most:
                 calls.append(model.profiled_call())
         except RuntimeError:
             return None
