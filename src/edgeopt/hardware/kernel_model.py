@@ -110,11 +110,16 @@ def predict_kernel_us(
     if not rows:
         return [np.zeros(0) for _ in models]
     x = np.vstack(rows)
-    base = np.array([base_us(k) for m in models for k in m])
+    pred = _predict_rows(model_text, x, np.array([base_us(k) for m in models for k in m]), tuning)
+    return np.split(pred, np.cumsum([len(m) for m in models])[:-1])
+
+
+def _predict_rows(model_text: str, x: np.ndarray, base: np.ndarray, tuning: str | None = None) -> np.ndarray:
+    """``predict_kernel_us`` on kernel rows already featurised (``x``) with their ``base_us``."""
     pred = np.maximum(np.exp(booster(model_text).predict(x)) * base - _OFFSET_US, 0.0)
     if tuning is not None:
         pred = (pred + _OFFSET_US) * np.exp(booster(tuning).predict(x, raw_score=True)) - _OFFSET_US
-    return np.split(pred, np.cumsum([len(m) for m in models])[:-1])
+    return pred
 
 
 def tune_kernel_model(model_text: str, models: Sequence[Sequence[Kernel]], latency_ms: Sequence[float],
@@ -138,7 +143,7 @@ def tune_kernel_model(model_text: str, models: Sequence[Sequence[Kernel]], laten
 
     y = np.asarray(latency_ms, dtype=np.float64)
     x = np.vstack([kernel_features(m) for m in models])
-    start = np.log(np.concatenate(predict_kernel_us(model_text, models)) + _OFFSET_US)
+    start = np.log(_predict_rows(model_text, x, np.array([base_us(k) for m in models for k in m])) + _OFFSET_US)
     owner = np.concatenate([np.full(len(m), i) for i, m in enumerate(models)])
     count = np.bincount(owner, minlength=len(y)).astype(np.float64)
     sums = np.bincount(owner, weights=np.exp(start) - _OFFSET_US, minlength=len(y)) / 1e3
