@@ -334,9 +334,9 @@ def fit_profile(samples: list[dict[str, Any]], runtime: str, threads: int, secon
     return profile
 
 
-# The fit's share of a calibration's time budget: 5-fold cross-validation of every candidate, with a
-# per-kernel model and its tuning fitted per fold, took about 4 s on 190-330 models (2026-12-05, 2-core Xeon);
-# reserved with room, so that ``--minutes 15`` means fifteen minutes in all.
+# The fit's share of a calibration's time budget: 5-fold cross-validation of every candidate, with two
+# per-kernel models and their tunings fitted per fold, took 7-13 s on 256-400 models (2026-12-05, 2-core
+# Xeon); reserved with room, so that ``--minutes 15`` means fifteen minutes in all.
 FIT_RESERVE_S = 20.0
 
 
