@@ -140,6 +140,33 @@ def test_timing_export_runs_like_the_dynamo_export_and_falls_back_to_it(
     assert ops[0] == ops[1]  # the dynamo export's graph
 
 
+def test_onnx_exports_in_one_process_build_torchlibs_registry_once(
+    tiny: EdgeModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dynamo exporter's ATen → ONNX table is built by the first export and reused by the next
+    (half of a small model's export time); outside edgeopt's exports PyTorch's own method is back."""
+    import onnx
+    from torch.onnx._internal.exporter import _registration
+
+    from edgeopt.interop import export as export_module
+
+    original = _registration.ONNXRegistry.__dict__["from_torchlib"]
+    builds = []
+
+    def counted(cls, *args, **kwargs):
+        builds.append(args)
+        return original.__func__(cls, *args, **kwargs)
+
+    monkeypatch.setattr(_registration.ONNXRegistry, "from_torchlib", classmethod(counted))
+    monkeypatch.setattr(export_module, "_TORCHLIB_REGISTRIES", {})
+    first = export_model(tiny, "onnx", tmp_path / "a.onnx")
+    second = export_model(tiny, "onnx", tmp_path / "b.onnx")
+    assert len(builds) == 1
+    assert _registration.ONNXRegistry.__dict__["from_torchlib"].__func__ is counted
+    ops = [[n.op_type for n in onnx.load(str(r.path)).graph.node] for r in (first, second)]
+    assert ops[0] == ops[1]
+
+
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_runner_batch_matches_torch(exported: dict[str, ExportResult], tiny: EdgeModel, fmt: str) -> None:
     x = tiny.example_input(3, seed=11).numpy()

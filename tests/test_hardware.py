@@ -277,12 +277,12 @@ def test_measure_samples_times_real_artifacts_and_resumes_from_its_journal(tmp_p
 
 
 def test_calibration_starts_no_model_that_would_end_past_its_budget(tmp_path, monkeypatch) -> None:
-    def slow_ratio(*args, **kwargs):  # timing a model costs 0.8 s
-        time.sleep(0.8)
-        return 1.0, 0.1, 0.1, 0.1, 0.1
+    def slow_ratios(runtime, paths, *args, **kwargs):  # timing a model costs 0.8 s
+        time.sleep(0.8 * len(paths))
+        return [calibrate_module.RatioTiming(1.0, 0.1, 0.1, 0.1, 0.1) for _ in paths]
 
     monkeypatch.setattr(calibrate_module, "export_arch", lambda spec, *args: {"spec": spec, "kernels": [], "macs": 0})
-    monkeypatch.setattr(calibrate_module, "measured_ratio", slow_ratio)
+    monkeypatch.setattr(calibrate_module, "measured_ratios", slow_ratios)
     monkeypatch.setattr(calibrate_module, "kernel_times", lambda *args: None)
     samples = measure_samples("onnxruntime", 1, minutes=0.05, workers=1)  # 3 s: room for three, not a fourth
     assert len(samples) == 3 and samples[-1]["elapsed_s"] <= 3.0

@@ -88,7 +88,7 @@ def test_xnnpack_graph_gives_convolution_and_matmul_shapes_in_node_order() -> No
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "executorch", "litert"])
 def test_profiled_kernel_times_of_a_real_model_line_up_and_add_up(runtime, tmp_path, monkeypatch) -> None:
-    from edgeopt.hardware.calibrate import measured_ratio
+    from edgeopt.hardware.calibrate import measured_ratios
 
     # NHWC input and explicit padding: XNNPACK then runs each block's shortcut before its body
     spec = {"family": "resnet", "input_shape": [1, 16, 16], "num_classes": 10, "stem": 8, "widths": [16, 32],
@@ -105,8 +105,8 @@ def test_profiled_kernel_times_of_a_real_model_line_up_and_add_up(runtime, tmp_p
     assert len(shortcuts) == 2
     assert all(times[i] < min(times[i - 2], times[i - 1]) / 3 for i in shortcuts)
     # the profiled kernels account for the model's time, give or take the profilers' per-operator cost
-    _, _, model_ms, _, _ = measured_ratio(runtime, path, path, rounds=2)
-    assert 0.3 < sum(times) / 1e3 / model_ms < 3.0
+    (timing,) = measured_ratios(runtime, [path], path, rounds=2)
+    assert 0.3 < sum(times) / 1e3 / timing.model_ms < 3.0
     if runtime == "litert":  # a LiteRT whose profiler's layout was not read: no kernel times, no misread memory
         from edgeopt.hardware import litert_profiler
 

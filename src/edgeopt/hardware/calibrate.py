@@ -2,16 +2,16 @@
 
 ``calibrate(runtime, threads, minutes)`` draws architectures (``hardware.archs``), exports each to
 the runtime's format (with the parity check every export has), times it in fresh sessions beside
-two fixed reference models, one compute-bound and one memory-bound (``measured_ratio``), and fits
+two fixed reference models, one compute-bound and one memory-bound (``measured_ratios``), and fits
 ``LatencyPredictor`` on the kernels of the models measured, their times brought to the references'
 median speeds (``normalised_ms``).
 Samples are appended to ``<out>.samples.jsonl`` as they are measured, so an interrupted
 calibration resumes where it stopped. ``transfer`` re-targets a profile to another runtime or
 thread count from a handful of measurements.
 
-Cost: per model, one export (ONNX ~1–2 s, ExecuTorch ~2–4 s, LiteRT ~3–5 s on 2 cores) plus
-``rounds`` (5) rounds of fresh sessions, the two references and the model (~0.35 s a round for small
-models): a 15-minute calibration measures ~300–380 ONNX Runtime models on 2 cores (~190 ExecuTorch).
+Cost: per model, one export (ONNX ~1–2 s, ExecuTorch ~2–4 s, LiteRT ~3–5 s on 2 cores, two at a
+time) plus ``rounds`` (5) rounds of a fresh session (~0.05 s a round for small models) and a share of
+the references' rounds (~0.18 s a round, shared by a chunk of four models), and one profiled pass.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,19 +73,31 @@ def _timed(runtime: str, path: str | Path, threads: int, seconds: float) -> tupl
         return stats.p50_ms, stats.min_ms
 
 
-def measured_ratio(
+@dataclass(frozen=True)
+class RatioTiming:
+    """One model's timing beside the references (``measured_ratios``): its fastest call (ms), that over
+    the reference's fastest call in the same rounds (``ratio``), the median of its rounds' p50s, and
+    the references' fastest calls (the memory-bound one's None where it was not timed)."""
+
+    ratio: float
+    reference_ms: float
+    model_ms: float
+    p50_ms: float
+    memory_reference_ms: float | None
+
+
+def measured_ratios(
     runtime: str,
-    path: str | Path,
+    paths: Sequence[str | Path],
     reference: str | Path,
     threads: int = 1,
     rounds: int = 5,
     seconds_per_round: float = 0.15,
     memory_reference: str | Path | None = None,
-) -> tuple[float, float, float, float, float | None]:
-    """(ratio to ``reference``, reference ms, model ms, model p50 ms, memory reference ms): each round
-    times a fresh session of the reference (and of ``memory_reference``, when given) and one of the
-    model back to back; a model's time is its fastest call over all rounds, the ratio is that over the
-    reference's, and the model's median-of-rounds p50 is returned beside it.
+) -> list[RatioTiming]:
+    """Time each of ``paths`` beside ``reference`` (and ``memory_reference``, when given): each round
+    times a fresh session of the references, then one of each model in turn; a model's time is its
+    fastest call over all rounds and its ratio that over the reference's.
 
     Why the fastest call: on a shared 2-core VM a call is slowed by whatever runs on the sibling
     core, and a fresh session of the same artifact lands in a fast or a slow mode (memory placement;
@@ -92,18 +105,28 @@ def measured_ratio(
     twice minutes apart: the median of 3 rounds' p50 ratios agreed within ±10% for 57-67% of them,
     the fastest round's p50 over 8 rounds for 93%, the fastest call over 5 rounds for 97% (over 3:
     90%). The references timed in the same rounds still cancel slow drift of the whole machine.
-    Cost: ``2 * rounds`` session loads (3 with a memory reference) and as many timing windows of
-    ``seconds_per_round`` at most (~0.25 s a round for small models)."""
-    refs, mem_refs, own, p50s = [], [], [], []
+
+    Why several models share a round's references: timing the references took 0.9 s of a 2.4 s ONNX
+    Runtime calibration model (2026-12-05, 2-core Xeon), so one set of references per model cost the
+    calibration a third of its models; a round of four models spans about a second, well inside the
+    minutes over which the machine's speed drifts.
+    Cost: ``rounds`` times (2 or 3 session loads and timing windows of ``seconds_per_round`` at most for
+    the references, and one of each for every model): ~0.25 s a round per small model."""
+    refs: list[float] = []
+    mem_refs: list[float] = []
+    own: list[list[float]] = [[] for _ in paths]
+    p50s: list[list[float]] = [[] for _ in paths]
     for _ in range(rounds):
         refs.append(_timed(runtime, reference, threads, seconds_per_round)[1])
         if memory_reference is not None:
             mem_refs.append(_timed(runtime, memory_reference, threads, seconds_per_round)[1])
-        p50, fastest = _timed(runtime, path, threads, seconds_per_round)
-        own.append(fastest)
-        p50s.append(p50)
+        for i, path in enumerate(paths):
+            p50, fastest = _timed(runtime, path, threads, seconds_per_round)
+            own[i].append(fastest)
+            p50s[i].append(p50)
     mem_ms = min(mem_refs) if mem_refs else None
-    return min(own) / min(refs), min(refs), min(own), float(statistics.median(p50s)), mem_ms
+    return [RatioTiming(min(o) / min(refs), min(refs), min(o), float(statistics.median(p)), mem_ms)
+            for o, p in zip(own, p50s, strict=True)]  # fmt: skip
 
 
 def export_arch(spec: dict[str, Any], runtime: str, path: Path) -> dict[str, Any]:
@@ -179,7 +202,8 @@ def measure_samples(
 
     Work goes in chunks: ``workers`` processes export a chunk of architectures in parallel (the
     exporters are single-threaded Python and dominate the cost), then, with the workers idle, the
-    chunk is timed one artifact at a time so that nothing else runs beside the timing. With
+    chunk is timed beside one set of references (``measured_ratios``), one artifact at a time, so
+    that nothing else runs beside the timing. With
     ``journal``, samples already there (same runtime, threads and machine) are kept and new ones
     appended as they are measured; each records ``elapsed_s`` since the calibration began, and a
     resumed run counts that time against ``minutes`` (so a finished calibration re-read from its
@@ -216,22 +240,24 @@ def measure_samples(
         run_all = map if pool is None else pool.map
         began, measured = time.monotonic(), 0
 
-        def fits() -> bool:  # whether one more model, at this run's average cost, ends in time
+        def room(wanted: int) -> int:  # how many more models, at this run's average cost, end in time
             now = time.monotonic()
-            return now < deadline and (not measured or now + (now - began) / measured <= deadline)
+            if now >= deadline or not measured:
+                return wanted if now < deadline else 0
+            return min(wanted, int((deadline - now) / ((now - began) / measured)))
 
-        while (max_models is None or len(samples) < max_models) and fits():
+        while (max_models is None or len(samples) < max_models) and room(1):
             want = 2 * workers if max_models is None else min(2 * workers, max_models - len(samples))
             specs = [sample_arch(rng) for _ in range(want)]
             paths = [Path(tmp) / f"m{len(samples) + i}{suffix}" for i in range(want)]
-            exported = list(run_all(_try_export, specs, [runtime] * want, paths))
-            for feats, path in zip(exported, paths, strict=True):
-                if feats is None or samples and not fits():
-                    continue
-                ratio, ref_ms, own_ms, p50_ms, mem_ms = measured_ratio(runtime, path, reference, threads, rounds,
-                                                                       memory_reference=memory_reference)  # fmt: skip
-                sample = {**feats, "ratio": ratio, "reference_ms": ref_ms, "memory_reference_ms": mem_ms,
-                          "latency_ms": own_ms, "p50_ms": p50_ms,
+            exported = [(feats, path) for feats, path in zip(run_all(_try_export, specs, [runtime] * want, paths),
+                                                             paths, strict=True) if feats is not None]  # fmt: skip
+            exported = exported[: room(len(exported))]
+            timings = measured_ratios(runtime, [path for _, path in exported], reference, threads, rounds,
+                                      memory_reference=memory_reference)  # fmt: skip
+            for (feats, path), t in zip(exported, timings, strict=True):
+                sample = {**feats, "ratio": t.ratio, "reference_ms": t.reference_ms,
+                          "memory_reference_ms": t.memory_reference_ms, "latency_ms": t.model_ms, "p50_ms": t.p50_ms,
                           "kernel_us": kernel_times(runtime, path, feats["kernels"], threads),
                           "elapsed_s": round(time.monotonic() - start, 2)}  # fmt: skip
                 path.unlink(missing_ok=True)
