@@ -209,3 +209,18 @@ def test_share_weights_follow_each_kernels_share_of_its_model() -> None:
     w = share_weights([[90.0, 10.0], [1.0, 1.0, 1.0, 1.0], [0.0]])
     expected = [0.9**0.5 + 0.02, 0.1**0.5 + 0.02, 0.52, 0.52, 0.52, 0.52, 0.02]
     assert w == pytest.approx(expected)  # a fused-away kernel (0 µs) keeps the floor
+
+
+def test_kernel_rows_featurised_once_price_like_the_models_themselves() -> None:
+    from edgeopt.hardware.kernel_model import KernelRows, fit_kernel_model, predict_kernel_us
+
+    models, times, _ = _kernel_world(12, 1)
+    text = fit_kernel_model(models, times)
+    models = [*models, []]  # a model with no kernels (an empty graph) prices to nothing
+    rows = KernelRows.of(models)
+    assert KernelRows.of(rows) is rows
+    by_rows = predict_kernel_us(text, rows.take([12, 3, 0]))
+    by_models = predict_kernel_us(text, [models[12], models[3], models[0]])
+    assert [len(p) for p in by_rows] == [0, len(models[3]), len(models[0])]
+    assert all(np.array_equal(a, b) for a, b in zip(by_rows, by_models, strict=True))
+    assert fit_kernel_model(rows.take(range(12)), times) == text  # the same fit from rows

@@ -41,11 +41,14 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeopt.hardware.kernels import KERNEL_TYPES, Kernel
+
+if TYPE_CHECKING:
+    from edgeopt.hardware.kernel_model import KernelRows
 
 MB, KB = 1e6, 1e3
 SIMD_BLOCK = 16  # channels a SIMD block packs (AVX-512 float: 16; ONNX Runtime's NCHWc block there)
@@ -225,7 +228,7 @@ class ErrorStats:
 KERNEL_TERMS = ["kernels.ms", "kernels.n", "model.n"]  # the linear stage over a per-kernel model's sum
 
 
-def kernel_sum_rows(model_text: str, models: Sequence[Sequence[Kernel]], tuning: str | None = None
+def kernel_sum_rows(model_text: str, models: Sequence[Sequence[Kernel]] | KernelRows, tuning: str | None = None
                     ) -> list[dict[str, float]]:  # fmt: skip
     """The linear stage's rows when a per-kernel model (``kernel_model``, with its ``tuning``) prices
     the kernels: their predicted sum (ms), their count and a per-model constant."""
@@ -412,7 +415,11 @@ class LatencyPredictor:
         term_rows = [model_terms(k) for k in models]  # the additive stage does not depend on the fold
         additive_terms = sorted({n for r in term_rows for n in r})
         additive_x = matrix(term_rows, additive_terms)
-        given_x = matrix(kernel_sum_rows(given, models), KERNEL_TERMS) if given is not None else None
+        if use_kernels:
+            from edgeopt.hardware.kernel_model import KernelRows, fit_kernel_model, tune_kernel_model
+
+            rows = KernelRows.of(models)  # featurised once for every fold and candidate
+        given_x = matrix(kernel_sum_rows(given, rows), KERNEL_TERMS) if given is not None else None
 
         kernel_texts: dict[tuple[bytes, bool], str] = {}  # the per-kernel models of each training set
 
@@ -421,12 +428,10 @@ class LatencyPredictor:
                 return given
             key = (train.tobytes(), by_share)
             if key not in kernel_texts:
-                from edgeopt.hardware.kernel_model import fit_kernel_model
-
                 in_train = set(train.tolist())
                 fit_on = [i for i in timed if i in in_train]
                 profiled = [kernel_us[i] for i in fit_on]  # type: ignore[index]
-                kernel_texts[key] = fit_kernel_model([models[i] for i in fit_on], profiled, seed, by_share)
+                kernel_texts[key] = fit_kernel_model(rows.take(fit_on), profiled, seed, by_share)
             return kernel_texts[key]
 
         def stage(train: np.ndarray, kind: str) -> tuple[np.ndarray, list[str], str | None, str | None]:
@@ -437,13 +442,11 @@ class LatencyPredictor:
                 return additive_x, additive_terms, None, None
             if kind == "kernel" and given_x is not None:  # priced by the given model as it is
                 return given_x, KERNEL_TERMS, given, None
-            from edgeopt.hardware.kernel_model import tune_kernel_model
-
             text = kernel_text(train, kind.startswith("kernel_by_share"))
             tuning = None
             if kind.endswith("_tuned"):
-                tuning = tune_kernel_model(text, [models[i] for i in train], y[train], seed)
-            return matrix(kernel_sum_rows(text, models, tuning), KERNEL_TERMS), KERNEL_TERMS, text, tuning
+                tuning = tune_kernel_model(text, rows.take(train.tolist()), y[train], seed)
+            return matrix(kernel_sum_rows(text, rows, tuning), KERNEL_TERMS), KERNEL_TERMS, text, tuning
 
         kinds = ["additive"] + (["kernel", "kernel_tuned"] if use_kernels else [])
         kinds += ["kernel_by_share", "kernel_by_share_tuned"] if use_kernels and given is None else []
