@@ -121,8 +121,9 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
         "runtime": runtime,
         "threads": threads,
         "measurement": "fastest call over 5 rounds of fresh sessions, as a ratio to reference models timed in the "
-        "same rounds (a compute-bound ResNet; a memory-bound MLP for the matrix products' share of MACs), times "
-        "the references' medians over the calibration (calibrate.measured_ratio, calibrate.normalised_ms)",
+        "same rounds, once a round for a chunk of up to four models (a compute-bound ResNet; a memory-bound MLP "
+        "for the matrix products' share of MACs), times the references' medians over the calibration "
+        "(calibrate.measured_ratios, calibrate.normalised_ms)",
         "calibration_models": len(calib),
         "calibration_seconds": round(calib_s + fit_s, 1),
         "heldout_models": len(held),
