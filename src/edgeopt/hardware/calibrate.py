@@ -253,6 +253,8 @@ def measure_samples(
             exported = [(feats, path) for feats, path in zip(run_all(_try_export, specs, [runtime] * want, paths),
                                                              paths, strict=True) if feats is not None]  # fmt: skip
             exported = exported[: room(len(exported))]
+            if not exported:  # every export of the chunk failed, or none fits: no references to time
+                continue
             timings = measured_ratios(runtime, [path for _, path in exported], reference, threads, rounds,
                                       memory_reference=memory_reference)  # fmt: skip
             for (feats, path), t in zip(exported, timings, strict=True):
