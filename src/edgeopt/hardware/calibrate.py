@@ -242,8 +242,10 @@ def measure_samples(
 
         def room(wanted: int) -> int:  # how many more models, at this run's average cost, end in time
             now = time.monotonic()
-            if now >= deadline or not measured:
-                return wanted if now < deadline else 0
+            if now >= deadline:
+                return 0
+            if not measured:
+                return wanted
             return min(wanted, int((deadline - now) / ((now - began) / measured)))
 
         while (max_models is None or len(samples) < max_models) and room(1):
