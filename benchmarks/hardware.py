@@ -377,12 +377,38 @@ def hwtrain_section(runtime: str, profile_path: Path, fractions: list[float], ep
     return out
 
 
+def _measured_on(figures: dict[str, Any], cpu: str, date: str) -> dict[str, Any]:
+    """``figures`` with each entry (a runtime's predictor, a transfer pair, a hw_train run, the
+    allocation, the memory table) stamped with the CPU and date it was measured on, unless stamped
+    already: one results file keeps entries from several machines, and the file's own ``machine``
+    names only the last run's."""
+    stamp = {"cpu": cpu, "date": date}
+
+    def one(entry: Any) -> Any:
+        return {**entry, "measured_on": stamp} if isinstance(entry, dict) and "measured_on" not in entry else entry
+
+    out: dict[str, Any] = {}
+    for key, value in figures.items():
+        if key in ("predictor", "hwtrain") and isinstance(value, dict):
+            out[key] = {k: one(v) for k, v in value.items()}
+        elif key == "transfer" and isinstance(value, list):
+            out[key] = [one(v) for v in value]
+        else:
+            out[key] = value if key == "runs" else one(value)
+    return out
+
+
 def _merged(figures: dict[str, Any]) -> dict[str, Any]:
     """This run's figures over the last run's: sections run one runtime at a time keep each other's."""
     from common import RESULTS
 
+    from edgeopt.report.environment import machine_info
+
     old_path = RESULTS / "hardware.json"
-    old = json.loads(old_path.read_text()).get("figures", {}) if old_path.exists() else {}
+    previous = json.loads(old_path.read_text()) if old_path.exists() else {}
+    old = _measured_on(previous.get("figures", {}), previous.get("machine", {}).get("cpu", "?"),
+                       previous.get("date", "?")[:10])  # fmt: skip
+    figures = _measured_on(figures, machine_info()["cpu"], time.strftime("%Y-%m-%d"))
     for key, value in figures.items():
         if isinstance(value, dict) and isinstance(old.get(key), dict) and key in ("predictor", "hwtrain"):
             old[key] = {**old[key], **value}
