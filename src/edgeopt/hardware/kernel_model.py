@@ -32,6 +32,13 @@ from edgeopt.hardware.kernels import KERNEL_TYPES, Kernel
 from edgeopt.hardware.predictor import SIMD_BLOCK, booster, ceil_to, valid_fraction
 
 ACTIVATIONS = ("relu", "relu6", "hardtanh", "clamp", "hardsigmoid", "hardswish", "sigmoid", "silu", "gelu")
+FEATURES = (  # ``kernel_features``' columns, in order
+    "type", "type_before", "type_after", "activation",
+    "log_macs", "log_valid_macs", "valid_fraction", "cin", "cout", "k", "stride", "log_hw",
+    "cin_mod_block", "cout_mod_block", "cin_blocked", "cout_blocked",
+    "log_in_bytes", "log_out_bytes", "log_weight_bytes", "cin_before_mod_block",
+    "log_model_weight_bytes", "log_model_moved_bytes", "model_kernels",
+)  # fmt: skip
 CATEGORICAL = [0, 1, 2, 3]  # own type, previous type, next type, fused activation
 _OFFSET_US = 0.5  # a fused-away kernel has 0 µs; the log needs something above it
 
@@ -64,7 +71,7 @@ def kernel_features(kernels: Sequence[Kernel]) -> np.ndarray:
             before.cin % SIMD_BLOCK if before is not None else -1,
             weights, moved, len(kernels),
         ])  # fmt: skip
-    return np.array(rows, dtype=np.float64).reshape(len(kernels), -1)
+    return np.array(rows, dtype=np.float64).reshape(len(kernels), len(FEATURES))
 
 
 @dataclass(frozen=True)
@@ -82,8 +89,8 @@ class KernelRows:
     def of(cls, models: Sequence[Sequence[Kernel]] | KernelRows) -> KernelRows:
         if isinstance(models, KernelRows):
             return models
-        features = tuple(kernel_features(m) if m else np.zeros((0, 0)) for m in models)
-        return cls(features, tuple(np.array([base_us(k) for k in m]) for m in models))
+        features = tuple(kernel_features(m) for m in models)
+        return cls(features, tuple(np.array([base_us(k) for k in m], dtype=np.float64) for m in models))
 
     def take(self, models: Sequence[int]) -> KernelRows:
         """The rows of the models at these indices."""
@@ -91,8 +98,7 @@ class KernelRows:
 
     def stacked(self) -> tuple[np.ndarray, np.ndarray]:
         """All kernels' features and base costs, model after model."""
-        present = [f for f in self.features if len(f)]
-        return (np.vstack(present) if present else np.zeros((0, 0))), np.concatenate([np.zeros(0), *self.base])
+        return np.vstack([np.zeros((0, len(FEATURES))), *self.features]), np.concatenate([np.zeros(0), *self.base])
 
     def counts(self) -> list[int]:
         return [len(b) for b in self.base]
@@ -134,24 +140,49 @@ def fit_kernel_model(models: Sequence[Sequence[Kernel]] | KernelRows, kernel_us:
 
 
 def predict_kernel_us(
-    model_text: str, models: Sequence[Sequence[Kernel]] | KernelRows, tuning: str | None = None
+    model_text: str, models: Sequence[Sequence[Kernel]] | KernelRows, *tunings: str | None
 ) -> list[np.ndarray]:
-    """Each kernel's predicted time (µs), model by model (one LightGBM call for all of them), with
-    ``tune_kernel_model``'s trees added to the log times where given."""
+    """Each kernel's predicted time (µs), model by model (one LightGBM call for all of them), with the
+    log factors of ``tunings`` (``tune_kernel_model``'s, ``fit_kernel_shift``'s trees) applied in turn
+    where given."""
     rows = KernelRows.of(models)
     x, base = rows.stacked()
     if not len(base):
         return [np.zeros(0) for _ in rows.base]
-    pred = _predict_rows(model_text, x, base, tuning)
+    pred = _predict_rows(model_text, x, base, *tunings)
     return np.split(pred, np.cumsum(rows.counts())[:-1])
 
 
-def _predict_rows(model_text: str, x: np.ndarray, base: np.ndarray, tuning: str | None = None) -> np.ndarray:
+def _predict_rows(model_text: str, x: np.ndarray, base: np.ndarray, *tunings: str | None) -> np.ndarray:
     """``predict_kernel_us`` on kernel rows already featurised (``x``) with their ``base_us``."""
     pred = np.maximum(np.exp(booster(model_text).predict(x)) * base - _OFFSET_US, 0.0)
-    if tuning is not None:
+    for tuning in filter(None, tunings):
         pred = (pred + _OFFSET_US) * np.exp(booster(tuning).predict(x, raw_score=True)) - _OFFSET_US
     return pred
+
+
+def fit_kernel_shift(model_text: str, models: Sequence[Sequence[Kernel]] | KernelRows,
+                     kernel_us: Sequence[Sequence[float]], seed: int = 0) -> str:  # fmt: skip
+    """Small boosted trees of a log factor per kernel, from ``model_text``'s kernel times (fitted on one
+    runtime or thread count) to the profiled times ``kernel_us`` of a few ``models`` on another, as
+    LightGBM's text model (apply it as a tuning: ``predict_kernel_us(model_text, models, tuning, shift)``).
+
+    This is how a transfer learns from 20 new timings more than 20 numbers: their models' profilers
+    give some 300 kernel times, and a factor per kernel type and size (ONNX Runtime's depthwise
+    convolutions against XNNPACK's, a second thread's speedup on a large convolution) is what differs.
+    Shallow trees (4 leaves), shrunk, with 10 kernels a leaf at least: a few hundred rows cannot
+    carry more. Cost: ~0.1 s."""
+    import lightgbm as lgb
+
+    x, base = KernelRows.of(models).stacked()
+    times = np.concatenate([np.asarray(t, dtype=np.float64) for t in kernel_us])
+    y = np.log((times + _OFFSET_US) / (_predict_rows(model_text, x, base) + _OFFSET_US))
+    params = {
+        "objective": "l2", "learning_rate": 0.1, "num_leaves": 4, "min_data_in_leaf": 10, "lambda_l2": 10.0,
+        "verbose": -1, "seed": seed, "num_threads": 1, "deterministic": True,
+    }  # fmt: skip
+    data = lgb.Dataset(x, y, categorical_feature=CATEGORICAL, free_raw_data=False)
+    return lgb.train(params, data, num_boost_round=60).model_to_string()
 
 
 def tune_kernel_model(model_text: str, models: Sequence[Sequence[Kernel]] | KernelRows, latency_ms: Sequence[float],

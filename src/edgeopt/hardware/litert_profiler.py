@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import ctypes as C
 import functools
-import time
 from importlib import metadata
 from pathlib import Path
 
 from edgeopt.runtimes import quiet_output
+from edgeopt.runtimes.base import repeat_for
 
 SUPPORTED_VERSIONS = ("2.3.0",)
 _CPU = 1  # kLiteRtHwAcceleratorCpu
@@ -207,9 +207,8 @@ def profiled_calls(path: str | Path, threads: int = 1, seconds: float = 0.2, war
         try:
             for _ in range(warmup):
                 model.profiled_call()
-            calls, start = [], time.perf_counter()
-            while len(calls) < least or time.perf_counter() - start < seconds and len(calls) < most:
-                calls.append(model.profiled_call())
+            calls: list[list[tuple[str, float]]] = []
+            repeat_for(lambda: calls.append(model.profiled_call()), seconds, least, most)
         except RuntimeError:
             return None
         finally:

@@ -31,7 +31,6 @@ import json
 import re
 import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.hardware.kernels import Kernel
+from edgeopt.runtimes.base import repeat_for
 
 # ONNX Runtime's node types (after graph optimisation) by the kernel type they run
 _ORT_KINDS = {
@@ -172,7 +172,7 @@ def _ort_ops(path: Path, threads: int, seconds: float, warmup: int) -> list[OpTi
         feed = {first.name: _input([d if isinstance(d, int) and d > 0 else 1 for d in first.shape])}
         for _ in range(warmup):
             session.run(None, feed)
-        _run_for(lambda: session.run(None, feed), seconds)
+        repeat_for(lambda: session.run(None, feed), seconds)
         events = json.loads(Path(session.end_profiling()).read_text())
     nodes: dict[str, list[dict]] = {}
     for e in events:
@@ -231,7 +231,7 @@ def _executorch_ops(path: Path, threads: int, seconds: float, warmup: int) -> li
     inputs = (torch.from_numpy(_input([int(d) for d in sizes])),)
     for _ in range(warmup):
         module.forward(inputs)
-    _run_for(lambda: module.forward(inputs), seconds)
+    repeat_for(lambda: module.forward(inputs), seconds)
     with tempfile.TemporaryDirectory(prefix="edgeopt-prof-") as tmp:
         dump = Path(tmp) / "run.etdp"
         module.write_etdump_result_to_file(str(dump))
@@ -262,12 +262,9 @@ def _executorch_ops(path: Path, threads: int, seconds: float, warmup: int) -> li
 def tflite_compute_shapes(path: Path) -> list[tuple[int, int]]:
     """``(kernel area, output area)`` of each convolution and matmul of a ``.tflite``, in its operators'
     order, which is the order its XNNPACK delegate runs them (``graph_compute_shapes``'s terms)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from edgeopt.runtimes.litert_runner import graph_interpreter
 
-    from edgeopt.runtimes import quiet_output
-
-    with quiet_output():
-        it = Interpreter(str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it = graph_interpreter(path)
     dims = {int(t["index"]): [int(d) for d in t["shape"]] for t in it.get_tensor_details()}
     shapes = []
     for op in it._get_ops_details():
@@ -302,17 +299,6 @@ def _with_shapes(ops: list[OpTime], shapes: Sequence[tuple[int, int]]) -> list[O
 
 def _input(shape: list[int]) -> np.ndarray:
     return np.random.default_rng(0).random(shape, dtype=np.float32)
-
-
-def _run_for(call, seconds: float, least: int = 20, most: int = 200) -> None:
-    """``call()`` for about ``seconds``, at least ``least`` and at most ``most`` times. The cap is the
-    profiler's cost: every profiled call leaves events to parse (ExecuTorch's ETDump, ONNX Runtime's
-    JSON), and 0.2 s of a 20 µs model's calls took 3.5 s to read (2026-12-05); a trimmed mean over
-    200 calls already resolves a microsecond."""
-    start, n = time.perf_counter(), 0
-    while n < least or time.perf_counter() - start < seconds and n < most:
-        call()
-        n += 1
 
 
 def profiled_ops(runtime: str, path: str | Path, threads: int = 1, seconds: float = 0.2,

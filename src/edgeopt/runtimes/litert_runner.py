@@ -41,6 +41,18 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
 
 
+def graph_interpreter(path: str | Path) -> Any:
+    """A LiteRT interpreter over a ``.tflite``'s own operators, for reading its graph (tensor and op
+    details), not for timing: the default XNNPACK delegate, which would fold them into DELEGATE
+    nodes, is not applied. Raises what the interpreter raises on a file it cannot read."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    with quiet_output():
+        return Interpreter(
+            model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
+
+
 class LiteRTRunner(Runner):
     """Runs a ``.tflite`` model (float or integer interface; several inputs: float, a structured batch);
     returns every output (a tuple when there are several). Inputs and outputs follow the model's signature

@@ -212,20 +212,15 @@ def tflite_ops(path: str | Path) -> list[dict[str, Any]]:
 
 def _read_tflite(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """(``tflite_ops`` entries, the model's input and output dtypes)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    from edgeopt.runtimes import quiet_output
+    from edgeopt.runtimes.litert_runner import graph_interpreter
 
     path = Path(path)
     if not path.is_file():
         raise EdgeoptError(f"{path} does not exist", "give the path of a .tflite file")
-    with quiet_output():
-        try:
-            it = Interpreter(
-                model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-            )
-        except Exception as e:  # a corrupt file: ValueError/RuntimeError from the flatbuffer reader
-            raise EdgeoptError(f"LiteRT cannot read {path}: {e}", "re-export the model") from e
+    try:
+        it = graph_interpreter(path)
+    except Exception as e:  # a corrupt file: ValueError/RuntimeError from the flatbuffer reader
+        raise EdgeoptError(f"LiteRT cannot read {path}: {e}", "re-export the model") from e
     tensors = {int(t["index"]): t for t in it.get_tensor_details()}
     model_in = {int(d["index"]) for d in it.get_input_details()}
     model_out = {int(d["index"]) for d in it.get_output_details()}
