@@ -399,7 +399,8 @@ def _measured_on(figures: dict[str, Any], cpu: str, date: str) -> dict[str, Any]
 
 
 def _merged(figures: dict[str, Any]) -> dict[str, Any]:
-    """This run's figures over the last run's: sections run one runtime at a time keep each other's."""
+    """This run's figures over the last run's: sections run one runtime (or transfer pair) at a time
+    keep each other's."""
     from common import RESULTS
 
     from edgeopt.report.environment import machine_info
@@ -412,6 +413,10 @@ def _merged(figures: dict[str, Any]) -> dict[str, Any]:
     for key, value in figures.items():
         if isinstance(value, dict) and isinstance(old.get(key), dict) and key in ("predictor", "hwtrain"):
             old[key] = {**old[key], **value}
+        elif key == "transfer" and isinstance(old.get(key), list):
+            pairs = {(json.dumps(t["from"], sort_keys=True), json.dumps(t["to"], sort_keys=True)): t
+                     for t in [*old[key], *value]}  # fmt: skip
+            old[key] = list(pairs.values())
         else:
             old[key] = value
     return old
