@@ -425,8 +425,7 @@ def transfer(base: DeviceProfile, runtime: str, threads: int = 1, measurements: 
         samples = measure_samples(runtime, threads, minutes=1e9, max_models=measurements, seed=seed)
     refs = reference_ms(samples)
     predictor = base.predictor.transferred(sample_kernels(samples), normalised_ms(samples, refs),
-                                           other_threads=runtime == base.runtime,
-                                           kernel_us=normalised_kernel_us(samples, refs))  # fmt: skip
+                                           other_threads=runtime == base.runtime)  # fmt: skip
     source = {"runtime": base.runtime, "threads": base.threads, "fingerprint": base.fingerprint,
               "measurements": len(samples)}  # fmt: skip
     return DeviceProfile(runtime, threads, machine_fingerprint(runtime), predictor, samples, transferred_from=source,

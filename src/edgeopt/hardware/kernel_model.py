@@ -140,49 +140,24 @@ def fit_kernel_model(models: Sequence[Sequence[Kernel]] | KernelRows, kernel_us:
 
 
 def predict_kernel_us(
-    model_text: str, models: Sequence[Sequence[Kernel]] | KernelRows, *tunings: str | None
+    model_text: str, models: Sequence[Sequence[Kernel]] | KernelRows, tuning: str | None = None
 ) -> list[np.ndarray]:
-    """Each kernel's predicted time (µs), model by model (one LightGBM call for all of them), with the
-    log factors of ``tunings`` (``tune_kernel_model``'s, ``fit_kernel_shift``'s trees) applied in turn
-    where given."""
+    """Each kernel's predicted time (µs), model by model (one LightGBM call for all of them), with
+    ``tune_kernel_model``'s trees added to the log times where given."""
     rows = KernelRows.of(models)
     x, base = rows.stacked()
     if not len(base):
         return [np.zeros(0) for _ in rows.base]
-    pred = _predict_rows(model_text, x, base, *tunings)
+    pred = _predict_rows(model_text, x, base, tuning)
     return np.split(pred, np.cumsum(rows.counts())[:-1])
 
 
-def _predict_rows(model_text: str, x: np.ndarray, base: np.ndarray, *tunings: str | None) -> np.ndarray:
+def _predict_rows(model_text: str, x: np.ndarray, base: np.ndarray, tuning: str | None = None) -> np.ndarray:
     """``predict_kernel_us`` on kernel rows already featurised (``x``) with their ``base_us``."""
     pred = np.maximum(np.exp(booster(model_text).predict(x)) * base - _OFFSET_US, 0.0)
-    for tuning in filter(None, tunings):
+    if tuning is not None:
         pred = (pred + _OFFSET_US) * np.exp(booster(tuning).predict(x, raw_score=True)) - _OFFSET_US
     return pred
-
-
-def fit_kernel_shift(model_text: str, models: Sequence[Sequence[Kernel]] | KernelRows,
-                     kernel_us: Sequence[Sequence[float]], seed: int = 0) -> str:  # fmt: skip
-    """Small boosted trees of a log factor per kernel, from ``model_text``'s kernel times (fitted on one
-    runtime or thread count) to the profiled times ``kernel_us`` of a few ``models`` on another, as
-    LightGBM's text model (apply it as a tuning: ``predict_kernel_us(model_text, models, tuning, shift)``).
-
-    This is how a transfer learns from 20 new timings more than 20 numbers: their models' profilers
-    give some 300 kernel times, and a factor per kernel type and size (ONNX Runtime's depthwise
-    convolutions against XNNPACK's, a second thread's speedup on a large convolution) is what differs.
-    Shallow trees (4 leaves), shrunk, with 10 kernels a leaf at least: a few hundred rows cannot
-    carry more. Cost: ~0.1 s."""
-    import lightgbm as lgb
-
-    x, base = KernelRows.of(models).stacked()
-    times = np.concatenate([np.asarray(t, dtype=np.float64) for t in kernel_us])
-    y = np.log((times + _OFFSET_US) / (_predict_rows(model_text, x, base) + _OFFSET_US))
-    params = {
-        "objective": "l2", "learning_rate": 0.1, "num_leaves": 4, "min_data_in_leaf": 10, "lambda_l2": 10.0,
-        "verbose": -1, "seed": seed, "num_threads": 1, "deterministic": True,
-    }  # fmt: skip
-    data = lgb.Dataset(x, y, categorical_feature=CATEGORICAL, free_raw_data=False)
-    return lgb.train(params, data, num_boost_round=60).model_to_string()
 
 
 def tune_kernel_model(model_text: str, models: Sequence[Sequence[Kernel]] | KernelRows, latency_ms: Sequence[float],

@@ -261,7 +261,6 @@ class LatencyPredictor:
     kernel_model: str | None = None  # per-kernel LightGBM text model (``hardware.kernel_model``)
     kernel_tuning: str | None = None  # its correction from whole-model times (``tune_kernel_model``)
     kernel_speedup: tuple[float, float, float, float] | None = None  # transfer map: ``sped_up``'s parameters
-    kernel_shift: str | None = None  # transfer map: per-kernel log factors (``kernel_model.fit_kernel_shift``)
 
     def term_rows(self, models: Sequence[Sequence[Kernel]]) -> list[dict[str, float]]:
         """The linear stage's input rows for ``models``: their terms, or their per-kernel sums."""
@@ -269,12 +268,12 @@ class LatencyPredictor:
             return _sum_rows(self._kernel_us(models))
         return [model_terms(k) for k in models]
 
-    def _kernel_us(self, models: Sequence[Sequence[Kernel]] | KernelRows) -> list[np.ndarray]:
-        """Each model's per-kernel times (µs) from the per-kernel model, its tuning and its transfer shift."""
+    def _kernel_us(self, models: Sequence[Sequence[Kernel]]) -> list[np.ndarray]:
+        """Each model's per-kernel times (µs) from the per-kernel model and its tuning."""
         from edgeopt.hardware.kernel_model import predict_kernel_us
 
         assert self.kernel_model is not None
-        return predict_kernel_us(self.kernel_model, models, self.kernel_tuning, self.kernel_shift)
+        return predict_kernel_us(self.kernel_model, models, self.kernel_tuning)
 
     def predict_many(self, models: Sequence[Sequence[Kernel]]) -> np.ndarray:
         """Milliseconds for several models, each given by its kernels."""
@@ -305,16 +304,11 @@ class LatencyPredictor:
         return pred if (a, b) == (0.0, 1.0) else np.exp(a + b * np.log(pred))
 
     def transferred(
-        self,
-        models: Sequence[Sequence[Kernel]],
-        latency_ms: Sequence[float],
-        other_threads: bool = False,
-        kernel_us: Sequence[Sequence[float] | None] | None = None,
+        self, models: Sequence[Sequence[Kernel]], latency_ms: Sequence[float], other_threads: bool = False
     ) -> LatencyPredictor:
-        """This predictor re-targeted to another runtime or thread count from a few new timings (and,
-        where the new runtime's profiler gave them, their kernels' times ``kernel_us``).
+        """This predictor re-targeted to another runtime or thread count from a few new timings.
 
-        Up to four forms, whichever predicts the new timings better by leave-one-out (median error):
+        Up to three forms, whichever predicts the new timings better by leave-one-out (median error):
 
         * ``log y = a + b log ŷ`` over the whole prediction, fitted by Theil-Sen regression (the
           median of pairwise slopes) rather than least squares: a few of 20 timings are far off (a
@@ -329,10 +323,7 @@ class LatencyPredictor:
           convolution up about twofold and a microsecond kernel not at all. Offered for thread
           counts only: between runtimes, 20 timings' leave-one-out could not tell it from the
           linear stage, and it predicted worse (ONNX Runtime → ExecuTorch 26.5% within ±10%
-          against 36.0%);
-        * with a per-kernel model and kernel times for at least 5 of the new models, each kernel's
-          time scaled by a factor learned from those kernels (``kernel_model.fit_kernel_shift``:
-          some 300 kernel times from 20 models), then the linear stage refitted as above.
+          against 36.0%).
 
         Measured 2026-12-05 (benchmarks/hardware.py, 20 timings, 200 held out): ExecuTorch → LiteRT
         40.8% within ±10% (log-affine kept), ONNX Runtime → LiteRT 30.3% (linear stage kept), ONNX
@@ -340,7 +331,7 @@ class LatencyPredictor:
         form can learn the runtime's own correction from 20 timings.
         """
         y = np.asarray(latency_ms, dtype=np.float64)
-        base = replace(self, log_affine=(0.0, 1.0), kernel_speedup=None, kernel_shift=None)
+        base = replace(self, log_affine=(0.0, 1.0), kernel_speedup=None)
         per_kernel = base._kernel_us(models) if self.kernel_model else None  # once, for every form
         rows = _sum_rows(per_kernel) if per_kernel is not None else base.term_rows(models)
         x = np.log(base.predict_rows(rows, [model_summary(k) for k in models]))
@@ -359,27 +350,10 @@ class LatencyPredictor:
             theta = _fit_speedup([parts[i] for i in train], rest[train], y[train])
             return replace(base, kernel_speedup=theta)
 
-        timed = [i for i, t in enumerate(kernel_us or []) if t is not None and len(t) == len(models[i])]
-
-        def kernel_shift(train: np.ndarray) -> LatencyPredictor:
-            from edgeopt.hardware.kernel_model import KernelRows, fit_kernel_shift
-
-            assert self.kernel_model is not None and kernel_us is not None
-            rows = KernelRows.of(models)
-            fit_on = sorted(set(timed) & set(train.tolist()))
-            shift = fit_kernel_shift(self.kernel_model, rows.take(fit_on), [kernel_us[i] or [] for i in fit_on])
-            shifted = replace(base, kernel_shift=shift)
-            x_all = matrix(_sum_rows(shifted._kernel_us(rows)), KERNEL_TERMS)
-            w = _fit_linear(x_all[train], y[train], positive=False)
-            return replace(shifted, terms=KERNEL_TERMS, weights=[float(v) for v in w], correction=None,
-                           summary_names=[])  # fmt: skip
-
         forms: dict[str, Callable[[np.ndarray], LatencyPredictor]] = {"log_affine": log_affine}
         parts, rest = (None, None)
         if per_kernel is not None:
             forms["kernel_stage"] = kernel_stage
-        if per_kernel is not None and len(timed) >= 5:
-            forms["kernel_shift"] = kernel_shift
         if per_kernel is not None and other_threads:
             parts, rest = base._kernel_parts(per_kernel, np.exp(x))
             forms["kernel_speedup"] = kernel_speedup
@@ -511,7 +485,6 @@ class LatencyPredictor:
             "summary_names": self.summary_names, "band_pct": self.band_pct, "cv": self.cv,
             "log_affine": list(self.log_affine), "kernel_model": self.kernel_model,
             "kernel_tuning": self.kernel_tuning, "kernel_speedup": self.kernel_speedup,
-            "kernel_shift": self.kernel_shift,
         }  # fmt: skip
 
     @classmethod
@@ -521,7 +494,6 @@ class LatencyPredictor:
             float(d.get("band_pct", 0.0)), dict(d.get("cv", {})), tuple(d.get("log_affine", (0.0, 1.0))),
             d.get("kernel_model"), d.get("kernel_tuning"),
             tuple(d["kernel_speedup"]) if d.get("kernel_speedup") else None,  # type: ignore[arg-type]
-            d.get("kernel_shift"),
         )  # fmt: skip
 
 
