@@ -328,7 +328,10 @@ class LatencyPredictor:
         Measured 2026-12-05 (benchmarks/hardware.py, 20 timings, 200 held out): ExecuTorch → LiteRT
         40.8% within ±10% (log-affine kept), ONNX Runtime → LiteRT 30.3% (linear stage kept), ONNX
         Runtime → ExecuTorch 34.0%: far from what a full calibration gives (70–84%), since neither
-        form can learn the runtime's own correction from 20 timings.
+        form can learn the runtime's own correction from 20 timings. On a quiet AMD EPYC (2026-12-05,
+        twenty-eighth session; linear stage kept each time): ExecuTorch → LiteRT 73.6%, ONNX Runtime →
+        ExecuTorch 39.8%, ONNX Runtime → LiteRT 31.8%. A per-kernel shift learned from the 20 models'
+        profiled kernel times came within 2 points of these and was not kept (docs/hardware.md).
         """
         y = np.asarray(latency_ms, dtype=np.float64)
         base = replace(self, log_affine=(0.0, 1.0), kernel_speedup=None)
