@@ -182,9 +182,9 @@ def test_a_cut_timed_far_under_the_budget_is_widened_back_into_the_band(digits, 
 
 def test_a_cut_the_timing_narrowed_after_training_is_re_fitted_to_the_trained_widths(digits, one_thread,
                                                                                        monkeypatch) -> None:
-    """A slow "runtime" (1.3x MACs + overhead) narrows the trained cut; the narrowed cut is re-fitted by least
-    squares to the trained sub-network's layer outputs before the fine-tune, as pruning re-fits its cut. Without
-    the re-fit the same cut keeps the surviving channels' trained weights and is less accurate."""
+    """A slow "runtime" (2x MACs + overhead) narrows the trained cut below the gates' widths; the narrowed cut is
+    re-fitted by least squares to the trained sub-network's layer outputs before the fine-tune, as pruning re-fits
+    its cut. Without the re-fit the same cut keeps the surviving channels' trained weights and is less accurate."""
     import edgeopt.hwtrain.gated as gated
     from edgeopt.train import FitConfig, evaluate
 
@@ -192,7 +192,7 @@ def test_a_cut_the_timing_narrowed_after_training_is_re_fitted_to_the_trained_wi
     data = train.take(1024)
 
     def runtime(models: list) -> list[float]:
-        return [1.3 * v + 0.02 for v in _macs_ms(models)]
+        return [2.0 * v + 0.02 for v in _macs_ms(models)]
 
     def run(refit: bool):
         calls, real = [], gated._layer_outputs
@@ -213,7 +213,30 @@ def test_a_cut_the_timing_narrowed_after_training_is_re_fitted_to_the_trained_wi
     _, rep, refitted = run(True)
     _, rep_off, kept = run(False)
     assert rep.fixups > 0 and rep.widths == rep_off.widths  # the same training and cut, re-fitted or not
-    assert refitted > 0.9 and refitted > kept + 0.1, (refitted, kept)  # 0.98 against 0.54 when written
+    assert any(w < t for w, t in zip(rep.widths, rep.widths_trained, strict=True))  # narrower than trained
+    # 0.98 against 0.54 when written (Intel Xeon, 1.3x); 0.82 against 0.18 on an AMD EPYC (2026-12-05, 2x)
+    assert refitted > 0.7 and refitted > kept + 0.2, (refitted, kept)
+
+
+def test_baked_input_masks_compute_what_the_masked_consumers_did() -> None:
+    """The hard masks folded into the consumers' weights (plain, grouped and depthwise convolutions, a
+    linear layer) give the outputs the masking hooks gave, so a cut wider than the gates' widths keeps
+    the trained function."""
+    from torch import nn
+
+    from edgeopt.hwtrain.gated import _bake_input_masks
+
+    torch.manual_seed(0)
+    layers = {"plain": nn.Conv2d(8, 6, 3), "grouped": nn.Conv2d(8, 4, 1, groups=2),
+              "depthwise": nn.Conv2d(8, 16, 3, groups=8), "linear": nn.Linear(8, 3)}  # fmt: skip
+    module = nn.ModuleDict(layers)
+    mask = torch.tensor([1.0, 0, 1, 1, 0, 0, 1, 0])
+    x = {n: torch.randn(2, 8, 5, 5) if n != "linear" else torch.randn(2, 8) for n in layers}
+    shape = {n: (1, 8, 1, 1) if n != "linear" else (1, 8) for n in layers}
+    masked = {n: layers[n](x[n] * mask.view(shape[n])) for n in layers}
+    _bake_input_masks(module, {n: mask for n in layers})
+    for n in layers:
+        assert torch.allclose(layers[n](x[n]), masked[n], atol=1e-6), n
 
 
 def test_the_narrowest_cut_is_timed_before_the_re_anchored_predictor_gives_up(digits, one_thread) -> None:
