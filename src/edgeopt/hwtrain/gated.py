@@ -432,8 +432,7 @@ def train_to_budget(
         cut = pruned_model(model, dep, _removed(ranked, widths), CUT_STEP, *trained)
         say("hw_train: the cut re-fitted by least squares to the trained widths' outputs")
     report = HwTrainReport([len(r) for r in ranked], widths, costs.latency_full, trained_widths, fixups=fixups,
-                           widened=widened,
-                           confirmations=confirmations, history=warm_history + hist.epochs,
+                           widened=widened, confirmations=confirmations, history=warm_history + hist.epochs,
                            table_timing=table_timing)  # fmt: skip
     if latency_fn is not None:
         report.predicted_ms = latency_fn([cut])[0]
@@ -481,13 +480,14 @@ def _recalibrate_batchnorm(model: EdgeModel, data: ImageDataset, images: int = 5
 def _bake_input_masks(module: nn.Module, masks: dict[str, torch.Tensor]) -> None:
     """Scale each consumer's weights by the hard input-channel mask the search ended with (in place), so
     that the unmasked module computes what the trained sub-network did. Without it, a cut that a
-    timing widens past the gates' widths switches on channels the consumers were trained to see as
-    zero (2026-12-05, AMD EPYC: a digits resnet8 cut widened from 40 to 64 channels fell from 94%
-    to 18%); with it, those channels start silent and the fine-tune puts them to use."""
+    timing widens past the gates' widths (a digits resnet8's group widened from 40 to 64 channels,
+    2026-12-05) switches on channels the consumers were trained to see as zero; with it, those
+    channels start silent and the fine-tune puts them to use."""
     with torch.no_grad():
         for name, mask in masks.items():
-            w = module.get_submodule(name).weight  # (out, in / groups, ...) for a conv, (out, in) for a linear layer
-            groups = getattr(module.get_submodule(name), "groups", 1)
+            layer = module.get_submodule(name)
+            w = layer.weight  # (out, in / groups, ...) for a conv, (out, in) for a linear layer
+            groups = getattr(layer, "groups", 1)
             per_group_in, per_group_out = w.shape[1], w.shape[0] // groups
             # the input channel each weight reads: its output's group's first input channel + its own index
             channel = (torch.arange(w.shape[0]) // per_group_out)[:, None] * per_group_in + torch.arange(per_group_in)
