@@ -77,3 +77,20 @@ def test_gpu_training_returns_a_cpu_model() -> None:
     m = create_model("resnet8", input_shape=(1, 8, 8), num_classes=10)
     m, _ = fit(m, load_dataset("digits", "train").take(256), FitConfig(epochs=1, device="cuda"))
     assert all(p.device.type == "cpu" for p in m.module.parameters())
+
+
+def test_batchnorms_re_estimated_from_batches_alone_with_dropout_off_and_state_restored() -> None:
+    from torch import nn
+
+    from edgeopt.train.batchnorm import reestimate_batchnorms
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Dropout(0.9), nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3, momentum=0.3))
+    net.train()
+    net[2].running_mean.fill_(5.0)
+    x = torch.randn(16, 2, 4, 4) * 3 + 1
+    reestimate_batchnorms(net, torch.split(x, 4))
+    with torch.no_grad():
+        y = net[1](x)  # what the batch norm saw, had dropout stayed off
+    assert torch.allclose(net[2].running_mean, y.mean(dim=(0, 2, 3)), atol=1e-5)  # the average of 4 equal batches
+    assert net[2].momentum == 0.3 and net.training and net[2].training

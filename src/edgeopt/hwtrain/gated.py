@@ -58,6 +58,7 @@ from edgeopt.data import ImageDataset
 from edgeopt.errors import EdgeoptError
 from edgeopt.model import EdgeModel, refuse_multi_output
 from edgeopt.train import FitConfig, fit
+from edgeopt.train.batchnorm import reestimate_batchnorms
 from edgeopt.train.tasks import loss_function
 
 LatencyFn = Callable[[list[EdgeModel]], list[float]]
@@ -456,25 +457,7 @@ def _recalibrate_batchnorm(model: EdgeModel, data: ImageDataset, images: int = 5
     mode. Cost: one forward pass over ``images`` without gradients."""
     from edgeopt.compress.prune.netadapt import calibration_inputs
 
-    bns = [m for m in model.module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
-    x = calibration_inputs(model, data, images)
-    momenta = [b.momentum for b in bns]
-    was_training = model.module.training
-    model.module.eval()
-    try:
-        for b in bns:
-            b.reset_running_stats()
-            b.momentum = None  # a cumulative average over the batches below
-            b.train()
-        with torch.no_grad():
-            for chunk in torch.split(x, 128):
-                model.module(chunk)
-    finally:
-        for b, m in zip(bns, momenta, strict=True):
-            b.momentum = m
-        model.module.train(was_training)
+    reestimate_batchnorms(model.module, torch.split(calibration_inputs(model, data, images), 128))
 
 
 def _bake_input_masks(module: nn.Module, masks: dict[str, torch.Tensor]) -> None:

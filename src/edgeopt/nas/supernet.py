@@ -31,6 +31,7 @@ from edgeopt.errors import EdgeoptError
 from edgeopt.model import EdgeModel
 from edgeopt.models.searchable import default_strides
 from edgeopt.nas.space import SearchSpace, random_chooser, sample
+from edgeopt.train.batchnorm import reestimate_batchnorms
 
 
 def _extreme(space: SearchSpace, pick: Any) -> dict[str, Any]:
@@ -144,24 +145,13 @@ def extract(supernet: ResNetSupernet, config: dict[str, Any], model: EdgeModel) 
     return model
 
 
-@torch.no_grad()
 def recalibrate_bn(model: EdgeModel, data: ImageDataset, images: int = 512, batch_size: int = 64) -> EdgeModel:
-    """Re-estimate every batch-norm layer's statistics on ``images`` training images (cumulative average)."""
-    module = model.module
-    layers = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
-    saved = [m.momentum for m in layers]
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the batches below
-    module.train()
+    """Re-estimate every batch-norm layer's statistics on ``images`` training images (cumulative average,
+    ``train.batchnorm.reestimate_batchnorms``); returns the model in eval mode."""
     subset = data.take(images, seed=0)
-    try:
-        for s in range(0, len(subset), batch_size):
-            module(torch.from_numpy(model.meta.input.to_model_input(subset.images[s : s + batch_size])))
-    finally:
-        for m, mom in zip(layers, saved, strict=True):
-            m.momentum = mom
-        module.eval()
+    x = torch.from_numpy(model.meta.input.to_model_input(subset.images))
+    reestimate_batchnorms(model.module, torch.split(x, batch_size))
+    model.module.eval()
     return model
 
 

@@ -32,6 +32,7 @@ from torch import nn
 
 from edgeopt.errors import EdgeoptError
 from edgeopt.models.layers import capture_layers
+from edgeopt.train.batchnorm import batchnorms, reestimate_batchnorms
 
 ALIGN_CHOICES = ("none", "adabn")
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -60,12 +61,6 @@ def layer_statistics(module: nn.Module, x: torch.Tensor, layers: list[str] | Non
     return {n: _channel_stats(outs[n]) for n in names if n in outs}
 
 
-def batchnorms(module: nn.Module) -> list[str]:
-    """Paths of the batch norms of ``module`` that track running statistics."""
-    return [n for n, m in module.named_modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]  # fmt: skip
-
-
 def adabn(module: nn.Module, x: torch.Tensor) -> dict[str, float]:
     """AdaBN in place: every batch norm's running mean/variance re-estimated on ``x``.
 
@@ -82,20 +77,7 @@ def adabn(module: nn.Module, x: torch.Tensor) -> dict[str, float]:
         )  # fmt: skip
     mods = dict(module.named_modules())
     before = {n: (mods[n].running_mean.clone(), mods[n].running_var.clone()) for n in names}
-    saved = {n: mods[n].momentum for n in names}
-    was = module.training
-    module.eval()
-    for n in names:
-        mods[n].reset_running_stats()
-        mods[n].momentum = None  # cumulative average: one batch -> exactly its statistics
-        mods[n].train()
-    try:
-        with torch.no_grad():
-            module(x)
-    finally:
-        for n in names:
-            mods[n].momentum = saved[n]
-        module.train(was)
+    reestimate_batchnorms(module, [x])
     out = {}
     for n in names:
         m0, v0 = before[n]
