@@ -59,7 +59,6 @@ from edgeopt.errors import EdgeoptError
 from edgeopt.model import EdgeModel, refuse_multi_output
 from edgeopt.train import FitConfig, fit
 from edgeopt.train.batchnorm import reestimate_batchnorms
-from edgeopt.train.fit import default_lr
 from edgeopt.train.tasks import loss_function
 
 LatencyFn = Callable[[list[EdgeModel]], list[float]]
@@ -336,13 +335,11 @@ def train_to_budget(
         raise EdgeoptError(f"warmup_epochs must be in [0, search_epochs), not {warmup_epochs}")
     cfg = config or FitConfig()
     warm_history: list[dict[str, float]] = []
-    search_cfg = _with_epochs(cfg, search_epochs)
     if warmup_epochs:
         say(f"hw_train: {warmup_epochs} epoch(s) of the full model before the gates")
         model, warm = fit(model, data, _with_epochs(cfg, warmup_epochs))
         warm_history = warm.epochs
         search_epochs -= warmup_epochs
-        search_cfg = _schedule_continued(cfg, model, warmup_epochs, search_epochs)
     module = model.module
     dep = build_dependency_graph(module, model.example_input(1))
     if not dep.groups:
@@ -409,7 +406,7 @@ def train_to_budget(
     handle = module.register_forward_pre_hook(lambda *_: refresh())
     gate_opt = torch.optim.Adam(gates.parameters(), lr=gate_lr)
     try:
-        model, hist = fit(model, data, search_cfg, loss_fn=loss_fn, extra_optimizer=gate_opt)
+        model, hist = fit(model, data, _with_epochs(cfg, search_epochs), loss_fn=loss_fn, extra_optimizer=gate_opt)
         handle.remove()  # the soft masks stop here: the layer outputs below are the argmax widths' (hard masks)
         hard = gates.masks(sizes, hard=True)
         current.update(hard)
@@ -484,18 +481,6 @@ def _with_epochs(cfg: FitConfig, epochs: int) -> FitConfig:
     from dataclasses import replace
 
     return replace(cfg, epochs=epochs)
-
-
-def _schedule_continued(cfg: FitConfig, model: EdgeModel, done: int, more: int) -> FitConfig:
-    """``cfg`` for ``more`` epochs that carry on a cosine schedule of ``done + more`` epochs from epoch ``done``
-    (the peak rate scaled to where that schedule stands, no warm-up) instead of restarting it at the peak.
-
-    The search's weights then settle under the gates as a single schedule's last epochs would, rather than
-    being thrown about at the peak rate while the masks harden (SGDR's restart, without its later epochs)."""
-    from dataclasses import replace
-
-    lr = cfg.lr if cfg.lr is not None else default_lr(model, cfg.optimizer)
-    return replace(cfg, epochs=more, lr=lr * 0.5 * (1 + math.cos(math.pi * done / (done + more))), warmup_epochs=0.0)
 
 
 def _recovery(cfg: FitConfig, epochs: int) -> FitConfig:
