@@ -78,6 +78,15 @@ def _spec_key(sample: dict) -> str:
     return json.dumps(sample["spec"], sort_keys=True)
 
 
+def _unseen_heldout(runtime: str, threads: int, n: int, seen: set[str]) -> tuple[list[dict], list[dict]]:
+    """The first ``n`` held-out samples whose architectures are not in ``seen``, and all the samples drawn:
+    another seed can still draw an architecture a calibration saw (tiny MLPs), so as many more are measured."""
+    drawn = _samples(runtime, threads, "heldout", HELDOUT_SEED, 1e9, n)
+    while len(held := [s for s in drawn if _spec_key(s) not in seen]) < n:
+        drawn = _samples(runtime, threads, "heldout", HELDOUT_SEED, 1e9, len(drawn) + n - len(held))
+    return held[:n], drawn
+
+
 def _repeat_agreement(runtime: str, threads: int, held: list[dict], n: int = 40) -> dict[str, Any]:
     """The noise floor: the first ``n`` held-out architectures exported and timed again (same seed, so
     the same draws), each new drift-normalised time against the first. A predictor cannot agree
@@ -102,10 +111,7 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
     profile = fit_profile(calib, runtime, threads, calib_s, kernels_from)
     fit_s = time.monotonic() - t1
     seen = {_spec_key(s) for s in calib}
-    drawn = _samples(runtime, threads, "heldout", HELDOUT_SEED, 1e9, heldout_n)
-    # another seed can still draw an architecture calibration saw (tiny MLPs): drop those, measure as many more
-    while len(held := [s for s in drawn if _spec_key(s) not in seen]) < heldout_n:
-        drawn = _samples(runtime, threads, "heldout", HELDOUT_SEED, 1e9, len(drawn) + heldout_n - len(held))
+    held, drawn = _unseen_heldout(runtime, threads, heldout_n, seen)
     ref = reference_ms(calib)
     y_calib = normalised_ms(calib, ref)
     y = normalised_ms(held, ref)  # drift-free: each model's times over the references timed beside it
@@ -128,7 +134,7 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
         "calibration_seconds": round(calib_s + fit_s, 1),
         "heldout_models": len(held),
         "heldout_also_in_calibration": overlap,
-        "heldout_dropped_as_seen_in_calibration": len(drawn) - len(held),
+        "heldout_dropped_as_seen_in_calibration": sum(_spec_key(s) in seen for s in drawn),
         "heldout_latency_ms_range": [float(y.min()), float(y.max())],
         "reference_ms": ref["reference_ms"],
         "memory_reference_ms": ref.get("memory_reference_ms"),
@@ -186,18 +192,20 @@ def _kernel_source(runtime: str) -> Any:
     return load_profile(path) if runtime == "litert" and path.exists() else None
 
 
-def transfer_section(base, runtime: str, threads: int, heldout: list[dict], n: int = 20) -> dict[str, Any]:
-    """Re-target ``base`` with the first ``n`` held-out-disjoint measurements (a fresh seed)."""
+def transfer_section(base, runtime: str, threads: int, n: int = 20, heldout_n: int = 200) -> dict[str, Any]:
+    """Re-target ``base`` with the first ``n`` measurements of a fresh seed, and score it on ``heldout_n``
+    held-out architectures that neither those ``n`` nor ``base``'s calibration had."""
     few = _samples(runtime, threads, f"transfer{n}", 77, 1e9, n)
     pred_model = transfer(base, runtime, threads, samples=few).predictor
-    y = normalised_ms(heldout, reference_ms(few))
+    held, _ = _unseen_heldout(runtime, threads, heldout_n, {_spec_key(s) for s in [*few, *base.samples]})
+    y = normalised_ms(held, reference_ms(few))
     return {
         "from": {"runtime": base.runtime, "threads": base.threads},
         "to": {"runtime": runtime, "threads": threads},
         "measurements": len(few),
-        "heldout_models": len(heldout),
-        "transferred": _stats(_predict(pred_model, heldout), y),
-        "untransferred": _stats(_predict(base.predictor, heldout), y),
+        "heldout_models": len(held),
+        "transferred": _stats(_predict(pred_model, held), y),
+        "untransferred": _stats(_predict(base.predictor, held), y),
         "form": pred_model.cv["transfer_form"],
         "leave_one_out_median_pct": pred_model.cv["transfer_loo_median_pct"],
     }
@@ -470,8 +478,7 @@ def main() -> None:
                 print(f"transfer {pair}: no {source} profile calibrated yet, skipped", flush=True)
                 continue
             rt, threads = target.split(":")
-            held = _samples(rt, int(threads), "heldout", HELDOUT_SEED, 1e9, args.heldout)
-            res = transfer_section(load_profile(base_path), rt, int(threads), held)
+            res = transfer_section(load_profile(base_path), rt, int(threads), heldout_n=args.heldout)
             figures["transfer"].append(res)
             print(f"transfer {pair}: within ±10% {res['transferred']['within_10pct']:.1%}", flush=True)
     if "allocation" not in skip:

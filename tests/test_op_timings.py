@@ -12,7 +12,7 @@ import pytest
 from edgeopt.hardware.calibrate import export_arch, kernel_times
 from edgeopt.hardware.kernels import Kernel, kernel_from_json
 from edgeopt.hardware.op_timings import OpTime, attribute, graph_compute_shapes, ort_op, xnnpack_op
-from edgeopt.hardware.predictor import LatencyPredictor, sped_up
+from edgeopt.hardware.predictor import LatencyPredictor, ensemble_selection, sped_up
 
 
 def _conv(cin: int, cout: int, k: int, hw: int, kind: str = "conv") -> Kernel:
@@ -149,7 +149,7 @@ def _kernel_world(n: int, seed: int) -> tuple[list[list[Kernel]], list[list[floa
 
 def test_predictor_chooses_the_per_kernel_model_when_kernel_times_explain_latency() -> None:
     models, times, y = _kernel_world(120, 0)
-    p = LatencyPredictor.fit(models[:100], y[:100], kernel_us=times[:100], correction=False)
+    p = LatencyPredictor.fit(models[:100], y[:100], kernel_us=times[:100], correction=False, ensemble=False)
     cands = p.cv["candidates"]
     assert p.cv["chosen"] in cands and p.cv["chosen"].startswith("kernel") and p.kernel_model is not None
     assert {"kernel_by_share", "kernel_by_share_tuned"} <= set(cands)  # kernels weighted by their time share
@@ -224,3 +224,32 @@ def test_kernel_rows_featurised_once_price_like_the_models_themselves() -> None:
     assert [len(p) for p in by_rows] == [0, len(models[3]), len(models[0])]
     assert all(np.array_equal(a, b) for a, b in zip(by_rows, by_models, strict=True))
     assert fit_kernel_model(rows.take(range(12)), times) == text  # the same fit from rows
+
+
+def test_ensemble_selection_averages_candidates_that_err_in_opposite_directions() -> None:
+    y = np.linspace(0.01, 1.0, 50)
+    pred = {"high": y * 1.12, "low": y * 0.89, "noisy": y * np.exp(np.random.default_rng(0).normal(0, 0.3, 50))}
+    picked = ensemble_selection(pred, y)
+    # alone, "high" and "low" are off by 11-12% and "noisy" (picked first) within 10% a quarter of the time;
+    # together, mostly "high" and "low", all fifty are within 10%
+    assert picked["high"] >= 3 and picked["low"] >= 3 and picked.get("noisy", 0) <= 1
+    mean = np.exp(sum(c * np.log(pred[n]) for n, c in picked.items()) / sum(picked.values()))
+    assert np.all(np.abs(mean / y - 1) <= 0.10)
+
+
+def test_an_ensemble_predicts_its_members_weighted_geometric_mean_round_trips_and_transfers() -> None:
+    models, times, y = _kernel_world(120, 1)
+    p = LatencyPredictor.fit(models[:100], y[:100], kernel_us=times[:100])  # picks 3 of its 10 candidates
+    assert p.cv["chosen"] == "ensemble" and p.cv["chosen_stats"]["within_10pct"] >= max(
+        c["within_10pct"] for c in p.cv["candidates"].values()
+    )
+    assert sum(p.member_weights) == pytest.approx(1.0) and len(p.members) >= 2
+    pred = p.predict_many(models[100:])
+    logs = sum(w * np.log(m.predict_many(models[100:])) for m, w in zip(p.members, p.member_weights, strict=True))
+    assert np.allclose(pred, np.exp(logs), rtol=1e-12)
+    assert p.lendable_kernel_model() is not None
+    again = LatencyPredictor.from_json(json.loads(json.dumps(p.to_json())))
+    assert np.array_equal(again.predict_many(models[100:]), pred)
+    t = p.transferred(models[100:110], 2 * y[100:110])
+    assert t.cv["transfer_form"].startswith("ensemble of") and len(t.members) == len(p.members)
+    assert np.median(np.abs(t.predict_many(models[110:]) / (2 * y[110:]) - 1)) < 0.05

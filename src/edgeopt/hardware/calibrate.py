@@ -331,12 +331,12 @@ def normalised_kernel_us(samples: list[dict[str, Any]], refs: dict[str, float]) 
 
 def _lent_kernel_model(kernels_from: DeviceProfile | None) -> str | None:
     """The per-kernel model ``kernels_from`` lends (None without a profile); refuses a profile without one."""
-    if kernels_from is not None and kernels_from.predictor.kernel_model is None:
+    if kernels_from is not None and kernels_from.predictor.lendable_kernel_model() is None:
         raise EdgeoptError(
             f"the {kernels_from.runtime} profile has no per-kernel model to price kernels with",
             "calibrate it again with this version (`edgeopt hw calibrate --runtime executorch`)",
         )
-    return kernels_from.predictor.kernel_model if kernels_from is not None else None
+    return kernels_from.predictor.lendable_kernel_model() if kernels_from is not None else None
 
 
 def fit_profile(samples: list[dict[str, Any]], runtime: str, threads: int, seconds: float = 0.0,
