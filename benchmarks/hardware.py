@@ -26,6 +26,7 @@ import os
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -165,12 +166,23 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
     return result, profile
 
 
+def _refitted(calib: list[dict], held: list[dict], runtime: str, threads: int, kernels_from: Any,
+              change: Callable[[dict], dict]) -> np.ndarray:  # fmt: skip
+    """Predictions for ``held`` of the predictor fitted again on ``calib``, every sample passed through ``change``."""
+    profile = fit_profile([change(s) for s in calib], runtime, threads, kernels_from=kernels_from)
+    return _predict(profile.predictor, held)
+
+
 def _compute_reference_only(calib: list[dict], held: list[dict], runtime: str, threads: int,
                             kernels_from: Any) -> dict[str, Any]:  # fmt: skip
     """The predictor fitted and scored with every time normalised by the compute-bound reference alone."""
-    calib, held = ([{k: v for k, v in s.items() if k != "memory_reference_ms"} for s in ss] for ss in (calib, held))
-    pred = _predict(fit_profile(calib, runtime, threads, kernels_from=kernels_from).predictor, held)
-    return {"predictor": _stats(pred, normalised_ms(held, reference_ms(calib))),
+
+    def compute_only(s: dict) -> dict:
+        return {k: v for k, v in s.items() if k != "memory_reference_ms"}
+
+    held = [compute_only(s) for s in held]
+    pred = _refitted(calib, held, runtime, threads, kernels_from, compute_only)
+    return {"predictor": _stats(pred, normalised_ms(held, reference_ms([compute_only(s) for s in calib]))),
             "predictor_vs_raw_times": _stats(pred, np.array([s["latency_ms"] for s in held]))}  # fmt: skip
 
 
@@ -180,8 +192,7 @@ def _lent_kernel_model(calib: list[dict], held: list[dict], y: np.ndarray, runti
     scored: what LiteRT's profiled kernel times buy."""
     if kernels_from is None:
         return None
-    untimed = [{**s, "kernel_us": None} for s in calib]
-    return _stats(_predict(fit_profile(untimed, runtime, threads, kernels_from=kernels_from).predictor, held), y)
+    return _stats(_refitted(calib, held, runtime, threads, kernels_from, lambda s: {**s, "kernel_us": None}), y)
 
 
 def _kernel_source(runtime: str) -> Any:

@@ -460,10 +460,10 @@ class LatencyPredictor:
         term_rows = [model_terms(k) for k in models]  # the additive stage does not depend on the fold
         additive_terms = sorted({n for r in term_rows for n in r})
         additive_x = matrix(term_rows, additive_terms)
-        if use_kernels:
-            from edgeopt.hardware.kernel_model import KernelRows, fit_kernel_model, tune_kernel_model
+        from edgeopt.hardware.kernel_model import KernelRows, fit_kernel_model, tune_kernel_model
 
-            rows = KernelRows.of(models)  # featurised once for every fold and candidate
+        # featurised once for every fold and candidate (no rows where no candidate prices kernels)
+        rows = KernelRows.of(models) if use_kernels else KernelRows((), ())
         given_x = matrix(kernel_sum_rows(given, rows), KERNEL_TERMS) if given is not None else None
 
         kernel_texts: dict[tuple[bytes, bool], str] = {}  # the per-kernel models of each training set
