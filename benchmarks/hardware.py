@@ -271,6 +271,27 @@ def allocation_section(runtime: str, profile_path: Path, measured_reference: boo
     return out
 
 
+def _settled_base_ms(runtime: str, base, predicted_ms: float, tolerance: float = 0.08, tries: int = 10,
+                     wait_s: float = 30.0) -> tuple[float, list[float]]:  # fmt: skip
+    """The base model's time to set a seed's targets from (median of three fresh sessions), timed again after
+    ``wait_s`` while it is more than ``tolerance`` off the profile's prediction, up to ``tries`` times; and every
+    timing taken. Why: the machine runs 17-28% slow for minutes at a time, and a target set then is wrong for
+    both methods (run 19, seed 0: the base timed 0.276 ms, 0.230 ms before and after; the profile predicted 0.228).
+    When the machine is normal the profiles predict resnet8 within 1-3.5%."""
+    from common import models_in_turns
+
+    timings: list[float] = []
+    for attempt in range(tries):
+        if attempt:
+            print(f"  base timed {timings[-1]:.4f} ms, predicted {predicted_ms:.4f}: the machine runs slow; "
+                  f"timing again in {wait_s:.0f} s", flush=True)  # fmt: skip
+            time.sleep(wait_s)
+        timings.append(statistics.median(models_in_turns(runtime, {"base": base})["base"]["p50_ms"] for _ in range(3)))
+        if abs(timings[-1] / predicted_ms - 1) <= tolerance:
+            break
+    return timings[-1], timings
+
+
 def _side_by_side(runtime: str, base, model, fraction: float) -> dict[str, Any]:
     """``model`` and the base model timed in turns in ``runtime`` (1 thread), after training: the
     measured ratio against the target fraction, free of the machine's drift since the start."""
@@ -317,11 +338,14 @@ def hwtrain_section(runtime: str, profile_path: Path, fractions: list[float], ep
     and the training device only, and is cached under the benchmark cache. ``device`` trains (cpu or cuda); latency is
     always timed on this machine's CPU."""
     import torch
-    from common import models_in_turns, shared_path
+    from common import shared_path
 
+    from edgeopt.compress.prune.channel import group_sizes
     from edgeopt.compress.workflows import TuneSettings, prune_model
     from edgeopt.data import load_dataset
     from edgeopt.errors import EdgeoptError
+    from edgeopt.hardware.kernels import kernels_of_model
+    from edgeopt.hardware.profile import load_profile
     from edgeopt.hwtrain import train_for_device
     from edgeopt.model import load_model, save_model
     from edgeopt.models import create_model
@@ -335,12 +359,16 @@ def hwtrain_section(runtime: str, profile_path: Path, fractions: list[float], ep
                            "base_measured_ms": [], "runs": [], "pruning_runs": [],
                            "profile": str(profile_path)}  # fmt: skip
     pre = max(1, epochs - 2)
+    predicted_base_ms = load_profile(profile_path).predictor.predict(kernels_of_model(base))
+    out["base_predicted_ms"] = predicted_base_ms
     for seed in seeds:
         # the targets come from the base model timed now, once per seed: timed once for all seeds, a slow minute
         # at the start set every target 10% high (2026-12-04: 0.220 ms, then 0.194 for the rest of the hour); the
-        # median of three fresh sessions, since one slow session set a seed's target 6% high (2026-12-05, run 13)
-        base_ms = statistics.median(models_in_turns(runtime, {"base": base})["base"]["p50_ms"] for _ in range(3))
+        # median of three fresh sessions, since one slow session set a seed's target 6% high (2026-12-05, run 13);
+        # and again while the machine runs slow (``_settled_base_ms``)
+        base_ms, tries = _settled_base_ms(runtime, base, predicted_base_ms)
         out["base_measured_ms"].append(base_ms)
+        out.setdefault("base_timings_while_settling_ms", []).append(tries)
         for frac in fractions:
             torch.manual_seed(seed)
             model = create_model("resnet8", input_shape=(3, 32, 32), num_classes=10)
@@ -385,6 +413,7 @@ def hwtrain_section(runtime: str, profile_path: Path, fractions: list[float], ep
         check = res.metrics["latency_check"]
         out["pruning_runs"].append({"seed": seed, "fraction": 0.7, "measured_ms": check["measured_ms"],
                                     "accuracy": evaluate(res.model, test).accuracy, "train_epochs": pre,
+                                    "widths": group_sizes(res.model),
                                     "recovery_epochs": epochs - pre,
                                     "anchor": res.metrics["latency_source"].get("anchor"),
                                     "seconds": round(time.monotonic() - t0, 1),
