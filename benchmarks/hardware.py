@@ -219,6 +219,8 @@ def transfer_section(base, runtime: str, threads: int, n: int = 20, heldout_n: i
         "untransferred": _stats(_predict(base.predictor, held), y),
         "form": pred_model.cv["transfer_form"],
         "leave_one_out_median_pct": pred_model.cv["transfer_loo_median_pct"],
+        # the target's noise floor: no transfer agrees with one timing more often than two timings agree
+        "target_measurement_repeatability": _repeat_agreement(runtime, threads, held),
     }
 
 

@@ -384,6 +384,10 @@ class LatencyPredictor:
         twenty-eighth session; linear stage kept each time): ExecuTorch → LiteRT 73.6%, ONNX Runtime →
         ExecuTorch 39.8%, ONNX Runtime → LiteRT 31.8%. A per-kernel shift learned from the 20 models'
         profiled kernel times came within 2 points of these and was not kept (docs/hardware.md).
+        An ensemble re-targets each member (its own form by its own leave-one-out) and averages them as
+        before; same machine, 2026-12-06: ExecuTorch → LiteRT 74.5%, ONNX Runtime → ExecuTorch 44.5%,
+        ONNX Runtime → LiteRT 37.5%; from one thread to two, ExecuTorch 85.0%, LiteRT 80.5%, ONNX Runtime
+        78.5%, where two timings of one model at two threads agree within ±10% for 82.5–90%.
         """
         y = np.asarray(latency_ms, dtype=np.float64)
         if self.members:  # each member re-targeted (its own form), then averaged as before
@@ -599,9 +603,9 @@ def ensemble_selection(pred: dict[str, np.ndarray], y: np.ndarray, rounds: int =
     mean with those picked ranks best (``_rank``); the best-ranked prefix of the ``rounds`` picks is kept.
     The candidates err differently (the additive terms against the per-kernel models, with and without
     the correction), so their mean errs less than any of them: on ONNX Runtime (639 calibration models,
-    2026-12-06, AMD EPYC) the best candidate put 88.0% of 200 held-out models within ±10%, this
-    selection 94.5%. Written here because scikit-learn's ensembles fit their own estimators, and these
-    candidates are fitted per fold by ``fit``.
+    2026-12-06, AMD EPYC) the best candidate put 88.0% of 200 held-out models within ±10%, the
+    ensemble this selection picked (six candidates) 95.0%. Written here because scikit-learn's ensembles
+    fit their own estimators, and these candidates are fitted per fold by ``fit``.
     """
     names = list(pred)
     picks = [max(names, key=lambda n: _rank(ErrorStats.of(pred[n], y)))]
