@@ -285,7 +285,7 @@ def _settled_base_ms(runtime: str, base, predicted_ms: float, tolerance: float =
     timings: list[float] = []
     for attempt in range(tries):
         if attempt:
-            print(f"  base timed {timings[-1]:.4f} ms, predicted {predicted_ms:.4f}: the machine runs slow; "
+            print(f"  base timed {timings[-1]:.4f} ms, predicted {predicted_ms:.4f}: off its usual speed; "
                   f"timing again in {wait_s:.0f} s", flush=True)  # fmt: skip
             time.sleep(wait_s)
         timings.append(statistics.median(models_in_turns(runtime, {"base": base})["base"]["p50_ms"] for _ in range(3)))
