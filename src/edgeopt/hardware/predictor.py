@@ -607,17 +607,21 @@ def ensemble_selection(pred: dict[str, np.ndarray], y: np.ndarray, rounds: int =
     ensemble this selection picked (six candidates) 95.0%. Written here because scikit-learn's ensembles
     fit their own estimators, and these candidates are fitted per fold by ``fit``.
     """
-    names = list(pred)
-    picks = [max(names, key=lambda n: _rank(ErrorStats.of(pred[n], y)))]
-    best_picks, best = list(picks), _rank(ErrorStats.of(pred[picks[0]], y))
-    logs = {n: np.log(pred[n]) for n in names}
+
+    def counted(picks: list[str]) -> dict[str, int]:
+        return {n: picks.count(n) for n in dict.fromkeys(picks)}
+
+    def ranked(picks: list[str]) -> tuple[float, float]:  # the geometric mean of ``picks``, ranked
+        weights = {n: c / len(picks) for n, c in counted(picks).items()}
+        return _rank(ErrorStats.of(_geometric_mean(pred, weights), y))
+
+    picks = [max(pred, key=lambda n: ranked([n]))]
+    best_picks = list(picks)
     for _ in range(rounds - 1):
-        total = sum(logs[n] for n in picks)
-        scores = {n: _rank(ErrorStats.of(np.exp((total + logs[n]) / (len(picks) + 1)), y)) for n in names}
-        picks.append(max(names, key=lambda n: scores[n]))
-        if scores[picks[-1]] > best:
-            best_picks, best = list(picks), scores[picks[-1]]
-    return {n: best_picks.count(n) for n in dict.fromkeys(best_picks)}
+        picks.append(max(pred, key=lambda n: ranked([*picks, n])))
+        if ranked(picks) > ranked(best_picks):
+            best_picks = list(picks)
+    return counted(best_picks)
 
 
 def sped_up(parts: np.ndarray, rest: float, theta: tuple[float, float, float, float]) -> float:
