@@ -253,6 +253,19 @@ class _Batch:
 
 
 KERNEL_TERMS = ["kernels.ms", "kernels.n", "model.n"]  # the linear stage over a per-kernel model's sum
+# what a transfer between runtimes scales as one (``kernel_group``); the group stage's columns are these
+# groups' predicted times, then the kernel count and a constant
+KERNEL_GROUPS = ("conv1x1", "conv", "dwconv", "linear", "other")
+
+
+def kernel_group(k: Kernel) -> str:
+    """The ``KERNEL_GROUPS`` entry of a kernel: 1×1 convolutions (a plain matrix product in XNNPACK
+    and MLAS), other convolutions (an indirect one), depthwise convolutions and matrix products each
+    run their own micro-kernels, and another runtime prices each family by its own factor; the rest
+    (element-wise, pooling, layout) is per-operator overhead. Pure."""
+    if k.type == "conv":
+        return "conv1x1" if k.k == 1 else "conv"
+    return k.type if k.type in ("dwconv", "linear") else "other"
 
 
 def kernel_sum_rows(model_text: str, models: Sequence[Sequence[Kernel]] | KernelRows, tuning: str | None = None
@@ -267,6 +280,9 @@ def kernel_sum_rows(model_text: str, models: Sequence[Sequence[Kernel]] | Kernel
 def _sum_rows(per_kernel_us: Sequence[np.ndarray]) -> list[dict[str, float]]:
     """``kernel_sum_rows`` from each model's per-kernel times (µs). Pure."""
     return [{"kernels.ms": float(t.sum()) / 1e3, "kernels.n": float(len(t)), "model.n": 1.0} for t in per_kernel_us]
+
+
+_Forms = dict[str, Callable[[np.ndarray], "LatencyPredictor"]]  # a transfer's forms, each fitted on the models indexed
 
 
 @dataclass
@@ -288,6 +304,7 @@ class LatencyPredictor:
     kernel_model: str | None = None  # per-kernel LightGBM text model (``hardware.kernel_model``)
     kernel_tuning: str | None = None  # its correction from whole-model times (``tune_kernel_model``)
     kernel_speedup: tuple[float, float, float, float] | None = None  # transfer map: ``sped_up``'s parameters
+    group_stage: list[float] | None = None  # transfer map: weights over ``_group_ms``' columns
     # an ensemble (``ensemble_selection``): the weighted geometric mean of these predictors' times; the fields
     # above then go unused but for ``band_pct``, ``cv`` and ``log_affine``
     members: list[LatencyPredictor] = field(default_factory=list)
@@ -326,12 +343,35 @@ class LatencyPredictor:
         """``predict_many`` on a batch whose features an ensemble's members share."""
         if self.members:
             return self._mapped(np.exp(self._members_mean(lambda m: np.log(m._predict(batch)))))
+        if self.group_stage is not None:
+            return np.maximum(self._group_ms(batch) @ np.asarray(self.group_stage), 1e-6)
         if self.kernel_speedup is None:
             return self.predict_rows(self._term_rows(batch), batch.summaries)
         per_kernel = self._kernel_us(batch.kernel_rows)  # once, for the linear stage and for the speedup
         pred = self.predict_rows(_sum_rows(per_kernel), batch.summaries)
         parts, rest = self._kernel_parts(per_kernel, pred)
         return np.array([sped_up(p, r, self.kernel_speedup) for p, r in zip(parts, rest, strict=True)])
+
+    def _group_ms(self, batch: _Batch) -> np.ndarray:
+        """Each model's kernel times (ms) summed by ``KERNEL_GROUPS``, then its kernel count and 1: the
+        columns the group stage weighs. The times are the per-kernel model's, or each kernel's additive
+        terms (``kernel_terms``, the model-level ``add.io_unblocked`` counted as "other"); the linear
+        stage's count and constant and the correction are left out, since the group stage refits them."""
+        if self.kernel_model is not None:
+            per_kernel = [t / 1e3 for t in self._kernel_us(batch.kernel_rows)]
+        else:
+            w = dict(zip(self.terms, self.weights, strict=True))
+            per_kernel = [np.array([sum(w.get(n, 0.0) * v for n, v in kernel_terms(k).items()) for k in ks])
+                          for ks in batch.models]  # fmt: skip
+        out = np.zeros((len(batch.models), len(KERNEL_GROUPS) + 2))
+        for i, (ks, t) in enumerate(zip(batch.models, per_kernel, strict=True)):
+            for k, v in zip(ks, t, strict=True):
+                out[i, KERNEL_GROUPS.index(kernel_group(k))] += v
+            if self.kernel_model is None:  # a model-level term
+                unblocked_adds = batch.terms[i]["add.io_unblocked"]
+                out[i, KERNEL_GROUPS.index("other")] += w.get("add.io_unblocked", 0.0) * unblocked_adds
+            out[i, -2:] = len(ks), 1.0
+        return out
 
     def _kernel_parts(self, per_kernel_us: list[np.ndarray], pred: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """Each model's kernels' shares of ``pred`` (ms), and the rest of it (per-call overhead, correction)."""
@@ -360,34 +400,39 @@ class LatencyPredictor:
     ) -> LatencyPredictor:
         """This predictor re-targeted to another runtime or thread count from a few new timings.
 
-        Up to three forms, whichever predicts the new timings better by leave-one-out (median error):
+        **Another runtime** (``other_threads`` False): the *group stage*. The base's kernel times
+        (its per-kernel model's, or each kernel's additive terms) are summed by ``KERNEL_GROUPS``
+        (1×1 convolutions, other convolutions, depthwise, matrix products, the rest), and the new
+        timings fit one scale per group, a per-kernel cost and a constant (``_fit_group_stage``:
+        relative error, soft-L1, the scales pulled towards a common one). Another runtime on the same
+        CPU runs each family of kernels on its own micro-kernels, at its own speed against the base's,
+        and adds its own per-operator and per-call overheads. The base's correction is dropped: it was
+        fitted to the base runtime's residuals.
+
+        **Another thread count** (the same runtime): whichever of up to three forms predicts the new
+        timings better by leave-one-out (median error):
 
         * ``log y = a + b log ŷ`` over the whole prediction, fitted by Theil-Sen regression (the
           median of pairwise slopes) rather than least squares: a few of 20 timings are far off (a
-          VM's hiccup, a kernel the base runtime lacks) and least squares follows them;
+          VM's hiccup) and least squares follows them;
         * with a per-kernel model, its linear stage (``KERNEL_TERMS``: the kernels' sum, their
-          count, a constant) refitted: another runtime with the same kernel library (LiteRT and
-          ExecuTorch both run XNNPACK) prices each kernel alike but adds its own per-operator and
-          per-call overheads. The correction, fitted to the base runtime's residuals, is dropped;
-        * with a per-kernel model and ``other_threads`` (the same runtime at another thread count),
-          each kernel's time scaled by a factor that grows with its size (``sped_up``: four
-          parameters, robust least squares in log space): a second thread speeds a large
-          convolution up about twofold and a microsecond kernel not at all. Offered for thread
-          counts only: between runtimes, 20 timings' leave-one-out could not tell it from the
-          linear stage, and it predicted worse (ONNX Runtime → ExecuTorch 26.5% within ±10%
-          against 36.0%).
+          count, a constant) refitted, the correction dropped;
+        * with a per-kernel model, each kernel's time scaled by a factor that grows with its size
+          (``sped_up``: four parameters, robust least squares in log space): a second thread speeds
+          a large convolution up about twofold and a microsecond kernel not at all.
 
-        Measured 2026-12-05 (benchmarks/hardware.py, 20 timings, 200 held out): ExecuTorch → LiteRT
-        40.8% within ±10% (log-affine kept), ONNX Runtime → LiteRT 30.3% (linear stage kept), ONNX
-        Runtime → ExecuTorch 34.0%: far from what a full calibration gives (70–84%), since neither
-        form can learn the runtime's own correction from 20 timings. On a quiet AMD EPYC (2026-12-05,
-        twenty-eighth session; linear stage kept each time): ExecuTorch → LiteRT 73.6%, ONNX Runtime →
-        ExecuTorch 39.8%, ONNX Runtime → LiteRT 31.8%. A per-kernel shift learned from the 20 models'
-        profiled kernel times came within 2 points of these and was not kept (docs/hardware.md).
-        An ensemble re-targets each member (its own form by its own leave-one-out) and averages them as
-        before; same machine, 2026-12-06: ExecuTorch → LiteRT 74.5%, ONNX Runtime → ExecuTorch 44.5%,
-        ONNX Runtime → LiteRT 37.5%; from one thread to two, ExecuTorch 85.0%, LiteRT 80.5%, ONNX Runtime
-        78.5%, where two timings of one model at two threads agree within ±10% for 82.5–90%.
+        An ensemble re-targets each member and averages them as before. Measured on a 2-core AMD EPYC
+        (2026-12-06, benchmarks/hardware.py; 20 timings, 200 held-out models; the same 20 models'
+        timings re-drawn 16 times from the held-out set, each scored on 100 others, in brackets):
+        ExecuTorch → LiteRT 81.5% within ±10% (mean over the draws 86.3%), where the forms before
+        (log-affine or the linear stage, by leave-one-out) gave 74.5% (67.7%); ONNX Runtime →
+        ExecuTorch 46.5% (38.8%) against 44.5% (37.7%), ONNX Runtime → LiteRT 38.0% (31.9%) against
+        37.5% (29.1%): ONNX Runtime's kernels differ from XNNPACK's in more than one scale per group
+        (depthwise 7×7 convolutions cost ExecuTorch ~7× what they cost ONNX Runtime, 3×3 ones about
+        the same), and 20 timings do not show which. Offered for thread counts as well, the group
+        stage scored 2–6 points under the forms above (over 16 draws), so it is not. From one thread
+        to two: ExecuTorch 85.0%, LiteRT 80.5%, ONNX Runtime 78.5%, where two timings of one model at
+        two threads agree within ±10% for 82.5–90%.
         """
         y = np.asarray(latency_ms, dtype=np.float64)
         if self.members:  # each member re-targeted (its own form), then averaged as before
@@ -399,32 +444,8 @@ class LatencyPredictor:
                   "transfer_loo_median_pct": {"ensemble": float(np.median(err) * 100)},
                   "transfer_loo_ms": loo_ms.tolist()}  # fmt: skip
             return replace(moved, band_pct=float(np.percentile(err, 90) * 100), cv=cv)
-        base = replace(self, log_affine=(0.0, 1.0), kernel_speedup=None)
-        per_kernel = base._kernel_us(models) if self.kernel_model else None  # once, for every form
-        rows = _sum_rows(per_kernel) if per_kernel is not None else base.term_rows(models)
-        x = np.log(base.predict_rows(rows, [model_summary(k) for k in models]))
-        stage = matrix(rows, KERNEL_TERMS) if per_kernel is not None else None
-
-        def log_affine(train: np.ndarray) -> LatencyPredictor:
-            return replace(base, log_affine=_log_affine(x[train], np.log(y[train])))
-
-        def kernel_stage(train: np.ndarray) -> LatencyPredictor:
-            assert stage is not None
-            w = _fit_linear(stage[train], y[train], positive=False)
-            return replace(base, terms=KERNEL_TERMS, weights=[float(v) for v in w], correction=None, summary_names=[])
-
-        def kernel_speedup(train: np.ndarray) -> LatencyPredictor:
-            assert parts is not None and rest is not None
-            theta = _fit_speedup([parts[i] for i in train], rest[train], y[train])
-            return replace(base, kernel_speedup=theta)
-
-        forms: dict[str, Callable[[np.ndarray], LatencyPredictor]] = {"log_affine": log_affine}
-        parts, rest = (None, None)
-        if per_kernel is not None:
-            forms["kernel_stage"] = kernel_stage
-        if per_kernel is not None and other_threads:
-            parts, rest = base._kernel_parts(per_kernel, np.exp(x))
-            forms["kernel_speedup"] = kernel_speedup
+        base = replace(self, log_affine=(0.0, 1.0), kernel_speedup=None, group_stage=None)
+        forms = base._group_forms(models, y) if not other_threads else base._thread_forms(models, y)
         everyone = np.arange(len(y))
         loo, loo_ms = {}, {}
         for name, form in forms.items():
@@ -435,6 +456,35 @@ class LatencyPredictor:
               "transfer_loo_median_pct": {n: float(np.median(e) * 100) for n, e in loo.items()},
               "transfer_loo_ms": loo_ms[chosen].tolist()}  # fmt: skip
         return replace(forms[chosen](everyone), band_pct=float(np.percentile(loo[chosen], 90) * 100), cv=cv)
+
+    def _group_forms(self, models: Sequence[Sequence[Kernel]], y: np.ndarray) -> _Forms:
+        """``transferred``'s form for another runtime, fitted on the models indexed by its argument."""
+        groups = self._group_ms(_Batch(models))
+        return {"group_stage": lambda train: replace(self, group_stage=_fit_group_stage(groups[train], y[train]))}
+
+    def _thread_forms(self, models: Sequence[Sequence[Kernel]], y: np.ndarray) -> _Forms:
+        """``transferred``'s forms for another thread count, each fitted on the models indexed by its argument."""
+        per_kernel = self._kernel_us(models) if self.kernel_model else None  # once, for every form
+        rows = _sum_rows(per_kernel) if per_kernel is not None else self.term_rows(models)
+        x = np.log(self.predict_rows(rows, [model_summary(k) for k in models]))
+
+        def log_affine(train: np.ndarray) -> LatencyPredictor:
+            return replace(self, log_affine=_log_affine(x[train], np.log(y[train])))
+
+        forms: _Forms = {"log_affine": log_affine}
+        if per_kernel is None:
+            return forms
+        stage = matrix(rows, KERNEL_TERMS)
+        parts, rest = self._kernel_parts(per_kernel, np.exp(x))
+
+        def kernel_stage(train: np.ndarray) -> LatencyPredictor:
+            w = _fit_linear(stage[train], y[train], positive=False)
+            return replace(self, terms=KERNEL_TERMS, weights=[float(v) for v in w], correction=None, summary_names=[])
+
+        def kernel_speedup(train: np.ndarray) -> LatencyPredictor:
+            return replace(self, kernel_speedup=_fit_speedup([parts[i] for i in train], rest[train], y[train]))
+
+        return forms | {"kernel_stage": kernel_stage, "kernel_speedup": kernel_speedup}
 
     def predict(self, kernels: Sequence[Kernel]) -> float:
         """Predicted latency (ms) of one model from its kernels."""
@@ -571,7 +621,7 @@ class LatencyPredictor:
             "terms": self.terms, "weights": self.weights, "correction": self.correction,
             "summary_names": self.summary_names, "band_pct": self.band_pct, "cv": self.cv,
             "log_affine": list(self.log_affine), "kernel_model": self.kernel_model,
-            "kernel_tuning": self.kernel_tuning, "kernel_speedup": self.kernel_speedup,
+            "kernel_tuning": self.kernel_tuning, "kernel_speedup": self.kernel_speedup, "group_stage": self.group_stage,
             "members": [m.to_json() for m in self.members], "member_weights": self.member_weights,
         }  # fmt: skip
 
@@ -582,7 +632,8 @@ class LatencyPredictor:
             float(d.get("band_pct", 0.0)), dict(d.get("cv", {})), tuple(d.get("log_affine", (0.0, 1.0))),
             d.get("kernel_model"), d.get("kernel_tuning"),
             tuple(d["kernel_speedup"]) if d.get("kernel_speedup") else None,  # type: ignore[arg-type]
-            [cls.from_json(m) for m in d.get("members", [])], [float(w) for w in d.get("member_weights", [])],
+            d.get("group_stage"), [cls.from_json(m) for m in d.get("members", [])],
+            [float(w) for w in d.get("member_weights", [])],
         )  # fmt: skip
 
 
@@ -656,6 +707,31 @@ def _log_affine(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         return float(np.median(y - x)), 1.0
     fit = TheilSenRegressor(random_state=0).fit(x[:, None], y)
     return float(fit.intercept_), float(fit.coef_[0])
+
+
+def _fit_group_stage(x: np.ndarray, y: np.ndarray, prior: float = 1.0) -> list[float]:
+    """Weights ``w`` of ``x @ w ≈ y`` (``x``: ``_group_ms``' columns) on relative error, each group's
+    scale ``≥ 0`` and pulled towards one scale common to all groups: the pull costs ``prior`` times a
+    scale's difference from the common one, as much as a model ``prior · difference`` off. Twenty
+    timings cannot pin five scales alone (a group in few of them), and without the pull the fit
+    scored worse than with one common scale. Soft-L1 loss, so that one far-off timing of the few
+    does not pull the fit. Pure apart from SciPy (a bounded, robust least squares)."""
+    from scipy.optimize import least_squares
+
+    g = len(KERNEL_GROUPS)
+    rel = x / y[:, None]
+    common = np.column_stack([rel[:, :g].sum(axis=1), rel[:, g:]])  # one scale, the count, the constant
+
+    def robust(a: np.ndarray, b: np.ndarray, lower: np.ndarray) -> np.ndarray:
+        start = np.clip(np.r_[np.ones(len(lower) - 2), 0.0, 0.0], lower, np.inf)
+        fit = least_squares(lambda w: a @ w - b, start, bounds=(lower, np.inf), loss="soft_l1", f_scale=0.1)
+        return fit.x
+
+    scale = robust(common, np.ones_like(y), np.array([0.0, -np.inf, -np.inf]))[0]
+    pull = np.hstack([prior * np.eye(g), np.zeros((g, x.shape[1] - g))])
+    w = robust(np.vstack([rel, pull]), np.r_[np.ones_like(y), np.full(g, prior * scale)],
+               np.r_[np.zeros(g), -np.inf, -np.inf])  # fmt: skip
+    return [float(v) for v in w]
 
 
 def macs_only_fit(macs: np.ndarray, latency_ms: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
