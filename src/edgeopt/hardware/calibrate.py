@@ -401,8 +401,9 @@ def calibrate(
     _lent_kernel_model(kernels_from)  # before minutes of measuring, not after
     journal = Path(str(out) + ".samples.jsonl") if out is not None else None
     start = time.monotonic()
-    samples = measure_samples(runtime, int(threads), measuring_minutes(minutes), max_models, seed, journal,
-                              on_sample=on_sample)
+    samples = measure_samples(
+        runtime, int(threads), measuring_minutes(minutes), max_models, seed, journal, on_sample=on_sample
+    )
     profile = fit_profile(samples, check_runtime(runtime), int(threads), time.monotonic() - start, kernels_from)
     if out is not None:
         profile.save(out)
@@ -416,9 +417,11 @@ def transfer(base: DeviceProfile, runtime: str, threads: int = 1, measurements: 
     """A profile for another runtime / thread count from ``measurements`` new timings and ``base``.
 
     The base predictor ranks architectures (kernel costs keep their proportions across thread
-    counts and, roughly, runtimes on one CPU); a map fitted on the new timings re-targets it, in
-    the form leave-one-out picks (``LatencyPredictor.transferred``; for another thread count of the
-    same runtime, a per-kernel speedup is one). ``samples`` may be given instead of measuring.
+    counts and, within a family of kernels, across runtimes on one CPU); a map fitted on the new
+    timings re-targets it (``LatencyPredictor.transferred``): for another runtime, one scale per
+    kernel group (1×1 and other convolutions, depthwise, matrix products, the rest); for another
+    thread count of the same runtime, the form leave-one-out picks (a per-kernel speedup among
+    them). ``samples`` may be given instead of measuring.
     """
     runtime = check_runtime(runtime)
     if samples is None:
