@@ -22,7 +22,6 @@ Writes benchmarks/results/hardware.json.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import shutil
@@ -350,8 +349,7 @@ def hwtrain_section(runtime: str, profile_path: Path, fractions: list[float], ep
                     seeds: list[int], device: str = "cpu") -> dict[str, Any]:  # fmt: skip
     """Hardware-aware training of zoo resnet8 on cifar10-jpg to ``fractions`` of its measured latency in
     ``runtime``, beside channel pruning + recovery with the same total epochs at the 0.7 target, once
-    per seed in ``seeds`` (the seed draws the initial weights and the batches of both methods). Both
-    recoveries distil from the full model trained before the cut (since 2026-12-06, thirtieth session).
+    per seed in ``seeds`` (the seed draws the initial weights and the batches of both methods).
 
     Every model is timed again beside the base model once trained (``side_by_side``): the verdict
     is that ratio against the fraction. The pruning baseline's pre-training depends on the seed
@@ -427,15 +425,14 @@ def hwtrain_section(runtime: str, profile_path: Path, fractions: list[float], ep
                            FitConfig(epochs=pre, seed=seed, device=device))  # fmt: skip
             save_model(model, cached)
         t0 = time.monotonic()
-        # recovery distilled from the unpruned model, as hw_train's from the full model its warm-up trained
         res = prune_model(model, train, target_latency_ms=0.7 * base_ms, runtime=runtime, round_to=8,
                           settings=TuneSettings(epochs=epochs - pre, seed=seed, device=device),
-                          teacher=copy.deepcopy(model), profile=str(profile_path))  # fmt: skip
+                          profile=str(profile_path))  # fmt: skip
         check = res.metrics["latency_check"]
         out["pruning_runs"].append({"seed": seed, "fraction": 0.7, "measured_ms": check["measured_ms"],
                                     "accuracy": evaluate(res.model, test).accuracy, "train_epochs": pre,
                                     "widths": group_sizes(res.model),
-                                    "recovery_epochs": epochs - pre, "recovery_distilled": True,
+                                    "recovery_epochs": epochs - pre,
                                     "anchor": res.metrics["latency_source"].get("anchor"),
                                     "seconds": round(time.monotonic() - t0, 1),
                                     "side_by_side": _side_by_side(runtime, base, res.model, 0.7)})  # fmt: skip

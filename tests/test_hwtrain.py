@@ -414,34 +414,6 @@ def test_the_fine_tune_after_the_cut_is_a_recovery_without_augmentation(digits, 
     assert seen == [(1, True), (1, False)]  # the gated search augments (FitConfig's default), the recovery not
 
 
-def test_the_recovery_distils_from_the_full_model_the_warmup_trained(digits, one_thread, monkeypatch) -> None:
-    import edgeopt.hwtrain.gated as gated
-    from edgeopt.compress.distill import Distiller
-
-    train, _ = digits
-    torch.manual_seed(0)
-    model = create_model("resnet8", input_shape=(1, 8, 8))
-    full = sum(p.numel() for p in model.module.parameters())
-    losses, real_fit = [], gated.fit
-
-    def recording_fit(model, data, cfg, **kw):
-        losses.append(kw.get("loss_fn"))
-        return real_fit(model, data, cfg, **kw)
-
-    monkeypatch.setattr(gated, "fit", recording_fit)
-    budget = Budget(latency_ms=0.6 * _macs_ms([model])[0])
-    out, _ = train_to_budget(model, train.take(64), budget, _macs_ms, search_epochs=2, finetune_epochs=1,
-                             warmup_epochs=1)  # fmt: skip
-    kd = losses[-1]  # the recovery's loss: soft targets of the full-width model, half the loss
-    assert isinstance(kd, Distiller) and kd.cfg.alpha == 0.5 and kd.cfg.temperature == 4.0
-    assert sum(p.numel() for p in kd.teacher.parameters()) == full > sum(p.numel() for p in out.module.parameters())
-    assert out.meta.lineage[-1]["distilled"]
-    torch.manual_seed(0)  # without a warm-up there is no trained full model to learn from
-    out, _ = train_to_budget(create_model("resnet8", input_shape=(1, 8, 8)), train.take(64), budget, _macs_ms,
-                             search_epochs=1, finetune_epochs=1)  # fmt: skip
-    assert losses[-1] is None and not out.meta.lineage[-1]["distilled"]
-
-
 def test_budget_the_gates_leave_unused_is_taken_back_by_widening_the_preferred_groups(one_thread) -> None:
     """Widths far under the budget are widened one step at a time while the cut stays within it, the group
     whose gates favoured its next width most first, until no one-step widening fits any more."""

@@ -32,8 +32,7 @@ residual chains and depthwise layers stay consistent):
    repeats; a narrowing the next timing shows saved nothing, or a widening it shows overshot the budget, is
    undone and not taken again. When this changed the gates' widths, the cut is re-fitted by least squares to
    the layer outputs of the sub-network the gates trained (as pruning re-fits its cut). Then
-   ``finetune_epochs`` without gates and without augmentation (a short recovery), distilled from the
-   full model the warm-up trained (half the loss from its soft targets) when there was a warm-up.
+   ``finetune_epochs`` without gates and without augmentation (a short recovery).
 
 Cost: the tables (per group and width, one prediction, one least-squares re-fit on 128 images and one
 evaluation on 1,000: ~1 s each for small CNNs), with ``confirm`` one timing round of a cut per group and up to
@@ -43,7 +42,6 @@ per step).
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -337,13 +335,11 @@ def train_to_budget(
         raise EdgeoptError(f"warmup_epochs must be in [0, search_epochs), not {warmup_epochs}")
     cfg = config or FitConfig()
     warm_history: list[dict[str, float]] = []
-    teacher = None  # the full model the warm-up trained: the recovery distils from it
     if warmup_epochs:
         say(f"hw_train: {warmup_epochs} epoch(s) of the full model before the gates")
         model, warm = fit(model, data, _with_epochs(cfg, warmup_epochs))
         warm_history = warm.epochs
         search_epochs -= warmup_epochs
-        teacher = copy.deepcopy(model)
     module = model.module
     dep = build_dependency_graph(module, model.example_input(1))
     if not dep.groups:
@@ -444,11 +440,11 @@ def train_to_budget(
     if budget.arena_kb is not None:
         report.arena_kb = arena_kib(cut)
     if finetune_epochs > 0:
-        cut, more = _recover(cut, data, _recovery(cfg, finetune_epochs), teacher)
+        cut, more = fit(cut, data, _recovery(cfg, finetune_epochs))
         report.history += more.epochs
     step_record = {"pass": "hw_train", "target_latency_ms": budget.latency_ms, "target_arena_kb": budget.arena_kb,
                    "widths": widths, "warmup_epochs": warmup_epochs, "search_epochs": search_epochs,
-                   "finetune_epochs": finetune_epochs, "distilled": teacher is not None}  # fmt: skip
+                   "finetune_epochs": finetune_epochs}  # fmt: skip
     return cut.with_lineage(step_record), report
 
 
@@ -495,19 +491,6 @@ def _recovery(cfg: FitConfig, epochs: int) -> FitConfig:
     from dataclasses import replace
 
     return replace(cfg, epochs=epochs, augment=False, warmup_epochs=min(cfg.warmup_epochs, 0.1 * epochs))
-
-
-def _recover(cut: EdgeModel, data: ImageDataset, cfg: FitConfig, teacher: EdgeModel | None) -> tuple[EdgeModel, Any]:
-    """Fine-tune the cut; with ``teacher`` (the full model the warm-up trained), half the loss from its
-    soft targets, as pruning's recovery with a teacher (``TuneSettings``' temperature and weight)."""
-    if teacher is None:
-        return fit(cut, data, cfg)
-    from edgeopt.compress.distill import DistillConfig, Distiller
-    from edgeopt.compress.workflows import TuneSettings
-
-    kd = TuneSettings()
-    with Distiller(cut, teacher, DistillConfig(kd.temperature, kd.alpha)) as loss_fn:
-        return fit(cut, data, cfg, loss_fn=loss_fn)
 
 
 def _meet_budget(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choices: list[list[int]],
