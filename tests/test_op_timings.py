@@ -253,8 +253,16 @@ def test_an_ensemble_predicts_its_members_weighted_geometric_mean_round_trips_an
     logs = sum(w * np.log(m.predict_many(models[100:])) for m, w in zip(p.members, p.member_weights, strict=True))
     assert np.allclose(pred, np.exp(logs), rtol=1e-12)
     assert p.lendable_kernel_model() is not None
-    again = LatencyPredictor.from_json(json.loads(json.dumps(p.to_json())))
+    js = p.to_json()  # members' per-kernel models stored once each, named by index
+    texts = js["kernel_models"]
+    assert len(set(texts)) == len(texts) < sum(m.kernel_model is not None for m in p.members)
+    assert all(m["kernel_model"] is None or isinstance(m["kernel_model"], int) for m in js["members"])
+    again = LatencyPredictor.from_json(json.loads(json.dumps(js)))
     assert np.array_equal(again.predict_many(models[100:]), pred)
+    inline = {**js, "members": [{**m, "kernel_model": None if m["kernel_model"] is None else texts[m["kernel_model"]]}
+                                for m in js["members"]]}  # fmt: skip
+    del inline["kernel_models"]  # a profile written before: each member's text inline
+    assert np.array_equal(LatencyPredictor.from_json(inline).predict_many(models[100:]), pred)
     t = p.transferred(models[100:110], 2 * y[100:110])
     assert t.cv["transfer_form"].startswith("ensemble of") and len(t.members) == len(p.members)
     assert np.median(np.abs(t.predict_many(models[110:]) / (2 * y[110:]) - 1)) < 0.05
