@@ -193,6 +193,9 @@ def test_predictor_chooses_the_per_kernel_model_when_kernel_times_explain_latenc
     scales = dict(zip(KERNEL_GROUPS, g.group_stage, strict=False))
     assert scales["conv1x1"] > 1.5 * scales["conv"]
     assert np.median(np.abs(g.predict_many(models[:100]) / slow_1x1[:100] - 1)) < 0.05
+    *_, per_kernel, constant = g.group_stage  # kernels' shares, scaled by group, plus count and constant
+    ks = models[0]
+    assert sum(g.kernel_ms(ks)) + per_kernel * len(ks) + constant == pytest.approx(g.predict(ks), rel=1e-9)
     again = LatencyPredictor.from_json(json.loads(json.dumps(g.to_json())))
     assert np.array_equal(again.predict_many(models[:100]), g.predict_many(models[:100]))
     # another thread count: large kernels run twice as fast, microsecond ones no faster, and the

@@ -352,19 +352,26 @@ class LatencyPredictor:
         parts, rest = self._kernel_parts(per_kernel, pred)
         return np.array([sped_up(p, r, self.kernel_speedup) for p, r in zip(parts, rest, strict=True)])
 
-    def _group_ms(self, batch: _Batch) -> np.ndarray:
-        """Each model's kernel times (ms) summed by ``KERNEL_GROUPS``, then its kernel count and 1: the
-        columns the group stage weighs. The times are the per-kernel model's, or each kernel's additive
-        terms (``kernel_terms``, the model-level ``add.io_unblocked`` counted as "other"); the linear
-        stage's count and constant and the correction are left out, since the group stage refits them."""
+    def _base_kernel_ms(self, batch: _Batch) -> list[np.ndarray]:
+        """Each model's kernel times (ms) before the linear stage: the per-kernel model's, or each kernel's
+        additive terms (``kernel_terms``)."""
         if self.kernel_model is not None:
-            per_kernel = [t / 1e3 for t in self._kernel_us(batch.kernel_rows)]
-        else:
-            w = dict(zip(self.terms, self.weights, strict=True))
-            per_kernel = [np.array([sum(w.get(n, 0.0) * v for n, v in kernel_terms(k).items()) for k in ks])
-                          for ks in batch.models]  # fmt: skip
+            return [t / 1e3 for t in self._kernel_us(batch.kernel_rows)]
+        w = dict(zip(self.terms, self.weights, strict=True))
+
+        def cost(k: Kernel) -> float:
+            return sum(w.get(n, 0.0) * v for n, v in kernel_terms(k).items())
+
+        return [np.array([cost(k) for k in ks]) for ks in batch.models]
+
+    def _group_ms(self, batch: _Batch) -> np.ndarray:
+        """Each model's kernel times (``_base_kernel_ms``) summed by ``KERNEL_GROUPS``, then its kernel count
+        and 1: the columns the group stage weighs. The additive terms' model-level ``add.io_unblocked``
+        counts as "other"; the linear stage's count and constant and the correction are left out, since
+        the group stage refits them."""
+        w = dict(zip(self.terms, self.weights, strict=True))
         out = np.zeros((len(batch.models), len(KERNEL_GROUPS) + 2))
-        for i, (ks, t) in enumerate(zip(batch.models, per_kernel, strict=True)):
+        for i, (ks, t) in enumerate(zip(batch.models, self._base_kernel_ms(batch), strict=True)):
             for k, v in zip(ks, t, strict=True):
                 out[i, KERNEL_GROUPS.index(kernel_group(k))] += v
             if self.kernel_model is None:  # a model-level term
@@ -424,7 +431,7 @@ class LatencyPredictor:
         An ensemble re-targets each member and averages them as before. Measured on a 2-core AMD EPYC
         (2026-12-06, benchmarks/hardware.py; 20 timings, 200 held-out models; the same 20 models'
         timings re-drawn 16 times from the held-out set, each scored on 100 others, in brackets):
-        ExecuTorch → LiteRT 81.5% within ±10% (mean over the draws 86.3%), where the forms before
+        ExecuTorch → LiteRT 81.5% within ±10% (mean over the draws 86.2%), where the forms before
         (log-affine or the linear stage, by leave-one-out) gave 74.5% (67.7%); ONNX Runtime →
         ExecuTorch 46.5% (38.8%) against 44.5% (37.7%), ONNX Runtime → LiteRT 38.0% (31.9%) against
         37.5% (29.1%): ONNX Runtime's kernels differ from XNNPACK's in more than one scale per group
@@ -495,10 +502,12 @@ class LatencyPredictor:
         shares, weighted)."""
         if self.members:
             return list(self._members_mean(lambda m: np.array(m.kernel_ms(kernels))))
-        w = dict(zip(self.terms, self.weights, strict=True))
-        if self.kernel_model is not None:
-            return [w["kernels.ms"] * t / 1e3 for t in self._kernel_us([kernels])[0]]
-        return [sum(w.get(n, 0.0) * v for n, v in kernel_terms(k).items()) for k in kernels]
+        base = self._base_kernel_ms(_Batch([kernels]))[0]
+        if self.group_stage is not None:  # transferred: each kernel scaled by its group's factor
+            scales = [self.group_stage[KERNEL_GROUPS.index(kernel_group(k))] for k in kernels]
+            return [s * float(v) for s, v in zip(scales, base, strict=True)]
+        scale = dict(zip(self.terms, self.weights, strict=True))["kernels.ms"] if self.kernel_model is not None else 1.0
+        return [scale * float(v) for v in base]
 
     @classmethod
     def fit(
@@ -619,7 +628,7 @@ class LatencyPredictor:
     def to_json(self) -> dict[str, Any]:
         """The predictor as JSON. An ensemble's members share per-kernel models (``fit`` fits one per
         kind and tunes it, or not, per member): each text is stored once, under ``kernel_models``, and a
-        member names its own by index (ONNX Runtime's six members: 9.9 → 6.6 MB)."""
+        member names its own by index (ONNX Runtime's six members: 7.9 → 4.6 MB)."""
         d = {
             "terms": self.terms, "weights": self.weights, "correction": self.correction,
             "summary_names": self.summary_names, "band_pct": self.band_pct, "cv": self.cv,
