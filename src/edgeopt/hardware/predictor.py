@@ -471,9 +471,10 @@ class LatencyPredictor:
 
     def _thread_forms(self, models: Sequence[Sequence[Kernel]], y: np.ndarray) -> _Forms:
         """``transferred``'s forms for another thread count, each fitted on the models indexed by its argument."""
-        per_kernel = self._kernel_us(models) if self.kernel_model else None  # once, for every form
-        rows = _sum_rows(per_kernel) if per_kernel is not None else self.term_rows(models)
-        x = np.log(self.predict_rows(rows, [model_summary(k) for k in models]))
+        batch = _Batch(models)
+        per_kernel = self._kernel_us(batch.kernel_rows) if self.kernel_model else None  # once, for every form
+        rows = _sum_rows(per_kernel) if per_kernel is not None else batch.terms
+        x = np.log(self.predict_rows(rows, batch.summaries))
 
         def log_affine(train: np.ndarray) -> LatencyPredictor:
             return replace(self, log_affine=_log_affine(x[train], np.log(y[train])))
@@ -744,7 +745,7 @@ def _fit_group_stage(x: np.ndarray, y: np.ndarray, prior: float = 1.0) -> list[f
     common = np.column_stack([rel[:, :g].sum(axis=1), rel[:, g:]])  # one scale, the count, the constant
 
     def robust(a: np.ndarray, b: np.ndarray, lower: np.ndarray) -> np.ndarray:
-        start = np.clip(np.r_[np.ones(len(lower) - 2), 0.0, 0.0], lower, np.inf)
+        start = np.r_[np.ones(len(lower) - 2), 0.0, 0.0]  # the scales at 1, no count or constant term
         fit = least_squares(lambda w: a @ w - b, start, bounds=(lower, np.inf), loss="soft_l1", f_scale=0.1)
         return fit.x
 
