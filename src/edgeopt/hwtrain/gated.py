@@ -3,41 +3,45 @@
 How it works, for a model with channel groups ``g`` (the pruning dependency graph's groups, so
 residual chains and depthwise layers stay consistent):
 
-1. Optionally (``warmup_epochs``) the full model trains first. Each group keeps its channels in
-   importance order (L2 norm) and may keep the first ``w`` of them, for ``w`` in a few widths
-   (multiples of ``round_to``, a quarter to all of the group).
+1. The full model trains: a classifier for all the search epochs, other tasks for ``warmup_epochs``
+   of them. Each group keeps its channels in importance order (L2 norm) and may keep the first ``w``
+   of them, for ``w`` in a few widths (multiples of ``round_to``, a quarter to all of the group).
 2. Cost tables: the model with one group cut to each width, the others intact, is priced by
    ``latency_fn`` (a device profile's predictor: no runtime needed) and, with an arena budget, by
-   edgeopt's liveness plan; and, re-fitted by least squares, evaluated on held-out training images
-   (NetAdapt's short-term evaluation). The changes from the full model are taken as additive across
-   groups (NetAdapt's lookup-table approximation; step 5 checks the real model). With a runtime to
-   confirm in, each group's narrowest cut is timed beside the full model and that group's latency savings
-   scaled to its timing (``_timed_table``); step 5 prices cuts with the same correction.
-3. Gates ``α_g`` give ``p_g = softmax(α_g / τ)`` over the widths; every consumer of the group sees
-   its input channels scaled by ``Σ_j p_gj · 1[rank < w_j]`` (FBNetV2's mask superposition).
-   ``τ`` anneals from 1 to 0.05, so the masks end hard.
-4. Loss = task loss + ``μ · E[accuracy lost]`` + ``λ · relu(E[latency] / T − 1)`` (+ the same for
-   the arena): ProxylessNAS's hinge form, which stops pulling once the budget is met, so the
-   accuracy term keeps the widths that cost least to cut. Weights train with the usual SGD, under
-   the masks; gates with Adam, on the two cost terms only: the masks are applied without gradient
-   to the gates. Why: learned from the task loss, the gates saw each group's *immediate* sensitivity
-   and cut ResNet-8's stem chain, which costs most after reconstruction, while pruning's table kept
-   it and cut the last stage (docs/hardware.md, 2026-12-04). Tasks other than classification have no
-   accuracy table (a training split of anomaly data is all normal): their gates learn from the task loss.
+   edgeopt's liveness plan; and, for a classifier, re-fitted by least squares and evaluated on held-out
+   training images (NetAdapt's short-term evaluation). The changes from the full model are taken as
+   additive across groups (NetAdapt's lookup-table approximation; step 5 checks the real model). With a
+   runtime to confirm in, each group's narrowest cut is timed beside the full model and that group's
+   latency savings scaled to its timing (``_timed_table``); step 5 prices cuts with the same correction.
+3. Gates ``α_g`` give ``p_g = softmax(α_g / τ)`` over the widths, ``τ`` annealed from 1 to 0.05 so
+   that they end hard. Their loss is ``μ · E[accuracy lost] + λ · relu(E[latency] / T − 1)`` (+ the
+   same for the arena): ProxylessNAS's hinge form, which stops pulling once the budget is met, so the
+   accuracy term keeps the widths that cost least to cut.
+4. A classifier's gates learn from those two terms alone, on the tables (``_fit_gates``: no data, under
+   a second). Other tasks have no accuracy table (a training split of anomaly data is all normal), so
+   their gates learn from the task loss: the weights train under the masks (every consumer of a group
+   sees its input channels scaled by ``Σ_j p_gj · 1[rank < w_j]``, FBNetV2's mask superposition) for
+   the remaining search epochs, with the cost terms added to the loss (``_train_under_gates``).
+   Why a classifier's weights do not train under the masks: from the task loss the gates saw each
+   group's *immediate* sensitivity and cut ResNet-8's stem chain, which costs most after
+   reconstruction (docs/hardware.md, 2026-12-04); and once the gates learnt from the tables, an epoch
+   of the weights under the masks still cost 0.9 and 1.2 points on cifar10-jpg against training it at
+   full width and re-fitting the cut (ExecuTorch, 0.7x, seeds 4 and 0, 2026-12-06: the same widths as
+   pruning at seed 4, 71.28% against 72.20%).
 5. The argmax widths are cut out physically (``prune.pruned_model``); while the *predicted*
    latency of that real model misses the budget, one group is narrowed by one step (among the steps
    that meet the budget, the one the accuracy table prices lowest, else the one that saves the most
    time per accuracy lost: NetAdapt's rule). With a runtime to
    confirm in, the cut is then timed, and on a miss the predictor is re-anchored on it and step 5
    repeats; a narrowing the next timing shows saved nothing, or a widening it shows overshot the budget, is
-   undone and not taken again. When this changed the gates' widths, the cut is re-fitted by least squares to
-   the layer outputs of the sub-network the gates trained (as pruning re-fits its cut). Then
-   ``finetune_epochs`` without gates and without augmentation (a short recovery).
+   undone and not taken again. A classifier's cut is re-fitted by least squares to the full model's layer
+   outputs (as pruning re-fits its cut). Then ``finetune_epochs`` without gates and without augmentation
+   (a short recovery).
 
 Cost: the tables (per group and width, one prediction, one least-squares re-fit on 128 images and one
 evaluation on 1,000: ~1 s each for small CNNs), with ``confirm`` one timing round of a cut per group and up to
-four timings of cuts after the search, then ``search_epochs`` + ``finetune_epochs`` of ordinary training (masks add ~10%
-per step).
+four timings of cuts after the search, then ``search_epochs`` + ``finetune_epochs`` of ordinary training (masks add
+~10% per step to the gated epochs of other tasks).
 """
 
 from __future__ import annotations
@@ -156,6 +160,10 @@ class _Gates(nn.Module):
             if where:
                 self.consumers.append((module, where))
 
+    def anneal(self, step: int, total: int) -> None:
+        """``τ`` at ``step`` of ``total``: from 1 down to 0.05, so the masks end hard."""
+        self.tau = max(0.05, 1.0 - 0.95 * step / max(1, total - 1))
+
     def probs(self) -> list[torch.Tensor]:
         return [torch.softmax(a / self.tau, 0) for a in self.alpha]
 
@@ -196,7 +204,8 @@ class CostTables:
 
 
 def _cost_tables(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choices: list[list[int]],
-                 latency_fn: LatencyFn | None, arena: bool, data: ImageDataset) -> CostTables:  # fmt: skip
+                 latency_fn: LatencyFn | None, arena: bool, data: ImageDataset,
+                 outputs: tuple[torch.Tensor, dict] | None) -> CostTables:  # fmt: skip
     """Each group cut alone to each width, the others intact: priced by ``latency_fn`` and the liveness
     plan, and, for a classifier, evaluated on training images after a least-squares reconstruction
     (NetAdapt's short-term evaluation, on the images pruning's latency search uses: :func:`.netadapt.short_term_data`).
@@ -207,7 +216,7 @@ def _cost_tables(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
     full = [len(r) for r in ranked]
     probe = {"pass": "hw_train", "method": "width-probe"}
     holdout, _ = short_term_data(model, data, reconstruct=False)
-    cal, targets = _layer_outputs(model, dep, data) or (None, None)
+    cal, targets = outputs or (None, None)
     variants: list[EdgeModel] = [model]
     index: list[tuple[int, int]] = []
     for g, c in enumerate(choices):
@@ -239,9 +248,9 @@ def _cost_tables(model: EdgeModel, dep: DepGraph, ranked: list[list[int]], choic
 
 
 def _layer_outputs(model: EdgeModel, dep: DepGraph, data: ImageDataset) -> tuple[torch.Tensor, dict] | None:
-    """The calibration batch of the short-term evaluation and every layer's output on it as the model runs
-    now (the full model for the cost tables; under the gates' hard masks after the search): what a cut is
-    re-fitted to reproduce. ``None`` for tasks other than classification, which have no accuracy table."""
+    """The calibration batch of the short-term evaluation and every layer's output on it as the full model
+    runs: what the cost tables' cuts and the final cut are re-fitted to reproduce. ``None`` for tasks other
+    than classification, which have no accuracy table."""
     from edgeopt.compress.prune.netadapt import short_term_data
     from edgeopt.compress.prune.reconstruct import original_outputs
 
@@ -313,18 +322,20 @@ def train_to_budget(
     log: Callable[[str], None] | None = None,
     confirm: LatencyFn | None = None,
     warmup_epochs: int = 0,
+    gate_steps: int = 400,
 ) -> tuple[EdgeModel, HwTrainReport]:
     """Train ``model`` on ``data`` so that its channel widths meet ``budget`` (see the module doc).
 
     ``latency_fn`` prices models for a latency budget (``netadapt.latency_source``: a device
     profile's predictor, or timing in a runtime). ``confirm`` (timing in the runtime, when
     ``latency_fn`` predicts) checks the cut model before fine-tuning (:func:`_meet_budget`).
-    ``config`` sets the weight optimiser (its
-    ``epochs`` is ignored: ``search_epochs`` with gates, then ``finetune_epochs`` without).
-    ``penalty`` is λ of the hinge; ``accuracy_weight`` μ of the expected accuracy lost (a fraction).
-    ``warmup_epochs`` (part of ``search_epochs``) first train the full
-    model without gates, so that channels are ranked by trained weights rather than by their random
-    initial norms. Returns the cut, fine-tuned model and a report; the caller measures it in the runtime.
+    ``config`` sets the weight optimiser (its ``epochs`` is ignored: ``search_epochs``, then
+    ``finetune_epochs`` of recovery). A classifier trains all ``search_epochs`` at full width, then
+    its gates take ``gate_steps`` steps on the cost tables. Other tasks train their weights under the
+    gates for ``search_epochs - warmup_epochs`` after ``warmup_epochs`` at full width (so that channels
+    are ranked by trained weights rather than by their random initial norms). ``penalty`` is λ of the
+    hinge; ``accuracy_weight`` μ of the expected accuracy lost (a fraction). Returns the cut,
+    fine-tuned model and a report; the caller measures it in the runtime.
     """
     say = log or (lambda _s: None)
     if budget.latency_ms is not None and latency_fn is None:
@@ -334,14 +345,14 @@ def train_to_budget(
     if not 0 <= warmup_epochs < search_epochs:
         raise EdgeoptError(f"warmup_epochs must be in [0, search_epochs), not {warmup_epochs}")
     cfg = config or FitConfig()
-    warm_history: list[dict[str, float]] = []
-    if warmup_epochs:
-        say(f"hw_train: {warmup_epochs} epoch(s) of the full model before the gates")
-        model, warm = fit(model, data, _with_epochs(cfg, warmup_epochs))
-        warm_history = warm.epochs
-        search_epochs -= warmup_epochs
-    module = model.module
-    dep = build_dependency_graph(module, model.example_input(1))
+    from_tables = model.meta.task == "classification"  # the tasks with an accuracy table (``_cost_tables``)
+    full_epochs = search_epochs if from_tables else warmup_epochs
+    history: list[dict[str, float]] = []
+    if full_epochs:
+        say(f"hw_train: {full_epochs} epoch(s) of the full model" + ("" if from_tables else " before the gates"))
+        model, warm = fit(model, data, _with_epochs(cfg, full_epochs))
+        history += warm.epochs
+    dep = build_dependency_graph(model.module, model.example_input(1))
     if not dep.groups:
         raise EdgeoptError(
             "the model has no prunable channel groups", "hardware-aware training needs conv/linear layers"
@@ -349,7 +360,8 @@ def train_to_budget(
     ranked = _ranked_classes(dep, channel_scores(model, dep, "l2"))
     choices = [width_choices(len(r), round_to) for r in ranked]
     say(f"hw_train: pricing {sum(len(c) - 1 for c in choices)} width choices over {len(choices)} groups")
-    costs = _cost_tables(model, dep, ranked, choices, latency_fn, budget.arena_kb is not None, data)
+    full_outputs = _layer_outputs(model, dep, data)
+    costs = _cost_tables(model, dep, ranked, choices, latency_fn, budget.arena_kb is not None, data, full_outputs)
     say(
         f"hw_train: full model: {costs.latency_full:.4f} ms predicted"
         + (f", arena {costs.arena_full:.1f} KiB" if costs.arena is not None else "")
@@ -364,6 +376,71 @@ def train_to_budget(
                 f"{[round(v, 2) for v in table_timing['saving_scales']]}")  # fmt: skip
 
     gates = _Gates(dep, ranked, choices)
+
+    def cost_terms(probs: list[torch.Tensor]) -> torch.Tensor:
+        loss = torch.zeros(())
+        if costs.accuracy is not None:
+            loss = loss + accuracy_weight * _expected(costs.accuracy, probs, 0.0)
+        if costs.latency is not None and budget.latency_ms is not None:
+            expected_ms = _expected(costs.latency, probs, costs.latency_full)
+            loss = loss + penalty * torch.relu(expected_ms / budget.latency_ms - 1)
+        if costs.arena is not None and budget.arena_kb is not None:
+            loss = loss + penalty * torch.relu(_expected(costs.arena, probs, costs.arena_full) / budget.arena_kb - 1)
+        return loss
+
+    gate_opt = torch.optim.Adam(gates.parameters(), lr=gate_lr)
+    if from_tables:
+        _fit_gates(gates, cost_terms, gate_opt, gate_steps)
+    else:
+        history += _train_under_gates(model, data, dep, gates, cost_terms, gate_opt,
+                                      _with_epochs(cfg, search_epochs - warmup_epochs))  # fmt: skip
+    widths = [c[j] for c, j in zip(choices, gates.argmax(), strict=True)]
+    trained_widths = list(widths)
+    lost = "" if costs.accuracy is None else f"; the table's accuracy lost: {costs.accuracy_lost(gates.argmax()):.3f}"
+    say(f"hw_train: chosen widths {widths} (of {[len(r) for r in ranked]}){lost}")
+    preference = [a.detach().numpy() for a in gates.alpha]
+    cut, widths, fixups, widened, confirmations = _meet_budget(model, dep, ranked, choices, widths, budget,
+                                                               latency_fn, tolerance, say, confirm,
+                                                               preference=preference, accuracy=costs.accuracy,
+                                                               correction=correction)  # fmt: skip
+    if full_outputs is not None:  # pruning's reconstruction: the cut re-fitted to the full model's layer outputs
+        cut = pruned_model(model, dep, _removed(ranked, widths), CUT_STEP, *full_outputs)
+        say("hw_train: the cut re-fitted by least squares to the full model's layer outputs")
+    report = HwTrainReport([len(r) for r in ranked], widths, costs.latency_full, trained_widths, fixups=fixups,
+                           widened=widened, confirmations=confirmations, history=history,
+                           table_timing=table_timing)  # fmt: skip
+    if latency_fn is not None:
+        report.predicted_ms = latency_fn([cut])[0]
+    if budget.arena_kb is not None:
+        report.arena_kb = arena_kib(cut)
+    if finetune_epochs > 0:
+        cut, more = fit(cut, data, _recovery(cfg, finetune_epochs))
+        report.history += more.epochs
+    step_record = {"pass": "hw_train", "target_latency_ms": budget.latency_ms, "target_arena_kb": budget.arena_kb,
+                   "widths": widths, "full_width_epochs": full_epochs, "gated_epochs": search_epochs - full_epochs,
+                   "finetune_epochs": finetune_epochs}  # fmt: skip
+    return cut.with_lineage(step_record), report
+
+
+def _fit_gates(gates: _Gates, cost_terms: Callable[[list[torch.Tensor]], torch.Tensor],
+               opt: torch.optim.Optimizer, steps: int) -> None:  # fmt: skip
+    """The gates trained on the cost tables alone (in place): ``steps`` Adam steps with ``τ`` annealed from
+    1 to 0.05. Cost: well under a second (the tables are a few dozen numbers)."""
+    for step in range(steps):
+        gates.anneal(step, steps)
+        opt.zero_grad(set_to_none=True)
+        cost_terms(gates.probs()).backward()
+        opt.step()
+
+
+def _train_under_gates(model: EdgeModel, data: ImageDataset, dep: DepGraph, gates: _Gates,
+                       cost_terms: Callable[[list[torch.Tensor]], torch.Tensor], gate_opt: torch.optim.Optimizer,
+                       cfg: FitConfig) -> list[dict[str, float]]:  # fmt: skip
+    """Weights and gates trained together for ``cfg.epochs`` on the task loss plus the cost terms, every
+    consumer's input scaled by the gates' masks (in place; the tasks without an accuracy table, whose gates
+    can only learn what a width costs from the task loss). Ends with the hard masks baked into the
+    consumers' weights and the batch norms re-estimated under them. Returns the epochs' history."""
+    module = model.module
     convs = (nn.Conv1d, nn.Conv2d)
     sizes = {name: m.in_channels if isinstance(m, convs) else m.in_features
              for name, m in module.named_modules() if isinstance(m, (*convs, nn.Linear))}  # fmt: skip
@@ -378,74 +455,29 @@ def train_to_budget(
         return hook
 
     handles = [module.get_submodule(name).register_forward_pre_hook(pre_hook(name)) for name, _ in gates.consumers]
-    steps_per_epoch = max(1, math.ceil(len(data) / cfg.batch_size))
-    total = search_epochs * steps_per_epoch
+    total = cfg.epochs * max(1, math.ceil(len(data) / cfg.batch_size))
     step = [0]
     task_loss = loss_function(model.meta.task, cfg.label_smoothing)
 
-    def loss_fn(outputs: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        loss, probs = task_loss(outputs, y, x), gates.probs()
-        if costs.accuracy is not None:
-            loss = loss + accuracy_weight * _expected(costs.accuracy, probs, 0.0)
-        if costs.latency is not None and budget.latency_ms is not None:
-            expected_ms = _expected(costs.latency, probs, costs.latency_full)
-            loss = loss + penalty * torch.relu(expected_ms / budget.latency_ms - 1)
-        if costs.arena is not None and budget.arena_kb is not None:
-            loss = loss + penalty * torch.relu(_expected(costs.arena, probs, costs.arena_full) / budget.arena_kb - 1)
-        return loss
+    def refresh(*_: Any) -> None:  # the masks, recomputed once per step before the forward
+        gates.anneal(step[0], total)
+        current.update(gates.masks(sizes))
+        step[0] += 1
 
-    class _Masked(nn.Module):  # recomputes the masks once per step, before the forward
-        def forward(self) -> None:
-            gates.tau = max(0.05, 1.0 - 0.95 * step[0] / max(1, total - 1))
-            # the gates learn from the cost tables, not from the task loss (module doc), when there is an accuracy table
-            with torch.set_grad_enabled(costs.accuracy is None):
-                current.update(gates.masks(sizes))
-            step[0] += 1
-
-    refresh = _Masked()
-    handle = module.register_forward_pre_hook(lambda *_: refresh())
-    gate_opt = torch.optim.Adam(gates.parameters(), lr=gate_lr)
+    handle = module.register_forward_pre_hook(refresh)
     try:
-        model, hist = fit(model, data, _with_epochs(cfg, search_epochs), loss_fn=loss_fn, extra_optimizer=gate_opt)
-        handle.remove()  # the soft masks stop here: the layer outputs below are the argmax widths' (hard masks)
+        model, hist = fit(model, data, cfg, loss_fn=lambda out, y, x: task_loss(out, y, x) + cost_terms(gates.probs()),
+                          extra_optimizer=gate_opt)  # fmt: skip
+        handle.remove()  # the soft masks stop here: the batch norms are re-estimated under the argmax widths'
         hard = gates.masks(sizes, hard=True)
         current.update(hard)
         _recalibrate_batchnorm(model, data)
-        trained = _layer_outputs(model, dep, data)
     finally:
         handle.remove()
         for h in handles:
             h.remove()
     _bake_input_masks(module, hard)
-    widths = [c[j] for c, j in zip(choices, gates.argmax(), strict=True)]
-    trained_widths = list(widths)
-    lost = "" if costs.accuracy is None else f"; the table's accuracy lost: {costs.accuracy_lost(gates.argmax()):.3f}"
-    say(f"hw_train: chosen widths {widths} (of {[len(r) for r in ranked]}){lost}")
-    preference = [a.detach().numpy() for a in gates.alpha]
-    cut, widths, fixups, widened, confirmations = _meet_budget(model, dep, ranked, choices, widths, budget,
-                                                               latency_fn, tolerance, say, confirm,
-                                                               preference=preference, accuracy=costs.accuracy,
-                                                               correction=correction)  # fmt: skip
-    if widths != trained_widths and trained is not None:
-        # the fix-up changed the trained sub-network: re-fit the cut to reproduce it (pruning does the same after
-        # its cut). In all three ExecuTorch seeds at 0.7x (2026-12-04) a timing narrowed a stage-1 chain after
-        # training, and the recovery started from a cut with half that chain's trained channels gone
-        cut = pruned_model(model, dep, _removed(ranked, widths), CUT_STEP, *trained)
-        say("hw_train: the cut re-fitted by least squares to the trained widths' outputs")
-    report = HwTrainReport([len(r) for r in ranked], widths, costs.latency_full, trained_widths, fixups=fixups,
-                           widened=widened, confirmations=confirmations, history=warm_history + hist.epochs,
-                           table_timing=table_timing)  # fmt: skip
-    if latency_fn is not None:
-        report.predicted_ms = latency_fn([cut])[0]
-    if budget.arena_kb is not None:
-        report.arena_kb = arena_kib(cut)
-    if finetune_epochs > 0:
-        cut, more = fit(cut, data, _recovery(cfg, finetune_epochs))
-        report.history += more.epochs
-    step_record = {"pass": "hw_train", "target_latency_ms": budget.latency_ms, "target_arena_kb": budget.arena_kb,
-                   "widths": widths, "warmup_epochs": warmup_epochs, "search_epochs": search_epochs,
-                   "finetune_epochs": finetune_epochs}  # fmt: skip
-    return cut.with_lineage(step_record), report
+    return hist.epochs
 
 
 def _recalibrate_batchnorm(model: EdgeModel, data: ImageDataset, images: int = 512) -> None:
@@ -695,8 +727,9 @@ def train_for_device(
     """Hardware-aware training for ``runtime``: ``train_to_budget``, then the result timed there.
 
     Latency comes from ``runtime``'s device profile (``profile``, or this machine's calibrated one)
-    when there is one, else from timing every priced variant. Two thirds of ``epochs`` search (the
-    first three quarters of them without gates), the rest fine-tune. The returned metrics hold the chosen widths,
+    when there is one, else from timing every priced variant. Two thirds of ``epochs`` search (a classifier
+    trains them at full width; other tasks the first three quarters of them, the rest under the gates), the
+    rest fine-tune. The returned metrics hold the chosen widths,
     the predicted and the measured latency (``latency_check``), and the arena of the cut model when an
     arena budget was set.
     """
@@ -711,10 +744,10 @@ def train_for_device(
         latency_source(runtime, threads, profile, log, anchor=model) if target_latency_ms else (None, {})
     )
     search = max(1, round(epochs * 2 / 3))
-    # the first three quarters of the search train the full model (the channels are ranked, and the accuracy
-    # table is taken, on it); at 0.7x in ExecuTorch (resnet8, 6 epochs, cifar10-jpg, seeds 0/1/2) a quarter gave
-    # 69.82 / 70.51 / 66.63%, a half 70.43 / 71.19 / 69.96%, against pruning's 72.10 / 71.00 / 71.68%; three
-    # quarters 71.23% at seed 0 (2026-12-04)
+    # where the weights train under the gates (tasks other than classification), the first three quarters of the
+    # search train the full model, so that channels are ranked on trained weights; measured when classifiers
+    # trained under the gates too, at 0.7x in ExecuTorch (resnet8, 6 epochs, cifar10-jpg, seeds 0/1/2): a quarter
+    # gave 69.82 / 70.51 / 66.63%, a half 70.43 / 71.19 / 69.96%, three quarters 71.23% at seed 0 (2026-12-04)
     warmup = search * 3 // 4
     anchor = source.get("anchor")  # a predicted search: the cut is timed beside the input model
     confirm = timed_beside(model, anchor["measured_ms"], runtime, threads) if anchor else None
