@@ -392,7 +392,7 @@ def train_to_budget(
     if from_tables:
         _fit_gates(gates, cost_terms, gate_opt, gate_steps)
     else:
-        history += _train_under_gates(model, data, dep, gates, cost_terms, gate_opt,
+        history += _train_under_gates(model, data, gates, cost_terms, gate_opt,
                                       _with_epochs(cfg, search_epochs - warmup_epochs))  # fmt: skip
     widths = [c[j] for c, j in zip(choices, gates.argmax(), strict=True)]
     trained_widths = list(widths)
@@ -433,7 +433,7 @@ def _fit_gates(gates: _Gates, cost_terms: Callable[[list[torch.Tensor]], torch.T
         opt.step()
 
 
-def _train_under_gates(model: EdgeModel, data: ImageDataset, dep: DepGraph, gates: _Gates,
+def _train_under_gates(model: EdgeModel, data: ImageDataset, gates: _Gates,
                        cost_terms: Callable[[list[torch.Tensor]], torch.Tensor], gate_opt: torch.optim.Optimizer,
                        cfg: FitConfig) -> list[dict[str, float]]:  # fmt: skip
     """Weights and gates trained together for ``cfg.epochs`` on the task loss plus the cost terms, every
