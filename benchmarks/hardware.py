@@ -8,8 +8,9 @@ data. LiteRT's predictor is also fitted without its own kernel times, on ExecuTo
 model (both run XNNPACK; how LiteRT was calibrated before its profiler was read), and scored beside,
 when this run or an earlier one calibrated ExecuTorch. Transfer: a calibrated profile re-targeted to
 another runtime or thread count (--transfer FROM>TO pairs) from 20 measurements, scored on that
-target's held-out set; and, since one draw of 20 decides much, again from 16 other draws of 20
-among the held-out models (timed already), each scored on the other half of them.
+target's held-out set, the 20 chosen as ``transfer`` chooses them (``transfer_design``) and, side
+by side, drawn at random; and, since which 20 decides much, again from 16 other splits of the
+held-out models (timed already) in halves, 20 of one half chosen both ways, the other half scoring.
 
 Measured samples are journalled in benchmarks/.cache/hardware/ so an interrupted run resumes;
 --fresh starts over. Needs a quiet machine: nothing else may run beside the timing.
@@ -44,12 +45,14 @@ from edgeopt.hardware.calibrate import (
     transfer,
 )
 from edgeopt.hardware.predictor import ErrorStats, LatencyPredictor, macs_only_fit
+from edgeopt.hardware.transfer_design import d_optimal, design_features, designed_specs
 
 CACHE = ROOT / "benchmarks" / ".cache" / "hardware"
 HELDOUT_SEED = 1000
 
 
-def _samples(runtime: str, threads: int, kind: str, seed: int, minutes: float, count: int | None) -> list[dict]:
+def _samples(runtime: str, threads: int, kind: str, seed: int, minutes: float, count: int | None,
+             specs: list[dict] | None = None) -> list[dict]:  # fmt: skip
     journal = CACHE / f"{runtime}_t{threads}_{kind}.jsonl"
 
     def log(n: int, elapsed: float, s: dict[str, Any]) -> None:
@@ -58,7 +61,7 @@ def _samples(runtime: str, threads: int, kind: str, seed: int, minutes: float, c
             flush=True,
         )
 
-    return measure_samples(runtime, threads, minutes, count, seed, journal, on_sample=log)
+    return measure_samples(runtime, threads, minutes, count, seed, journal, on_sample=log, specs=specs)
 
 
 def _stats(pred: np.ndarray, y: np.ndarray) -> dict[str, Any]:
@@ -205,21 +208,31 @@ def _kernel_source(runtime: str) -> Any:
 
 
 def transfer_section(base, runtime: str, threads: int, n: int = 20, heldout_n: int = 200) -> dict[str, Any]:
-    """Re-target ``base`` with the first ``n`` measurements of a fresh seed, and score it on ``heldout_n``
-    held-out architectures that neither those ``n`` nor ``base``'s calibration had."""
-    few = _samples(runtime, threads, f"transfer{n}", 77, 1e9, n)
-    pred_model = transfer(base, runtime, threads, samples=few).predictor
-    held, _ = _unseen_heldout(runtime, threads, heldout_n, {_spec_key(s) for s in [*few, *base.samples]})
+    """Re-target ``base`` with ``n`` measurements, the architectures chosen as ``transfer`` chooses them
+    (``designed_specs``: ``n`` of 100 candidates of a fresh seed) and, side by side, the first ``n`` of a
+    random draw; score both on ``heldout_n`` held-out architectures that none of them nor ``base``'s
+    calibration had."""
+    kind = f"transfer{n}_designed_from_{base.runtime}_t{base.threads}"  # each base chooses its own n
+    few = _samples(runtime, threads, kind, 77, 1e9, None, designed_specs(base.predictor, n, 77))
+    drawn = _samples(runtime, threads, f"transfer{n}", 77, 1e9, n)
+    seen = {_spec_key(s) for s in [*few, *drawn, *base.samples]}
+    held, _ = _unseen_heldout(runtime, threads, heldout_n, seen)
     y = normalised_ms(held, reference_ms(few))
+    pred_model = transfer(base, runtime, threads, samples=few).predictor
+    random_model = transfer(base, runtime, threads, samples=drawn).predictor
+    y_drawn = normalised_ms(held, reference_ms(drawn))
     return {
         "from": {"runtime": base.runtime, "threads": base.threads},
         "to": {"runtime": runtime, "threads": threads},
         "measurements": len(few),
         "heldout_models": len(held),
         "transferred": _stats(_predict(pred_model, held), y),
-        "untransferred": _stats(_predict(base.predictor, held), y),
         "form": pred_model.cv["transfer_form"],
         "leave_one_out_median_pct": pred_model.cv["transfer_loo_median_pct"],
+        # the same transfer from a random draw of n (how every transfer chose its models before 2026-12-06,
+        # thirty-second session), scored against its own timings' references
+        "transferred_from_a_random_draw": _stats(_predict(random_model, held), y_drawn),
+        "untransferred": _stats(_predict(base.predictor, held), y),
         # the target's noise floor: no transfer agrees with one timing more often than two timings agree
         "target_measurement_repeatability": _repeat_agreement(runtime, threads, held),
         "redrawn": _redrawn(base, runtime, threads, held, n),
@@ -227,17 +240,27 @@ def transfer_section(base, runtime: str, threads: int, n: int = 20, heldout_n: i
 
 
 def _redrawn(base, runtime: str, threads: int, held: list[dict], n: int, draws: int = 16) -> dict[str, Any]:
-    """How much the transfer depends on which ``n`` models were timed: ``draws`` times, ``n`` of the
-    held-out models (timed already) re-target ``base`` and the other half of them score it."""
-    scores = []
+    """How much the transfer depends on which ``n`` models were timed: ``draws`` times, the held-out
+    models (timed already) are split in halves; ``n`` of the first half re-target ``base``, chosen by
+    ``d_optimal`` as ``transfer`` chooses (``designed``) or its first ``n`` (``random``), and the
+    second half scores it."""
+    kernels = sample_kernels(held)
+    features = design_features(base.predictor, kernels)
+    scores: dict[str, list[float]] = {"designed": [], "random": []}
     for d in range(draws):
         order = np.random.default_rng(100 + d).permutation(len(held))
-        few, scored = [held[i] for i in order[:n]], [held[i] for i in order[len(held) // 2 :]]
-        moved = transfer(base, runtime, threads, samples=few).predictor
-        scores.append(ErrorStats.of(_predict(moved, scored), normalised_ms(scored, reference_ms(few))).within_10pct)
-    return {"draws": draws, "scored_models": len(held) - len(held) // 2, "within_10pct_each": scores,
-            "mean_within_10pct": float(np.mean(scores)), "median_within_10pct": float(np.median(scores)),
-            "min_within_10pct": float(min(scores)), "max_within_10pct": float(max(scores))}  # fmt: skip
+        pool, scored = order[: len(held) // 2], [held[i] for i in order[len(held) // 2 :]]
+        for name, chosen in (("designed", pool[d_optimal(features[pool], n)]), ("random", pool[:n])):
+            few = [held[i] for i in chosen]
+            moved = transfer(base, runtime, threads, samples=few).predictor
+            y = normalised_ms(scored, reference_ms(few))
+            scores[name].append(ErrorStats.of(_predict(moved, scored), y).within_10pct)
+    return {"draws": draws, "pool_models": len(held) // 2, "scored_models": len(held) - len(held) // 2} | {
+        name: {"within_10pct_each": s, "mean_within_10pct": float(np.mean(s)),
+               "median_within_10pct": float(np.median(s)), "min_within_10pct": float(min(s)),
+               "max_within_10pct": float(max(s))}
+        for name, s in scores.items()
+    }  # fmt: skip
 
 
 def allocation_section(runtime: str, profile_path: Path, measured_reference: bool) -> dict[str, Any]:
@@ -542,9 +565,11 @@ def main() -> None:
             rt, threads = target.split(":")
             res = transfer_section(load_profile(base_path), rt, int(threads), heldout_n=args.heldout)
             figures["transfer"].append(res)
-            print(f"transfer {pair}: within ±10% {res['transferred']['within_10pct']:.1%} "
-                  f"(over {res['redrawn']['draws']} other draws of the {res['measurements']}: mean "
-                  f"{res['redrawn']['mean_within_10pct']:.1%})", flush=True)  # fmt: skip
+            again = res["redrawn"]
+            print(f"transfer {pair}: within ±10% {res['transferred']['within_10pct']:.1%} designed, "
+                  f"{res['transferred_from_a_random_draw']['within_10pct']:.1%} random (over {again['draws']} "
+                  f"other draws of the {res['measurements']}: mean {again['designed']['mean_within_10pct']:.1%} "
+                  f"designed, {again['random']['mean_within_10pct']:.1%} random)", flush=True)  # fmt: skip
     if "allocation" not in skip:
         rt = args.allocation_runtime
         prof_path = CACHE / f"{rt}_t1_profile.json"

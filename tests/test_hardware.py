@@ -184,6 +184,29 @@ def test_transfer_learns_a_slower_device_from_few_measurements(synthetic) -> Non
     assert np.median(np.abs(t.predict_many(models[60:]) / slower[60:] - 1)) < 0.05
 
 
+def test_transfer_design_keeps_the_architectures_that_span_the_base_predictors_view(synthetic) -> None:
+    from edgeopt.hardware.predictor import KERNEL_GROUPS
+    from edgeopt.hardware.transfer_design import d_optimal, design_features, designed_specs
+
+    models, y = synthetic
+    p = LatencyPredictor.fit(models[:40], y[:40], correction=False)
+    x = design_features(p, models)
+    g = len(KERNEL_GROUPS)
+    assert x.shape == (len(models), g + 2) and np.allclose(x[:, :g].sum(axis=1), 1.0)
+    assert np.allclose(x[:, g], np.log(p.predict_many(models)))
+    # on a line, the first two kept are its two ends; then never one twice, and no more than there are
+    assert set(d_optimal(np.arange(10.0)[:, None], 2)) == {0, 9}
+    kept = d_optimal(x, 20)
+    assert len(set(kept)) == 20 and len(d_optimal(x[:5], 20)) == 5
+    # 95 copies of one model and five others: a design keeps the five, a random draw of ten mostly does not
+    lopsided = np.vstack([np.repeat(x[:1], 95, axis=0), x[1:6]])
+    assert set(range(95, 100)) <= set(d_optimal(lopsided, 10))
+    rng = np.random.default_rng(3)
+    candidates = [sample_arch(rng) for _ in range(5)]
+    specs = designed_specs(p, 2, seed=3, candidates=5)  # two of the five the same seed draws
+    assert len(specs) == 2 and specs[0] != specs[1] and all(s in candidates for s in specs)
+
+
 def test_fingerprint_mismatch_names_what_differs() -> None:
     here = machine_fingerprint("onnxruntime")
     assert here["runtime_version"] is not None and here["cpu_model"]
@@ -297,6 +320,20 @@ def run_cli(capfd: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, st
     rc = main(args)
     out, err = capfd.readouterr()
     return rc, out, err
+
+
+def test_measure_samples_times_given_specs_in_order_and_resumes_past_those_timed(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(calibrate_module, "export_arch", lambda spec, *args: {"spec": spec, "kernels": [], "macs": 0})
+    monkeypatch.setattr(calibrate_module, "measured_ratios", lambda runtime, paths, *args, **kwargs: [
+        calibrate_module.RatioTiming(1.0, 0.1, 0.1, 0.1, 0.1) for _ in paths])  # fmt: skip
+    monkeypatch.setattr(calibrate_module, "kernel_times", lambda *args: None)
+    rng = np.random.default_rng(5)
+    specs = [sample_arch(rng) for _ in range(5)]
+    journal = tmp_path / "designed.jsonl"
+    first = measure_samples("onnxruntime", 1, minutes=5, journal=journal, workers=1, specs=specs[:3])
+    assert [s["spec"] for s in first] == specs[:3]  # exactly these, in order, and then it stops
+    again = measure_samples("onnxruntime", 1, minutes=5, journal=journal, workers=1, specs=specs)
+    assert [s["spec"] for s in again] == specs and again[:3] == first  # only the two not timed yet were timed
 
 
 def test_predict_cli_runtime_profile_and_mcu_preset(tmp_path, synthetic, capfd) -> None:

@@ -191,9 +191,11 @@ def measure_samples(
     workers: int | None = None,
     rounds: int = 5,
     on_sample: Callable[[int, float, dict[str, Any]], None] | None = None,
+    specs: Sequence[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure random architectures (``sample_arch``) until ``minutes`` or ``max_models`` run out; a
-    model that, at this run's average cost per model, would end past ``minutes`` is not started.
+    """Measure random architectures (``sample_arch``), or the given ``specs`` in order, until
+    ``minutes``, ``max_models`` or ``specs`` run out; a model that, at this run's average cost per
+    model, would end past ``minutes`` is not started. A spec the runtime cannot export is skipped.
 
     Each sample holds the model's kernels, its time (``latency_ms``) and, timed in the same rounds,
     its ratio to ``REFERENCE_SPEC``'s model (``ratio``, ``reference_ms``) and ``MEMORY_REFERENCE_SPEC``'s
@@ -217,6 +219,8 @@ def measure_samples(
         raise EdgeoptError(f"cannot calibrate runtime '{runtime}'", f"choose one of: {', '.join(MEASURABLE)}")
     samples = _read_samples(journal, runtime, threads) if journal else []
     rng = np.random.default_rng([seed, len(samples)])
+    done = [s["spec"] for s in samples]
+    todo = None if specs is None else [s for s in specs if s not in done]  # a resumed run skips what it timed
     if journal is not None and not samples:
         head = {"runtime": runtime, "threads": threads, "fingerprint": machine_fingerprint(runtime)}
         journal.write_text(json.dumps(head) + "\n")
@@ -248,11 +252,15 @@ def measure_samples(
                 return wanted
             return min(wanted, int((deadline - now) / ((now - began) / measured)))
 
-        while (max_models is None or len(samples) < max_models) and room(1):
+        while (max_models is None or len(samples) < max_models) and (todo is None or todo) and room(1):
             want = 2 * workers if max_models is None else min(2 * workers, max_models - len(samples))
-            specs = [sample_arch(rng) for _ in range(want)]
+            if todo is None:
+                chunk = [sample_arch(rng) for _ in range(want)]
+            else:
+                chunk, todo = todo[:want], todo[want:]
+            want = len(chunk)
             paths = [Path(tmp) / f"m{len(samples) + i}{suffix}" for i in range(want)]
-            exported = [(feats, path) for feats, path in zip(run_all(_try_export, specs, [runtime] * want, paths),
+            exported = [(feats, path) for feats, path in zip(run_all(_try_export, chunk, [runtime] * want, paths),
                                                              paths, strict=True) if feats is not None]  # fmt: skip
             exported = exported[: room(len(exported))]
             if not exported:  # every export of the chunk failed, or none fits: no references to time
@@ -416,6 +424,8 @@ def transfer(base: DeviceProfile, runtime: str, threads: int = 1, measurements: 
              samples: list[dict[str, Any]] | None = None) -> DeviceProfile:  # fmt: skip
     """A profile for another runtime / thread count from ``measurements`` new timings and ``base``.
 
+    The architectures timed are chosen, not drawn: ``transfer_design.designed_specs`` keeps the
+    ``measurements`` of 100 random candidates that best span what the base predictor sees in them.
     The base predictor ranks architectures (kernel costs keep their proportions across thread
     counts and, within a family of kernels, across runtimes on one CPU); a map fitted on the new
     timings re-targets it (``LatencyPredictor.transferred``): for another runtime, one scale per
@@ -423,9 +433,12 @@ def transfer(base: DeviceProfile, runtime: str, threads: int = 1, measurements: 
     thread count of the same runtime, the form leave-one-out picks (a per-kernel speedup among
     them). ``samples`` may be given instead of measuring.
     """
+    from edgeopt.hardware.transfer_design import designed_specs
+
     runtime = check_runtime(runtime)
     if samples is None:
-        samples = measure_samples(runtime, threads, minutes=1e9, max_models=measurements, seed=seed)
+        specs = designed_specs(base.predictor, measurements, seed)
+        samples = measure_samples(runtime, threads, minutes=1e9, specs=specs)
     refs = reference_ms(samples)
     predictor = base.predictor.transferred(sample_kernels(samples), normalised_ms(samples, refs),
                                            other_threads=runtime == base.runtime)  # fmt: skip

@@ -380,6 +380,14 @@ class LatencyPredictor:
             out[i, -2:] = len(ks), 1.0
         return out
 
+    def group_ms(self, models: Sequence[Sequence[Kernel]]) -> np.ndarray:
+        """Each model's base kernel time (ms) summed by ``KERNEL_GROUPS`` (the first columns of
+        ``_group_ms``); an ensemble's is its members' weighted geometric mean."""
+        batch, g = _Batch(models), len(KERNEL_GROUPS)
+        if not self.members:
+            return self._group_ms(batch)[:, :g]
+        return np.exp(self._members_mean(lambda m: np.log(np.maximum(m._group_ms(batch)[:, :g], 1e-9))))
+
     def _kernel_parts(self, per_kernel_us: list[np.ndarray], pred: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """Each model's kernels' shares of ``pred`` (ms), and the rest of it (per-call overhead, correction)."""
         w = dict(zip(self.terms, self.weights, strict=True))["kernels.ms"]
