@@ -437,17 +437,16 @@ class LatencyPredictor:
           a large convolution up about twofold and a microsecond kernel not at all.
 
         An ensemble re-targets each member and averages them as before. Measured on a 2-core AMD EPYC
-        (2026-12-06, benchmarks/hardware.py; 20 timings, 200 held-out models; the same 20 models'
-        timings re-drawn 16 times from the held-out set, each scored on 100 others, in brackets):
-        ExecuTorch → LiteRT 81.5% within ±10% (mean over the draws 86.2%), where the forms before
-        (log-affine or the linear stage, by leave-one-out) gave 74.5% (67.7%); ONNX Runtime →
-        ExecuTorch 46.5% (38.8%) against 44.5% (37.7%), ONNX Runtime → LiteRT 38.0% (31.9%) against
-        37.5% (29.1%): ONNX Runtime's kernels differ from XNNPACK's in more than one scale per group
-        (depthwise 7×7 convolutions cost ExecuTorch ~7× what they cost ONNX Runtime, 3×3 ones about
-        the same), and 20 timings do not show which. Offered for thread counts as well, the group
-        stage scored 2–6 points under the forms above (over 16 draws), so it is not. From one thread
-        to two: ExecuTorch 85.0%, LiteRT 80.5%, ONNX Runtime 78.5%, where two timings of one model at
-        two threads agree within ±10% for 82.5–90%.
+        (2026-12-06, benchmarks/hardware.py; 20 timings chosen as ``calibrate.transfer`` chooses them
+        (``transfer_design``), 200 held-out models; over 16 other choices of 20 among the held-out
+        models, each scored on 100 others, the mean in brackets): ExecuTorch → LiteRT 88.5% within
+        ±10% (89.1%); ONNX Runtime → ExecuTorch 44.0% (39.7%), ONNX Runtime → LiteRT 39.5% (33.6%):
+        ONNX Runtime's kernels differ from XNNPACK's in more than one scale per group (depthwise 7×7
+        convolutions cost ExecuTorch ~7× what they cost ONNX Runtime, 3×3 ones about the same), and
+        20 timings do not show which. Offered for thread counts as well, the group stage scored 2–6
+        points under the forms above (over 16 draws), so it is not. From one thread to two:
+        ExecuTorch 84.5%, LiteRT 80.5%, ONNX Runtime 81.0%, where two timings of one model at two
+        threads agree within ±10% for 82.5–90%.
         """
         y = np.asarray(latency_ms, dtype=np.float64)
         if self.members:  # each member re-targeted (its own form), then averaged as before
