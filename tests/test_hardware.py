@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
@@ -334,6 +335,41 @@ def test_measure_samples_times_given_specs_in_order_and_resumes_past_those_timed
     assert [s["spec"] for s in first] == specs[:3]  # exactly these, in order, and then it stops
     again = measure_samples("onnxruntime", 1, minutes=5, journal=journal, workers=1, specs=specs)
     assert [s["spec"] for s in again] == specs and again[:3] == first  # only the two not timed yet were timed
+    assert measure_samples("onnxruntime", 1, journal=journal, workers=1, specs=specs[3:]) == again[3:]
+
+
+def test_transfer_times_the_designed_models_saves_and_resumes_after_an_interruption(
+    tmp_path, synthetic, monkeypatch
+) -> None:
+    import edgeopt.hardware.transfer_design as design_module
+
+    rng = np.random.default_rng(7)
+    specs = [sample_arch(rng, "resnet") for _ in range(6)]
+    monkeypatch.setattr(design_module, "designed_specs", lambda predictor, n, seed: specs[:n])
+
+    def exported(spec, *args):  # the real kernels, no runtime file
+        return {"spec": spec, "kernels": [kernel_to_json(k) for k in kernels_of_model(arch_model(spec))], "macs": 0}
+
+    monkeypatch.setattr(calibrate_module, "export_arch", exported)
+    timed: list[int] = []
+
+    def ratios(runtime, paths, *args, **kwargs):  # the second chunk is interrupted, the first time
+        timed.append(len(paths))
+        if len(timed) == 2:
+            raise KeyboardInterrupt
+        return [calibrate_module.RatioTiming(1.0, 0.1, 0.1 * (i + 1), 0.1, 0.1) for i in range(len(paths))]
+
+    monkeypatch.setattr(calibrate_module, "measured_ratios", ratios)
+    monkeypatch.setattr(calibrate_module, "kernel_times", lambda *args: None)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # chunks of two models, exported in this process
+    base, out = _profile(synthetic), tmp_path / "two_threads.json"
+    with pytest.raises(KeyboardInterrupt):
+        calibrate_module.transfer(base, "onnxruntime", 2, measurements=6, out=out)
+    journal = tmp_path / "two_threads.json.samples.jsonl"
+    assert not out.exists() and len(journal.read_text().splitlines()) == 1 + 2  # the header, the first chunk
+    moved = calibrate_module.transfer(base, "onnxruntime", 2, measurements=6, out=out)
+    assert timed == [2, 2, 2, 2] and [s["spec"] for s in moved.samples] == specs  # resumed: 4 more, not 6
+    assert load_profile(out).transferred_from["threads"] == 1 and not journal.exists()
 
 
 def test_predict_cli_runtime_profile_and_mcu_preset(tmp_path, synthetic, capfd) -> None:

@@ -114,12 +114,15 @@ def transfer(
     measurements: Annotated[int, typer.Option("--measurements", min=3, help="models to measure")] = 20,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-target a profile to another runtime or thread count from a few measurements."""
+    """Re-target a profile to another runtime or thread count from a few measurements.
+
+    The models timed are chosen to span what the profile's predictor sees (a D-optimal design over 100
+    candidates). Resumable: an interrupted run keeps its timings in OUT.samples.jsonl and the same
+    command continues from them."""
     quiet(as_json)
     from edgeopt.hardware.calibrate import transfer as run
     from edgeopt.hardware.profile import load_profile
 
-    new = run(load_profile(profile), runtime, threads=threads, measurements=measurements)
-    new.save(out)
+    new = run(load_profile(profile), runtime, threads=threads, measurements=measurements, out=out)
     emit({"profile": str(out), "runtime": new.runtime, "threads": new.threads, "measurements": len(new.samples),
           "fit_band_pct": new.predictor.band_pct}, as_json, "hw transfer")  # fmt: skip

@@ -195,7 +195,8 @@ def measure_samples(
 ) -> list[dict[str, Any]]:
     """Measure random architectures (``sample_arch``), or the given ``specs`` in order, until
     ``minutes``, ``max_models`` or ``specs`` run out; a model that, at this run's average cost per
-    model, would end past ``minutes`` is not started. A spec the runtime cannot export is skipped.
+    model, would end past ``minutes`` is not started. A spec the runtime cannot export is skipped;
+    with ``specs``, only their samples are returned (a journal may hold others).
 
     Each sample holds the model's kernels, its time (``latency_ms``) and, timed in the same rounds,
     its ratio to ``REFERENCE_SPEC``'s model (``ratio``, ``reference_ms``) and ``MEMORY_REFERENCE_SPEC``'s
@@ -280,7 +281,7 @@ def measure_samples(
                         f.write(json.dumps(sample) + "\n")
                 if on_sample is not None:
                     on_sample(len(samples), time.monotonic() - start, sample)
-    return samples
+    return samples if specs is None else [s for s in samples if s["spec"] in specs]
 
 
 def sample_kernels(samples: list[dict[str, Any]]) -> list[list[Kernel]]:
@@ -421,7 +422,7 @@ def calibrate(
 
 
 def transfer(base: DeviceProfile, runtime: str, threads: int = 1, measurements: int = 20, seed: int = 1,
-             samples: list[dict[str, Any]] | None = None) -> DeviceProfile:  # fmt: skip
+             samples: list[dict[str, Any]] | None = None, out: str | Path | None = None) -> DeviceProfile:  # fmt: skip
     """A profile for another runtime / thread count from ``measurements`` new timings and ``base``.
 
     The architectures timed are chosen, not drawn: ``transfer_design.designed_specs`` keeps the
@@ -431,21 +432,35 @@ def transfer(base: DeviceProfile, runtime: str, threads: int = 1, measurements: 
     timings re-targets it (``LatencyPredictor.transferred``): for another runtime, one scale per
     kernel group (1×1 and other convolutions, depthwise, matrix products, the rest); for another
     thread count of the same runtime, the form leave-one-out picks (a per-kernel speedup among
-    them). ``samples`` may be given instead of measuring.
+    them). ``samples`` may be given instead of measuring. Saved to ``out`` when given; as with
+    ``calibrate``, an interrupted run keeps its timings in ``<out>.samples.jsonl`` and the same call
+    resumes from them.
     """
     from edgeopt.hardware.transfer_design import designed_specs
+    from edgeopt.progress import ProgressBar
 
     runtime = check_runtime(runtime)
+    journal = Path(str(out) + ".samples.jsonl") if out is not None else None
     if samples is None:
         specs = designed_specs(base.predictor, measurements, seed)
-        samples = measure_samples(runtime, threads, minutes=1e9, specs=specs)
+        bar = ProgressBar(f"timing them in {runtime}", len(specs), transient=False)
+        try:
+            samples = measure_samples(runtime, threads, minutes=1e9, journal=journal, specs=specs,
+                                      on_sample=lambda count, *_: bar.update(count))  # fmt: skip
+        finally:
+            bar.close()
     refs = reference_ms(samples)
     predictor = base.predictor.transferred(sample_kernels(samples), normalised_ms(samples, refs),
                                            other_threads=runtime == base.runtime)  # fmt: skip
     source = {"runtime": base.runtime, "threads": base.threads, "fingerprint": base.fingerprint,
               "measurements": len(samples)}  # fmt: skip
-    return DeviceProfile(runtime, threads, machine_fingerprint(runtime), predictor, samples, transferred_from=source,
-                         reference=_reference_record(refs))  # fmt: skip
+    profile = DeviceProfile(runtime, threads, machine_fingerprint(runtime), predictor, samples,
+                            transferred_from=source, reference=_reference_record(refs))  # fmt: skip
+    if out is not None:
+        profile.save(out)
+        if journal is not None:
+            journal.unlink(missing_ok=True)
+    return profile
 
 
 def _reference_record(refs: dict[str, float]) -> dict[str, Any]:

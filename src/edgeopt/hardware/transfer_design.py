@@ -57,8 +57,9 @@ def designed_specs(predictor: LatencyPredictor, n: int, seed: int = 1, candidate
     ``design_features``. Cost: one graph export per candidate (~0.25 s each on 2 cores), no runtime."""
     from edgeopt.hardware.archs import arch_model, sample_arch
     from edgeopt.hardware.kernels import kernels_of_model
+    from edgeopt.progress import progress_iter
 
     rng = np.random.default_rng(seed)
     specs = [sample_arch(rng) for _ in range(candidates)]
-    models = [kernels_of_model(arch_model(spec)) for spec in specs]
+    models = [kernels_of_model(arch_model(spec)) for spec in progress_iter(specs, "choosing the models to time")]
     return [specs[i] for i in d_optimal(design_features(predictor, models), n)]
