@@ -521,6 +521,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=15.0, help="calibration budget per runtime")
     ap.add_argument("--heldout", type=int, default=200)
     ap.add_argument("--transfer", default="onnxruntime:1>executorch:1,executorch:1>litert:1,onnxruntime:1>litert:1,"
+                    "litert:1>executorch:1,executorch:1>onnxruntime:1,litert:1>onnxruntime:1,"
                     "onnxruntime:1>onnxruntime:2,executorch:1>executorch:2,litert:1>litert:2",
                     help="FROM>TO pairs of runtime:threads; FROM is a profile calibrated here")  # fmt: skip
     ap.add_argument(
