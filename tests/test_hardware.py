@@ -392,6 +392,27 @@ def test_predict_cli_runtime_profile_and_mcu_preset(tmp_path, synthetic, capfd) 
     assert code == 2 and "nosuchboard" in err
 
 
+def test_transfer_cli_warns_before_timing_across_kernel_libraries(tmp_path, synthetic, capfd, monkeypatch) -> None:
+    prof = _profile(synthetic)  # an ONNX Runtime profile
+    prof.save(tmp_path / "p.json")
+    calls: list[tuple[str, int]] = []
+
+    def fake_transfer(base, runtime, threads=1, measurements=20, out=None):  # no timing: what was asked
+        calls.append((runtime, threads))
+        return DeviceProfile(runtime, threads, prof.fingerprint, prof.predictor, prof.samples[:measurements])
+
+    monkeypatch.setattr(calibrate_module, "transfer", fake_transfer)
+    args = ["hw", "transfer", "--profile", str(tmp_path / "p.json"), "--out", str(tmp_path / "t.json"), "--json"]
+    code, out, err = run_cli(capfd, [*args, "--runtime", "executorch"])
+    assert code == 0, err
+    assert "MLAS" in err and "XNNPACK" in err and "hw calibrate --runtime executorch" in err
+    assert "hw calibrate --runtime executorch" in json.loads(out)["warning"]
+    code, out, err = run_cli(capfd, [*args, "--runtime", "onnxruntime", "--threads", "2"])  # one library: trusted
+    assert code == 0 and "warning" not in json.loads(out) and "warning" not in err
+    assert calls == [("executorch", 1), ("onnxruntime", 2)]
+    assert calibrate_module.transfer_warning("litert", "executorch") is None
+
+
 def test_latency_search_asks_the_profile_and_confirms_by_timing_once(synthetic, tmp_path, monkeypatch) -> None:
     import edgeopt.compress.prune.netadapt as netadapt
     from edgeopt.compress.prune.netadapt import latency_source, runtime_latency

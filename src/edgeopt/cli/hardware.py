@@ -121,8 +121,15 @@ def transfer(
     command continues from them."""
     quiet(as_json)
     from edgeopt.hardware.calibrate import transfer as run
+    from edgeopt.hardware.calibrate import transfer_warning
     from edgeopt.hardware.profile import load_profile
+    from edgeopt.runtimes import check_runtime
 
-    new = run(load_profile(profile), runtime, threads=threads, measurements=measurements, out=out)
+    base = load_profile(profile)
+    warning = transfer_warning(base.runtime, check_runtime(runtime))
+    if warning:  # before minutes of timing, so that one may calibrate instead
+        print(f"warning: {warning}", file=sys.stderr)
+    new = run(base, runtime, threads=threads, measurements=measurements, out=out)
     emit({"profile": str(out), "runtime": new.runtime, "threads": new.threads, "measurements": len(new.samples),
-          "fit_band_pct": new.predictor.band_pct}, as_json, "hw transfer")  # fmt: skip
+          "fit_band_pct": new.predictor.band_pct} | ({"warning": warning} if warning else {}),
+         as_json, "hw transfer")  # fmt: skip

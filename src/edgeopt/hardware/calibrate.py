@@ -421,6 +421,23 @@ def calibrate(
     return profile
 
 
+# the kernel library each runtime runs float models on (this CPU backend): a transfer re-scales the base's
+# kernel costs by group, which holds between runtimes of one library and not across libraries
+KERNEL_LIBRARY = {"onnxruntime": "MLAS", "executorch": "XNNPACK", "litert": "XNNPACK"}
+
+
+def transfer_warning(base_runtime: str, runtime: str) -> str | None:
+    """Why a transfer from ``base_runtime`` to ``runtime`` may not be trusted, or None. Measured on a 2-core
+    AMD EPYC (2026-12-06, docs/hardware.md): between the XNNPACK runtimes 88.5–94.0% of held-out models
+    within ±10% from 20 timings; between ONNX Runtime and them 39.5–44.0%."""
+    ours, theirs = KERNEL_LIBRARY.get(base_runtime), KERNEL_LIBRARY.get(runtime)
+    if ours is None or theirs is None or ours == theirs:
+        return None
+    return (f"{base_runtime} runs {ours} kernels and {runtime} runs {theirs}: 20 timings put ~40% of held-out "
+            f"models within ±10% across kernel libraries (docs/hardware.md); `edgeopt hw calibrate --runtime "
+            f"{runtime}` fits a predictor for it (95% or more)")  # fmt: skip
+
+
 def transfer(base: DeviceProfile, runtime: str, threads: int = 1, measurements: int = 20, seed: int = 1,
              samples: list[dict[str, Any]] | None = None, out: str | Path | None = None) -> DeviceProfile:  # fmt: skip
     """A profile for another runtime / thread count from ``measurements`` new timings and ``base``.
