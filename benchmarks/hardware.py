@@ -209,11 +209,12 @@ def _kernel_source(runtime: str) -> Any:
 
 def transfer_section(base, runtime: str, threads: int, n: int = 20, heldout_n: int = 200) -> dict[str, Any]:
     """Re-target ``base`` with ``n`` measurements, the architectures chosen as ``transfer`` chooses them
-    (``designed_specs``: ``n`` of 100 candidates of a fresh seed) and, side by side, the first ``n`` of a
+    (``designed_specs``: the first ``n`` of 100 candidates of a fresh seed in the design's order) and,
+    side by side, the first ``n`` of a
     random draw; score both on ``heldout_n`` held-out architectures that none of them nor ``base``'s
     calibration had."""
     kind = f"transfer{n}_designed_from_{base.runtime}_t{base.threads}"  # each base chooses its own n
-    few = _samples(runtime, threads, kind, 77, 1e9, None, designed_specs(base.predictor, n, 77))
+    few = _samples(runtime, threads, kind, 77, 1e9, n, designed_specs(base.predictor, 77))
     drawn = _samples(runtime, threads, f"transfer{n}", 77, 1e9, n)
     seen = {_spec_key(s) for s in [*few, *drawn, *base.samples]}
     held, _ = _unseen_heldout(runtime, threads, heldout_n, seen)

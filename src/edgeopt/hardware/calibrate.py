@@ -442,8 +442,9 @@ def transfer(base: DeviceProfile, runtime: str, threads: int = 1, measurements: 
              samples: list[dict[str, Any]] | None = None, out: str | Path | None = None) -> DeviceProfile:  # fmt: skip
     """A profile for another runtime / thread count from ``measurements`` new timings and ``base``.
 
-    The architectures timed are chosen, not drawn: ``transfer_design.designed_specs`` keeps the
-    ``measurements`` of 100 random candidates that best span what the base predictor sees in them.
+    The architectures timed are chosen, not drawn: ``transfer_design.designed_specs`` orders 100
+    random candidates by how well they span what the base predictor sees in them, and the first
+    ``measurements`` that the runtime accepts are timed.
     The base predictor ranks architectures (kernel costs keep their proportions across thread
     counts and, within a family of kernels, across runtimes on one CPU); a map fitted on the new
     timings re-targets it (``LatencyPredictor.transferred``): for another runtime, one scale per
@@ -459,11 +460,11 @@ def transfer(base: DeviceProfile, runtime: str, threads: int = 1, measurements: 
     runtime = check_runtime(runtime)
     journal = Path(str(out) + ".samples.jsonl") if out is not None else None
     if samples is None:
-        specs = designed_specs(base.predictor, measurements, seed)
-        bar = ProgressBar(f"timing them in {runtime}", len(specs), transient=False)
+        specs = designed_specs(base.predictor, seed)
+        bar = ProgressBar(f"timing them in {runtime}", measurements, transient=False)
         try:
-            samples = measure_samples(runtime, threads, minutes=1e9, journal=journal, specs=specs,
-                                      on_sample=lambda count, *_: bar.update(count))  # fmt: skip
+            samples = measure_samples(runtime, threads, minutes=1e9, max_models=measurements, journal=journal,
+                                      specs=specs, on_sample=lambda count, *_: bar.update(count))  # fmt: skip
         finally:
             bar.close()
     refs = reference_ms(samples)

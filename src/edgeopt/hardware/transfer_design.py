@@ -52,9 +52,10 @@ def d_optimal(features: np.ndarray, n: int, ridge: float = 1e-3) -> list[int]:
     return kept
 
 
-def designed_specs(predictor: LatencyPredictor, n: int, seed: int = 1, candidates: int = 100) -> list[dict[str, Any]]:
-    """``n`` architectures of ``candidates`` drawn with ``seed``, chosen by ``d_optimal`` on their
-    ``design_features``. Cost: one graph export per candidate (~0.25 s each on 2 cores), no runtime."""
+def designed_specs(predictor: LatencyPredictor, seed: int = 1, candidates: int = 100) -> list[dict[str, Any]]:
+    """``candidates`` architectures drawn with ``seed``, in the order ``d_optimal`` keeps them on their
+    ``design_features``: a transfer times the first n that export, a later one standing in for one the
+    runtime rejects. Cost: one graph export per candidate (~0.25 s each on 2 cores), no runtime."""
     from edgeopt.hardware.archs import arch_model, sample_arch
     from edgeopt.hardware.kernels import kernels_of_model
     from edgeopt.progress import progress_iter
@@ -62,4 +63,4 @@ def designed_specs(predictor: LatencyPredictor, n: int, seed: int = 1, candidate
     rng = np.random.default_rng(seed)
     specs = [sample_arch(rng) for _ in range(candidates)]
     models = [kernels_of_model(arch_model(spec)) for spec in progress_iter(specs, "choosing the models to time")]
-    return [specs[i] for i in d_optimal(design_features(predictor, models), n)]
+    return [specs[i] for i in d_optimal(design_features(predictor, models), candidates)]
