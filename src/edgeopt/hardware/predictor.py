@@ -440,7 +440,8 @@ class LatencyPredictor:
         (2026-12-06, benchmarks/hardware.py; 20 timings chosen as ``calibrate.transfer`` chooses them
         (``transfer_design``), 200 held-out models; over 16 other choices of 20 among the held-out
         models, each scored on 100 others, the mean in brackets): ExecuTorch → LiteRT 88.5% within
-        ±10% (89.1%); ONNX Runtime → ExecuTorch 44.0% (39.7%), ONNX Runtime → LiteRT 39.5% (33.6%):
+        ±10% (89.1%), LiteRT → ExecuTorch 94.0% (91.7%); ONNX Runtime → ExecuTorch 44.0% (39.7%),
+        ONNX Runtime → LiteRT 39.5% (33.6%), the XNNPACK runtimes → ONNX Runtime 43.5–44.0%:
         ONNX Runtime's kernels differ from XNNPACK's in more than one scale per group (depthwise 7×7
         convolutions cost ExecuTorch ~7× what they cost ONNX Runtime, 3×3 ones about the same), and
         20 timings do not show which. Offered for thread counts as well, the group stage scored 2–6
