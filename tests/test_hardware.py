@@ -336,6 +336,9 @@ def test_measure_samples_times_given_specs_in_order_and_resumes_past_those_timed
     again = measure_samples("onnxruntime", 1, minutes=5, journal=journal, workers=1, specs=specs)
     assert [s["spec"] for s in again] == specs and again[:3] == first  # only the two not timed yet were timed
     assert measure_samples("onnxruntime", 1, journal=journal, workers=1, specs=specs[3:]) == again[3:]
+    other = [sample_arch(rng) for _ in range(2)]  # another design on the same journal: the old samples count nothing
+    fresh = measure_samples("onnxruntime", 1, 5, max_models=2, journal=journal, workers=1, specs=other)
+    assert [s["spec"] for s in fresh] == other
 
 
 def test_transfer_times_the_designed_models_saves_and_resumes_after_an_interruption(

@@ -196,7 +196,7 @@ def measure_samples(
     """Measure random architectures (``sample_arch``), or the given ``specs`` in order, until
     ``minutes``, ``max_models`` or ``specs`` run out; a model that, at this run's average cost per
     model, would end past ``minutes`` is not started. A spec the runtime cannot export is skipped;
-    with ``specs``, only their samples are returned (a journal may hold others).
+    with ``specs``, a journal's samples of other architectures are dropped.
 
     Each sample holds the model's kernels, its time (``latency_ms``) and, timed in the same rounds,
     its ratio to ``REFERENCE_SPEC``'s model (``ratio``, ``reference_ms``) and ``MEMORY_REFERENCE_SPEC``'s
@@ -219,9 +219,10 @@ def measure_samples(
     if runtime not in MEASURABLE:
         raise EdgeoptError(f"cannot calibrate runtime '{runtime}'", f"choose one of: {', '.join(MEASURABLE)}")
     samples = _read_samples(journal, runtime, threads) if journal else []
+    if specs is not None:  # a resumed run keeps what it timed of these, and skips them
+        samples = [s for s in samples if s["spec"] in specs]
     rng = np.random.default_rng([seed, len(samples)])
-    done = [s["spec"] for s in samples]
-    todo = None if specs is None else [s for s in specs if s not in done]  # a resumed run skips what it timed
+    todo = None if specs is None else [s for s in specs if s not in [t["spec"] for t in samples]]
     if journal is not None and not samples:
         head = {"runtime": runtime, "threads": threads, "fingerprint": machine_fingerprint(runtime)}
         journal.write_text(json.dumps(head) + "\n")
@@ -281,7 +282,7 @@ def measure_samples(
                         f.write(json.dumps(sample) + "\n")
                 if on_sample is not None:
                     on_sample(len(samples), time.monotonic() - start, sample)
-    return samples if specs is None else [s for s in samples if s["spec"] in specs]
+    return samples
 
 
 def sample_kernels(samples: list[dict[str, Any]]) -> list[list[Kernel]]:
