@@ -205,6 +205,12 @@ def test_predictor_chooses_the_per_kernel_model_when_kernel_times_explain_latenc
     assert t.cv["transfer_form"] == "kernel_speedup" and t.kernel_speedup is not None
     assert np.median(np.abs(t.predict_many(models[:100]) / two[:100] - 1)) < 0.05
     assert LatencyPredictor.from_json(json.loads(json.dumps(t.to_json()))).kernel_speedup == t.kernel_speedup
+    # each kernel's share is sped up as the prediction speeds it: a big kernel's share shrinks, a tiny one's not
+    speedup, half_ms, factor, _ = t.kernel_speedup
+    before, after = np.array(p.kernel_ms(ks)), np.array(t.kernel_ms(ks))
+    assert sum(after) == pytest.approx(sped_up(before, 0.0, (speedup, half_ms, factor, 0.0)), rel=1e-9)
+    big, tiny = int(np.argmax(before)), int(np.argmin(np.where(before > 0, before, np.inf)))
+    assert after[big] / before[big] < after[tiny] / before[tiny]
     assert "kernel_speedup" not in p.transferred(models[100:], two[100:]).cv["transfer_loo_median_pct"]
     # without kernel times (or too few) only the additive terms are candidates
     q = LatencyPredictor.fit(models[:100], y[:100], kernel_us=[None] * 70 + times[70:100], correction=False)

@@ -508,7 +508,8 @@ class LatencyPredictor:
 
     def kernel_ms(self, kernels: Sequence[Kernel]) -> list[float]:
         """Each kernel's share of the linear (uncorrected) prediction, in milliseconds (an ensemble: its members'
-        shares, weighted)."""
+        shares, weighted); after a thread transfer's per-kernel speedup, each sped up as ``sped_up`` speeds
+        it. A ``log_affine`` map of the whole prediction has no per-kernel share and is left out."""
         if self.members:
             return list(self._members_mean(lambda m: np.array(m.kernel_ms(kernels))))
         base = self._base_kernel_ms(_Batch([kernels]))[0]
@@ -516,7 +517,11 @@ class LatencyPredictor:
             scales = [self.group_stage[KERNEL_GROUPS.index(kernel_group(k))] for k in kernels]
             return [s * float(v) for s, v in zip(scales, base, strict=True)]
         scale = dict(zip(self.terms, self.weights, strict=True))["kernels.ms"] if self.kernel_model is not None else 1.0
-        return [scale * float(v) for v in base]
+        if self.kernel_speedup is None:
+            return [scale * float(v) for v in base]
+        speedup, half_ms, factor, _ = self.kernel_speedup
+        parts = np.maximum(scale * base, 0.0)  # as ``_kernel_parts`` hands them to ``sped_up``
+        return [float(v) for v in factor * parts / (1.0 + (speedup - 1.0) * parts / (parts + half_ms))]
 
     @classmethod
     def fit(
