@@ -222,7 +222,8 @@ def measure_samples(
     if specs is not None:  # a resumed run keeps what it timed of these, and skips them
         samples = [s for s in samples if s["spec"] in specs]
     rng = np.random.default_rng([seed, len(samples)])
-    todo = None if specs is None else [s for s in specs if s not in [t["spec"] for t in samples]]
+    done = [s["spec"] for s in samples]
+    todo = None if specs is None else [s for s in specs if s not in done]
     if journal is not None and not samples:
         head = {"runtime": runtime, "threads": threads, "fingerprint": machine_fingerprint(runtime)}
         journal.write_text(json.dumps(head) + "\n")

@@ -519,9 +519,8 @@ class LatencyPredictor:
         scale = dict(zip(self.terms, self.weights, strict=True))["kernels.ms"] if self.kernel_model is not None else 1.0
         if self.kernel_speedup is None:
             return [scale * float(v) for v in base]
-        speedup, half_ms, factor, _ = self.kernel_speedup
         parts = np.maximum(scale * base, 0.0)  # as ``_kernel_parts`` hands them to ``sped_up``
-        return [float(v) for v in factor * parts / (1.0 + (speedup - 1.0) * parts / (parts + half_ms))]
+        return [float(v) for v in sped_up_parts(parts, self.kernel_speedup)]
 
     @classmethod
     def fit(
@@ -710,12 +709,18 @@ def ensemble_selection(pred: dict[str, np.ndarray], y: np.ndarray, rounds: int =
     return counted(best_picks)
 
 
+def sped_up_parts(parts: np.ndarray, theta: tuple[float, float, float, float]) -> np.ndarray:
+    """Each kernel's time (ms) ``parts`` sped up by a factor rising from 1 (a tiny kernel) towards
+    ``speedup`` for one well over ``half_ms``, then scaled (``theta = (speedup, half_ms, scale, _)``). Pure."""
+    speedup, half_ms, scale, _ = theta
+    return scale * parts / (1.0 + (speedup - 1.0) * parts / (parts + half_ms))
+
+
 def sped_up(parts: np.ndarray, rest: float, theta: tuple[float, float, float, float]) -> float:
-    """A model's time (ms) from its kernels' times ``parts`` and the ``rest`` of its time on the base,
-    with each kernel sped up by a factor rising from 1 (a tiny kernel) towards ``speedup`` for one
-    well over ``half_ms`` (``theta = (speedup, half_ms, scale, constant_ms)``). Pure."""
-    speedup, half_ms, scale, constant = theta
-    return float(scale * np.sum(parts / (1.0 + (speedup - 1.0) * parts / (parts + half_ms))) + rest + constant)
+    """A model's time (ms) from its kernels' times ``parts`` and the ``rest`` of its time on the base:
+    ``sped_up_parts`` summed, plus ``rest`` and ``theta``'s ``constant_ms``
+    (``theta = (speedup, half_ms, scale, constant_ms)``). Pure."""
+    return float(np.sum(sped_up_parts(parts, theta)) + rest + theta[3])
 
 
 def _fit_speedup(parts: Sequence[np.ndarray], rest: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
