@@ -279,6 +279,35 @@ def test_drift_normalisation_follows_each_reference_by_the_models_memory_share()
     assert reference_ms([mlp, older]) == {"reference_ms": 2.0}  # a median needs every sample to carry it
 
 
+def test_a_chunk_timed_in_a_slow_phase_is_timed_on_until_two_rounds_are_quiet(monkeypatch) -> None:
+    def phases(reference_times):  # the reference's fastest call per round; the model runs 1.0x, or 1.5x when slow
+        calls = iter(reference_times)
+        state = {}
+
+        def timed(runtime, path, threads, seconds):
+            if path == "ref":
+                state["ref"] = next(calls)
+                return state["ref"], state["ref"]
+            ms = 0.5 * (1.5 if state["ref"] > 0.11 else 1.0)
+            return ms, ms
+
+        return timed
+
+    def run(reference_times, quiet_ms):
+        monkeypatch.setattr(calibrate_module, "_timed", phases(reference_times))
+        (t,) = calibrate_module.measured_ratios("onnxruntime", ["m"], "ref", rounds=3, quiet_ms=quiet_ms)
+        return t
+
+    quiet = run([0.1] * 3, 0.1)  # a quiet machine: the rounds asked for, no more
+    assert (quiet.model_ms, quiet.ratio) == (0.5, 5.0)
+    # three slow rounds, then quiet ones: timed on until two were quiet (round 6), and labelled as on a quiet machine
+    late = run([0.13, 0.13, 0.13, 0.1, 0.13, 0.1, 0.1], 0.1)
+    assert (late.model_ms, late.reference_ms, late.ratio) == (0.5, 0.1, 5.0)
+    # without the recent level the slow phase cannot be told; a machine slow for good waits at most 4x the rounds
+    assert run([0.13] * 3, None).model_ms == 0.75
+    assert run([0.13] * 12, 0.1).reference_ms == 0.13 and run([0.13] * 12 + [0.1], 0.1).model_ms == 0.75
+
+
 def test_measure_samples_times_real_artifacts_and_resumes_from_its_journal(tmp_path) -> None:
     journal = tmp_path / "p.json.samples.jsonl"
     first = measure_samples("onnxruntime", 1, minutes=5, max_models=2, journal=journal, workers=1, rounds=1)

@@ -61,6 +61,12 @@ MEMORY_REFERENCE_SPEC: dict[str, Any] = {
     "softmax": False, "explicit_pad": False,
 }  # fmt: skip
 _REFERENCE_KEYS = ("reference_ms", "memory_reference_ms")
+# A round is quiet when its reference ran within 8% of the quickest recent one (slow phases: ~1.3x; a quiet
+# machine's rounds: within 1%); a chunk is timed for at most 4x its rounds waiting for two (``measured_ratios``).
+QUIET_SLACK, MAX_ROUND_FACTOR = 1.08, 4
+# how many recent samples' references set the quiet level: a window, so that slow drift over minutes
+# (what the references are for) does not keep every chunk waiting
+QUIET_WINDOW = 16
 
 
 def _timed(runtime: str, path: str | Path, threads: int, seconds: float) -> tuple[float, float]:
@@ -94,6 +100,7 @@ def measured_ratios(
     rounds: int = 5,
     seconds_per_round: float = 0.15,
     memory_reference: str | Path | None = None,
+    quiet_ms: float | None = None,
 ) -> list[RatioTiming]:
     """Time each of ``paths`` beside ``reference`` (and ``memory_reference``, when given): each round
     times a fresh session of the references, then one of each model in turn; a model's time is its
@@ -110,13 +117,30 @@ def measured_ratios(
     Runtime calibration model (2026-12-05, 2-core Xeon), so one set of references per model cost the
     calibration a third of its models; a round of four models spans about a second, well inside the
     minutes over which the machine's speed drifts.
-    Cost: ``rounds`` times one session load and a timing window of ``seconds_per_round`` at most for each
-    reference and each model: a round takes ~0.18 s for the two references, ~0.05 s per small model."""
+
+    Why more rounds until two are quiet: at two threads this VM has slow phases of ~5-10 s (the sibling
+    core busy) in which the reference runs ~1.3x slower but other models from 1.0x to 1.9x: no ratio
+    to the reference undoes them, so a chunk timed wholly inside one was mislabelled by up to ~20%.
+    Measured 2026-12-06 (2-core AMD EPYC, LiteRT, 2 threads, 12 models, 20 rounds): a slow phase in
+    11 of 20 rounds; in the held-out journals 6-18% of the samples were timed wholly inside one, and two
+    timings of one model agreed within ±10% for 100% of the pairs timed outside them against 82.5-90%
+    of all. A round is quiet when the reference's fastest call is within ``QUIET_SLACK`` of ``quiet_ms``
+    (the quickest reference of the recent chunks; without it, of this chunk's rounds), and rounds go on
+    until two are quiet, up to ``MAX_ROUND_FACTOR`` times ``rounds``. At one thread every round was
+    quiet in all three runtimes' journals, so this costs nothing there.
+    Cost: ``rounds`` (or more, see above) times one session load and a timing window of
+    ``seconds_per_round`` at most for each reference and each model: a round takes ~0.18 s for the two
+    references, ~0.05 s per small model."""
     refs: list[float] = []
     mem_refs: list[float] = []
     own: list[list[float]] = [[] for _ in paths]
     p50s: list[list[float]] = [[] for _ in paths]
-    for _ in range(rounds):
+
+    def quiet_rounds() -> int:
+        level = min(refs) if quiet_ms is None else min(quiet_ms, *refs)
+        return sum(r <= QUIET_SLACK * level for r in refs)
+
+    while len(refs) < rounds or (quiet_rounds() < min(2, rounds) and len(refs) < MAX_ROUND_FACTOR * rounds):
         refs.append(_timed(runtime, reference, threads, seconds_per_round)[1])
         if memory_reference is not None:
             mem_refs.append(_timed(runtime, memory_reference, threads, seconds_per_round)[1])
@@ -268,8 +292,9 @@ def measure_samples(
             exported = exported[: room(len(exported))]
             if not exported:  # every export of the chunk failed, or none fits: no references to time
                 continue
+            quiet_ms = min((s["reference_ms"] for s in samples[-QUIET_WINDOW:]), default=None)
             timings = measured_ratios(runtime, [path for _, path in exported], reference, threads, rounds,
-                                      memory_reference=memory_reference)  # fmt: skip
+                                      memory_reference=memory_reference, quiet_ms=quiet_ms)  # fmt: skip
             for (feats, path), t in zip(exported, timings, strict=True):
                 sample = {**feats, "ratio": t.ratio, "reference_ms": t.reference_ms,
                           "memory_reference_ms": t.memory_reference_ms, "latency_ms": t.model_ms, "p50_ms": t.p50_ms,
