@@ -118,16 +118,18 @@ def measured_ratios(
     calibration a third of its models; a round of four models spans about a second, well inside the
     minutes over which the machine's speed drifts.
 
-    Why more rounds until two are quiet: at two threads this VM has slow phases of ~5-10 s (the sibling
-    core busy) in which the reference runs ~1.3x slower but other models from 1.0x to 1.9x: no ratio
-    to the reference undoes them, so a chunk timed wholly inside one was mislabelled by up to ~20%.
+    Why more rounds until two are quiet: at two threads this VM has slow phases, from a fraction of a
+    second to minutes (no steal time shows; the cause is the host's), in which the reference runs ~1.3x
+    slower but other models from 1.0x to 1.9x: no ratio to the reference undoes them, so a chunk timed
+    wholly inside one was mislabelled by up to ~20%.
     Measured 2026-12-06 (2-core AMD EPYC, LiteRT, 2 threads, 12 models, 20 rounds): a slow phase in
-    11 of 20 rounds; in the held-out journals 6-18% of the samples were timed wholly inside one, and two
+    12 of 20 rounds; in the held-out journals 6-18% of the samples were timed wholly inside one, and two
     timings of one model agreed within ±10% for 100% of the pairs timed outside them against 82.5-90%
     of all. A round is quiet when the reference's fastest call is within ``QUIET_SLACK`` of ``quiet_ms``
     (the quickest reference of the recent chunks; without it, of this chunk's rounds), and rounds go on
     until two are quiet, up to ``MAX_ROUND_FACTOR`` times ``rounds``. At one thread every round was
-    quiet in all three runtimes' journals, so this costs nothing there.
+    quiet in all three runtimes' journals, so this costs nothing there. Phases longer than the cap still
+    get through: 12-22% of the samples of LiteRT's and ONNX Runtime's re-timed 2-thread journals.
     Cost: ``rounds`` (or more, see above) times one session load and a timing window of
     ``seconds_per_round`` at most for each reference and each model: a round takes ~0.18 s for the two
     references, ~0.05 s per small model."""

@@ -445,9 +445,11 @@ class LatencyPredictor:
         ONNX Runtime's kernels differ from XNNPACK's in more than one scale per group (depthwise 7×7
         convolutions cost ExecuTorch ~7× what they cost ONNX Runtime, 3×3 ones about the same), and
         20 timings do not show which. Offered for thread counts as well, the group stage scored 2–6
-        points under the forms above (over 16 draws), so it is not. From one thread to two:
-        ExecuTorch 84.5%, LiteRT 80.5%, ONNX Runtime 81.0%, where two timings of one model at two
-        threads agree within ±10% for 82.5–90%.
+        points under the forms above (over 16 draws), so it is not. From one thread to two (timed with
+        ``calibrate.measured_ratios``' quiet rounds): ExecuTorch 90.5%, LiteRT 73.0%, ONNX Runtime 71.0%;
+        on the held-out models timed outside the VM's slow phases LiteRT 82.0% and ONNX Runtime 81.1%,
+        where LiteRT's repeat timings agree within ±10% for all 40: the thread forms miss its models
+        under 50 µs and ONNX Runtime's of 0.2–1 ms (docs/hardware.md, "Quiet rounds at two threads").
         """
         y = np.asarray(latency_ms, dtype=np.float64)
         if self.members:  # each member re-targeted (its own form), then averaged as before
