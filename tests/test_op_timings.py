@@ -12,7 +12,7 @@ import pytest
 from edgeopt.hardware.calibrate import export_arch, kernel_times
 from edgeopt.hardware.kernels import Kernel, kernel_from_json
 from edgeopt.hardware.op_timings import OpTime, attribute, graph_compute_shapes, ort_op, xnnpack_op
-from edgeopt.hardware.predictor import KERNEL_GROUPS, LatencyPredictor, ensemble_selection, sped_up
+from edgeopt.hardware.predictor import KERNEL_GROUPS, KERNEL_TERMS, LatencyPredictor, ensemble_selection, sped_up
 
 
 def _conv(cin: int, cout: int, k: int, hw: int, kind: str = "conv") -> Kernel:
@@ -198,16 +198,25 @@ def test_predictor_chooses_the_per_kernel_model_when_kernel_times_explain_latenc
     assert sum(g.kernel_ms(ks)) + per_kernel * len(ks) + constant == pytest.approx(g.predict(ks), rel=1e-9)
     again = LatencyPredictor.from_json(json.loads(json.dumps(g.to_json())))
     assert np.array_equal(again.predict_many(models[:100]), g.predict_many(models[:100]))
-    # another thread count: large kernels run twice as fast, microsecond ones no faster, and the
-    # per-kernel speedup form, offered for thread counts only, follows where no map of the total can
+    # another thread count: large kernels run twice as fast, microsecond ones no faster. The transfer
+    # blends the refitted linear stage with the per-kernel speedup form (offered for thread counts only)
     two = np.array([sped_up(np.array(t) / 1e3, 0.002, (2.0, 0.5, 1.0, 0.0)) for t in times])  # half-way at 0.5 ms
     t = p.transferred(models[100:], two[100:], other_threads=True)
-    assert t.cv["transfer_form"] == "kernel_speedup" and t.kernel_speedup is not None
-    assert np.median(np.abs(t.predict_many(models[:100]) / two[:100] - 1)) < 0.05
-    assert LatencyPredictor.from_json(json.loads(json.dumps(t.to_json()))).kernel_speedup == t.kernel_speedup
+    stage, sped = t.members
+    assert t.cv["transfer_form"] == "kernel_blend" and t.member_weights == [0.5, 0.5]
+    assert stage.terms == KERNEL_TERMS and stage.kernel_speedup is None and sped.kernel_speedup is not None
+    blend = np.sqrt(stage.predict_many(models[:100]) * sped.predict_many(models[:100]))
+    assert np.allclose(t.predict_many(models[:100]), blend, rtol=1e-12)
+    assert np.median(np.abs(sped.predict_many(models[:100]) / two[:100] - 1)) < 0.05  # the speedup form follows
+    assert np.median(np.abs(blend / two[:100] - 1)) < 0.05
+    js = t.to_json()  # the two members share the per-kernel model's text, stored once
+    assert js["kernel_models"] == [p.kernel_model] and [m["kernel_model"] for m in js["members"]] == [0, 0]
+    again = LatencyPredictor.from_json(json.loads(json.dumps(js)))
+    assert np.array_equal(again.predict_many(models[:100]), t.predict_many(models[:100]))
+    assert again.lendable_kernel_model() == p.kernel_model
     # each kernel's share is sped up as the prediction speeds it: a big kernel's share shrinks, a tiny one's not
-    speedup, half_ms, factor, _ = t.kernel_speedup
-    before, after = np.array(p.kernel_ms(ks)), np.array(t.kernel_ms(ks))
+    speedup, half_ms, factor, _ = sped.kernel_speedup
+    before, after = np.array(p.kernel_ms(ks)), np.array(sped.kernel_ms(ks))
     assert sum(after) == pytest.approx(sped_up(before, 0.0, (speedup, half_ms, factor, 0.0)), rel=1e-9)
     big, tiny = int(np.argmax(before)), int(np.argmin(np.where(before > 0, before, np.inf)))
     assert after[big] / before[big] < after[tiny] / before[tiny]
