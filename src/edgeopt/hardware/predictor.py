@@ -456,10 +456,9 @@ class LatencyPredictor:
         convolutions cost ExecuTorch ~7× what they cost ONNX Runtime, 3×3 ones about the same), and
         20 timings do not show which. Offered for thread counts as well, the group stage scored 2–6
         points under the forms above (over 16 draws), so it is not. From one thread to two (timed with
-        ``calibrate.measured_ratios``' quiet rounds): ExecuTorch 90.5%, LiteRT 73.0%, ONNX Runtime 71.0%;
-        on the held-out models timed outside the VM's slow phases LiteRT 82.0% and ONNX Runtime 81.1%,
-        where LiteRT's repeat timings agree within ±10% for all 40: the thread forms miss its models
-        under 50 µs and ONNX Runtime's of 0.2–1 ms (docs/hardware.md, "Quiet rounds at two threads").
+        ``calibrate.measured_ratios``' quiet rounds; the blend): ExecuTorch 89.5%, LiteRT 80.0%, ONNX
+        Runtime 71.5%; on the held-out models timed outside the VM's slow phases 89.5 / 86.6 / 81.8%
+        (docs/hardware.md, "Quiet rounds at two threads" and "A blend for thread counts").
         """
         y = np.asarray(latency_ms, dtype=np.float64)
         if self.members:  # each member re-targeted (its own form), then averaged as before
