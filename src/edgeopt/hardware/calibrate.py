@@ -478,8 +478,8 @@ def transfer(base: DeviceProfile, runtime: str, threads: int = 1, measurements: 
     counts and, within a family of kernels, across runtimes on one CPU); a map fitted on the new
     timings re-targets it (``LatencyPredictor.transferred``): for another runtime, one scale per
     kernel group (1×1 and other convolutions, depthwise, matrix products, the rest); for another
-    thread count of the same runtime, the form leave-one-out picks (a per-kernel speedup among
-    them). ``samples`` may be given instead of measuring. Saved to ``out`` when given; as with
+    thread count of the same runtime, the refitted linear stage and a per-kernel speedup, averaged.
+    ``samples`` may be given instead of measuring. Saved to ``out`` when given; as with
     ``calibrate``, an interrupted run keeps its timings in ``<out>.samples.jsonl`` and the same call
     resumes from them.
     """
