@@ -370,6 +370,30 @@ def test_measure_samples_times_given_specs_in_order_and_resumes_past_those_timed
     assert [s["spec"] for s in fresh] == other
 
 
+def test_a_chunk_still_slow_after_its_rounds_is_timed_again_after_a_quiet_one(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(calibrate_module, "export_arch", lambda spec, *args: {"spec": spec, "kernels": [], "macs": 0})
+    monkeypatch.setattr(calibrate_module, "kernel_times", lambda *args: None)
+    references = iter([0.1, 0.13, 0.1, 0.1, 0.13, 0.13, 0.13, 0.13, 0.13])  # per chunk timed, in turn
+    calls: list[list[str]] = []
+
+    def ratios(runtime, paths, *args, **kwargs):
+        calls.append([os.path.splitext(os.path.basename(p))[0] for p in paths])
+        ref = next(references)
+        return [calibrate_module.RatioTiming(1.0, ref, ref, ref, ref) for _ in paths]
+
+    monkeypatch.setattr(calibrate_module, "measured_ratios", ratios)
+    monkeypatch.setattr(calibrate_module, "MAX_DEFERRED", 2)
+    specs = [sample_arch(np.random.default_rng(i)) for i in range(12)]
+    got = measure_samples("onnxruntime", 1, minutes=5, workers=1, specs=specs)
+    # chunks of two: the second met a slow phase and was timed again after the third; later, with two chunks
+    # deferred (the most allowed), a third slow one is kept as timed, and at the end the two deferred as they time
+    assert calls == [["m0", "m1"], ["m2", "m3"], ["m4", "m5"], ["m2", "m3"], ["m6", "m7"], ["m8", "m9"],
+                     ["m10", "m11"], ["m6", "m7"], ["m8", "m9"]]  # fmt: skip
+    order = [0, 1, 4, 5, 2, 3, 10, 11, 6, 7, 8, 9]
+    assert [s["spec"] for s in got] == [specs[i] for i in order] and len(got) == 12
+    assert [s["reference_ms"] for s in got] == [0.1] * 6 + [0.13] * 6
+
+
 def test_transfer_times_the_designed_models_saves_and_resumes_after_an_interruption(
     tmp_path, synthetic, monkeypatch
 ) -> None:

@@ -64,6 +64,9 @@ _REFERENCE_KEYS = ("reference_ms", "memory_reference_ms")
 # A round is quiet when its reference ran within 8% of the quickest recent one (slow phases: ~1.3x; a quiet
 # machine's rounds: within 1%); a chunk is timed for at most 4x its rounds waiting for two (``measured_ratios``).
 QUIET_SLACK, MAX_ROUND_FACTOR = 1.08, 4
+# ... and a chunk still slow after them waits for a quiet one to be timed again, up to this many chunks at a time:
+# slow phases last up to minutes at two threads (``measure_samples``)
+MAX_DEFERRED = 3
 # how many recent samples' references set the quiet level: a window, so that slow drift over minutes
 # (what the references are for) does not keep every chunk waiting
 QUIET_WINDOW = 16
@@ -232,7 +235,9 @@ def measure_samples(
     Work goes in chunks: ``workers`` processes export a chunk of architectures in parallel (the
     exporters are single-threaded Python and dominate the cost), then, with the workers idle, the
     chunk is timed beside one set of references (``measured_ratios``), one artifact at a time, so
-    that nothing else runs beside the timing. With
+    that nothing else runs beside the timing. A chunk timed wholly inside a slow phase (its reference more
+    than ``QUIET_SLACK`` over the recent ones, after ``measured_ratios``' extra rounds) is timed again after
+    the next quiet chunk (up to ``MAX_DEFERRED`` chunks wait; the journal then lists it later). With
     ``journal``, samples already there (same runtime, threads and machine) are kept and new ones
     appended as they are measured; each records ``elapsed_s`` since the calibration began, and a
     resumed run counts that time against ``minutes`` (so a finished calibration re-read from its
@@ -281,22 +286,22 @@ def measure_samples(
                 return wanted
             return min(wanted, int((deadline - now) / ((now - began) / measured)))
 
-        while (max_models is None or len(samples) < max_models) and (todo is None or todo) and room(1):
-            want = 2 * workers if max_models is None else min(2 * workers, max_models - len(samples))
-            if todo is None:
-                chunk = [sample_arch(rng) for _ in range(want)]
-            else:
-                chunk, todo = todo[:want], todo[want:]
-            want = len(chunk)
-            paths = [Path(tmp) / f"m{len(samples) + i}{suffix}" for i in range(want)]
-            exported = [(feats, path) for feats, path in zip(run_all(_try_export, chunk, [runtime] * want, paths),
-                                                             paths, strict=True) if feats is not None]  # fmt: skip
-            exported = exported[: room(len(exported))]
-            if not exported:  # every export of the chunk failed, or none fits: no references to time
-                continue
+        # chunks timed wholly in a slow phase longer than ``measured_ratios`` waits for, re-timed after the
+        # next quiet chunk (at most ``MAX_DEFERRED`` wait; then a slow chunk is kept as timed)
+        deferred: list[list[tuple[dict[str, Any], Path]]] = []
+        made = 0  # artifacts exported, for their file names
+
+        def timed(exported: list[tuple[dict[str, Any], Path]]) -> list[RatioTiming]:
             quiet_ms = min((s["reference_ms"] for s in samples[-QUIET_WINDOW:]), default=None)
-            timings = measured_ratios(runtime, [path for _, path in exported], reference, threads, rounds,
-                                      memory_reference=memory_reference, quiet_ms=quiet_ms)  # fmt: skip
+            return measured_ratios(runtime, [path for _, path in exported], reference, threads, rounds,
+                                   memory_reference=memory_reference, quiet_ms=quiet_ms)  # fmt: skip
+
+        def slow(timings: list[RatioTiming]) -> bool:
+            recent = [s["reference_ms"] for s in samples[-QUIET_WINDOW:]]
+            return bool(recent) and timings[0].reference_ms > QUIET_SLACK * min(recent)
+
+        def keep(exported: list[tuple[dict[str, Any], Path]], timings: list[RatioTiming]) -> None:
+            nonlocal measured
             for (feats, path), t in zip(exported, timings, strict=True):
                 sample = {**feats, "ratio": t.ratio, "reference_ms": t.reference_ms,
                           "memory_reference_ms": t.memory_reference_ms, "latency_ms": t.model_ms, "p50_ms": t.p50_ms,
@@ -310,6 +315,35 @@ def measure_samples(
                         f.write(json.dumps(sample) + "\n")
                 if on_sample is not None:
                     on_sample(len(samples), time.monotonic() - start, sample)
+
+        def taken() -> int:
+            return len(samples) + sum(len(c) for c in deferred)
+
+        while (max_models is None or taken() < max_models) and (todo is None or todo) and room(1):
+            want = 2 * workers if max_models is None else min(2 * workers, max_models - taken())
+            if todo is None:
+                chunk = [sample_arch(rng) for _ in range(want)]
+            else:
+                chunk, todo = todo[:want], todo[want:]
+            want = len(chunk)
+            paths = [Path(tmp) / f"m{made + i}{suffix}" for i in range(want)]
+            made += want
+            exported = [(feats, path) for feats, path in zip(run_all(_try_export, chunk, [runtime] * want, paths),
+                                                             paths, strict=True) if feats is not None]  # fmt: skip
+            exported = exported[: room(len(exported))]
+            if not exported:  # every export of the chunk failed, or none fits: no references to time
+                continue
+            timings = timed(exported)
+            if slow(timings) and len(deferred) < MAX_DEFERRED:
+                deferred.append(exported)
+                continue
+            keep(exported, timings)
+            while deferred and not slow(timings):  # quiet again: the deferred chunks, once more each
+                exported = deferred.pop(0)
+                timings = timed(exported)
+                keep(exported, timings)
+        for exported in deferred:  # the run ends: as they time now
+            keep(exported, timed(exported))
     return samples
 
 
