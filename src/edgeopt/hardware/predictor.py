@@ -456,9 +456,10 @@ class LatencyPredictor:
         convolutions cost ExecuTorch ~7× what they cost ONNX Runtime, 3×3 ones about the same), and
         20 timings do not show which. Offered for thread counts as well, the group stage scored 2–6
         points under the forms above (over 16 draws), so it is not. From one thread to two (timed with
-        ``calibrate.measured_ratios``' quiet rounds; the blend): ExecuTorch 89.5%, LiteRT 80.0%, ONNX
-        Runtime 71.5%; on the held-out models timed outside the VM's slow phases 89.5 / 86.6 / 81.8%
-        (docs/hardware.md, "Quiet rounds at two threads" and "A blend for thread counts").
+        ``calibrate.measure_samples``' quiet rounds and deferred slow chunks; the blend): ExecuTorch 89.5%,
+        LiteRT 87.0%, ONNX Runtime 76.0% (over 16 other choices of 20: 87.3 / 79.6 / 80.4%), where two
+        timings of one model agree within ±10% for 95 / 100 / 100% (docs/hardware.md, "A blend for
+        thread counts" and "Slow chunks timed again later").
         """
         y = np.asarray(latency_ms, dtype=np.float64)
         if self.members:  # each member re-targeted (its own form), then averaged as before
