@@ -131,8 +131,9 @@ def measured_ratios(
     of all. A round is quiet when the reference's fastest call is within ``QUIET_SLACK`` of ``quiet_ms``
     (the quickest reference of the recent chunks; without it, of this chunk's rounds), and rounds go on
     until two are quiet, up to ``MAX_ROUND_FACTOR`` times ``rounds``. At one thread every round was
-    quiet in all three runtimes' journals, so this costs nothing there. Phases longer than the cap still
-    get through: 12-22% of the samples of LiteRT's and ONNX Runtime's re-timed 2-thread journals.
+    quiet in all three runtimes' journals, so this costs nothing there. Phases longer than the cap let
+    12-22% of LiteRT's and ONNX Runtime's 2-thread samples through; ``measure_samples`` now times such a
+    chunk again after a quiet one.
     Cost: ``rounds`` (or more, see above) times one session load and a timing window of
     ``seconds_per_round`` at most for each reference and each model: a round takes ~0.18 s for the two
     references, ~0.05 s per small model."""
