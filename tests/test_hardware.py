@@ -370,28 +370,34 @@ def test_measure_samples_times_given_specs_in_order_and_resumes_past_those_timed
     assert [s["spec"] for s in fresh] == other
 
 
-def test_a_chunk_still_slow_after_its_rounds_is_timed_again_after_a_quiet_one(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize(("references", "chunks_timed", "kept"), [
+    # the second chunk met a slow phase and was timed again after the third; later, with two chunks deferred (the
+    # most allowed here), a third slow one is kept as timed, and at the end the two deferred as they time
+    ([0.1, 0.13, 0.1, 0.1, 0.13, 0.13, 0.13, 0.13, 0.13], [0, 1, 2, 1, 3, 4, 5, 3, 4], [0, 2, 1, 5, 3, 4]),
+    # a deferred chunk still slow when timed again is kept as timed, and the next waits for another quiet chunk
+    ([0.1, 0.13, 0.13, 0.1, 0.13, 0.1, 0.1], [0, 1, 2, 3, 1, 4, 2], [0, 3, 1, 4, 2]),
+])  # fmt: skip
+def test_a_chunk_still_slow_after_its_rounds_is_timed_again_after_a_quiet_one(
+    references, chunks_timed, kept, monkeypatch
+) -> None:
     monkeypatch.setattr(calibrate_module, "export_arch", lambda spec, *args: {"spec": spec, "kernels": [], "macs": 0})
     monkeypatch.setattr(calibrate_module, "kernel_times", lambda *args: None)
-    references = iter([0.1, 0.13, 0.1, 0.1, 0.13, 0.13, 0.13, 0.13, 0.13])  # per chunk timed, in turn
-    calls: list[list[str]] = []
+    timed_refs = iter(references)  # the reference's time for each chunk timed, in turn
+    calls: list[int] = []
 
-    def ratios(runtime, paths, *args, **kwargs):
-        calls.append([os.path.splitext(os.path.basename(p))[0] for p in paths])
-        ref = next(references)
+    def ratios(runtime, paths, *args, **kwargs):  # chunks of two: artifact m<2c> is the first of chunk c
+        calls.append(int(os.path.basename(paths[0])[1:].split(".")[0]) // 2)
+        ref = next(timed_refs)
         return [calibrate_module.RatioTiming(1.0, ref, ref, ref, ref) for _ in paths]
 
     monkeypatch.setattr(calibrate_module, "measured_ratios", ratios)
     monkeypatch.setattr(calibrate_module, "MAX_DEFERRED", 2)
-    specs = [sample_arch(np.random.default_rng(i)) for i in range(12)]
+    specs = [sample_arch(np.random.default_rng(i)) for i in range(2 * len(kept))]
     got = measure_samples("onnxruntime", 1, minutes=5, workers=1, specs=specs)
-    # chunks of two: the second met a slow phase and was timed again after the third; later, with two chunks
-    # deferred (the most allowed), a third slow one is kept as timed, and at the end the two deferred as they time
-    assert calls == [["m0", "m1"], ["m2", "m3"], ["m4", "m5"], ["m2", "m3"], ["m6", "m7"], ["m8", "m9"],
-                     ["m10", "m11"], ["m6", "m7"], ["m8", "m9"]]  # fmt: skip
-    order = [0, 1, 4, 5, 2, 3, 10, 11, 6, 7, 8, 9]
-    assert [s["spec"] for s in got] == [specs[i] for i in order] and len(got) == 12
-    assert [s["reference_ms"] for s in got] == [0.1] * 6 + [0.13] * 6
+    assert calls == chunks_timed
+    assert [s["spec"] for s in got] == [specs[2 * c + i] for c in kept for i in (0, 1)]
+    last = {c: references[len(calls) - 1 - calls[::-1].index(c)] for c in kept}  # each chunk's last timing
+    assert [s["reference_ms"] for s in got] == [last[c] for c in kept for _ in (0, 1)]
 
 
 def test_transfer_times_the_designed_models_saves_and_resumes_after_an_interruption(
