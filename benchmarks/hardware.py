@@ -93,6 +93,13 @@ def _unseen_heldout(runtime: str, threads: int, n: int, seen: set[str]) -> tuple
     return held[:n], drawn
 
 
+def _timed_quietly(samples: list[dict]) -> np.ndarray:
+    """Which samples were timed outside a slow phase: their reference within ``QUIET_SLACK`` (8%) of its 5th
+    percentile over ``samples`` (``calibrate.measured_ratios``)."""
+    ref = np.array([s["reference_ms"] for s in samples])
+    return ref <= QUIET_SLACK * np.percentile(ref, 5)
+
+
 def _repeat_agreement(runtime: str, threads: int, held: list[dict], n: int = 40) -> dict[str, Any]:
     """The noise floor: the first ``n`` held-out architectures exported and timed again (same seed, so
     the same draws), each new drift-normalised time against the first. A predictor cannot agree
@@ -103,10 +110,9 @@ def _repeat_agreement(runtime: str, threads: int, held: list[dict], n: int = 40)
     pairs = [(first[_spec_key(s)], y) for s, y in zip(again, normalised_ms(again, refs), strict=True)
              if _spec_key(s) in first]  # fmt: skip
     d = np.array([abs(b / a - 1) for a, b in pairs])
-    ref = np.array([s["reference_ms"] for s in [*held, *again]])
     return {"models": len(pairs),
-            # samples whose chunk was timed in a slow phase still (reference > 8% over its 5th percentile)
-            "slow_phase_share": float(np.mean(ref > QUIET_SLACK * np.percentile(ref, 5))),
+            # samples whose chunk was timed in a slow phase still
+            "slow_phase_share": float(1.0 - np.mean(_timed_quietly([*held, *again]))),
             "within_5pct": float(np.mean(d <= 0.05)), "within_10pct": float(np.mean(d <= 0.10)),
             "median_abs_pct": float(np.median(d) * 100), "max_abs_pct": float(d.max() * 100)}  # fmt: skip
 
@@ -225,8 +231,7 @@ def transfer_section(base, runtime: str, threads: int, n: int = 20, heldout_n: i
     seen = {_spec_key(s) for s in [*few, *drawn, *base.samples]}
     held, _ = _unseen_heldout(runtime, threads, heldout_n, seen)
     y = normalised_ms(held, reference_ms(few))
-    ref = np.array([s["reference_ms"] for s in held])
-    quiet = ref <= QUIET_SLACK * np.percentile(ref, 5)
+    quiet = _timed_quietly(held)
     pred_model = transfer(base, runtime, threads, samples=few).predictor
     random_model = transfer(base, runtime, threads, samples=drawn).predictor
     y_drawn = normalised_ms(held, reference_ms(drawn))
@@ -236,8 +241,8 @@ def transfer_section(base, runtime: str, threads: int, n: int = 20, heldout_n: i
         "measurements": len(few),
         "heldout_models": len(held),
         "transferred": _stats(_predict(pred_model, held), y),
-        # the same, scored only on the held-out models timed outside a slow phase (their reference within 8% of
-        # its 5th percentile; ``measured_ratios``): at two threads the others' labels are off by up to ~20%
+        # the same, scored only on the held-out models timed outside a slow phase (``_timed_quietly``): at two
+        # threads the others' labels are off by up to ~20%
         "transferred_on_quiet_heldout": _stats(_predict(pred_model, held)[quiet], y[quiet]) | {
             "models": int(quiet.sum())},
         "form": pred_model.cv["transfer_form"],

@@ -292,14 +292,16 @@ def measure_samples(
         deferred: list[list[tuple[dict[str, Any], Path]]] = []
         made = 0  # artifacts exported, for their file names
 
+        def quiet_ms() -> float | None:  # the quickest reference of the recent samples
+            return min((s["reference_ms"] for s in samples[-QUIET_WINDOW:]), default=None)
+
         def timed(exported: list[tuple[dict[str, Any], Path]]) -> list[RatioTiming]:
-            quiet_ms = min((s["reference_ms"] for s in samples[-QUIET_WINDOW:]), default=None)
             return measured_ratios(runtime, [path for _, path in exported], reference, threads, rounds,
-                                   memory_reference=memory_reference, quiet_ms=quiet_ms)  # fmt: skip
+                                   memory_reference=memory_reference, quiet_ms=quiet_ms())  # fmt: skip
 
         def slow(timings: list[RatioTiming]) -> bool:
-            recent = [s["reference_ms"] for s in samples[-QUIET_WINDOW:]]
-            return bool(recent) and timings[0].reference_ms > QUIET_SLACK * min(recent)
+            level = quiet_ms()
+            return level is not None and timings[0].reference_ms > QUIET_SLACK * level
 
         def keep(exported: list[tuple[dict[str, Any], Path]], timings: list[RatioTiming]) -> None:
             nonlocal measured
