@@ -196,9 +196,9 @@ def _compute_reference_only(calib: list[dict], held: list[dict], runtime: str, t
     def compute_only(s: dict) -> dict:
         return {k: v for k, v in s.items() if k != "memory_reference_ms"}
 
-    held = [compute_only(s) for s in held]
-    pred = _refitted(calib, held, runtime, threads, kernels_from, compute_only)
-    return {"predictor": _stats(pred, normalised_ms(held, reference_ms([compute_only(s) for s in calib]))),
+    calib, held = [compute_only(s) for s in calib], [compute_only(s) for s in held]
+    pred = _refitted(calib, held, runtime, threads, kernels_from, lambda s: s)
+    return {"predictor": _stats(pred, normalised_ms(held, reference_ms(calib))),
             "predictor_vs_raw_times": _stats(pred, np.array([s["latency_ms"] for s in held]))}  # fmt: skip
 
 
@@ -254,21 +254,28 @@ def transfer_section(base, runtime: str, threads: int, n: int = 20, heldout_n: i
         # the target's noise floor: no transfer agrees with one timing more often than two timings agree
         "target_measurement_repeatability": _repeat_agreement(runtime, threads, held),
         "redrawn": _redrawn(base, runtime, threads, held, n),
+        # the same with more timings (``hw transfer --measurements``), the designed choice only: whether
+        # timing more models helps, or the transfer's form is the limit; 100 is the whole half
+        "with_more_timings": {str(m): _redrawn(base, runtime, threads, held, m, draws=8, random_too=False)
+                              for m in (40, len(held) // 2)},  # fmt: skip
     }
 
 
-def _redrawn(base, runtime: str, threads: int, held: list[dict], n: int, draws: int = 16) -> dict[str, Any]:
+def _redrawn(base, runtime: str, threads: int, held: list[dict], n: int, draws: int = 16,
+             random_too: bool = True) -> dict[str, Any]:  # fmt: skip
     """How much the transfer depends on which ``n`` models were timed: ``draws`` times, the held-out
     models (timed already) are split in halves; ``n`` of the first half re-target ``base``, chosen by
-    ``d_optimal`` as ``transfer`` chooses (``designed``) or its first ``n`` (``random``), and the
-    second half scores it."""
+    ``d_optimal`` as ``transfer`` chooses (``designed``) and, with ``random_too``, its first ``n``
+    (``random``), and the second half scores it."""
     kernels = sample_kernels(held)
     features = design_features(base.predictor, kernels)
-    scores: dict[str, list[float]] = {"designed": [], "random": []}
+    scores: dict[str, list[float]] = {"designed": [], "random": []} if random_too else {"designed": []}
     for d in range(draws):
         order = np.random.default_rng(100 + d).permutation(len(held))
         pool, scored = order[: len(held) // 2], [held[i] for i in order[len(held) // 2 :]]
-        for name, chosen in (("designed", pool[d_optimal(features[pool], n)]), ("random", pool[:n])):
+        choices = {"designed": pool[d_optimal(features[pool], n)], "random": pool[:n]}
+        for name in scores:
+            chosen = choices[name]
             few = [held[i] for i in chosen]
             moved = transfer(base, runtime, threads, samples=few).predictor
             y = normalised_ms(scored, reference_ms(few))
@@ -588,7 +595,9 @@ def main() -> None:
             print(f"transfer {pair}: within ±10% {res['transferred']['within_10pct']:.1%} designed, "
                   f"{res['transferred_from_a_random_draw']['within_10pct']:.1%} random (over {again['draws']} "
                   f"other draws of the {res['measurements']}: mean {again['designed']['mean_within_10pct']:.1%} "
-                  f"designed, {again['random']['mean_within_10pct']:.1%} random)", flush=True)  # fmt: skip
+                  f"designed, {again['random']['mean_within_10pct']:.1%} random; designed from more timings: "
+                  + ", ".join(f"{m}: {r['designed']['mean_within_10pct']:.1%}"
+                              for m, r in res["with_more_timings"].items()) + ")", flush=True)  # fmt: skip
     if "allocation" not in skip:
         rt = args.allocation_runtime
         prof_path = CACHE / f"{rt}_t1_profile.json"
