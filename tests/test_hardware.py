@@ -437,6 +437,21 @@ def test_transfer_times_the_designed_models_saves_and_resumes_after_an_interrupt
     assert load_profile(out).transferred_from["threads"] == 1 and not journal.exists()
 
 
+def test_transfer_across_kernel_libraries_fits_the_new_runtimes_own_kernels(synthetic) -> None:
+    base = _profile(synthetic)  # ONNX Runtime: MLAS kernels
+    profiled = [{**s, "kernel_us": [1e3 * s["latency_ms"] / len(s["kernels"])] * len(s["kernels"])}
+                for s in base.samples[:20]]  # fmt: skip
+    moved = calibrate_module.transfer(base, "executorch", samples=profiled)  # XNNPACK kernels
+    assert moved.predictor.cv["transfer_form"] == "own_kernels" and moved.predictor.kernel_model is not None
+    assert moved.transferred_from["runtime"] == "onnxruntime"
+    # too few models profiled (under half): the base's kernel costs re-scaled by group
+    few = [*profiled[:9], *base.samples[9:20]]
+    assert calibrate_module.transfer(base, "executorch", samples=few).predictor.cv["transfer_form"] == "group_stage"
+    assert calibrate_module.other_library("onnxruntime", "litert")
+    assert not calibrate_module.other_library("litert", "executorch")
+    assert not calibrate_module.other_library("onnxruntime", "onnxruntime")
+
+
 def test_predict_cli_runtime_profile_and_mcu_preset(tmp_path, synthetic, capfd) -> None:
     prof = _profile(synthetic, {**machine_fingerprint("onnxruntime"), "cpu_model": "Cortex-A76"})
     prof.save(tmp_path / "p.json")

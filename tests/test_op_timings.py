@@ -284,3 +284,27 @@ def test_an_ensemble_predicts_its_members_weighted_geometric_mean_round_trips_an
     t = p.transferred(models[100:110], 2 * y[100:110])
     assert t.cv["transfer_form"].startswith("ensemble of") and len(t.members) == len(p.members)
     assert np.median(np.abs(t.predict_many(models[110:]) / (2 * y[110:]) - 1)) < 0.05
+
+
+def test_a_transfer_across_kernel_libraries_fits_the_targets_own_kernel_times() -> None:
+    models, times, y = _kernel_world(140, 0)
+    p = LatencyPredictor.fit(models[:100], y[:100], kernel_us=times[:100], correction=False, ensemble=False)
+    # another kernel library: every kernel at one efficiency, where the base's rises with its output channels,
+    # so that no scale per kernel group maps the base's costs to these
+    foreign_us = [[k.macs / 1e3 / 0.6 + 1.0 for k in ks] for ks in models]
+    foreign = np.array([sum(t) / 1e3 + 0.002 for t in foreign_us])
+    own = LatencyPredictor.from_kernel_times(models[100:120], foreign[100:120], foreign_us[100:120])
+    assert own.cv["transfer_form"] == "own_kernels" and own.terms == KERNEL_TERMS and own.kernel_model is not None
+    assert len(own.cv["transfer_loo_ms"]) == 20 and own.band_pct > 0
+
+    def err(q: LatencyPredictor) -> float:
+        return float(np.median(np.abs(q.predict_many(models[:100]) / foreign[:100] - 1)))
+
+    scaled = p.transferred(models[100:120], foreign[100:120])
+    assert scaled.cv["transfer_form"] == "group_stage"
+    assert err(own) < 0.05 and err(own) < err(scaled) / 2
+    again = LatencyPredictor.from_json(json.loads(json.dumps(own.to_json())))
+    assert np.array_equal(again.predict_many(models[:100]), own.predict_many(models[:100]))
+    # a model its profiler missed still counts in the linear stage; more than twenty: twenty folds
+    partial = LatencyPredictor.from_kernel_times(models[100:140], foreign[100:140], [None] * 4 + foreign_us[104:140])
+    assert len(partial.cv["transfer_loo_ms"]) == 40 and err(partial) < 0.05

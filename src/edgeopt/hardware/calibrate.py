@@ -492,13 +492,19 @@ def calibrate(
 KERNEL_LIBRARY = {"onnxruntime": "MLAS", "executorch": "XNNPACK", "litert": "XNNPACK"}
 
 
+def other_library(base_runtime: str, runtime: str) -> bool:
+    """Whether ``runtime`` runs float models on another kernel library than ``base_runtime`` (both known)."""
+    ours, theirs = KERNEL_LIBRARY.get(base_runtime), KERNEL_LIBRARY.get(runtime)
+    return ours is not None and theirs is not None and ours != theirs
+
+
 def transfer_warning(base_runtime: str, runtime: str) -> str | None:
     """Why a transfer from ``base_runtime`` to ``runtime`` may not be trusted, or None. Measured on a 2-core
     AMD EPYC (2026-12-06, docs/hardware.md): between the XNNPACK runtimes 88.5–94.0% of held-out models
     within ±10% from 20 timings; between ONNX Runtime and them 39.5–44.0%."""
-    ours, theirs = KERNEL_LIBRARY.get(base_runtime), KERNEL_LIBRARY.get(runtime)
-    if ours is None or theirs is None or ours == theirs:
+    if not other_library(base_runtime, runtime):
         return None
+    ours, theirs = KERNEL_LIBRARY[base_runtime], KERNEL_LIBRARY[runtime]
     return (f"{base_runtime} runs {ours} kernels and {runtime} runs {theirs}: 20 timings put ~40% of held-out "
             f"models within ±10% across kernel libraries (docs/hardware.md); `edgeopt hw calibrate --runtime "
             f"{runtime}` fits a predictor for it (95% or more)")  # fmt: skip
@@ -516,6 +522,9 @@ def transfer(base: DeviceProfile, runtime: str, threads: int = 1, measurements: 
     timings re-targets it (``LatencyPredictor.transferred``): for another runtime, one scale per
     kernel group (1×1 and other convolutions, depthwise, matrix products, the rest); for another
     thread count of the same runtime, the refitted linear stage and a per-kernel speedup, averaged.
+    A runtime that runs another kernel library (``other_library``) gets a predictor of its own fitted
+    on the new models' profiled kernel times instead (``LatencyPredictor.from_kernel_times``), where
+    at least half were profiled; the base then only chose which models to time.
     ``samples`` may be given instead of measuring. Saved to ``out`` when given; as with
     ``calibrate``, an interrupted run keeps its timings in ``<out>.samples.jsonl`` and the same call
     resumes from them.
@@ -534,8 +543,11 @@ def transfer(base: DeviceProfile, runtime: str, threads: int = 1, measurements: 
         finally:
             bar.close()
     refs = reference_ms(samples)
-    predictor = base.predictor.transferred(sample_kernels(samples), normalised_ms(samples, refs),
-                                           other_threads=runtime == base.runtime)  # fmt: skip
+    models, y, kernel_us = sample_kernels(samples), normalised_ms(samples, refs), normalised_kernel_us(samples, refs)
+    if other_library(base.runtime, runtime) and sum(k is not None for k in kernel_us) >= len(samples) / 2:
+        predictor = LatencyPredictor.from_kernel_times(models, y, kernel_us)  # the base's kernels do not carry over
+    else:
+        predictor = base.predictor.transferred(models, y, other_threads=runtime == base.runtime)
     source = {"runtime": base.runtime, "threads": base.threads, "fingerprint": base.fingerprint,
               "measurements": len(samples)}  # fmt: skip
     profile = DeviceProfile(runtime, threads, machine_fingerprint(runtime), predictor, samples,

@@ -472,17 +472,36 @@ class LatencyPredictor:
                   "transfer_loo_ms": loo_ms.tolist()}  # fmt: skip
             return replace(moved, band_pct=float(np.percentile(err, 90) * 100), cv=cv)
         base = replace(self, log_affine=(0.0, 1.0), kernel_speedup=None, group_stage=None)
-        forms = base._group_forms(models, y) if not other_threads else base._thread_forms(models, y)
-        everyone = np.arange(len(y))
-        loo, loo_ms = {}, {}
-        for name, form in forms.items():
-            loo_ms[name] = np.array([form(np.delete(everyone, i)).predict_many([models[i]])[0] for i in range(len(y))])
-            loo[name] = np.abs(loo_ms[name] / y - 1.0)
-        chosen = min(loo, key=lambda n: float(np.median(loo[n])))
-        cv = {"transfer_fit": len(y), "transfer_form": chosen,
-              "transfer_loo_median_pct": {n: float(np.median(e) * 100) for n, e in loo.items()},
-              "transfer_loo_ms": loo_ms[chosen].tolist()}  # fmt: skip
-        return replace(forms[chosen](everyone), band_pct=float(np.percentile(loo[chosen], 90) * 100), cv=cv)
+        return _chosen(base._group_forms(models, y) if not other_threads else base._thread_forms(models, y), models, y)
+
+    @classmethod
+    def from_kernel_times(
+        cls,
+        models: Sequence[Sequence[Kernel]],
+        latency_ms: Sequence[float],
+        kernel_us: Sequence[Sequence[float] | None],
+    ) -> LatencyPredictor:
+        """A predictor from a few models' timings and their profiled kernel times alone, for a transfer
+        to a runtime that runs another kernel library than the base's (ONNX Runtime's MLAS against
+        XNNPACK): a per-kernel model (``kernel_model.fit_kernel_model``, each kernel weighted by its share)
+        fitted on the models' kernels, and its linear stage (``KERNEL_TERMS``) on their timings. The
+        base's kernel costs do not carry over: fitted on all 200 of the target's held-out timings,
+        re-scaling them by kernel group puts 45.8–56.7% of those very models within ±10% (2-core AMD
+        EPYC, 2026-12-06); this form, from 20 timings, 51–55% of others against the group stage's 33–45%
+        (docs/hardware.md, "Across kernel libraries, the target's own kernels"). Cost: one LightGBM
+        fit per leave-one-out fold on a few hundred kernels (~0.2 s each for 20 models on one thread)."""
+        from edgeopt.hardware.kernel_model import fit_kernel_model, predict_kernel_us
+
+        y = np.asarray(latency_ms, dtype=np.float64)
+
+        def own_kernels(train: np.ndarray) -> LatencyPredictor:
+            timed = [i for i in train if kernel_us[i] is not None]
+            kernel_model = fit_kernel_model([models[i] for i in timed], [kernel_us[i] for i in timed], by_share=True)
+            sums = _sum_rows(predict_kernel_us(kernel_model, [models[i] for i in train]))
+            w = _fit_linear(matrix(sums, KERNEL_TERMS), y[train], positive=False)
+            return cls(KERNEL_TERMS, [float(v) for v in w], kernel_model=kernel_model)
+
+        return _chosen({"own_kernels": own_kernels}, models, y)
 
     def _group_forms(self, models: Sequence[Sequence[Kernel]], y: np.ndarray) -> _Forms:
         """``transferred``'s form for another runtime, fitted on the models indexed by its argument."""
@@ -754,6 +773,25 @@ def _fit_speedup(parts: Sequence[np.ndarray], rest: np.ndarray, y: np.ndarray) -
 
     fit = least_squares(residuals, np.array([0.0, np.log(0.05), 1.0, 0.0]), loss="soft_l1", f_scale=0.1)
     return theta_of(fit.x)
+
+
+def _chosen(forms: _Forms, models: Sequence[Sequence[Kernel]], y: np.ndarray, max_folds: int = 20) -> LatencyPredictor:
+    """The form of ``forms`` whose held-out predictions of ``y`` err least (median), fitted on all the
+    models, with its error band and the scores in ``cv``. Leave-one-out up to ``max_folds`` models (a
+    transfer's default 20), that many folds above."""
+    everyone = np.arange(len(y))
+    folds = np.array_split(everyone, min(len(y), max_folds))
+    loo, loo_ms = {}, {}
+    for name, form in forms.items():
+        loo_ms[name] = np.empty_like(y)
+        for fold in folds:
+            loo_ms[name][fold] = form(np.setdiff1d(everyone, fold)).predict_many([models[i] for i in fold])
+        loo[name] = np.abs(loo_ms[name] / y - 1.0)
+    chosen = min(loo, key=lambda n: float(np.median(loo[n])))
+    cv = {"transfer_fit": len(y), "transfer_form": chosen,
+          "transfer_loo_median_pct": {n: float(np.median(e) * 100) for n, e in loo.items()},
+          "transfer_loo_ms": loo_ms[chosen].tolist()}  # fmt: skip
+    return replace(forms[chosen](everyone), band_pct=float(np.percentile(loo[chosen], 90) * 100), cv=cv)
 
 
 def _log_affine(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
