@@ -454,12 +454,14 @@ class LatencyPredictor:
         ONNX Runtime → LiteRT 39.5% (33.6%), the XNNPACK runtimes → ONNX Runtime 43.5–44.0%:
         ONNX Runtime's kernels differ from XNNPACK's in more than one scale per group (depthwise 7×7
         convolutions cost ExecuTorch ~7× what they cost ONNX Runtime, 3×3 ones about the same), and
-        20 timings do not show which. Offered for thread counts as well, the group stage scored 2–6
-        points under the forms above (over 16 draws), so it is not. From one thread to two (timed with
-        ``calibrate.measure_samples``' quiet rounds and deferred slow chunks; the blend): ExecuTorch 89.5%,
-        LiteRT 87.0%, ONNX Runtime 76.0% (over 16 other choices of 20: 87.3 / 79.6 / 80.4%), where two
-        timings of one model agree within ±10% for 95 / 100 / 100% (docs/hardware.md, "A blend for
-        thread counts" and "Slow chunks timed again later").
+        no number of timings shows which (from 100: 38–56%). So ``calibrate.transfer`` gives a runtime
+        of another kernel library ``from_kernel_times`` instead. Offered for thread counts as well, the
+        group stage scored 2–6 points under the forms above (over 16 draws), so it is not. From one
+        thread to two (timed with ``calibrate.measure_samples``' quiet rounds and deferred slow chunks;
+        the blend): ExecuTorch 89.5%, LiteRT 87.0%, ONNX Runtime 76.0% (over 16 other choices of 20:
+        87.3 / 79.6 / 80.4%; of 100: 91.0 / 85.0 / 82.4%), where two timings of one model agree within
+        ±10% for 95 / 100 / 100% (docs/hardware.md, "A blend for thread counts", "Slow chunks timed
+        again later" and "Where the limit is").
         """
         y = np.asarray(latency_ms, dtype=np.float64)
         if self.members:  # each member re-targeted (its own form), then averaged as before
@@ -484,12 +486,14 @@ class LatencyPredictor:
         """A predictor from a few models' timings and their profiled kernel times alone, for a transfer
         to a runtime that runs another kernel library than the base's (ONNX Runtime's MLAS against
         XNNPACK): a per-kernel model (``kernel_model.fit_kernel_model``, each kernel weighted by its share)
-        fitted on the models' kernels, and its linear stage (``KERNEL_TERMS``) on their timings. The
-        base's kernel costs do not carry over: fitted on all 200 of the target's held-out timings,
-        re-scaling them by kernel group puts 45.8–56.7% of those very models within ±10% (2-core AMD
-        EPYC, 2026-12-06); this form, from 20 timings, 51–55% of others against the group stage's 33–45%
-        (docs/hardware.md, "Across kernel libraries, the target's own kernels"). Cost: one LightGBM
-        fit per leave-one-out fold on a few hundred kernels (~0.2 s each for 20 models on one thread)."""
+        fitted on the models' kernels, and its linear stage (``KERNEL_TERMS``) on their timings, robust
+        to a few far off (``_robust_linear``). The base's kernel costs do not carry over: fitted on all
+        200 of the target's held-out timings, re-scaling them by kernel group puts 45.8–56.7% of those
+        very models within ±10% (2-core AMD EPYC, 2026-12-06). This form puts 51.0–57.0% of 200 others
+        within ±10% from 20 timings (the group stage: 39.5–44.0%; means over 16 other draws of 20:
+        53–59% against 34–46%), and 74–87% from 100 (docs/hardware.md, "Across kernel libraries, the
+        target's own kernels"). Cost: one LightGBM fit per leave-one-out fold on a few hundred kernels
+        (~0.2 s each for 20 models)."""
         from edgeopt.hardware.kernel_model import fit_kernel_model, predict_kernel_us
 
         y = np.asarray(latency_ms, dtype=np.float64)
