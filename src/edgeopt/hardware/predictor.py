@@ -252,6 +252,7 @@ class _Batch:
         return KernelRows.of(self.models)
 
 
+TRANSFER_FOLDS = 20  # a transfer's cross-validation: leave-one-out up to this many models, this many folds above
 KERNEL_TERMS = ["kernels.ms", "kernels.n", "model.n"]  # the linear stage over a per-kernel model's sum
 # what a transfer between runtimes scales as one (``kernel_group``); the group stage's columns are these
 # groups' predicted times, then the kernel count and a constant
@@ -282,7 +283,7 @@ def _sum_rows(per_kernel_us: Sequence[np.ndarray]) -> list[dict[str, float]]:
     return [{"kernels.ms": float(t.sum()) / 1e3, "kernels.n": float(len(t)), "model.n": 1.0} for t in per_kernel_us]
 
 
-_Forms = dict[str, Callable[[np.ndarray], "LatencyPredictor"]]  # a transfer's forms, each fitted on the models indexed
+_Form = tuple[str, Callable[[np.ndarray], "LatencyPredictor"]]  # a transfer's name, its fit on the models indexed
 
 
 @dataclass
@@ -474,7 +475,8 @@ class LatencyPredictor:
                   "transfer_loo_ms": loo_ms.tolist()}  # fmt: skip
             return replace(moved, band_pct=float(np.percentile(err, 90) * 100), cv=cv)
         base = replace(self, log_affine=(0.0, 1.0), kernel_speedup=None, group_stage=None)
-        return _chosen(base._group_forms(models, y) if not other_threads else base._thread_forms(models, y), models, y)
+        form = base._thread_form(models, y) if other_threads else base._group_form(models, y)
+        return _cross_validated(form, models, y)
 
     @classmethod
     def from_kernel_times(
@@ -505,21 +507,21 @@ class LatencyPredictor:
             w = _robust_linear(matrix(sums, KERNEL_TERMS), y[train])
             return cls(KERNEL_TERMS, [float(v) for v in w], kernel_model=kernel_model)
 
-        return _chosen({"own_kernels": own_kernels}, models, y)
+        return _cross_validated(("own_kernels", own_kernels), models, y)
 
-    def _group_forms(self, models: Sequence[Sequence[Kernel]], y: np.ndarray) -> _Forms:
+    def _group_form(self, models: Sequence[Sequence[Kernel]], y: np.ndarray) -> _Form:
         """``transferred``'s form for another runtime, fitted on the models indexed by its argument."""
         groups = self._group_ms(_Batch(models))
-        return {"group_stage": lambda train: replace(self, group_stage=_fit_group_stage(groups[train], y[train]))}
+        return "group_stage", lambda train: replace(self, group_stage=_fit_group_stage(groups[train], y[train]))
 
-    def _thread_forms(self, models: Sequence[Sequence[Kernel]], y: np.ndarray) -> _Forms:
+    def _thread_form(self, models: Sequence[Sequence[Kernel]], y: np.ndarray) -> _Form:
         """``transferred``'s form for another thread count, fitted on the models indexed by its argument."""
         batch = _Batch(models)
-        per_kernel = self._kernel_us(batch.kernel_rows) if self.kernel_model else None  # once, for both forms
+        per_kernel = self._kernel_us(batch.kernel_rows) if self.kernel_model else None  # once, for both members
         rows = _sum_rows(per_kernel) if per_kernel is not None else batch.terms
         x = np.log(self.predict_rows(rows, batch.summaries))
         if per_kernel is None:
-            return {"log_affine": lambda train: replace(self, log_affine=_log_affine(x[train], np.log(y[train])))}
+            return "log_affine", lambda train: replace(self, log_affine=_log_affine(x[train], np.log(y[train])))
         stage = matrix(rows, KERNEL_TERMS)
         parts, rest = self._kernel_parts(per_kernel, np.exp(x))
 
@@ -530,7 +532,7 @@ class LatencyPredictor:
             sped = replace(self, kernel_speedup=_fit_speedup([parts[i] for i in train], rest[train], y[train]))
             return LatencyPredictor([], [], members=[refitted, sped], member_weights=[0.5, 0.5])
 
-        return {"kernel_blend": kernel_blend}
+        return "kernel_blend", kernel_blend
 
     def predict(self, kernels: Sequence[Kernel]) -> float:
         """Predicted latency (ms) of one model from its kernels."""
@@ -779,23 +781,19 @@ def _fit_speedup(parts: Sequence[np.ndarray], rest: np.ndarray, y: np.ndarray) -
     return theta_of(fit.x)
 
 
-def _chosen(forms: _Forms, models: Sequence[Sequence[Kernel]], y: np.ndarray, max_folds: int = 20) -> LatencyPredictor:
-    """The form of ``forms`` whose held-out predictions of ``y`` err least (median), fitted on all the
-    models, with its error band and the scores in ``cv``. Leave-one-out up to ``max_folds`` models (a
-    transfer's default 20), that many folds above."""
+def _cross_validated(form: _Form, models: Sequence[Sequence[Kernel]], y: np.ndarray) -> LatencyPredictor:
+    """``form`` fitted on all the models, with its error band and held-out predictions of ``y`` in ``cv``:
+    leave-one-out up to ``TRANSFER_FOLDS`` models (a transfer's default 20), that many folds above."""
+    name, fit = form
     everyone = np.arange(len(y))
-    folds = np.array_split(everyone, min(len(y), max_folds))
-    loo, loo_ms = {}, {}
-    for name, form in forms.items():
-        loo_ms[name] = np.empty_like(y)
-        for fold in folds:
-            loo_ms[name][fold] = form(np.setdiff1d(everyone, fold)).predict_many([models[i] for i in fold])
-        loo[name] = np.abs(loo_ms[name] / y - 1.0)
-    chosen = min(loo, key=lambda n: float(np.median(loo[n])))
-    cv = {"transfer_fit": len(y), "transfer_form": chosen,
-          "transfer_loo_median_pct": {n: float(np.median(e) * 100) for n, e in loo.items()},
-          "transfer_loo_ms": loo_ms[chosen].tolist()}  # fmt: skip
-    return replace(forms[chosen](everyone), band_pct=float(np.percentile(loo[chosen], 90) * 100), cv=cv)
+    held_out_ms = np.empty_like(y)
+    for fold in np.array_split(everyone, min(len(y), TRANSFER_FOLDS)):
+        held_out_ms[fold] = fit(np.setdiff1d(everyone, fold)).predict_many([models[i] for i in fold])
+    err = np.abs(held_out_ms / y - 1.0)
+    cv = {"transfer_fit": len(y), "transfer_form": name,
+          "transfer_loo_median_pct": {name: float(np.median(err) * 100)},
+          "transfer_loo_ms": held_out_ms.tolist()}  # fmt: skip
+    return replace(fit(everyone), band_pct=float(np.percentile(err, 90) * 100), cv=cv)
 
 
 def _robust_linear(x: np.ndarray, y: np.ndarray) -> np.ndarray:
