@@ -41,12 +41,13 @@ from edgeopt.hardware.calibrate import (
     measure_samples,
     measuring_minutes,
     normalised_ms,
+    other_library,
     reference_ms,
     sample_kernels,
     transfer,
 )
 from edgeopt.hardware.predictor import ErrorStats, LatencyPredictor, macs_only_fit
-from edgeopt.hardware.transfer_design import d_optimal, design_features, designed_specs
+from edgeopt.hardware.transfer_design import design_order, designed_specs
 
 CACHE = ROOT / "benchmarks" / ".cache" / "hardware"
 HELDOUT_SEED = 1000
@@ -225,8 +226,10 @@ def transfer_section(base, runtime: str, threads: int, n: int = 20, heldout_n: i
     side by side, the first ``n`` of a
     random draw; score both on ``heldout_n`` held-out architectures that none of them nor ``base``'s
     calibration had."""
-    kind = f"transfer{n}_designed_from_{base.runtime}_t{base.threads}"  # each base chooses its own n
-    few = _samples(runtime, threads, kind, 77, 1e9, n, designed_specs(base.predictor, 77))
+    by_kernels = other_library(base.runtime, runtime)
+    design = "covering" if by_kernels else "designed"  # the same 100 candidates in another order: own journal
+    kind = f"transfer{n}_{design}_from_{base.runtime}_t{base.threads}"  # each base chooses its own n
+    few = _samples(runtime, threads, kind, 77, 1e9, n, designed_specs(base.predictor, 77, by_kernels=by_kernels))
     drawn = _samples(runtime, threads, f"transfer{n}", 77, 1e9, n)
     seen = {_spec_key(s) for s in [*few, *drawn, *base.samples]}
     held, _ = _unseen_heldout(runtime, threads, heldout_n, seen)
@@ -265,15 +268,16 @@ def _redrawn(base, runtime: str, threads: int, held: list[dict], n: int, draws: 
              random_too: bool = True) -> dict[str, Any]:  # fmt: skip
     """How much the transfer depends on which ``n`` models were timed: ``draws`` times, the held-out
     models (timed already) are split in halves; ``n`` of the first half re-target ``base``, chosen by
-    ``d_optimal`` as ``transfer`` chooses (``designed``) and, with ``random_too``, its first ``n``
+    ``design_order`` as ``transfer`` chooses (``designed``) and, with ``random_too``, its first ``n``
     (``random``), and the second half scores it."""
     kernels = sample_kernels(held)
-    features = design_features(base.predictor, kernels)
+    by_kernels = other_library(base.runtime, runtime)
     scores: dict[str, list[float]] = {"designed": [], "random": []} if random_too else {"designed": []}
     for d in range(draws):
         order = np.random.default_rng(100 + d).permutation(len(held))
         pool, scored = order[: len(held) // 2], [held[i] for i in order[len(held) // 2 :]]
-        choices = {"designed": pool[d_optimal(features[pool], n)], "random": pool[:n]}
+        designed = design_order(base.predictor, [kernels[i] for i in pool], by_kernels)[:n]
+        choices = {"designed": pool[designed], "random": pool[:n]}
         for name in scores:
             chosen = choices[name]
             few = [held[i] for i in chosen]

@@ -187,7 +187,7 @@ def test_transfer_learns_a_slower_device_from_few_measurements(synthetic) -> Non
 
 def test_transfer_design_keeps_the_architectures_that_span_the_base_predictors_view(synthetic) -> None:
     from edgeopt.hardware.predictor import KERNEL_GROUPS
-    from edgeopt.hardware.transfer_design import d_optimal, design_features, designed_specs
+    from edgeopt.hardware.transfer_design import d_optimal, design_features, design_order, designed_specs
 
     models, y = synthetic
     p = LatencyPredictor.fit(models[:40], y[:40], correction=False)
@@ -206,6 +206,28 @@ def test_transfer_design_keeps_the_architectures_that_span_the_base_predictors_v
     candidates = [sample_arch(rng) for _ in range(5)]
     specs = designed_specs(p, seed=3, candidates=5)  # the five the same seed draws, in the design's order
     assert len(specs) == 5 and all(s in specs for s in candidates)
+    # across kernel libraries, the models are kept for their kernels: of 95 copies of one model and five
+    # others, one copy and the five; every index once, whatever the predictor
+    lopsided_models = [*[models[0]] * 95, *models[1:6]]
+    by_kernels = design_order(p, lopsided_models, by_kernels=True)
+    assert sorted(by_kernels) == list(range(100)) and set(range(95, 100)) <= set(by_kernels[:6])
+    assert by_kernels == design_order(LatencyPredictor.fit(models[40:], y[40:]), lopsided_models, by_kernels=True)
+
+
+def test_kernel_coverage_keeps_the_models_whose_kernels_are_like_the_most_others() -> None:
+    from edgeopt.hardware.kernels import Kernel
+    from edgeopt.hardware.transfer_design import kernel_coverage
+
+    def conv(cout: int, side: int) -> Kernel:
+        hw = side * side
+        return Kernel("conv", macs=9 * 16 * cout * hw, cin=16, cout=cout, k=3, stride=1, hw=hw,
+                      in_bytes=4 * 16 * hw, out_bytes=4 * cout * hw, weight_bytes=4 * 9 * 16 * cout)  # fmt: skip
+
+    small = [[conv(16, 8)] for _ in range(30)]  # thirty small convolutions, ten large ones, one model of both
+    large = [[conv(256, 32)] for _ in range(10)]
+    both = [[conv(16, 8), conv(256, 32)]]
+    assert kernel_coverage([*small, *large, *both], 1) == [40]
+    assert kernel_coverage([*small, *large], 2) == [0, 30]  # one of each kind, the common kind first
 
 
 def test_fingerprint_mismatch_names_what_differs() -> None:
@@ -407,7 +429,8 @@ def test_transfer_times_the_designed_models_saves_and_resumes_after_an_interrupt
 
     rng = np.random.default_rng(7)
     specs = [sample_arch(rng, "resnet") for _ in range(8)]
-    monkeypatch.setattr(design_module, "designed_specs", lambda predictor, seed: specs)
+    asked: list[bool] = []
+    monkeypatch.setattr(design_module, "designed_specs", lambda _, seed, by_kernels: asked.append(by_kernels) or specs)
 
     def exported(spec, *args):  # the real kernels, no runtime file; the runtime rejects the second design
         if spec == specs[1]:
@@ -435,6 +458,7 @@ def test_transfer_times_the_designed_models_saves_and_resumes_after_an_interrupt
     # resumed: five more timed, the seventh design standing in for the rejected one, the eighth never timed
     assert timed == [1, 2, 1, 2, 2] and [s["spec"] for s in moved.samples] == [specs[0], *specs[2:7]]
     assert load_profile(out).transferred_from["threads"] == 1 and not journal.exists()
+    assert asked == [False, False]  # the same kernel library: the design on the base predictor's view
 
 
 def test_transfer_across_kernel_libraries_fits_the_new_runtimes_own_kernels(synthetic) -> None:

@@ -491,11 +491,11 @@ class LatencyPredictor:
         fitted on the models' kernels, and its linear stage (``KERNEL_TERMS``) on their timings, robust
         to a few far off (``_robust_linear``). The base's kernel costs do not carry over: fitted on all
         200 of the target's held-out timings, re-scaling them by kernel group puts 45.8–56.7% of those
-        very models within ±10% (2-core AMD EPYC, 2026-12-06). This form puts 51.0–57.0% of 200 others
-        within ±10% from 20 timings (the group stage: 39.5–44.0%; means over 16 other draws of 20:
-        53–59% against 34–46%), and 74–87% from 100 (docs/hardware.md, "Across kernel libraries, the
-        target's own kernels"). Cost: one LightGBM fit per leave-one-out fold on a few hundred kernels
-        (~0.2 s each for 20 models)."""
+        very models within ±10% (2-core AMD EPYC, 2026-12-06). This form, from 20 models chosen for their
+        kernels (``transfer_design.kernel_coverage``), puts a mean of 63–65% of 100 others within ±10%
+        over 16 draws (the group stage: 34–46%), and 74–87% from 100 timings (docs/hardware.md, "Across
+        kernel libraries, models chosen for their kernels"). Cost: one LightGBM fit per leave-one-out
+        fold on a few hundred kernels (~0.2 s each for 20 models)."""
         from edgeopt.hardware.kernel_model import fit_kernel_model, predict_kernel_us
 
         y = np.asarray(latency_ms, dtype=np.float64)
