@@ -242,6 +242,9 @@ def transfer_section(base, runtime: str, threads: int, n: int = 20, heldout_n: i
         "from": {"runtime": base.runtime, "threads": base.threads},
         "to": {"runtime": runtime, "threads": threads},
         "measurements": len(few),
+        # how the n were chosen: ``design_order``'s d_optimal on the base's view, or across kernel libraries
+        # kernel_coverage
+        "design": "kernel_coverage" if by_kernels else "d_optimal",
         "heldout_models": len(held),
         "transferred": _stats(_predict(pred_model, held), y),
         # the same, scored only on the held-out models timed outside a slow phase (``_timed_quietly``): at two
