@@ -535,9 +535,10 @@ def transfer(base: DeviceProfile, runtime: str, threads: int = 1, measurements: 
     from edgeopt.progress import ProgressBar
 
     runtime = check_runtime(runtime)
+    across = other_library(base.runtime, runtime)  # the base's kernel costs do not carry over
     journal = Path(str(out) + ".samples.jsonl") if out is not None else None
     if samples is None:
-        specs = designed_specs(base.predictor, seed, by_kernels=other_library(base.runtime, runtime))
+        specs = designed_specs(base.predictor, seed, by_kernels=across)
         bar = ProgressBar(f"timing them in {runtime}", measurements, transient=False)
         try:
             samples = measure_samples(runtime, threads, minutes=1e9, max_models=measurements, journal=journal,
@@ -546,8 +547,8 @@ def transfer(base: DeviceProfile, runtime: str, threads: int = 1, measurements: 
             bar.close()
     refs = reference_ms(samples)
     models, y, kernel_us = sample_kernels(samples), normalised_ms(samples, refs), normalised_kernel_us(samples, refs)
-    if other_library(base.runtime, runtime) and sum(k is not None for k in kernel_us) >= len(samples) / 2:
-        predictor = LatencyPredictor.from_kernel_times(models, y, kernel_us)  # the base's kernels do not carry over
+    if across and sum(k is not None for k in kernel_us) >= len(samples) / 2:
+        predictor = LatencyPredictor.from_kernel_times(models, y, kernel_us)
     else:
         predictor = base.predictor.transferred(models, y, other_threads=runtime == base.runtime)
     source = {"runtime": base.runtime, "threads": base.threads, "fingerprint": base.fingerprint,
