@@ -45,6 +45,14 @@ def test_unknown_extension(tmp_path: Path, capfd) -> None:
     assert_one_line_error(rc, err, "unknown model file type '.h5'")
 
 
+def test_bare_zoo_name_suggests_the_zoo_prefix(tmp_path: Path, capfd, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run_cli(capfd, "profile", "resnet8")
+    assert_one_line_error(rc, err, "did you mean zoo:resnet8?")
+    rc, _, err = run_cli(capfd, "profile", "resnet9")  # not in the zoo: the general hint
+    assert_one_line_error(rc, err, "or zoo:NAME")
+
+
 def test_corrupt_model_file_leaves_no_output(tmp_path: Path, capfd) -> None:
     (tmp_path / "bad.edgeopt").write_bytes(b"\x00garbage")
     rc, _, err = run_cli(capfd, "export", tmp_path / "bad.edgeopt", "--format", "onnx", "--out", tmp_path / "o.onnx")

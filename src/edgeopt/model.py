@@ -551,10 +551,12 @@ def load_model(
         path = Path(source)
         suffix = path.suffix.lower()
         if suffix not in (MODEL_SUFFIX, ".pt2", ".onnx", ".tflite", ".eoz"):
-            raise EdgeoptError(
-                f"unknown model file type '{path.suffix or path.name}'",
-                "give a .edgeopt, .eoz, .pt2, .onnx or .tflite file, or zoo:NAME",
-            )
+            from edgeopt.models import list_models
+
+            zoo = not suffix and not path.exists() and source in {e.name for e in list_models()}
+            hint = "give a .edgeopt, .eoz, .pt2, .onnx or .tflite file, or zoo:NAME"
+            raise EdgeoptError(f"unknown model file type '{path.suffix or path.name}'",
+                               f"did you mean zoo:{source}?" if zoo else hint)  # fmt: skip
         if not path.is_file():
             raise EdgeoptError(f"model file not found: {path}", "check the path")
         if suffix == MODEL_SUFFIX:
