@@ -116,9 +116,10 @@ def transfer(
 ) -> None:
     """Re-target a profile to another runtime or thread count from a few measurements.
 
-    The models timed are chosen to span what the profile's predictor sees (a D-optimal design over 100
-    candidates). Resumable: an interrupted run keeps its timings in OUT.samples.jsonl and the same
-    command continues from them."""
+    The models timed are chosen from 100 candidates: to span what the profile's predictor sees (a
+    D-optimal design), or, for a runtime of another kernel library, so that their kernels cover all the
+    candidates' kernels. Resumable: an interrupted run keeps its timings in OUT.samples.jsonl and the
+    same command continues from them."""
     quiet(as_json)
     from edgeopt.hardware.calibrate import transfer as run
     from edgeopt.hardware.calibrate import transfer_warning
