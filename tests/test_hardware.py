@@ -468,6 +468,10 @@ def test_transfer_across_kernel_libraries_fits_the_new_runtimes_own_kernels(synt
     moved = calibrate_module.transfer(base, "executorch", samples=profiled)  # XNNPACK kernels
     assert moved.predictor.cv["transfer_form"] == "own_kernels" and moved.predictor.kernel_model is not None
     assert moved.transferred_from["runtime"] == "onnxruntime"
+    from edgeopt.hardware.predict import error_band_meaning
+
+    assert "20 models timed for this transfer" in error_band_meaning(moved)  # its band: leave-one-out of the 20
+    assert "calibration models" in error_band_meaning(base)
     # too few models profiled (under half): the base's kernel costs re-scaled by group
     few = [*profiled[:9], *base.samples[9:20]]
     assert calibrate_module.transfer(base, "executorch", samples=few).predictor.cv["transfer_form"] == "group_stage"

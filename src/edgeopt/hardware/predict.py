@@ -45,8 +45,22 @@ def predict_latency(model: EdgeModel, profile: DeviceProfile, kernels: list[Kern
         "latency_ms": ms,
         "latency_ms_band": [ms / (1 + band), ms * (1 + band)],
         "error_band_pct": profile.predictor.band_pct,
-        "error_band": "90% of held-out calibration models fell within this relative error (cross-validated)",
+        "error_band": error_band_meaning(profile),
     }
+
+
+def error_band_meaning(profile: DeviceProfile) -> str:
+    """What ``error_band_pct`` is for this profile: cross-validated over a calibration's models, or left
+    out one at a time over a transfer's few. Measured (2-core AMD EPYC, 2026-12-06, docs/hardware.md):
+    the calibrations' bands held 87.0–90.5% of 200 held-out models; a transfer's band, over 16 draws of
+    20, a mean 83–94%, but on one draw, scored on models timed in another session, as few as 62%."""
+    if profile.transferred_from is None:
+        return "90% of held-out calibration models fell within this relative error (cross-validated)"
+    n = profile.transferred_from.get("measurements", len(profile.samples))
+    return (
+        f"90% of the {n} models timed for this transfer fell within this relative error (each left out in turn); "
+        "from so few timings a rough guide: other models can fall further (docs/hardware.md)"
+    )
 
 
 def _runtime_cost(model: EdgeModel, profile: DeviceProfile, artifact: bool) -> dict[str, Any]:
