@@ -234,11 +234,27 @@ def test_share_weights_follow_each_kernels_share_of_its_model() -> None:
     assert w == pytest.approx(expected)  # a fused-away kernel (0 µs) keeps the floor
 
 
+def test_consistent_kernel_times_keep_the_profilers_shares_and_the_timings_totals() -> None:
+    from edgeopt.hardware.kernel_model import consistent_kernel_us
+
+    rng = np.random.default_rng(0)
+    true = [np.exp(rng.uniform(math.log(0.5), math.log(200.0), int(rng.integers(2, 40)))) for _ in range(60)]
+    true[0][0] = 0.0  # a kernel fused away
+    latency = np.array([t.sum() / 1e3 + 0.004 for t in true])  # 4 µs a call besides the kernels
+    drift = rng.uniform(0.95, 1.05, 60)  # the profiled pass ran at another speed than the timed one
+    profiled = [d * t + 3.0 * (t > 0) for d, t in zip(drift, true, strict=True)]  # +3 µs an operator timed
+    fixed = consistent_kernel_us(profiled, latency)
+    assert fixed[0][0] == 0.0
+    for f, t in zip(fixed, true, strict=True):
+        assert f == pytest.approx(t, rel=0.06, abs=0.5)  # each kernel's own time, drift and overhead gone
+    assert consistent_kernel_us(true, latency)[5] == pytest.approx(true[5], rel=1e-3)  # consistent already
+
+
 def test_kernel_rows_featurised_once_price_like_the_models_themselves() -> None:
     from edgeopt.hardware.kernel_model import KernelRows, fit_kernel_model, predict_kernel_us
 
-    models, times, _ = _kernel_world(12, 1)
-    text = fit_kernel_model(models, times)
+    models, times, latency = _kernel_world(12, 1)
+    text = fit_kernel_model(models, times, latency)
     models = [*models, []]  # a model with no kernels (an empty graph) prices to nothing
     rows = KernelRows.of(models)
     assert KernelRows.of(rows) is rows
@@ -246,7 +262,7 @@ def test_kernel_rows_featurised_once_price_like_the_models_themselves() -> None:
     by_models = predict_kernel_us(text, [models[12], models[3], models[0]])
     assert [len(p) for p in by_rows] == [0, len(models[3]), len(models[0])]
     assert all(np.array_equal(a, b) for a, b in zip(by_rows, by_models, strict=True))
-    assert fit_kernel_model(rows.take(range(12)), times) == text  # the same fit from rows
+    assert fit_kernel_model(rows.take(range(12)), times, latency) == text  # the same fit from rows
 
 
 def test_ensemble_selection_averages_candidates_that_err_in_opposite_directions() -> None:

@@ -503,7 +503,8 @@ class LatencyPredictor:
 
         def own_kernels(train: np.ndarray) -> LatencyPredictor:
             timed = [i for i in train if kernel_us[i] is not None]
-            kernel_model = fit_kernel_model([models[i] for i in timed], [kernel_us[i] for i in timed], by_share=True)
+            kernel_model = fit_kernel_model([models[i] for i in timed], [kernel_us[i] for i in timed], y[timed],
+                                            by_share=True)
             sums = _sum_rows(predict_kernel_us(kernel_model, [models[i] for i in train]))
             w = _robust_linear(matrix(sums, KERNEL_TERMS), y[train])
             return cls(KERNEL_TERMS, [float(v) for v in w], kernel_model=kernel_model)
@@ -613,7 +614,7 @@ class LatencyPredictor:
                 in_train = set(train.tolist())
                 fit_on = [i for i in timed if i in in_train]
                 profiled = [kernel_us[i] for i in fit_on]  # type: ignore[index]
-                kernel_texts[key] = fit_kernel_model(rows.take(fit_on), profiled, seed, by_share)
+                kernel_texts[key] = fit_kernel_model(rows.take(fit_on), profiled, y[fit_on], seed, by_share)
             return kernel_texts[key]
 
         def stage(train: np.ndarray, kind: str) -> tuple[np.ndarray, list[str], str | None, str | None]:
