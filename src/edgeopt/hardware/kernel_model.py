@@ -151,8 +151,12 @@ def consistent_kernel_us(kernel_us: Sequence[Sequence[float]], latency_ms: Seque
     overhead_us = max(0.0, -b / a * 1e3) if a > 0 else 0.0
     times = [np.maximum(t - overhead_us, 0.05 * t) for t in times]
     a, b, c = linear_stage(times)
-    scale = [(ym - b * len(t) - c) / (a * t.sum() / 1e3) if a > 0 and t.sum() > 0 else 1.0 for t, ym in zip(times, y)]
-    return [t * float(np.clip(s, 1 / 3, 3)) for t, s in zip(times, scale, strict=True)]
+
+    def scale(t: np.ndarray, measured_ms: float) -> float:  # the factor that makes the fit give the timing
+        s = (measured_ms - b * len(t) - c) / (a * t.sum() / 1e3) if a > 0 and t.sum() > 0 else 1.0
+        return float(np.clip(s, 1 / 3, 3))
+
+    return [t * scale(t, ym) for t, ym in zip(times, y, strict=True)]
 
 
 def fit_kernel_model(models: Sequence[Sequence[Kernel]] | KernelRows, kernel_us: Sequence[Sequence[float]],
