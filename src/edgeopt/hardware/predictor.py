@@ -35,7 +35,9 @@ The candidates (each form, with and without ``g``) err differently, so ``fit`` a
 Caruana's ensemble selection over their cross-validated predictions (``ensemble_selection``) picks
 which, and how much each counts in a weighted geometric mean (``members``). On ONNX Runtime that took
 the held-out models within ±10% from 88.0% (the best candidate) to 95.0% on the journals it was built on,
-and from 80.0% (its best member) to 87.5% on a fresh calibration (2-core AMD EPYC, 2026-12-06).
+and from 80.0% (its best member) to 87.5% on a fresh calibration (2-core AMD EPYC, 2026-12-06); 95.0% on
+that one since the per-kernel candidates learn from profiled times made consistent with the timings
+(``kernel_model.consistent_kernel_us``).
 
 The error band is the 90th percentile of the cross-validated relative error. Everything here is
 pure (arrays in, arrays out) except ``to_json``/``from_json`` which only convert.
