@@ -295,8 +295,9 @@ class LatencyPredictor:
 
     Two forms, chosen by cross-validation at ``fit``: the additive terms (``model_terms``, weights
     ``≥ 0``), or, when calibration profiled each kernel's time, a per-kernel LightGBM model
-    (``kernel_model``) whose sum a linear stage over ``KERNEL_TERMS`` maps to the model's time (its
-    count weight is negative: the profilers add about a microsecond to every operator they time)."""
+    (``kernel_model``) whose sum a linear stage over ``KERNEL_TERMS`` maps to the model's time (the
+    kernel count's weight is small: the per-kernel model learns times with the profiler's cost per
+    operator taken off, ``kernel_model.consistent_kernel_us``)."""
 
     terms: list[str]
     weights: list[float]
