@@ -1,9 +1,10 @@
 """A per-kernel latency model: each kernel's time from its features and its place in the model.
 
 nn-Meter predicts each fused kernel with its own regressor and sums them. This is that regressor,
-fitted on kernel times the runtime's profiler gave during calibration (``hardware.op_timings``):
-one LightGBM model over all kernel types (the type is a categorical feature), stored as LightGBM's
-own text model, never as a pickle.
+fitted on kernel times the runtime's profiler gave during calibration (``hardware.op_timings``),
+brought in line with the whole-model timings first (``consistent_kernel_us``): one LightGBM model
+over all kernel types (the type is a categorical feature), stored as LightGBM's own text model,
+never as a pickle.
 
 What a kernel costs depends on more than its shape, as measured on ONNX Runtime calibration
 models (2026-12-05): convolutions with the same shapes in different models differ by a median 9%,
