@@ -52,7 +52,7 @@ def predict_latency(model: EdgeModel, profile: DeviceProfile, kernels: list[Kern
 def error_band_meaning(profile: DeviceProfile) -> str:
     """What ``error_band_pct`` is for this profile: cross-validated over a calibration's models, or left
     out one at a time over a transfer's few. Measured (2-core AMD EPYC, 2026-12-06, docs/hardware.md):
-    the calibrations' bands held 85.0–90.5% of 200 held-out models; a transfer's band, over 16 draws of
+    the calibrations' bands held 85.0–91.0% of 200 held-out models; a transfer's band, over 16 draws of
     20, a mean 83–94%, but on single cross-library draws as few as 50% (its 20 and the scored models
     timed in one run)."""
     if profile.transferred_from is None:

@@ -498,7 +498,9 @@ class LatencyPredictor:
         very models within ±10% (2-core AMD EPYC, 2026-12-06). This form, from 20 models chosen for their
         kernels (``transfer_design.kernel_coverage``), puts a mean of 63–65% of 100 others within ±10%
         over 16 draws (the group stage: 34–46%), and 74–87% from 100 timings (docs/hardware.md, "Across
-        kernel libraries, models chosen for their kernels"). Cost: one LightGBM fit per leave-one-out
+        kernel libraries, models chosen for their kernels"); with the kernel times made consistent with
+        the timings (``kernel_model.consistent_kernel_us``, a fresh calibration): 59–64% from 20, 85–90%
+        from 100. Cost: one LightGBM fit per leave-one-out
         fold on a few hundred kernels (~0.2 s each for 20 models)."""
         from edgeopt.hardware.kernel_model import fit_kernel_model, predict_kernel_us
 
