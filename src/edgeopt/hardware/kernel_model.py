@@ -135,10 +135,11 @@ def consistent_kernel_us(kernel_us: Sequence[Sequence[float]], latency_ms: Seque
        the fit give its measured time exactly.
 
     The per-kernel model then learns times that sum to what the model costs when it is not profiled.
-    Measured 2026-12-06 (2-core AMD EPYC; profiled sums against timings were 0.65× for ONNX Runtime
-    models under 0.05 ms, IQR 0.51–0.81): ONNX Runtime's per-kernel candidates went from 71–80% of
-    models within ±10% (5-fold CV) to 87–95%, and its held-out set from 87.5% to 95.0% on one
-    calibration and from 85.0% to 94.5% on a second; ExecuTorch's from 94.5% to 97.5%.
+    Measured 2026-12-06 (2-core AMD EPYC; ONNX Runtime's profiled sums were a median 1.54× the timings
+    of models under 0.05 ms, IQR 1.24–1.95): ONNX Runtime's per-kernel candidates went from 57–80% of
+    models within ±10% (5-fold CV) to 91–95% on one calibration and from 36–74% to 88–91% on a second,
+    and its held-out set from 87.5% to 95.0% and from 85.0% to 94.5%; ExecuTorch's from 94.5% to 98.0%,
+    LiteRT's (lent ExecuTorch's per-kernel model) from 91.0% to 94.0% (docs/hardware.md).
     """
     from edgeopt.hardware.predictor import _robust_linear
 
