@@ -138,8 +138,9 @@ def consistent_kernel_us(kernel_us: Sequence[Sequence[float]], latency_ms: Seque
     Measured 2026-12-06 (2-core AMD EPYC; ONNX Runtime's profiled sums were a median 1.54× the timings
     of models under 0.05 ms, IQR 1.24–1.95): ONNX Runtime's per-kernel candidates went from 57–80% of
     models within ±10% (5-fold CV) to 91–95% on one calibration and from 36–74% to 88–91% on a second,
-    and its held-out set from 87.5% to 95.0% and from 85.0% to 94.5%; ExecuTorch's from 94.5% to 98.0%,
-    LiteRT's (lent ExecuTorch's per-kernel model) from 91.0% to 94.0% (docs/hardware.md).
+    and its held-out set from 87.5% to 95.0% and from 85.0% to 94.5% (those two time the same
+    architectures; a calibration of other architectures: 85.0% to 86.0%, CV 83.2% to 88.4%); ExecuTorch's
+    from 94.5% to 98.0%, LiteRT's (lent ExecuTorch's per-kernel model) from 91.0% to 94.0% (docs/hardware.md).
     """
     from edgeopt.hardware.predictor import _robust_linear
 
