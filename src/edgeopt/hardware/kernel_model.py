@@ -142,13 +142,13 @@ def consistent_kernel_us(kernel_us: Sequence[Sequence[float]], latency_ms: Seque
     architectures; a calibration of other architectures: 85.0% to 86.0%, CV 83.2% to 88.4%); ExecuTorch's
     from 94.5% to 98.0%, LiteRT's (lent ExecuTorch's per-kernel model) from 91.0% to 94.0% (docs/hardware.md).
     """
-    from edgeopt.hardware.predictor import _robust_linear
+    from edgeopt.hardware.predictor import KERNEL_TERMS, _robust_linear, _sum_rows, matrix
 
     times = [np.asarray(t, dtype=np.float64) for t in kernel_us]
     y = np.asarray(latency_ms, dtype=np.float64)
 
-    def linear_stage(ts: list[np.ndarray]) -> np.ndarray:  # (a, b, c) of latency (ms) ≈ a·Σ + b·count + c
-        return _robust_linear(np.array([[t.sum() / 1e3, len(t), 1.0] for t in ts]), y)
+    def linear_stage(ts: list[np.ndarray]) -> np.ndarray:  # the predictor's (a, b, c): latency ≈ a·Σ + b·count + c
+        return _robust_linear(matrix(_sum_rows(ts), KERNEL_TERMS), y)
 
     a, b, _ = linear_stage(times)
     overhead_us = max(0.0, -b / a * 1e3) if a > 0 else 0.0
