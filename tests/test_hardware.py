@@ -461,6 +461,57 @@ def test_transfer_times_the_designed_models_saves_and_resumes_after_an_interrupt
     assert asked == [False, False]  # the same kernel library: the design on the base predictor's view
 
 
+def test_calibration_times_again_the_models_furthest_above_prediction_and_keeps_the_faster(
+    tmp_path, monkeypatch
+) -> None:
+    # the pure parts: which models are picked (only those measured above prediction), and which timing is kept
+    assert calibrate_module.slowest_against_prediction(np.array([1.0, 1.5, 0.5, 1.2]), np.ones(4), 0.5) == [1, 3]
+    assert calibrate_module.slowest_against_prediction(np.array([0.9, 0.8]), np.ones(2), 1.0) == []
+    a, b = ({"spec": {"n": i}, "kernels": [], "latency_ms": 1.0, "reference_ms": 0.1} for i in range(2))
+    faster, slower = {**a, "latency_ms": 0.8, "reference_ms": 0.1}, {**b, "latency_ms": 1.0, "reference_ms": 0.08}
+    kept = calibrate_module.keep_faster([a, b], [faster, slower])  # b's second: a slower machine, the same speed
+    assert kept == [{**faster, "timings": 2}, {**b, "timings": 2}]
+
+    rng = np.random.default_rng(3)
+    specs = [sample_arch(rng, "mlp") for _ in range(40)]
+    kernels = [kernels_of_model(arch_model(spec)) for spec in specs]
+    paths: dict[str, dict] = {}
+
+    def exported(spec, runtime, path):  # the real kernels (none for the references), no runtime file
+        paths[str(path)] = spec
+        own = kernels[specs.index(spec)] if spec in specs else []
+        return {"spec": spec, "kernels": [kernel_to_json(k) for k in own], "macs": 0}
+
+    def true_ms(spec) -> float:  # an additive truth the predictor can learn
+        return 0.01 + 0.005 * len(spec["widths"]) + 1e-7 * sum(k.macs for k in kernels[specs.index(spec)])
+
+    timed: list[dict] = []
+
+    def ratios(runtime, model_paths, *args, **kwargs):  # spec 7, the first time: a slow phase no reference saw
+        out = []
+        for path in model_paths:
+            spec = paths[str(path)]
+            ms = true_ms(spec) * (1.6 if spec == specs[7] and spec not in timed else 1.0)
+            timed.append(spec)
+            out.append(calibrate_module.RatioTiming(ms / 0.1, 0.1, ms, ms, 0.05))
+        return out
+
+    monkeypatch.setattr(calibrate_module, "export_arch", exported)
+    monkeypatch.setattr(calibrate_module, "measured_ratios", ratios)
+    monkeypatch.setattr(calibrate_module, "kernel_times", lambda *args: None)
+    drawn = iter(specs)
+    monkeypatch.setattr(calibrate_module, "sample_arch", lambda rng: next(drawn))
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    out = tmp_path / "ort.json"
+    profile = calibrate_module.calibrate("onnxruntime", minutes=15, out=out, max_models=40)
+    assert timed[:40] == specs and specs[7] in timed[40:]  # two (5% of 40) timed again, spec 7 among them
+    retimed = [s for s in profile.samples if s.get("timings") == 2]
+    assert len(retimed) == 2 and len(timed) == 42
+    assert next(s for s in profile.samples if s["spec"] == specs[7])["latency_ms"] == pytest.approx(true_ms(specs[7]))
+    assert len(profile.predictor.cv["cv_ms"]) == 40  # refitted on the kept times
+    assert out.exists() and not list(tmp_path.glob("*.jsonl"))  # both journals gone once the profile is saved
+
+
 def test_transfer_across_kernel_libraries_fits_the_new_runtimes_own_kernels(synthetic) -> None:
     base = _profile(synthetic)  # ONNX Runtime: MLAS kernels
     profiled = [{**s, "kernel_us": [1e3 * s["latency_ms"] / len(s["kernels"])] * len(s["kernels"])}

@@ -585,7 +585,8 @@ class LatencyPredictor:
         as tuned to the whole-model times, ``kernel_model.tune_kernel_model``; each with and without
         the correction), ranks them by the models within ±10% (then the lowest median error), and
         gives the error band (of the ensemble's cross-validated predictions: the folds it was picked
-        on, so a little optimistic; the held-out benchmark is the check).
+        on, so a little optimistic; the held-out benchmark is the check). Those predictions are kept in
+        ``cv["cv_ms"]``: ``calibrate.retime_slowest`` times again the models furthest above them.
         Without kernel times, a per-kernel model fitted elsewhere (``kernel_model``: another
         runtime's on this CPU that runs the same kernel library, ExecuTorch's XNNPACK for LiteRT's)
         is the per-kernel candidate, as it is and tuned to this runtime's timings. Cost: ~1 s for
@@ -667,11 +668,13 @@ class LatencyPredictor:
                        stats[name].p90_abs_pct, kernel_model=text, kernel_tuning=tuning)  # fmt: skip
 
         weights = {n: c / sum(picked.values()) for n, c in sorted(picked.items(), key=lambda t: -t[1])}
-        chosen = ErrorStats.of(_geometric_mean(pred, weights), y)
+        chosen_ms = _geometric_mean(pred, weights)
+        chosen = ErrorStats.of(chosen_ms, y)
         cv = {"folds": folds, "candidates": {n: st.__dict__ for n, st in stats.items()},
               "chosen": next(iter(weights)) if len(weights) == 1 else "ensemble", "ensemble": weights,
               "chosen_stats": chosen.__dict__, "models_with_kernel_times": len(timed),
-              "kernel_model_given": given is not None}  # fmt: skip
+              "kernel_model_given": given is not None,
+              "cv_ms": chosen_ms.tolist()}  # each model as predicted by the folds that did not see it  # fmt: skip
         if len(weights) == 1:
             return replace(fitted(next(iter(weights))), cv=cv)
         return cls([], [], band_pct=chosen.p90_abs_pct, cv=cv, members=[fitted(n) for n in weights],
