@@ -37,6 +37,7 @@ from common import ROOT, write_result
 
 from edgeopt.hardware.calibrate import (
     QUIET_SLACK,
+    RETIME_MARGIN,
     RETIME_SHARE,
     fit_profile,
     fit_retimed,
@@ -212,7 +213,9 @@ def _retimed_section(first: Any, profile: Any, held: list[dict], journal: Path) 
     twice = [s for s in profile.samples if s.get("timings") == 2]
     refs = reference_ms(first.samples)
     moved = [normalised_ms([s], refs)[0] / normalised_ms([before[_spec_key(s)]], refs)[0] - 1 for s in twice]
-    return {"share": RETIME_SHARE, "models_timed_again": len(twice),
+    return {"share": RETIME_SHARE, "margin": RETIME_MARGIN, "models_timed_again": len(twice),
+            "second_timing_kept": sum("first_latency_ms" in s for s in twice),
+            "faster_by_over_5pct": int(sum(m < -0.05 for m in moved)),
             "faster_by_over_10pct": int(sum(m < -0.1 for m in moved)),
             "median_change_pct": float(np.median(moved) * 100) if moved else None,
             "first_fit": _stats(_predict(first.predictor, held), normalised_ms(held, refs)),

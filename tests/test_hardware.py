@@ -467,10 +467,11 @@ def test_calibration_times_again_the_models_furthest_above_prediction_and_keeps_
     # the pure parts: which models are picked (only those measured above prediction), and which timing is kept
     assert calibrate_module.slowest_against_prediction(np.array([1.0, 1.5, 0.5, 1.2]), np.ones(4), 0.5) == [1, 3]
     assert calibrate_module.slowest_against_prediction(np.array([0.9, 0.8]), np.ones(2), 1.0) == []
-    a, b = ({"spec": {"n": i}, "kernels": [], "latency_ms": 1.0, "reference_ms": 0.1} for i in range(2))
+    a, b, c = ({"spec": {"n": i}, "kernels": [], "latency_ms": 1.0, "reference_ms": 0.1} for i in range(3))
     faster, slower = {**a, "latency_ms": 0.8, "reference_ms": 0.1}, {**b, "latency_ms": 1.0, "reference_ms": 0.08}
-    kept = calibrate_module.keep_faster([a, b], [faster, slower])  # b's second: a slower machine, the same speed
-    assert kept == [{**faster, "timings": 2}, {**b, "timings": 2}]
+    within = {**c, "latency_ms": 0.97}  # faster, but within RETIME_MARGIN: noise, the first timing stays
+    kept = calibrate_module.keep_faster([a, b, c], [faster, slower, within])  # b's second: a slower machine
+    assert kept == [{**faster, "timings": 2, "first_latency_ms": 1.0}, {**b, "timings": 2}, {**c, "timings": 2}]
 
     rng = np.random.default_rng(3)
     specs = [sample_arch(rng, "mlp") for _ in range(40)]
@@ -509,6 +510,8 @@ def test_calibration_times_again_the_models_furthest_above_prediction_and_keeps_
     assert len(retimed) == 2 and len(timed) == 42
     assert next(s for s in profile.samples if s["spec"] == specs[7])["latency_ms"] == pytest.approx(true_ms(specs[7]))
     assert len(profile.predictor.cv["cv_ms"]) == 40  # refitted on the kept times
+    first, again = calibrate_module.fit_retimed(profile.samples, "onnxruntime", 1)  # nothing slow left: no refit
+    assert again.predictor is first.predictor and len(timed) == 44
     assert out.exists() and not list(tmp_path.glob("*.jsonl"))  # both journals gone once the profile is saved
 
 

@@ -75,6 +75,7 @@ def calibrate(
             "runtime": profile.runtime,
             "threads": profile.threads,
             "models_measured": len(profile.samples),
+            "models_timed_again": sum(s.get("timings") == 2 for s in profile.samples),
             "seconds": round(profile.calibration_seconds, 1),
             "cv_within_10pct": chosen["within_10pct"] if chosen else None,
             "cv_median_error_pct": chosen["median_abs_pct"] if chosen else None,
