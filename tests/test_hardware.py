@@ -512,6 +512,8 @@ def test_calibration_times_again_the_models_furthest_above_prediction_and_keeps_
     assert len(profile.predictor.cv["cv_ms"]) == 40  # refitted on the kept times
     first, again = calibrate_module.fit_retimed(profile.samples, "onnxruntime", 1)  # nothing slow left: no refit
     assert again.predictor is first.predictor and len(timed) == 44
+    calibrate_module.fit_retimed(profile.samples, "onnxruntime", 1, deadline=time.monotonic())
+    assert len(timed) == 44  # no time left before the deadline: nothing timed again
     assert out.exists() and not list(tmp_path.glob("*.jsonl"))  # both journals gone once the profile is saved
 
 
