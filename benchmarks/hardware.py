@@ -142,13 +142,14 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
     calib_s = max(time.monotonic() - t0, float(calib[-1].get("elapsed_s", 0.0)) if calib else 0.0)
     t1 = time.monotonic()
     kernels_from = _kernel_source(runtime)
-    # as ``calibrate`` fits: twice, the models furthest above the first fit's predictions timed again between
+    # as ``calibrate`` fits: the models furthest above the first fit's predictions timed again, and refitted
+    # where a second time was over RETIME_MARGIN faster
     retimed = _journal(runtime, threads, "calib_retimed")
     first, profile = fit_retimed(calib, runtime, threads, kernels_from, retimed, _log(runtime, "calib_retimed"))
     fit_s = time.monotonic() - t1  # with the second timings when they ran now; see ``_retimed_section``
     seen = {_spec_key(s) for s in calib}
     held, drawn = _unseen_heldout(runtime, threads, heldout_n, seen)
-    calib = profile.samples  # the faster of two timings, where a model was timed twice
+    calib = profile.samples  # with the second timings kept
     ref = reference_ms(calib)
     y_calib = normalised_ms(calib, ref)
     y = normalised_ms(held, ref)  # drift-free: each model's times over the references timed beside it
@@ -208,8 +209,8 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
 def _retimed_section(first: Any, profile: Any, held: list[dict], journal: Path) -> dict[str, Any]:
     """What timing the models furthest above the first fit's predictions again bought (``calibrate.fit_retimed``):
     how many were timed again and how many kept the second time, by how much the kept times moved (those not
-    kept: 0), the first fit scored beside the refit, and the
-    second timings' own time (their journal's clock: they may have run in an earlier run)."""
+    kept: 0), the first fit scored beside the refit, and the second timings' own time (their journal's clock:
+    they may have run in an earlier run)."""
     before = {_spec_key(s): s for s in first.samples}
     twice = [s for s in profile.samples if s.get("timings") == 2]
     refs = reference_ms(first.samples)
