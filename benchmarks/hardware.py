@@ -47,6 +47,7 @@ from edgeopt.hardware.calibrate import (
     other_library,
     reference_ms,
     sample_kernels,
+    spec_key,
     transfer,
 )
 from edgeopt.hardware.predictor import ErrorStats, LatencyPredictor, macs_only_fit
@@ -97,16 +98,11 @@ def _macs_only(calib: list[dict], y_calib: np.ndarray, heldout: list[dict]) -> n
     return np.maximum(np.array([[1.0, s["macs"] / 1e6] for s in heldout]) @ coef, 1e-6)
 
 
-def _spec_key(sample: dict) -> str:
-    """An architecture's identity across journals (its spec as sorted JSON)."""
-    return json.dumps(sample["spec"], sort_keys=True)
-
-
 def _unseen_heldout(runtime: str, threads: int, n: int, seen: set[str]) -> tuple[list[dict], list[dict]]:
     """The first ``n`` held-out samples whose architectures are not in ``seen``, and all the samples drawn:
     another seed can still draw an architecture a calibration saw (tiny MLPs), so as many more are measured."""
     drawn = _samples(runtime, threads, "heldout", HELDOUT_SEED, 1e9, n)
-    while len(held := [s for s in drawn if _spec_key(s) not in seen]) < n:
+    while len(held := [s for s in drawn if spec_key(s) not in seen]) < n:
         drawn = _samples(runtime, threads, "heldout", HELDOUT_SEED, 1e9, len(drawn) + n - len(held))
     return held[:n], drawn
 
@@ -124,9 +120,9 @@ def _repeat_agreement(runtime: str, threads: int, held: list[dict], n: int = 40)
     with one measurement more often than two measurements agree with each other."""
     again = _samples(runtime, threads, "repeat", HELDOUT_SEED, 1e9, n)
     refs = reference_ms(held)
-    first = {_spec_key(s): y for s, y in zip(held, normalised_ms(held, refs), strict=True)}
-    pairs = [(first[_spec_key(s)], y) for s, y in zip(again, normalised_ms(again, refs), strict=True)
-             if _spec_key(s) in first]  # fmt: skip
+    first = {spec_key(s): y for s, y in zip(held, normalised_ms(held, refs), strict=True)}
+    pairs = [(first[spec_key(s)], y) for s, y in zip(again, normalised_ms(again, refs), strict=True)
+             if spec_key(s) in first]  # fmt: skip
     d = np.array([abs(b / a - 1) for a, b in pairs])
     return {"models": len(pairs),
             # samples whose chunk was timed in a slow phase still
@@ -147,14 +143,14 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
     retimed = _journal(runtime, threads, "calib_retimed")
     first, profile = fit_retimed(calib, runtime, threads, kernels_from, retimed, _log(runtime, "calib_retimed"))
     fit_s = time.monotonic() - t1  # with the second timings when they ran now; see ``_retimed_section``
-    seen = {_spec_key(s) for s in calib}
+    seen = {spec_key(s) for s in calib}
     held, drawn = _unseen_heldout(runtime, threads, heldout_n, seen)
     calib = profile.samples  # with the second timings kept
     ref = reference_ms(calib)
     y_calib = normalised_ms(calib, ref)
     y = normalised_ms(held, ref)  # drift-free: each model's times over the references timed beside it
     raw = np.array([s["latency_ms"] for s in held])
-    overlap = sum(_spec_key(s) in seen for s in held)  # 0 by construction
+    overlap = sum(spec_key(s) in seen for s in held)  # 0 by construction
     pred = _predict(profile.predictor, held)
     macs_pred = _macs_only(calib, y_calib, held)
     ours, base = _stats(pred, y), _stats(macs_pred, y)
@@ -173,7 +169,7 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
         "calibration_seconds": round(calib_s + fit_s, 1),
         "heldout_models": len(held),
         "heldout_also_in_calibration": overlap,
-        "heldout_dropped_as_seen_in_calibration": sum(_spec_key(s) in seen for s in drawn),
+        "heldout_dropped_as_seen_in_calibration": sum(spec_key(s) in seen for s in drawn),
         "heldout_latency_ms_range": [float(y.min()), float(y.max())],
         "reference_ms": ref["reference_ms"],
         "memory_reference_ms": ref.get("memory_reference_ms"),
@@ -211,10 +207,10 @@ def _retimed_section(first: Any, profile: Any, held: list[dict], journal: Path) 
     how many were timed again and how many kept the second time, by how much the kept times moved (those not
     kept: 0), the first fit scored beside the refit, and the second timings' own time (their journal's clock:
     they may have run in an earlier run)."""
-    before = {_spec_key(s): s for s in first.samples}
+    before = {spec_key(s): s for s in first.samples}
     twice = [s for s in profile.samples if s.get("timings") == 2]
     refs = reference_ms(first.samples)
-    moved = [normalised_ms([s], refs)[0] / normalised_ms([before[_spec_key(s)]], refs)[0] - 1 for s in twice]
+    moved = [normalised_ms([s], refs)[0] / normalised_ms([before[spec_key(s)]], refs)[0] - 1 for s in twice]
     return {"share": RETIME_SHARE, "margin": RETIME_MARGIN, "models_timed_again": len(twice),
             "second_timing_kept": sum("first_latency_ms" in s for s in twice),
             "faster_by_over_10pct": int(sum(m < -0.1 for m in moved)),
@@ -273,7 +269,7 @@ def transfer_section(base, runtime: str, threads: int, n: int = 20, heldout_n: i
     kind = f"transfer{n}_{design}_from_{base.runtime}_t{base.threads}"  # each base chooses its own n
     few = _samples(runtime, threads, kind, 77, 1e9, n, designed_specs(base.predictor, 77, by_kernels=by_kernels))
     drawn = _samples(runtime, threads, f"transfer{n}", 77, 1e9, n)
-    seen = {_spec_key(s) for s in [*few, *drawn, *base.samples]}
+    seen = {spec_key(s) for s in [*few, *drawn, *base.samples]}
     held, _ = _unseen_heldout(runtime, threads, heldout_n, seen)
     y = normalised_ms(held, reference_ms(few))
     quiet = _timed_quietly(held)

@@ -474,6 +474,11 @@ def slowest_against_prediction(measured_ms: np.ndarray, predicted_ms: np.ndarray
     return order[: int(share * len(over))]
 
 
+def spec_key(sample: dict[str, Any]) -> str:
+    """A measured architecture's identity across journals and timings (its spec as sorted JSON). Pure."""
+    return json.dumps(sample["spec"], sort_keys=True)
+
+
 def keep_faster(samples: list[dict[str, Any]], again: list[dict[str, Any]], margin: float = RETIME_MARGIN
                 ) -> list[dict[str, Any]]:  # fmt: skip
     """``samples`` with each one timed again in ``again`` (the same spec) replaced by that timing where it is
@@ -482,10 +487,10 @@ def keep_faster(samples: list[dict[str, Any]], again: list[dict[str, Any]], marg
     Why the faster: a model's time is already its fastest call (``measured_ratios``), since what slows a call
     on a shared machine only ever adds. Pure."""
     refs = reference_ms(samples)
-    second = {json.dumps(s["spec"], sort_keys=True): s for s in again}
+    second = {spec_key(s): s for s in again}
     out = []
     for s in samples:
-        other = second.get(json.dumps(s["spec"], sort_keys=True))
+        other = second.get(spec_key(s))
         if other is None:
             out.append(s)
             continue
