@@ -269,7 +269,7 @@ def test_a_calibrations_kernel_model_bags_small_trees_and_a_transfers_keeps_larg
     from edgeopt.hardware.kernel_model import BAGGED_FROM, fit_kernel_model
 
     models, times, latency = _kernel_world(BAGGED_FROM, 2)
-    calibration = fit_kernel_model(models, times, latency)  # hundreds of models: small bagged trees
+    calibration = fit_kernel_model(models, times, latency)  # a calibration's 100 or more models: small bagged trees
     assert "[num_leaves: 15]" in calibration and "[bagging_fraction: 0.8]" in calibration
     transfer = fit_kernel_model(models[:20], times[:20], latency[:20])  # a transfer's 20: too few kernels to bag
     assert "[num_leaves: 31]" in transfer and "[bagging_fraction: 1]" in transfer
