@@ -468,10 +468,13 @@ def test_calibration_times_again_the_models_furthest_above_prediction_and_keeps_
     assert calibrate_module.slowest_against_prediction(np.array([1.0, 1.5, 0.5, 1.2]), np.ones(4), 0.5) == [1, 3]
     assert calibrate_module.slowest_against_prediction(np.array([0.9, 0.8]), np.ones(2), 1.0) == []
     a, b, c = ({"spec": {"n": i}, "kernels": [], "latency_ms": 1.0, "reference_ms": 0.1} for i in range(3))
-    faster, slower = {**a, "latency_ms": 0.8, "reference_ms": 0.1}, {**b, "latency_ms": 1.0, "reference_ms": 0.08}
+    a["elapsed_s"] = 5.0  # on the calibration's clock; its second timing's, 1.0 s, is the re-timing's
+    faster = {**a, "latency_ms": 0.8, "reference_ms": 0.1, "elapsed_s": 1.0}
+    slower = {**b, "latency_ms": 1.0, "reference_ms": 0.08}
     within = {**c, "latency_ms": 0.97}  # faster, but within RETIME_MARGIN: noise, the first timing stays
     kept = calibrate_module.keep_faster([a, b, c], [faster, slower, within])  # b's second: a slower machine
-    assert kept == [{**faster, "timings": 2, "first_latency_ms": 1.0}, {**b, "timings": 2}, {**c, "timings": 2}]
+    assert kept == [{**faster, "elapsed_s": 5.0, "timings": 2, "first_latency_ms": 1.0}, {**b, "timings": 2},
+                    {**c, "timings": 2}]  # fmt: skip
 
     rng = np.random.default_rng(3)
     specs = [sample_arch(rng, "mlp") for _ in range(40)]
@@ -515,6 +518,13 @@ def test_calibration_times_again_the_models_furthest_above_prediction_and_keeps_
     calibrate_module.fit_retimed(profile.samples, "onnxruntime", 1, deadline=time.monotonic())
     assert len(timed) == 44  # no time left before the deadline: nothing timed again
     assert out.exists() and not list(tmp_path.glob("*.jsonl"))  # both journals gone once the profile is saved
+    # resumed from a journal that took the whole budget: its time counts, so nothing is timed again
+    resumed = tmp_path / "resumed.json"
+    head = {"runtime": "onnxruntime", "threads": 1, "fingerprint": machine_fingerprint("onnxruntime")}
+    lines = [head, *({**s, "elapsed_s": 15 * 60.0} for s in profile.samples)]
+    (tmp_path / "resumed.json.samples.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    again = calibrate_module.calibrate("onnxruntime", minutes=15, out=resumed, max_models=40)
+    assert len(timed) == 44 and again.calibration_seconds >= 15 * 60
 
 
 def test_transfer_across_kernel_libraries_fits_the_new_runtimes_own_kernels(synthetic) -> None:

@@ -212,6 +212,12 @@ def _read_samples(path: Path, runtime: str, threads: int) -> list[dict[str, Any]
     return lines[1:]
 
 
+def elapsed_s(journalled: list[dict[str, Any]]) -> float:
+    """The time a calibration's journalled samples took (the last one's ``elapsed_s``, 0 for none): a resumed
+    run counts it against its budget. Pure."""
+    return float(journalled[-1].get("elapsed_s", 0.0)) if journalled else 0.0
+
+
 def measure_samples(
     runtime: str,
     threads: int = 1,
@@ -261,9 +267,7 @@ def measure_samples(
         head = {"runtime": runtime, "threads": threads, "fingerprint": machine_fingerprint(runtime)}
         journal.write_text(json.dumps(head) + "\n")
     workers = max(1, workers or os.cpu_count() or 1)
-    # a resumed calibration keeps its clock: the time its journalled samples took counts against ``minutes``
-    spent = float(samples[-1].get("elapsed_s", 0.0)) if samples else 0.0
-    start = time.monotonic() - spent
+    start = time.monotonic() - elapsed_s(samples)  # a resumed calibration keeps its clock
     deadline = start + minutes * 60
     suffix = FORMATS[RUNTIME_FORMAT[runtime]]
     with contextlib.ExitStack() as stack:
@@ -483,7 +487,8 @@ def keep_faster(samples: list[dict[str, Any]], again: list[dict[str, Any]], marg
                 ) -> list[dict[str, Any]]:  # fmt: skip
     """``samples`` with each one timed again in ``again`` (the same spec) replaced by that timing where it is
     more than ``margin`` faster, both brought to ``samples``' references' speeds (``normalised_ms``). Every
-    sample timed twice records ``"timings": 2``; one replaced, the time it replaced (``first_latency_ms``).
+    sample timed twice records ``"timings": 2``; one replaced, the time it replaced (``first_latency_ms``), and it
+    keeps its first ``elapsed_s`` (the calibration's clock, not the re-timing's).
     Why the faster: a model's time is already its fastest call (``measured_ratios``), since what slows a call
     on a shared machine only ever adds. Pure."""
     refs = reference_ms(samples)
@@ -496,7 +501,8 @@ def keep_faster(samples: list[dict[str, Any]], again: list[dict[str, Any]], marg
             continue
         first_ms, second_ms = normalised_ms([s, other], refs)
         faster = second_ms < (1.0 - margin) * first_ms
-        out.append({**other, "timings": 2, "first_latency_ms": s["latency_ms"]} if faster else {**s, "timings": 2})
+        kept = {**other, "elapsed_s": s["elapsed_s"]} if "elapsed_s" in s else other  # one clock for all samples
+        out.append({**kept, "timings": 2, "first_latency_ms": s["latency_ms"]} if faster else {**s, "timings": 2})
     return out
 
 
@@ -579,8 +585,9 @@ def calibrate(
     and the predictor refitted where a second time was clearly faster (``fit_retimed``).
 
     Interrupted runs keep their samples in ``<out>.samples.jsonl`` (the second timings in
-    ``<out>.retimed.jsonl``) and the next call with the same ``out`` resumes from them; the journals
-    are removed once the profile is written.
+    ``<out>.retimed.jsonl``) and the next call with the same ``out`` resumes from them, the time they took
+    counted against ``minutes`` (and in ``calibration_seconds``); the journals are removed once the profile
+    is written.
     """
     if minutes <= 0:
         raise EdgeoptError(f"--minutes must be positive, not {minutes}")
@@ -590,7 +597,8 @@ def calibrate(
     runtime, threads = check_runtime(runtime), int(threads)
     journal = Path(str(out) + ".samples.jsonl") if out is not None else None
     retimed = Path(str(out) + ".retimed.jsonl") if out is not None else None
-    start = time.monotonic()
+    # a resumed run keeps its clock: the deadline and ``calibration_seconds`` count the interrupted run's time
+    start = time.monotonic() - elapsed_s(_read_samples(journal, runtime, threads) if journal else [])
     samples = measure_samples(runtime, threads, measuring_minutes(minutes), max_models, seed, journal,
                               on_sample=on_sample)  # fmt: skip
 
