@@ -265,14 +265,16 @@ def test_kernel_rows_featurised_once_price_like_the_models_themselves() -> None:
     assert fit_kernel_model(rows.take(range(12)), times, latency) == text  # the same fit from rows
 
 
-def test_a_calibrations_kernel_model_bags_small_trees_and_a_transfers_keeps_larger_ones() -> None:
+def test_a_calibrations_kernel_model_bags_small_robust_trees_and_a_transfers_keeps_larger_ones() -> None:
     from edgeopt.hardware.kernel_model import BAGGED_FROM, fit_kernel_model
 
     models, times, latency = _kernel_world(BAGGED_FROM, 2)
     calibration = fit_kernel_model(models, times, latency)  # a calibration's 100 or more models: small bagged trees
     assert "[num_leaves: 15]" in calibration and "[bagging_fraction: 0.8]" in calibration
+    assert "[objective: huber]" in calibration and "[alpha: 0.1]" in calibration  # a loss robust to odd kernels
     transfer = fit_kernel_model(models[:20], times[:20], latency[:20])  # a transfer's 20: too few kernels to bag
     assert "[num_leaves: 31]" in transfer and "[bagging_fraction: 1]" in transfer
+    assert "[objective: regression]" in transfer
 
 
 def test_ensemble_selection_averages_candidates_that_err_in_opposite_directions() -> None:
