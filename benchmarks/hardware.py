@@ -139,9 +139,11 @@ def predictor_section(runtime: str, threads: int, minutes: float, heldout_n: int
     t1 = time.monotonic()
     kernels_from = _kernel_source(runtime)
     # as ``calibrate`` fits: the models furthest above the first fit's predictions timed again, and refitted
-    # where a second time was over RETIME_MARGIN faster
+    # where a second time was over RETIME_MARGIN faster, none started that would end past ``minutes`` on the
+    # calibration's clock
     retimed = _journal(runtime, threads, "calib_retimed")
-    first, profile = fit_retimed(calib, runtime, threads, kernels_from, retimed, _log(runtime, "calib_retimed"))
+    first, profile = fit_retimed(calib, runtime, threads, kernels_from, retimed, _log(runtime, "calib_retimed"),
+                                 deadline=t1 - calib_s + minutes * 60)  # fmt: skip
     fit_s = time.monotonic() - t1  # with the second timings when they ran now; see ``_retimed_section``
     seen = {spec_key(s) for s in calib}
     held, drawn = _unseen_heldout(runtime, threads, heldout_n, seen)

@@ -265,14 +265,18 @@ def test_kernel_rows_featurised_once_price_like_the_models_themselves() -> None:
     assert fit_kernel_model(rows.take(range(12)), times, latency) == text  # the same fit from rows
 
 
-def test_a_calibrations_kernel_model_bags_small_robust_trees_and_a_transfers_keeps_larger_ones() -> None:
-    from edgeopt.hardware.kernel_model import BAGGED_FROM, fit_kernel_model
+def test_a_calibrations_kernel_model_bags_small_trees_robust_to_a_padding_profiler_and_a_transfers_larger() -> None:
+    from edgeopt.hardware.kernel_model import BAGGED_FROM, HUBER_FROM_EXCESS, fit_kernel_model, profile_excess
 
     models, times, latency = _kernel_world(BAGGED_FROM, 2)
     calibration = fit_kernel_model(models, times, latency)  # a calibration's 100 or more models: small bagged trees
     assert "[num_leaves: 15]" in calibration and "[bagging_fraction: 0.8]" in calibration
-    assert "[objective: huber]" in calibration and "[alpha: 0.1]" in calibration  # a loss robust to odd kernels
-    transfer = fit_kernel_model(models[:20], times[:20], latency[:20])  # a transfer's 20: too few kernels to bag
+    assert "[objective: regression]" in calibration  # profiles that sum to the timings: a squared loss
+    padded = [[1.3 * t for t in ts] for ts in times]  # a profiler's times summing to 1.3x the call: a robust loss
+    assert profile_excess(padded, latency) > HUBER_FROM_EXCESS >= profile_excess(times, latency)
+    robust = fit_kernel_model(models, padded, latency)
+    assert "[objective: huber]" in robust and "[alpha: 0.1]" in robust and "[num_leaves: 15]" in robust
+    transfer = fit_kernel_model(models[:20], padded[:20], latency[:20])  # a transfer's 20: too few kernels to bag
     assert "[num_leaves: 31]" in transfer and "[bagging_fraction: 1]" in transfer
     assert "[objective: regression]" in transfer
 
