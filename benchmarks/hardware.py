@@ -10,7 +10,8 @@ when this run or an earlier one calibrated ExecuTorch. Transfer: a calibrated pr
 another runtime or thread count (--transfer FROM>TO pairs) from 20 measurements, scored on that
 target's held-out set, the 20 chosen as ``transfer`` chooses them (``transfer_design``) and, side
 by side, drawn at random; and, since which 20 decides much, again from 16 other splits of the
-held-out models (timed already) in halves, 20 of one half chosen both ways, the other half scoring.
+held-out models (timed already) in halves, 20 of one half chosen both ways, the other half scoring;
+and the form fitted on every held-out model and scored on those same models: its ceiling on these timings.
 
 Measured samples are journalled in benchmarks/.cache/hardware/ so an interrupted run resumes;
 --fresh starts over. Needs a quiet machine: nothing else may run beside the timing.
@@ -304,6 +305,10 @@ def transfer_section(base, runtime: str, threads: int, n: int = 20, heldout_n: i
         # timing more models helps, or the transfer's form is the limit; 100 is the whole half
         "with_more_timings": {str(m): _redrawn(base, runtime, threads, held, m, draws=8, random_too=False)
                               for m in (40, len(held) // 2)},  # fmt: skip
+        # the form's ceiling on these timings: fitted on every held-out model and scored on those same models,
+        # which a fit from fewer timings rarely beats (2026-12-07, forty-third session)
+        "fitted_on_the_scored_models": _stats(_predict(transfer(base, runtime, threads, samples=held).predictor, held),
+                                              normalised_ms(held, reference_ms(held))),
     }
 
 
@@ -650,7 +655,9 @@ def main() -> None:
                   f"other draws of the {res['measurements']}: mean {again['designed']['mean_within_10pct']:.1%} "
                   f"designed, {again['random']['mean_within_10pct']:.1%} random; designed from more timings: "
                   + ", ".join(f"{m}: {r['designed']['mean_within_10pct']:.1%}"
-                              for m, r in res["with_more_timings"].items()) + ")", flush=True)  # fmt: skip
+                              for m, r in res["with_more_timings"].items())
+                  + f"; fitted on the scored models: {res['fitted_on_the_scored_models']['within_10pct']:.1%})",
+                  flush=True)  # fmt: skip
     if "allocation" not in skip:
         rt = args.allocation_runtime
         prof_path = CACHE / f"{rt}_t1_profile.json"
