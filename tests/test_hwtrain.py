@@ -99,10 +99,11 @@ def _macs_ms(models: list) -> list[float]:
         params = tuple((name, tuple(p.shape)) for name, p in m.module.named_parameters())
         return type(m.module).__name__, tuple(m.meta.input.shape), params
 
-    for m in models:
-        if shapes(m) not in _MACS_BY_SHAPES:
-            _MACS_BY_SHAPES[shapes(m)] = profile_model(m).macs / 1e6
-    return [_MACS_BY_SHAPES[shapes(m)] for m in models]
+    keys = [shapes(m) for m in models]
+    for m, key in zip(models, keys, strict=True):
+        if key not in _MACS_BY_SHAPES:
+            _MACS_BY_SHAPES[key] = profile_model(m).macs / 1e6
+    return [_MACS_BY_SHAPES[key] for key in keys]
 
 
 def _changes_after_the_table_timing(runtime):
