@@ -629,14 +629,14 @@ def other_library(base_runtime: str, runtime: str) -> bool:
 
 def transfer_warning(base_runtime: str, runtime: str) -> str | None:
     """Why a transfer from ``base_runtime`` to ``runtime`` may not be trusted, or None. Measured on a 2-core
-    AMD EPYC (2026-12-06, docs/hardware.md): between the XNNPACK runtimes 88.5–94.0% of held-out models
-    within ±10% from 20 timings; between ONNX Runtime and them 29.0–61.5% (means over other draws of 20:
-    63–65%; from 100 timings 74–87%)."""
+    AMD EPYC (2026-12-07, benchmarks/results/hardware.json): between the XNNPACK runtimes 84.0–93.5% of
+    held-out models within ±10% from 20 timings; between ONNX Runtime and them 49.0–61.5% (means over other
+    draws of 20: 59–64%; from 100 timings 83–88%)."""
     if not other_library(base_runtime, runtime):
         return None
     ours, theirs = KERNEL_LIBRARY[base_runtime], KERNEL_LIBRARY[runtime]
     return (f"{base_runtime} runs {ours} kernels and {runtime} runs {theirs}: across kernel libraries 20 timings "
-            f"put ~60% of held-out models within ±10% and 100 (--measurements 100) 74–87% (docs/hardware.md); "
+            f"put ~60% of held-out models within ±10% and 100 (--measurements 100) 83–88% (docs/hardware.md); "
             f"`edgeopt hw calibrate --runtime {runtime}` fits a predictor for it (95% or more)")  # fmt: skip
 
 
