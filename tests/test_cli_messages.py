@@ -314,3 +314,24 @@ def test_debug_keeps_library_logs_visible(capfd) -> None:
     finally:
         for lg, level in zip(loggers, before, strict=True):
             lg.setLevel(level)
+
+
+def test_help_paragraphs_flow_to_the_terminal() -> None:
+    """A command's docstring is wrapped at ~100 characters in the source; its --help reflows it to the
+    terminal instead of keeping those line breaks (ragged lines at 80 columns)."""
+    import inspect
+
+    from typer.testing import CliRunner
+
+    checked = 0
+    for name, cmd in all_commands().items():
+        pairs = [(a.split()[-1], b.split()[0]) for p in inspect.cleandoc(cmd.help or "").split("\n\n")
+                 for a, b in zip(p.splitlines(), p.splitlines()[1:], strict=False)]  # fmt: skip
+        plain = [f"{x} {y}" for x, y in pairs if x.isalpha() and y.isalpha()]
+        if not plain:
+            continue
+        result = CliRunner().invoke(app, [*name.split(), "--help"], env={"COLUMNS": "400", "TERMINAL_WIDTH": "400"})
+        assert result.exit_code == 0, result.output
+        assert plain[0] in result.output, (name, plain[0])
+        checked += 1
+    assert checked >= 5

@@ -16,7 +16,10 @@ import typer
 from edgeopt.errors import EdgeoptError
 
 T = TypeVar("T")
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Make neural networks fit mobile and edge devices.")
+# "markdown": help paragraphs reflow to the terminal (Typer's default keeps the docstrings' line breaks)
+HELP_MARKUP = "markdown"
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=HELP_MARKUP,
+                  help="Make neural networks fit mobile and edge devices.")  # fmt: skip
 
 # Library chatter (exporters, runtimes) goes to stderr; our own output goes to the real stdout.
 STDOUT_FD: list[int] = []  # the real stdout, saved by main(); fd 1 points at stderr meanwhile

@@ -8,9 +8,10 @@ from typing import Annotated
 
 import typer
 
-from edgeopt.cli.app import JsonOpt, ModelArg, app, emit, quiet
+from edgeopt.cli.app import HELP_MARKUP, JsonOpt, ModelArg, app, emit, quiet
 
-hw = typer.Typer(no_args_is_help=True, help="Device profiles: calibrate a latency predictor, predict a model's cost.")
+hw = typer.Typer(no_args_is_help=True, rich_markup_mode=HELP_MARKUP,
+                 help="Device profiles: calibrate a latency predictor, predict a model's cost.")  # fmt: skip
 app.add_typer(hw, name="hw")
 
 ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="threads the runtime uses")]
