@@ -430,7 +430,7 @@ def fit_profile(samples: list[dict[str, Any]], runtime: str, threads: int, secon
     if len(samples) < 10:
         raise EdgeoptError(
             f"only {len(samples)} models were measured; at least 10 are needed to fit a predictor",
-            "give calibration more time (--minutes)",
+            "give calibration more time (--minutes); rerun with the same --out and it continues from these",
         )
     refs = reference_ms(samples)
     predictor = LatencyPredictor.fit(sample_kernels(samples), normalised_ms(samples, refs),

@@ -132,7 +132,7 @@ def energy_estimate(
         "compute_mj": compute_pj / _PJ_PER_MJ,
         "weight_mj": weight_pj / _PJ_PER_MJ,
         "activation_mj": activation_pj / _PJ_PER_MJ,
-        "pj_per_mac": pj_mac,
+        "pj_per_mac": round(pj_mac, 6),  # 0.2 + 0.1 prints as 0.30000000000000004
         "pj_per_byte": pj_byte,
         "precision": precision,
         "memory": memory,
