@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -573,7 +574,8 @@ def test_transfer_cli_warns_before_timing_across_kernel_libraries(tmp_path, synt
 
     def fake_transfer(base, runtime, threads=1, measurements=20, out=None):  # no timing: what was asked
         calls.append((runtime, threads))
-        return DeviceProfile(runtime, threads, prof.fingerprint, prof.predictor, prof.samples[:measurements])
+        moved = replace(prof.predictor, cv={"transfer_loo_within_10pct": 0.85})
+        return DeviceProfile(runtime, threads, prof.fingerprint, moved, prof.samples[:measurements])
 
     monkeypatch.setattr(calibrate_module, "transfer", fake_transfer)
     args = ["hw", "transfer", "--profile", str(tmp_path / "p.json"), "--out", str(tmp_path / "t.json"), "--json"]
@@ -581,6 +583,7 @@ def test_transfer_cli_warns_before_timing_across_kernel_libraries(tmp_path, synt
     assert code == 0, err
     assert "MLAS" in err and "XNNPACK" in err and "hw calibrate --runtime executorch" in err
     assert "hw calibrate --runtime executorch" in json.loads(out)["warning"]
+    assert json.loads(out)["fit_within_10pct"] == 0.85  # the leave-one-out share of its own timings
     code, out, err = run_cli(capfd, [*args, "--runtime", "onnxruntime", "--threads", "2"])  # one library: trusted
     assert code == 0 and "warning" not in json.loads(out) and "warning" not in err
     assert calls == [("executorch", 1), ("onnxruntime", 2)]

@@ -328,6 +328,9 @@ def test_a_transfer_across_kernel_libraries_fits_the_targets_own_kernel_times() 
     own = LatencyPredictor.from_kernel_times(models[100:120], foreign[100:120], foreign_us[100:120])
     assert own.cv["transfer_form"] == "own_kernels" and own.terms == KERNEL_TERMS and own.kernel_model is not None
     assert len(own.cv["transfer_loo_ms"]) == 20 and own.band_pct > 0
+    loo_err = np.abs(np.array(own.cv["transfer_loo_ms"]) / foreign[100:120] - 1)
+    assert own.cv["transfer_loo_within_10pct"] == np.mean(loo_err <= 0.10)
+    assert own.band_pct == pytest.approx(np.percentile(loo_err, 90) * 100)
 
     def err(q: LatencyPredictor) -> float:
         return float(np.median(np.abs(q.predict_many(models[:100]) / foreign[:100] - 1)))

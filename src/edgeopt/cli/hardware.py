@@ -134,5 +134,7 @@ def transfer(
         print(f"warning: {warning}", file=sys.stderr)
     new = run(base, runtime, threads=threads, measurements=measurements, out=out)
     emit({"profile": str(out), "runtime": new.runtime, "threads": new.threads, "measurements": len(new.samples),
-          "fit_band_pct": new.predictor.band_pct} | ({"warning": warning} if warning else {}),
+          "fit_band_pct": new.predictor.band_pct,
+          "fit_within_10pct": new.predictor.cv.get("transfer_loo_within_10pct")}
+         | ({"warning": warning} if warning else {}),
          as_json, "hw transfer")  # fmt: skip

@@ -472,12 +472,9 @@ class LatencyPredictor:
         if self.members:  # each member re-targeted (its own form), then averaged as before
             moved = replace(self, members=[m.transferred(models, latency_ms, other_threads) for m in self.members])
             loo_ms = np.exp(moved._members_mean(lambda m: np.log(m.cv["transfer_loo_ms"])))
-            err = np.abs(loo_ms / y - 1.0)
             forms = ", ".join(m.cv["transfer_form"] for m in moved.members)
-            cv = {"transfer_fit": len(y), "transfer_form": f"ensemble of {forms}",
-                  "transfer_loo_median_pct": {"ensemble": float(np.median(err) * 100)},
-                  "transfer_loo_ms": loo_ms.tolist()}  # fmt: skip
-            return replace(moved, band_pct=float(np.percentile(err, 90) * 100), cv=cv)
+            band_pct, cv = _transfer_cv(f"ensemble of {forms}", loo_ms, y, short="ensemble")
+            return replace(moved, band_pct=band_pct, cv=cv)
         base = replace(self, log_affine=(0.0, 1.0), kernel_speedup=None, group_stage=None)
         form = base._thread_form(models, y) if other_threads else base._group_form(models, y)
         return _cross_validated(form, models, y)
@@ -799,11 +796,22 @@ def _cross_validated(form: _Form, models: Sequence[Sequence[Kernel]], y: np.ndar
     held_out_ms = np.empty_like(y)
     for fold in np.array_split(everyone, min(len(y), TRANSFER_FOLDS)):
         held_out_ms[fold] = fit(np.setdiff1d(everyone, fold)).predict_many([models[i] for i in fold])
-    err = np.abs(held_out_ms / y - 1.0)
-    cv = {"transfer_fit": len(y), "transfer_form": name,
-          "transfer_loo_median_pct": {name: float(np.median(err) * 100)},
-          "transfer_loo_ms": held_out_ms.tolist()}  # fmt: skip
-    return replace(fit(everyone), band_pct=float(np.percentile(err, 90) * 100), cv=cv)
+    band_pct, cv = _transfer_cv(name, held_out_ms, y)
+    return replace(fit(everyone), band_pct=band_pct, cv=cv)
+
+
+def _transfer_cv(form: str, loo_ms: np.ndarray, y: np.ndarray, short: str | None = None
+                 ) -> tuple[float, dict[str, Any]]:  # fmt: skip
+    """A transfer's error band (the 90th percentile of its held-out relative errors) and what ``cv``
+    records of them: the form, the held-out predictions, their median error and the share within ±10%
+    (what the benchmark scores on other models; from 20, a rough guide); the median keyed by ``short``,
+    else the form. Pure."""
+    err = np.abs(loo_ms / y - 1.0)
+    cv = {"transfer_fit": len(y), "transfer_form": form,
+          "transfer_loo_median_pct": {short or form: float(np.median(err) * 100)},
+          "transfer_loo_within_10pct": float(np.mean(err <= 0.10)),
+          "transfer_loo_ms": loo_ms.tolist()}  # fmt: skip
+    return float(np.percentile(err, 90) * 100), cv
 
 
 def _robust_linear(x: np.ndarray, y: np.ndarray) -> np.ndarray:
