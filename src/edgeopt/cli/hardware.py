@@ -33,6 +33,14 @@ class _CalibrationBar:
         self._bar.close()
 
 
+def _warn_threads(threads: int) -> None:
+    from edgeopt.hardware.calibrate import threads_warning, usable_cores
+
+    warning = threads_warning(threads, usable_cores())
+    if warning:  # before minutes of timing
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 @hw.command()
 def calibrate(
     runtime: Annotated[str, typer.Option("--runtime", help="onnxruntime, executorch or litert")],
@@ -60,6 +68,8 @@ def calibrate(
     quiet(as_json)
     from edgeopt.hardware.calibrate import calibrate as run
     from edgeopt.hardware.profile import default_profile_path, load_profile
+
+    _warn_threads(threads)
 
     out = out or default_profile_path(runtime.strip().lower(), threads)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +139,7 @@ def transfer(
     from edgeopt.runtimes import check_runtime
 
     base = load_profile(profile)
+    _warn_threads(threads)
     warning = transfer_warning(base.runtime, check_runtime(runtime))
     if warning:  # before minutes of timing, so that one may calibrate instead
         print(f"warning: {warning}", file=sys.stderr)

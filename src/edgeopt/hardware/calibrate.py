@@ -640,6 +640,23 @@ def transfer_warning(base_runtime: str, runtime: str) -> str | None:
             f"`edgeopt hw calibrate --runtime {runtime}` fits a predictor for it (95% or more)")  # fmt: skip
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS tells it, else the count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def threads_warning(threads: int, cores: int) -> str | None:
+    """Why timings at ``threads`` on a machine of ``cores`` usable cores vary more than at fewer, or None.
+    Measured on a 2-vCPU AMD EPYC (2026-12-07, benchmarks/results/hardware.json, 40 models timed twice):
+    at one thread the two timings agree within ±10% for 97.5-100% of models, at two for 87.5-95%, and
+    a transferred predictor scored against one timing or the other moves by up to 20 points. Pure."""
+    if threads < cores:
+        return None
+    return (f"{threads} threads on {cores} usable cores: the runtime's threads share every core with the rest "
+            f"of the machine, so timings vary more (on a 2-vCPU VM, 87.5-95% of models timed twice agreed "
+            f"within ±10% at 2 threads, against 97.5-100% at 1); a quiet machine matters more")  # fmt: skip
+
+
 def transfer(base: DeviceProfile, runtime: str, threads: int = 1, measurements: int = 20, seed: int = 1,
              samples: list[dict[str, Any]] | None = None, out: str | Path | None = None) -> DeviceProfile:  # fmt: skip
     """A profile for another runtime / thread count from ``measurements`` new timings and ``base``.
