@@ -335,3 +335,26 @@ def test_help_paragraphs_flow_to_the_terminal() -> None:
         assert plain[0] in result.output, (name, plain[0])
         checked += 1
     assert checked >= 5
+
+
+@pytest.mark.parametrize("args", [["prune", "--help"], ["hw"]])
+def test_help_goes_to_stdout(args: list[str]) -> None:
+    """Help is the output asked for (`edgeopt prune --help | less`): while a command runs, ``main`` points
+    fd 1 at stderr to keep libraries' chatter off stdout, but not for help. (A subprocess: pytest's
+    capture hands ``sys.stdout`` its own file, past fd 1.)"""
+    proc = subprocess.run([sys.executable, "-m", "edgeopt.cli", *args], capture_output=True, text=True, timeout=120)
+    assert "Usage: edgeopt" in proc.stdout and "Usage:" not in proc.stderr, (proc.stdout, proc.stderr)
+    assert proc.returncode == (0 if "--help" in args else 2)  # a bare group: its help, click's usage-error code
+
+
+def test_asks_for_help() -> None:
+    from edgeopt.cli import asks_for_help
+
+    root = command()
+    assert asks_for_help(root, []) and asks_for_help(root, ["hw"]) and asks_for_help(root, ["train", "--help"])
+    assert not asks_for_help(root, ["train", "zoo:mlp", "--out", "x"]) and not asks_for_help(root, ["hw", "predict"])
+
+
+def test_a_typo_is_not_help(capfd) -> None:
+    rc, out, err = run_cli(capfd, "trian")
+    assert rc != 0 and out == "" and "Usage:" in err

@@ -29,11 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     args = (["--debug"] if "--debug" in args else []) + [a for a in args if a != "--debug"]
     if not debug:  # libraries' housekeeping chatter is for their developers, not our users
         silence_library_noise()
+    root = command()
     sys.stdout.flush()
     STDOUT_FD.append(os.dup(1))
-    os.dup2(2, 1)  # anything a library prints lands on stderr
+    if not asks_for_help(root, args):  # help is what was asked for: it stays on stdout (`... --help | less`)
+        os.dup2(2, 1)  # anything a library prints lands on stderr
     try:
-        rv = command().main(args=args, prog_name="edgeopt", standalone_mode=False)
+        rv = root.main(args=args, prog_name="edgeopt", standalone_mode=False)
         if rv == 130:  # typer turns KeyboardInterrupt into an exit code in non-standalone mode
             raise KeyboardInterrupt
         return rv if isinstance(rv, int) else 0
@@ -90,6 +92,19 @@ def command() -> click.Group:
 
     add_debug(root)
     return root
+
+
+def asks_for_help(root: click.Group, args: list[str]) -> bool:
+    """Whether ``args`` only ask for help: ``--help`` anywhere, or a group (``edgeopt``, ``edgeopt hw``)
+    named without one of its commands. Pure."""
+    if "--help" in args:
+        return True
+    cmd: click.Command = root
+    for word in (a for a in args if not a.startswith("-")):
+        if not isinstance(cmd, click.Group) or word not in cmd.commands:
+            break
+        cmd = cmd.commands[word]
+    return isinstance(cmd, click.Group)
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
