@@ -94,3 +94,36 @@ def test_same_recipe_same_seed_same_model(tmp_path: Path) -> None:
         ledger = run_recipe(recipe, tmp_path / name)
         weights.append(load_model(tmp_path / name / ledger[-1]["checkpoint"]).module.state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+@register_pass
+@dataclass
+class _RecordDevice:
+    """Test pass: notes the device its context says to train on."""
+
+    name: ClassVar[str] = "record_device"
+    seen: ClassVar[list[str]] = []
+
+    def apply(self, model: EdgeModel, ctx) -> EdgeModel:
+        self.seen.append(ctx.device)
+        return model
+
+
+def test_a_recipe_trains_on_the_device_asked(tmp_path: Path, monkeypatch) -> None:
+    import edgeopt.train
+
+    devices: list[str] = []
+    real_fit = edgeopt.train.fit
+
+    def fit(model, data, cfg, *args, **kwargs):  # the train pass's call, noted
+        devices.append(cfg.device)
+        return real_fit(model, data, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(edgeopt.train, "fit", fit)
+    passes = [{"train": {"epochs": 1, "optimizer": "adam"}}, {"record_device": {}}]
+    recipe = recipe_from_dict({**RECIPE, "passes": passes})
+    run_recipe(recipe, tmp_path / "run", device="auto")  # auto: cuda where present, else cpu
+    assert devices == ["auto"] and _RecordDevice.seen[-1] == "auto"
+    with pytest.raises(EdgeoptError, match="unknown training device 'tpu'"):
+        run_recipe(recipe, tmp_path / "other", device="tpu")
+    assert not (tmp_path / "other").exists()  # refused before any stage

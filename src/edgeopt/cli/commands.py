@@ -394,14 +394,19 @@ def recipe(
     file: Annotated[Path, typer.Argument(help="recipe YAML")],
     out: Annotated[Path, typer.Option("--out", help="run directory")],
     resume: Annotated[bool, typer.Option(help="continue an interrupted run in --out")] = False,
+    device: DeviceOpt = "cpu",
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a recipe (a list of passes) in a resumable run directory and write the report."""
+    """Run a recipe (a list of passes) in a resumable run directory and write the report.
+
+    --device is where its passes train (train, distill, prune's fine-tuning, compress, hw_train); it is not
+    part of the recipe, so a run may resume on another device."""
     quiet(as_json)
     from edgeopt.pipeline import load_recipe
     from edgeopt.pipeline.demo import run_and_report
 
-    emit(run_and_report(load_recipe(file), out, resume=resume, verbose=not as_json), as_json, "recipe")
+    result = run_and_report(load_recipe(file), out, resume=resume, verbose=not as_json, device=device)
+    emit(result, as_json, "recipe")
 
 
 @app.command()

@@ -77,7 +77,8 @@ class PrunePass:
             teacher = _load_other(self.distill_from, model)
         elif self.epochs > 0 and self.distill:
             teacher = EdgeModel(copy.deepcopy(model.module).eval(), model.meta)
-        settings = TuneSettings(self.epochs, self.lr, self.optimizer, temperature=self.temperature, alpha=self.alpha)
+        settings = TuneSettings(self.epochs, self.lr, self.optimizer, temperature=self.temperature, alpha=self.alpha,
+                                device=ctx.device)  # fmt: skip
         res = prune_model(
             model, ctx.train_data, self.method, self.ratio, self.target_macs, self.target_latency_ms, self.runtime,
             self.criterion, self.allocation, self.round_to, nm=(int(self.nm[0]), int(self.nm[1])),
@@ -118,7 +119,7 @@ class DistillPass:
             teacher, student = model, _load_other(self.student, model, self.student_kwargs)
         else:
             teacher, student = _load_other(str(self.teacher), model), model
-        settings = TuneSettings(self.epochs, self.lr, self.optimizer, seed=self.seed)
+        settings = TuneSettings(self.epochs, self.lr, self.optimizer, seed=self.seed, device=ctx.device)
         cfg = DistillConfig(self.temperature, self.alpha, hint_weight=self.hint_weight)
         out, hist = distill(student, teacher, ctx.train_data, settings.fit_config(), cfg)
         ctx.metrics["train_history"] = hist.epochs
@@ -151,7 +152,8 @@ class CompressPass:
         teacher = EdgeModel(copy.deepcopy(model.module).eval(), model.meta) if self.distill else None
         res = deep_compress(
             model, ctx.train_data, ctx.stage_dir / "model.eoz", self.sparsity, self.bits, self.prune_epochs,
-            self.cluster_epochs, TuneSettings(0, self.lr, self.optimizer), teacher, float_bits=self.float_bits,
+            self.cluster_epochs, TuneSettings(0, self.lr, self.optimizer, device=ctx.device), teacher,
+            float_bits=self.float_bits,
         )  # fmt: skip
         ctx.metrics.update({k: v for k, v in res.metrics.items() if not k.endswith("history")})
         ctx.metrics["accuracy"] = _accuracy(res.model, ctx)

@@ -28,7 +28,7 @@ class HwTrainPass:
         from edgeopt.hwtrain import train_for_device
         from edgeopt.train import FitConfig
 
-        cfg = FitConfig(lr=self.lr, seed=self.seed)
+        cfg = FitConfig(lr=self.lr, seed=self.seed, device=ctx.device)
         model, metrics = train_for_device(
             model, ctx.train_data, self.runtime, self.target_latency_ms, self.target_arena_kb, self.epochs,
             ctx.threads, self.profile, cfg,

@@ -106,8 +106,9 @@ def optimize_trained(out: Path, verbose: bool = True, budget: dict[str, Any] = D
     return {**result, "target": target}
 
 
-def run_and_report(recipe: Recipe, out: str | Path, resume: bool = False, verbose: bool = True) -> dict[str, Any]:
-    """Run ``recipe`` in ``out`` (resumable), write report.json/.html, return a summary."""
+def run_and_report(recipe: Recipe, out: str | Path, resume: bool = False, verbose: bool = True, device: str = "cpu"
+                   ) -> dict[str, Any]:  # fmt: skip
+    """Run ``recipe`` in ``out`` (resumable; training on ``device``), write report.json/.html, return a summary."""
     from edgeopt.report import write_report
 
     out = Path(out)
@@ -116,7 +117,7 @@ def run_and_report(recipe: Recipe, out: str | Path, resume: bool = False, verbos
         if verbose:
             print(f"stage {record['stage']} {record['name']}: {stage_line(record['metrics'])}", file=sys.stderr)
 
-    ledger = run_recipe(recipe, out, resume=resume, on_stage=announce)
+    ledger = run_recipe(recipe, out, resume=resume, on_stage=announce, device=device)
     json_path, html_path = write_report(out, ledger, run_info(recipe))
     return run_summary(ledger, json_path, html_path, verbose)
 

@@ -19,12 +19,14 @@ from edgeopt.runtimes.base import Runner
 
 @dataclass
 class PassContext:
-    """What a pass may use besides the model: data, a folder for its files, a metrics record."""
+    """What a pass may use besides the model: data, a folder for its files, a metrics record, and where
+    it trains (``device``: cpu, cuda or auto, as ``FitConfig`` takes it)."""
 
     data_spec: str
     stage_dir: Path
     threads: int = 1
     eval_limit: int | None = None
+    device: str = "cpu"
     metrics: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
@@ -88,7 +90,7 @@ class TrainPass:
 
         cfg = FitConfig(
             epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr,
-            label_smoothing=self.label_smoothing, augment=self.augment, seed=self.seed,
+            label_smoothing=self.label_smoothing, augment=self.augment, seed=self.seed, device=ctx.device,
         )  # fmt: skip
         model, history = fit(model, ctx.train_data, cfg)
         ctx.metrics["train_history"] = history.epochs

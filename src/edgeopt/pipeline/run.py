@@ -52,11 +52,16 @@ def run_recipe(
     resume: bool = False,
     model: EdgeModel | None = None,
     on_stage: Callable[[dict[str, Any]], None] | None = None,
+    device: str = "cpu",
 ) -> list[dict[str, Any]]:
     """Apply the recipe's passes in order; return the ledger (one record per stage).
 
-    ``model`` overrides ``recipe.model`` (for callers holding a model in memory).
+    ``model`` overrides ``recipe.model`` (for callers holding a model in memory). ``device``: where the
+    passes train (cpu, cuda or auto); not part of the recipe, so a run may resume on another.
     """
+    from edgeopt.train.fit import training_device
+
+    training_device(device)  # an unknown or absent device fails before any stage, not after the baseline
     out = Path(out)
     ledger_path = out / "ledger.jsonl"
     recipe_json = {**recipe.to_json(), "fingerprint": recipe.fingerprint()}
@@ -83,7 +88,7 @@ def run_recipe(
         tmp_dir = final_dir.with_name(final_dir.name + ".partial")
         shutil.rmtree(tmp_dir, ignore_errors=True)
         tmp_dir.mkdir(parents=True)
-        ctx = PassContext(recipe.data, tmp_dir, recipe.threads, recipe.eval_limit)
+        ctx = PassContext(recipe.data, tmp_dir, recipe.threads, recipe.eval_limit, device=device)
         start = time.perf_counter()
         try:
             if p is not None:
