@@ -211,6 +211,24 @@ def test_search_trains_only_candidates_within_budget(tmp_path) -> None:
     assert result["cost_axis"] == "mmacs"
 
 
+def test_search_trains_candidates_on_the_device_asked(tmp_path, monkeypatch) -> None:
+    import edgeopt.train
+
+    devices: list[str] = []
+    real_fit = edgeopt.train.fit
+
+    def fit(model, data, cfg, *args, **kwargs):  # every candidate's training, noted
+        devices.append(cfg.device)
+        return real_fit(model, data, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(edgeopt.train, "fit", fit)
+    settings = SearchSettings(trials=2, epochs=1, sampler="random", device="auto")  # auto: cuda where present
+    search(parse_space(TINY, "tiny"), "digits", Budget(), settings, tmp_path, final=False)
+    assert devices == ["auto", "auto"]
+    with pytest.raises(EdgeoptError, match="unknown training device 'tpu'"):
+        SearchSettings(device="tpu")
+
+
 def test_validation_split_is_held_out_of_training(digits) -> None:
     train, _ = digits
     a, b = split_train_val(train, 0.2, seed=0)
@@ -377,7 +395,7 @@ def test_supernet_subnetwork_equals_the_standalone_network_with_inherited_weight
 
 
 def test_supernet_mode_scores_candidates_with_inherited_weights_without_training_them(tmp_path) -> None:
-    settings = SearchSettings(trials=3, sampler="random", mode="supernet", supernet_epochs=1)
+    settings = SearchSettings(trials=3, sampler="random", mode="supernet", supernet_epochs=1, device="auto")
     result = search(parse_space(TINY, "tiny"), "digits", Budget(), settings, tmp_path, final=False)
     records = json.loads((tmp_path / "trials.json").read_text())
     assert result["trials"] == 3 and all(r["trained"] for r in records)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edgeopt.cli.app import DataOpt, JsonOpt, app, emit, quiet, warn_at_chance
+from edgeopt.cli.app import DataOpt, DeviceOpt, JsonOpt, app, emit, quiet, warn_at_chance
 
 
 @app.command()
@@ -56,6 +56,7 @@ def search(
     ] = 60,
     threads: Annotated[int, typer.Option("--threads", min=1, help="runtime threads when measuring")] = 1,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: DeviceOpt = "cpu",
     as_json: JsonOpt = False,
 ) -> None:
     """Search a space of architectures for the most accurate one within a device budget.
@@ -86,6 +87,7 @@ def search(
         shared=storage is not None,
         mode=mode,
         supernet_epochs=supernet_epochs,
+        device=device,
     )
     budget = Budget(max_latency_ms, max_arena_kb, max_flash_kb, max_macs, max_params, mcu)
     result = run_search(

@@ -144,7 +144,7 @@ def _trained_supernet(space: SearchSpace, train: ImageDataset, settings: SearchS
     spec = candidate_model(space, largest(space), train).meta.input
     torch.manual_seed(settings.seed)
     net = ResNetSupernet(space, (c, h, w), train.num_classes)
-    return train_supernet(net, train, spec, settings.supernet_epochs, seed=settings.seed)
+    return train_supernet(net, train, spec, settings.supernet_epochs, seed=settings.seed, device=settings.device)
 
 
 def _within(point: dict[str, Any], budget: Budget) -> bool:
@@ -256,7 +256,8 @@ def search(
 
             model = recalibrate_bn(extract(supernet, rec["config"], model), train_all)
         with quiet_progress():
-            cfg = FitConfig(epochs=epochs, batch_size=settings.batch_size, seed=settings.seed, threads=1)
+            cfg = FitConfig(epochs=epochs, batch_size=settings.batch_size, seed=settings.seed, threads=1,
+                            device=settings.device)  # fmt: skip
             model, _ = fit(model, train_all, cfg)
         measured = measure_in_runtimes(model, test, settings.runtimes, front_dir, f"p{i}", settings.threads)
         point = {

@@ -59,8 +59,12 @@ class SearchSettings:
     corners: bool = True  # a fresh study first tries the space's cheapest and largest configurations
     proxy_images: int | None = None  # proxy search on a stratified subset of this many training images
     supernet_epochs: int = 5  # sandwich-rule epochs of the supernet (mode supernet)
+    device: str = "cpu"  # where candidates and the supernet train: cpu, cuda or auto (not part of the study)
 
     def __post_init__(self) -> None:
+        from edgeopt.train.fit import training_device
+
+        training_device(self.device)  # an unknown or absent device, before any trial
         if self.sampler not in SAMPLERS:
             raise EdgeoptError(f"unknown sampler '{self.sampler}'", f"use one of: {', '.join(SAMPLERS)}")
         if self.trials is None and self.minutes is None:
@@ -187,14 +191,16 @@ def quiet_progress() -> Iterator[None]:
 
 
 def train_and_score(
-    model: EdgeModel, train: ImageDataset, val: ImageDataset, epochs: int, seed: int = 0, batch_size: int = 32
-) -> tuple[EdgeModel, float]:
-    """Train ``model`` for ``epochs`` (edgeopt's training loop and recipe, one thread) and return its
-    accuracy on ``val``."""
+    model: EdgeModel, train: ImageDataset, val: ImageDataset, epochs: int, seed: int = 0, batch_size: int = 32,
+    device: str = "cpu",
+) -> tuple[EdgeModel, float]:  # fmt: skip
+    """Train ``model`` for ``epochs`` (edgeopt's training loop and recipe, one thread, on ``device``) and
+    return its accuracy on ``val``."""
     from edgeopt.train import FitConfig, evaluate, fit
 
+    cfg = FitConfig(epochs=epochs, batch_size=batch_size, seed=seed, threads=1, device=device)
     with quiet_progress():
-        model, _ = fit(model, train, FitConfig(epochs=epochs, batch_size=batch_size, seed=seed, threads=1))
+        model, _ = fit(model, train, cfg)
         return model, float(evaluate(model, val).accuracy)
 
 
@@ -342,7 +348,8 @@ def make_objective(
         if ok and supernet is not None:
             accuracy = inherited_score(supernet, config, model, train, val)
         elif ok:
-            _, accuracy = train_and_score(model, train, val, settings.epochs, settings.seed, settings.batch_size)
+            _, accuracy = train_and_score(model, train, val, settings.epochs, settings.seed, settings.batch_size,
+                                          settings.device)  # fmt: skip
         trial.set_user_attr("config", config)
         trial.set_user_attr("cost", cost)
         trial.set_user_attr("cost_axis", axis)

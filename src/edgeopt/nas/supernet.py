@@ -164,11 +164,17 @@ def train_supernet(
     lr: float = 0.05,
     batch_size: int = 64,
     seed: int = 0,
+    device: str = "cpu",
 ) -> ResNetSupernet:
     """Sandwich rule with in-place distillation: per step the largest sub-network learns the labels; the
     smallest and ``n_random`` random ones learn the largest's (detached) soft predictions. ``spec`` is
-    the model's ``InputSpec`` (how images become inputs). SGD with momentum and a cosine schedule."""
+    the model's ``InputSpec`` (how images become inputs). SGD with momentum and a cosine schedule. Trains
+    on ``device`` (cpu, cuda or auto) and returns the supernet on the CPU."""
+    from edgeopt.train.fit import training_device
+
+    dev = training_device(device)
     torch.manual_seed(seed)
+    supernet.to(dev)
     rng = np.random.default_rng(seed)
     space = supernet.space
     big, small = largest(space), smallest(space)
@@ -181,8 +187,8 @@ def train_supernet(
         order = rng.permutation(len(data))
         for s in range(0, len(order), batch_size):
             idx = order[s : s + batch_size]
-            x = torch.from_numpy(spec.to_model_input(data.images[idx]))
-            y = labels[idx]
+            x = torch.from_numpy(spec.to_model_input(data.images[idx])).to(dev)
+            y = labels[idx].to(dev)
             opt.zero_grad(set_to_none=True)
             logits = supernet(x, big)
             F.cross_entropy(logits, y, label_smoothing=0.1).backward()
@@ -192,4 +198,4 @@ def train_supernet(
                 F.kl_div(out, soft, reduction="batchmean").backward()
             opt.step()
             sched.step()
-    return supernet.eval()
+    return supernet.cpu().eval()
