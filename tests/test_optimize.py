@@ -47,14 +47,44 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_model(model, tmp_path_factory.mktemp("opt") / "mlp.edgeopt")
 
 
+TRAINED_ON: list[str] = []  # the devices the run's training asked for (the `run` fixture's --device auto)
+
+
 @pytest.fixture(scope="module")
 def run(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    import edgeopt.optimize.search
+    import edgeopt.pipeline.run
+
     out = tmp_path_factory.mktemp("opt") / "run"
     args = ["optimize", str(trained), "--data", "digits", "--runtime", RUNTIME, "--target", LIMITS,
-            "--max-drop", str(MAX_DROP), "--minutes", "1.0", "--out", str(out), "--json"]  # fmt: skip
-    rc, result = cli_json(args, out.parent)
+            "--max-drop", str(MAX_DROP), "--minutes", "1.0", "--out", str(out), "--device", "auto",
+            "--json"]  # fmt: skip
+    real_epoch, real_run = edgeopt.optimize.search.epoch_seconds, edgeopt.pipeline.run.run_recipe
+
+    def epoch_seconds(*a, device: str = "cpu", **kw):  # the time an epoch of recovery takes
+        TRAINED_ON.append(device)
+        return real_epoch(*a, device=device, **kw)
+
+    def run_recipe(*a, device: str = "cpu", **kw):  # the baseline's and finalists' recipes
+        TRAINED_ON.append(device)
+        return real_run(*a, device=device, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(edgeopt.optimize.search, "epoch_seconds", epoch_seconds)
+        mp.setattr(edgeopt.pipeline.run, "run_recipe", run_recipe)
+        rc, result = cli_json(args, out.parent)
     assert rc == 0, result
     return out, result
+
+
+def test_optimize_trains_on_the_device_asked(run: tuple[Path, dict[str, Any]], trained: Path) -> None:
+    from edgeopt.optimize import optimize
+
+    # the epoch timing, the baseline's recipe, a finalist's (whose prune and distill passes train there; QAT
+    # trains on the CPU)
+    assert len(TRAINED_ON) >= 3 and set(TRAINED_ON) == {"auto"}
+    with pytest.raises(EdgeoptError, match="unknown training device 'tpu'"):
+        optimize(trained, target="latency_ms=1", device="tpu")
 
 
 def test_optimize_returns_a_candidate_within_every_limit(run: tuple[Path, dict[str, Any]]) -> None:

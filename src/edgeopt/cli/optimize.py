@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edgeopt.cli.app import DataOpt, JsonOpt, ModelArg, app, emit, quiet, warn_at_chance
+from edgeopt.cli.app import DataOpt, DeviceOpt, JsonOpt, ModelArg, app, emit, quiet, warn_at_chance
 
 
 @app.command()
@@ -28,6 +28,7 @@ def optimize(
     ] = None,
     threads: Annotated[int, typer.Option("--threads", min=1, help="runtime threads when measuring")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="seed for the sampler and the data split")] = 0,
+    device: DeviceOpt = "cpu",
     as_json: JsonOpt = False,
 ) -> None:
     """Search recipes (pruning with or without distillation, int8 PTQ or QAT) for the most accurate
@@ -54,6 +55,7 @@ def optimize(
             out=out,
             threads=threads,
             seed=seed,
+            device=device,
         )
     except OptimizeFailed as e:
         if as_json:

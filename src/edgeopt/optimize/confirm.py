@@ -54,8 +54,9 @@ def landed_passes(passes: list[dict[str, Any]], ledger: list[dict[str, Any]]) ->
     return out
 
 
-def confirm(recipe: dict[str, Any], run_dir: Path, runtime: str) -> dict[str, Any]:
-    """Run ``recipe`` in ``run_dir`` (resumable) and measure its artifact; returns the measured figures."""
+def confirm(recipe: dict[str, Any], run_dir: Path, runtime: str, device: str = "cpu") -> dict[str, Any]:
+    """Run ``recipe`` in ``run_dir`` (resumable; training on ``device``) and measure its artifact; returns the
+    measured figures."""
     from edgeopt.model import load_model
     from edgeopt.nas.search import quiet_progress
     from edgeopt.optimize.measure import artifact_figures
@@ -64,7 +65,7 @@ def confirm(recipe: dict[str, Any], run_dir: Path, runtime: str) -> dict[str, An
     rec: Recipe = recipe_from_dict(recipe)
     start = time.perf_counter()
     with quiet_progress():
-        ledger = run_recipe(rec, run_dir, resume=True)
+        ledger = run_recipe(rec, run_dir, resume=True, device=device)
         artifact = final_artifact(ledger, run_dir, runtime)
         model = load_model(artifact.parent / CHECKPOINT)
         figures = artifact_figures(artifact, runtime, model, rec.threads)

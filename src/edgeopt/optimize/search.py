@@ -109,8 +109,10 @@ def optimize(
     seed: int = 0,
     val_images: int = 1000,
     eval_limit: int | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Search recipes for ``model`` (a trained model file) under the budget; see the module doc.
+    ``device``: where the finalists' recipes train (cpu, cuda or auto); screening does not train.
 
     ``target``: ``"latency_ms=X[,arena_kb=A][,flash_kb=F][,energy_mj=E]"`` (or a :class:`Budget`);
     ``max_drop``: accuracy points allowed below the input model's, both measured in ``runtime`` on the
@@ -121,7 +123,7 @@ def optimize(
     from edgeopt.optimize.outputs import write_outputs
 
     budget = target if isinstance(target, Budget) else parse_target(target, max_drop)
-    run = _Run(model, data, runtime, budget, minutes, storage, Path(out), threads, seed, eval_limit)
+    run = _Run(model, data, runtime, budget, minutes, storage, Path(out), threads, seed, eval_limit, device)
     run.setup(val_images)
     while run.left() > 0:  # screen, confirm the finalists, and screen again while time is left
         screened = run.screen()
@@ -132,8 +134,9 @@ def optimize(
     return write_outputs(run.summary())
 
 
-def epoch_seconds(model: Any, train: Any, sample: int = 512) -> float:
-    """Seconds one training epoch over ``train`` should take: one epoch on ``sample`` images, timed, scaled."""
+def epoch_seconds(model: Any, train: Any, sample: int = 512, device: str = "cpu") -> float:
+    """Seconds one training epoch over ``train`` on ``device`` should take: one epoch on ``sample`` images,
+    timed, scaled."""
     import copy
 
     from edgeopt.model import EdgeModel
@@ -141,7 +144,7 @@ def epoch_seconds(model: Any, train: Any, sample: int = 512) -> float:
 
     part = train.take(min(sample, len(train)), seed=0)
     start = time.perf_counter()
-    fit(EdgeModel(copy.deepcopy(model.module), model.meta), part, FitConfig(epochs=1, threads=1))
+    fit(EdgeModel(copy.deepcopy(model.module), model.meta), part, FitConfig(epochs=1, threads=1, device=device))
     return (time.perf_counter() - start) * len(train) / len(part)
 
 
@@ -160,8 +163,12 @@ class _Run:
         threads: int,
         seed: int,
         eval_limit: int | None,
+        device: str = "cpu",
     ) -> None:
         from edgeopt.runtimes import RUNTIME_FORMAT
+        from edgeopt.train.fit import training_device
+
+        training_device(device)  # an unknown or absent device, before the baseline
 
         if runtime not in RUNTIME_FORMAT:
             raise EdgeoptError(f"optimize deploys to a runtime, not '{runtime}'", f"use {', '.join(RUNTIME_FORMAT)}")
@@ -176,7 +183,7 @@ class _Run:
         if not Path(self.model_path).is_file():
             raise EdgeoptError(f"model not found: {model}", "give a trained .edgeopt, .pt2, .onnx or .tflite file")
         self.data, self.runtime, self.budget, self.threads, self.seed = data, runtime, budget, threads, seed
-        self.eval_limit = eval_limit
+        self.eval_limit, self.device = eval_limit, device
         self.out = out
         self.budget_s = minutes * 60.0
         self.start = time.monotonic()
@@ -230,7 +237,7 @@ class _Run:
             self.threads,
             self.eval_limit,
         )
-        self.base = confirm(base_recipe, self.out / "baseline", self.runtime)
+        self.base = confirm(base_recipe, self.out / "baseline", self.runtime, self.device)
         self.base_accuracy = self.base["accuracy"]
         fraction = min(0.5, max(1, val_images) / len(train))
         _, self.val = split_train_val(train, fraction, self.seed)
@@ -238,7 +245,7 @@ class _Run:
         self.train_images = len(train)
         with quiet_progress():
             self.base_val_accuracy = float(evaluate(self.model, self.val).accuracy)
-            self.epoch_seconds = epoch_seconds(self.model, train)
+            self.epoch_seconds = epoch_seconds(self.model, train, device=self.device)
         self.confirmed = read_confirmed(self.out)
         for row in self.confirmed.values():  # judged against this run's budget (an earlier one may differ)
             if "measured" in row:
@@ -444,7 +451,8 @@ class _Run:
             self.tick(f"confirming trial {trial.number}")
             count += 1
             try:
-                measured = confirm(recipe, self.out / "candidates" / f"trial-{trial.number:04d}", self.runtime)
+                run_dir = self.out / "candidates" / f"trial-{trial.number:04d}"
+                measured = confirm(recipe, run_dir, self.runtime, self.device)
             except Exception as e:  # as in screening: recorded, and the next finalist is tried
                 row = {
                     "fingerprint": fp,
