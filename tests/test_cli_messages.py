@@ -355,6 +355,6 @@ def test_asks_for_help() -> None:
     assert not asks_for_help(root, ["train", "zoo:mlp", "--out", "x"]) and not asks_for_help(root, ["hw", "predict"])
 
 
-def test_a_typo_is_not_help(capfd) -> None:
+def test_a_typo_prints_its_usage_error_on_stderr(capfd) -> None:
     rc, out, err = run_cli(capfd, "trian")
     assert rc != 0 and out == "" and "Usage:" in err
