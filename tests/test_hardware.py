@@ -14,6 +14,7 @@ from torch import nn
 
 import edgeopt
 import edgeopt.hardware.calibrate as calibrate_module
+import edgeopt.report.environment as environment
 from edgeopt.errors import EdgeoptError
 from edgeopt.hardware.archs import FAMILIES, arch_model, build_arch, sample_arch
 from edgeopt.hardware.calibrate import fit_profile, measure_samples, normalised_kernel_us, normalised_ms, reference_ms
@@ -578,7 +579,7 @@ def test_transfer_cli_warns_before_timing_across_kernel_libraries(tmp_path, synt
         return DeviceProfile(runtime, threads, prof.fingerprint, moved, prof.samples[:measurements])
 
     monkeypatch.setattr(calibrate_module, "transfer", fake_transfer)
-    monkeypatch.setattr(calibrate_module, "usable_cores", lambda: 8)
+    monkeypatch.setattr(environment, "usable_cores", lambda: 8)
     args = ["hw", "transfer", "--profile", str(tmp_path / "p.json"), "--out", str(tmp_path / "t.json"), "--json"]
     code, out, err = run_cli(capfd, [*args, "--runtime", "executorch"])
     assert code == 0, err
@@ -589,7 +590,7 @@ def test_transfer_cli_warns_before_timing_across_kernel_libraries(tmp_path, synt
     assert code == 0 and "warning" not in json.loads(out) and "warning" not in err
     assert calls == [("executorch", 1), ("onnxruntime", 2)]
     assert calibrate_module.transfer_warning("litert", "executorch") is None
-    monkeypatch.setattr(calibrate_module, "usable_cores", lambda: 2)  # every core timed: said before timing
+    monkeypatch.setattr(environment, "usable_cores", lambda: 2)  # every core timed: said before timing
     code, out, err = run_cli(capfd, [*args, "--runtime", "onnxruntime", "--threads", "2"])
     assert code == 0 and "2 threads on 2 usable cores" in err and "warning" not in json.loads(out)
 
@@ -597,7 +598,7 @@ def test_transfer_cli_warns_before_timing_across_kernel_libraries(tmp_path, synt
 def test_threads_warning_only_when_every_core_runs_the_model() -> None:
     assert calibrate_module.threads_warning(1, 2) is None and calibrate_module.threads_warning(2, 4) is None
     assert "±10%" in calibrate_module.threads_warning(2, 2) and calibrate_module.threads_warning(4, 2)
-    assert 1 <= calibrate_module.usable_cores() <= (os.cpu_count() or 1)
+    assert 1 <= (environment.usable_cores() or 0) <= (os.cpu_count() or 1)
 
 
 def test_latency_search_asks_the_profile_and_confirms_by_timing_once(synthetic, tmp_path, monkeypatch) -> None:

@@ -34,9 +34,10 @@ class _CalibrationBar:
 
 
 def _warn_threads(threads: int) -> None:
-    from edgeopt.hardware.calibrate import threads_warning, usable_cores
+    from edgeopt.hardware.calibrate import threads_warning
+    from edgeopt.report.environment import usable_cores
 
-    warning = threads_warning(threads, usable_cores())
+    warning = threads_warning(threads, usable_cores() or 1)
     if warning:  # before minutes of timing
         print(f"warning: {warning}", file=sys.stderr)
 

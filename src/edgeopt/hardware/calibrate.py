@@ -640,11 +640,6 @@ def transfer_warning(base_runtime: str, runtime: str) -> str | None:
             f"`edgeopt hw calibrate --runtime {runtime}` fits a predictor for it (95% or more)")  # fmt: skip
 
 
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity where the OS tells it, else the count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def threads_warning(threads: int, cores: int) -> str | None:
     """Why timings at ``threads`` on a machine of ``cores`` usable cores vary more than at fewer, or None.
     Measured on a 2-vCPU AMD EPYC (2026-12-07, benchmarks/results/hardware.json, 40 models timed twice):

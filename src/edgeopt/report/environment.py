@@ -89,13 +89,18 @@ def _cgroup_cpu_limit() -> float | None:
         return None
 
 
+def usable_cores() -> int | None:
+    """The CPU cores this process may run on: its affinity where the OS tells it, else the count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model, cores (all, usable by this process, cgroup limit), RAM, OS and CPU features."""
     cpu = parse_cpuinfo(_read("/proc/cpuinfo") or "")
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
+    usable = usable_cores()
     ram = _ram_bytes()
     return {
         "cpu": cpu["cpu"] or platform.processor() or platform.machine() or "unknown",
